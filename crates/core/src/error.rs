@@ -1,0 +1,138 @@
+//! The one error type of `appcreds-core`. [`crate::api::error_response`] maps it to HTTP.
+
+use std::fmt;
+
+/// One invalid field of a request, as in the `fieldList` of a `ValidationException`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// JSON pointer of the offending field, e.g. `/appId` or `/scopeDown/permissions/issues`.
+    pub path: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a KMS key could not sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyProblem {
+    /// The key does not exist (or the ARN in the App table is wrong).
+    NotFound,
+    /// The key is disabled.
+    Disabled,
+    /// The key is pending deletion, pending import, or otherwise in a state that cannot sign.
+    InvalidState,
+    /// IAM or the key policy refused `kms:Sign` (for example the key is not tagged `Status=Active`).
+    AccessDenied,
+    /// The key cannot sign with RSASSA_PKCS1_V1_5_SHA_256 (wrong key spec or usage).
+    WrongKeyType,
+}
+
+impl fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyProblem::NotFound => "not found",
+            KeyProblem::Disabled => "disabled",
+            KeyProblem::InvalidState => "in a state that cannot sign",
+            KeyProblem::AccessDenied => "not usable by this function (access denied)",
+            KeyProblem::WrongKeyType => "not an RSA signing key",
+        })
+    }
+}
+
+/// Everything that can go wrong in appcreds' core. Client mistakes are the first group; each maps
+/// to one error name of the wire contract (see `shared/spec/API.md`, Errors).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field is missing or violates a constraint (`ValidationException`).
+    #[error("{message}")]
+    Validation {
+        message: String,
+        fields: Vec<FieldError>,
+    },
+    /// The body is not valid JSON for the operation (`SerializationException`).
+    #[error("{0}")]
+    Serialization(String),
+    /// The request's content type is not JSON (`UnsupportedMediaTypeException`).
+    #[error("unsupported content type {0:?}; use application/json")]
+    UnsupportedMediaType(String),
+    /// No operation at this method and path (`UnknownOperationException`).
+    #[error("no operation at {method} {path}")]
+    UnknownOperation { method: String, path: String },
+    /// The App is not in the App table (`ClientSideError`).
+    #[error("App {0} is not registered with appcreds")]
+    UnknownApp(i64),
+    /// The App's row has no `KmsKeyArn` (`ServerSideError`: an operator must import a key).
+    #[error("App {0} has no signing key configured")]
+    AppKeyMissing(i64),
+    /// KMS refused to sign with the App's key (`ServerSideError`).
+    #[error("the App's signing key is {0}")]
+    SigningKey(KeyProblem),
+    /// An upstream throttled us and bounded retries did not help (`ThrottlingException`).
+    #[error("{service} is throttling requests; retry after {retry_after_seconds} s")]
+    Throttled {
+        service: &'static str,
+        retry_after_seconds: u64,
+    },
+    /// The function is deployed wrongly (`ServerSideError`); the message is safe to show.
+    #[error("{0}")]
+    Misconfigured(&'static str),
+    /// Anything else (`ServerSideError` with a generic message; the detail is only logged).
+    #[error("{context}: {source}")]
+    Internal {
+        context: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// A `ValidationException` for one field.
+    pub fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = FieldError::new(path, message);
+        Error::Validation {
+            message: format!(
+                "1 validation error detected. Value at '{}' {}",
+                field.path, field.message
+            ),
+            fields: vec![field],
+        }
+    }
+
+    /// A `ValidationException` for several fields (at least one).
+    pub fn invalid_fields(fields: Vec<FieldError>) -> Self {
+        let message = match fields.as_slice() {
+            [one] => format!(
+                "1 validation error detected. Value at '{}' {}",
+                one.path, one.message
+            ),
+            many => format!(
+                "{} validation errors detected: {}",
+                many.len(),
+                many.iter()
+                    .map(|f| format!("Value at '{}' {}", f.path, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        };
+        Error::Validation { message, fields }
+    }
+
+    pub fn internal(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Internal {
+            context,
+            source: source.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

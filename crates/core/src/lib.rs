@@ -1,0 +1,22 @@
+//! appcreds core: GitHub App credentials whose private key never leaves AWS KMS.
+//!
+//! - [`jwt`] and [`app_jwt`]: App JWTs signed by a [`signer::Signer`] (KMS `Sign` in production),
+//!   cached per App with single flight.
+//! - [`store`]: the App table.
+//! - [`api`]: request checks and the single error → HTTP mapping of the wire contract.
+//! - [`app_token`]: the `POST /tokens/app` operation.
+
+pub mod api;
+pub mod app_jwt;
+pub mod app_token;
+pub mod audit;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod jwt;
+pub mod secret;
+pub mod signer;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use secret::Secret;

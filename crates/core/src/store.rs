@@ -1,0 +1,86 @@
+//! The App table (`AppId` → `KmsKeyArn`): the [`AppStore`] trait and its DynamoDB implementation.
+
+use std::future::Future;
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::error::Error;
+
+/// A row of the App table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRecord {
+    pub app_id: i64,
+    pub kms_key_arn: Option<String>,
+}
+
+/// Reads Apps.
+pub trait AppStore: Send + Sync {
+    fn get_app(&self, app_id: i64)
+    -> impl Future<Output = Result<Option<AppRecord>, Error>> + Send;
+}
+
+/// The App table in DynamoDB.
+#[derive(Debug, Clone)]
+pub struct DynamoAppStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoAppStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+impl AppStore for DynamoAppStore {
+    async fn get_app(&self, app_id: i64) -> Result<Option<AppRecord>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("AppId", AttributeValue::N(app_id.to_string()))
+            .projection_expression("AppId, KmsKeyArn")
+            .send()
+            .await
+            .map_err(|e| dynamo_error("reading the App table", e))?;
+        Ok(out.item.map(|item| AppRecord {
+            app_id,
+            kms_key_arn: item
+                .get("KmsKeyArn")
+                .and_then(|v| v.as_s().ok())
+                .filter(|s| !s.is_empty())
+                .cloned(),
+        }))
+    }
+}
+
+/// Maps a DynamoDB failure: throttling becomes `ThrottlingException`, the rest is internal.
+pub fn dynamo_error<E, R>(context: &'static str, err: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let throttled = err
+        .as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| {
+            matches!(
+                code,
+                "ProvisionedThroughputExceededException"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+            )
+        });
+    if throttled {
+        Error::Throttled {
+            service: "DynamoDB",
+            retry_after_seconds: 1,
+        }
+    } else {
+        Error::internal(context, err)
+    }
+}

@@ -1,0 +1,288 @@
+//! A double of the GitHub REST API on loopback, for the endpoints appcreds calls.
+//!
+//! It authenticates like GitHub: App endpoints need `Authorization: Bearer <JWT>`, an RS256 JWT
+//! whose signature verifies with the App's registered public key, `iat` not in the future (60 s
+//! of skew allowed), `exp` in the future, and `exp − iat` at most 600 s. Errors carry GitHub's
+//! `{message, documentation_url}` body. Responses follow the schemas of GitHub's OpenAPI
+//! description (`@octokit/openapi`, `api.github.com.json`).
+
+pub mod jwt;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rsa::RsaPublicKey;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Clock skew GitHub tolerates on `iat`.
+pub const ALLOWED_SKEW_SECS: i64 = 60;
+/// Longest JWT lifetime GitHub accepts.
+pub const MAX_JWT_LIFETIME_SECS: i64 = 600;
+
+const DOCS: &str = "https://docs.github.com/rest";
+
+/// A GitHub App known to the double.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub id: i64,
+    pub slug: String,
+    pub public_key: RsaPublicKey,
+}
+
+#[derive(Default)]
+struct Inner {
+    apps: RwLock<HashMap<i64, App>>,
+    calls: Mutex<BTreeMap<String, usize>>,
+}
+
+/// The running double. Dropping it stops the server.
+pub struct GitHubDouble {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl GitHubDouble {
+    /// Starts the double on a free loopback port.
+    pub async fn start() -> std::io::Result<Self> {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// Starts the double on `addr` (e.g. `127.0.0.1:9001` for the local stack).
+    pub async fn start_on(addr: &str) -> std::io::Result<Self> {
+        let inner = Arc::new(Inner::default());
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = router(inner.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(GitHubDouble {
+            addr,
+            inner,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The API base URL, e.g. `http://127.0.0.1:PORT` (as `GITHUB_API_URL`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Registers an App with its public key (DER SubjectPublicKeyInfo, as from KMS `GetPublicKey`).
+    pub fn register_app(&self, id: i64, public_key_der: &[u8]) -> Result<(), String> {
+        let app = App {
+            id,
+            slug: format!("appcreds-test-app-{id}"),
+            public_key: jwt::public_key(public_key_der)?,
+        };
+        self.inner
+            .apps
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, app);
+        Ok(())
+    }
+
+    /// How many requests reached `route` (e.g. `"GET /app"`), whatever their outcome.
+    pub fn calls(&self, route: &str) -> usize {
+        self.inner
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(route)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// All request counts by route.
+    pub fn all_calls(&self) -> BTreeMap<String, usize> {
+        self.inner
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for GitHubDouble {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn router(inner: Arc<Inner>) -> Router {
+    Router::new()
+        .route("/app", get(get_app))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            inner.clone(),
+            count_calls,
+        ))
+        .with_state(inner)
+}
+
+async fn count_calls(
+    State(inner): State<Arc<Inner>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = format!("{} {}", req.method(), req.uri().path());
+    *inner
+        .calls
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(route)
+        .or_default() += 1;
+    next.run(req).await
+}
+
+/// A GitHub error response: `{message, documentation_url}`.
+pub fn gh_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({ "message": message, "documentation_url": DOCS })),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    gh_error(StatusCode::NOT_FOUND, "Not Found")
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// A refusal, as GitHub's status and message.
+#[derive(Debug)]
+pub struct Refusal(pub StatusCode, pub &'static str);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        gh_error(self.0, self.1)
+    }
+}
+
+/// Authenticates an App request as GitHub does; returns the App or GitHub's 401.
+fn authenticate_app(inner: &Inner, headers: &HeaderMap) -> Result<App, Refusal> {
+    let unauthorized = |m: &'static str| Refusal(StatusCode::UNAUTHORIZED, m);
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let token = auth
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| unauthorized("A JSON web token could not be decoded"))?;
+    let claims = jwt::peek_claims(token)
+        .map_err(|_| unauthorized("A JSON web token could not be decoded"))?;
+    let iss = match claims.get("iss") {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| unauthorized("'Issuer' claim ('iss') must be an Integer"))?;
+    let app = inner
+        .apps
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&iss)
+        .cloned()
+        .ok_or_else(|| unauthorized("Integration not found"))?;
+    let verified = jwt::verify_rs256(&app.public_key, token)
+        .map_err(|_| unauthorized("A JSON web token could not be decoded"))?;
+    let (iat, exp) = match (
+        verified.claims.get("iat").and_then(Value::as_i64),
+        verified.claims.get("exp").and_then(Value::as_i64),
+    ) {
+        (Some(iat), Some(exp)) => (iat, exp),
+        _ => {
+            return Err(unauthorized(
+                "'Issued at' and 'Expiration time' claims must be Integers",
+            ));
+        }
+    };
+    let now = now();
+    if iat > now + ALLOWED_SKEW_SECS {
+        return Err(unauthorized(
+            "'Issued at' claim ('iat') must be an Integer representing a time in the past",
+        ));
+    }
+    if exp <= now {
+        return Err(unauthorized(
+            "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires",
+        ));
+    }
+    if exp - iat > MAX_JWT_LIFETIME_SECS || exp > now + MAX_JWT_LIFETIME_SECS + ALLOWED_SKEW_SECS {
+        return Err(unauthorized(
+            "Expiration time' claim ('exp') is too far in the future",
+        ));
+    }
+    Ok(app)
+}
+
+/// `GET /app`: the authenticated App (schema `integration`).
+async fn get_app(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    match authenticate_app(&inner, &headers) {
+        Ok(app) => axum::Json(app_json(&app)).into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+fn app_json(app: &App) -> Value {
+    json!({
+        "id": app.id,
+        "slug": app.slug,
+        "node_id": format!("A_kwDOAppcreds{}", app.id),
+        "client_id": format!("Iv1.{:016x}", app.id),
+        "owner": {
+            "login": "appcreds-org", "id": 1001, "node_id": "O_kgDOAppcreds", "type": "Organization",
+            "avatar_url": "https://avatars.githubusercontent.com/u/1001?v=4",
+            "url": "https://api.github.com/users/appcreds-org", "html_url": "https://github.com/appcreds-org",
+            "site_admin": false
+        },
+        "name": format!("appcreds test app {}", app.id),
+        "description": "A GitHub App served by the appcreds GitHub double",
+        "external_url": "https://example.com",
+        "html_url": format!("https://github.com/apps/{}", app.slug),
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+        "permissions": { "metadata": "read", "contents": "read", "issues": "write" },
+        "events": ["push", "pull_request"],
+        "installations_count": 0
+    })
+}

@@ -1,0 +1,19 @@
+//! Real parts for appcreds' tests and local stack:
+//! - [`moto`]: a moto server (KMS, DynamoDB, CloudWatch) on loopback, owned by the test process.
+//! - [`aws`]: SDK clients pointed at it, with an interceptor that counts operations, and fixtures
+//!   (tables exactly as in the spec, tagged RSA keys, App rows).
+//! - [`github`]: an HTTP double of the GitHub REST API that checks App JWTs like GitHub does.
+//! - [`lambda`]: Function URL events as Lambda delivers them.
+
+pub mod aws;
+pub mod github;
+pub mod lambda;
+pub mod moto;
+
+/// A short unique suffix for resource names, so parallel tests never share a table.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}

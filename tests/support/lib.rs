@@ -1,0 +1,164 @@
+//! The integration tests' stack: the shared moto server, fresh tables and keys per test, the
+//! GitHub double, and the real handlers wired to real SDK clients (with call counters).
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use appcreds_core::api::Transport;
+use appcreds_core::app_jwt::AppJwts;
+use appcreds_core::app_token::AppTokenHandler;
+use appcreds_core::clock::{Clock, SystemClock};
+use appcreds_core::signer::KmsSigner;
+use appcreds_core::store::DynamoAppStore;
+use appcreds_testkit::aws::{self, AppKey, CallCounter};
+use appcreds_testkit::github::GitHubDouble;
+use appcreds_testkit::lambda::{Reply, UrlRequest};
+use appcreds_testkit::moto::Moto;
+use aws_config::SdkConfig;
+
+pub use appcreds_testkit::{github, lambda, unique};
+
+/// One test's slice of the system. Each test gets its own tables and keys on the shared server.
+pub struct Stack {
+    pub sdk: SdkConfig,
+    /// Counts the AWS operations made by handlers (not by fixtures).
+    pub counter: CallCounter,
+    /// Uncounted clients for fixtures and assertions.
+    pub kms: aws_sdk_kms::Client,
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub app_table: String,
+    pub github: GitHubDouble,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        let moto = Moto::shared();
+        let sdk = aws::sdk_config(moto.endpoint()).await;
+        let kms = aws_sdk_kms::Client::new(&sdk);
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let app_table = unique("apps");
+        aws::create_app_table(&ddb, &app_table)
+            .await
+            .expect("create the App table");
+        let github = GitHubDouble::start()
+            .await
+            .expect("start the GitHub double");
+        Stack {
+            sdk,
+            counter: CallCounter::default(),
+            kms,
+            ddb,
+            app_table,
+            github,
+        }
+    }
+
+    /// Creates a tagged KMS key, writes the App row, and registers the App with the double.
+    pub async fn add_app(&self, app_id: i64) -> AppKey {
+        let key = aws::create_app_key(&self.kms, app_id)
+            .await
+            .expect("create the App key");
+        aws::put_app(&self.ddb, &self.app_table, app_id, Some(&key.arn))
+            .await
+            .expect("write the App row");
+        self.github
+            .register_app(app_id, &key.public_key_der)
+            .expect("register the App");
+        key
+    }
+
+    /// A KMS client counted by [`Stack::counter`].
+    pub fn counted_kms(&self) -> aws_sdk_kms::Client {
+        aws::kms_client(&self.sdk, &self.counter)
+    }
+
+    /// A DynamoDB client counted by [`Stack::counter`].
+    pub fn counted_ddb(&self) -> aws_sdk_dynamodb::Client {
+        aws::dynamodb_client(&self.sdk, &self.counter)
+    }
+
+    /// The app-token handler as the function builds it, on counted clients and `clock`.
+    pub fn app_token_handler_with<C: Clock>(
+        &self,
+        clock: C,
+    ) -> AppTokenHandler<KmsSigner, DynamoAppStore, C> {
+        let jwts = AppJwts::new(
+            KmsSigner::new(self.counted_kms()),
+            DynamoAppStore::new(self.counted_ddb(), &self.app_table),
+            clock,
+        );
+        AppTokenHandler::new(
+            jwts,
+            Transport {
+                require_iam_caller: true,
+            },
+        )
+    }
+
+    pub fn app_token_handler(&self) -> AppTokenHandler<KmsSigner, DynamoAppStore, SystemClock> {
+        self.app_token_handler_with(SystemClock)
+    }
+}
+
+/// Sends `req` through `handle` as Lambda would and reads the reply.
+pub async fn send<F, Fut>(handle: F, req: UrlRequest) -> Reply
+where
+    F: FnOnce(lambda_http::Request) -> Fut,
+    Fut: std::future::Future<Output = lambda_http::Response<lambda_http::Body>>,
+{
+    Reply::from_response(handle(req.into_request()).await)
+}
+
+/// Captures the log lines (JSON) written on this thread while the guard lives.
+pub struct Logs {
+    buffer: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+#[derive(Clone)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Installs a JSON subscriber for this thread (use with a current-thread runtime).
+    pub fn capture() -> Logs {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = Sink(buffer.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || sink.clone())
+            .finish();
+        Logs {
+            buffer,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buffer.lock().unwrap_or_else(PoisonError::into_inner))
+            .into_owned()
+    }
+
+    /// The parsed log lines whose target is `target`.
+    pub fn lines_for(&self, target: &str) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == target)
+            .collect()
+    }
+}
