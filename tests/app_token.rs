@@ -17,11 +17,7 @@ use serde_json::{Value, json};
 const PATH: &str = "/tokens/app";
 
 async fn post(
-    handler: &AppTokenHandler<
-        impl appcreds_core::signer::Signer,
-        impl appcreds_core::store::AppStore,
-        impl Clock,
-    >,
+    handler: &AppTokenHandler<impl appcreds_core::signer::Signer, impl appcreds_core::store::AppStore, impl Clock>,
     body: Value,
 ) -> Reply {
     send(|r| handler.handle(r), UrlRequest::post_json(PATH, &body)).await
@@ -29,10 +25,7 @@ async fn post(
 
 fn jwt_of(reply: &Reply) -> String {
     assert_eq!(reply.status, 200, "{:?}", reply.body);
-    reply.body["appToken"]
-        .as_str()
-        .expect("appToken")
-        .to_string()
+    reply.body["appToken"].as_str().expect("appToken").to_string()
 }
 
 #[tokio::test]
@@ -46,18 +39,11 @@ async fn issues_a_jwt_that_verifies_with_the_kms_key_and_that_github_accepts() {
     let token = jwt_of(&reply);
 
     // Signed by the KMS key: verify with the key GetPublicKey returns.
-    let verified = verify_rs256(&public_key(&key.public_key_der).unwrap(), &token)
-        .expect("signature verifies");
+    let verified = verify_rs256(&public_key(&key.public_key_der).unwrap(), &token).expect("signature verifies");
     assert_eq!(verified.header, json!({"alg": "RS256", "typ": "JWT"}));
-    let (iat, exp) = (
-        verified.claims["iat"].as_i64().unwrap(),
-        verified.claims["exp"].as_i64().unwrap(),
-    );
+    let (iat, exp) = (verified.claims["iat"].as_i64().unwrap(), verified.claims["exp"].as_i64().unwrap());
     assert_eq!(verified.claims["iss"], 4242);
-    assert!(
-        (before - 61..=before - 59).contains(&iat),
-        "iat {iat} is now - 60 s (now {before})"
-    );
+    assert!((before - 61..=before - 59).contains(&iat), "iat {iat} is now - 60 s (now {before})");
     assert_eq!(exp - iat, 600, "exp is 9 minutes after now");
     assert_eq!(reply.body["appId"], 4242);
     assert_eq!(reply.body["expirationTime"], rfc3339(exp - 10));
@@ -84,16 +70,10 @@ async fn the_github_double_refuses_a_jwt_signed_by_another_key() {
     stack.add_app(51).await;
     let other = stack.add_app(52).await;
     // App 51's row now names App 52's key: the JWT says iss=51 but is signed by 52's key.
-    appcreds_testkit::aws::put_app(&stack.ddb, &stack.app_table, 51, Some(&other.arn))
-        .await
-        .unwrap();
+    appcreds_testkit::aws::put_app(&stack.ddb, &stack.app_table, 51, Some(&other.arn)).await.unwrap();
     let token = jwt_of(&post(&stack.app_token_handler(), json!({"appId": 51})).await);
-    let resp = reqwest::Client::new()
-        .get(format!("{}/app", stack.github.url()))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        reqwest::Client::new().get(format!("{}/app", stack.github.url())).bearer_auth(&token).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["message"], "A JSON web token could not be decoded");
@@ -109,27 +89,9 @@ async fn bad_requests_get_the_contract_errors() {
     let big = format!(r#"{{"appId": 7, "pad": "{}"}}"#, "x".repeat(70 * 1024));
     let json = Some("application/json");
     let cases: Vec<(&str, UrlRequest, u16, &str, Option<&str>)> = vec![
-        (
-            "not JSON",
-            UrlRequest::post_raw(PATH, json, b"{appId: 7".to_vec()),
-            400,
-            "SerializationException",
-            None,
-        ),
-        (
-            "JSON array",
-            UrlRequest::post_raw(PATH, json, b"[7]".to_vec()),
-            400,
-            "SerializationException",
-            None,
-        ),
-        (
-            "binary body",
-            UrlRequest::post_raw(PATH, json, vec![0xff, 0xfe, 0x00]),
-            400,
-            "SerializationException",
-            None,
-        ),
+        ("not JSON", UrlRequest::post_raw(PATH, json, b"{appId: 7".to_vec()), 400, "SerializationException", None),
+        ("JSON array", UrlRequest::post_raw(PATH, json, b"[7]".to_vec()), 400, "SerializationException", None),
+        ("binary body", UrlRequest::post_raw(PATH, json, vec![0xff, 0xfe, 0x00]), 400, "SerializationException", None),
         (
             "text/plain",
             UrlRequest::post_raw(PATH, Some("text/plain"), br#"{"appId":7}"#.to_vec()),
@@ -139,11 +101,7 @@ async fn bad_requests_get_the_contract_errors() {
         ),
         (
             "form",
-            UrlRequest::post_raw(
-                PATH,
-                Some("application/x-www-form-urlencoded"),
-                b"appId=7".to_vec(),
-            ),
+            UrlRequest::post_raw(PATH, Some("application/x-www-form-urlencoded"), b"appId=7".to_vec()),
             415,
             "UnsupportedMediaTypeException",
             None,
@@ -171,28 +129,13 @@ async fn bad_requests_get_the_contract_errors() {
         ),
         (
             "GET",
-            UrlRequest {
-                method: "GET".into(),
-                ..UrlRequest::post_json(PATH, &json!({"appId": 7}))
-            },
+            UrlRequest { method: "GET".into(), ..UrlRequest::post_json(PATH, &json!({"appId": 7})) },
             404,
             "UnknownOperationException",
             None,
         ),
-        (
-            "appId missing",
-            UrlRequest::post_json(PATH, &json!({})),
-            400,
-            "ValidationException",
-            Some("/appId"),
-        ),
-        (
-            "empty body",
-            UrlRequest::post_raw(PATH, json, Vec::new()),
-            400,
-            "ValidationException",
-            Some("/appId"),
-        ),
+        ("appId missing", UrlRequest::post_json(PATH, &json!({})), 400, "ValidationException", Some("/appId")),
+        ("empty body", UrlRequest::post_raw(PATH, json, Vec::new()), 400, "ValidationException", Some("/appId")),
         (
             "appId null",
             UrlRequest::post_json(PATH, &json!({"appId": null})),
@@ -200,13 +143,7 @@ async fn bad_requests_get_the_contract_errors() {
             "ValidationException",
             Some("/appId"),
         ),
-        (
-            "appId 0",
-            UrlRequest::post_json(PATH, &json!({"appId": 0})),
-            400,
-            "ValidationException",
-            Some("/appId"),
-        ),
+        ("appId 0", UrlRequest::post_json(PATH, &json!({"appId": 0})), 400, "ValidationException", Some("/appId")),
         (
             "appId negative",
             UrlRequest::post_json(PATH, &json!({"appId": -7})),
@@ -214,20 +151,8 @@ async fn bad_requests_get_the_contract_errors() {
             "ValidationException",
             Some("/appId"),
         ),
-        (
-            "appId string",
-            UrlRequest::post_json(PATH, &json!({"appId": "7"})),
-            400,
-            "SerializationException",
-            None,
-        ),
-        (
-            "appId float",
-            UrlRequest::post_json(PATH, &json!({"appId": 7.5})),
-            400,
-            "SerializationException",
-            None,
-        ),
+        ("appId string", UrlRequest::post_json(PATH, &json!({"appId": "7"})), 400, "SerializationException", None),
+        ("appId float", UrlRequest::post_json(PATH, &json!({"appId": 7.5})), 400, "SerializationException", None),
         (
             "appId > 2^63",
             UrlRequest::post_raw(PATH, json, br#"{"appId": 9223372036854775808}"#.to_vec()),
@@ -242,60 +167,30 @@ async fn bad_requests_get_the_contract_errors() {
             "SerializationException",
             None,
         ),
-        (
-            "body over 64 KiB",
-            UrlRequest::post_raw(PATH, json, big.into_bytes()),
-            400,
-            "ValidationException",
-            Some(""),
-        ),
-        (
-            "unknown App",
-            UrlRequest::post_json(PATH, &json!({"appId": 999_999})),
-            400,
-            "ClientSideError",
-            None,
-        ),
+        ("body over 64 KiB", UrlRequest::post_raw(PATH, json, big.into_bytes()), 400, "ValidationException", Some("")),
+        ("unknown App", UrlRequest::post_json(PATH, &json!({"appId": 999_999})), 400, "ClientSideError", None),
     ];
     for (name, req, status, error, field) in cases {
         let reply = send(|r| handler.handle(r), req).await;
         assert_eq!(reply.status, status, "{name}: {:?}", reply.body);
         assert_eq!(reply.error_type.as_deref(), Some(error), "{name}");
-        assert_eq!(
-            reply.content_type.as_deref(),
-            Some("application/json"),
-            "{name}"
-        );
+        assert_eq!(reply.content_type.as_deref(), Some("application/json"), "{name}");
         let message = reply.body["message"].as_str().unwrap_or_default();
         assert!(!message.is_empty(), "{name}: a message says what was wrong");
         if let Some(path) = field {
-            assert_eq!(
-                reply.body["fieldList"][0]["path"], path,
-                "{name}: {:?}",
-                reply.body
-            );
+            assert_eq!(reply.body["fieldList"][0]["path"], path, "{name}: {:?}", reply.body);
         }
         if error == "SerializationException" && name.starts_with("appId") {
             assert!(message.contains("/appId"), "{name}: {message}");
         }
     }
     // Unknown fields are ignored.
-    let reply = post(
-        &handler,
-        json!({"appId": 7, "installationId": 1, "extra": {"a": [1]}}),
-    )
-    .await;
+    let reply = post(&handler, json!({"appId": 7, "installationId": 1, "extra": {"a": [1]}})).await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     // 64-bit App IDs above 2^53 are handled exactly (an unknown App, not a parse error).
     let reply = post(&handler, json!({"appId": 9_223_372_036_854_775_807_i64})).await;
-    assert_eq!(
-        (reply.status, reply.error_type.as_deref()),
-        (400, Some("ClientSideError"))
-    );
-    assert_eq!(
-        reply.body["message"],
-        "App 9223372036854775807 is not registered with appcreds"
-    );
+    assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")));
+    assert_eq!(reply.body["message"], "App 9223372036854775807 is not registered with appcreds");
 }
 
 #[tokio::test]
@@ -303,58 +198,29 @@ async fn a_request_without_an_iam_caller_is_refused() {
     let stack = Stack::start().await;
     stack.add_app(8).await;
     let handler = stack.app_token_handler();
-    let req = UrlRequest {
-        caller_arn: None,
-        ..UrlRequest::post_json(PATH, &json!({"appId": 8}))
-    };
+    let req = UrlRequest { caller_arn: None, ..UrlRequest::post_json(PATH, &json!({"appId": 8})) };
     let reply = send(|r| handler.handle(r), req).await;
-    assert_eq!(
-        (reply.status, reply.error_type.as_deref()),
-        (500, Some("ServerSideError"))
-    );
+    assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")));
     assert!(reply.body["message"].as_str().unwrap().contains("AWS_IAM"));
-    assert_eq!(
-        stack.counter.count("Sign"),
-        0,
-        "nothing signed for an unauthenticated request"
-    );
+    assert_eq!(stack.counter.count("Sign"), 0, "nothing signed for an unauthenticated request");
 }
 
 #[tokio::test]
 async fn an_app_row_without_a_key_and_a_missing_key_are_server_errors() {
     let stack = Stack::start().await;
-    appcreds_testkit::aws::put_app(&stack.ddb, &stack.app_table, 11, None)
-        .await
-        .unwrap();
+    appcreds_testkit::aws::put_app(&stack.ddb, &stack.app_table, 11, None).await.unwrap();
     let missing = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000";
-    appcreds_testkit::aws::put_app(&stack.ddb, &stack.app_table, 12, Some(missing))
-        .await
-        .unwrap();
+    appcreds_testkit::aws::put_app(&stack.ddb, &stack.app_table, 12, Some(missing)).await.unwrap();
     let handler = stack.app_token_handler();
 
     let reply = post(&handler, json!({"appId": 11})).await;
-    assert_eq!(
-        (reply.status, reply.error_type.as_deref()),
-        (500, Some("ServerSideError"))
-    );
-    assert_eq!(
-        reply.body,
-        json!({"message": "App 11 has no signing key configured"})
-    );
+    assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")));
+    assert_eq!(reply.body, json!({"message": "App 11 has no signing key configured"}));
 
     let reply = post(&handler, json!({"appId": 12})).await;
-    assert_eq!(
-        (reply.status, reply.error_type.as_deref()),
-        (500, Some("ServerSideError"))
-    );
-    assert_eq!(
-        reply.body,
-        json!({"message": "the App's signing key is not found"})
-    );
-    assert!(
-        !reply.body.to_string().contains("arn:"),
-        "no key ARN in a response"
-    );
+    assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")));
+    assert_eq!(reply.body, json!({"message": "the App's signing key is not found"}));
+    assert!(!reply.body.to_string().contains("arn:"), "no key ARN in a response");
 }
 
 #[tokio::test]
@@ -362,27 +228,16 @@ async fn an_unreachable_kms_is_a_server_error_without_detail() {
     let stack = Stack::start().await;
     stack.add_app(13).await;
     // A KMS endpoint where nothing listens.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let dead = appcreds_testkit::aws::sdk_config(&format!("http://{closed}")).await;
     let jwts = AppJwts::new(
         KmsSigner::new(aws_sdk_kms::Client::new(&dead)),
         DynamoAppStore::new(stack.counted_ddb(), &stack.app_table),
         SystemClock,
     );
-    let handler = AppTokenHandler::new(
-        jwts,
-        Transport {
-            require_iam_caller: true,
-        },
-    );
+    let handler = AppTokenHandler::new(jwts, Transport { require_iam_caller: true });
     let reply = post(&handler, json!({"appId": 13})).await;
-    assert_eq!(
-        (reply.status, reply.error_type.as_deref()),
-        (500, Some("ServerSideError"))
-    );
+    assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")));
     assert_eq!(reply.body, json!({"message": "Internal server error"}));
 }
 
@@ -392,34 +247,18 @@ async fn an_unreachable_kms_is_a_server_error_without_detail() {
 async fn kms_refusals_map_to_defined_errors() {
     use aws_sdk_kms::error::ErrorMetadata;
     use aws_sdk_kms::operation::sign::SignError;
-    use aws_sdk_kms::types::error::{
-        DisabledException, InvalidKeyUsageException, KmsInvalidStateException,
-    };
+    use aws_sdk_kms::types::error::{DisabledException, InvalidKeyUsageException, KmsInvalidStateException};
     use aws_smithy_mocks::{MockResponseInterceptor, RuleMode, create_mock_http_client, mock};
 
     let stack = Stack::start().await;
     stack.add_app(14).await;
-    let generic = |code: &'static str| {
-        move || {
-            SignError::generic(
-                ErrorMetadata::builder()
-                    .code(code)
-                    .message("refused")
-                    .build(),
-            )
-        }
-    };
+    let generic =
+        |code: &'static str| move || SignError::generic(ErrorMetadata::builder().code(code).message("refused").build());
     type MakeError = Box<dyn Fn() -> SignError + Send + Sync>;
     let cases: Vec<(&str, MakeError, u16, &str, &str)> = vec![
         (
             "disabled",
-            Box::new(|| {
-                SignError::DisabledException(
-                    DisabledException::builder()
-                        .message("Key is disabled")
-                        .build(),
-                )
-            }),
+            Box::new(|| SignError::DisabledException(DisabledException::builder().message("Key is disabled").build())),
             500,
             "ServerSideError",
             "the App's signing key is disabled",
@@ -428,9 +267,7 @@ async fn kms_refusals_map_to_defined_errors() {
             "pending deletion",
             Box::new(|| {
                 SignError::KmsInvalidStateException(
-                    KmsInvalidStateException::builder()
-                        .message("pending deletion")
-                        .build(),
+                    KmsInvalidStateException::builder().message("pending deletion").build(),
                 )
             }),
             500,
@@ -439,9 +276,7 @@ async fn kms_refusals_map_to_defined_errors() {
         ),
         (
             "wrong key usage",
-            Box::new(|| {
-                SignError::InvalidKeyUsageException(InvalidKeyUsageException::builder().build())
-            }),
+            Box::new(|| SignError::InvalidKeyUsageException(InvalidKeyUsageException::builder().build())),
             500,
             "ServerSideError",
             "the App's signing key is not an RSA signing key",
@@ -469,25 +304,13 @@ async fn kms_refusals_map_to_defined_errors() {
         let kms = aws_sdk_kms::Client::from_conf(
             aws_sdk_kms::config::Builder::from(&stack.sdk)
                 .http_client(create_mock_http_client())
-                .interceptor(
-                    MockResponseInterceptor::new()
-                        .rule_mode(RuleMode::MatchAny)
-                        .with_rule(&rule),
-                )
+                .interceptor(MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny).with_rule(&rule))
                 .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
                 .build(),
         );
-        let jwts = AppJwts::new(
-            KmsSigner::new(kms),
-            DynamoAppStore::new(stack.counted_ddb(), &stack.app_table),
-            SystemClock,
-        );
-        let handler = AppTokenHandler::new(
-            jwts,
-            Transport {
-                require_iam_caller: true,
-            },
-        );
+        let jwts =
+            AppJwts::new(KmsSigner::new(kms), DynamoAppStore::new(stack.counted_ddb(), &stack.app_table), SystemClock);
+        let handler = AppTokenHandler::new(jwts, Transport { require_iam_caller: true });
         let reply = post(&handler, json!({"appId": 14})).await;
         assert_eq!(reply.status, status, "{name}: {:?}", reply.body);
         assert_eq!(reply.error_type.as_deref(), Some(error), "{name}");
@@ -510,23 +333,9 @@ async fn a_thousand_requests_cost_one_sign_and_one_read() {
         let reply = post(&handler, json!({"appId": 21})).await;
         assert_eq!(jwt_of(&reply), first);
     }
-    assert_eq!(
-        stack.counter.count("Sign"),
-        1,
-        "{:?}",
-        stack.counter.snapshot()
-    );
-    assert_eq!(
-        stack.counter.count("GetItem"),
-        1,
-        "{:?}",
-        stack.counter.snapshot()
-    );
-    assert_eq!(
-        stack.counter.snapshot().values().sum::<usize>(),
-        2,
-        "no other AWS calls"
-    );
+    assert_eq!(stack.counter.count("Sign"), 1, "{:?}", stack.counter.snapshot());
+    assert_eq!(stack.counter.count("GetItem"), 1, "{:?}", stack.counter.snapshot());
+    assert_eq!(stack.counter.snapshot().values().sum::<usize>(), 2, "no other AWS calls");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -549,12 +358,7 @@ async fn concurrent_requests_for_one_app_share_one_signing() {
     }
     assert_eq!(tokens[&22].len(), 1, "one JWT for App 22");
     assert_eq!(tokens[&23].len(), 1, "one JWT for App 23");
-    assert_eq!(
-        stack.counter.count("Sign"),
-        2,
-        "one signing per App: {:?}",
-        stack.counter.snapshot()
-    );
+    assert_eq!(stack.counter.count("Sign"), 2, "one signing per App: {:?}", stack.counter.snapshot());
     assert_eq!(stack.counter.count("GetItem"), 2);
 }
 
@@ -569,43 +373,25 @@ async fn jwts_are_renewed_in_time_and_pick_up_a_rotated_key() {
 
     let check = |reply: &Reply, key: &appcreds_testkit::aws::AppKey| {
         let token = jwt_of(reply);
-        let verified = verify_rs256(&public_key(&key.public_key_der).unwrap(), &token)
-            .expect("verifies with the key");
+        let verified = verify_rs256(&public_key(&key.public_key_der).unwrap(), &token).expect("verifies with the key");
         let exp = verified.claims["exp"].as_i64().unwrap();
-        assert!(
-            exp - clock.now() >= 300,
-            "at least 5 minutes of life left ({} s)",
-            exp - clock.now()
-        );
+        assert!(exp - clock.now() >= 300, "at least 5 minutes of life left ({} s)", exp - clock.now());
         token
     };
     let first = check(&post(&handler, json!({"appId": 31})).await, &old);
 
     // Rotate: a new key, the App row switched to it.
-    let new = appcreds_testkit::aws::create_app_key(&stack.kms, 31)
-        .await
-        .unwrap();
-    appcreds_testkit::aws::put_app(&stack.ddb, &stack.app_table, 31, Some(&new.arn))
-        .await
-        .unwrap();
+    let new = appcreds_testkit::aws::create_app_key(&stack.kms, 31).await.unwrap();
+    appcreds_testkit::aws::put_app(&stack.ddb, &stack.app_table, 31, Some(&new.arn)).await.unwrap();
 
     clock.advance(239); // 5 min + 1 s of life left: still cached, still the old key
-    assert_eq!(
-        check(&post(&handler, json!({"appId": 31})).await, &old),
-        first
-    );
-    assert_eq!(
-        (stack.counter.count("Sign"), stack.counter.count("GetItem")),
-        (1, 1)
-    );
+    assert_eq!(check(&post(&handler, json!({"appId": 31})).await, &old), first);
+    assert_eq!((stack.counter.count("Sign"), stack.counter.count("GetItem")), (1, 1));
 
     clock.advance(1); // exactly 5 min left: renewed, under the new key
     let second = check(&post(&handler, json!({"appId": 31})).await, &new);
     assert_ne!(second, first);
-    assert_eq!(
-        (stack.counter.count("Sign"), stack.counter.count("GetItem")),
-        (2, 2)
-    );
+    assert_eq!((stack.counter.count("Sign"), stack.counter.count("GetItem")), (2, 2));
 }
 
 #[tokio::test]

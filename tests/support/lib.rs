@@ -37,33 +37,16 @@ impl Stack {
         let kms = aws_sdk_kms::Client::new(&sdk);
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
         let app_table = unique("apps");
-        aws::create_app_table(&ddb, &app_table)
-            .await
-            .expect("create the App table");
-        let github = GitHubDouble::start()
-            .await
-            .expect("start the GitHub double");
-        Stack {
-            sdk,
-            counter: CallCounter::default(),
-            kms,
-            ddb,
-            app_table,
-            github,
-        }
+        aws::create_app_table(&ddb, &app_table).await.expect("create the App table");
+        let github = GitHubDouble::start().await.expect("start the GitHub double");
+        Stack { sdk, counter: CallCounter::default(), kms, ddb, app_table, github }
     }
 
     /// Creates a tagged KMS key, writes the App row, and registers the App with the double.
     pub async fn add_app(&self, app_id: i64) -> AppKey {
-        let key = aws::create_app_key(&self.kms, app_id)
-            .await
-            .expect("create the App key");
-        aws::put_app(&self.ddb, &self.app_table, app_id, Some(&key.arn))
-            .await
-            .expect("write the App row");
-        self.github
-            .register_app(app_id, &key.public_key_der)
-            .expect("register the App");
+        let key = aws::create_app_key(&self.kms, app_id).await.expect("create the App key");
+        aws::put_app(&self.ddb, &self.app_table, app_id, Some(&key.arn)).await.expect("write the App row");
+        self.github.register_app(app_id, &key.public_key_der).expect("register the App");
         key
     }
 
@@ -78,21 +61,13 @@ impl Stack {
     }
 
     /// The app-token handler as the function builds it, on counted clients and `clock`.
-    pub fn app_token_handler_with<C: Clock>(
-        &self,
-        clock: C,
-    ) -> AppTokenHandler<KmsSigner, DynamoAppStore, C> {
+    pub fn app_token_handler_with<C: Clock>(&self, clock: C) -> AppTokenHandler<KmsSigner, DynamoAppStore, C> {
         let jwts = AppJwts::new(
             KmsSigner::new(self.counted_kms()),
             DynamoAppStore::new(self.counted_ddb(), &self.app_table),
             clock,
         );
-        AppTokenHandler::new(
-            jwts,
-            Transport {
-                require_iam_caller: true,
-            },
-        )
+        AppTokenHandler::new(jwts, Transport { require_iam_caller: true })
     }
 
     pub fn app_token_handler(&self) -> AppTokenHandler<KmsSigner, DynamoAppStore, SystemClock> {
@@ -120,10 +95,7 @@ struct Sink(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -141,16 +113,12 @@ impl Logs {
             .with_max_level(tracing::Level::DEBUG)
             .with_writer(move || sink.clone())
             .finish();
-        Logs {
-            buffer,
-            _guard: tracing::subscriber::set_default(subscriber),
-        }
+        Logs { buffer, _guard: tracing::subscriber::set_default(subscriber) }
     }
 
     /// Everything logged so far.
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.buffer.lock().unwrap_or_else(PoisonError::into_inner))
-            .into_owned()
+        String::from_utf8_lossy(&self.buffer.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
     }
 
     /// The parsed log lines whose target is `target`.

@@ -48,10 +48,7 @@ pub struct Transport {
 pub fn parse_call(req: &Request, routes: &[&str], transport: Transport) -> Result<Call, Error> {
     let path = req.uri().path().to_string();
     if req.method() != Method::POST || !routes.contains(&path.as_str()) {
-        return Err(Error::UnknownOperation {
-            method: req.method().to_string(),
-            path,
-        });
+        return Err(Error::UnknownOperation { method: req.method().to_string(), path });
     }
     let caller = caller_of(req);
     if transport.require_iam_caller && caller.arn.is_none() {
@@ -62,10 +59,7 @@ pub fn parse_call(req: &Request, routes: &[&str], transport: Transport) -> Resul
     let bytes: &[u8] = req.body().as_ref();
     check_content_type(req.headers().get(header::CONTENT_TYPE), bytes.is_empty())?;
     if bytes.len() > MAX_BODY_BYTES {
-        return Err(Error::invalid(
-            "",
-            format!("the request body must be at most {MAX_BODY_BYTES} bytes"),
-        ));
+        return Err(Error::invalid("", format!("the request body must be at most {MAX_BODY_BYTES} bytes")));
     }
     let body = parse_object(bytes)?;
     Ok(Call { path, caller, body })
@@ -73,35 +67,25 @@ pub fn parse_call(req: &Request, routes: &[&str], transport: Transport) -> Resul
 
 fn caller_of(req: &Request) -> Caller {
     let arn = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx
-            .authorizer
-            .as_ref()
-            .and_then(|a| a.iam.as_ref())
-            .and_then(|iam| iam.user_arn.clone()),
+        Some(RequestContext::ApiGatewayV2(ctx)) => {
+            ctx.authorizer.as_ref().and_then(|a| a.iam.as_ref()).and_then(|iam| iam.user_arn.clone())
+        }
         _ => None,
     };
-    Caller {
-        arn: arn.filter(|a| !a.is_empty()),
-    }
+    Caller { arn: arn.filter(|a| !a.is_empty()) }
 }
 
 fn check_content_type(value: Option<&HeaderValue>, body_is_empty: bool) -> Result<(), Error> {
     let Some(value) = value else {
         // restJson1: an operation with an empty body may omit the content type.
-        return if body_is_empty {
-            Ok(())
-        } else {
-            Err(Error::UnsupportedMediaType(String::new()))
-        };
+        return if body_is_empty { Ok(()) } else { Err(Error::UnsupportedMediaType(String::new())) };
     };
     let text = value.to_str().unwrap_or_default();
     let essence = text.split(';').next().unwrap_or_default().trim();
     if essence.eq_ignore_ascii_case("application/json") {
         Ok(())
     } else {
-        Err(Error::UnsupportedMediaType(
-            text.chars().take(100).collect(),
-        ))
+        Err(Error::UnsupportedMediaType(text.chars().take(100).collect()))
     }
 }
 
@@ -111,9 +95,7 @@ fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, Error> {
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(Error::Serialization(
-            "the request body must be a JSON object".into(),
-        )),
+        Ok(_) => Err(Error::Serialization("the request body must be a JSON object".into())),
         Err(e) => Err(Error::Serialization(format!(
             "the request body is not valid JSON (line {}, column {})",
             e.line(),
@@ -131,17 +113,11 @@ pub struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     pub fn new(map: &'a Map<String, Value>) -> Self {
-        Self {
-            map,
-            prefix: String::new(),
-        }
+        Self { map, prefix: String::new() }
     }
 
     pub fn nested(map: &'a Map<String, Value>, prefix: impl Into<String>) -> Self {
-        Self {
-            map,
-            prefix: prefix.into(),
-        }
+        Self { map, prefix: prefix.into() }
     }
 
     pub fn path(&self, name: &str) -> String {
@@ -155,9 +131,7 @@ impl<'a> Fields<'a> {
 
     /// An integer member within `i64`; `None` if absent.
     pub fn i64(&self, name: &str) -> Result<Option<i64>, Error> {
-        self.get(name)
-            .map(|v| as_i64(v, &self.path(name)))
-            .transpose()
+        self.get(name).map(|v| as_i64(v, &self.path(name))).transpose()
     }
 
     /// A string member; `None` if absent.
@@ -192,13 +166,11 @@ impl<'a> Fields<'a> {
 pub fn as_i64(value: &Value, path: &str) -> Result<i64, Error> {
     match value {
         Value::Number(n) => n.as_i64().ok_or_else(|| {
-            Error::Serialization(
-                if n.is_f64() && n.as_f64().is_some_and(|f| f.abs() < 9.2e18) {
-                    format!("Value at '{path}' must be an integer, not {n}")
-                } else {
-                    format!("Value at '{path}' is outside the 64-bit integer range")
-                },
-            )
+            Error::Serialization(if n.is_f64() && n.as_f64().is_some_and(|f| f.abs() < 9.2e18) {
+                format!("Value at '{path}' must be an integer, not {n}")
+            } else {
+                format!("Value at '{path}' is outside the 64-bit integer range")
+            })
         }),
         other => Err(wrong_type(path, "an integer", other)),
     }
@@ -231,11 +203,7 @@ impl Violations {
 
     /// `Ok` if nothing was added, else one `ValidationException` naming every field.
     pub fn finish(self) -> Result<(), Error> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::invalid_fields(self.0))
-        }
+        if self.0.is_empty() { Ok(()) } else { Err(Error::invalid_fields(self.0)) }
     }
 }
 
@@ -243,10 +211,7 @@ impl Violations {
 pub fn required_id(fields: &Fields<'_>, name: &str) -> Result<i64, Error> {
     match fields.i64(name)? {
         None => Err(Error::invalid(fields.path(name), "must not be null")),
-        Some(v) if v < 1 => Err(Error::invalid(
-            fields.path(name),
-            "must be greater than or equal to 1",
-        )),
+        Some(v) if v < 1 => Err(Error::invalid(fields.path(name), "must be greater than or equal to 1")),
         Some(v) => Ok(v),
     }
 }
@@ -254,49 +219,30 @@ pub fn required_id(fields: &Fields<'_>, name: &str) -> Result<i64, Error> {
 /// The contract's name, HTTP status and body for an error. The only place errors become HTTP.
 pub fn error_parts(err: &Error) -> (StatusCode, &'static str, Value) {
     match err {
-        Error::Validation { message, fields } => (
-            StatusCode::BAD_REQUEST,
-            "ValidationException",
-            json!({ "message": message, "fieldList": fields }),
-        ),
-        Error::Serialization(message) => (
-            StatusCode::BAD_REQUEST,
-            "SerializationException",
-            json!({ "message": message }),
-        ),
-        Error::UnsupportedMediaType(_) => (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaTypeException",
-            json!({ "message": err.to_string() }),
-        ),
-        Error::UnknownOperation { .. } => (
-            StatusCode::NOT_FOUND,
-            "UnknownOperationException",
-            json!({ "message": err.to_string() }),
-        ),
-        Error::UnknownApp(_) => (
-            StatusCode::BAD_REQUEST,
-            "ClientSideError",
-            json!({ "message": err.to_string() }),
-        ),
-        Error::AppKeyMissing(_) | Error::SigningKey(_) | Error::Misconfigured(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ServerSideError",
-            json!({ "message": err.to_string() }),
-        ),
-        Error::Throttled {
-            retry_after_seconds,
-            ..
-        } => (
+        Error::Validation { message, fields } => {
+            (StatusCode::BAD_REQUEST, "ValidationException", json!({ "message": message, "fieldList": fields }))
+        }
+        Error::Serialization(message) => {
+            (StatusCode::BAD_REQUEST, "SerializationException", json!({ "message": message }))
+        }
+        Error::UnsupportedMediaType(_) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaTypeException", json!({ "message": err.to_string() }))
+        }
+        Error::UnknownOperation { .. } => {
+            (StatusCode::NOT_FOUND, "UnknownOperationException", json!({ "message": err.to_string() }))
+        }
+        Error::UnknownApp(_) => (StatusCode::BAD_REQUEST, "ClientSideError", json!({ "message": err.to_string() })),
+        Error::AppKeyMissing(_) | Error::SigningKey(_) | Error::Misconfigured(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "ServerSideError", json!({ "message": err.to_string() }))
+        }
+        Error::Throttled { retry_after_seconds, .. } => (
             StatusCode::TOO_MANY_REQUESTS,
             "ThrottlingException",
             json!({ "message": err.to_string(), "retryAfterSeconds": retry_after_seconds }),
         ),
-        Error::Internal { .. } => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ServerSideError",
-            json!({ "message": "Internal server error" }),
-        ),
+        Error::Internal { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "ServerSideError", json!({ "message": "Internal server error" }))
+        }
     }
 }
 
@@ -317,18 +263,11 @@ pub fn respond(result: Result<Value, Error>) -> Response<Body> {
     }
 }
 
-fn json_response(
-    status: StatusCode,
-    body: &Value,
-    error_type: Option<&'static str>,
-) -> Response<Body> {
+fn json_response(status: StatusCode, body: &Value, error_type: Option<&'static str>) -> Response<Body> {
     let mut response = Response::new(Body::Text(body.to_string()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(name) = error_type {
         headers.insert(ERROR_TYPE_HEADER, HeaderValue::from_static(name));
     }
@@ -358,10 +297,7 @@ mod tests {
             (r#"{"appId": "7"}"#, Err("SerializationException")),
             (r#"{"appId": 7.5}"#, Err("SerializationException")),
             (r#"{"appId": 7.0}"#, Err("SerializationException")),
-            (
-                r#"{"appId": 9223372036854775808}"#,
-                Err("SerializationException"),
-            ),
+            (r#"{"appId": 9223372036854775808}"#, Err("SerializationException")),
             (r#"{"appId": 1e30}"#, Err("SerializationException")),
             (r#"{"appId": true}"#, Err("SerializationException")),
             (r#"{"appId": [1]}"#, Err("SerializationException")),
@@ -385,10 +321,7 @@ mod tests {
 
     #[test]
     fn internal_errors_do_not_leak_detail() {
-        let err = Error::internal(
-            "reading the App table",
-            "arn:aws:dynamodb:eu-west-1:123:table/secret-name",
-        );
+        let err = Error::internal("reading the App table", "arn:aws:dynamodb:eu-west-1:123:table/secret-name");
         let (status, name, body) = error_parts(&err);
         assert_eq!((status.as_u16(), name), (500, "ServerSideError"));
         assert_eq!(body, json!({"message": "Internal server error"}));
@@ -396,8 +329,7 @@ mod tests {
 
     #[test]
     fn content_types() {
-        let ok =
-            |v: &str| check_content_type(Some(&HeaderValue::from_str(v).unwrap()), false).is_ok();
+        let ok = |v: &str| check_content_type(Some(&HeaderValue::from_str(v).unwrap()), false).is_ok();
         assert!(ok("application/json"));
         assert!(ok("Application/JSON; charset=utf-8"));
         assert!(!ok("text/plain"));

@@ -43,12 +43,7 @@ pub struct AppJwts<S, A, C = SystemClock> {
 
 impl<S: Signer, A: AppStore, C: Clock> AppJwts<S, A, C> {
     pub fn new(signer: S, store: A, clock: C) -> Self {
-        Self {
-            signer,
-            store,
-            clock,
-            slots: Mutex::new(HashMap::new()),
-        }
+        Self { signer, store, clock, slots: Mutex::new(HashMap::new()) }
     }
 
     /// A JWT for `app_id` with at least [`MIN_REMAINING_SECS`] of life left.
@@ -58,10 +53,7 @@ impl<S: Signer, A: AppStore, C: Clock> AppJwts<S, A, C> {
         if let Some(jwt) = cached.as_ref()
             && jwt.expires_at - self.clock.now() > MIN_REMAINING_SECS
         {
-            return Ok(AppJwt {
-                cached: true,
-                ..jwt.clone()
-            });
+            return Ok(AppJwt { cached: true, ..jwt.clone() });
         }
         match self.mint(app_id).await {
             Ok(jwt) => {
@@ -91,19 +83,13 @@ impl<S: Signer, A: AppStore, C: Clock> AppJwts<S, A, C> {
 
     fn forget(&self, app_id: i64, slot: &Slot) {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if slots.get(&app_id).is_some_and(|s| Arc::ptr_eq(s, slot))
-            && slot.try_lock().is_ok_and(|jwt| jwt.is_none())
-        {
+        if slots.get(&app_id).is_some_and(|s| Arc::ptr_eq(s, slot)) && slot.try_lock().is_ok_and(|jwt| jwt.is_none()) {
             slots.remove(&app_id);
         }
     }
 
     async fn mint(&self, app_id: i64) -> Result<AppJwt, Error> {
-        let app = self
-            .store
-            .get_app(app_id)
-            .await?
-            .ok_or(Error::UnknownApp(app_id))?;
+        let app = self.store.get_app(app_id).await?.ok_or(Error::UnknownApp(app_id))?;
         let key_arn = app.kms_key_arn.ok_or(Error::AppKeyMissing(app_id))?;
         let claims = Claims::for_app(app_id, self.clock.now());
         let input = claims.signing_input();

@@ -27,6 +27,11 @@ impl<S: Signer, A: AppStore, C: Clock> AppTokenHandler<S, A, C> {
         Self { jwts, transport }
     }
 
+    /// The JWT cache (benchmarks and tests drop entries to force a signing).
+    pub fn jwts(&self) -> &AppJwts<S, A, C> {
+        &self.jwts
+    }
+
     pub async fn handle(&self, req: Request) -> Response<Body> {
         api::respond(self.call(req).await)
     }
@@ -36,15 +41,7 @@ impl<S: Signer, A: AppStore, C: Clock> AppTokenHandler<S, A, C> {
         let app_id = api::required_id(&Fields::new(&call.body), "appId")?;
         let jwt = self.jwts.get(app_id).await?;
         let expiration = rfc3339(jwt.expires_at - EXPIRY_MARGIN_SECS);
-        audit::credential_issued(
-            &call.caller,
-            "app-jwt",
-            app_id,
-            None,
-            &jwt.token,
-            &expiration,
-            jwt.cached,
-        );
+        audit::credential_issued(&call.caller, "app-jwt", app_id, None, &jwt.token, &expiration, jwt.cached);
         Ok(json!({ "appId": app_id, "appToken": jwt.token.expose(), "expirationTime": expiration }))
     }
 }

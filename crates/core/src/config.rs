@@ -26,29 +26,20 @@ impl Config {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let non_empty = |name: &str| {
-            get(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let app_table =
-            non_empty("APP_TABLE_NAME").ok_or(Error::Misconfigured("APP_TABLE_NAME is not set"))?;
+        let non_empty = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let app_table = non_empty("APP_TABLE_NAME").ok_or(Error::Misconfigured("APP_TABLE_NAME is not set"))?;
         let github_api_url = non_empty("GITHUB_API_URL")
             .unwrap_or_else(|| "https://api.github.com".to_string())
             .trim_end_matches('/')
             .to_string();
         if !(github_api_url.starts_with("https://") || github_api_url.starts_with("http://")) {
-            return Err(Error::Misconfigured(
-                "GITHUB_API_URL must be an http(s) URL",
-            ));
+            return Err(Error::Misconfigured("GITHUB_API_URL must be an http(s) URL"));
         }
         let require_iam_caller = match non_empty("REQUIRE_IAM_CALLER").as_deref() {
             None | Some("true") => true,
             Some("false") => false,
             Some(_) => {
-                return Err(Error::Misconfigured(
-                    "REQUIRE_IAM_CALLER must be true or false",
-                ));
+                return Err(Error::Misconfigured("REQUIRE_IAM_CALLER must be true or false"));
             }
         };
         Ok(Config {
@@ -72,10 +63,7 @@ pub fn aws_timeouts() -> TimeoutConfig {
 /// The shared AWS SDK configuration (region, credentials, endpoint from the environment).
 /// Call once per cold start and build every client from it.
 pub async fn load_aws_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(aws_timeouts())
-        .load()
-        .await
+    aws_config::defaults(BehaviorVersion::latest()).timeout_config(aws_timeouts()).load().await
 }
 
 #[cfg(test)]
@@ -85,39 +73,17 @@ mod tests {
     #[test]
     fn reads_and_checks_the_environment() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
         };
-        let c = Config::from_lookup(env(&[
-            ("APP_TABLE_NAME", "Apps"),
-            ("GITHUB_API_URL", "https://ghe.example/api/v3/"),
-        ]))
-        .unwrap();
+        let c =
+            Config::from_lookup(env(&[("APP_TABLE_NAME", "Apps"), ("GITHUB_API_URL", "https://ghe.example/api/v3/")]))
+                .unwrap();
         assert_eq!(c.app_table, "Apps");
         assert_eq!(c.github_api_url, "https://ghe.example/api/v3");
         assert!(c.require_iam_caller);
         assert_eq!(c.installation_table, None);
-        assert!(matches!(
-            Config::from_lookup(env(&[])),
-            Err(Error::Misconfigured(_))
-        ));
-        assert!(
-            Config::from_lookup(env(&[
-                ("APP_TABLE_NAME", "A"),
-                ("GITHUB_API_URL", "ftp://x")
-            ]))
-            .is_err()
-        );
-        assert!(
-            Config::from_lookup(env(&[
-                ("APP_TABLE_NAME", "A"),
-                ("REQUIRE_IAM_CALLER", "no")
-            ]))
-            .is_err()
-        );
+        assert!(matches!(Config::from_lookup(env(&[])), Err(Error::Misconfigured(_))));
+        assert!(Config::from_lookup(env(&[("APP_TABLE_NAME", "A"), ("GITHUB_API_URL", "ftp://x")])).is_err());
+        assert!(Config::from_lookup(env(&[("APP_TABLE_NAME", "A"), ("REQUIRE_IAM_CALLER", "no")])).is_err());
     }
 }

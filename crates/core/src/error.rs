@@ -12,10 +12,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
+        Self { path: path.into(), message: message.into() }
     }
 }
 
@@ -52,10 +49,7 @@ impl fmt::Display for KeyProblem {
 pub enum Error {
     /// A field is missing or violates a constraint (`ValidationException`).
     #[error("{message}")]
-    Validation {
-        message: String,
-        fields: Vec<FieldError>,
-    },
+    Validation { message: String, fields: Vec<FieldError> },
     /// The body is not valid JSON for the operation (`SerializationException`).
     #[error("{0}")]
     Serialization(String),
@@ -76,10 +70,7 @@ pub enum Error {
     SigningKey(KeyProblem),
     /// An upstream throttled us and bounded retries did not help (`ThrottlingException`).
     #[error("{service} is throttling requests; retry after {retry_after_seconds} s")]
-    Throttled {
-        service: &'static str,
-        retry_after_seconds: u64,
-    },
+    Throttled { service: &'static str, retry_after_seconds: u64 },
     /// The function is deployed wrongly (`ServerSideError`); the message is safe to show.
     #[error("{0}")]
     Misconfigured(&'static str),
@@ -97,10 +88,7 @@ impl Error {
     pub fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
         let field = FieldError::new(path, message);
         Error::Validation {
-            message: format!(
-                "1 validation error detected. Value at '{}' {}",
-                field.path, field.message
-            ),
+            message: format!("1 validation error detected. Value at '{}' {}", field.path, field.message),
             fields: vec![field],
         }
     }
@@ -108,30 +96,18 @@ impl Error {
     /// A `ValidationException` for several fields (at least one).
     pub fn invalid_fields(fields: Vec<FieldError>) -> Self {
         let message = match fields.as_slice() {
-            [one] => format!(
-                "1 validation error detected. Value at '{}' {}",
-                one.path, one.message
-            ),
+            [one] => format!("1 validation error detected. Value at '{}' {}", one.path, one.message),
             many => format!(
                 "{} validation errors detected: {}",
                 many.len(),
-                many.iter()
-                    .map(|f| format!("Value at '{}' {}", f.path, f.message))
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                many.iter().map(|f| format!("Value at '{}' {}", f.path, f.message)).collect::<Vec<_>>().join("; ")
             ),
         };
         Error::Validation { message, fields }
     }
 
-    pub fn internal(
-        context: &'static str,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-    ) -> Self {
-        Error::Internal {
-            context,
-            source: source.into(),
-        }
+    pub fn internal(context: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Error::Internal { context, source: source.into() }
     }
 }
 

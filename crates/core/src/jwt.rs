@@ -21,21 +21,13 @@ pub struct Claims {
 impl Claims {
     /// Claims for `app_id` issued at `now` (Unix seconds).
     pub fn for_app(app_id: i64, now: i64) -> Self {
-        Claims {
-            iat: now - BACKDATE_SECS,
-            exp: now + LIFETIME_SECS,
-            iss: app_id,
-        }
+        Claims { iat: now - BACKDATE_SECS, exp: now + LIFETIME_SECS, iss: app_id }
     }
 
     /// The bytes the signature covers: `base64url(header).base64url(claims)`.
     pub fn signing_input(&self) -> String {
         let claims = serde_json::to_vec(self).expect("claims are plain integers");
-        format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(HEADER_JSON),
-            URL_SAFE_NO_PAD.encode(claims)
-        )
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(HEADER_JSON), URL_SAFE_NO_PAD.encode(claims))
     }
 }
 
@@ -53,10 +45,7 @@ mod tests {
         let c = Claims::for_app(42, 1_700_000_000);
         assert_eq!(c.iat, 1_700_000_000 - 60);
         assert_eq!(c.exp, 1_700_000_000 + 540);
-        assert!(
-            c.exp - c.iat <= 600,
-            "GitHub refuses a JWT that lives more than 10 minutes"
-        );
+        assert!(c.exp - c.iat <= 600, "GitHub refuses a JWT that lives more than 10 minutes");
         assert_eq!(c.iss, 42);
     }
 
@@ -65,16 +54,9 @@ mod tests {
         let input = Claims::for_app(42, 1_700_000_000).signing_input();
         let parts: Vec<_> = input.split('.').collect();
         assert_eq!(parts.len(), 2);
-        assert_eq!(
-            URL_SAFE_NO_PAD.decode(parts[0]).unwrap(),
-            HEADER_JSON.as_bytes()
-        );
-        let claims: serde_json::Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
-        assert_eq!(
-            claims,
-            serde_json::json!({"iat": 1_699_999_940, "exp": 1_700_000_540, "iss": 42})
-        );
+        assert_eq!(URL_SAFE_NO_PAD.decode(parts[0]).unwrap(), HEADER_JSON.as_bytes());
+        let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        assert_eq!(claims, serde_json::json!({"iat": 1_699_999_940, "exp": 1_700_000_540, "iss": 42}));
         assert_eq!(assemble(&input, &[0xfb, 0xff]), format!("{input}.-_8"));
     }
 }

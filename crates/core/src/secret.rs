@@ -45,9 +45,6 @@ mod tests {
     #[test]
     fn sha256_is_of_the_value() {
         // sha256("abc") from FIPS 180-2.
-        assert_eq!(
-            Secret::new("abc").sha256_hex(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(Secret::new("abc").sha256_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

@@ -11,11 +11,7 @@ use crate::error::{Error, KeyProblem};
 
 /// Signs bytes with RSASSA-PKCS1-v1_5 / SHA-256 under a key named by ARN.
 pub trait Signer: Send + Sync {
-    fn sign(
-        &self,
-        key_id: &str,
-        message: &[u8],
-    ) -> impl Future<Output = Result<Vec<u8>, Error>> + Send;
+    fn sign(&self, key_id: &str, message: &[u8]) -> impl Future<Output = Result<Vec<u8>, Error>> + Send;
 }
 
 /// KMS `Sign` with `MessageType RAW`: KMS hashes the message itself.
@@ -42,9 +38,7 @@ impl Signer for KmsSigner {
             .send()
             .await
             .map_err(kms_error)?;
-        out.signature
-            .map(Blob::into_inner)
-            .ok_or_else(|| Error::internal("KMS Sign", "no signature in the response"))
+        out.signature.map(Blob::into_inner).ok_or_else(|| Error::internal("KMS Sign", "no signature in the response"))
     }
 }
 
@@ -63,14 +57,8 @@ fn kms_error(err: SdkError<SignError>) -> Error {
         if let Some(problem) = problem {
             return Error::SigningKey(problem);
         }
-        if matches!(
-            service.code(),
-            Some("ThrottlingException" | "LimitExceededException")
-        ) {
-            return Error::Throttled {
-                service: "KMS",
-                retry_after_seconds: 1,
-            };
+        if matches!(service.code(), Some("ThrottlingException" | "LimitExceededException")) {
+            return Error::Throttled { service: "KMS", retry_after_seconds: 1 };
         }
     }
     Error::internal("KMS Sign", err)

@@ -16,8 +16,7 @@ pub struct AppRecord {
 
 /// Reads Apps.
 pub trait AppStore: Send + Sync {
-    fn get_app(&self, app_id: i64)
-    -> impl Future<Output = Result<Option<AppRecord>, Error>> + Send;
+    fn get_app(&self, app_id: i64) -> impl Future<Output = Result<Option<AppRecord>, Error>> + Send;
 }
 
 /// The App table in DynamoDB.
@@ -29,10 +28,7 @@ pub struct DynamoAppStore {
 
 impl DynamoAppStore {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 }
 
@@ -49,11 +45,7 @@ impl AppStore for DynamoAppStore {
             .map_err(|e| dynamo_error("reading the App table", e))?;
         Ok(out.item.map(|item| AppRecord {
             app_id,
-            kms_key_arn: item
-                .get("KmsKeyArn")
-                .and_then(|v| v.as_s().ok())
-                .filter(|s| !s.is_empty())
-                .cloned(),
+            kms_key_arn: item.get("KmsKeyArn").and_then(|v| v.as_s().ok()).filter(|s| !s.is_empty()).cloned(),
         }))
     }
 }
@@ -64,22 +56,11 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let throttled = err
-        .as_service_error()
-        .and_then(|e| e.code())
-        .is_some_and(|code| {
-            matches!(
-                code,
-                "ProvisionedThroughputExceededException"
-                    | "ThrottlingException"
-                    | "RequestLimitExceeded"
-            )
-        });
+    let throttled = err.as_service_error().and_then(|e| e.code()).is_some_and(|code| {
+        matches!(code, "ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded")
+    });
     if throttled {
-        Error::Throttled {
-            service: "DynamoDB",
-            retry_after_seconds: 1,
-        }
+        Error::Throttled { service: "DynamoDB", retry_after_seconds: 1 }
     } else {
         Error::internal(context, err)
     }

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
 };
 use aws_sdk_kms::config::Credentials;
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, OriginType, Tag};
@@ -25,13 +25,7 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new(REGION))
-        .credentials_provider(Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "appcreds-testkit",
-        ))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "appcreds-testkit"))
         .timeout_config(appcreds_core::config::aws_timeouts())
         .load()
         .await
@@ -45,26 +39,16 @@ impl CallCounter {
     /// How many times `operation` (e.g. `"Sign"`, `"GetItem"`) was called, on any service.
     pub fn count(&self, operation: &str) -> usize {
         let calls = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        calls
-            .iter()
-            .filter(|(k, _)| k.rsplit('.').next() == Some(operation))
-            .map(|(_, n)| n)
-            .sum()
+        calls.iter().filter(|(k, _)| k.rsplit('.').next() == Some(operation)).map(|(_, n)| n).sum()
     }
 
     /// All counts, e.g. `{"DynamoDB.GetItem": 1, "KMS.Sign": 1}`.
     pub fn snapshot(&self) -> BTreeMap<String, usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     pub fn reset(&self) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 }
 
@@ -81,12 +65,7 @@ impl Intercept for CallCounter {
     ) -> Result<(), BoxError> {
         if let Some(meta) = cfg.load::<Metadata>() {
             let key = format!("{}.{}", meta.service(), meta.name());
-            *self
-                .0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(key)
-                .or_default() += 1;
+            *self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_default() += 1;
         }
         Ok(())
     }
@@ -94,36 +73,22 @@ impl Intercept for CallCounter {
 
 /// A KMS client with `counter` attached.
 pub fn kms_client(sdk: &SdkConfig, counter: &CallCounter) -> aws_sdk_kms::Client {
-    aws_sdk_kms::Client::from_conf(
-        aws_sdk_kms::config::Builder::from(sdk)
-            .interceptor(counter.clone())
-            .build(),
-    )
+    aws_sdk_kms::Client::from_conf(aws_sdk_kms::config::Builder::from(sdk).interceptor(counter.clone()).build())
 }
 
 /// A DynamoDB client with `counter` attached.
 pub fn dynamodb_client(sdk: &SdkConfig, counter: &CallCounter) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(sdk)
-            .interceptor(counter.clone())
-            .build(),
+        aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(counter.clone()).build(),
     )
 }
 
 fn key(name: &str, kind: KeyType) -> KeySchemaElement {
-    KeySchemaElement::builder()
-        .attribute_name(name)
-        .key_type(kind)
-        .build()
-        .expect("complete key element")
+    KeySchemaElement::builder().attribute_name(name).key_type(kind).build().expect("complete key element")
 }
 
 fn attr(name: &str, kind: ScalarAttributeType) -> AttributeDefinition {
-    AttributeDefinition::builder()
-        .attribute_name(name)
-        .attribute_type(kind)
-        .build()
-        .expect("complete attribute")
+    AttributeDefinition::builder().attribute_name(name).attribute_type(kind).build().expect("complete attribute")
 }
 
 fn gsi(name: &str, hash: &str, range: &str) -> GlobalSecondaryIndex {
@@ -131,11 +96,7 @@ fn gsi(name: &str, hash: &str, range: &str) -> GlobalSecondaryIndex {
         .index_name(name)
         .key_schema(key(hash, KeyType::Hash))
         .key_schema(key(range, KeyType::Range))
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::All)
-                .build(),
-        )
+        .projection(Projection::builder().projection_type(ProjectionType::All).build())
         .build()
         .expect("complete index")
 }
@@ -154,10 +115,7 @@ pub async fn create_app_table(ddb: &aws_sdk_dynamodb::Client, name: &str) -> Res
 
 /// Creates the Installation table as the spec defines it: `AppId` (N) + `NodeId` (S), with the
 /// GSIs `NodeID` (`NodeId`, `AppId`) and `InstallationID` (`InstallationId`, `AppId`).
-pub async fn create_installation_table(
-    ddb: &aws_sdk_dynamodb::Client,
-    name: &str,
-) -> Result<(), BoxError> {
+pub async fn create_installation_table(ddb: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), BoxError> {
     ddb.create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
@@ -180,10 +138,7 @@ pub async fn put_app(
     app_id: i64,
     kms_key_arn: Option<&str>,
 ) -> Result<(), BoxError> {
-    let mut put = ddb
-        .put_item()
-        .table_name(table)
-        .item("AppId", AttributeValue::N(app_id.to_string()));
+    let mut put = ddb.put_item().table_name(table).item("AppId", AttributeValue::N(app_id.to_string()));
     if let Some(arn) = kms_key_arn {
         put = put.item("KmsKeyArn", AttributeValue::S(arn.to_string()));
     }
@@ -202,13 +157,7 @@ pub struct AppKey {
 /// Creates an RSA-2048 signing key tagged like an appcreds App key (`Status=Active`), and reads
 /// its public key. (moto generates the key material itself.)
 pub async fn create_app_key(kms: &aws_sdk_kms::Client, app_id: i64) -> Result<AppKey, BoxError> {
-    let tag = |k: &str, v: &str| {
-        Tag::builder()
-            .tag_key(k)
-            .tag_value(v)
-            .build()
-            .expect("complete tag")
-    };
+    let tag = |k: &str, v: &str| Tag::builder().tag_key(k).tag_value(v).build().expect("complete tag");
     let created = kms
         .create_key()
         .key_spec(KeySpec::Rsa2048)
@@ -220,23 +169,12 @@ pub async fn create_app_key(kms: &aws_sdk_kms::Client, app_id: i64) -> Result<Ap
         .tags(tag("AppId", &app_id.to_string()))
         .tags(tag(
             "CreatedOn",
-            &appcreds_core::clock::rfc3339(appcreds_core::clock::Clock::now(
-                &appcreds_core::clock::SystemClock,
-            )),
+            &appcreds_core::clock::rfc3339(appcreds_core::clock::Clock::now(&appcreds_core::clock::SystemClock)),
         ))
         .send()
         .await?;
-    let arn = created
-        .key_metadata
-        .and_then(|m| m.arn)
-        .ok_or("CreateKey returned no ARN")?;
+    let arn = created.key_metadata.and_then(|m| m.arn).ok_or("CreateKey returned no ARN")?;
     let public = kms.get_public_key().key_id(&arn).send().await?;
-    let public_key_der = public
-        .public_key
-        .ok_or("GetPublicKey returned no key")?
-        .into_inner();
-    Ok(AppKey {
-        arn,
-        public_key_der,
-    })
+    let public_key_der = public.public_key.ok_or("GetPublicKey returned no key")?.into_inner();
+    Ok(AppKey { arn, public_key_der })
 }

@@ -20,11 +20,7 @@ pub struct UrlRequest {
 impl UrlRequest {
     /// `POST path` with a JSON body, from the standard test caller.
     pub fn post_json(path: &str, body: &serde_json::Value) -> Self {
-        Self::post_raw(
-            path,
-            Some("application/json"),
-            body.to_string().into_bytes(),
-        )
+        Self::post_raw(path, Some("application/json"), body.to_string().into_bytes())
     }
 
     pub fn post_raw(path: &str, content_type: Option<&str>, body: Vec<u8>) -> Self {
@@ -41,10 +37,7 @@ impl UrlRequest {
     pub fn event_json(&self) -> serde_json::Value {
         let mut headers = serde_json::Map::new();
         headers.insert("host".into(), json!("abcdefg.lambda-url.us-east-1.on.aws"));
-        headers.insert(
-            "x-amzn-trace-id".into(),
-            json!("Root=1-5e7b1d2a-1234567890abcdef12345678"),
-        );
+        headers.insert("x-amzn-trace-id".into(), json!("Root=1-5e7b1d2a-1234567890abcdef12345678"));
         if let Some(ct) = &self.content_type {
             headers.insert("content-type".into(), json!(ct));
         }
@@ -85,8 +78,7 @@ impl UrlRequest {
 
     /// The event parsed by `lambda_http`, exactly as the runtime hands it to a handler.
     pub fn into_request(self) -> lambda_http::Request {
-        lambda_http::request::from_str(&self.event_json().to_string())
-            .expect("a valid Function URL event")
+        lambda_http::request::from_str(&self.event_json().to_string()).expect("a valid Function URL event")
     }
 }
 
@@ -101,12 +93,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn from_response(resp: lambda_http::Response<lambda_http::Body>) -> Self {
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let bytes: &[u8] = resp.body().as_ref();
         Reply {
             status: resp.status().as_u16(),

@@ -42,31 +42,18 @@ impl Moto {
         let stdin = child.stdin.take().ok_or("no stdin")?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
+        BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
         let port = line
             .strip_prefix("PORT ")
             .and_then(|p| p.trim().parse::<u16>().ok())
-            .ok_or_else(|| {
-                format!(
-                    "moto did not start (is moto[server] installed for {}?)",
-                    python.display()
-                )
-            })?;
-        Ok(Moto {
-            child,
-            _stdin: stdin,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        })
+            .ok_or_else(|| format!("moto did not start (is moto[server] installed for {}?)", python.display()))?;
+        Ok(Moto { child, _stdin: stdin, endpoint: format!("http://127.0.0.1:{port}") })
     }
 
     /// The server shared by all tests of one test binary, started on first use.
     pub fn shared() -> &'static Moto {
         static SHARED: OnceLock<Moto> = OnceLock::new();
-        SHARED.get_or_init(|| {
-            Moto::start().unwrap_or_else(|e| panic!("moto server: {e}. Run scripts/setup first."))
-        })
+        SHARED.get_or_init(|| Moto::start().unwrap_or_else(|e| panic!("moto server: {e}. Run scripts/setup first.")))
     }
 
     /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL` or an SDK config.
@@ -101,8 +88,5 @@ pub fn python() -> Result<PathBuf, String> {
 
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap_or_else(|_| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
 }

@@ -22,12 +22,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         DynamoAppStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.app_table),
         SystemClock,
     );
-    let handler = Arc::new(AppTokenHandler::new(
-        jwts,
-        Transport {
-            require_iam_caller: config.require_iam_caller,
-        },
-    ));
+    let handler = Arc::new(AppTokenHandler::new(jwts, Transport { require_iam_caller: config.require_iam_caller }));
     lambda_http::run(service_fn(move |req: Request| {
         let handler = handler.clone();
         async move { Ok::<_, Infallible>(handler.handle(req).await) }

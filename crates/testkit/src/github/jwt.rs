@@ -38,23 +38,16 @@ pub fn verify_rs256(key: &RsaPublicKey, token: &str) -> Result<Verified, String>
     if header.get("alg").and_then(Value::as_str) != Some("RS256") {
         return Err(format!("unsupported JWT algorithm {:?}", header.get("alg")));
     }
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature_b64)
-        .map_err(|_| "signature is not base64url")?;
+    let signature = URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| "signature is not base64url")?;
     let signature = Signature::try_from(signature.as_slice()).map_err(|_| "malformed signature")?;
     let signed = format!("{header_b64}.{claims_b64}");
     VerifyingKey::<Sha256>::new(key.clone())
         .verify(signed.as_bytes(), &signature)
         .map_err(|_| "signature does not verify with the App's public key".to_string())?;
-    Ok(Verified {
-        header,
-        claims: decode_json(claims_b64)?,
-    })
+    Ok(Verified { header, claims: decode_json(claims_b64)? })
 }
 
 fn decode_json(part: &str) -> Result<Value, String> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| "JWT part is not base64url")?;
+    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| "JWT part is not base64url")?;
     serde_json::from_slice(&bytes).map_err(|_| "JWT part is not JSON".to_string())
 }

@@ -73,12 +73,7 @@ impl GitHubDouble {
                 })
                 .await;
         });
-        Ok(GitHubDouble {
-            addr,
-            inner,
-            stop: Some(stop),
-            task: Some(task),
-        })
+        Ok(GitHubDouble { addr, inner, stop: Some(stop), task: Some(task) })
     }
 
     /// The API base URL, e.g. `http://127.0.0.1:PORT` (as `GITHUB_API_URL`).
@@ -88,37 +83,19 @@ impl GitHubDouble {
 
     /// Registers an App with its public key (DER SubjectPublicKeyInfo, as from KMS `GetPublicKey`).
     pub fn register_app(&self, id: i64, public_key_der: &[u8]) -> Result<(), String> {
-        let app = App {
-            id,
-            slug: format!("appcreds-test-app-{id}"),
-            public_key: jwt::public_key(public_key_der)?,
-        };
-        self.inner
-            .apps
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, app);
+        let app = App { id, slug: format!("appcreds-test-app-{id}"), public_key: jwt::public_key(public_key_der)? };
+        self.inner.apps.write().unwrap_or_else(PoisonError::into_inner).insert(id, app);
         Ok(())
     }
 
     /// How many requests reached `route` (e.g. `"GET /app"`), whatever their outcome.
     pub fn calls(&self, route: &str) -> usize {
-        self.inner
-            .calls
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(route)
-            .copied()
-            .unwrap_or(0)
+        self.inner.calls.lock().unwrap_or_else(PoisonError::into_inner).get(route).copied().unwrap_or(0)
     }
 
     /// All request counts by route.
     pub fn all_calls(&self) -> BTreeMap<String, usize> {
-        self.inner
-            .calls
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Stops the server and waits for it.
@@ -146,35 +123,19 @@ fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .route("/app", get(get_app))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            inner.clone(),
-            count_calls,
-        ))
+        .layer(axum::middleware::from_fn_with_state(inner.clone(), count_calls))
         .with_state(inner)
 }
 
-async fn count_calls(
-    State(inner): State<Arc<Inner>>,
-    req: Request,
-    next: axum::middleware::Next,
-) -> Response {
+async fn count_calls(State(inner): State<Arc<Inner>>, req: Request, next: axum::middleware::Next) -> Response {
     let route = format!("{} {}", req.method(), req.uri().path());
-    *inner
-        .calls
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(route)
-        .or_default() += 1;
+    *inner.calls.lock().unwrap_or_else(PoisonError::into_inner).entry(route).or_default() += 1;
     next.run(req).await
 }
 
 /// A GitHub error response: `{message, documentation_url}`.
 pub fn gh_error(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({ "message": message, "documentation_url": DOCS })),
-    )
-        .into_response()
+    (status, axum::Json(json!({ "message": message, "documentation_url": DOCS }))).into_response()
 }
 
 async fn not_found() -> Response {
@@ -182,10 +143,7 @@ async fn not_found() -> Response {
 }
 
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
 }
 
 /// A refusal, as GitHub's status and message.
@@ -201,15 +159,9 @@ impl IntoResponse for Refusal {
 /// Authenticates an App request as GitHub does; returns the App or GitHub's 401.
 fn authenticate_app(inner: &Inner, headers: &HeaderMap) -> Result<App, Refusal> {
     let unauthorized = |m: &'static str| Refusal(StatusCode::UNAUTHORIZED, m);
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let token = auth
-        .strip_prefix("Bearer ")
-        .ok_or_else(|| unauthorized("A JSON web token could not be decoded"))?;
-    let claims = jwt::peek_claims(token)
-        .map_err(|_| unauthorized("A JSON web token could not be decoded"))?;
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let token = auth.strip_prefix("Bearer ").ok_or_else(|| unauthorized("A JSON web token could not be decoded"))?;
+    let claims = jwt::peek_claims(token).map_err(|_| unauthorized("A JSON web token could not be decoded"))?;
     let iss = match claims.get("iss") {
         Some(Value::Number(n)) => n.as_i64(),
         Some(Value::String(s)) => s.parse().ok(),
@@ -223,24 +175,20 @@ fn authenticate_app(inner: &Inner, headers: &HeaderMap) -> Result<App, Refusal> 
         .get(&iss)
         .cloned()
         .ok_or_else(|| unauthorized("Integration not found"))?;
-    let verified = jwt::verify_rs256(&app.public_key, token)
-        .map_err(|_| unauthorized("A JSON web token could not be decoded"))?;
+    let verified =
+        jwt::verify_rs256(&app.public_key, token).map_err(|_| unauthorized("A JSON web token could not be decoded"))?;
     let (iat, exp) = match (
         verified.claims.get("iat").and_then(Value::as_i64),
         verified.claims.get("exp").and_then(Value::as_i64),
     ) {
         (Some(iat), Some(exp)) => (iat, exp),
         _ => {
-            return Err(unauthorized(
-                "'Issued at' and 'Expiration time' claims must be Integers",
-            ));
+            return Err(unauthorized("'Issued at' and 'Expiration time' claims must be Integers"));
         }
     };
     let now = now();
     if iat > now + ALLOWED_SKEW_SECS {
-        return Err(unauthorized(
-            "'Issued at' claim ('iat') must be an Integer representing a time in the past",
-        ));
+        return Err(unauthorized("'Issued at' claim ('iat') must be an Integer representing a time in the past"));
     }
     if exp <= now {
         return Err(unauthorized(
@@ -248,9 +196,7 @@ fn authenticate_app(inner: &Inner, headers: &HeaderMap) -> Result<App, Refusal> 
         ));
     }
     if exp - iat > MAX_JWT_LIFETIME_SECS || exp > now + MAX_JWT_LIFETIME_SECS + ALLOWED_SKEW_SECS {
-        return Err(unauthorized(
-            "Expiration time' claim ('exp') is too far in the future",
-        ));
+        return Err(unauthorized("Expiration time' claim ('exp') is too far in the future"));
     }
     Ok(app)
 }

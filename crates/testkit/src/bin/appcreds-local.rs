@@ -1,0 +1,284 @@
+//! `appcreds-local`: the whole system on loopback.
+//!
+//! Starts a moto server (KMS, DynamoDB, CloudWatch), creates the tables, a tagged RSA-2048 KMS key
+//! registered for a demo App, the GitHub double, and the functions behind local Function URLs
+//! (`cargo lambda watch`); then asks app-token for a JWT through its Function URL, verifies it
+//! with the KMS public key and has the GitHub double accept it, and prints how to call things.
+//!
+//! `--smoke` stops after that check (exit status 0 if it passed); otherwise it runs until Ctrl-C.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use appcreds_testkit::aws::{self, REGION};
+use appcreds_testkit::github::GitHubDouble;
+use appcreds_testkit::github::jwt::{public_key, verify_rs256};
+use appcreds_testkit::moto::{Moto, workspace_root};
+use serde_json::{Value, json};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The function binaries served behind local Function URLs (their URL path segment is the name).
+const FUNCTIONS: &[&str] = &["appcreds-app-token"];
+
+struct Options {
+    app_id: i64,
+    /// Where the function binaries are (default: next to this binary).
+    bin_dir: Option<std::path::PathBuf>,
+    /// After the check, measure cold start, warm latency over this many requests, and peak RSS.
+    measure: Option<usize>,
+    lambda_port: u16,
+    github_port: u16,
+    smoke: bool,
+}
+
+fn options() -> Result<Options, String> {
+    let mut o =
+        Options { app_id: 123456, bin_dir: None, measure: None, lambda_port: 9000, github_port: 9001, smoke: false };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--app-id" => o.app_id = value("--app-id")?.parse().map_err(|_| "--app-id takes a number")?,
+            "--lambda-port" => {
+                o.lambda_port = value("--lambda-port")?.parse().map_err(|_| "--lambda-port takes a port")?
+            }
+            "--github-port" => {
+                o.github_port = value("--github-port")?.parse().map_err(|_| "--github-port takes a port")?
+            }
+            "--smoke" => o.smoke = true,
+            "--bin-dir" => o.bin_dir = Some(value("--bin-dir")?.into()),
+            "--measure" => {
+                o.measure = Some(value("--measure")?.parse().map_err(|_| "--measure takes a request count")?);
+                o.smoke = true;
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: appcreds-local [--app-id N] [--lambda-port 9000] [--github-port 9001] [--smoke] [--bin-dir DIR] [--measure N]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    // Port 0: any free port.
+    if o.lambda_port == 0 {
+        o.lambda_port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    }
+    Ok(o)
+}
+
+#[tokio::main]
+async fn main() {
+    let opts = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("appcreds-local: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(opts).await {
+        eprintln!("appcreds-local: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(opts: Options) -> Result<(), BoxError> {
+    let moto = Moto::start()?;
+    step(&format!("moto server (KMS, DynamoDB, CloudWatch) at {}", moto.endpoint()));
+    let sdk = aws::sdk_config(moto.endpoint()).await;
+    let (kms, ddb) = (aws_sdk_kms::Client::new(&sdk), aws_sdk_dynamodb::Client::new(&sdk));
+    let (app_table, installation_table) = ("appcreds-local-apps", "appcreds-local-installations");
+    aws::create_app_table(&ddb, app_table).await?;
+    aws::create_installation_table(&ddb, installation_table).await?;
+    let key = aws::create_app_key(&kms, opts.app_id).await?;
+    aws::put_app(&ddb, app_table, opts.app_id, Some(&key.arn)).await?;
+    step(&format!("tables {app_table} and {installation_table}; App {} → {}", opts.app_id, key.arn));
+
+    let github = GitHubDouble::start_on(&format!("127.0.0.1:{}", opts.github_port)).await?;
+    github.register_app(opts.app_id, &key.public_key_der)?;
+    step(&format!("GitHub double at {}", github.url()));
+
+    let root = workspace_root();
+    let venv_bin = root.join(".venv/bin");
+    let path = format!("{}:{}", venv_bin.display(), std::env::var("PATH").unwrap_or_default());
+    let port = opts.lambda_port.to_string();
+    // The Lambda runtime API and Function URL emulation; the functions are started below from
+    // the binaries built next to this one (`cargo build --workspace --bins`), so nothing is rebuilt.
+    let mut children = vec![
+        spawn_isolated(
+            tokio::process::Command::new("cargo")
+                .current_dir(&root)
+                .args(["lambda", "watch", "--only-lambda-apis", "--quiet", "-A", "127.0.0.1", "-P", &port])
+                .env("PATH", &path),
+        )
+        .map_err(|e| format!("cannot run cargo lambda watch (run scripts/setup first): {e}"))?,
+    ];
+    wait_for_port(opts.lambda_port).await?;
+    let bin_dir = match &opts.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?.parent().ok_or("no binary directory")?.to_path_buf(),
+    };
+    let spawned_at = Instant::now();
+    for function in FUNCTIONS {
+        let binary = bin_dir.join(function);
+        let child = spawn_isolated(
+            tokio::process::Command::new(&binary)
+                .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt/{function}"))
+                .env("AWS_LAMBDA_FUNCTION_NAME", function)
+                .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+                .env("AWS_ENDPOINT_URL", moto.endpoint())
+                .env("AWS_REGION", REGION)
+                .env("AWS_ACCESS_KEY_ID", "local")
+                .env("AWS_SECRET_ACCESS_KEY", "local")
+                .env("APP_TABLE_NAME", app_table)
+                .env("INSTALLATION_TABLE_NAME", installation_table)
+                .env("GITHUB_API_URL", github.url())
+                // cargo lambda watch does not check SigV4 and passes no IAM caller.
+                .env("REQUIRE_IAM_CALLER", "false")
+                .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+                .env("AWS_LAMBDA_LOG_LEVEL", "INFO"),
+        )
+        .map_err(|e| {
+            format!("cannot start {} (build it with cargo build --workspace --bins): {e}", binary.display())
+        })?;
+        children.push(child);
+    }
+    let base = format!("http://127.0.0.1:{port}/lambda-url");
+    step(&format!("functions {} behind local Function URLs at {base}/<function>/…", FUNCTIONS.join(", ")));
+
+    let mut result = demo(&base, opts.app_id, &key.public_key_der, &github).await;
+    if let (Ok(()), Some(requests)) = (&result, opts.measure) {
+        let cold = spawned_at.elapsed();
+        result = measure(&base, opts.app_id, requests, cold, children.last().and_then(|c| c.id())).await;
+    }
+    match &result {
+        Ok(()) if opts.smoke => {}
+        Ok(()) => {
+            print_usage(&base, opts.app_id, &github);
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        Err(_) => {}
+    }
+    // Functions first, then the runtime API they are connected to.
+    for child in children.iter_mut().rev() {
+        stop_group(child).await;
+        let _ = child.kill().await;
+    }
+    result
+}
+
+/// Gets a JWT through the app-token Function URL, verifies it, and has the double accept it.
+async fn demo(base: &str, app_id: i64, public_key_der: &[u8], github: &GitHubDouble) -> Result<(), BoxError> {
+    let http = reqwest::Client::new();
+    let url = format!("{base}/appcreds-app-token/tokens/app");
+    let started = Instant::now();
+    // Retry while the functions connect to the runtime API; fail on an answer from the function.
+    let body = loop {
+        let sent = http.post(&url).json(&json!({ "appId": app_id })).timeout(Duration::from_secs(30)).send().await;
+        match sent {
+            Ok(resp) if resp.status().is_success() => break resp.json::<Value>().await?,
+            Ok(resp)
+                if resp.headers().contains_key("x-amzn-errortype") || started.elapsed() > Duration::from_secs(60) =>
+            {
+                return Err(format!("app-token answered {}: {}", resp.status(), resp.text().await?).into());
+            }
+            Err(e) if started.elapsed() > Duration::from_secs(60) => return Err(e.into()),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let token = body["appToken"].as_str().ok_or("no appToken in the response")?;
+    let verified = verify_rs256(&public_key(public_key_der)?, token)?;
+    step(&format!(
+        "POST {url} → appId {}, expirationTime {}, claims {} (signature verified with the KMS public key)",
+        body["appId"], body["expirationTime"], verified.claims
+    ));
+    let resp = http.get(format!("{}/app", github.url())).bearer_auth(token).send().await?;
+    let status = resp.status();
+    let app: Value = resp.json().await?;
+    if !status.is_success() {
+        return Err(format!("the GitHub double refused the JWT: {status} {app}").into());
+    }
+    step(&format!("GET {}/app with the JWT → {status}, App {} ({})", github.url(), app["id"], app["slug"]));
+    Ok(())
+}
+
+/// Prints the first response's time from process start, warm latency percentiles, and the
+/// function's peak resident memory (VmHWM).
+async fn measure(base: &str, app_id: i64, requests: usize, cold: Duration, pid: Option<u32>) -> Result<(), BoxError> {
+    let http = reqwest::Client::new();
+    let url = format!("{base}/appcreds-app-token/tokens/app");
+    let mut times = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let started = Instant::now();
+        let resp = http.post(&url).json(&json!({ "appId": app_id })).send().await?;
+        if !resp.status().is_success() {
+            return Err(format!("request failed: {}", resp.status()).into());
+        }
+        resp.bytes().await?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+    let hwm = pid
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l["VmHWM:".len()..].trim().to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    println!("measure: process start → first JWT through the Function URL: {:.1} ms", cold.as_secs_f64() * 1e3);
+    println!(
+        "measure: {requests} warm requests through the local Function URL: p50 {:.2} ms, p99 {:.2} ms",
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3
+    );
+    println!("measure: peak resident memory of the function (VmHWM): {hwm}");
+    Ok(())
+}
+
+fn print_usage(base: &str, app_id: i64, github: &GitHubDouble) {
+    println!(
+        "\nThe local stack is up. Try:\n  curl -s -X POST {base}/appcreds-app-token/tokens/app \\\n    -H 'content-type: application/json' -d '{{\"appId\": {app_id}}}'\n\
+         \nThe GitHub double is at {}. Ctrl-C stops everything.",
+        github.url()
+    );
+}
+
+fn step(message: &str) {
+    println!("✔ {message}");
+}
+
+/// Starts `cmd` in a session of its own (cargo lambda signals its whole process group on exit).
+fn spawn_isolated(cmd: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+    let std_cmd = cmd.as_std();
+    let mut wrapped = tokio::process::Command::new("setsid");
+    wrapped.arg(std_cmd.get_program()).args(std_cmd.get_args());
+    if let Some(dir) = std_cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    for (k, v) in std_cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    wrapped.stdin(Stdio::null()).kill_on_drop(true).spawn()
+}
+
+async fn wait_for_port(port: u16) -> Result<(), BoxError> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("nothing listens on 127.0.0.1:{port} after 20 s").into())
+}
+
+/// Stops a child started by [`spawn_isolated`] and everything in its process group.
+async fn stop_group(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = tokio::process::Command::new("kill").args(["-TERM", &format!("-{pid}")]).status().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -1,0 +1,42 @@
+#![allow(clippy::unwrap_used, missing_docs)]
+//! The app-token handler in a warm process: a cache hit (parse the Function URL event, check,
+//! reuse the JWT, audit line, respond) and a cache miss (plus DynamoDB GetItem and KMS Sign, here
+//! against the moto server on loopback). Logs are formatted as JSON into a sink, as in Lambda.
+
+use appcreds_tests::Stack;
+use appcreds_tests::lambda::UrlRequest;
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+use std::time::Duration;
+
+fn app_token(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (_stack, handler) = rt.block_on(async {
+        let stack = Stack::start().await;
+        stack.add_app(1).await;
+        let handler = stack.app_token_handler();
+        (stack, handler)
+    });
+    let subscriber = tracing_subscriber::fmt().json().with_writer(std::io::sink).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let event = UrlRequest::post_json("/tokens/app", &json!({"appId": 1})).event_json().to_string();
+    let call = || async {
+        let resp = handler.handle(lambda_http::request::from_str(&event).unwrap()).await;
+        assert_eq!(resp.status(), 200);
+    };
+    rt.block_on(call());
+
+    let mut group = c.benchmark_group("app-token");
+    group.bench_function("cache hit", |b| b.to_async(&rt).iter(call));
+    group.sample_size(30).measurement_time(Duration::from_secs(10));
+    group.bench_function("cache miss (GetItem + Sign on moto)", |b| {
+        b.to_async(&rt).iter(|| async {
+            handler.jwts().invalidate(1).await;
+            call().await
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, app_token);
+criterion_main!(benches);

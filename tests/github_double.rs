@@ -1,0 +1,79 @@
+#![allow(clippy::unwrap_used)]
+//! The GitHub double must refuse what GitHub refuses, or the app-token tests prove nothing.
+//! JWTs here are signed by the App's KMS key (through the production signer) with chosen claims.
+
+use appcreds_core::clock::{Clock, SystemClock};
+use appcreds_core::jwt::{Claims, assemble};
+use appcreds_core::signer::{KmsSigner, Signer};
+use appcreds_tests::Stack;
+use serde_json::Value;
+
+async fn sign(stack: &Stack, key_arn: &str, claims: &Claims) -> String {
+    let input = claims.signing_input();
+    let signature = KmsSigner::new(stack.kms.clone()).sign(key_arn, input.as_bytes()).await.unwrap();
+    assemble(&input, &signature)
+}
+
+async fn get_app(stack: &Stack, auth: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().get(format!("{}/app", stack.github.url()));
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_double_enforces_githubs_jwt_rules() {
+    let stack = Stack::start().await;
+    let key = stack.add_app(77).await;
+    let now = SystemClock.now();
+    let good = Claims::for_app(77, now);
+    let cases = [
+        ("valid", good, 200),
+        ("lifetime 601 s", Claims { iat: now - 60, exp: now + 541, iss: 77 }, 401),
+        ("iat 2 minutes ahead", Claims { iat: now + 120, exp: now + 400, iss: 77 }, 401),
+        ("expired", Claims { iat: now - 700, exp: now - 100, iss: 77 }, 401),
+        ("exp 20 minutes ahead", Claims { iat: now + 600, exp: now + 1200, iss: 77 }, 401),
+        ("unknown issuer", Claims { iss: 78, ..good }, 401),
+        ("iat 50 s ahead (skew tolerated)", Claims { iat: now + 50, exp: now + 500, iss: 77 }, 200),
+    ];
+    for (name, claims, status) in cases {
+        let token = sign(&stack, &key.arn, &claims).await;
+        let (got, body) = get_app(&stack, Some(&format!("Bearer {token}"))).await;
+        assert_eq!(got, status, "{name}: {body}");
+        if status == 401 {
+            assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{name}: GitHub-style body {body}");
+            assert_eq!(body["documentation_url"], "https://docs.github.com/rest");
+        } else {
+            assert_eq!(body["id"], 77, "{name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_double_refuses_tampered_and_malformed_tokens() {
+    let stack = Stack::start().await;
+    let key = stack.add_app(79).await;
+    let token = sign(&stack, &key.arn, &Claims::for_app(79, SystemClock.now())).await;
+    let (header, rest) = token.split_once('.').unwrap();
+    let (_, signature) = rest.split_once('.').unwrap();
+    // Same signature, claims changed to another iss/exp.
+    let forged_claims = Claims { iss: 79, ..Claims::for_app(79, SystemClock.now() + 30) }.signing_input();
+    let forged = format!("{}.{signature}", forged_claims);
+    let none_alg = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", rest.split_once('.').unwrap().0);
+    for (name, auth) in [
+        ("no header", None),
+        ("not bearer", Some(format!("token {token}"))),
+        ("forged claims", Some(format!("Bearer {forged}"))),
+        ("alg none", Some(format!("Bearer {none_alg}"))),
+        ("two parts", Some(format!("Bearer {header}.{}", rest.split_once('.').unwrap().0))),
+        ("garbage", Some("Bearer !!!".to_string())),
+    ] {
+        let (status, body) = get_app(&stack, auth.as_deref()).await;
+        assert_eq!(status, 401, "{name}: {body}");
+    }
+    assert_eq!(stack.github.calls("GET /app"), 6);
+    let (status, _) = get_app(&stack, Some(&format!("Bearer {token}"))).await;
+    assert_eq!(status, 200, "the untampered token still works");
+}
