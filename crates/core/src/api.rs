@@ -231,8 +231,14 @@ pub fn error_parts(err: &Error) -> (StatusCode, &'static str, Value) {
         Error::UnknownOperation { .. } => {
             (StatusCode::NOT_FOUND, "UnknownOperationException", json!({ "message": err.to_string() }))
         }
-        Error::UnknownApp(_) => (StatusCode::BAD_REQUEST, "ClientSideError", json!({ "message": err.to_string() })),
-        Error::AppKeyMissing(_) | Error::SigningKey(_) | Error::Misconfigured(_) => {
+        Error::UnknownApp(_) | Error::GitHubRejected { .. } => {
+            (StatusCode::BAD_REQUEST, "ClientSideError", json!({ "message": err.to_string() }))
+        }
+        Error::AppKeyMissing(_)
+        | Error::SigningKey(_)
+        | Error::Misconfigured(_)
+        | Error::GitHubUnauthorized { .. }
+        | Error::GitHubUnavailable(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "ServerSideError", json!({ "message": err.to_string() }))
         }
         Error::Throttled { retry_after_seconds, .. } => (

@@ -68,6 +68,16 @@ pub enum Error {
     /// KMS refused to sign with the App's key (`ServerSideError`).
     #[error("the App's signing key is {0}")]
     SigningKey(KeyProblem),
+    /// GitHub refused the request: 404, 422, or a 403 that is not a rate limit (`ClientSideError`
+    /// with GitHub's message).
+    #[error("GitHub: {message}")]
+    GitHubRejected { status: u16, message: String },
+    /// GitHub refused the App's JWT (`ServerSideError`): the key in KMS is not this App's key.
+    #[error("GitHub refused the credentials of App {app_id}; check that its KMS key holds this App's private key")]
+    GitHubUnauthorized { app_id: i64 },
+    /// GitHub failed or could not be reached, after retries (`ServerSideError`).
+    #[error("GitHub is unavailable ({0})")]
+    GitHubUnavailable(String),
     /// An upstream throttled us and bounded retries did not help (`ThrottlingException`).
     #[error("{service} is throttling requests; retry after {retry_after_seconds} s")]
     Throttled { service: &'static str, retry_after_seconds: u64 },

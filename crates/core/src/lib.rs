@@ -13,6 +13,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod github;
 pub mod jwt;
 pub mod secret;
 pub mod signer;

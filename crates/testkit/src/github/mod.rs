@@ -6,7 +6,10 @@
 //! `{message, documentation_url}` body. Responses follow the schemas of GitHub's OpenAPI
 //! description (`@octokit/openapi`, `api.github.com.json`).
 
+pub mod installations;
 pub mod jwt;
+
+pub use installations::{Account, Fault, FaultKind, Installation, IssuedToken, Repo};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -17,7 +20,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use rsa::RsaPublicKey;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -43,6 +46,7 @@ pub struct App {
 struct Inner {
     apps: RwLock<HashMap<i64, App>>,
     calls: Mutex<BTreeMap<String, usize>>,
+    installations: Mutex<installations::Installations>,
 }
 
 /// The running double. Dropping it stops the server.
@@ -122,7 +126,14 @@ impl Drop for GitHubDouble {
 fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .route("/app", get(get_app))
+        .route("/app/installations", get(installations::list))
+        .route("/app/installations/{id}/access_tokens", post(installations::mint))
+        .route("/users/{login}/installation", get(installations::by_account))
+        .route("/orgs/{login}/installation", get(installations::by_account))
+        .route("/repos/{owner}/{repo}/installation", get(installations::by_repo))
+        .route("/installation/token", delete(installations::revoke))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(inner.clone(), installations::faults))
         .layer(axum::middleware::from_fn_with_state(inner.clone(), count_calls))
         .with_state(inner)
 }
@@ -140,6 +151,10 @@ pub fn gh_error(status: StatusCode, message: &str) -> Response {
 
 async fn not_found() -> Response {
     gh_error(StatusCode::NOT_FOUND, "Not Found")
+}
+
+fn rfc3339(unix: i64) -> String {
+    appcreds_core::clock::rfc3339(unix)
 }
 
 fn now() -> i64 {

@@ -1,0 +1,151 @@
+#![allow(clippy::unwrap_used)]
+//! The GitHub client against the GitHub double: pagination, retries, rate limits, timeouts, and
+//! GitHub's refusals, with the number of requests that reached the double checked each time.
+
+use std::time::{Duration, Instant};
+
+use appcreds_core::Error;
+use appcreds_core::Secret;
+use appcreds_core::clock::{Clock, SystemClock};
+use appcreds_core::github::{Auth, GitHubClient, RetryPolicy, Timeouts};
+use appcreds_core::jwt::{Claims, assemble};
+use appcreds_core::signer::{KmsSigner, Signer};
+use appcreds_tests::Stack;
+use appcreds_tests::github::{Fault, FaultKind, Installation};
+use serde_json::Value;
+
+const APP: i64 = 300;
+
+async fn jwt(stack: &Stack, key_arn: &str, app_id: i64) -> Secret {
+    let input = Claims::for_app(app_id, SystemClock.now()).signing_input();
+    let sig = KmsSigner::new(stack.kms.clone()).sign(key_arn, input.as_bytes()).await.unwrap();
+    Secret::new(assemble(&input, &sig))
+}
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(100),
+        max_total_wait: Duration::from_secs(3),
+    }
+}
+
+fn client(stack: &Stack, timeouts: Timeouts) -> GitHubClient {
+    GitHubClient::new(&stack.github.url(), timeouts, fast_retries()).unwrap()
+}
+
+async fn setup(installations: i64) -> (Stack, Secret, GitHubClient) {
+    let stack = Stack::start().await;
+    let key = stack.add_app(APP).await;
+    for i in 0..installations {
+        stack.github.install(Installation::org(APP, 1000 + i, &format!("org{i}"), &[(5000 + i, "repo")]));
+    }
+    let jwt = jwt(&stack, &key.arn, APP).await;
+    let client = client(&stack, Timeouts::default());
+    (stack, jwt, client)
+}
+
+const LIST: &str = "/app/installations?per_page=100";
+
+#[tokio::test]
+async fn lists_every_page_by_following_link_headers() {
+    let (stack, jwt, gh) = setup(250).await;
+    let all: Vec<Value> = gh.get_all(LIST, Auth::App { app_id: APP, jwt: &jwt }, None).await.unwrap();
+    assert_eq!(all.len(), 250);
+    let ids: Vec<i64> = all.iter().map(|i| i["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, (1000..1250).collect::<Vec<_>>(), "every installation once, in order");
+    assert_eq!(stack.github.calls("GET /app/installations"), 3, "three pages");
+}
+
+#[tokio::test]
+async fn retries_a_server_error_and_gives_up_after_the_attempts() {
+    let (stack, jwt, gh) = setup(150).await;
+    let auth = Auth::App { app_id: APP, jwt: &jwt };
+    stack.github.inject(Fault::new("page=2", 1, FaultKind::Status(502)));
+    let all: Vec<Value> = gh.get_all(LIST, auth, None).await.unwrap();
+    assert_eq!(all.len(), 150, "the retried page is complete");
+    assert_eq!(stack.github.calls("GET /app/installations"), 3, "page 1, page 2 failed, page 2 again");
+
+    stack.github.inject(Fault::new("GET /app/installations", 10, FaultKind::Status(500)));
+    let err = gh.get_all::<Value>(LIST, auth, None).await.unwrap_err();
+    assert!(matches!(&err, Error::GitHubUnavailable(m) if m == "HTTP 500"), "{err:?}");
+    assert_eq!(stack.github.calls("GET /app/installations"), 3 + 3, "max_attempts = 3");
+}
+
+#[tokio::test]
+async fn honours_retry_after_within_the_budget() {
+    let (stack, jwt, gh) = setup(1).await;
+    let auth = Auth::App { app_id: APP, jwt: &jwt };
+    stack.github.inject(Fault::new("GET /app", 1, FaultKind::RateLimit { status: 429, retry_after: Some(1) }));
+    let started = Instant::now();
+    let app: Value = gh.get("/app", auth).await.unwrap();
+    assert_eq!(app["id"], APP);
+    assert!(started.elapsed() >= Duration::from_secs(1), "waited as GitHub asked: {:?}", started.elapsed());
+    assert_eq!(stack.github.calls("GET /app"), 2);
+}
+
+#[tokio::test]
+async fn a_rate_limit_beyond_the_budget_is_a_throttling_error_at_once() {
+    let (stack, jwt, gh) = setup(1).await;
+    let auth = Auth::App { app_id: APP, jwt: &jwt };
+    stack.github.inject(Fault::new("GET /app", 1, FaultKind::RateLimit { status: 403, retry_after: Some(30) }));
+    let started = Instant::now();
+    let err = gh.get::<Value>("/app", auth).await.unwrap_err();
+    assert!(matches!(err, Error::Throttled { service: "GitHub", retry_after_seconds: 30 }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "did not sleep 30 s");
+    assert_eq!(stack.github.calls("GET /app"), 1);
+
+    // A secondary rate limit without retry-after: GitHub says wait a minute, over the budget.
+    stack.github.inject(Fault::new("GET /app", 1, FaultKind::RateLimit { status: 403, retry_after: None }));
+    let err = gh.get::<Value>("/app", auth).await.unwrap_err();
+    assert!(matches!(err, Error::Throttled { retry_after_seconds: 60, .. }), "{err:?}");
+    let (_, name, body) = appcreds_core::api::error_parts(&err);
+    assert_eq!((name, body["retryAfterSeconds"].as_u64()), ("ThrottlingException", Some(60)));
+}
+
+#[tokio::test]
+async fn a_slow_github_times_out_and_is_retried() {
+    let (stack, jwt, _) = setup(1).await;
+    let gh = client(&stack, Timeouts { connect: Duration::from_secs(1), request: Duration::from_millis(300) });
+    let auth = Auth::App { app_id: APP, jwt: &jwt };
+    stack.github.inject(Fault::new("GET /app", 1, FaultKind::Delay(Duration::from_secs(2))));
+    let app: Value = gh.get("/app", auth).await.unwrap();
+    assert_eq!(app["id"], APP);
+    assert_eq!(stack.github.calls("GET /app"), 2);
+
+    stack.github.inject(Fault::new("GET /app", 5, FaultKind::Delay(Duration::from_secs(2))));
+    let err = gh.get::<Value>("/app", auth).await.unwrap_err();
+    assert!(matches!(&err, Error::GitHubUnavailable(m) if m == "timed out"), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_connection_refused_is_retried_then_reported() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let gh = GitHubClient::new(&format!("http://{closed}"), Timeouts::default(), fast_retries()).unwrap();
+    let jwt = Secret::new("x");
+    let err = gh.get::<Value>("/app", Auth::App { app_id: APP, jwt: &jwt }).await.unwrap_err();
+    assert!(matches!(&err, Error::GitHubUnavailable(m) if m == "connection failed"), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_401_names_the_app_and_is_not_retried() {
+    let (stack, _, gh) = setup(1).await;
+    // A JWT signed by a key GitHub does not know for this App.
+    let other = stack.add_app(APP + 1).await;
+    let wrong = jwt(&stack, &other.arn, APP).await;
+    let err = gh.get::<Value>("/app", Auth::App { app_id: APP, jwt: &wrong }).await.unwrap_err();
+    assert!(matches!(err, Error::GitHubUnauthorized { app_id: APP }), "{err:?}");
+    assert!(err.to_string().contains(&format!("App {APP}")));
+    assert_eq!(appcreds_core::api::error_parts(&err).1, "ServerSideError");
+    assert_eq!(stack.github.calls("GET /app"), 1, "no retry loop on 401");
+}
+
+#[tokio::test]
+async fn a_404_is_githubs_refusal_with_its_message() {
+    let (stack, jwt, gh) = setup(1).await;
+    let err = gh.get::<Value>("/orgs/nobody/installation", Auth::App { app_id: APP, jwt: &jwt }).await.unwrap_err();
+    assert!(matches!(&err, Error::GitHubRejected { status: 404, message } if message == "Not Found"), "{err:?}");
+    assert_eq!(appcreds_core::api::error_parts(&err).1, "ClientSideError");
+    assert_eq!(stack.github.calls("GET /orgs/nobody/installation"), 1);
+}
