@@ -8,6 +8,12 @@ use appcreds_core::api::Transport;
 use appcreds_core::app_jwt::AppJwts;
 use appcreds_core::app_token::AppTokenHandler;
 use appcreds_core::clock::{Clock, SystemClock};
+use appcreds_core::get_installation::GetInstallationHandler;
+use appcreds_core::github::{GitHubClient, RetryPolicy, Timeouts};
+use appcreds_core::installation_token::{InstallationTokenHandler, InstallationTokens};
+use appcreds_core::installations::{DynamoInstallationStore, InstallationRecord, InstallationStore};
+use appcreds_core::page_token::KmsMac;
+use appcreds_core::refresh::Syncer;
 use appcreds_core::signer::KmsSigner;
 use appcreds_core::store::DynamoAppStore;
 use appcreds_testkit::aws::{self, AppKey, CallCounter};
@@ -15,6 +21,7 @@ use appcreds_testkit::github::GitHubDouble;
 use appcreds_testkit::lambda::{Reply, UrlRequest};
 use appcreds_testkit::moto::Moto;
 use aws_config::SdkConfig;
+use std::time::Duration;
 
 pub use appcreds_testkit::{github, lambda, unique};
 
@@ -27,6 +34,7 @@ pub struct Stack {
     pub kms: aws_sdk_kms::Client,
     pub ddb: aws_sdk_dynamodb::Client,
     pub app_table: String,
+    pub installation_table: String,
     pub github: GitHubDouble,
 }
 
@@ -38,8 +46,10 @@ impl Stack {
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
         let app_table = unique("apps");
         aws::create_app_table(&ddb, &app_table).await.expect("create the App table");
+        let installation_table = unique("installations");
+        aws::create_installation_table(&ddb, &installation_table).await.expect("create the Installation table");
         let github = GitHubDouble::start().await.expect("start the GitHub double");
-        Stack { sdk, counter: CallCounter::default(), kms, ddb, app_table, github }
+        Stack { sdk, counter: CallCounter::default(), kms, ddb, app_table, installation_table, github }
     }
 
     /// Creates a tagged KMS key, writes the App row, and registers the App with the double.
@@ -68,6 +78,88 @@ impl Stack {
             clock,
         );
         AppTokenHandler::new(jwts, Transport { require_iam_caller: true })
+    }
+
+    /// App JWTs on counted clients.
+    pub fn app_jwts<C: Clock>(&self, clock: C) -> AppJwts<KmsSigner, DynamoAppStore, C> {
+        AppJwts::new(
+            KmsSigner::new(self.counted_kms()),
+            DynamoAppStore::new(self.counted_ddb(), &self.app_table),
+            clock,
+        )
+    }
+
+    /// A GitHub client for the double with short retry waits.
+    pub fn github_client(&self) -> GitHubClient {
+        let retry = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+            max_total_wait: Duration::from_secs(3),
+        };
+        GitHubClient::new(&self.github.url(), Timeouts::default(), retry).expect("a GitHub client")
+    }
+
+    /// The Installation table on counted clients.
+    pub fn installation_store(&self) -> DynamoInstallationStore {
+        DynamoInstallationStore::new(self.counted_ddb(), &self.installation_table)
+    }
+
+    /// The installation-token handler as the function builds it, on counted clients.
+    pub fn installation_token_handler(
+        &self,
+    ) -> InstallationTokenHandler<KmsSigner, DynamoAppStore, SystemClock, DynamoInstallationStore> {
+        let tokens = InstallationTokens::new(
+            Arc::new(self.app_jwts(SystemClock)),
+            self.github_client(),
+            self.installation_store(),
+        );
+        InstallationTokenHandler::new(tokens, Transport { require_iam_caller: true })
+    }
+
+    /// Rows of the Installation table, read without counting.
+    pub async fn installation_rows(&self) -> Vec<InstallationRecord> {
+        let store = DynamoInstallationStore::new(self.ddb.clone(), &self.installation_table);
+        let mut rows = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = store.page(100, after).await.expect("scan");
+            rows.extend(page);
+            if next.is_none() {
+                rows.sort_by(|a, b| (a.app_id, &a.node_id).cmp(&(b.app_id, &b.node_id)));
+                return rows;
+            }
+            after = next;
+        }
+    }
+
+    /// The sync as refresh-cache and the tracker build it, on counted clients.
+    pub fn syncer(&self) -> Syncer<KmsSigner, DynamoAppStore, SystemClock, DynamoAppStore, DynamoInstallationStore> {
+        Syncer {
+            jwts: self.app_jwts(SystemClock),
+            apps: DynamoAppStore::new(self.counted_ddb(), &self.app_table),
+            github: self.github_client(),
+            store: self.installation_store(),
+        }
+    }
+
+    /// A KMS HMAC key for nextTokens.
+    pub async fn pagination_key(&self) -> String {
+        let key = self
+            .kms
+            .create_key()
+            .key_spec(aws_sdk_kms::types::KeySpec::Hmac256)
+            .key_usage(aws_sdk_kms::types::KeyUsageType::GenerateVerifyMac)
+            .send()
+            .await
+            .expect("create the HMAC key");
+        key.key_metadata.and_then(|m| m.arn).expect("an ARN")
+    }
+
+    /// The get-installation handler on counted clients and a fresh HMAC key.
+    pub async fn get_installation_handler(&self) -> GetInstallationHandler<DynamoInstallationStore, KmsMac> {
+        let mac = KmsMac::new(self.counted_kms(), self.pagination_key().await);
+        GetInstallationHandler::new(self.installation_store(), mac, Transport { require_iam_caller: true })
     }
 
     pub fn app_token_handler(&self) -> AppTokenHandler<KmsSigner, DynamoAppStore, SystemClock> {

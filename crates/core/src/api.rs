@@ -231,7 +231,7 @@ pub fn error_parts(err: &Error) -> (StatusCode, &'static str, Value) {
         Error::UnknownOperation { .. } => {
             (StatusCode::NOT_FOUND, "UnknownOperationException", json!({ "message": err.to_string() }))
         }
-        Error::UnknownApp(_) | Error::GitHubRejected { .. } => {
+        Error::UnknownApp(_) | Error::UnknownInstallation { .. } | Error::GitHubRejected { .. } => {
             (StatusCode::BAD_REQUEST, "ClientSideError", json!({ "message": err.to_string() }))
         }
         Error::AppKeyMissing(_)

@@ -5,11 +5,7 @@
 //! [`MIN_REMAINING_SECS`] of life. Concurrent requests for one App wait for the same signing.
 //! The App row is cached no longer than the JWT, so a rotated key is picked up within minutes.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-
-use tokio::sync::Mutex as AsyncMutex;
-
+use crate::cache::FlightCache;
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::jwt::{self, Claims};
@@ -31,61 +27,34 @@ pub struct AppJwt {
     pub cached: bool,
 }
 
-type Slot = Arc<AsyncMutex<Option<AppJwt>>>;
-
 /// Issues App JWTs: reads the App's key ARN from the [`AppStore`] and signs with the [`Signer`].
 pub struct AppJwts<S, A, C = SystemClock> {
     signer: S,
     store: A,
     clock: C,
-    slots: Mutex<HashMap<i64, Slot>>,
+    cache: FlightCache<i64, AppJwt>,
 }
 
 impl<S: Signer, A: AppStore, C: Clock> AppJwts<S, A, C> {
     pub fn new(signer: S, store: A, clock: C) -> Self {
-        Self { signer, store, clock, slots: Mutex::new(HashMap::new()) }
+        Self { signer, store, clock, cache: FlightCache::new(10_000) }
     }
 
     /// A JWT for `app_id` with at least [`MIN_REMAINING_SECS`] of life left.
     pub async fn get(&self, app_id: i64) -> Result<AppJwt, Error> {
-        let slot = self.slot(app_id);
-        let mut cached = slot.lock().await;
-        if let Some(jwt) = cached.as_ref()
-            && jwt.expires_at - self.clock.now() > MIN_REMAINING_SECS
-        {
-            return Ok(AppJwt { cached: true, ..jwt.clone() });
-        }
-        match self.mint(app_id).await {
-            Ok(jwt) => {
-                *cached = Some(jwt.clone());
-                Ok(jwt)
-            }
-            Err(err) => {
-                // Keep an expiring JWT out of use, and don't let unknown App IDs grow the map.
-                *cached = None;
-                drop(cached);
-                self.forget(app_id, &slot);
-                Err(err)
-            }
-        }
+        let fresh = |jwt: &AppJwt| jwt.expires_at - self.clock.now() > MIN_REMAINING_SECS;
+        let (jwt, cached) = self.cache.get_or_fill(app_id, fresh, || self.mint(app_id)).await?;
+        Ok(AppJwt { cached, ..jwt })
     }
 
     /// Drops the cached JWT of `app_id`, e.g. after GitHub refused it.
     pub async fn invalidate(&self, app_id: i64) {
-        let slot = self.slot(app_id);
-        *slot.lock().await = None;
+        self.cache.invalidate(&app_id).await;
     }
 
-    fn slot(&self, app_id: i64) -> Slot {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots.entry(app_id).or_default().clone()
-    }
-
-    fn forget(&self, app_id: i64, slot: &Slot) {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if slots.get(&app_id).is_some_and(|s| Arc::ptr_eq(s, slot)) && slot.try_lock().is_ok_and(|jwt| jwt.is_none()) {
-            slots.remove(&app_id);
-        }
+    /// The clock this cache reads.
+    pub fn clock(&self) -> &C {
+        &self.clock
     }
 
     async fn mint(&self, app_id: i64) -> Result<AppJwt, Error> {

@@ -18,6 +18,8 @@ pub struct Config {
     pub github_api_url: String,
     /// `REQUIRE_IAM_CALLER` (default `true`): refuse requests without an IAM caller.
     pub require_iam_caller: bool,
+    /// `PAGINATION_KEY_ID`: the KMS HMAC key that makes `nextToken`s tamper-evident.
+    pub pagination_key: Option<String>,
 }
 
 impl Config {
@@ -45,6 +47,7 @@ impl Config {
         Ok(Config {
             app_table,
             installation_table: non_empty("INSTALLATION_TABLE_NAME"),
+            pagination_key: non_empty("PAGINATION_KEY_ID"),
             github_api_url,
             require_iam_caller,
         })

@@ -62,6 +62,9 @@ pub enum Error {
     /// The App is not in the App table (`ClientSideError`).
     #[error("App {0} is not registered with appcreds")]
     UnknownApp(i64),
+    /// The App has no installation for what the caller named (`ClientSideError`).
+    #[error("App {app_id} has no installation for {target}")]
+    UnknownInstallation { app_id: i64, target: String },
     /// The App's row has no `KmsKeyArn` (`ServerSideError`: an operator must import a key).
     #[error("App {0} has no signing key configured")]
     AppKeyMissing(i64),

@@ -65,3 +65,37 @@ where
         Error::internal(context, err)
     }
 }
+
+/// Every App of the App table (for the installation sync).
+pub trait AppLister: Send + Sync {
+    fn list_apps(&self) -> impl Future<Output = Result<Vec<AppRecord>, Error>> + Send;
+}
+
+impl AppLister for DynamoAppStore {
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, Error> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .projection_expression("AppId, KmsKeyArn")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| dynamo_error("listing the App table", e))?;
+            for item in page.items.unwrap_or_default() {
+                if let Some(app_id) = item.get("AppId").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()) {
+                    let kms_key_arn = item.get("KmsKeyArn").and_then(|v| v.as_s().ok()).cloned();
+                    out.push(AppRecord { app_id, kms_key_arn });
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                out.sort_by_key(|a| a.app_id);
+                return Ok(out);
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The Installation table: `AppId` (N) + `NodeId` (S), GSIs `NodeID` and `InstallationID`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+
+use crate::error::Error;
+use crate::store::dynamo_error;
+
+/// A row of the Installation table, as the API returns it (`InstallationRecord`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstallationRecord {
+    pub app_id: i64,
+    pub installation_id: i64,
+    /// The node ID of the account the App is installed on.
+    pub node_id: String,
+    /// GitHub's `target_type`: `Organization`, `User` or `Enterprise`.
+    pub target_type: String,
+    /// The account login (or enterprise slug).
+    pub name: String,
+}
+
+/// A position in a listing of the whole table (DynamoDB's `LastEvaluatedKey`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePosition {
+    pub app_id: i64,
+    pub node_id: String,
+}
+
+/// The Installation table.
+pub trait InstallationStore: Send + Sync {
+    /// The row of (`app_id`, `node_id`).
+    fn get(&self, app_id: i64, node_id: &str)
+    -> impl Future<Output = Result<Option<InstallationRecord>, Error>> + Send;
+    /// Rows with this node ID, any App (GSI `NodeID`).
+    fn by_node_id(&self, node_id: &str) -> impl Future<Output = Result<Vec<InstallationRecord>, Error>> + Send;
+    /// Every row of one App.
+    fn list_app(&self, app_id: i64) -> impl Future<Output = Result<Vec<InstallationRecord>, Error>> + Send;
+    /// Up to `limit` rows after `after`, and the position to continue from if there may be more.
+    fn page(
+        &self,
+        limit: usize,
+        after: Option<TablePosition>,
+    ) -> impl Future<Output = Result<(Vec<InstallationRecord>, Option<TablePosition>), Error>> + Send;
+    /// The key of every row, all Apps.
+    fn all_keys(&self) -> impl Future<Output = Result<Vec<TablePosition>, Error>> + Send;
+    /// Writes `puts` (stamped `LastRefreshed` = `now_rfc3339`) and deletes `deletes`, in batches.
+    fn write(
+        &self,
+        puts: Vec<InstallationRecord>,
+        deletes: Vec<TablePosition>,
+        now_rfc3339: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// The Installation table in DynamoDB.
+#[derive(Debug, Clone)]
+pub struct DynamoInstallationStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoInstallationStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+fn get_n(item: &Item, name: &str) -> Option<i64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+fn get_s(item: &Item, name: &str) -> Option<String> {
+    item.get(name)?.as_s().ok().cloned()
+}
+
+fn record(item: &Item) -> Option<InstallationRecord> {
+    Some(InstallationRecord {
+        app_id: get_n(item, "AppId")?,
+        installation_id: get_n(item, "InstallationId")?,
+        node_id: get_s(item, "NodeId")?,
+        target_type: get_s(item, "TargetType").unwrap_or_default(),
+        name: get_s(item, "Name").unwrap_or_default(),
+    })
+}
+
+fn position(item: &Item) -> Option<TablePosition> {
+    Some(TablePosition { app_id: get_n(item, "AppId")?, node_id: get_s(item, "NodeId")? })
+}
+
+fn key_item(p: &TablePosition) -> Item {
+    HashMap::from([("AppId".to_string(), n(p.app_id)), ("NodeId".to_string(), s(&p.node_id))])
+}
+
+fn records(items: Option<Vec<Item>>) -> Vec<InstallationRecord> {
+    items.unwrap_or_default().iter().filter_map(record).collect()
+}
+
+/// BatchWriteItem takes at most 25 requests.
+const BATCH: usize = 25;
+
+impl InstallationStore for DynamoInstallationStore {
+    async fn get(&self, app_id: i64, node_id: &str) -> Result<Option<InstallationRecord>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("AppId", n(app_id))
+            .key("NodeId", s(node_id))
+            .send()
+            .await
+            .map_err(|e| dynamo_error("reading the Installation table", e))?;
+        Ok(out.item.as_ref().and_then(record))
+    }
+
+    async fn by_node_id(&self, node_id: &str) -> Result<Vec<InstallationRecord>, Error> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("NodeID")
+                .key_condition_expression("NodeId = :n")
+                .expression_attribute_values(":n", s(node_id))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| dynamo_error("querying the Installation table", e))?;
+            out.extend(records(page.items));
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn list_app(&self, app_id: i64) -> Result<Vec<InstallationRecord>, Error> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("AppId = :a")
+                .expression_attribute_values(":a", n(app_id))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| dynamo_error("querying the Installation table", e))?;
+            out.extend(records(page.items));
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn page(
+        &self,
+        limit: usize,
+        after: Option<TablePosition>,
+    ) -> Result<(Vec<InstallationRecord>, Option<TablePosition>), Error> {
+        let mut out: Vec<InstallationRecord> = Vec::with_capacity(limit);
+        let mut start = after.as_ref().map(key_item);
+        // A Scan page may hold fewer items than asked for: keep going until `limit` or the end.
+        while out.len() < limit {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .limit((limit - out.len()) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| dynamo_error("listing the Installation table", e))?;
+            out.extend(records(page.items));
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok((out, None));
+            }
+        }
+        let next = out.last().map(|r| TablePosition { app_id: r.app_id, node_id: r.node_id.clone() });
+        Ok((out, next))
+    }
+
+    async fn all_keys(&self) -> Result<Vec<TablePosition>, Error> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .projection_expression("AppId, NodeId")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| dynamo_error("listing the Installation table", e))?;
+            out.extend(page.items.unwrap_or_default().iter().filter_map(position));
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        puts: Vec<InstallationRecord>,
+        deletes: Vec<TablePosition>,
+        now_rfc3339: &str,
+    ) -> Result<(), Error> {
+        let mut requests: Vec<WriteRequest> = Vec::with_capacity(puts.len() + deletes.len());
+        for r in puts {
+            let item = HashMap::from([
+                ("AppId".to_string(), n(r.app_id)),
+                ("NodeId".to_string(), s(&r.node_id)),
+                ("InstallationId".to_string(), n(r.installation_id)),
+                ("TargetType".to_string(), s(&r.target_type)),
+                ("Name".to_string(), s(&r.name)),
+                ("LastRefreshed".to_string(), s(now_rfc3339)),
+            ]);
+            let put = PutRequest::builder().set_item(Some(item)).build().map_err(|e| Error::internal("a put", e))?;
+            requests.push(WriteRequest::builder().put_request(put).build());
+        }
+        for d in deletes {
+            let del = DeleteRequest::builder()
+                .set_key(Some(key_item(&d)))
+                .build()
+                .map_err(|e| Error::internal("a delete", e))?;
+            requests.push(WriteRequest::builder().delete_request(del).build());
+        }
+        for chunk in requests.chunks(BATCH) {
+            let mut pending = chunk.to_vec();
+            // Unprocessed items (throttling) are sent again with a growing pause, a bounded number of times.
+            for attempt in 0..8u32 {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(|e| dynamo_error("writing the Installation table", e))?;
+                pending = out.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default();
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt == 7 {
+                    return Err(Error::Throttled { service: "DynamoDB", retry_after_seconds: 1 });
+                }
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+        }
+        Ok(())
+    }
+}

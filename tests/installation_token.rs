@@ -1,0 +1,296 @@
+#![allow(clippy::unwrap_used)]
+//! installation-token through the real handler, the moto server and the GitHub double.
+
+use std::sync::Arc;
+
+use appcreds_core::installations::InstallationRecord;
+use appcreds_tests::github::{Fault, FaultKind, Installation};
+use appcreds_tests::lambda::{Reply, UrlRequest};
+use appcreds_tests::{Logs, Stack, send};
+use serde_json::{Value, json};
+
+const PATH: &str = "/tokens/installation";
+const APP: i64 = 500;
+
+async fn stack() -> Stack {
+    let stack = Stack::start().await;
+    stack.add_app(APP).await;
+    stack.github.install(Installation::org(APP, 71, "octo-org", &[(7101, "hello-world"), (7102, "docs")]));
+    stack.github.install(Installation::user(APP, 72, "octocat", &[(7201, "dotfiles")]));
+    stack
+}
+
+async fn post<H>(handler: &H, body: Value) -> Reply
+where
+    H: Handler,
+{
+    handler.call(UrlRequest::post_json(PATH, &body)).await
+}
+
+trait Handler {
+    async fn call(&self, req: UrlRequest) -> Reply;
+}
+
+impl<S, A, C, I> Handler for appcreds_core::installation_token::InstallationTokenHandler<S, A, C, I>
+where
+    S: appcreds_core::signer::Signer,
+    A: appcreds_core::store::AppStore,
+    C: appcreds_core::clock::Clock,
+    I: appcreds_core::installations::InstallationStore,
+{
+    async fn call(&self, req: UrlRequest) -> Reply {
+        send(|r| self.handle(r), req).await
+    }
+}
+
+fn ok(reply: &Reply) -> &Value {
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    &reply.body
+}
+
+#[tokio::test]
+async fn a_token_by_node_id_is_resolved_at_github_and_remembered_in_the_table() {
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    assert!(stack.installation_rows().await.is_empty());
+
+    let body = ok(&post(&handler, json!({"appId": APP, "nodeId": "O_kgDOocto-org"})).await).clone();
+    let token = body["installationToken"].as_str().unwrap();
+    let issued = stack.github.issued(token).expect("the double issued it");
+    assert_eq!(issued.installation_id, 71);
+    assert_eq!(issued.repositories, None, "unscoped: all repositories");
+    assert_eq!(body["nodeId"], "O_kgDOocto-org");
+    assert_eq!(body["appId"], APP);
+    assert_eq!(body["installationId"], 71);
+    assert_eq!(body["expirationTime"], appcreds_core::clock::rfc3339(issued.expires_at));
+    assert_eq!(body["requestedScopeDown"], json!({}));
+    assert_eq!(
+        body["actualScopeDown"],
+        json!({"permissions": {"contents": "write", "issues": "write", "metadata": "read"}})
+    );
+    assert_eq!(stack.github.calls("GET /app/installations"), 1, "listed once to resolve");
+
+    // Written back to the table, as the TypeScript Credential Manager's schema has it.
+    assert_eq!(
+        stack.installation_rows().await,
+        [InstallationRecord {
+            app_id: APP,
+            installation_id: 71,
+            node_id: "O_kgDOocto-org".into(),
+            target_type: "Organization".into(),
+            name: "octo-org".into()
+        }]
+    );
+    let item = stack
+        .ddb
+        .get_item()
+        .table_name(&stack.installation_table)
+        .key("AppId", aws_sdk_dynamodb::types::AttributeValue::N(APP.to_string()))
+        .key("NodeId", aws_sdk_dynamodb::types::AttributeValue::S("O_kgDOocto-org".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert!(item["LastRefreshed"].as_s().unwrap().ends_with('Z'));
+
+    // A fresh process finds it in the table without listing again.
+    let fresh = stack.installation_token_handler();
+    ok(&post(&fresh, json!({"appId": APP, "nodeId": "O_kgDOocto-org"})).await);
+    assert_eq!(stack.github.calls("GET /app/installations"), 1);
+}
+
+#[tokio::test]
+async fn a_token_by_owner_and_by_repository() {
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    let by_org = ok(&post(&handler, json!({"appId": APP, "owner": "octo-org"})).await).clone();
+    assert_eq!((by_org["installationId"].as_i64(), by_org["nodeId"].as_str()), (Some(71), Some("O_kgDOocto-org")));
+    let by_user = ok(&post(&handler, json!({"appId": APP, "owner": "octocat"})).await).clone();
+    assert_eq!((by_user["installationId"].as_i64(), by_user["nodeId"].as_str()), (Some(72), Some("U_kgDOoctocat")));
+    let by_repo = ok(&post(&handler, json!({"appId": APP, "repository": "octocat/dotfiles"})).await).clone();
+    assert_eq!(by_repo["installationId"], 72);
+    assert_eq!(stack.github.calls("GET /users/octo-org/installation"), 1, "users first");
+    assert_eq!(stack.github.calls("GET /orgs/octo-org/installation"), 1, "then orgs");
+    assert_eq!(stack.github.calls("GET /repos/octocat/dotfiles/installation"), 1);
+    assert_eq!(stack.installation_rows().await.len(), 2, "both accounts written back");
+
+    let reply = post(&handler, json!({"appId": APP, "repository": "octocat/missing"})).await;
+    assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")));
+    assert_eq!(reply.body["message"], format!("App {APP} has no installation for repository octocat/missing"));
+}
+
+#[tokio::test]
+async fn scope_down_is_granted_and_echoed() {
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    let scope = json!({"repositoryNames": ["hello-world"], "repositoryIds": [7102], "permissions": {"contents": "read", "metadata": "read"}});
+    let body = ok(&post(&handler, json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": scope})).await).clone();
+    assert_eq!(body["requestedScopeDown"], scope);
+    assert_eq!(
+        body["actualScopeDown"],
+        json!({"repositoryIds": [7101, 7102], "repositoryNames": ["hello-world", "docs"], "permissions": {"contents": "read", "metadata": "read"}})
+    );
+    let issued = stack.github.issued(body["installationToken"].as_str().unwrap()).unwrap();
+    assert_eq!(issued.repositories, Some(vec!["hello-world".to_string(), "docs".to_string()]));
+    assert_eq!(issued.permissions.get("contents").map(String::as_str), Some("read"));
+    assert_eq!(issued.permissions.len(), 2, "nothing more than asked: {:?}", issued.permissions);
+}
+
+#[tokio::test]
+async fn invalid_scopes_are_refused_before_github_with_their_field_paths() {
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    let names: Vec<String> = (0..501).map(|i| format!("r{i}")).collect();
+    let cases = [
+        (json!({"permissions": {"contents": "admin"}}), vec!["/scopeDown/permissions/contents"]),
+        (json!({"permissions": {"teleport": "write"}}), vec!["/scopeDown/permissions/teleport"]),
+        (json!({"permissions": {"issues": "owner"}}), vec!["/scopeDown/permissions/issues"]),
+        (json!({"repositoryNames": ["octo-org/hello-world"]}), vec!["/scopeDown/repositoryNames/0"]),
+        (json!({"repositoryNames": ["ok", ""]}), vec!["/scopeDown/repositoryNames/1"]),
+        (json!({"repositoryIds": [1, 0]}), vec!["/scopeDown/repositoryIds/1"]),
+        (json!({"repositoryNames": names}), vec!["/scopeDown/repositoryNames"]),
+        (
+            json!({"repositoryIds": [-1], "permissions": {"contents": "admin"}}),
+            vec!["/scopeDown/repositoryIds/0", "/scopeDown/permissions/contents"],
+        ),
+    ];
+    for (scope, paths) in cases {
+        let reply = post(&handler, json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": scope})).await;
+        assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ValidationException")), "{scope}");
+        let got: Vec<&str> =
+            reply.body["fieldList"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+        assert_eq!(got, paths, "{scope}");
+    }
+    for (bad, error) in [
+        (json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": "all"}), "SerializationException"),
+        (
+            json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": {"repositoryIds": ["1"]}}),
+            "SerializationException",
+        ),
+        (json!({"appId": APP}), "ValidationException"),
+        (json!({"appId": APP, "nodeId": "a", "owner": "b"}), "ValidationException"),
+        (json!({"nodeId": "a"}), "ValidationException"),
+    ] {
+        let reply = post(&handler, bad.clone()).await;
+        assert_eq!(reply.error_type.as_deref(), Some(error), "{bad}");
+    }
+    assert!(stack.github.all_calls().is_empty(), "GitHub was not called: {:?}", stack.github.all_calls());
+    assert_eq!(stack.counter.snapshot().values().sum::<usize>(), 0, "nor AWS");
+}
+
+#[tokio::test]
+async fn githubs_refusals_are_client_errors_with_its_message() {
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    // The installation did not grant administration.
+    let reply = post(
+        &handler,
+        json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": {"permissions": {"administration": "read"}}}),
+    )
+    .await;
+    assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")), "{:?}", reply.body);
+    assert_eq!(reply.body["message"], "GitHub: The permissions requested are not granted to this installation.");
+    let reply = post(
+        &handler,
+        json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": {"repositoryNames": ["not-installed"]}}),
+    )
+    .await;
+    assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")));
+    assert!(reply.body["message"].as_str().unwrap().contains("at least one repository"));
+    let reply = post(&handler, json!({"appId": APP, "nodeId": "O_kgDOnobody"})).await;
+    assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")));
+    assert_eq!(reply.body["message"], format!("App {APP} has no installation for node ID O_kgDOnobody"));
+    let reply = post(&handler, json!({"appId": 999, "nodeId": "O_kgDOocto-org"})).await;
+    assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")));
+}
+
+#[tokio::test]
+async fn github_trouble_is_a_server_error_or_throttling_never_a_hang() {
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    stack.github.inject(Fault::new("access_tokens", 10, FaultKind::Status(503)));
+    let reply = post(&handler, json!({"appId": APP, "owner": "octo-org"})).await;
+    assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")));
+    assert_eq!(reply.body["message"], "GitHub is unavailable (HTTP 503)");
+    assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 3, "retried, bounded");
+    stack.github.clear_faults();
+    stack.github.inject(Fault::new("access_tokens", 1, FaultKind::RateLimit { status: 429, retry_after: Some(120) }));
+    let reply = post(&handler, json!({"appId": APP, "owner": "octo-org"})).await;
+    assert_eq!((reply.status, reply.error_type.as_deref()), (429, Some("ThrottlingException")));
+    assert_eq!(reply.body["retryAfterSeconds"], 120);
+    let reply = post(&handler, json!({"appId": APP, "owner": "octo-org"})).await;
+    ok(&reply);
+}
+
+/// A cache hit makes no call at all, counted at the AWS SDK clients and at the double.
+#[tokio::test]
+async fn a_cache_hit_costs_no_upstream_call() {
+    let logs = Logs::capture();
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    let scope = json!({"permissions": {"metadata": "read"}, "repositoryNames": ["docs", "hello-world"]});
+    let first =
+        ok(&post(&handler, json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": scope})).await).clone();
+    let (aws, github) = (stack.counter.snapshot(), stack.github.all_calls());
+    // The same scope in another order and case: the same token, nothing called.
+    let scope2 = json!({"repositoryNames": ["Hello-World", "docs"], "permissions": {"metadata": "read"}});
+    for _ in 0..50 {
+        let again =
+            ok(&post(&handler, json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": scope2})).await).clone();
+        assert_eq!(again["installationToken"], first["installationToken"]);
+    }
+    assert_eq!(stack.counter.snapshot(), aws, "no AWS call on a hit");
+    assert_eq!(stack.github.all_calls(), github, "no GitHub call on a hit");
+    // Another scope is another token.
+    let other = ok(&post(&handler, json!({"appId": APP, "nodeId": "O_kgDOocto-org"})).await).clone();
+    assert_ne!(other["installationToken"], first["installationToken"]);
+    assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 2);
+
+    let audit = logs.lines_for("appcreds::audit");
+    assert_eq!(audit.len(), 52);
+    assert!(audit.iter().all(|l| l["fields"]["installation_id"] == 71 && l["fields"]["kind"] == "installation-token"));
+    assert!(!logs.text().contains(first["installationToken"].as_str().unwrap()), "no token in the logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_identical_requests_share_one_mint() {
+    let stack = stack().await;
+    let handler = Arc::new(stack.installation_token_handler());
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let reply = post(&*handler, json!({"appId": APP, "nodeId": "O_kgDOocto-org"})).await;
+                ok(&reply)["installationToken"].as_str().unwrap().to_string()
+            })
+        })
+        .collect();
+    let mut tokens = std::collections::BTreeSet::new();
+    for t in tasks {
+        tokens.insert(t.await.unwrap());
+    }
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 1);
+    assert_eq!(stack.github.calls("GET /app/installations"), 1);
+    assert_eq!(stack.counter.count("Sign"), 1);
+}
+
+/// The table says installation 71; GitHub has since seen a reinstall (new ID 99, same account).
+#[tokio::test]
+async fn a_stale_table_row_is_corrected_from_github() {
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    ok(&post(&handler, json!({"appId": APP, "nodeId": "O_kgDOocto-org"})).await);
+    stack.github.uninstall(71);
+    stack.github.install(Installation::org(APP, 99, "octo-org", &[(7101, "hello-world")]));
+    let fresh = stack.installation_token_handler();
+    let body = ok(&post(
+        &fresh,
+        json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": {"permissions": {"metadata": "read"}}}),
+    )
+    .await)
+    .clone();
+    assert_eq!(body["installationId"], 99);
+    assert_eq!(stack.installation_rows().await[0].installation_id, 99, "the table follows");
+}

@@ -1,0 +1,164 @@
+#![allow(clippy::unwrap_used)]
+//! The installation sync (refresh-cache and the tracker) against moto and the GitHub double.
+
+use appcreds_core::installations::InstallationRecord;
+use appcreds_tests::github::{Fault, FaultKind, Installation};
+use appcreds_tests::lambda::UrlRequest;
+use appcreds_tests::{Stack, send};
+use serde_json::json;
+
+const A: i64 = 601;
+const B: i64 = 602;
+
+fn install(stack: &Stack, app: i64, range: std::ops::Range<i64>) {
+    for i in range {
+        stack.github.install(Installation::org(app, app * 100_000 + i, &format!("org{app}x{i}"), &[(i, "repo")]));
+    }
+}
+
+fn ids(rows: &[InstallationRecord], app: i64) -> Vec<i64> {
+    let mut ids: Vec<i64> = rows.iter().filter(|r| r.app_id == app).map(|r| r.installation_id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test]
+async fn three_pages_then_an_unchanged_run_writes_nothing() {
+    let stack = Stack::start().await;
+    stack.add_app(A).await;
+    install(&stack, A, 0..250);
+    let syncer = stack.syncer();
+
+    let report = syncer.run().await.unwrap();
+    assert_eq!(report.failed_apps(), Vec::<i64>::new());
+    let c = report.apps[0].result.as_ref().unwrap();
+    assert_eq!((c.listed, c.written, c.deleted), (250, 250, 0));
+    assert_eq!(stack.github.calls("GET /app/installations"), 3, "100 + 100 + 50");
+    let rows = stack.installation_rows().await;
+    assert_eq!(ids(&rows, A), (0..250).map(|i| A * 100_000 + i).collect::<Vec<_>>());
+    let r = rows.iter().find(|r| r.installation_id == A * 100_000 + 7).unwrap();
+    assert_eq!(
+        (r.node_id.as_str(), r.name.as_str(), r.target_type.as_str()),
+        (&*format!("O_kgDOorg{A}x7"), &*format!("org{A}x7"), "Organization")
+    );
+    assert_eq!(stack.counter.count("BatchWriteItem"), 10, "250 puts in batches of 25");
+
+    stack.counter.reset();
+    let report = syncer.run().await.unwrap();
+    let c = report.apps[0].result.as_ref().unwrap();
+    assert_eq!((c.listed, c.written, c.deleted), (250, 0, 0));
+    assert_eq!(stack.counter.count("BatchWriteItem"), 0, "nothing changed, nothing written");
+    assert_eq!(
+        stack.counter.count("PutItem") + stack.counter.count("UpdateItem") + stack.counter.count("DeleteItem"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn uninstall_and_reinstall_are_followed() {
+    let stack = Stack::start().await;
+    stack.add_app(A).await;
+    install(&stack, A, 0..5);
+    let syncer = stack.syncer();
+    syncer.run().await.unwrap();
+
+    stack.github.uninstall(A * 100_000 + 1);
+    // Reinstall on org 2's account: same account node, new installation ID.
+    stack.github.uninstall(A * 100_000 + 2);
+    stack.github.install(Installation::org(A, 777, &format!("org{A}x2"), &[]));
+    stack.counter.reset();
+    let report = syncer.run().await.unwrap();
+    let c = report.apps[0].result.as_ref().unwrap();
+    assert_eq!((c.listed, c.written, c.deleted), (4, 1, 1));
+    let rows = stack.installation_rows().await;
+    assert_eq!(ids(&rows, A), vec![777, A * 100_000, A * 100_000 + 3, A * 100_000 + 4]);
+    let reinstalled = rows.iter().find(|r| r.node_id == format!("O_kgDOorg{A}x2")).unwrap();
+    assert_eq!(reinstalled.installation_id, 777, "the new ID");
+    assert_eq!(stack.counter.count("BatchWriteItem"), 1, "one batch for both changes");
+}
+
+#[tokio::test]
+async fn a_failure_on_page_two_deletes_nothing() {
+    let stack = Stack::start().await;
+    stack.add_app(A).await;
+    install(&stack, A, 0..150);
+    let syncer = stack.syncer();
+    syncer.run().await.unwrap();
+    stack.github.uninstall(A * 100_000 + 149);
+    stack.github.inject(Fault::new("page=2", 10, FaultKind::Status(500)));
+    let report = syncer.run().await.unwrap();
+    assert_eq!(report.failed_apps(), vec![A]);
+    assert_eq!(stack.installation_rows().await.len(), 150, "no row deleted on an incomplete listing");
+    stack.github.clear_faults();
+    syncer.run().await.unwrap();
+    assert_eq!(stack.installation_rows().await.len(), 149);
+}
+
+#[tokio::test]
+async fn one_failing_app_does_not_stop_the_other() {
+    let stack = Stack::start().await;
+    stack.add_app(A).await;
+    stack.add_app(B).await;
+    install(&stack, A, 0..3);
+    install(&stack, B, 0..4);
+    // App A's row now names App B's key: GitHub refuses A's JWTs (401).
+    let b_key = appcreds_testkit::aws::create_app_key(&stack.kms, B).await.unwrap();
+    appcreds_testkit::aws::put_app(&stack.ddb, &stack.app_table, A, Some(&b_key.arn)).await.unwrap();
+    let report = stack.syncer().run().await.unwrap();
+    assert_eq!(report.failed_apps(), vec![A]);
+    let err = report.apps[0].result.as_ref().unwrap_err();
+    assert!(matches!(err, appcreds_core::Error::GitHubUnauthorized { app_id: A }), "{err:?}");
+    let rows = stack.installation_rows().await;
+    assert_eq!((ids(&rows, A).len(), ids(&rows, B).len()), (0, 4));
+}
+
+#[tokio::test]
+async fn rows_of_apps_no_longer_registered_are_removed() {
+    let stack = Stack::start().await;
+    stack.add_app(A).await;
+    stack.add_app(B).await;
+    install(&stack, A, 0..3);
+    install(&stack, B, 0..2);
+    let syncer = stack.syncer();
+    syncer.run().await.unwrap();
+    assert_eq!(stack.installation_rows().await.len(), 5);
+    stack
+        .ddb
+        .delete_item()
+        .table_name(&stack.app_table)
+        .key("AppId", aws_sdk_dynamodb::types::AttributeValue::N(B.to_string()))
+        .send()
+        .await
+        .unwrap();
+    let report = syncer.run().await.unwrap();
+    assert_eq!(report.orphans_removed, 2);
+    let rows = stack.installation_rows().await;
+    assert!(rows.iter().all(|r| r.app_id == A) && rows.len() == 3, "{rows:?}");
+}
+
+#[tokio::test]
+async fn refresh_cache_reports_through_its_function_url() {
+    let stack = Stack::start().await;
+    stack.add_app(A).await;
+    stack.add_app(B).await;
+    install(&stack, A, 0..3);
+    stack.github.inject(Fault::new("GET /app/installations", 100, FaultKind::Status(502)));
+    let handler = appcreds_core::refresh::RefreshHandler::new(
+        stack.syncer(),
+        appcreds_core::api::Transport { require_iam_caller: true },
+    );
+    let reply = send(|r| handler.handle(r), UrlRequest::post_json("/installations/refresh", &json!({}))).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.body["failedApps"], json!([A, B]));
+    assert!(reply.body["refreshedDate"].as_str().unwrap().ends_with('Z'));
+    stack.github.clear_faults();
+    let reply = send(|r| handler.handle(r), UrlRequest::post_json("/installations/refresh", &json!({}))).await;
+    assert_eq!(reply.body["failedApps"], json!([]));
+    assert_eq!(
+        reply.body["message"],
+        "Refreshed the installations of 2 Apps: 3 installations, 3 rows written, 0 removed"
+    );
+    // The tracker's scheduled run fails only when every App fails.
+    stack.github.inject(Fault::new("GET /app/installations", 100, FaultKind::Status(502)));
+    assert!(stack.syncer().scheduled().await.is_err());
+}
