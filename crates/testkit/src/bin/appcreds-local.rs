@@ -11,15 +11,16 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use appcreds_testkit::aws::{self, REGION};
-use appcreds_testkit::github::GitHubDouble;
 use appcreds_testkit::github::jwt::{public_key, verify_rs256};
+use appcreds_testkit::github::{GitHubDouble, Installation};
 use appcreds_testkit::moto::{Moto, workspace_root};
 use serde_json::{Value, json};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The function binaries served behind local Function URLs (their URL path segment is the name).
-const FUNCTIONS: &[&str] = &["appcreds-app-token"];
+const FUNCTIONS: &[&str] =
+    &["appcreds-app-token", "appcreds-installation-token", "appcreds-get-installation", "appcreds-refresh-cache"];
 
 struct Options {
     app_id: i64,
@@ -94,10 +95,21 @@ async fn run(opts: Options) -> Result<(), BoxError> {
     aws::create_installation_table(&ddb, installation_table).await?;
     let key = aws::create_app_key(&kms, opts.app_id).await?;
     aws::put_app(&ddb, app_table, opts.app_id, Some(&key.arn)).await?;
+    let pagination_key = kms
+        .create_key()
+        .key_spec(aws_sdk_kms::types::KeySpec::Hmac256)
+        .key_usage(aws_sdk_kms::types::KeyUsageType::GenerateVerifyMac)
+        .send()
+        .await?
+        .key_metadata
+        .and_then(|m| m.arn)
+        .ok_or("no HMAC key ARN")?;
     step(&format!("tables {app_table} and {installation_table}; App {} → {}", opts.app_id, key.arn));
 
     let github = GitHubDouble::start_on(&format!("127.0.0.1:{}", opts.github_port)).await?;
     github.register_app(opts.app_id, &key.public_key_der)?;
+    github.install(Installation::org(opts.app_id, 4001, "octo-org", &[(40011, "hello-world"), (40012, "docs")]));
+    github.install(Installation::user(opts.app_id, 4002, "octocat", &[(40021, "dotfiles")]));
     step(&format!("GitHub double at {}", github.url()));
 
     let root = workspace_root();
@@ -136,6 +148,7 @@ async fn run(opts: Options) -> Result<(), BoxError> {
                 .env("APP_TABLE_NAME", app_table)
                 .env("INSTALLATION_TABLE_NAME", installation_table)
                 .env("GITHUB_API_URL", github.url())
+                .env("PAGINATION_KEY_ID", &pagination_key)
                 // cargo lambda watch does not check SigV4 and passes no IAM caller.
                 .env("REQUIRE_IAM_CALLER", "false")
                 .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
@@ -202,6 +215,42 @@ async fn demo(base: &str, app_id: i64, public_key_der: &[u8], github: &GitHubDou
         return Err(format!("the GitHub double refused the JWT: {status} {app}").into());
     }
     step(&format!("GET {}/app with the JWT → {status}, App {} ({})", github.url(), app["id"], app["slug"]));
+
+    let post = |function: &str, path: &str, body: Value| {
+        let req = http.post(format!("{base}/{function}{path}")).json(&body);
+        let path = path.to_string();
+        async move {
+            let resp = req.send().await?;
+            let status = resp.status();
+            let body: Value = resp.json().await?;
+            if !status.is_success() {
+                return Err::<Value, BoxError>(format!("{path} answered {status}: {body}").into());
+            }
+            Ok(body)
+        }
+    };
+    let refreshed = post("appcreds-refresh-cache", "/installations/refresh", json!({})).await?;
+    step(&format!("POST /installations/refresh → {}", refreshed["message"]));
+    let listed = post("appcreds-get-installation", "/installations", json!({"maxResults": 10})).await?;
+    let names: Vec<&str> =
+        listed["installations"].as_array().into_iter().flatten().filter_map(|i| i["name"].as_str()).collect();
+    step(&format!("POST /installations → {names:?}"));
+    let token = post(
+        "appcreds-installation-token",
+        "/tokens/installation",
+        json!({"appId": app_id, "owner": "octo-org", "scopeDown": {"repositoryNames": ["hello-world"], "permissions": {"contents": "read"}}}),
+    )
+    .await?;
+    let issued = token["installationToken"]
+        .as_str()
+        .and_then(|t| github.issued(t))
+        .ok_or("the double did not issue that token")?;
+    step(&format!(
+        "POST /tokens/installation (owner octo-org, scoped) → installation {}, actualScopeDown {}, double confirms repositories {:?}",
+        token["installationId"],
+        token["actualScopeDown"],
+        issued.repositories.unwrap_or_default()
+    ));
     Ok(())
 }
 
@@ -238,7 +287,7 @@ async fn measure(base: &str, app_id: i64, requests: usize, cold: Duration, pid: 
 
 fn print_usage(base: &str, app_id: i64, github: &GitHubDouble) {
     println!(
-        "\nThe local stack is up. Try:\n  curl -s -X POST {base}/appcreds-app-token/tokens/app \\\n    -H 'content-type: application/json' -d '{{\"appId\": {app_id}}}'\n\
+        "\nThe local stack is up. Try:\n  curl -s -X POST {base}/appcreds-app-token/tokens/app \\\n    -H 'content-type: application/json' -d '{{\"appId\": {app_id}}}'\n  curl -s -X POST {base}/appcreds-installation-token/tokens/installation \\\n    -H 'content-type: application/json' -d '{{\"appId\": {app_id}, \"owner\": \"octocat\"}}'\n  curl -s -X POST {base}/appcreds-get-installation/installations -H 'content-type: application/json' -d '{{}}'\n\
          \nThe GitHub double is at {}. Ctrl-C stops everything.",
         github.url()
     );
