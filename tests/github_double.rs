@@ -77,3 +77,59 @@ async fn the_double_refuses_tampered_and_malformed_tokens() {
     let (status, _) = get_app(&stack, Some(&format!("Bearer {token}"))).await;
     assert_eq!(status, 200, "the untampered token still works");
 }
+
+/// The double's responses have every property GitHub's OpenAPI description requires, each of an
+/// allowed JSON type (`crates/testkit/data/github-shapes.json`, from `scripts/update-permissions`).
+#[tokio::test]
+async fn the_doubles_responses_follow_githubs_openapi_shapes() {
+    use appcreds_tests::github::Installation;
+    let shapes: Value = serde_json::from_str(include_str!("../crates/testkit/data/github-shapes.json")).unwrap();
+    let check = |name: &str, value: &Value| {
+        let shape = &shapes["responses"][name];
+        assert!(shape.is_object(), "no shape {name}");
+        let obj = value.as_object().unwrap_or_else(|| panic!("{name}: not an object: {value}"));
+        for required in shape["required"].as_array().unwrap() {
+            assert!(obj.contains_key(required.as_str().unwrap()), "{name}: missing required {required}");
+        }
+        for (key, v) in obj {
+            let Some(allowed) = shape["types"][key].as_array() else { continue };
+            let kind = match v {
+                Value::Null => "null",
+                Value::Bool(_) => "boolean",
+                Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+                Value::Number(_) => "number",
+                Value::String(_) => "string",
+                Value::Array(_) => "array",
+                Value::Object(_) => "object",
+            };
+            let ok = allowed.iter().any(|t| t == kind || (t == "number" && kind == "integer"));
+            assert!(ok, "{name}.{key}: {kind} is not one of {allowed:?}");
+        }
+    };
+    let stack = Stack::start().await;
+    let key = stack.add_app(81).await;
+    stack.github.install(Installation::org(81, 8101, "octo-org", &[(1, "hello-world")]));
+    let token = sign(&stack, &key.arn, &Claims::for_app(81, SystemClock.now())).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{}{path}", stack.github.url())).bearer_auth(&token).send();
+
+    let app: Value = get("/app").await.unwrap().json().await.unwrap();
+    check("GET /app", &app);
+    check("account (simple-user)", &app["owner"]);
+    let list: Value = get("/app/installations").await.unwrap().json().await.unwrap();
+    check("GET /app/installations (item)", &list[0]);
+    check("account (simple-user)", &list[0]["account"]);
+    let one: Value = get("/orgs/octo-org/installation").await.unwrap().json().await.unwrap();
+    check("GET /orgs/{org}/installation", &one);
+    let minted: Value = http
+        .post(format!("{}/app/installations/8101/access_tokens", stack.github.url()))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"repositories": ["hello-world"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    check("POST /app/installations/{installation_id}/access_tokens", &minted);
+}

@@ -176,18 +176,20 @@ where
     Reply::from_response(handle(req.into_request()).await)
 }
 
-/// Captures the log lines (JSON) written on this thread while the guard lives.
-pub struct Logs {
-    buffer: Arc<Mutex<Vec<u8>>>,
-    _guard: tracing::subscriber::DefaultGuard,
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { std::cell::RefCell::new(None) };
 }
 
-#[derive(Clone)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
+/// Writes a log line into this thread's capture buffer, if one is installed.
+struct ThreadSink;
 
-impl Write for Sink {
+impl Write for ThreadSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(buf);
+        CAPTURE.with(|c| {
+            if let Some(buffer) = c.borrow().as_ref() {
+                buffer.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -195,17 +197,33 @@ impl Write for Sink {
     }
 }
 
+/// Captures the log lines (JSON) written on this thread while it lives (use with a
+/// current-thread runtime). One global subscriber serves every test of the binary: a
+/// thread-scoped one can miss events, because tracing caches each call site's interest globally.
+pub struct Logs {
+    buffer: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Drop for Logs {
+    fn drop(&mut self) {
+        CAPTURE.with(|c| c.borrow_mut().take());
+    }
+}
+
 impl Logs {
-    /// Installs a JSON subscriber for this thread (use with a current-thread runtime).
     pub fn capture() -> Logs {
+        static INIT: std::sync::Once = std::sync::Once::new();
+        INIT.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_writer(|| ThreadSink)
+                .finish();
+            let _ = tracing::subscriber::set_global_default(subscriber);
+        });
         let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = Sink(buffer.clone());
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || sink.clone())
-            .finish();
-        Logs { buffer, _guard: tracing::subscriber::set_default(subscriber) }
+        CAPTURE.with(|c| *c.borrow_mut() = Some(buffer.clone()));
+        Logs { buffer }
     }
 
     /// Everything logged so far.

@@ -105,10 +105,6 @@ fn key_item(p: &TablePosition) -> Item {
     HashMap::from([("AppId".to_string(), n(p.app_id)), ("NodeId".to_string(), s(&p.node_id))])
 }
 
-fn records(items: Option<Vec<Item>>) -> Vec<InstallationRecord> {
-    items.unwrap_or_default().iter().filter_map(record).collect()
-}
-
 /// BatchWriteItem takes at most 25 requests.
 const BATCH: usize = 25;
 
@@ -127,48 +123,36 @@ impl InstallationStore for DynamoInstallationStore {
     }
 
     async fn by_node_id(&self, node_id: &str) -> Result<Vec<InstallationRecord>, Error> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name("NodeID")
-                .key_condition_expression("NodeId = :n")
-                .expression_attribute_values(":n", s(node_id))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| dynamo_error("querying the Installation table", e))?;
-            out.extend(records(page.items));
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("NodeID")
+            .key_condition_expression("NodeId = :n")
+            .expression_attribute_values(":n", s(node_id))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| dynamo_error("querying the Installation table", e))?;
+        Ok(items.iter().filter_map(record).collect())
     }
 
     async fn list_app(&self, app_id: i64) -> Result<Vec<InstallationRecord>, Error> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("AppId = :a")
-                .expression_attribute_values(":a", n(app_id))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| dynamo_error("querying the Installation table", e))?;
-            out.extend(records(page.items));
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("AppId = :a")
+            .expression_attribute_values(":a", n(app_id))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| dynamo_error("querying the Installation table", e))?;
+        Ok(items.iter().filter_map(record).collect())
     }
 
     async fn page(
@@ -189,7 +173,7 @@ impl InstallationStore for DynamoInstallationStore {
                 .send()
                 .await
                 .map_err(|e| dynamo_error("listing the Installation table", e))?;
-            out.extend(records(page.items));
+            out.extend(page.items.unwrap_or_default().iter().filter_map(record));
             start = page.last_evaluated_key;
             if start.is_none() {
                 return Ok((out, None));
@@ -200,24 +184,18 @@ impl InstallationStore for DynamoInstallationStore {
     }
 
     async fn all_keys(&self) -> Result<Vec<TablePosition>, Error> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .projection_expression("AppId, NodeId")
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| dynamo_error("listing the Installation table", e))?;
-            out.extend(page.items.unwrap_or_default().iter().filter_map(position));
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        let items = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .projection_expression("AppId, NodeId")
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| dynamo_error("listing the Installation table", e))?;
+        Ok(items.iter().filter_map(position).collect())
     }
 
     async fn write(

@@ -79,6 +79,9 @@ impl ScopeDown {
         }
         if let Some(perms) = fields.object("permissions")? {
             let known = permission_levels();
+            // Sorted, so the errors come in one order whatever serde_json's map preserves.
+            let mut perms: Vec<(&String, &Value)> = perms.iter().collect();
+            perms.sort_by_key(|(name, _)| *name);
             for (name, level) in perms {
                 let path = format!("{prefix}/permissions/{name}");
                 let Value::String(level) = level else {

@@ -73,29 +73,25 @@ pub trait AppLister: Send + Sync {
 
 impl AppLister for DynamoAppStore {
     async fn list_apps(&self) -> Result<Vec<AppRecord>, Error> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .projection_expression("AppId, KmsKeyArn")
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| dynamo_error("listing the App table", e))?;
-            for item in page.items.unwrap_or_default() {
-                if let Some(app_id) = item.get("AppId").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()) {
-                    let kms_key_arn = item.get("KmsKeyArn").and_then(|v| v.as_s().ok()).cloned();
-                    out.push(AppRecord { app_id, kms_key_arn });
-                }
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                out.sort_by_key(|a| a.app_id);
-                return Ok(out);
-            }
-        }
+        let items = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .projection_expression("AppId, KmsKeyArn")
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| dynamo_error("listing the App table", e))?;
+        let mut apps: Vec<AppRecord> = items
+            .iter()
+            .filter_map(|item| {
+                let app_id = item.get("AppId")?.as_n().ok()?.parse().ok()?;
+                Some(AppRecord { app_id, kms_key_arn: item.get("KmsKeyArn").and_then(|v| v.as_s().ok()).cloned() })
+            })
+            .collect();
+        apps.sort_by_key(|a| a.app_id);
+        Ok(apps)
     }
 }

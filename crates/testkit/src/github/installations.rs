@@ -422,12 +422,24 @@ pub fn installation_json(i: &Installation) -> Value {
     })
 }
 
-fn account_json(a: &Account) -> Value {
+/// An account as GitHub's `simple-user` schema has it.
+pub fn account_json(a: &Account) -> Value {
+    let api = format!("https://api.github.com/users/{}", a.login);
     json!({
         "login": a.login, "id": a.id, "node_id": a.node_id, "type": a.kind, "site_admin": false,
         "avatar_url": format!("https://avatars.githubusercontent.com/u/{}?v=4", a.id),
-        "url": format!("https://api.github.com/users/{}", a.login),
-        "html_url": format!("https://github.com/{}", a.login)
+        "gravatar_id": "",
+        "url": api,
+        "html_url": format!("https://github.com/{}", a.login),
+        "followers_url": format!("{api}/followers"),
+        "following_url": format!("{api}/following{{/other_user}}"),
+        "gists_url": format!("{api}/gists{{/gist_id}}"),
+        "starred_url": format!("{api}/starred{{/owner}}{{/repo}}"),
+        "subscriptions_url": format!("{api}/subscriptions"),
+        "organizations_url": format!("{api}/orgs"),
+        "repos_url": format!("{api}/repos"),
+        "events_url": format!("{api}/events{{/privacy}}"),
+        "received_events_url": format!("{api}/received_events")
     })
 }
 

@@ -230,12 +230,12 @@ fn app_json(app: &App) -> Value {
         "slug": app.slug,
         "node_id": format!("A_kwDOAppcreds{}", app.id),
         "client_id": format!("Iv1.{:016x}", app.id),
-        "owner": {
-            "login": "appcreds-org", "id": 1001, "node_id": "O_kgDOAppcreds", "type": "Organization",
-            "avatar_url": "https://avatars.githubusercontent.com/u/1001?v=4",
-            "url": "https://api.github.com/users/appcreds-org", "html_url": "https://github.com/appcreds-org",
-            "site_admin": false
-        },
+        "owner": installations::account_json(&Account {
+            login: "appcreds-org".into(),
+            id: 1001,
+            node_id: "O_kgDOAppcreds".into(),
+            kind: "Organization".into(),
+        }),
         "name": format!("appcreds test app {}", app.id),
         "description": "A GitHub App served by the appcreds GitHub double",
         "external_url": "https://example.com",
