@@ -1,0 +1,306 @@
+"""The SAM template, transformed to plain CloudFormation offline with aws-sam-translator, checked
+for what the linters cannot see: dangling references, the exact IAM each function gets, Function
+URL auth, tables as the wire contract defines them, and resource tags.
+
+Run: .venv/bin/pytest -q tests/template   (scripts/test does)
+"""
+
+import copy
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import yaml
+from samtranslator.translator.transform import transform
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+KMS_KEYS = "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*"
+SIGN_CONDITION = {
+    "StringEquals": {
+        "aws:ResourceTag/FrameworkForGitHubAppOnAwsManaged": "true",
+        "aws:ResourceTag/Status": "Active",
+        "kms:SigningAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256",
+        "kms:MessageType": "RAW",
+    }
+}
+APP_TABLE = {"Fn::GetAtt": ["AppTable", "Arn"]}
+INSTALLATION_TABLE = {"Fn::GetAtt": ["InstallationTable", "Arn"]}
+
+# Per function: every (action, resource) its role may use, its Function URL, its binary, its tag.
+# A later function adds a row here.
+EXPECTED = {
+    "AppTokenFunction": {
+        "grants": {("dynamodb:GetItem", "AppTable"), ("kms:Sign", "AppKeys")},
+        "url": True,
+        "binary": "appcreds-app-token",
+        "tag": "AppToken",
+    },
+    "InstallationTokenFunction": {
+        "grants": {
+            ("dynamodb:GetItem", "AppTable"),
+            ("dynamodb:GetItem", "InstallationTable"),
+            ("dynamodb:BatchWriteItem", "InstallationTable"),
+            ("kms:Sign", "AppKeys"),
+        },
+        "url": True,
+        "binary": "appcreds-installation-token",
+        "tag": "InstallationToken",
+    },
+    "GetInstallationFunction": {
+        "grants": {
+            ("dynamodb:Scan", "InstallationTable"),
+            ("dynamodb:Query", "InstallationTable/index/NodeID"),
+            ("kms:GenerateMac", "PaginationKey"),
+            ("kms:VerifyMac", "PaginationKey"),
+        },
+        "url": True,
+        "binary": "appcreds-get-installation",
+        "tag": "GetInstallation",
+    },
+    "RefreshCacheFunction": {
+        "grants": {
+            ("dynamodb:GetItem", "AppTable"),
+            ("dynamodb:Scan", "AppTable"),
+            ("dynamodb:Query", "InstallationTable"),
+            ("dynamodb:Scan", "InstallationTable"),
+            ("dynamodb:BatchWriteItem", "InstallationTable"),
+            ("kms:Sign", "AppKeys"),
+        },
+        "url": True,
+        "binary": "appcreds-refresh-cache",
+        "tag": "RefreshCache",
+    },
+    "InstallationTrackerFunction": {
+        "grants": {
+            ("dynamodb:GetItem", "AppTable"),
+            ("dynamodb:Scan", "AppTable"),
+            ("dynamodb:Query", "InstallationTable"),
+            ("dynamodb:Scan", "InstallationTable"),
+            ("dynamodb:BatchWriteItem", "InstallationTable"),
+            ("kms:Sign", "AppKeys"),
+        },
+        "url": False,
+        "binary": "appcreds-installation-tracker",
+        "tag": "InstallationTracker",
+        "schedule": "rate(30 minutes)",
+    },
+}
+
+
+class CfnLoader(yaml.SafeLoader):
+    """A YAML loader that turns CloudFormation's short tags into their long form."""
+
+
+def _tag(name):
+    def construct(loader, node):
+        if isinstance(node, yaml.ScalarNode):
+            value = loader.construct_scalar(node)
+            if name == "Fn::GetAtt":
+                value = value.split(".", 1)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)
+        return {"Ref": value} if name == "Ref" else {name: value}
+
+    return construct
+
+
+for _short in ["Ref", "Condition"]:
+    CfnLoader.add_constructor(f"!{_short}", _tag(_short))
+for _fn in ["GetAtt", "Sub", "Join", "If", "Equals", "Not", "And", "Or", "Select", "Split", "FindInMap",
+            "ImportValue", "GetAZs", "Base64", "Cidr"]:
+    CfnLoader.add_constructor(f"!{_fn}", _tag(f"Fn::{_fn}"))
+
+
+class PolicyLoader:
+    """Stands in for the IAM ListPolicies call the translator makes for managed policy names."""
+
+    def load(self):
+        return {"AWSLambdaBasicExecutionRole": "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}
+
+
+@pytest.fixture(scope="module")
+def source():
+    return yaml.load((ROOT / "template.yaml").read_text(), Loader=CfnLoader)
+
+
+@pytest.fixture(scope="module")
+def cfn(source):
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    template = copy.deepcopy(source)
+    template.setdefault("Globals", {}).get("Function", {}).pop("CodeUri", None)
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = "s3://appcreds-artifacts/function.zip"
+    return transform(template, {}, PolicyLoader())
+
+
+def functions(cfn):
+    return {k: v for k, v in cfn["Resources"].items() if v["Type"] == "AWS::Lambda::Function"}
+
+
+def role_statements(cfn, function):
+    role = cfn["Resources"][f"{function}Role"]
+    return role, [s for p in role["Properties"].get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+
+
+def resource_name(resource):
+    """Names a statement's resource the way EXPECTED does."""
+    if resource == APP_TABLE:
+        return "AppTable"
+    if resource == INSTALLATION_TABLE:
+        return "InstallationTable"
+    if resource == {"Fn::Sub": "${InstallationTable.Arn}/index/NodeID"}:
+        return "InstallationTable/index/NodeID"
+    if resource == {"Fn::GetAtt": ["PaginationKey", "Arn"]}:
+        return "PaginationKey"
+    if resource == {"Fn::Sub": KMS_KEYS}:
+        return "AppKeys"
+    return json.dumps(resource)
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def test_transformed_template_lints_clean(cfn, tmp_path):
+    """cfn-lint on the transformed template catches dangling !Ref / !GetAtt that SAM hides."""
+    out = tmp_path / "transformed.json"
+    out.write_text(json.dumps(cfn))
+    cfn_lint = pathlib.Path(sys.executable).with_name("cfn-lint")
+    result = subprocess.run([str(cfn_lint), str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_function_is_expected(cfn):
+    assert set(functions(cfn)) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("function", sorted(EXPECTED))
+def test_each_function_gets_exactly_its_permissions(cfn, function):
+    role, statements = role_statements(cfn, function)
+    grants = set()
+    for s in statements:
+        assert s["Effect"] == "Allow"
+        for action in as_list(s["Action"]):
+            assert "*" not in action, f"{function}: wildcard action {action}"
+            for resource in as_list(s["Resource"]):
+                assert resource != "*", f"{function}: {action} on every resource"
+                grants.add((action, resource_name(resource)))
+            if action == "kms:Sign":
+                assert s["Resource"] == {"Fn::Sub": KMS_KEYS}
+                assert s.get("Condition") == SIGN_CONDITION, f"{function}: kms:Sign must be tag-conditioned"
+    assert grants == EXPECTED[function]["grants"]
+    assert role["Properties"]["ManagedPolicyArns"] == [
+        "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+    ], f"{function}: logs only"
+
+
+def test_function_urls_use_iam_auth(cfn):
+    urls = {k: v for k, v in cfn["Resources"].items() if v["Type"] == "AWS::Lambda::Url"}
+    assert {u["Properties"]["TargetFunctionArn"]["Ref"] for u in urls.values()} == {
+        f for f, e in EXPECTED.items() if e["url"]
+    }
+    for name, url in urls.items():
+        assert url["Properties"]["AuthType"] == "AWS_IAM", name
+    # With AWS_IAM, SAM adds no public invoke permission.
+    for resource in cfn["Resources"].values():
+        if resource["Type"] == "AWS::Lambda::Permission":
+            assert resource["Properties"].get("FunctionUrlAuthType") != "NONE"
+            assert resource["Properties"].get("Principal") != "*"
+
+
+def test_functions_run_on_al2023_arm64_with_unique_binaries(source, cfn):
+    binaries = {}
+    for name, fn in functions(cfn).items():
+        props = fn["Properties"]
+        assert props["Runtime"] == "provided.al2023", name
+        assert props["Architectures"] == ["arm64"], name
+        assert "FunctionName" not in props, f"{name}: names come from the stack"
+        assert {"Key": "CredentialManager", "Value": EXPECTED[name]["tag"]} in props["Tags"], name
+        assert props["LoggingConfig"]["LogFormat"] == "JSON"
+        env = props["Environment"]["Variables"]
+        assert env["APP_TABLE_NAME"] == {"Ref": "AppTable"}
+        assert env["GITHUB_API_URL"] == {"Ref": "GitHubApiUrl"}
+        meta = source["Resources"][name]["Metadata"]
+        assert meta["BuildMethod"] == "rust-cargolambda"
+        binaries[name] = meta["BuildProperties"]["Binary"]
+    assert binaries == {name: e["binary"] for name, e in EXPECTED.items()}
+    assert len(set(binaries.values())) == len(binaries)
+    for binary in binaries.values():
+        crate = ROOT / "functions" / binary.removeprefix("appcreds-") / "Cargo.toml"
+        assert f'name = "{binary}"' in crate.read_text(), f"{crate} builds {binary}"
+
+
+def test_tracker_runs_every_30_minutes(cfn):
+    schedules = [r for r in cfn["Resources"].values() if r["Type"] == "AWS::Scheduler::Schedule"]
+    assert len(schedules) == 1
+    props = schedules[0]["Properties"]
+    assert props["ScheduleExpression"] == "rate(30 minutes)"
+    assert props["Target"]["Arn"] == {"Fn::GetAtt": ["InstallationTrackerFunction", "Arn"]}
+
+
+def test_tables_are_the_contracts(cfn, source):
+    app = cfn["Resources"]["AppTable"]
+    assert source["Resources"]["AppTable"]["DeletionPolicy"] == "Retain"
+    assert source["Resources"]["AppTable"]["UpdateReplacePolicy"] == "Retain"
+    assert app["Properties"]["KeySchema"] == [{"AttributeName": "AppId", "KeyType": "HASH"}]
+    assert app["Properties"]["AttributeDefinitions"] == [{"AttributeName": "AppId", "AttributeType": "N"}]
+    inst = cfn["Resources"]["InstallationTable"]["Properties"]
+    assert inst["KeySchema"] == [
+        {"AttributeName": "AppId", "KeyType": "HASH"},
+        {"AttributeName": "NodeId", "KeyType": "RANGE"},
+    ]
+    assert {(a["AttributeName"], a["AttributeType"]) for a in inst["AttributeDefinitions"]} == {
+        ("AppId", "N"), ("NodeId", "S"), ("InstallationId", "N"),
+    }
+    gsis = {g["IndexName"]: g for g in inst["GlobalSecondaryIndexes"]}
+    assert gsis["NodeID"]["KeySchema"] == [
+        {"AttributeName": "NodeId", "KeyType": "HASH"},
+        {"AttributeName": "AppId", "KeyType": "RANGE"},
+    ]
+    assert gsis["InstallationID"]["KeySchema"] == [
+        {"AttributeName": "InstallationId", "KeyType": "HASH"},
+        {"AttributeName": "AppId", "KeyType": "RANGE"},
+    ]
+    assert set(gsis) == {"NodeID", "InstallationID"}
+    for name, tag in [("AppTable", "AppTable"), ("InstallationTable", "AppInstallationTable")]:
+        props = cfn["Resources"][name]["Properties"]
+        assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert props["SSESpecification"] == {"SSEEnabled": True}
+        assert "TableName" not in props, f"{name}: names come from the stack"
+        assert {"Key": "CredentialManager", "Value": tag} in props["Tags"]
+
+
+def test_outputs_name_real_resources(cfn):
+    resources = set(cfn["Resources"])
+    for name, output in cfn["Outputs"].items():
+        refs = []
+
+        def walk(v):
+            if isinstance(v, dict):
+                if "Ref" in v:
+                    refs.append(v["Ref"])
+                if "Fn::GetAtt" in v:
+                    refs.append(v["Fn::GetAtt"][0])
+                for x in v.values():
+                    walk(x)
+            elif isinstance(v, list):
+                for x in v:
+                    walk(x)
+
+        walk(output["Value"])
+        assert refs, name
+        assert all(r in resources for r in refs), f"{name} refers to {refs}"
+    for function, e in EXPECTED.items():
+        if e["url"]:
+            assert cfn["Outputs"][f"{function}Url"]["Value"] == {"Fn::GetAtt": [f"{function}Url", "FunctionUrl"]}
+
+
+def test_samconfig_tags_the_stack():
+    text = (ROOT / "samconfig.toml").read_text()
+    assert 'FrameworkForGitHubAppOnAwsManaged=\\"CredentialManager\\"' in text
