@@ -29,6 +29,18 @@ SIGN_CONDITION = {
 APP_TABLE = {"Fn::GetAtt": ["AppTable", "Arn"]}
 INSTALLATION_TABLE = {"Fn::GetAtt": ["InstallationTable", "Arn"]}
 
+# The installation sync (refresh-cache and the tracker): read Apps, sync their installations, sign JWTs.
+SYNC_GRANTS = {
+    ("dynamodb:GetItem", "AppTable"),
+    ("dynamodb:Scan", "AppTable"),
+    ("dynamodb:Query", "InstallationTable"),
+    ("dynamodb:Scan", "InstallationTable"),
+    ("dynamodb:BatchWriteItem", "InstallationTable"),
+    ("kms:Sign", "AppKeys"),
+}
+
+NAMESPACE = "AppFrameworkGitHubAPICallMetrics"
+
 # Per function: every (action, resource) its role may use, its Function URL, its binary, its tag.
 # A later function adds a row here.
 EXPECTED = {
@@ -61,31 +73,29 @@ EXPECTED = {
         "tag": "GetInstallation",
     },
     "RefreshCacheFunction": {
-        "grants": {
-            ("dynamodb:GetItem", "AppTable"),
-            ("dynamodb:Scan", "AppTable"),
-            ("dynamodb:Query", "InstallationTable"),
-            ("dynamodb:Scan", "InstallationTable"),
-            ("dynamodb:BatchWriteItem", "InstallationTable"),
-            ("kms:Sign", "AppKeys"),
-        },
+        "grants": SYNC_GRANTS,
         "url": True,
         "binary": "appcreds-refresh-cache",
         "tag": "RefreshCache",
     },
     "InstallationTrackerFunction": {
-        "grants": {
-            ("dynamodb:GetItem", "AppTable"),
-            ("dynamodb:Scan", "AppTable"),
-            ("dynamodb:Query", "InstallationTable"),
-            ("dynamodb:Scan", "InstallationTable"),
-            ("dynamodb:BatchWriteItem", "InstallationTable"),
-            ("kms:Sign", "AppKeys"),
-        },
+        "grants": SYNC_GRANTS,
         "url": False,
         "binary": "appcreds-installation-tracker",
         "tag": "InstallationTracker",
         "schedule": "rate(30 minutes)",
+    },
+    "RateLimitScannerFunction": {
+        "grants": {
+            ("dynamodb:GetItem", "AppTable"),
+            ("dynamodb:Scan", "InstallationTable"),
+            ("kms:Sign", "AppKeys"),
+            ("cloudwatch:PutMetricData", "*"),
+        },
+        "url": False,
+        "binary": "appcreds-rate-limit-scanner",
+        "tag": "RateLimitScanner",
+        "schedule": "rate(5 minutes)",
     },
 }
 
@@ -132,7 +142,6 @@ def source():
 def cfn(source):
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     template = copy.deepcopy(source)
-    template.setdefault("Globals", {}).get("Function", {}).pop("CodeUri", None)
     for resource in template["Resources"].values():
         if resource["Type"] == "AWS::Serverless::Function":
             resource["Properties"]["CodeUri"] = "s3://appcreds-artifacts/function.zip"
@@ -160,6 +169,8 @@ def resource_name(resource):
         return "PaginationKey"
     if resource == {"Fn::Sub": KMS_KEYS}:
         return "AppKeys"
+    if resource == "*":
+        return "*"
     return json.dumps(resource)
 
 
@@ -189,7 +200,10 @@ def test_each_function_gets_exactly_its_permissions(cfn, function):
         for action in as_list(s["Action"]):
             assert "*" not in action, f"{function}: wildcard action {action}"
             for resource in as_list(s["Resource"]):
-                assert resource != "*", f"{function}: {action} on every resource"
+                if resource == "*":
+                    # Only PutMetricData (no resource-level permissions), confined to our namespace.
+                    assert action == "cloudwatch:PutMetricData", f"{function}: {action} on every resource"
+                    assert s.get("Condition") == {"StringEquals": {"cloudwatch:namespace": NAMESPACE}}
                 grants.add((action, resource_name(resource)))
             if action == "kms:Sign":
                 assert s["Resource"] == {"Fn::Sub": KMS_KEYS}
@@ -231,17 +245,56 @@ def test_functions_run_on_al2023_arm64_with_unique_binaries(source, cfn):
         binaries[name] = meta["BuildProperties"]["Binary"]
     assert binaries == {name: e["binary"] for name, e in EXPECTED.items()}
     assert len(set(binaries.values())) == len(binaries)
-    for binary in binaries.values():
-        crate = ROOT / "functions" / binary.removeprefix("appcreds-") / "Cargo.toml"
+    for name, binary in binaries.items():
+        crate = ROOT / source["Resources"][name]["Properties"]["CodeUri"] / "Cargo.toml"
         assert f'name = "{binary}"' in crate.read_text(), f"{crate} builds {binary}"
 
 
-def test_tracker_runs_every_30_minutes(cfn):
-    schedules = [r for r in cfn["Resources"].values() if r["Type"] == "AWS::Scheduler::Schedule"]
-    assert len(schedules) == 1
-    props = schedules[0]["Properties"]
-    assert props["ScheduleExpression"] == "rate(30 minutes)"
-    assert props["Target"]["Arn"] == {"Fn::GetAtt": ["InstallationTrackerFunction", "Arn"]}
+def test_scheduled_functions_run_on_their_schedules(cfn):
+    schedules = {
+        r["Properties"]["Target"]["Arn"]["Fn::GetAtt"][0]: r["Properties"]["ScheduleExpression"]
+        for r in cfn["Resources"].values()
+        if r["Type"] == "AWS::Scheduler::Schedule"
+    }
+    assert schedules == {f: e["schedule"] for f, e in EXPECTED.items() if "schedule" in e}
+
+
+def render_sub(value, params):
+    """Renders a Fn::Sub string with parameter values (and placeholders for pseudo parameters)."""
+    text = value["Fn::Sub"]
+    for name, v in params.items():
+        text = text.replace("${" + name + "}", str(v))
+    return text
+
+
+def test_dashboard_shows_remaining_percent_with_the_threshold(cfn, source):
+    dash = cfn["Resources"]["RateLimitDashboard"]["Properties"]
+    assert dash["DashboardName"] == {"Fn::Sub": "${AWS::StackName}-github-rate-limits"}
+    threshold = source["Parameters"]["RateLimitAlarmThreshold"]["Default"]
+    assert threshold == 20
+    body = json.loads(render_sub(dash["DashboardBody"], {
+        "AWS::Region": "eu-west-1", "RateLimitAlarmThreshold": threshold, "CoreRateLimitAlarm.Arn": "arn:alarm",
+    }))
+    widgets = [w for w in body["widgets"] if w["type"] == "metric"]
+    expressions = [m[0]["expression"] for w in widgets for m in w["properties"]["metrics"]]
+    assert any("GitHubAPICallsRemainingPercent" in e and 'Category="core"' in e and NAMESPACE in e for e in expressions)
+    assert all("AppID,Category,InstallationID" in e for e in expressions), "per installation and category"
+    assert widgets[0]["properties"]["annotations"]["horizontal"][0]["value"] == threshold
+
+
+def test_alarm_watches_the_lowest_core_percent(cfn, source):
+    alarm = cfn["Resources"]["CoreRateLimitAlarm"]["Properties"]
+    assert alarm["AlarmName"] == {"Fn::Sub": "${AWS::StackName}-github-core-rate-limit-low"}
+    assert alarm["ComparisonOperator"] == "LessThanOrEqualToThreshold"
+    assert alarm["Threshold"] == {"Ref": "RateLimitAlarmThreshold"}
+    [query] = alarm["Metrics"]
+    expression = " ".join(query["Expression"].split())
+    assert expression == (
+        f'SELECT MIN(GitHubAPICallsRemainingPercent) FROM SCHEMA("{NAMESPACE}", AppID, Category, InstallationID) '
+        "WHERE Category = 'core'"
+    )
+    assert alarm["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "RateLimitAlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+    assert source["Parameters"]["RateLimitAlarmTopicArn"]["Default"] == ""
 
 
 def test_tables_are_the_contracts(cfn, source):

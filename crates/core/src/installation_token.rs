@@ -125,6 +125,15 @@ impl<S: Signer, A: AppStore, C: Clock, I: InstallationStore> InstallationTokens<
         }
     }
 
+    /// A token for an installation already known (as the rate-limit scanner has them).
+    pub async fn issue_for(
+        &self,
+        record: &InstallationRecord,
+        scope: &ScopeDown,
+    ) -> Result<(InstallationToken, bool), Error> {
+        self.token(record.app_id, record, scope).await
+    }
+
     async fn token(
         &self,
         app_id: i64,

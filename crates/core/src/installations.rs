@@ -45,6 +45,8 @@ pub trait InstallationStore: Send + Sync {
         limit: usize,
         after: Option<TablePosition>,
     ) -> impl Future<Output = Result<(Vec<InstallationRecord>, Option<TablePosition>), Error>> + Send;
+    /// Every row, all Apps.
+    fn all(&self) -> impl Future<Output = Result<Vec<InstallationRecord>, Error>> + Send;
     /// The key of every row, all Apps.
     fn all_keys(&self) -> impl Future<Output = Result<Vec<TablePosition>, Error>> + Send;
     /// Writes `puts` (stamped `LastRefreshed` = `now_rfc3339`) and deletes `deletes`, in batches.
@@ -107,6 +109,34 @@ fn key_item(p: &TablePosition) -> Item {
 
 /// BatchWriteItem takes at most 25 requests.
 const BATCH: usize = 25;
+/// Items per Query/Scan page when reading a whole partition or table: each request stays short.
+const PAGE: i32 = 1000;
+
+impl DynamoInstallationStore {
+    /// Every row matching `condition` (on the table, or on `index`), `:v` bound to `value`.
+    async fn query_all(
+        &self,
+        index: Option<&str>,
+        condition: &str,
+        value: AttributeValue,
+    ) -> Result<Vec<InstallationRecord>, Error> {
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .set_index_name(index.map(str::to_string))
+            .key_condition_expression(condition)
+            .expression_attribute_values(":v", value)
+            .limit(PAGE)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| dynamo_error("querying the Installation table", e))?;
+        Ok(items.iter().filter_map(record).collect())
+    }
+}
 
 impl InstallationStore for DynamoInstallationStore {
     async fn get(&self, app_id: i64, node_id: &str) -> Result<Option<InstallationRecord>, Error> {
@@ -123,36 +153,11 @@ impl InstallationStore for DynamoInstallationStore {
     }
 
     async fn by_node_id(&self, node_id: &str) -> Result<Vec<InstallationRecord>, Error> {
-        let items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name("NodeID")
-            .key_condition_expression("NodeId = :n")
-            .expression_attribute_values(":n", s(node_id))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| dynamo_error("querying the Installation table", e))?;
-        Ok(items.iter().filter_map(record).collect())
+        self.query_all(Some("NodeID"), "NodeId = :v", s(node_id)).await
     }
 
     async fn list_app(&self, app_id: i64) -> Result<Vec<InstallationRecord>, Error> {
-        let items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("AppId = :a")
-            .expression_attribute_values(":a", n(app_id))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| dynamo_error("querying the Installation table", e))?;
-        Ok(items.iter().filter_map(record).collect())
+        self.query_all(None, "AppId = :v", n(app_id)).await
     }
 
     async fn page(
@@ -183,12 +188,28 @@ impl InstallationStore for DynamoInstallationStore {
         Ok((out, next))
     }
 
+    async fn all(&self) -> Result<Vec<InstallationRecord>, Error> {
+        let items = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .limit(PAGE)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| dynamo_error("listing the Installation table", e))?;
+        Ok(items.iter().filter_map(record).collect())
+    }
+
     async fn all_keys(&self) -> Result<Vec<TablePosition>, Error> {
         let items = self
             .client
             .scan()
             .table_name(&self.table)
             .projection_expression("AppId, NodeId")
+            .limit(PAGE)
             .into_paginator()
             .items()
             .send()

@@ -20,6 +20,7 @@ pub mod installation_token;
 pub mod installations;
 pub mod jwt;
 pub mod page_token;
+pub mod rate_limit;
 pub mod refresh;
 pub mod runtime;
 pub mod scope;

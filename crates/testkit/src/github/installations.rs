@@ -115,6 +115,10 @@ pub(super) struct Installations {
     pub faults: Vec<Fault>,
     pub latency: Duration,
     pub next_token: u64,
+    /// `GET /rate_limit` figures per installation: category → (limit, used, reset).
+    pub rate_limits: HashMap<i64, BTreeMap<String, (i64, i64, i64)>>,
+    /// The token of every `GET /rate_limit` call, in order.
+    pub rate_limit_tokens: Vec<IssuedToken>,
 }
 
 impl super::GitHubDouble {
@@ -148,6 +152,17 @@ impl super::GitHubDouble {
     /// Removes all injected faults.
     pub fn clear_faults(&self) {
         self.installations().faults.clear();
+    }
+
+    /// Sets what `GET /rate_limit` reports for an installation: category → (limit, used, reset).
+    pub fn set_rate_limit(&self, installation_id: i64, figures: &[(&str, i64, i64, i64)]) {
+        let figures = figures.iter().map(|(c, l, u, r)| (c.to_string(), (*l, *u, *r))).collect();
+        self.installations().rate_limits.insert(installation_id, figures);
+    }
+
+    /// The tokens `GET /rate_limit` was called with.
+    pub fn rate_limit_tokens(&self) -> Vec<IssuedToken> {
+        self.installations().rate_limit_tokens.clone()
     }
 
     /// Adds latency to every response.
@@ -449,4 +464,26 @@ fn repo_json(owner: &Account, r: &Repo) -> Value {
         "full_name": format!("{}/{}", owner.login, r.name), "private": true, "owner": account_json(owner),
         "html_url": format!("https://github.com/{}/{}", owner.login, r.name)
     })
+}
+
+/// `GET /rate_limit` (schema `rate-limit-overview`): the figures a test set for the token's
+/// installation, or GitHub's defaults for an installation.
+pub(super) async fn rate_limit(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    let token = match authenticate_installation(&inner, &headers) {
+        Ok(t) => t,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let mut state = inner.installations.lock().unwrap_or_else(PoisonError::into_inner);
+    state.rate_limit_tokens.push(token.clone());
+    let reset = now() + 3600;
+    let figures = state.rate_limits.get(&token.installation_id).cloned().unwrap_or_else(|| {
+        [("core", 5000, 0, reset), ("search", 30, 0, now() + 60), ("graphql", 5000, 0, reset)]
+            .into_iter()
+            .map(|(c, l, u, r)| (c.to_string(), (l, u, r)))
+            .collect()
+    });
+    let resource = |(limit, used, reset): (i64, i64, i64)| json!({"limit": limit, "used": used, "remaining": limit - used, "reset": reset});
+    let resources: serde_json::Map<String, Value> = figures.iter().map(|(c, f)| (c.clone(), resource(*f))).collect();
+    let rate = figures.get("core").copied().map(resource).unwrap_or_else(|| resource((5000, 0, reset)));
+    axum::Json(json!({"resources": resources, "rate": rate})).into_response()
 }

@@ -132,6 +132,7 @@ fn router(inner: Arc<Inner>) -> Router {
         .route("/orgs/{login}/installation", get(installations::by_account))
         .route("/repos/{owner}/{repo}/installation", get(installations::by_repo))
         .route("/installation/token", delete(installations::revoke))
+        .route("/rate_limit", get(installations::rate_limit))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(inner.clone(), installations::faults))
         .layer(axum::middleware::from_fn_with_state(inner.clone(), count_calls))

@@ -1,0 +1,215 @@
+#![allow(clippy::unwrap_used)]
+//! The rate-limit scanner against moto (DynamoDB, KMS, CloudWatch through aws-sdk-cloudwatch's
+//! awsQuery protocol) and the GitHub double: what GetMetricData returns is what the double said.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use appcreds_core::clock::{Clock, SystemClock};
+use appcreds_core::installation_token::InstallationTokens;
+use appcreds_core::installations::{InstallationRecord, InstallationStore};
+use appcreds_core::rate_limit::{CloudWatchSink, NAMESPACE, RateLimitScanner};
+use appcreds_tests::github::Installation;
+use appcreds_tests::{Logs, Stack};
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, StandardUnit};
+
+// Metrics in moto's CloudWatch are shared by every test of this binary: each test has its own App.
+fn record(app: i64, id: i64, login: &str) -> InstallationRecord {
+    InstallationRecord {
+        app_id: app,
+        installation_id: id,
+        node_id: format!("O_kgDO{login}"),
+        target_type: "Organization".into(),
+        name: login.into(),
+    }
+}
+
+async fn stack(app: i64) -> Stack {
+    let stack = Stack::start().await;
+    stack.add_app(app).await;
+    for (id, login) in [(7001, "alpha"), (7002, "beta"), (7003, "gamma")] {
+        stack.github.install(Installation::org(app, id, login, &[(id * 10, "repo")]));
+    }
+    let rows = vec![record(app, 7001, "alpha"), record(app, 7002, "beta"), record(app, 7003, "gamma")];
+    stack.installation_store().write(rows, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    stack
+}
+
+fn scanner(
+    stack: &Stack,
+) -> (
+    RateLimitScanner<
+        impl appcreds_core::signer::Signer,
+        impl appcreds_core::store::AppStore,
+        SystemClock,
+        impl InstallationStore,
+        CloudWatchSink,
+    >,
+    aws_sdk_cloudwatch::Client,
+) {
+    let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
+        aws_sdk_cloudwatch::config::Builder::from(&stack.sdk).interceptor(stack.counter.clone()).build(),
+    );
+    let scanner = RateLimitScanner {
+        tokens: InstallationTokens::new(
+            Arc::new(stack.app_jwts(SystemClock)),
+            stack.github_client(),
+            stack.installation_store(),
+        ),
+        github: stack.github_client(),
+        store: stack.installation_store(),
+        sink: CloudWatchSink::new(cloudwatch.clone()),
+        clock: SystemClock,
+    };
+    (scanner, cloudwatch)
+}
+
+/// The latest value of one metric, and its unit as listed.
+async fn latest(
+    cw: &aws_sdk_cloudwatch::Client,
+    app: i64,
+    name: &str,
+    category: &str,
+    installation: i64,
+) -> Option<f64> {
+    let dims =
+        [("Category", category.to_string()), ("AppID", app.to_string()), ("InstallationID", installation.to_string())]
+            .map(|(n, v)| Dimension::builder().name(n).value(v).build());
+    let metric = Metric::builder().namespace(NAMESPACE).metric_name(name).set_dimensions(Some(dims.to_vec())).build();
+    let now = SystemClock.now();
+    let out = cw
+        .get_metric_data()
+        .metric_data_queries(
+            MetricDataQuery::builder()
+                .id("m")
+                .metric_stat(MetricStat::builder().metric(metric).period(60).stat("Maximum").build())
+                .build(),
+        )
+        .start_time(DateTime::from_secs(now - 600))
+        .end_time(DateTime::from_secs(now + 600))
+        .send()
+        .await
+        .unwrap();
+    out.metric_data_results().first().and_then(|r| r.values().first().copied())
+}
+
+#[tokio::test]
+async fn getmetricdata_returns_exactly_what_github_reported() {
+    const APP: i64 = 701;
+    let stack = stack(APP).await;
+    let reset = SystemClock.now() + 1800;
+    stack.github.set_rate_limit(7001, &[("core", 5000, 1250, reset), ("search", 30, 3, reset)]);
+    stack.github.set_rate_limit(7002, &[("core", 15000, 14400, reset), ("graphql", 5000, 10, reset)]);
+    let (scanner, cw) = scanner(&stack);
+    let report = scanner.run().await.unwrap();
+    assert_eq!(report.installations, 3);
+    assert!(report.failed.is_empty());
+    // 7001: 2 categories, 7002: 2, 7003: the double's 3 defaults; 5 metrics each.
+    assert_eq!(report.metrics_sent, (2 + 2 + 3) * 5);
+    assert_eq!(report.put_calls, 1, "one batched PutMetricData");
+    assert_eq!(stack.counter.count("PutMetricData"), 1);
+    assert_eq!(report.github_calls, 3 + 3, "one mint and one /rate_limit per installation");
+
+    let expect = [
+        (7001, "core", "GitHubAPICalls", 1250.0),
+        (7001, "core", "GitHubAPICallsRemaining", 3750.0),
+        (7001, "core", "GitHubAPICallsRemainingPercent", 75.0),
+        (7001, "core", "GitHubAPIRateLimit", 5000.0),
+        (7001, "search", "GitHubAPICallsRemaining", 27.0),
+        (7001, "search", "GitHubAPICallsRemainingPercent", 90.0),
+        (7002, "core", "GitHubAPICallsRemainingPercent", 4.0),
+        (7002, "core", "GitHubAPIRateLimit", 15000.0),
+        (7002, "graphql", "GitHubAPICalls", 10.0),
+    ];
+    for (installation, category, name, value) in expect {
+        assert_eq!(
+            latest(&cw, APP, name, category, installation).await,
+            Some(value),
+            "{installation} {category} {name}"
+        );
+    }
+    let ttr = latest(&cw, APP, "GitHubRateLimitTimeToReset", "core", 7001).await.unwrap();
+    assert!((1790.0..=1800.0).contains(&ttr), "{ttr}");
+    assert_eq!(latest(&cw, APP, "GitHubAPICalls", "search", 7002).await, None, "7002 reported no search category");
+
+    // Units, as CloudWatch stored them.
+    let units = stack_units(&stack, APP).await;
+    assert_eq!(units["GitHubAPICallsRemainingPercent"], StandardUnit::Percent);
+    assert_eq!(units["GitHubRateLimitTimeToReset"], StandardUnit::Seconds);
+    assert_eq!(units["GitHubAPICalls"], StandardUnit::Count);
+    assert_eq!(units["GitHubAPICallsRemaining"], StandardUnit::Count);
+    assert_eq!(units["GitHubAPIRateLimit"], StandardUnit::Count);
+
+    // A second run reuses the cached tokens: only the free /rate_limit reads.
+    let again = scanner.run().await.unwrap();
+    assert_eq!(again.github_calls, 3);
+}
+
+/// The unit of each core metric of installation 7001 as CloudWatch stored it (GetMetricStatistics).
+async fn stack_units(stack: &Stack, app: i64) -> BTreeMap<String, StandardUnit> {
+    let cw = aws_sdk_cloudwatch::Client::new(&stack.sdk);
+    let now = SystemClock.now();
+    let mut out = BTreeMap::new();
+    for name in [
+        "GitHubAPICalls",
+        "GitHubAPICallsRemaining",
+        "GitHubAPICallsRemainingPercent",
+        "GitHubAPIRateLimit",
+        "GitHubRateLimitTimeToReset",
+    ] {
+        let stats = cw
+            .get_metric_statistics()
+            .namespace(NAMESPACE)
+            .metric_name(name)
+            .dimensions(Dimension::builder().name("Category").value("core").build())
+            .dimensions(Dimension::builder().name("AppID").value(app.to_string()).build())
+            .dimensions(Dimension::builder().name("InstallationID").value("7001").build())
+            .start_time(DateTime::from_secs(now - 600))
+            .end_time(DateTime::from_secs(now + 600))
+            .period(60)
+            .statistics(aws_sdk_cloudwatch::types::Statistic::Maximum)
+            .send()
+            .await
+            .unwrap();
+        let unit = stats.datapoints().first().and_then(|d| d.unit().cloned()).expect("a datapoint with a unit");
+        out.insert(name.to_string(), unit);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_failing_installation_does_not_stop_the_others() {
+    const APP: i64 = 702;
+    let logs = Logs::capture();
+    let stack = stack(APP).await;
+    // 7002 was uninstalled on GitHub but is still in the table: minting its token fails (404).
+    stack.github.uninstall(7002);
+    let (scanner, cw) = scanner(&stack);
+    let report = scanner.run().await.unwrap();
+    assert_eq!(report.failed, vec![(APP, 7002)]);
+    assert_eq!(report.metrics_sent, 2 * 3 * 5);
+    assert_eq!(latest(&cw, APP, "GitHubAPIRateLimit", "core", 7001).await, Some(5000.0));
+    assert_eq!(latest(&cw, APP, "GitHubAPIRateLimit", "core", 7003).await, Some(5000.0));
+    assert_eq!(latest(&cw, APP, "GitHubAPIRateLimit", "core", 7002).await, None);
+    let text = logs.text();
+    assert!(
+        text.contains("rate-limit scan failed for this installation") && text.contains("7002"),
+        "the failure is logged"
+    );
+    assert!(text.contains("\"failed\":1"), "the summary counts it: {text}");
+}
+
+#[tokio::test]
+async fn the_scanner_only_ever_uses_metadata_read_tokens() {
+    let stack = stack(703).await;
+    let (scanner, _) = scanner(&stack);
+    scanner.run().await.unwrap();
+    scanner.run().await.unwrap();
+    let used = stack.github.rate_limit_tokens();
+    assert_eq!(used.len(), 6);
+    for token in &used {
+        assert_eq!(token.permissions, BTreeMap::from([("metadata".to_string(), "read".to_string())]), "{token:?}");
+    }
+    assert!(stack.github.issued_tokens().iter().all(|t| t.permissions.len() == 1), "never an unscoped token");
+}
