@@ -19,8 +19,14 @@ use serde_json::{Value, json};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The function binaries served behind local Function URLs (their URL path segment is the name).
-const FUNCTIONS: &[&str] =
-    &["appcreds-app-token", "appcreds-installation-token", "appcreds-get-installation", "appcreds-refresh-cache"];
+const FUNCTIONS: &[&str] = &[
+    "appcreds-app-token",
+    "appcreds-installation-token",
+    "appcreds-get-installation",
+    "appcreds-refresh-cache",
+    "appcreds-installation-tracker",
+    "appcreds-rate-limit-scanner",
+];
 
 struct Options {
     app_id: i64,
@@ -245,6 +251,19 @@ async fn demo(base: &str, app_id: i64, public_key_der: &[u8], github: &GitHubDou
         .as_str()
         .and_then(|t| github.issued(t))
         .ok_or("the double did not issue that token")?;
+    // The scheduled functions, invoked as EventBridge Scheduler would (through the Invoke API).
+    let lambda_api = base.trim_end_matches("/lambda-url");
+    let invoke = |function: &str| {
+        let req = http.post(format!("{lambda_api}/2015-03-31/functions/{function}/invocations")).json(&json!({}));
+        async move { Ok::<Value, BoxError>(req.send().await?.json::<Value>().await?) }
+    };
+    let tracked = invoke("appcreds-installation-tracker").await?;
+    step(&format!("invoke installation-tracker → {tracked}"));
+    let scanned = invoke("appcreds-rate-limit-scanner").await?;
+    if scanned["metricsSent"].as_u64().unwrap_or(0) == 0 {
+        return Err(format!("the rate-limit scanner published nothing: {scanned}").into());
+    }
+    step(&format!("invoke rate-limit-scanner → {scanned} (CloudWatch namespace AppFrameworkGitHubAPICallMetrics)"));
     step(&format!(
         "POST /tokens/installation (owner octo-org, scoped) → installation {}, actualScopeDown {}, double confirms repositories {:?}",
         token["installationId"],
