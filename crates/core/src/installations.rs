@@ -136,6 +136,21 @@ impl DynamoInstallationStore {
             .map_err(|e| dynamo_error("querying the Installation table", e))?;
         Ok(items.iter().filter_map(record).collect())
     }
+
+    /// Every item of the table (only the `projection` attributes, if given).
+    async fn scan_all(&self, projection: Option<&str>) -> Result<Vec<Item>, Error> {
+        self.client
+            .scan()
+            .table_name(&self.table)
+            .set_projection_expression(projection.map(str::to_string))
+            .limit(PAGE)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| dynamo_error("listing the Installation table", e))
+    }
 }
 
 impl InstallationStore for DynamoInstallationStore {
@@ -189,34 +204,11 @@ impl InstallationStore for DynamoInstallationStore {
     }
 
     async fn all(&self) -> Result<Vec<InstallationRecord>, Error> {
-        let items = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .limit(PAGE)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| dynamo_error("listing the Installation table", e))?;
-        Ok(items.iter().filter_map(record).collect())
+        Ok(self.scan_all(None).await?.iter().filter_map(record).collect())
     }
 
     async fn all_keys(&self) -> Result<Vec<TablePosition>, Error> {
-        let items = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .projection_expression("AppId, NodeId")
-            .limit(PAGE)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| dynamo_error("listing the Installation table", e))?;
-        Ok(items.iter().filter_map(position).collect())
+        Ok(self.scan_all(Some("AppId, NodeId")).await?.iter().filter_map(position).collect())
     }
 
     async fn write(
