@@ -1,0 +1,394 @@
+//! A typed client for appcreds' Lambda Function URLs (`AuthType: AWS_IAM`).
+//!
+//! Every request is a JSON `POST` signed with SigV4 for service `lambda` in the Function URL's
+//! region, with credentials from the standard AWS chain (environment, profile, SSO, web identity,
+//! IMDS/ECS). Error responses are read by their `x-amzn-errortype` into [`ClientError`].
+
+use std::time::SystemTime;
+
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The SigV4 service name of Lambda Function URLs.
+pub const SERVICE: &str = "lambda";
+
+/// A credential from appcreds. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Token(String);
+
+impl Token {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(redacted)")
+    }
+}
+
+/// What went wrong, by the contract's error names and the transport.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid request: {message}")]
+    Validation { message: String, fields: Vec<FieldError> },
+    #[error("{0}")]
+    ClientSide(String),
+    #[error("appcreds failed: {0}")]
+    ServerSide(String),
+    #[error("throttled; retry after {retry_after_seconds} s ({message})")]
+    Throttled { message: String, retry_after_seconds: u64 },
+    /// The request did not fit the API (`SerializationException`, `UnsupportedMediaTypeException`,
+    /// `UnknownOperationException`): a client bug or a wrong URL.
+    #[error("{name}: {message}")]
+    Protocol { name: String, message: String },
+    /// The Function URL refused the caller (IAM): HTTP 403.
+    #[error("not authorised to call {url}: {message}")]
+    Forbidden { url: String, message: String },
+    #[error("no AWS credentials: {0}")]
+    Credentials(String),
+    #[error("cannot reach {url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// Whether the caller's request or identity was at fault (not appcreds or the network).
+    pub fn is_caller_error(&self) -> bool {
+        matches!(self, ClientError::Validation { .. } | ClientError::ClientSide(_) | ClientError::Protocol { .. })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+/// The Function URLs of a deployment (from arguments, `APPCREDS_*_URL` variables, or the stack's
+/// outputs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Urls {
+    pub app_token: Option<String>,
+    pub installation_token: Option<String>,
+    pub get_installation: Option<String>,
+    pub refresh_cache: Option<String>,
+}
+
+impl Urls {
+    /// `APPCREDS_APP_TOKEN_URL`, `APPCREDS_INSTALLATION_TOKEN_URL`, `APPCREDS_GET_INSTALLATION_URL`,
+    /// `APPCREDS_REFRESH_CACHE_URL`.
+    pub fn from_env() -> Self {
+        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+        Urls {
+            app_token: var("APPCREDS_APP_TOKEN_URL"),
+            installation_token: var("APPCREDS_INSTALLATION_TOKEN_URL"),
+            get_installation: var("APPCREDS_GET_INSTALLATION_URL"),
+            refresh_cache: var("APPCREDS_REFRESH_CACHE_URL"),
+        }
+    }
+
+    /// Fills what `self` lacks from `other`.
+    pub fn or(self, other: Urls) -> Urls {
+        Urls {
+            app_token: self.app_token.or(other.app_token),
+            installation_token: self.installation_token.or(other.installation_token),
+            get_installation: self.get_installation.or(other.get_installation),
+            refresh_cache: self.refresh_cache.or(other.refresh_cache),
+        }
+    }
+}
+
+/// `POST /tokens/app`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppToken {
+    pub app_id: i64,
+    pub app_token: Token,
+    pub expiration_time: String,
+}
+
+/// `scopeDown` of an installation token request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeDown {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repository_ids: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repository_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub permissions: std::collections::BTreeMap<String, String>,
+}
+
+/// Which installation: by node ID, owner login, or `owner/name` repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    NodeId(String),
+    Owner(String),
+    Repository(String),
+}
+
+/// `POST /tokens/installation`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstallationToken {
+    pub installation_token: Token,
+    pub node_id: String,
+    pub app_id: i64,
+    #[serde(default)]
+    pub installation_id: Option<i64>,
+    pub expiration_time: String,
+    #[serde(default)]
+    pub requested_scope_down: ScopeDown,
+    #[serde(default)]
+    pub actual_scope_down: ScopeDown,
+}
+
+/// An installation record.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Installation {
+    pub app_id: i64,
+    pub installation_id: i64,
+    pub node_id: String,
+    pub target_type: String,
+    pub name: String,
+}
+
+/// One page of `POST /installations`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstallationPage {
+    pub installations: Vec<Installation>,
+    pub next_token: Option<String>,
+}
+
+/// The client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    credentials: SharedCredentialsProvider,
+    default_region: Option<String>,
+    urls: Urls,
+}
+
+impl Client {
+    /// A client with the standard AWS credential chain and region.
+    pub async fn from_env(urls: Urls) -> Result<Self, ClientError> {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let credentials = config
+            .credentials_provider()
+            .ok_or_else(|| ClientError::Credentials("no credential provider in the AWS configuration".into()))?;
+        Ok(Self::new(credentials, config.region().map(|r| r.to_string()), urls))
+    }
+
+    pub fn new(credentials: SharedCredentialsProvider, default_region: Option<String>, urls: Urls) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(330))
+            .user_agent(concat!("appcreds-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Client { http, credentials, default_region, urls }
+    }
+
+    pub async fn app_token(&self, app_id: i64) -> Result<AppToken, ClientError> {
+        let url = need(&self.urls.app_token, "app-token")?;
+        self.call(url, "/tokens/app", json!({ "appId": app_id })).await
+    }
+
+    pub async fn installation_token(
+        &self,
+        app_id: i64,
+        target: &Target,
+        scope: Option<&ScopeDown>,
+    ) -> Result<InstallationToken, ClientError> {
+        let url = need(&self.urls.installation_token, "installation-token")?;
+        let mut body = json!({ "appId": app_id });
+        match target {
+            Target::NodeId(n) => body["nodeId"] = json!(n),
+            Target::Owner(o) => body["owner"] = json!(o),
+            Target::Repository(r) => body["repository"] = json!(r),
+        }
+        if let Some(scope) = scope {
+            body["scopeDown"] = serde_json::to_value(scope).unwrap_or(Value::Null);
+        }
+        self.call(url, "/tokens/installation", body).await
+    }
+
+    pub async fn installation_info(&self, node_id: &str) -> Result<Vec<Installation>, ClientError> {
+        #[derive(Deserialize)]
+        struct Out {
+            installations: Vec<Installation>,
+        }
+        let url = need(&self.urls.get_installation, "get-installation")?;
+        let out: Out = self.call(url, "/installations/info", json!({ "nodeId": node_id })).await?;
+        Ok(out.installations)
+    }
+
+    pub async fn list_installations(
+        &self,
+        max_results: Option<u32>,
+        next_token: Option<&str>,
+    ) -> Result<InstallationPage, ClientError> {
+        let url = need(&self.urls.get_installation, "get-installation")?;
+        let mut body = json!({});
+        if let Some(m) = max_results {
+            body["maxResults"] = json!(m);
+        }
+        if let Some(t) = next_token {
+            body["nextToken"] = json!(t);
+        }
+        self.call(url, "/installations", body).await
+    }
+
+    pub async fn refresh(&self) -> Result<Value, ClientError> {
+        let url = need(&self.urls.refresh_cache, "refresh-cache")?;
+        self.call(url, "/installations/refresh", json!({})).await
+    }
+
+    /// Signs and sends `body` to `base` + `path`, and reads the answer.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        base: &str,
+        path: &str,
+        body: Value,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", base.trim_end_matches('/'));
+        let region = region_of(&url)
+            .or_else(|| self.default_region.clone())
+            .ok_or_else(|| ClientError::Config(format!("no AWS region for {url}: set AWS_REGION")))?;
+        let payload = serde_json::to_vec(&body).map_err(|e| ClientError::Config(e.to_string()))?;
+        let credentials =
+            self.credentials.provide_credentials().await.map_err(|e| ClientError::Credentials(e.to_string()))?;
+        let headers = sign_request(&url, &payload, credentials.into(), &region, SystemTime::now())?;
+        let mut req = self.http.post(&url).body(payload);
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+        let status = resp.status().as_u16();
+        let error_type = resp.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let bytes =
+            resp.bytes().await.map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return serde_json::from_value(value)
+                .map_err(|e| ClientError::Protocol { name: "UnexpectedResponse".into(), message: e.to_string() });
+        }
+        Err(error_of(status, error_type.as_deref(), &value, &url))
+    }
+}
+
+fn need<'a>(url: &'a Option<String>, function: &str) -> Result<&'a str, ClientError> {
+    url.as_deref().ok_or_else(|| ClientError::Config(format!("no Function URL for {function}")))
+}
+
+/// The region of a Function URL (`https://ID.lambda-url.REGION.on.aws/`).
+pub fn region_of(url: &str) -> Option<String> {
+    let host = url.split("://").nth(1)?.split(['/', ':']).next()?;
+    let mut parts = host.split('.');
+    let _id = parts.next()?;
+    (parts.next()? == "lambda-url").then(|| parts.next().map(str::to_string)).flatten()
+}
+
+/// The SigV4 headers for a JSON `POST` of `payload` to `url`.
+pub fn sign_request(
+    url: &str,
+    payload: &[u8],
+    identity: Identity,
+    region: &str,
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, ClientError> {
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .ok_or_else(|| ClientError::Config(format!("not a URL: {url}")))?;
+    let base_headers = [("host", host), ("content-type", "application/json")];
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(SERVICE)
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| ClientError::Config(e.to_string()))?
+        .into();
+    let signable = SignableRequest::new("POST", url, base_headers.into_iter(), SignableBody::Bytes(payload))
+        .map_err(|e| ClientError::Config(format!("cannot sign {url}: {e}")))?;
+    let (instructions, _) =
+        sign(signable, &params).map_err(|e| ClientError::Config(format!("cannot sign {url}: {e}")))?.into_parts();
+    let mut headers: Vec<(String, String)> =
+        base_headers.iter().filter(|(n, _)| *n != "host").map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    headers.extend(instructions.headers().map(|(n, v)| (n.to_string(), v.to_string())));
+    Ok(headers)
+}
+
+fn error_of(status: u16, error_type: Option<&str>, body: &Value, url: &str) -> ClientError {
+    let message =
+        body.get("message").or_else(|| body.get("Message")).and_then(Value::as_str).unwrap_or("no message").to_string();
+    match error_type {
+        Some("ValidationException") => ClientError::Validation {
+            fields: serde_json::from_value(body.get("fieldList").cloned().unwrap_or(Value::Null)).unwrap_or_default(),
+            message,
+        },
+        Some("ClientSideError") => ClientError::ClientSide(message),
+        Some("ServerSideError") => ClientError::ServerSide(message),
+        Some("ThrottlingException") => ClientError::Throttled {
+            retry_after_seconds: body.get("retryAfterSeconds").and_then(Value::as_u64).unwrap_or(1),
+            message,
+        },
+        Some(name @ ("SerializationException" | "UnsupportedMediaTypeException" | "UnknownOperationException")) => {
+            ClientError::Protocol { name: name.to_string(), message }
+        }
+        _ if status == 403 || status == 401 => ClientError::Forbidden { url: url.to_string(), message },
+        _ if status == 429 => ClientError::Throttled { message, retry_after_seconds: 1 },
+        _ => ClientError::ServerSide(format!("HTTP {status}: {message}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_come_from_function_urls() {
+        assert_eq!(region_of("https://abc123.lambda-url.eu-west-1.on.aws/").as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            region_of("https://abc123.lambda-url.us-gov-west-1.on.aws/tokens/app").as_deref(),
+            Some("us-gov-west-1")
+        );
+        assert_eq!(region_of("http://127.0.0.1:9000/lambda-url/x"), None);
+    }
+
+    #[test]
+    fn error_names_map_to_variants() {
+        let e = error_of(
+            400,
+            Some("ValidationException"),
+            &json!({"message": "bad", "fieldList": [{"path": "/appId", "message": "x"}]}),
+            "u",
+        );
+        assert!(matches!(&e, ClientError::Validation { fields, .. } if fields[0].path == "/appId"));
+        assert!(e.is_caller_error());
+        let e = error_of(429, Some("ThrottlingException"), &json!({"message": "slow", "retryAfterSeconds": 30}), "u");
+        assert!(matches!(e, ClientError::Throttled { retry_after_seconds: 30, .. }));
+        assert!(matches!(error_of(403, None, &json!({"Message": "Forbidden"}), "u"), ClientError::Forbidden { .. }));
+        assert!(matches!(
+            error_of(500, Some("ServerSideError"), &json!({"message": "x"}), "u"),
+            ClientError::ServerSide(_)
+        ));
+        assert!(matches!(
+            error_of(404, Some("UnknownOperationException"), &json!({}), "u"),
+            ClientError::Protocol { .. }
+        ));
+        assert_eq!(format!("{:?}", Token("ghs_secret".into())), "Token(redacted)");
+    }
+}

@@ -1,0 +1,141 @@
+#![allow(clippy::unwrap_used)]
+//! The client against a loopback server that checks each request's SigV4 signature by signing
+//! the received request again with the same credentials and time.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use appcreds_client::{Client, ClientError, ScopeDown, Target, Urls, sign_request};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct Seen {
+    bodies: Vec<Value>,
+    verified: usize,
+}
+
+fn creds() -> Credentials {
+    Credentials::new(
+        "AKIDEXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        Some("session-token".into()),
+        None,
+        "test",
+    )
+}
+
+/// Parses `x-amz-date` (`YYYYMMDDTHHMMSSZ`) into a time.
+fn amz_date(v: &str) -> SystemTime {
+    let n = |r: std::ops::Range<usize>| v[r].parse::<i64>().unwrap();
+    let (y, m, d) = (n(0..4), n(4..6), n(6..8));
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs = days * 86_400 + n(9..11) * 3600 + n(11..13) * 60 + n(13..15);
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
+}
+
+async fn serve(region: &'static str) -> (String, Arc<Mutex<Seen>>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let state = seen.clone();
+    let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+        let seen = state.clone();
+        async move {
+            let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            let url = format!("http://{}{}", h("host"), uri.path());
+            let expected = sign_request(&url, &body, creds().into(), region, amz_date(&h("x-amz-date"))).unwrap();
+            let auth = expected.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v.clone()).unwrap();
+            if h("authorization") != auth || h("x-amz-security-token") != "session-token" {
+                return (StatusCode::FORBIDDEN, axum::Json(json!({"Message": "Forbidden"}))).into_response();
+            }
+            let mut seen = seen.lock().unwrap();
+            seen.verified += 1;
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            seen.bodies.push(body.clone());
+            match uri.path() {
+                "/tokens/app" => axum::Json(json!({"appId": body["appId"], "appToken": "eyJ.x.y", "expirationTime": "2026-11-24T16:00:00Z"})).into_response(),
+                "/tokens/installation" if body["appId"] == 2 => (
+                    StatusCode::BAD_REQUEST,
+                    [("x-amzn-errortype", "ValidationException")],
+                    axum::Json(json!({"message": "1 validation error", "fieldList": [{"path": "/scopeDown/permissions/contents", "message": "must be one of read, write"}]})),
+                )
+                    .into_response(),
+                "/tokens/installation" => axum::Json(json!({
+                    "installationToken": "ghs_abc", "nodeId": "N1", "appId": 1, "installationId": 9,
+                    "expirationTime": "2026-11-24T17:00:00Z", "requestedScopeDown": body["scopeDown"],
+                    "actualScopeDown": {"permissions": {"contents": "read"}}
+                }))
+                .into_response(),
+                _ => (StatusCode::NOT_FOUND, [("x-amzn-errortype", "UnknownOperationException")], axum::Json(json!({"message": "no"}))).into_response(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+fn client(base: &str, credentials: Credentials) -> Client {
+    let urls = Urls {
+        app_token: Some(base.into()),
+        installation_token: Some(base.into()),
+        get_installation: Some(base.into()),
+        refresh_cache: None,
+    };
+    Client::new(SharedCredentialsProvider::new(credentials), Some("eu-central-1".into()), urls)
+}
+
+#[tokio::test]
+async fn requests_are_sigv4_signed_for_lambda_in_the_region() {
+    let (base, seen) = serve("eu-central-1").await;
+    let c = client(&base, creds());
+    let app = c.app_token(42).await.unwrap();
+    assert_eq!((app.app_id, app.app_token.expose()), (42, "eyJ.x.y"));
+    let scope =
+        ScopeDown { permissions: [("contents".to_string(), "read".to_string())].into(), ..ScopeDown::default() };
+    let token = c.installation_token(1, &Target::Repository("octo/hello".into()), Some(&scope)).await.unwrap();
+    assert_eq!(token.installation_token.expose(), "ghs_abc");
+    assert_eq!(token.actual_scope_down, scope);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.verified, 2, "both signatures verified");
+    assert_eq!(
+        seen.bodies[1],
+        json!({"appId": 1, "repository": "octo/hello", "scopeDown": {"permissions": {"contents": "read"}}})
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_secret_or_region_does_not_verify() {
+    let (base, seen) = serve("eu-central-1").await;
+    let wrong = Credentials::new("AKIDEXAMPLE", "not-the-secret", Some("session-token".into()), None, "test");
+    let err = client(&base, wrong).app_token(1).await.unwrap_err();
+    assert!(matches!(err, ClientError::Forbidden { .. }), "{err:?}");
+    let (other, _) = serve("us-west-2").await;
+    let err = client(&other, creds()).app_token(1).await.unwrap_err();
+    assert!(matches!(err, ClientError::Forbidden { .. }), "signed for eu-central-1, checked for us-west-2: {err:?}");
+    assert_eq!(seen.lock().unwrap().verified, 0);
+}
+
+#[tokio::test]
+async fn contract_errors_come_back_typed() {
+    let (base, _) = serve("eu-central-1").await;
+    let c = client(&base, creds());
+    let err = c.installation_token(2, &Target::NodeId("N".into()), None).await.unwrap_err();
+    match err {
+        ClientError::Validation { fields, .. } => assert_eq!(fields[0].path, "/scopeDown/permissions/contents"),
+        other => panic!("{other:?}"),
+    }
+    let err = c.installation_info("N").await.unwrap_err();
+    assert!(matches!(err, ClientError::Protocol { ref name, .. } if name == "UnknownOperationException"), "{err:?}");
+    let err = c.refresh().await.unwrap_err();
+    assert!(matches!(err, ClientError::Config(ref m) if m.contains("refresh-cache")), "{err:?}");
+}
