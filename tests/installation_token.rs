@@ -62,6 +62,7 @@ async fn a_token_by_node_id_is_resolved_at_github_and_remembered_in_the_table() 
     assert_eq!(body["nodeId"], "O_kgDOocto-org");
     assert_eq!(body["appId"], APP);
     assert_eq!(body["installationId"], 71);
+    assert_eq!(body["appSlug"], format!("appcreds-test-app-{APP}"), "(ext) the App's slug");
     assert_eq!(body["expirationTime"], appcreds_core::clock::rfc3339(issued.expires_at));
     assert_eq!(body["requestedScopeDown"], json!({}));
     assert_eq!(

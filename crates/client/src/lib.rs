@@ -144,6 +144,9 @@ pub struct InstallationToken {
     pub app_id: i64,
     #[serde(default)]
     pub installation_id: Option<i64>,
+    /// **(ext)** The App's slug.
+    #[serde(default)]
+    pub app_slug: Option<String>,
     pub expiration_time: String,
     #[serde(default)]
     pub requested_scope_down: ScopeDown,

@@ -76,7 +76,11 @@ pub struct InstallationTokens<S, A, C, I> {
     store: I,
     resolutions: FlightCache<(i64, Target), Resolved>,
     tokens: FlightCache<(i64, i64, String), InstallationToken>,
+    slugs: FlightCache<i64, (String, i64)>,
 }
+
+/// How long an App's slug is kept.
+pub const SLUG_TTL_SECS: i64 = 3600;
 
 #[derive(Deserialize)]
 struct AccessToken {
@@ -95,7 +99,14 @@ struct RepoRef {
 
 impl<S: Signer, A: AppStore, C: Clock, I: InstallationStore> InstallationTokens<S, A, C, I> {
     pub fn new(jwts: Arc<AppJwts<S, A, C>>, github: GitHubClient, store: I) -> Self {
-        Self { jwts, github, store, resolutions: FlightCache::new(10_000), tokens: FlightCache::new(10_000) }
+        Self {
+            jwts,
+            github,
+            store,
+            resolutions: FlightCache::new(10_000),
+            tokens: FlightCache::new(10_000),
+            slugs: FlightCache::new(10_000),
+        }
     }
 
     fn now(&self) -> i64 {
@@ -122,6 +133,31 @@ impl<S: Signer, A: AppStore, C: Clock, I: InstallationStore> InstallationTokens<
             }
             Err(e) => Err(e),
             Ok((token, cached)) => Ok((token, resolved.record, cached)),
+        }
+    }
+
+    /// **(ext)** The App's slug (`GET /app`), kept for an hour; `None` if GitHub does not say.
+    pub async fn app_slug(&self, app_id: i64) -> Option<String> {
+        #[derive(Deserialize)]
+        struct App {
+            slug: Option<String>,
+        }
+        let fresh = |(_, at): &(String, i64)| self.now() - at < SLUG_TTL_SECS;
+        let fetched = self
+            .slugs
+            .get_or_fill(app_id, fresh, || async {
+                let jwt = self.jwts.get(app_id).await?;
+                let app: App = self.github.get("/app", Auth::App { app_id, jwt: &jwt.token }).await?;
+                Ok((app.slug.unwrap_or_default(), self.now()))
+            })
+            .await;
+        match fetched {
+            Ok(((slug, _), _)) if !slug.is_empty() => Some(slug),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(app_id, error = %e, "could not read the App's slug");
+                None
+            }
         }
     }
 
@@ -292,6 +328,7 @@ impl<S: Signer, A: AppStore, C: Clock, I: InstallationStore> InstallationTokenHa
         let target = target_from_request(&fields)?;
         let scope = ScopeDown::from_request(&fields)?.unwrap_or_default();
         let (token, record, cached) = self.tokens.issue(app_id, &target, &scope).await?;
+        let slug = self.tokens.app_slug(app_id).await;
         audit::credential_issued(
             &call.caller,
             "installation-token",
@@ -301,7 +338,7 @@ impl<S: Signer, A: AppStore, C: Clock, I: InstallationStore> InstallationTokenHa
             &token.expires_at_text,
             cached,
         );
-        Ok(json!({
+        let mut out = json!({
             "installationToken": token.token.expose(),
             "nodeId": record.node_id,
             "appId": app_id,
@@ -309,7 +346,11 @@ impl<S: Signer, A: AppStore, C: Clock, I: InstallationStore> InstallationTokenHa
             "expirationTime": token.expires_at_text,
             "requestedScopeDown": scope.to_api(),
             "actualScopeDown": token.granted.to_api(),
-        }))
+        });
+        if let Some(slug) = slug {
+            out["appSlug"] = json!(slug);
+        }
+        Ok(out)
     }
 }
 

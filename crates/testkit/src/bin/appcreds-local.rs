@@ -264,6 +264,7 @@ async fn demo(base: &str, app_id: i64, public_key_der: &[u8], github: &GitHubDou
         return Err(format!("the rate-limit scanner published nothing: {scanned}").into());
     }
     step(&format!("invoke rate-limit-scanner → {scanned} (CloudWatch namespace AppFrameworkGitHubAPICallMetrics)"));
+    cli_token(base, app_id, github).await?;
     step(&format!(
         "POST /tokens/installation (owner octo-org, scoped) → installation {}, actualScopeDown {}, double confirms repositories {:?}",
         token["installationId"],
@@ -301,6 +302,56 @@ async fn measure(base: &str, app_id: i64, requests: usize, cold: Duration, pid: 
         pct(0.99).as_secs_f64() * 1e3
     );
     println!("measure: peak resident memory of the function (VmHWM): {hwm}");
+    Ok(())
+}
+
+/// `appcreds token` as a GitHub Actions step would run it: SigV4-signed through the local Function
+/// URL, the token masked and the step outputs written to `$GITHUB_OUTPUT`.
+async fn cli_token(base: &str, app_id: i64, github: &GitHubDouble) -> Result<(), BoxError> {
+    let cli = std::env::current_exe()?.with_file_name("appcreds");
+    let outputs = std::env::temp_dir().join(format!("appcreds-local-github-output-{}", std::process::id()));
+    let _ = std::fs::remove_file(&outputs);
+    let run = tokio::process::Command::new(&cli)
+        .args(["token", "--app-id", &app_id.to_string(), "--owner", "octocat", "--permission", "metadata=read"])
+        .env("APPCREDS_INSTALLATION_TOKEN_URL", format!("{base}/appcreds-installation-token"))
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &outputs)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {} (cargo build --workspace --bins): {e}", cli.display()))?;
+    if !run.status.success() {
+        return Err(format!("appcreds token failed: {}", String::from_utf8_lossy(&run.stderr)).into());
+    }
+    let written = std::fs::read_to_string(&outputs)?;
+    let _ = std::fs::remove_file(&outputs);
+    let out: std::collections::BTreeMap<&str, &str> = written.lines().filter_map(|l| l.split_once('=')).collect();
+    let token = out.get("token").copied().unwrap_or_default();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    if !stdout.contains(&format!("::add-mask::{token}")) {
+        return Err("appcreds token did not mask the token".into());
+    }
+    let issued = github.issued(token).ok_or("the double did not issue the CLI's token")?;
+    let expected_slug = format!("appcreds-test-app-{app_id}");
+    if out.get("installation-id") != Some(&"4002")
+        || out.get("app-slug") != Some(&expected_slug.as_str())
+        || !out.get("expires-at").is_some_and(|e| e.ends_with('Z'))
+        || issued.permissions.len() != 1
+    {
+        return Err(format!(
+            "unexpected GitHub Actions outputs {:?} / token scope {:?}",
+            out.keys(),
+            issued.permissions
+        )
+        .into());
+    }
+    step(&format!(
+        "appcreds token --owner octocat --permission metadata=read (GITHUB_ACTIONS) → masked; $GITHUB_OUTPUT has installation-id={}, app-slug={}, expires-at={}; scope {:?}",
+        out["installation-id"], out["app-slug"], out["expires-at"], issued.permissions
+    ));
     Ok(())
 }
 

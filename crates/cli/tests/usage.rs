@@ -1,0 +1,62 @@
+#![allow(clippy::unwrap_used)]
+//! Bad command lines fail before any AWS call, with exit code 2 and a message naming the flag.
+
+use std::process::Command;
+
+fn appcreds(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_appcreds"))
+        .args(args)
+        .env_remove("GITHUB_ACTIONS")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn every_bad_flag_is_a_usage_error_naming_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["app-token"], "--app-id"),
+        (&["app-token", "--app-id", "0"], "--app-id"),
+        (&["app-token", "--app-id", "-5"], "--app-id"),
+        (&["app-token", "--app-id", "x"], "--app-id"),
+        (&["token", "--app-id", "1"], "--node-id"),
+        (&["token", "--app-id", "1", "--owner", "a", "--node-id", "b"], "--node-id"),
+        (&["token", "--app-id", "1", "--owner", "a", "--permission", "contents"], "--permission"),
+        (&["token", "--app-id", "1", "--owner", "a", "--permission", "contents=owner"], "--permission"),
+        (&["token", "--app-id", "1", "--owner", "a", "--repository-ids", "1,x"], "--repository-ids"),
+        (&["installations", "--max-results", "101"], "--max-results"),
+        (&["installations", "--max-results", "0"], "--max-results"),
+        (&["--output", "yaml", "refresh"], "--output"),
+        (&["refresh", "--bogus"], "--bogus"),
+        (&["nonsense"], "nonsense"),
+    ];
+    for (args, flag) in cases {
+        let (code, stderr) = appcreds(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(flag), "{args:?}: {flag} not named in {stderr}");
+    }
+}
+
+#[test]
+fn a_missing_function_url_is_a_usage_error_too() {
+    let out = Command::new(env!("CARGO_BIN_EXE_appcreds"))
+        .args(["app-token", "--app-id", "1"])
+        .env_remove("APPCREDS_APP_TOKEN_URL")
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no Function URL for app-token"));
+}
+
+#[test]
+fn help_teaches() {
+    let out = Command::new(env!("CARGO_BIN_EXE_appcreds")).args(["token", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["--node-id", "--owner", "--repository", "--repositories", "--permission", "contents=read"] {
+        assert!(help.contains(word), "{word} missing from:\n{help}");
+    }
+}
