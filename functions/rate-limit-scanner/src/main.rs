@@ -13,9 +13,10 @@ use serde_json::{Value, json};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let init = ColdStart::init().await?;
+    let github = init.github()?; // one connection pool, shared by minting and /rate_limit
     let scanner = Arc::new(RateLimitScanner {
-        tokens: InstallationTokens::new(Arc::new(init.app_jwts()), init.github()?, init.installation_store()?),
-        github: init.github()?,
+        tokens: InstallationTokens::new(Arc::new(init.app_jwts()), github.clone(), init.installation_store()?),
+        github,
         store: init.installation_store()?,
         sink: CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(&init.aws)),
         clock: SystemClock,

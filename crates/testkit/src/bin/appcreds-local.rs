@@ -320,6 +320,7 @@ async fn cli_token(base: &str, app_id: i64, github: &GitHubDouble) -> Result<(),
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("GITHUB_ACTIONS", "true")
         .env("GITHUB_OUTPUT", &outputs)
+        .stdin(Stdio::null())
         .output()
         .await
         .map_err(|e| format!("cannot run {} (cargo build --workspace --bins): {e}", cli.display()))?;
@@ -397,7 +398,13 @@ async fn wait_for_port(port: u16) -> Result<(), BoxError> {
 /// Stops a child started by [`spawn_isolated`] and everything in its process group.
 async fn stop_group(child: &tokio::process::Child) {
     if let Some(pid) = child.id() {
-        let _ = tokio::process::Command::new("kill").args(["-TERM", &format!("-{pid}")]).status().await;
+        // SIGKILL: cargo lambda watch's SIGTERM handler was seen to signal processes outside its
+        // own session; killed outright, it cannot.
+        let _ = tokio::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .stdin(Stdio::null())
+            .status()
+            .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
