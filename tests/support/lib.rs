@@ -82,11 +82,12 @@ impl Stack {
 
     /// App JWTs on counted clients.
     pub fn app_jwts<C: Clock>(&self, clock: C) -> AppJwts<KmsSigner, DynamoAppStore, C> {
-        AppJwts::new(
-            KmsSigner::new(self.counted_kms()),
-            DynamoAppStore::new(self.counted_ddb(), &self.app_table),
-            clock,
-        )
+        self.app_jwts_on(self.counted_kms(), clock)
+    }
+
+    /// App JWTs signed through `kms` (e.g. a client with [`appcreds_testkit::kms_import`]).
+    pub fn app_jwts_on<C: Clock>(&self, kms: aws_sdk_kms::Client, clock: C) -> AppJwts<KmsSigner, DynamoAppStore, C> {
+        AppJwts::new(KmsSigner::new(kms), DynamoAppStore::new(self.counted_ddb(), &self.app_table), clock)
     }
 
     /// A GitHub client for the double with short retry waits.
@@ -109,8 +110,16 @@ impl Stack {
     pub fn installation_token_handler(
         &self,
     ) -> InstallationTokenHandler<KmsSigner, DynamoAppStore, SystemClock, DynamoInstallationStore> {
+        self.installation_token_handler_on(self.counted_kms())
+    }
+
+    /// The installation-token handler signing through `kms`.
+    pub fn installation_token_handler_on(
+        &self,
+        kms: aws_sdk_kms::Client,
+    ) -> InstallationTokenHandler<KmsSigner, DynamoAppStore, SystemClock, DynamoInstallationStore> {
         let tokens = InstallationTokens::new(
-            Arc::new(self.app_jwts(SystemClock)),
+            Arc::new(self.app_jwts_on(kms, SystemClock)),
             self.github_client(),
             self.installation_store(),
         );

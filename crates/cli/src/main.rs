@@ -1,15 +1,26 @@
-//! `appcreds`: call appcreds' functions (SigV4-signed), from a shell or a GitHub Actions job.
+//! `appcreds`: manage GitHub App keys in KMS, and call appcreds' functions (SigV4-signed) from a
+//! shell or a GitHub Actions job.
 //!
 //! Exit codes: 0 success, 2 usage error, 3 not authorised (AWS credentials or IAM), 4 the request
-//! was refused (invalid input, unknown App or installation, GitHub refused), 5 appcreds, GitHub or
-//! the network failed, 6 throttled (retry later).
+//! was refused (invalid input, unknown App or installation, GitHub refused), 5 appcreds, AWS,
+//! GitHub or the network failed, 6 throttled (retry later).
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::future::Future;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use appcreds_client::{Client, ClientError, ScopeDown, Target, Urls};
+use aes_kw::zeroize::Zeroizing;
+use appcreds_cli::CliError;
+use appcreds_cli::keys::{KeyManager, SigningRoles};
+use appcreds_cli::keywrap::AppPrivateKey;
+use appcreds_client::{Client, ClientError, ScopeDown, Target, Urls, stack_outputs};
+use appcreds_core::store::DynamoAppStore;
+use aws_config::SdkConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]
@@ -17,22 +28,29 @@ use serde_json::{Value, json};
     name = "appcreds",
     version,
     about = "GitHub App credentials from appcreds, whose App keys live only in AWS KMS",
-    long_about = "Calls appcreds' Lambda Function URLs, signing each request with SigV4 (service \
-                  `lambda`) using the standard AWS credential chain: environment, profile, SSO, web \
-                  identity (GitHub OIDC), instance or container roles.\n\n\
-                  Function URLs come from --*-url flags or APPCREDS_*_URL variables (the stack's \
-                  outputs AppTokenFunctionUrl, InstallationTokenFunctionUrl, GetInstallationFunctionUrl, \
-                  RefreshCacheFunctionUrl).",
-    after_help = "Examples:\n  appcreds app-token --app-id 123456\n  \
+    long_about = "Manages GitHub App keys in AWS KMS (`appcreds key ...`) and calls appcreds' Lambda \
+                  Function URLs, signing each request with SigV4 (service `lambda`) using the standard \
+                  AWS credential chain: environment, profile, SSO, web identity (GitHub OIDC), instance \
+                  or container roles.\n\n\
+                  Function URLs come from --*-url flags, else APPCREDS_*_URL variables, else the outputs \
+                  of the stack named by --stack (AppTokenFunctionUrl, InstallationTokenFunctionUrl, \
+                  GetInstallationFunctionUrl, RefreshCacheFunctionUrl).",
+    after_help = "Examples:\n  appcreds --stack appcreds key import --app-id 123456 --pem app.private-key.pem --delete-pem\n  \
+                  appcreds --stack appcreds app-token --app-id 123456\n  \
                   appcreds token --app-id 123456 --owner octo-org --repositories hello-world \
                   --permission contents=read\n  appcreds installations --node-id O_kgDOABCD\n\n\
                   In GitHub Actions (GITHUB_ACTIONS=true) `token` masks the token and writes token, \
-                  installation-id, app-slug and expires-at to $GITHUB_OUTPUT."
+                  installation-id, app-slug and expires-at to $GITHUB_OUTPUT.\n\n\
+                  Exit codes: 0 ok, 2 usage, 3 not authorised, 4 refused, 5 failed, 6 throttled."
 )]
 struct Cli {
     /// How to print results.
     #[arg(long, value_enum, default_value_t = Output::Human, global = true)]
     output: Output,
+    /// The appcreds CloudFormation stack: its outputs give the Function URLs, the App table and
+    /// the functions' roles.
+    #[arg(long, env = "APPCREDS_STACK", global = true, value_name = "NAME")]
+    stack: Option<String>,
     #[command(flatten)]
     urls: UrlArgs,
     #[command(subcommand)]
@@ -63,6 +81,9 @@ enum Output {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The App keys in KMS: import, rotate, list (operators).
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// A GitHub App JWT (valid at least 5 minutes), for calls made as the App.
     AppToken {
         /// The GitHub App's ID.
@@ -82,6 +103,72 @@ enum Command {
     },
     /// Sync the installation records with GitHub now.
     Refresh,
+    /// Revoke an installation token at GitHub (DELETE /installation/token).
+    ///
+    /// The token is read from the variable named by --token-env, or from standard input; never
+    /// from the command line, where the process list would show it.
+    Revoke {
+        /// Environment variable that holds the token (default: read it from standard input).
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
+        /// GitHub REST API base URL (GitHub Enterprise Server: https://HOST/api/v3).
+        #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com", value_name = "URL")]
+        github_api_url: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Import an App's private key into a new KMS key and register the App.
+    ///
+    /// The PEM (PKCS#1 as GitHub hands it out, or PKCS#8) must be an RSA-2048 key. It is checked
+    /// before any AWS call, converted to PKCS#8 in memory, wrapped for KMS (RFC 5649 + RSA-OAEP-
+    /// SHA-256) and imported; KMS then signs a challenge that must verify with the PEM's public
+    /// key before the App table names the key. The key is never written anywhere.
+    Import(ImportArgs),
+    /// Replace an App's key: import a new PEM, switch the App to it atomically, retire the old key.
+    ///
+    /// First generate a new private key in the App's settings on GitHub (the old one stays valid
+    /// there). After the rotation, wait 10 minutes (JWTs signed with the old key expire), then
+    /// delete the old key on GitHub.
+    Rotate {
+        #[command(flatten)]
+        import: ImportArgs,
+        /// Also schedule the old KMS key's deletion, after this many days (7..30).
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i32).range(7..=30))]
+        schedule_deletion_days: Option<i32>,
+    },
+    /// Every App with its key ARN, key state and tags.
+    List {
+        #[command(flatten)]
+        table: TableArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    /// The GitHub App's ID.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    app_id: i64,
+    /// The App's private key, as downloaded from GitHub (PKCS#1 or PKCS#8 PEM).
+    #[arg(long, value_name = "FILE")]
+    pem: PathBuf,
+    /// Delete the PEM file once the key is imported.
+    #[arg(long)]
+    delete_pem: bool,
+    /// A role the functions run as, allowed to sign with the key (repeatable; default: the
+    /// stack's FunctionRoleArns output).
+    #[arg(long = "function-role-arn", value_name = "ARN", value_delimiter = ',', env = "APPCREDS_FUNCTION_ROLE_ARNS")]
+    function_role_arns: Vec<String>,
+    #[command(flatten)]
+    table: TableArgs,
+}
+
+#[derive(Args, Debug)]
+struct TableArgs {
+    /// The App table (default: the stack's AppTableName output).
+    #[arg(long, env = "APPCREDS_APP_TABLE", value_name = "TABLE")]
+    app_table: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -124,43 +211,64 @@ fn parse_permission(s: &str) -> Result<(String, String), String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let urls = Urls {
+    match run(&cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("appcreds: {err}");
+            if let CliError::Client(ClientError::Validation { fields, .. }) = &err {
+                for f in fields {
+                    eprintln!("  {}: {}", f.path, f.message);
+                }
+            }
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<(), CliError> {
+    let json_out = cli.output == Output::Json;
+    match &cli.command {
+        Command::Key(command) => key(cli, command, json_out).await,
+        Command::Revoke { token_env, github_api_url } => {
+            revoke(token_env.as_deref(), github_api_url, json_out).await.map_err(CliError::from)
+        }
+        _ => call(cli, json_out).await,
+    }
+}
+
+/// The AWS configuration of the standard chain (read once per run).
+async fn aws_config() -> SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// The stack's outputs, when a stack is named.
+async fn outputs(cli: &Cli, config: &SdkConfig) -> Result<BTreeMap<String, String>, CliError> {
+    match &cli.stack {
+        Some(stack) => {
+            let cfn = aws_sdk_cloudformation::Client::new(config);
+            Ok(spin("reading the stack's outputs", stack_outputs(&cfn, stack)).await?)
+        }
+        None => Ok(BTreeMap::new()),
+    }
+}
+
+/// Calls a function through its Function URL.
+async fn call(cli: &Cli, json_out: bool) -> Result<(), CliError> {
+    let config = aws_config().await;
+    let mut urls = Urls {
         app_token: cli.urls.app_token_url.clone(),
         installation_token: cli.urls.installation_token_url.clone(),
         get_installation: cli.urls.get_installation_url.clone(),
         refresh_cache: cli.urls.refresh_cache_url.clone(),
     }
     .or(Urls::from_env());
-    match run(&cli, urls).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("appcreds: {err}");
-            if let ClientError::Validation { fields, .. } = &err {
-                for f in fields {
-                    eprintln!("  {}: {}", f.path, f.message);
-                }
-            }
-            ExitCode::from(exit_code(&err))
-        }
+    if !urls.is_complete() {
+        urls = urls.or(Urls::from_stack_outputs(&outputs(cli, &config).await?));
     }
-}
-
-fn exit_code(err: &ClientError) -> u8 {
-    match err {
-        ClientError::Config(_) => 2,
-        ClientError::Forbidden { .. } | ClientError::Credentials(_) => 3,
-        ClientError::Validation { .. } | ClientError::ClientSide(_) | ClientError::Protocol { .. } => 4,
-        ClientError::ServerSide(_) | ClientError::Transport { .. } => 5,
-        ClientError::Throttled { .. } => 6,
-    }
-}
-
-async fn run(cli: &Cli, urls: Urls) -> Result<(), ClientError> {
-    let client = Client::from_env(urls).await?;
-    let json_out = cli.output == Output::Json;
+    let client = Client::from_config(&config, urls)?;
     match &cli.command {
         Command::AppToken { app_id } => {
-            let t = client.app_token(*app_id).await?;
+            let t = spin("asking for an App token", client.app_token(*app_id)).await?;
             print(
                 json_out,
                 json!({"appId": t.app_id, "appToken": t.app_token.expose(), "expirationTime": t.expiration_time}),
@@ -172,7 +280,7 @@ async fn run(cli: &Cli, urls: Urls) -> Result<(), ClientError> {
                 (Some(n), _, _) => Target::NodeId(n.clone()),
                 (_, Some(o), _) => Target::Owner(o.clone()),
                 (_, _, Some(r)) => Target::Repository(r.clone()),
-                _ => return Err(ClientError::Config("give --node-id, --owner or --repository".into())),
+                _ => return Err(CliError::Usage("give --node-id, --owner or --repository".into())),
             };
             let scope = ScopeDown {
                 repository_ids: args.repository_ids.clone(),
@@ -180,7 +288,11 @@ async fn run(cli: &Cli, urls: Urls) -> Result<(), ClientError> {
                 permissions: args.permissions.iter().cloned().collect::<BTreeMap<_, _>>(),
             };
             let scope = (scope != ScopeDown::default()).then_some(scope);
-            let t = client.installation_token(args.app_id, &target, scope.as_ref()).await?;
+            let t = spin(
+                "asking for an installation token",
+                client.installation_token(args.app_id, &target, scope.as_ref()),
+            )
+            .await?;
             if std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true") {
                 github_actions_outputs(&t)?;
             }
@@ -195,28 +307,232 @@ async fn run(cli: &Cli, urls: Urls) -> Result<(), ClientError> {
             );
         }
         Command::Installations { node_id: Some(node_id), .. } => {
-            let list = client.installation_info(node_id).await?;
+            let list = spin("reading installations", client.installation_info(node_id)).await?;
             print(json_out, json!({"installations": list}), || table(&list));
         }
         Command::Installations { node_id: None, max_results } => {
-            let mut all = Vec::new();
-            let mut next: Option<String> = None;
-            loop {
-                let page = client.list_installations(Some(*max_results), next.as_deref()).await?;
-                all.extend(page.installations);
-                match page.next_token {
-                    Some(t) => next = Some(t),
-                    None => break,
+            let all = spin("reading installations", async {
+                let mut all = Vec::new();
+                let mut next: Option<String> = None;
+                loop {
+                    let page = client.list_installations(Some(*max_results), next.as_deref()).await?;
+                    all.extend(page.installations);
+                    match page.next_token {
+                        Some(t) => next = Some(t),
+                        None => break Ok::<_, ClientError>(all),
+                    }
                 }
-            }
+            })
+            .await?;
             print(json_out, json!({"installations": all}), || table(&all));
         }
         Command::Refresh => {
-            let out = client.refresh().await?;
+            let out = spin("syncing installations with GitHub", client.refresh()).await?;
             print(json_out, out.clone(), || format!("{}\n", out["message"].as_str().unwrap_or("refreshed")));
         }
+        Command::Key(_) | Command::Revoke { .. } => {}
     }
     Ok(())
+}
+
+/// `appcreds key ...`.
+async fn key(cli: &Cli, command: &KeyCommand, json_out: bool) -> Result<(), CliError> {
+    let args = match command {
+        KeyCommand::List { table } => {
+            let (manager, _) = key_manager(cli, table, None).await?;
+            let apps = spin("reading Apps and keys", manager.list()).await?;
+            print(json_out, json!({"apps": apps}), || {
+                let mut out = format!("{:<10} {:<16} {:<9} {}\n", "APP", "KEY STATE", "STATUS", "KEY ARN");
+                for app in &apps {
+                    out += &format!(
+                        "{:<10} {:<16} {:<9} {}{}\n",
+                        app.app_id,
+                        app.key_state.as_deref().unwrap_or("-"),
+                        app.tags.get("Status").map(String::as_str).unwrap_or("-"),
+                        app.kms_key_arn.as_deref().unwrap_or("(no key)"),
+                        app.error.as_ref().map(|e| format!("  ({e})")).unwrap_or_default(),
+                    );
+                }
+                out
+            });
+            return Ok(());
+        }
+        KeyCommand::Import(args) | KeyCommand::Rotate { import: args, .. } => args,
+    };
+    // The PEM and the flags are checked before any AWS call.
+    let pem = read_pem(&args.pem)?;
+    let (manager, roles) = key_manager(cli, &args.table, Some(&args.function_role_arns)).await?;
+    let roles = roles.ok_or_else(|| CliError::Usage("no roles for the key policy".into()))?;
+    let spinner = Spinner::start("starting");
+    let progress = |step: &str| spinner.set(step);
+    if let KeyCommand::Rotate { schedule_deletion_days, .. } = command {
+        let rotated = manager.rotate(args.app_id, &pem, &roles, *schedule_deletion_days, &progress).await;
+        drop(spinner);
+        let rotated = rotated?;
+        print(
+            json_out,
+            json!({
+                "appId": rotated.app_id, "kmsKeyArn": rotated.key_arn, "previousKmsKeyArn": rotated.previous_key_arn,
+                "previousKeyDeletionDate": rotated.previous_key_deletion, "verified": true,
+            }),
+            || {
+                let deletion = rotated
+                    .previous_key_deletion
+                    .as_ref()
+                    .map(|d| format!(", deleted by KMS on {d}"))
+                    .unwrap_or_default();
+                format!(
+                    "App {} now signs with {}\nThe old key {} is tagged Status=Inactive{deletion}.\n\
+                     Delete the old private key in the App's settings on GitHub once 10 minutes have passed.\n",
+                    rotated.app_id, rotated.key_arn, rotated.previous_key_arn
+                )
+            },
+        );
+    } else {
+        let imported = manager.import(args.app_id, &pem, &roles, &progress).await;
+        drop(spinner);
+        let imported = imported?;
+        print(json_out, json!({"appId": imported.app_id, "kmsKeyArn": imported.key_arn, "verified": true}), || {
+            format!(
+                "App {} now signs with {}\n(KMS signed a challenge that verified with the PEM's public key.)\n",
+                imported.app_id, imported.key_arn
+            )
+        });
+    }
+    delete_pem(args)
+}
+
+/// The key manager on the App table, and (for imports) the roles for the key policy: from the
+/// flags, else from the stack's outputs. Flags are checked before any AWS call.
+async fn key_manager(
+    cli: &Cli,
+    table: &TableArgs,
+    role_flags: Option<&[String]>,
+) -> Result<(KeyManager, Option<SigningRoles>), CliError> {
+    let mut roles = match role_flags {
+        Some(flags) if !flags.is_empty() => Some(SigningRoles::new(flags.to_vec())?),
+        _ => None,
+    };
+    let need_roles = role_flags.is_some() && roles.is_none();
+    if cli.stack.is_none() {
+        if table.app_table.is_none() {
+            return Err(CliError::Usage("no App table: give --stack NAME or --app-table TABLE".into()));
+        }
+        if need_roles {
+            return Err(CliError::Usage(
+                "the key policy needs the functions' roles: give --stack NAME or --function-role-arn ARN".into(),
+            ));
+        }
+    }
+    let config = aws_config().await;
+    let outputs = if table.app_table.is_none() || need_roles { outputs(cli, &config).await? } else { BTreeMap::new() };
+    let app_table = table
+        .app_table
+        .clone()
+        .or_else(|| outputs.get("AppTableName").cloned())
+        .ok_or_else(|| CliError::Usage("the stack has no AppTableName output: give --app-table TABLE".into()))?;
+    if need_roles {
+        let listed = outputs.get("FunctionRoleArns").map(|r| r.split(',').map(str::to_string).collect());
+        roles = Some(SigningRoles::new(listed.unwrap_or_default())?);
+    }
+    let apps = DynamoAppStore::new(aws_sdk_dynamodb::Client::new(&config), app_table);
+    Ok((KeyManager::new(aws_sdk_kms::Client::new(&config), apps), roles))
+}
+
+/// Reads and checks a PEM. The text is zeroed once parsed.
+fn read_pem(path: &Path) -> Result<AppPrivateKey, CliError> {
+    let mut text = Zeroizing::new(String::new());
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(|e| CliError::Usage(format!("--pem: cannot read {}: {e}", path.display())))?;
+    AppPrivateKey::from_pem(&text)
+}
+
+fn delete_pem(args: &ImportArgs) -> Result<(), CliError> {
+    if !args.delete_pem {
+        return Ok(());
+    }
+    std::fs::remove_file(&args.pem).map_err(|e| {
+        CliError::Partial(format!("the key was imported, but deleting {} failed: {e}", args.pem.display()))
+    })?;
+    eprintln!("appcreds: deleted {}", args.pem.display());
+    Ok(())
+}
+
+/// A spinner on standard error while something slow runs (only on a terminal).
+struct Spinner(ProgressBar);
+
+impl Spinner {
+    fn start(message: &str) -> Self {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        if std::io::stderr().is_terminal() {
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg}…").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(100));
+        } else {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        bar.set_message(message.to_string());
+        Spinner(bar)
+    }
+
+    fn set(&self, message: &str) {
+        self.0.set_message(message.to_string());
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// Runs `work` with a spinner showing `message`.
+async fn spin<T>(message: &str, work: impl Future<Output = T>) -> T {
+    let _spinner = Spinner::start(message);
+    work.await
+}
+
+/// Revokes the token at GitHub. A token GitHub no longer accepts (already revoked or expired) is
+/// reported as refused (exit 4).
+async fn revoke(token_env: Option<&str>, api: &str, json_out: bool) -> Result<(), ClientError> {
+    let token = Zeroizing::new(match token_env {
+        Some(var) => std::env::var(var).map_err(|_| ClientError::Config(format!("--token-env: {var} is not set")))?,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| ClientError::Config(format!("cannot read the token: {e}")))?;
+            line
+        }
+    });
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(ClientError::Config("no token to revoke".into()));
+    }
+    let url = format!("{}/installation/token", api.trim_end_matches('/'));
+    let resp = spin(
+        "revoking the token",
+        reqwest::Client::new()
+            .delete(&url)
+            .bearer_auth(token)
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", "2022-11-28")
+            .header("user-agent", concat!("appcreds/", env!("CARGO_PKG_VERSION")))
+            .timeout(Duration::from_secs(30))
+            .send(),
+    )
+    .await
+    .map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+    match resp.status().as_u16() {
+        204 => {
+            print(json_out, json!({"revoked": true}), || "revoked\n".to_string());
+            Ok(())
+        }
+        401 => Err(ClientError::ClientSide("GitHub does not accept this token (already revoked or expired)".into())),
+        code => Err(ClientError::ServerSide(format!("GitHub answered HTTP {code} to the revocation"))),
+    }
 }
 
 fn print(json_out: bool, value: Value, human: impl FnOnce() -> String) {
@@ -234,14 +550,14 @@ fn table(list: &[appcreds_client::Installation]) -> String {
 }
 
 /// Masks the token in the job's log and writes the step outputs.
-fn github_actions_outputs(t: &appcreds_client::InstallationToken) -> Result<(), ClientError> {
+fn github_actions_outputs(t: &appcreds_client::InstallationToken) -> Result<(), CliError> {
     println!("::add-mask::{}", t.installation_token.expose());
-    let path = std::env::var("GITHUB_OUTPUT").map_err(|_| ClientError::Config("GITHUB_OUTPUT is not set".into()))?;
+    let path = std::env::var("GITHUB_OUTPUT").map_err(|_| CliError::Usage("GITHUB_OUTPUT is not set".into()))?;
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .open(&path)
-        .map_err(|e| ClientError::Config(format!("cannot write {path}: {e}")))?;
+        .map_err(|e| CliError::Usage(format!("cannot write {path}: {e}")))?;
     let lines = format!(
         "token={}\ninstallation-id={}\napp-slug={}\nexpires-at={}\n",
         t.installation_token.expose(),
@@ -249,5 +565,5 @@ fn github_actions_outputs(t: &appcreds_client::InstallationToken) -> Result<(), 
         t.app_slug.clone().unwrap_or_default(),
         t.expiration_time
     );
-    file.write_all(lines.as_bytes()).map_err(|e| ClientError::Config(format!("cannot write {path}: {e}")))
+    file.write_all(lines.as_bytes()).map_err(|e| CliError::Usage(format!("cannot write {path}: {e}")))
 }

@@ -4,6 +4,7 @@
 //! region, with credentials from the standard AWS chain (environment, profile, SSO, web identity,
 //! IMDS/ECS). Error responses are read by their `x-amzn-errortype` into [`ClientError`].
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -95,6 +96,26 @@ impl Urls {
         }
     }
 
+    /// The URLs among a stack's outputs (`AppTokenFunctionUrl`, `InstallationTokenFunctionUrl`,
+    /// `GetInstallationFunctionUrl`, `RefreshCacheFunctionUrl`).
+    pub fn from_stack_outputs(outputs: &BTreeMap<String, String>) -> Self {
+        let output = |n: &str| outputs.get(n).filter(|v| !v.is_empty()).cloned();
+        Urls {
+            app_token: output("AppTokenFunctionUrl"),
+            installation_token: output("InstallationTokenFunctionUrl"),
+            get_installation: output("GetInstallationFunctionUrl"),
+            refresh_cache: output("RefreshCacheFunctionUrl"),
+        }
+    }
+
+    /// Whether every URL is known.
+    pub fn is_complete(&self) -> bool {
+        self.app_token.is_some()
+            && self.installation_token.is_some()
+            && self.get_installation.is_some()
+            && self.refresh_cache.is_some()
+    }
+
     /// Fills what `self` lacks from `other`.
     pub fn or(self, other: Urls) -> Urls {
         Urls {
@@ -104,6 +125,36 @@ impl Urls {
             refresh_cache: self.refresh_cache.or(other.refresh_cache),
         }
     }
+}
+
+/// A deployed stack's outputs by `OutputKey` (CloudFormation `DescribeStacks`).
+pub async fn stack_outputs(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+) -> Result<BTreeMap<String, String>, ClientError> {
+    use aws_sdk_cloudformation::error::ProvideErrorMetadata;
+    let out = cfn.describe_stacks().stack_name(stack).send().await.map_err(|e| {
+        let message = e.as_service_error().and_then(|s| s.message()).map(str::to_string);
+        match (e.as_service_error().and_then(|s| s.code()), message) {
+            (Some("ValidationError"), Some(m)) if m.contains("does not exist") => {
+                ClientError::Config(format!("stack {stack:?} does not exist (check the name and AWS_REGION)"))
+            }
+            (Some(code @ ("AccessDenied" | "AccessDeniedException")), m) => ClientError::Forbidden {
+                url: "CloudFormation DescribeStacks".into(),
+                message: m.unwrap_or_else(|| code.to_string()),
+            },
+            _ => ClientError::Transport {
+                url: "CloudFormation DescribeStacks".into(),
+                message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+            },
+        }
+    })?;
+    let stack = out.stacks().first().ok_or_else(|| ClientError::Config(format!("stack {stack:?} does not exist")))?;
+    Ok(stack
+        .outputs()
+        .iter()
+        .filter_map(|o| Some((o.output_key()?.to_string(), o.output_value()?.to_string())))
+        .collect())
 }
 
 /// `POST /tokens/app`'s answer.
@@ -185,7 +236,11 @@ pub struct Client {
 impl Client {
     /// A client with the standard AWS credential chain and region.
     pub async fn from_env(urls: Urls) -> Result<Self, ClientError> {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::from_config(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await, urls)
+    }
+
+    /// A client with the credentials and region of `config`.
+    pub fn from_config(config: &aws_config::SdkConfig, urls: Urls) -> Result<Self, ClientError> {
         let credentials = config
             .credentials_provider()
             .ok_or_else(|| ClientError::Credentials("no credential provider in the AWS configuration".into()))?;

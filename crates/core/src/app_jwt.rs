@@ -52,17 +52,35 @@ impl<S: Signer, A: AppStore, C: Clock> AppJwts<S, A, C> {
         self.cache.invalidate(&app_id).await;
     }
 
+    /// The App's key ARN, as the App table has it now.
+    async fn key_of(&self, app_id: i64) -> Result<String, Error> {
+        let app = self.store.get_app(app_id).await?.ok_or(Error::UnknownApp(app_id))?;
+        app.kms_key_arn.ok_or(Error::AppKeyMissing(app_id))
+    }
+
     /// The clock this cache reads.
     pub fn clock(&self) -> &C {
         &self.clock
     }
 
     async fn mint(&self, app_id: i64) -> Result<AppJwt, Error> {
-        let app = self.store.get_app(app_id).await?.ok_or(Error::UnknownApp(app_id))?;
-        let key_arn = app.kms_key_arn.ok_or(Error::AppKeyMissing(app_id))?;
+        let key_arn = self.key_of(app_id).await?;
         let claims = Claims::for_app(app_id, self.clock.now());
         let input = claims.signing_input();
-        let signature = self.signer.sign(&key_arn, input.as_bytes()).await?;
+        let signature = match self.signer.sign(&key_arn, input.as_bytes()).await {
+            Ok(signature) => signature,
+            // A row read just before a rotation names the old key, which stops signing as soon as
+            // it is tagged Inactive or scheduled for deletion. Read the row again: if it names
+            // another key now, sign with that one, so that no request fails across a rotation.
+            Err(Error::SigningKey(problem)) => match self.key_of(app_id).await? {
+                rotated if rotated != key_arn => {
+                    tracing::info!(app_id, %problem, "the App's key was rotated while signing; signing with the new key");
+                    self.signer.sign(&rotated, input.as_bytes()).await?
+                }
+                _ => return Err(Error::SigningKey(problem)),
+            },
+            Err(err) => return Err(err),
+        };
         tracing::debug!(app_id, expires_at = claims.exp, "signed a new App JWT");
         Ok(AppJwt {
             app_id,

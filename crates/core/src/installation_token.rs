@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::{self, Fields, Transport};
-use crate::app_jwt::AppJwts;
+use crate::app_jwt::{AppJwt, AppJwts};
 use crate::audit;
 use crate::cache::FlightCache;
 use crate::clock::{Clock, rfc3339};
@@ -182,12 +182,23 @@ impl<S: Signer, A: AppStore, C: Clock, I: InstallationStore> InstallationTokens<
     }
 
     async fn mint(&self, app_id: i64, installation_id: i64, scope: &ScopeDown) -> Result<InstallationToken, Error> {
+        let (path, body) = (&format!("/app/installations/{installation_id}/access_tokens"), &scope.github_body());
+        let send = |jwt: AppJwt| async move {
+            self.github.send(Method::POST, path, Auth::App { app_id, jwt: &jwt.token }, Some(body)).await
+        };
         let jwt = self.jwts.get(app_id).await?;
-        let path = format!("/app/installations/{installation_id}/access_tokens");
-        let body = scope.github_body();
-        let reply = self.github.send(Method::POST, &path, Auth::App { app_id, jwt: &jwt.token }, Some(&body)).await;
+        let cached = jwt.cached;
+        let mut reply = send(jwt).await;
         if let Err(Error::GitHubUnauthorized { .. }) = &reply {
             self.jwts.invalidate(app_id).await;
+            // GitHub refused a JWT it may have accepted before: the App's key was rotated and the
+            // old one deleted on GitHub. One more try with a JWT signed under the current key.
+            if cached {
+                reply = send(self.jwts.get(app_id).await?).await;
+                if let Err(Error::GitHubUnauthorized { .. }) = &reply {
+                    self.jwts.invalidate(app_id).await;
+                }
+            }
         }
         let minted: AccessToken =
             serde_json::from_value(reply?.body).map_err(|e| Error::internal("reading GitHub's token", e))?;

@@ -2,7 +2,9 @@
 
 use std::future::Future;
 
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::error::Error;
@@ -47,6 +49,67 @@ impl AppStore for DynamoAppStore {
             app_id,
             kms_key_arn: item.get("KmsKeyArn").and_then(|v| v.as_s().ok()).filter(|s| !s.is_empty()).cloned(),
         }))
+    }
+}
+
+/// What a conditional write of the App table found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyWrite {
+    /// The row now names the new key.
+    Written,
+    /// The row was not as expected, so nothing was written; this is the row's current key.
+    Conflict { current: Option<String> },
+}
+
+impl DynamoAppStore {
+    /// Registers `key_arn` as the signing key of an App that has none yet (no row, or a row
+    /// without `KmsKeyArn`). An App that already has a key is left alone: rotate it instead.
+    pub async fn register_key(&self, app_id: i64, key_arn: &str) -> Result<KeyWrite, Error> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("AppId", AttributeValue::N(app_id.to_string()))
+            .update_expression("SET KmsKeyArn = :new")
+            .condition_expression("attribute_not_exists(KmsKeyArn) OR KmsKeyArn = :empty")
+            .expression_attribute_values(":new", AttributeValue::S(key_arn.to_string()))
+            .expression_attribute_values(":empty", AttributeValue::S(String::new()))
+            .send()
+            .await;
+        self.conditional(app_id, out).await
+    }
+
+    /// Switches an App from `old_arn` to `new_arn` in one conditional write: callers read either
+    /// the old key or the new one, and a concurrent rotation is detected instead of overwritten.
+    pub async fn switch_key(&self, app_id: i64, old_arn: &str, new_arn: &str) -> Result<KeyWrite, Error> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("AppId", AttributeValue::N(app_id.to_string()))
+            .update_expression("SET KmsKeyArn = :new")
+            .condition_expression("KmsKeyArn = :old")
+            .expression_attribute_values(":new", AttributeValue::S(new_arn.to_string()))
+            .expression_attribute_values(":old", AttributeValue::S(old_arn.to_string()))
+            .send()
+            .await;
+        self.conditional(app_id, out).await
+    }
+
+    /// A conditional write's outcome; on a failed condition, the row as it is now.
+    async fn conditional(
+        &self,
+        app_id: i64,
+        result: Result<UpdateItemOutput, SdkError<UpdateItemError, HttpResponse>>,
+    ) -> Result<KeyWrite, Error> {
+        match result {
+            Ok(_) => Ok(KeyWrite::Written),
+            Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => {
+                let current = self.get_app(app_id).await?.and_then(|app| app.kms_key_arn);
+                Ok(KeyWrite::Conflict { current })
+            }
+            Err(e) => Err(dynamo_error("writing the App table", e)),
+        }
     }
 }
 

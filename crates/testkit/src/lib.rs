@@ -3,10 +3,12 @@
 //! - [`aws`]: SDK clients pointed at it, with an interceptor that counts operations, and fixtures
 //!   (tables exactly as in the spec, tagged RSA keys, App rows).
 //! - [`github`]: an HTTP double of the GitHub REST API that checks App JWTs like GitHub does.
+//! - [`kms_import`]: KMS key import (which moto lacks) through `aws-smithy-mocks` on a moto client.
 //! - [`lambda`]: Function URL events as Lambda delivers them.
 
 pub mod aws;
 pub mod github;
+pub mod kms_import;
 pub mod lambda;
 pub mod moto;
 

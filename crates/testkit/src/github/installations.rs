@@ -139,6 +139,23 @@ impl super::GitHubDouble {
         tokens
     }
 
+    /// Issues a token directly (for tests of token users, without an App JWT).
+    pub fn issue_token_for_test(&self, installation_id: i64) -> String {
+        let mut state = self.installations();
+        state.next_token += 1;
+        let token = format!("ghs_test{:032}", state.next_token);
+        let record = IssuedToken {
+            token: token.clone(),
+            installation_id,
+            expires_at: now() + 3600,
+            permissions: BTreeMap::from([("metadata".to_string(), "read".to_string())]),
+            repositories: None,
+            revoked: false,
+        };
+        state.tokens.insert(token.clone(), record);
+        token
+    }
+
     /// The token record of `token`, if the double issued it.
     pub fn issued(&self, token: &str) -> Option<IssuedToken> {
         self.installations().tokens.get(token).cloned()

@@ -39,7 +39,9 @@ const DOCS: &str = "https://docs.github.com/rest";
 pub struct App {
     pub id: i64,
     pub slug: String,
-    pub public_key: RsaPublicKey,
+    /// The App's registered public keys: GitHub accepts a JWT signed by any of them (an App has
+    /// two while its private key is being rotated).
+    pub public_keys: Vec<RsaPublicKey>,
 }
 
 #[derive(Default)]
@@ -87,8 +89,26 @@ impl GitHubDouble {
 
     /// Registers an App with its public key (DER SubjectPublicKeyInfo, as from KMS `GetPublicKey`).
     pub fn register_app(&self, id: i64, public_key_der: &[u8]) -> Result<(), String> {
-        let app = App { id, slug: format!("appcreds-test-app-{id}"), public_key: jwt::public_key(public_key_der)? };
+        let app =
+            App { id, slug: format!("appcreds-test-app-{id}"), public_keys: vec![jwt::public_key(public_key_der)?] };
         self.inner.apps.write().unwrap_or_else(PoisonError::into_inner).insert(id, app);
+        Ok(())
+    }
+
+    /// Adds a public key to a registered App, as "Generate a private key" in the App's settings
+    /// does (the old key stays valid until it is deleted).
+    pub fn add_app_key(&self, id: i64, public_key_der: &[u8]) -> Result<(), String> {
+        let key = jwt::public_key(public_key_der)?;
+        let mut apps = self.inner.apps.write().unwrap_or_else(PoisonError::into_inner);
+        apps.get_mut(&id).ok_or(format!("App {id} is not registered"))?.public_keys.push(key);
+        Ok(())
+    }
+
+    /// Deletes a public key from an App: JWTs it signed are refused from then on.
+    pub fn remove_app_key(&self, id: i64, public_key_der: &[u8]) -> Result<(), String> {
+        let key = jwt::public_key(public_key_der)?;
+        let mut apps = self.inner.apps.write().unwrap_or_else(PoisonError::into_inner);
+        apps.get_mut(&id).ok_or(format!("App {id} is not registered"))?.public_keys.retain(|k| *k != key);
         Ok(())
     }
 
@@ -191,8 +211,11 @@ fn authenticate_app(inner: &Inner, headers: &HeaderMap) -> Result<App, Refusal> 
         .get(&iss)
         .cloned()
         .ok_or_else(|| unauthorized("Integration not found"))?;
-    let verified =
-        jwt::verify_rs256(&app.public_key, token).map_err(|_| unauthorized("A JSON web token could not be decoded"))?;
+    let verified = app
+        .public_keys
+        .iter()
+        .find_map(|key| jwt::verify_rs256(key, token).ok())
+        .ok_or_else(|| unauthorized("A JSON web token could not be decoded"))?;
     let (iat, exp) = match (
         verified.claims.get("iat").and_then(Value::as_i64),
         verified.claims.get("exp").and_then(Value::as_i64),

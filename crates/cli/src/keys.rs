@@ -1,0 +1,451 @@
+//! GitHub App keys in KMS: import, rotate and list.
+//!
+//! An import creates an `RSA_2048` / `SIGN_VERIFY` key with `Origin EXTERNAL` (tagged
+//! `Status=Importing`), wraps the App's key for it and uploads it with `ImportKeyMaterial`, then
+//! proves it: KMS signs a fresh challenge and the signature must verify with the PEM's public key.
+//! Only then is the key tagged `Status=Active` and named in the App table. A key that fails after
+//! it was created is tagged `Status=Failed`, and the error carries the command that deletes it.
+
+use std::collections::BTreeMap;
+
+use appcreds_core::clock::{Clock, SystemClock, rfc3339};
+use appcreds_core::store::{AppLister, AppStore, DynamoAppStore, KeyWrite};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{
+    AlgorithmSpec, ExpirationModelType, KeySpec, KeyUsageType, MessageType, OriginType, SigningAlgorithmSpec, Tag,
+    WrappingKeySpec,
+};
+use rand_core::{OsRng, RngCore};
+use rsa::RsaPublicKey;
+use rsa::pkcs1v15::{Signature, VerifyingKey};
+use rsa::pkcs8::DecodePublicKey;
+use rsa::signature::Verifier;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::keywrap::{AppPrivateKey, wrap_for_import};
+use crate::{AwsFailure, CliError};
+
+/// The tag every appcreds App key carries (the functions may sign only with keys that have it).
+pub const MANAGED_TAG: &str = "FrameworkForGitHubAppOnAwsManaged";
+
+/// Days a failed key waits for deletion in the printed cleanup command.
+const CLEANUP_WINDOW_DAYS: u32 = 7;
+
+/// Reports what a long operation is doing (a spinner's message in the CLI).
+pub trait Progress: Sync {
+    fn step(&self, what: &str);
+}
+
+impl<F: Fn(&str) + Sync> Progress for F {
+    fn step(&self, what: &str) {
+        self(what)
+    }
+}
+
+/// The IAM roles of the stack's functions, which the key policy lets sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningRoles {
+    partition: String,
+    account: String,
+    roles: Vec<String>,
+}
+
+impl SigningRoles {
+    /// Checks the role ARNs (`arn:PARTITION:iam::ACCOUNT:role/NAME`, one account).
+    pub fn new(roles: Vec<String>) -> Result<Self, CliError> {
+        let mut parsed = roles.iter().map(|arn| {
+            let parts: Vec<&str> = arn.splitn(6, ':').collect();
+            match parts.as_slice() {
+                ["arn", partition, "iam", "", account, resource]
+                    if resource.starts_with("role/")
+                        && account.len() == 12
+                        && account.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    Ok((partition.to_string(), account.to_string()))
+                }
+                _ => Err(CliError::Usage(format!("--function-role-arn: {arn:?} is not an IAM role ARN"))),
+            }
+        });
+        let (partition, account) = parsed.next().ok_or_else(|| {
+            CliError::Usage(
+                "the key policy needs the functions' roles: give --stack NAME or --function-role-arn ARN".into(),
+            )
+        })??;
+        for other in parsed {
+            if other? != (partition.clone(), account.clone()) {
+                return Err(CliError::Usage("--function-role-arn: the roles are not all in one account".into()));
+            }
+        }
+        Ok(SigningRoles { partition, account, roles })
+    }
+
+    /// The key policy: the account administers the key through IAM; the functions' roles may
+    /// only `kms:Sign`, only with RSASSA_PKCS1_V1_5_SHA_256, and only while the key is tagged
+    /// as an active appcreds key.
+    pub fn key_policy(&self) -> Value {
+        let roles = &self.roles;
+        json!({
+            "Version": "2012-10-17",
+            "Id": "appcreds-github-app-key",
+            "Statement": [
+                {
+                    "Sid": "AccountAdministersTheKeyThroughIAM",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": format!("arn:{}:iam::{}:root", self.partition, self.account)},
+                    "Action": "kms:*",
+                    "Resource": "*"
+                },
+                {
+                    "Sid": "FunctionsSignWhileTheKeyIsActive",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": roles},
+                    "Action": "kms:Sign",
+                    "Resource": "*",
+                    "Condition": {"StringEquals": {
+                        "kms:SigningAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256",
+                        format!("aws:ResourceTag/{MANAGED_TAG}"): "true",
+                        "aws:ResourceTag/Status": "Active"
+                    }}
+                },
+                {
+                    "Sid": "FunctionsDoNothingButSign",
+                    "Effect": "Deny",
+                    "Principal": {"AWS": roles},
+                    "NotAction": "kms:Sign",
+                    "Resource": "*"
+                },
+                {
+                    "Sid": "FunctionsSignOnlyWithPkcs1Sha256",
+                    "Effect": "Deny",
+                    "Principal": {"AWS": roles},
+                    "Action": "kms:Sign",
+                    "Resource": "*",
+                    "Condition": {"StringNotEquals": {"kms:SigningAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256"}}
+                }
+            ]
+        })
+    }
+}
+
+/// An imported key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    pub app_id: i64,
+    pub key_arn: String,
+}
+
+/// A rotation's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    pub app_id: i64,
+    pub key_arn: String,
+    pub previous_key_arn: String,
+    /// When KMS deletes the previous key, if its deletion was scheduled (RFC 3339).
+    pub previous_key_deletion: Option<String>,
+}
+
+/// An App and its key, for `key list`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppKeyInfo {
+    pub app_id: i64,
+    pub kms_key_arn: Option<String>,
+    /// KMS's key state (`Enabled`, `Disabled`, `PendingDeletion`, `PendingImport`, ...).
+    pub key_state: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// Why the key could not be described, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Imports, rotates and lists App keys.
+#[derive(Debug, Clone)]
+pub struct KeyManager {
+    kms: aws_sdk_kms::Client,
+    apps: DynamoAppStore,
+}
+
+impl KeyManager {
+    pub fn new(kms: aws_sdk_kms::Client, apps: DynamoAppStore) -> Self {
+        KeyManager { kms, apps }
+    }
+
+    /// Imports the first key of an App and registers the App (`AppId → KmsKeyArn`).
+    pub async fn import(
+        &self,
+        app_id: i64,
+        key: &AppPrivateKey,
+        roles: &SigningRoles,
+        progress: &dyn Progress,
+    ) -> Result<Imported, CliError> {
+        progress.step("reading the App table");
+        if let Some(current) = self.current_key(app_id).await? {
+            return Err(CliError::Refused(format!(
+                "App {app_id} already has a key ({current}); use `appcreds key rotate` to replace it"
+            )));
+        }
+        let key_arn = self.create_key(app_id, roles, progress).await?;
+        let registered = async {
+            self.import_and_prove(&key_arn, app_id, key, progress).await?;
+            progress.step("registering the App");
+            match self.apps.register_key(app_id, &key_arn).await.map_err(CliError::from_core)? {
+                KeyWrite::Written => Ok(()),
+                KeyWrite::Conflict { current } => Err(CliError::Refused(format!(
+                    "App {app_id} got a key from someone else meanwhile ({}); nothing was changed",
+                    current.as_deref().unwrap_or("none")
+                ))),
+            }
+        }
+        .await;
+        match registered {
+            Ok(()) => Ok(Imported { app_id, key_arn }),
+            Err(err) => Err(self.fail_key(&key_arn, err).await),
+        }
+    }
+
+    /// Replaces an App's key: imports `key` as a new KMS key, switches the App table to it in one
+    /// conditional write, and retires the old key (`Status=Inactive`, `ReplacedBy`, `ReplacedOn`;
+    /// with `schedule_deletion_days`, scheduled for deletion).
+    pub async fn rotate(
+        &self,
+        app_id: i64,
+        key: &AppPrivateKey,
+        roles: &SigningRoles,
+        schedule_deletion_days: Option<i32>,
+        progress: &dyn Progress,
+    ) -> Result<Rotated, CliError> {
+        progress.step("reading the App table");
+        let old = self.current_key(app_id).await?.ok_or_else(|| {
+            CliError::Refused(format!("App {app_id} has no key to rotate; use `appcreds key import`"))
+        })?;
+        if self.public_key(&old).await.is_some_and(|current| current == key.public_key()) {
+            return Err(CliError::Refused(format!("the PEM is App {app_id}'s current key ({old})")));
+        }
+        let key_arn = self.create_key(app_id, roles, progress).await?;
+        let switched = async {
+            self.import_and_prove(&key_arn, app_id, key, progress).await?;
+            progress.step("switching the App to the new key");
+            match self.apps.switch_key(app_id, &old, &key_arn).await.map_err(CliError::from_core)? {
+                KeyWrite::Written => Ok(()),
+                KeyWrite::Conflict { current } => Err(CliError::Refused(format!(
+                    "App {app_id}'s key changed meanwhile (now {}); nothing was switched",
+                    current.as_deref().unwrap_or("none")
+                ))),
+            }
+        }
+        .await;
+        if let Err(err) = switched {
+            return Err(self.fail_key(&key_arn, err).await);
+        }
+        progress.step("retiring the old key");
+        let retired = self.retire(&old, &key_arn, schedule_deletion_days).await;
+        match retired {
+            Ok(previous_key_deletion) => Ok(Rotated { app_id, key_arn, previous_key_arn: old, previous_key_deletion }),
+            Err(err) => Err(CliError::Partial(format!(
+                "App {app_id} now signs with {key_arn}, but retiring the old key {old} failed: {err}. Finish it \
+                 with: aws kms tag-resource --key-id {old} --tags TagKey=Status,TagValue=Inactive \
+                 TagKey=ReplacedBy,TagValue={key_arn}"
+            ))),
+        }
+    }
+
+    /// Every App of the App table with its key's state and tags.
+    pub async fn list(&self) -> Result<Vec<AppKeyInfo>, CliError> {
+        let apps = self.apps.list_apps().await.map_err(CliError::from_core)?;
+        let mut out = Vec::with_capacity(apps.len());
+        for app in apps {
+            let mut info = AppKeyInfo {
+                app_id: app.app_id,
+                kms_key_arn: app.kms_key_arn,
+                key_state: None,
+                tags: BTreeMap::new(),
+                error: None,
+            };
+            if let Some(arn) = &info.kms_key_arn {
+                match self.describe(arn).await {
+                    Ok((state, tags)) => (info.key_state, info.tags) = (Some(state), tags),
+                    Err(err) => info.error = Some(err.to_string()),
+                }
+            }
+            out.push(info);
+        }
+        Ok(out)
+    }
+
+    async fn current_key(&self, app_id: i64) -> Result<Option<String>, CliError> {
+        Ok(self.apps.get_app(app_id).await.map_err(CliError::from_core)?.and_then(|app| app.kms_key_arn))
+    }
+
+    /// The public key of `key`, if KMS gives it.
+    async fn public_key(&self, key: &str) -> Option<RsaPublicKey> {
+        let out = self.kms.get_public_key().key_id(key).send().await.ok()?;
+        RsaPublicKey::from_public_key_der(out.public_key()?.as_ref()).ok()
+    }
+
+    async fn describe(&self, arn: &str) -> Result<(String, BTreeMap<String, String>), CliError> {
+        let described = self.kms.describe_key().key_id(arn).send().await.map_err(aws("KMS DescribeKey"))?;
+        let state = described.key_metadata().and_then(|m| m.key_state()).map(|s| s.as_str().to_string());
+        let tags = self.kms.list_resource_tags().key_id(arn).send().await.map_err(aws("KMS ListResourceTags"))?;
+        let tags = tags.tags().iter().map(|t| (t.tag_key().to_string(), t.tag_value().to_string())).collect();
+        Ok((state.unwrap_or_else(|| "Unknown".into()), tags))
+    }
+
+    async fn create_key(&self, app_id: i64, roles: &SigningRoles, progress: &dyn Progress) -> Result<String, CliError> {
+        progress.step("creating the KMS key");
+        let created = self
+            .kms
+            .create_key()
+            .key_spec(KeySpec::Rsa2048)
+            .key_usage(KeyUsageType::SignVerify)
+            .origin(OriginType::External)
+            .description(format!("GitHub App {app_id} private key (appcreds)"))
+            .policy(roles.key_policy().to_string())
+            .tags(tag(MANAGED_TAG, "true"))
+            .tags(tag("Status", "Importing"))
+            .tags(tag("AppId", &app_id.to_string()))
+            .tags(tag("CreatedOn", &rfc3339(SystemClock.now())))
+            .send()
+            .await
+            .map_err(aws("KMS CreateKey"))?;
+        created
+            .key_metadata()
+            .and_then(|m| m.arn())
+            .map(str::to_string)
+            .ok_or_else(|| CliError::Aws(AwsFailure::other("KMS CreateKey", "the answer has no key ARN")))
+    }
+
+    /// Wraps and imports the material, proves that KMS signs with it, and tags the key Active.
+    async fn import_and_prove(
+        &self,
+        key_arn: &str,
+        app_id: i64,
+        key: &AppPrivateKey,
+        progress: &dyn Progress,
+    ) -> Result<(), CliError> {
+        progress.step("getting KMS's wrapping key");
+        let params = self
+            .kms
+            .get_parameters_for_import()
+            .key_id(key_arn)
+            .wrapping_algorithm(AlgorithmSpec::RsaAesKeyWrapSha256)
+            .wrapping_key_spec(WrappingKeySpec::Rsa4096)
+            .send()
+            .await
+            .map_err(aws("KMS GetParametersForImport"))?;
+        let (Some(token), Some(wrapping_key)) = (params.import_token(), params.public_key()) else {
+            return Err(CliError::Aws(AwsFailure::other(
+                "KMS GetParametersForImport",
+                "the answer lacks the import token or the wrapping key",
+            )));
+        };
+        progress.step("wrapping and importing the key");
+        let material = key.pkcs8_der()?;
+        let wrapped = wrap_for_import(material.as_bytes(), wrapping_key.as_ref(), &mut OsRng)?;
+        drop(material);
+        self.kms
+            .import_key_material()
+            .key_id(key_arn)
+            .import_token(token.clone())
+            .encrypted_key_material(Blob::new(wrapped))
+            .expiration_model(ExpirationModelType::KeyMaterialDoesNotExpire)
+            .send()
+            .await
+            .map_err(aws("KMS ImportKeyMaterial"))?;
+        progress.step("checking that KMS signs with the App's key");
+        self.prove(key_arn, app_id, &key.public_key()).await?;
+        self.kms
+            .tag_resource()
+            .key_id(key_arn)
+            .tags(tag("Status", "Active"))
+            .send()
+            .await
+            .map_err(aws("KMS TagResource"))?;
+        Ok(())
+    }
+
+    /// KMS signs a fresh challenge the way the functions sign JWTs; the PEM's public key must verify it.
+    async fn prove(&self, key_arn: &str, app_id: i64, public: &RsaPublicKey) -> Result<(), CliError> {
+        let mut nonce = [0u8; 16];
+        OsRng.fill_bytes(&mut nonce);
+        let challenge = format!("appcreds import check: App {app_id}, nonce {}", hex::encode(nonce));
+        let signed = self
+            .kms
+            .sign()
+            .key_id(key_arn)
+            .message(Blob::new(challenge.as_bytes()))
+            .message_type(MessageType::Raw)
+            .signing_algorithm(SigningAlgorithmSpec::RsassaPkcs1V15Sha256)
+            .send()
+            .await
+            .map_err(aws("KMS Sign"))?;
+        let signature = signed
+            .signature()
+            .and_then(|s| Signature::try_from(s.as_ref()).ok())
+            .ok_or_else(|| CliError::Aws(AwsFailure::other("KMS Sign", "the answer has no signature")))?;
+        VerifyingKey::<Sha256>::new(public.clone()).verify(challenge.as_bytes(), &signature).map_err(|_| {
+            CliError::Import(
+                "KMS signs with other key material than the PEM's: the import did not take this key".into(),
+            )
+        })
+    }
+
+    /// Tags the old key as replaced and, if asked, schedules its deletion.
+    async fn retire(
+        &self,
+        old: &str,
+        new: &str,
+        schedule_deletion_days: Option<i32>,
+    ) -> Result<Option<String>, CliError> {
+        self.kms
+            .tag_resource()
+            .key_id(old)
+            .tags(tag("Status", "Inactive"))
+            .tags(tag("ReplacedBy", new))
+            .tags(tag("ReplacedOn", &rfc3339(SystemClock.now())))
+            .send()
+            .await
+            .map_err(aws("KMS TagResource"))?;
+        let Some(days) = schedule_deletion_days else { return Ok(None) };
+        let scheduled = self
+            .kms
+            .schedule_key_deletion()
+            .key_id(key_id(old))
+            .pending_window_in_days(days)
+            .send()
+            .await
+            .map_err(aws("KMS ScheduleKeyDeletion"))?;
+        Ok(Some(scheduled.deletion_date().map(|d| rfc3339(d.secs())).unwrap_or_else(|| format!("in {days} days"))))
+    }
+
+    /// Tags a key that failed `Status=Failed` and wraps `cause` with the command that deletes it.
+    async fn fail_key(&self, key_arn: &str, cause: CliError) -> CliError {
+        let tagged = self.kms.tag_resource().key_id(key_arn).tags(tag("Status", "Failed")).send().await;
+        CliError::KeyFailed {
+            cause: Box::new(cause),
+            tagged: tagged.is_ok(),
+            cleanup: format!(
+                "aws kms schedule-key-deletion --key-id {key_arn} --pending-window-in-days {CLEANUP_WINDOW_DAYS}"
+            ),
+        }
+    }
+}
+
+/// The key ID of a key ARN (some AWS-protocol servers accept only the ID for some operations).
+fn key_id(arn: &str) -> &str {
+    arn.rsplit_once(":key/").map_or(arn, |(_, id)| id)
+}
+
+fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().tag_key(key).tag_value(value).build().expect("a tag with a key and a value is complete")
+}
+
+/// Maps an SDK failure of `operation` to a [`CliError`].
+pub fn aws<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> CliError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    move |err| CliError::Aws(AwsFailure::of(operation, &err))
+}

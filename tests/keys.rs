@@ -1,0 +1,517 @@
+#![allow(clippy::unwrap_used)]
+//! `appcreds key import / rotate / list` through the real KMS and DynamoDB SDK clients: every
+//! call goes to the moto server, except the import steps moto lacks (`GetParametersForImport`,
+//! `ImportKeyMaterial`, and signing with imported material), which `aws-smithy-mocks` answers on
+//! the same client (see `appcreds_testkit::kms_import`). The functions' handlers then sign with
+//! the imported keys, and the GitHub double checks their JWTs against the PEMs' public keys.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use appcreds_cli::CliError;
+use appcreds_cli::keys::{KeyManager, SigningRoles};
+use appcreds_cli::keywrap::AppPrivateKey;
+use appcreds_core::api::Transport;
+use appcreds_core::app_jwt::AppJwts;
+use appcreds_core::app_token::AppTokenHandler;
+use appcreds_core::clock::{Clock, ManualClock, SystemClock};
+use appcreds_core::signer::KmsSigner;
+use appcreds_core::store::{AppRecord, AppStore, DynamoAppStore};
+use appcreds_testkit::aws::CallCounter;
+use appcreds_testkit::kms_import::{Caller, ImportFault, KmsImport};
+use appcreds_tests::github::Installation;
+use appcreds_tests::github::jwt::{public_key, verify_rs256};
+use appcreds_tests::lambda::{Reply, UrlRequest};
+use appcreds_tests::{Stack, send};
+use aws_sdk_kms::types::{
+    AlgorithmSpec, ExpirationModelType, KeySpec, KeyState, KeyUsageType, OriginType, WrappingKeySpec,
+};
+use rsa::RsaPrivateKey;
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use serde_json::{Value, json};
+
+const ROLES: [&str; 2] = [
+    "arn:aws:iam::123456789012:role/appcreds-AppTokenFunctionRole-1A2B3C",
+    "arn:aws:iam::123456789012:role/appcreds-InstallationTokenFunctionRole-4D5E6F",
+];
+
+/// A GitHub App key as GitHub hands it out, in memory.
+struct Pem {
+    key: AppPrivateKey,
+    public_der: Vec<u8>,
+    pkcs8_der: Vec<u8>,
+}
+
+fn pem(pkcs8: bool) -> Pem {
+    let private = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let text = if pkcs8 {
+        private.to_pkcs8_pem(LineEnding::LF).unwrap().to_string()
+    } else {
+        private.to_pkcs1_pem(LineEnding::LF).unwrap().to_string()
+    };
+    let public_der = private.to_public_key().to_public_key_der().unwrap().as_bytes().to_vec();
+    let pkcs8_der = private.to_pkcs8_der().unwrap().as_bytes().to_vec();
+    Pem { key: AppPrivateKey::from_pem(&text).unwrap(), public_der, pkcs8_der }
+}
+
+/// The test's world: the stack, the import emulation, the operator's key manager and KMS client.
+struct World {
+    stack: Stack,
+    kms_import: KmsImport,
+    operator: CallCounter,
+    manager: KeyManager,
+    roles: SigningRoles,
+}
+
+impl World {
+    async fn start() -> World {
+        let stack = Stack::start().await;
+        let kms_import = KmsImport::new();
+        let operator = CallCounter::default();
+        let kms = kms_import.client(&stack.sdk, Caller::Operator, &operator);
+        let manager = KeyManager::new(kms, DynamoAppStore::new(stack.ddb.clone(), &stack.app_table));
+        let roles = SigningRoles::new(ROLES.iter().map(|r| r.to_string()).collect()).unwrap();
+        World { stack, kms_import, operator, manager, roles }
+    }
+
+    /// A KMS client as a function has it (tag-conditioned `kms:Sign`).
+    fn function_kms(&self) -> aws_sdk_kms::Client {
+        self.kms_import.client(&self.stack.sdk, Caller::Function, &self.stack.counter)
+    }
+
+    async fn import(&self, app_id: i64, pem: &Pem) -> Result<String, CliError> {
+        self.manager.import(app_id, &pem.key, &self.roles, &|_: &str| {}).await.map(|i| i.key_arn)
+    }
+
+    async fn app_row(&self, app_id: i64) -> Option<AppRecord> {
+        DynamoAppStore::new(self.stack.ddb.clone(), &self.stack.app_table).get_app(app_id).await.unwrap()
+    }
+
+    async fn tags(&self, key: &str) -> BTreeMap<String, String> {
+        let out = self.stack.kms.list_resource_tags().key_id(key).send().await.unwrap();
+        out.tags().iter().map(|t| (t.tag_key().to_string(), t.tag_value().to_string())).collect()
+    }
+
+    /// Every key moto holds for `app_id` (by its AppId tag), with its Status tag.
+    async fn keys_of(&self, app_id: i64) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        let listed = self.stack.kms.list_keys().limit(1000).send().await.unwrap();
+        for key in listed.keys() {
+            let arn = key.key_arn().unwrap();
+            let tags = self.tags(arn).await;
+            if tags.get("AppId") == Some(&app_id.to_string()) {
+                found.push((arn.to_string(), tags.get("Status").cloned().unwrap_or_default()));
+            }
+        }
+        found
+    }
+
+    fn app_token_handler(&self, clock: ManualClock) -> AppTokenHandler<KmsSigner, DynamoAppStore, ManualClock> {
+        AppTokenHandler::new(self.stack.app_jwts_on(self.function_kms(), clock), Transport { require_iam_caller: true })
+    }
+}
+
+async fn app_token(handler: &AppTokenHandler<KmsSigner, DynamoAppStore, ManualClock>, app_id: i64) -> Reply {
+    send(|r| handler.handle(r), UrlRequest::post_json("/tokens/app", &json!({ "appId": app_id }))).await
+}
+
+fn jwt_of(reply: &Reply) -> String {
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    reply.body["appToken"].as_str().unwrap().to_string()
+}
+
+fn signed_by(token: &str, pem: &Pem) -> bool {
+    verify_rs256(&public_key(&pem.public_der).unwrap(), token).is_ok()
+}
+
+fn public_of(token: &str, candidates: &[&Pem]) -> Vec<bool> {
+    candidates.iter().map(|p| signed_by(token, p)).collect()
+}
+
+#[tokio::test]
+async fn pkcs1_and_pkcs8_pems_import_prove_and_register_the_app() {
+    let world = World::start().await;
+    for (app_id, pkcs8) in [(101, false), (102, true)] {
+        let pem = pem(pkcs8);
+        let steps = std::sync::Mutex::new(Vec::new());
+        let imported = world
+            .manager
+            .import(app_id, &pem.key, &world.roles, &|s: &str| steps.lock().unwrap().push(s.to_string()))
+            .await
+            .unwrap();
+        let arn = imported.key_arn.clone();
+
+        // The App table names the key.
+        assert_eq!(world.app_row(app_id).await, Some(AppRecord { app_id, kms_key_arn: Some(arn.clone()) }));
+
+        // The key as the spec defines it, with its tags.
+        let meta = world.stack.kms.describe_key().key_id(&arn).send().await.unwrap().key_metadata.unwrap();
+        assert_eq!(meta.key_spec(), Some(&KeySpec::Rsa2048));
+        assert_eq!(meta.key_usage(), Some(&KeyUsageType::SignVerify));
+        assert_eq!(meta.origin(), Some(&OriginType::External));
+        assert_eq!(meta.description(), Some(format!("GitHub App {app_id} private key (appcreds)").as_str()));
+        let tags = world.tags(&arn).await;
+        assert_eq!(tags["FrameworkForGitHubAppOnAwsManaged"], "true");
+        assert_eq!(tags["Status"], "Active");
+        assert_eq!(tags["AppId"], app_id.to_string());
+        assert!(
+            aws_smithy_types::DateTime::from_str(&tags["CreatedOn"], aws_smithy_types::date_time::Format::DateTime)
+                .is_ok()
+        );
+
+        // The exact import parameters, and the material KMS received is the PEM's key as PKCS#8 DER.
+        let key_id = appcreds_testkit::kms_import::key_id(&arn);
+        let params = world.kms_import.parameter_requests();
+        let params = params.iter().find(|p| p.key_id == key_id).unwrap();
+        assert_eq!(params.wrapping_algorithm, Some(AlgorithmSpec::RsaAesKeyWrapSha256));
+        assert_eq!(params.wrapping_key_spec, Some(WrappingKeySpec::Rsa4096));
+        let imports = world.kms_import.import_requests();
+        let import = imports.iter().find(|i| i.key_id == key_id).unwrap();
+        assert!(import.token_matched);
+        assert_eq!(import.expiration_model, Some(ExpirationModelType::KeyMaterialDoesNotExpire));
+        assert_eq!(import.valid_to, None);
+        assert_eq!(import.material.as_deref(), Some(pem.pkcs8_der.as_slice()), "byte for byte");
+
+        assert_eq!(
+            *steps.lock().unwrap(),
+            [
+                "reading the App table",
+                "creating the KMS key",
+                "getting KMS's wrapping key",
+                "wrapping and importing the key",
+                "checking that KMS signs with the App's key",
+                "registering the App"
+            ]
+        );
+
+        // A function signs with it, and GitHub accepts the JWT.
+        world.stack.github.register_app(app_id, &pem.public_der).unwrap();
+        let token = jwt_of(&app_token(&world.app_token_handler(ManualClock::new(SystemClock.now())), app_id).await);
+        assert!(signed_by(&token, &pem));
+        let resp = reqwest::Client::new()
+            .get(format!("{}/app", world.stack.github.url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    // The proof signed once per import; the operator sent the whole sequence through one client.
+    let calls = world.operator.snapshot();
+    for (op, n) in
+        [("CreateKey", 2), ("GetParametersForImport", 2), ("ImportKeyMaterial", 2), ("Sign", 2), ("TagResource", 2)]
+    {
+        assert_eq!(calls.get(&format!("KMS.{op}")), Some(&n), "{op}: {calls:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_key_policy_lets_the_functions_only_sign_and_only_while_active() {
+    let world = World::start().await;
+    let arn = world.import(110, &pem(false)).await.unwrap();
+    let policy = world.stack.kms.get_key_policy().key_id(&arn).policy_name("default").send().await.unwrap();
+    let policy: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
+    let statements = policy["Statement"].as_array().unwrap();
+    let by_sid = |sid: &str| statements.iter().find(|s| s["Sid"] == sid).unwrap().clone();
+
+    let admin = by_sid("AccountAdministersTheKeyThroughIAM");
+    assert_eq!(admin["Principal"]["AWS"], "arn:aws:iam::123456789012:root");
+    let sign = by_sid("FunctionsSignWhileTheKeyIsActive");
+    assert_eq!((sign["Effect"].as_str(), sign["Action"].as_str()), (Some("Allow"), Some("kms:Sign")));
+    assert_eq!(sign["Principal"]["AWS"], json!(ROLES));
+    assert_eq!(
+        sign["Condition"]["StringEquals"],
+        json!({
+            "kms:SigningAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256",
+            "aws:ResourceTag/FrameworkForGitHubAppOnAwsManaged": "true",
+            "aws:ResourceTag/Status": "Active"
+        })
+    );
+    let nothing_else = by_sid("FunctionsDoNothingButSign");
+    assert_eq!((nothing_else["Effect"].as_str(), nothing_else["NotAction"].as_str()), (Some("Deny"), Some("kms:Sign")));
+    assert_eq!(nothing_else["Principal"]["AWS"], json!(ROLES));
+    let only_rs256 = by_sid("FunctionsSignOnlyWithPkcs1Sha256");
+    assert_eq!(only_rs256["Condition"]["StringNotEquals"]["kms:SigningAlgorithm"], "RSASSA_PKCS1_V1_5_SHA_256");
+    assert_eq!(statements.len(), 4);
+}
+
+#[test]
+fn signing_roles_must_be_role_arns_of_one_account() {
+    let err =
+        |roles: &[&str]| SigningRoles::new(roles.iter().map(|r| r.to_string()).collect()).unwrap_err().to_string();
+    assert!(err(&[]).contains("--stack NAME or --function-role-arn ARN"));
+    assert!(err(&["arn:aws:iam::123456789012:user/alice"]).contains("is not an IAM role ARN"));
+    assert!(err(&["arn:aws:iam::12345:role/x"]).contains("is not an IAM role ARN"));
+    assert!(err(&["role/x"]).contains("is not an IAM role ARN"));
+    assert!(err(&["arn:aws:iam::123456789012:role/a", "arn:aws:iam::210987654321:role/b"]).contains("one account"));
+    let china = SigningRoles::new(vec!["arn:aws-cn:iam::123456789012:role/fn".into()]).unwrap();
+    assert_eq!(china.key_policy()["Statement"][0]["Principal"]["AWS"], "arn:aws-cn:iam::123456789012:root");
+}
+
+#[tokio::test]
+async fn an_app_that_has_a_key_is_refused_and_no_key_is_created() {
+    let world = World::start().await;
+    let first = world.import(120, &pem(false)).await.unwrap();
+    let created = world.operator.count("CreateKey");
+    let err = world.import(120, &pem(true)).await.unwrap_err();
+    assert!(matches!(err, CliError::Refused(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("App 120 already has a key ({first}); use `appcreds key rotate` to replace it")
+    );
+    assert_eq!(err.exit_code(), 4);
+    assert_eq!(world.operator.count("CreateKey"), created, "no second key");
+    assert_eq!(world.app_row(120).await.unwrap().kms_key_arn, Some(first));
+}
+
+#[tokio::test]
+async fn a_failure_after_the_key_exists_tags_it_failed_and_names_the_cleanup() {
+    let world = World::start().await;
+    for (app_id, fault, cause) in [
+        (
+            130,
+            ImportFault::RefuseImport,
+            "KMS ImportKeyMaterial failed: InvalidImportTokenException: The import token is invalid",
+        ),
+        (131, ImportFault::SignWithOtherMaterial, "import failed: KMS signs with other key material than the PEM's"),
+    ] {
+        world.kms_import.inject(fault);
+        let err = world.import(app_id, &pem(false)).await.unwrap_err();
+        let keys = world.keys_of(app_id).await;
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let (arn, status) = &keys[0];
+        assert_eq!(status, "Failed", "{fault:?}");
+        let text = err.to_string();
+        assert!(text.starts_with(cause), "{text}");
+        assert!(text.contains("The new KMS key was tagged Status=Failed"), "{text}");
+        assert!(
+            text.ends_with(&format!("aws kms schedule-key-deletion --key-id {arn} --pending-window-in-days 7")),
+            "{text}"
+        );
+        assert_eq!(world.app_row(app_id).await, None, "the App table was not touched");
+    }
+}
+
+#[tokio::test]
+async fn kms_refusing_to_create_the_key_is_an_auth_error_and_leaves_nothing() {
+    use aws_sdk_kms::error::ErrorMetadata;
+    use aws_sdk_kms::operation::create_key::CreateKeyError;
+    use aws_smithy_mocks::{MockResponseInterceptor, RuleMode, create_mock_http_client, mock};
+
+    let world = World::start().await;
+    let refuse = mock!(aws_sdk_kms::Client::create_key).then_error(|| {
+        CreateKeyError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .message("User: arn:aws:iam::123456789012:user/op is not authorized to perform: kms:CreateKey")
+                .build(),
+        )
+    });
+    let kms = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::config::Builder::from(&world.stack.sdk)
+            .http_client(create_mock_http_client())
+            .interceptor(MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny).with_rule(&refuse))
+            .build(),
+    );
+    let manager = KeyManager::new(kms, DynamoAppStore::new(world.stack.ddb.clone(), &world.stack.app_table));
+    let err = manager.import(140, &pem(false).key, &world.roles, &|_: &str| {}).await.unwrap_err();
+    assert_eq!(err.exit_code(), 3, "{err}");
+    assert!(err.to_string().starts_with("KMS CreateKey failed: AccessDeniedException: User:"), "{err}");
+    assert_eq!(refuse.num_calls(), 1);
+    assert!(world.keys_of(140).await.is_empty());
+    assert_eq!(world.app_row(140).await, None);
+}
+
+#[tokio::test]
+async fn rotation_switches_the_app_retires_the_old_key_and_tokens_keep_coming() {
+    const APP: i64 = 150;
+    let world = World::start().await;
+    let (old_pem, new_pem) = (pem(false), pem(true));
+    let old = world.import(APP, &old_pem).await.unwrap();
+    world.stack.github.register_app(APP, &old_pem.public_der).unwrap();
+    world.stack.github.install(Installation::org(APP, 1501, "rotating-org", &[(150101, "repo")]));
+
+    // The functions, warm: app-token on a clock the test moves, installation-token on the real one.
+    let clock = ManualClock::new(SystemClock.now());
+    let app_tokens = Arc::new(world.app_token_handler(clock.clone()));
+    let installation_tokens = Arc::new(world.stack.installation_token_handler_on(world.function_kms()));
+    let before = jwt_of(&app_token(&app_tokens, APP).await);
+    assert!(signed_by(&before, &old_pem));
+
+    // Callers keep asking while the operator rotates.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(Vec::<String>::new())));
+    let mut callers = Vec::new();
+    for n in 0..4 {
+        let (app_tokens, installation_tokens) = (app_tokens.clone(), installation_tokens.clone());
+        let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+        callers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let reply = if n % 2 == 0 {
+                    app_token(&app_tokens, APP).await
+                } else {
+                    let body = json!({"appId": APP, "owner": "rotating-org", "scopeDown": {"repositoryIds": [150101]}});
+                    send(|r| installation_tokens.handle(r), UrlRequest::post_json("/tokens/installation", &body)).await
+                };
+                if reply.status == 200 {
+                    served.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    failed.lock().unwrap().push(format!("{} {:?}", reply.status, reply.body));
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+
+    // The operator: the new key first goes to GitHub (both are valid there), then to appcreds.
+    world.stack.github.add_app_key(APP, &new_pem.public_der).unwrap();
+    let rotated = world.manager.rotate(APP, &new_pem.key, &world.roles, Some(7), &|_: &str| {}).await.unwrap();
+    assert_eq!(rotated.previous_key_arn, old);
+    assert_ne!(rotated.key_arn, old);
+    assert!(rotated.previous_key_deletion.is_some());
+
+    // The App table names the new key; the old key is retired and scheduled for deletion.
+    assert_eq!(world.app_row(APP).await.unwrap().kms_key_arn.as_deref(), Some(rotated.key_arn.as_str()));
+    let old_tags = world.tags(&old).await;
+    assert_eq!(old_tags["Status"], "Inactive");
+    assert_eq!(old_tags["ReplacedBy"], rotated.key_arn);
+    assert!(old_tags.contains_key("ReplacedOn"));
+    assert_eq!(world.tags(&rotated.key_arn).await["Status"], "Active");
+    let old_meta = world.stack.kms.describe_key().key_id(&old).send().await.unwrap().key_metadata.unwrap();
+    assert_eq!(old_meta.key_state(), Some(&KeyState::PendingDeletion));
+
+    // The warm function still hands out its cached JWT (signed by the old key, still valid at
+    // GitHub), and signs with the new key once that JWT is due for renewal: no restart.
+    assert_eq!(jwt_of(&app_token(&app_tokens, APP).await), before);
+    clock.advance(appcreds_core::jwt::LIFETIME_SECS - appcreds_core::app_jwt::MIN_REMAINING_SECS);
+    let after = jwt_of(&app_token(&app_tokens, APP).await);
+    assert_eq!(public_of(&after, &[&old_pem, &new_pem]), [false, true], "signed by the new key only");
+
+    // The operator deletes the old key on GitHub: installation tokens keep coming.
+    world.stack.github.remove_app_key(APP, &old_pem.public_der).unwrap();
+    let body = json!({"appId": APP, "owner": "rotating-org"});
+    let reply = send(|r| installation_tokens.handle(r), UrlRequest::post_json("/tokens/installation", &body)).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+
+    stop.store(true, Ordering::SeqCst);
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    assert_eq!(*failed.lock().unwrap(), Vec::<String>::new(), "no request failed across the rotation");
+    assert!(served.load(Ordering::SeqCst) >= 4, "the callers were served");
+}
+
+/// A function that read the App row just before the switch signs after the old key stopped
+/// signing: it reads the row again and signs with the new key instead of failing.
+#[tokio::test]
+async fn a_row_read_just_before_the_switch_signs_with_the_new_key() {
+    const APP: i64 = 160;
+    let world = Arc::new(World::start().await);
+    let (old_pem, new_pem) = (pem(false), Arc::new(pem(false)));
+    world.import(APP, &old_pem).await.unwrap();
+    let new_key = new_pem.clone();
+    let world_for_hook = world.clone();
+    let store = RotateAfterFirstRead {
+        inner: DynamoAppStore::new(world.stack.ddb.clone(), &world.stack.app_table),
+        rotate: tokio::sync::Mutex::new(Some(Box::pin(async move {
+            world_for_hook.manager.rotate(APP, &new_key.key, &world_for_hook.roles, None, &|_: &str| {}).await.unwrap();
+        }))),
+        reads: AtomicUsize::new(0),
+    };
+    let jwts = AppJwts::new(KmsSigner::new(world.function_kms()), store, SystemClock);
+    let jwt = jwts.get(APP).await.expect("no failure across the rotation");
+    assert_eq!(public_of(jwt.token.expose(), &[&old_pem, &new_pem]), [false, true], "signed by the new key only");
+    // The old key refused (Status=Inactive), so the row was read again.
+    assert_eq!(world.stack.counter.count("Sign"), 2);
+    assert_eq!(world.tags(&world.app_row(APP).await.unwrap().kms_key_arn.unwrap()).await["Status"], "Active");
+}
+
+/// An App store that, on its first read, lets a rotation run after reading the row and before
+/// answering: the reader holds the old key's ARN while the old key is retired.
+struct RotateAfterFirstRead {
+    inner: DynamoAppStore,
+    rotate: tokio::sync::Mutex<Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>>,
+    reads: AtomicUsize,
+}
+
+impl AppStore for RotateAfterFirstRead {
+    async fn get_app(&self, app_id: i64) -> Result<Option<AppRecord>, appcreds_core::Error> {
+        let row = self.inner.get_app(app_id).await?;
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if let Some(rotation) = self.rotate.lock().await.take() {
+            rotation.await;
+        }
+        Ok(row)
+    }
+}
+
+#[tokio::test]
+async fn rotation_is_refused_for_the_same_key_and_for_an_app_without_a_key() {
+    let world = World::start().await;
+    let current = pem(false);
+    let arn = world.import(170, &current).await.unwrap();
+    let created = world.operator.count("CreateKey");
+
+    let same = world.manager.rotate(170, &current.key, &world.roles, None, &|_: &str| {}).await.unwrap_err();
+    assert_eq!(same.to_string(), format!("the PEM is App 170's current key ({arn})"));
+    let none = world.manager.rotate(171, &pem(false).key, &world.roles, None, &|_: &str| {}).await.unwrap_err();
+    assert_eq!(none.to_string(), "App 171 has no key to rotate; use `appcreds key import`");
+    assert_eq!((same.exit_code(), none.exit_code()), (4, 4));
+    assert_eq!(world.operator.count("CreateKey"), created, "no key was created");
+    assert_eq!(world.tags(&arn).await["Status"], "Active");
+}
+
+/// Two operators rotate one App at once: the App table's conditional write lets exactly one
+/// switch; the other's new key is tagged Failed and the App ends on the winner's key.
+#[tokio::test]
+async fn concurrent_rotations_switch_once_and_fail_the_loser_cleanly() {
+    const APP: i64 = 180;
+    let world = World::start().await;
+    let original = world.import(APP, &pem(false)).await.unwrap();
+    let (a, b) = (pem(false), pem(true));
+    let (ra, rb) = tokio::join!(
+        world.manager.rotate(APP, &a.key, &world.roles, None, &|_: &str| {}),
+        world.manager.rotate(APP, &b.key, &world.roles, None, &|_: &str| {}),
+    );
+    let (winner, loser) = match (ra, rb) {
+        (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+        other => panic!("exactly one rotation must win: {other:?}"),
+    };
+    assert_eq!(winner.previous_key_arn, original);
+    assert!(
+        loser.to_string().starts_with(&format!("App {APP}'s key changed meanwhile (now {})", winner.key_arn)),
+        "{loser}"
+    );
+    assert_eq!(loser.exit_code(), 4);
+    assert_eq!(world.app_row(APP).await.unwrap().kms_key_arn.as_deref(), Some(winner.key_arn.as_str()));
+    let mut statuses: Vec<String> = world.keys_of(APP).await.into_iter().map(|(_, s)| s).collect();
+    statuses.sort();
+    assert_eq!(statuses, ["Active", "Failed", "Inactive"]);
+}
+
+#[tokio::test]
+async fn list_shows_each_app_with_its_key_state_and_tags() {
+    let world = World::start().await;
+    let arn = world.import(190, &pem(false)).await.unwrap();
+    appcreds_testkit::aws::put_app(&world.stack.ddb, &world.stack.app_table, 191, None).await.unwrap();
+    let gone = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000";
+    appcreds_testkit::aws::put_app(&world.stack.ddb, &world.stack.app_table, 192, Some(gone)).await.unwrap();
+
+    let apps = world.manager.list().await.unwrap();
+    assert_eq!(apps.iter().map(|a| a.app_id).collect::<Vec<_>>(), [190, 191, 192]);
+    assert_eq!(apps[0].kms_key_arn.as_deref(), Some(arn.as_str()));
+    assert_eq!(apps[0].key_state.as_deref(), Some("Enabled"));
+    assert_eq!(apps[0].tags["Status"], "Active");
+    assert_eq!(apps[0].tags["AppId"], "190");
+    assert_eq!((apps[1].kms_key_arn.as_deref(), apps[1].key_state.as_deref()), (None, None));
+    assert!(
+        apps[2].error.as_deref().unwrap().starts_with("KMS DescribeKey failed: NotFoundException"),
+        "{:?}",
+        apps[2]
+    );
+    let listed = serde_json::to_value(&apps[0]).unwrap();
+    assert_eq!(listed["kmsKeyArn"], arn);
+    assert!(listed.get("error").is_none());
+}
