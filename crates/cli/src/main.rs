@@ -262,7 +262,14 @@ async fn call(cli: &Cli, json_out: bool) -> Result<(), CliError> {
         refresh_cache: cli.urls.refresh_cache_url.clone(),
     }
     .or(Urls::from_env());
-    if !urls.is_complete() {
+    let missing = match &cli.command {
+        Command::AppToken { .. } => urls.app_token.is_none(),
+        Command::Token(_) => urls.installation_token.is_none(),
+        Command::Installations { .. } => urls.get_installation.is_none(),
+        Command::Refresh => urls.refresh_cache.is_none(),
+        Command::Key(_) | Command::Revoke { .. } => false,
+    };
+    if missing {
         urls = urls.or(Urls::from_stack_outputs(&outputs(cli, &config).await?));
     }
     let client = Client::from_config(&config, urls)?;

@@ -108,14 +108,6 @@ impl Urls {
         }
     }
 
-    /// Whether every URL is known.
-    pub fn is_complete(&self) -> bool {
-        self.app_token.is_some()
-            && self.installation_token.is_some()
-            && self.get_installation.is_some()
-            && self.refresh_cache.is_some()
-    }
-
     /// Fills what `self` lacks from `other`.
     pub fn or(self, other: Urls) -> Urls {
         Urls {

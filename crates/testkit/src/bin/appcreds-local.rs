@@ -353,6 +353,19 @@ async fn cli_token(base: &str, app_id: i64, github: &GitHubDouble) -> Result<(),
         "appcreds token --owner octocat --permission metadata=read (GITHUB_ACTIONS) → masked; $GITHUB_OUTPUT has installation-id={}, app-slug={}, expires-at={}; scope {:?}",
         out["installation-id"], out["app-slug"], out["expires-at"], issued.permissions
     ));
+
+    // The job's last step: revoke the token at GitHub.
+    let revoke = tokio::process::Command::new(&cli)
+        .args(["revoke", "--token-env", "APPCREDS_JOB_TOKEN"])
+        .env("APPCREDS_JOB_TOKEN", token)
+        .env("GITHUB_API_URL", github.url())
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    if !revoke.status.success() || !github.issued(token).is_some_and(|t| t.revoked) {
+        return Err(format!("appcreds revoke failed: {}", String::from_utf8_lossy(&revoke.stderr)).into());
+    }
+    step("appcreds revoke --token-env … → GitHub revoked the token");
     Ok(())
 }
 

@@ -1,0 +1,332 @@
+#![allow(clippy::unwrap_used)]
+//! The `appcreds` binary against real parts: the moto server (KMS, DynamoDB, CloudFormation),
+//! the GitHub double, and a loopback Function URL.
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+
+use appcreds_testkit::aws::{self, REGION};
+use appcreds_testkit::github::{GitHubDouble, Installation};
+use appcreds_testkit::moto::Moto;
+use appcreds_testkit::unique;
+use axum::http::HeaderMap;
+use rsa::RsaPrivateKey;
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::pkcs8::LineEnding;
+use serde_json::{Value, json};
+
+const ROLE: &str = "arn:aws:iam::123456789012:role/appcreds-AppTokenFunctionRole-1A2B3C";
+
+/// Runs `appcreds` with AWS pointed at `endpoint` and test credentials, on a blocking thread so
+/// that the test's runtime keeps serving the test's own servers meanwhile.
+async fn appcreds(endpoint: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_appcreds"));
+    cmd.args(args)
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("APPCREDS_STACK")
+        .env_remove("APPCREDS_APP_TABLE")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn write_pem(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn temp_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique("appcreds-cli"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A loopback listener that counts connections: AWS calls that were not supposed to happen.
+async fn tripwire() -> (String, Arc<Mutex<usize>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(Mutex::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            *counted.lock().unwrap() += 1;
+            drop(socket);
+        }
+    });
+    (url, hits)
+}
+
+#[tokio::test]
+async fn bad_pems_are_refused_with_a_clear_message_before_any_aws_call() {
+    let (endpoint, hits) = tripwire().await;
+    let dir = temp_dir();
+    let small = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap().to_pkcs1_pem(LineEnding::LF).unwrap();
+    let good = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap().to_pkcs1_pem(LineEnding::LF).unwrap();
+    let cases = [
+        (write_pem(&dir, "small.pem", &small), 4, "bad key: the key is RSA-1024; GitHub App keys are RSA-2048"),
+        (
+            write_pem(&dir, "ec.pem", include_str!("data/ec-p256.pem")),
+            4,
+            "bad key: not an RSA private key (PKCS#8 of another algorithm, or corrupt)",
+        ),
+        (
+            write_pem(&dir, "corrupt.pem", &good.replacen("MII", "MIX", 1)),
+            4,
+            "bad key: the PKCS#1 RSA key cannot be read",
+        ),
+        (write_pem(&dir, "text.pem", "not a key"), 4, "bad key: not a PEM file"),
+        (dir.join("missing.pem").to_string_lossy().into_owned(), 2, "--pem: cannot read"),
+    ];
+    for (path, code, message) in cases {
+        for command in ["import", "rotate"] {
+            let args =
+                ["key", command, "--app-id", "7", "--pem", &path, "--app-table", "apps", "--function-role-arn", ROLE];
+            let out = appcreds(&endpoint, &args, &[]).await;
+            assert_eq!(out.status.code(), Some(code), "{command} {path}: {}", stderr(&out));
+            assert!(stderr(&out).starts_with(&format!("appcreds: {message}")), "{command} {path}: {}", stderr(&out));
+        }
+    }
+    assert!(Path::new(&dir.join("small.pem")).exists(), "a refused PEM is not deleted");
+    assert_eq!(*hits.lock().unwrap(), 0, "no AWS call was made");
+}
+
+#[tokio::test]
+async fn key_flags_are_checked_before_any_aws_call() {
+    let (endpoint, hits) = tripwire().await;
+    let dir = temp_dir();
+    let good = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap().to_pkcs1_pem(LineEnding::LF).unwrap();
+    let pem = write_pem(&dir, "app.pem", &good);
+    let cases: &[(&[&str], &str)] = &[
+        (&["key", "import", "--pem", &pem], "--app-id"),
+        (&["key", "import", "--app-id", "0", "--pem", &pem], "--app-id"),
+        (&["key", "import", "--app-id", "7"], "--pem"),
+        (&["key", "import", "--app-id", "7", "--pem", &pem, "--function-role-arn", ROLE], "--app-table"),
+        (&["key", "import", "--app-id", "7", "--pem", &pem, "--app-table", "t"], "--function-role-arn"),
+        (
+            &["key", "import", "--app-id", "7", "--pem", &pem, "--app-table", "t", "--function-role-arn", "alice"],
+            "--function-role-arn",
+        ),
+        (
+            &["key", "rotate", "--app-id", "7", "--pem", &pem, "--schedule-deletion-days", "6"],
+            "--schedule-deletion-days",
+        ),
+        (
+            &["key", "rotate", "--app-id", "7", "--pem", &pem, "--schedule-deletion-days", "31"],
+            "--schedule-deletion-days",
+        ),
+        (&["key", "list"], "--app-table"),
+        (&["key", "frobnicate"], "frobnicate"),
+        (&["revoke", "--token-env", "APPCREDS_TEST_UNSET_VARIABLE"], "--token-env"),
+    ];
+    for (args, flag) in cases {
+        let out = appcreds(&endpoint, args, &[]).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(flag), "{args:?}: {flag} not named in {}", stderr(&out));
+    }
+    assert_eq!(*hits.lock().unwrap(), 0, "no AWS call was made");
+    assert!(Path::new(&pem).exists());
+}
+
+/// moto cannot import key material: the binary's import fails after the key exists, so it
+/// tags the key `Status=Failed`, names the cleanup command, leaves the App table alone and keeps
+/// the PEM even with --delete-pem.
+#[tokio::test]
+async fn an_import_that_fails_at_kms_tags_the_key_failed_and_prints_the_cleanup() {
+    let moto = Moto::shared();
+    let sdk = aws::sdk_config(moto.endpoint()).await;
+    let (kms, ddb) = (aws_sdk_kms::Client::new(&sdk), aws_sdk_dynamodb::Client::new(&sdk));
+    let table = unique("apps");
+    aws::create_app_table(&ddb, &table).await.unwrap();
+    let dir = temp_dir();
+    let pem = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap().to_pkcs1_pem(LineEnding::LF).unwrap();
+    let pem = write_pem(&dir, "app.pem", &pem);
+    let args = [
+        "key",
+        "import",
+        "--app-id",
+        "9001",
+        "--pem",
+        &pem,
+        "--app-table",
+        &table,
+        "--function-role-arn",
+        ROLE,
+        "--delete-pem",
+    ];
+    let out = appcreds(moto.endpoint(), &args, &[]).await;
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert!(text.starts_with("appcreds: KMS GetParametersForImport failed"), "{text}");
+    let arn = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().strip_prefix("aws kms schedule-key-deletion --key-id "))
+        .and_then(|l| l.strip_suffix(" --pending-window-in-days 7"))
+        .unwrap_or_else(|| panic!("no cleanup command in {text}"));
+    assert!(text.contains("The new KMS key was tagged Status=Failed"), "{text}");
+    let tags = kms.list_resource_tags().key_id(arn).send().await.unwrap();
+    let status = tags.tags().iter().find(|t| t.tag_key() == "Status").map(|t| t.tag_value());
+    assert_eq!(status, Some("Failed"));
+    let row = ddb
+        .get_item()
+        .table_name(&table)
+        .key("AppId", aws_sdk_dynamodb::types::AttributeValue::N("9001".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(row.item.is_none(), "the App table was not touched");
+    assert!(Path::new(&pem).exists(), "the PEM is kept when the import failed");
+}
+
+/// A deployed stack's outputs, as `sam deploy` leaves them; its App table is a real table the
+/// stack created.
+async fn stack_with_outputs(sdk: &aws_config::SdkConfig, name: &str, function_url: &str) {
+    let cfn = aws_sdk_cloudformation::Client::new(sdk);
+    let template = json!({
+        "Resources": {"AppTable": {"Type": "AWS::DynamoDB::Table", "Properties": {
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": "AppId", "AttributeType": "N"}],
+            "KeySchema": [{"AttributeName": "AppId", "KeyType": "HASH"}]
+        }}},
+        "Outputs": {
+            "AppTableName": {"Value": {"Ref": "AppTable"}},
+            "FunctionRoleArns": {"Value": ROLE},
+            "AppTokenFunctionUrl": {"Value": function_url},
+            "InstallationTokenFunctionUrl": {"Value": function_url},
+            "GetInstallationFunctionUrl": {"Value": function_url},
+            "RefreshCacheFunctionUrl": {"Value": function_url}
+        }
+    });
+    cfn.create_stack().stack_name(name).template_body(template.to_string()).send().await.unwrap();
+}
+
+#[tokio::test]
+async fn key_list_finds_the_app_table_through_the_stack() {
+    let moto = Moto::shared();
+    let sdk = aws::sdk_config(moto.endpoint()).await;
+    let stack = unique("appcreds-list");
+    stack_with_outputs(&sdk, &stack, "https://abc.lambda-url.us-east-1.on.aws/").await;
+    let key = aws::create_app_key(&aws_sdk_kms::Client::new(&sdk), 31).await.unwrap();
+    let table = appcreds_client::stack_outputs(&aws_sdk_cloudformation::Client::new(&sdk), &stack).await.unwrap()
+        ["AppTableName"]
+        .clone();
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    aws::put_app(&ddb, &table, 31, Some(&key.arn)).await.unwrap();
+    aws::put_app(&ddb, &table, 32, None).await.unwrap();
+
+    let out = appcreds(moto.endpoint(), &["--stack", &stack, "--output", "json", "key", "list"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["apps"][0]["appId"], 31);
+    assert_eq!(listed["apps"][0]["kmsKeyArn"], key.arn);
+    assert_eq!(listed["apps"][0]["keyState"], "Enabled");
+    assert_eq!(listed["apps"][0]["tags"]["Status"], "Active");
+    assert_eq!(listed["apps"][1], json!({"appId": 32, "kmsKeyArn": null, "keyState": null, "tags": {}}));
+
+    let human = appcreds(moto.endpoint(), &["--stack", &stack, "key", "list"], &[]).await;
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.starts_with("APP        KEY STATE        STATUS    KEY ARN\n"), "{text}");
+    assert!(text.contains(&format!("31         Enabled          Active    {}", key.arn)), "{text}");
+    assert!(text.contains("32         -                -         (no key)"), "{text}");
+
+    let missing = appcreds(moto.endpoint(), &["--stack", "no-such-stack", "key", "list"], &[]).await;
+    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+    assert!(stderr(&missing).contains("stack \"no-such-stack\" does not exist"), "{}", stderr(&missing));
+}
+
+/// The Function URL comes from the stack's outputs, and the request is SigV4-signed for
+/// service `lambda` in the URL's region.
+#[tokio::test]
+async fn function_urls_come_from_the_stack_outputs() {
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let recorded = seen.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap| {
+        let recorded = recorded.clone();
+        async move {
+            let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            recorded.lock().unwrap().push((uri.path().to_string(), auth));
+            axum::Json(json!({"appId": 5, "appToken": "eyJ.test.jwt", "expirationTime": "2026-11-25T10:00:00Z"}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let moto = Moto::shared();
+    let sdk = aws::sdk_config(moto.endpoint()).await;
+    let stack = unique("appcreds-urls");
+    stack_with_outputs(&sdk, &stack, &url).await;
+    let out = appcreds(moto.endpoint(), &["--stack", &stack, "app-token", "--app-id", "5"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "eyJ.test.jwt\n");
+    let (path, authorization) = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(path, "/tokens/app");
+    assert!(authorization.starts_with("AWS4-HMAC-SHA256 Credential=testing/"), "{authorization}");
+    assert!(authorization.contains(&format!("/{REGION}/lambda/aws4_request")), "{authorization}");
+
+    // A flag beats the stack: the stack is not even read.
+    let out = appcreds(
+        "http://127.0.0.1:9",
+        &["--stack", &stack, "--app-token-url", &url, "app-token", "--app-id", "5"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(seen.lock().unwrap().len(), 1, "one more call, to the flag's URL");
+}
+
+#[tokio::test]
+async fn revoke_revokes_at_github_and_a_dead_token_is_refused() {
+    let github = GitHubDouble::start().await.unwrap();
+    github.install(Installation::org(77, 7701, "octo-org", &[(770101, "repo")]));
+    let token = github.issue_token_for_test(7701);
+    let env = [("GITHUB_API_URL", github.url()), ("APPCREDS_TEST_TOKEN", token.clone())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let out =
+        appcreds("http://127.0.0.1:9", &["--output", "json", "revoke", "--token-env", "APPCREDS_TEST_TOKEN"], &env)
+            .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!({"revoked": true}));
+    assert!(github.issued(&token).unwrap().revoked);
+    assert_eq!(github.calls("DELETE /installation/token"), 1);
+
+    let again = appcreds("http://127.0.0.1:9", &["revoke", "--token-env", "APPCREDS_TEST_TOKEN"], &env).await;
+    assert_eq!(again.status.code(), Some(4), "{}", stderr(&again));
+    assert!(stderr(&again).contains("GitHub does not accept this token (already revoked or expired)"));
+    assert!(!String::from_utf8_lossy(&again.stderr).contains(&token), "the token is never printed");
+}
+
+#[tokio::test]
+async fn revoke_reads_the_token_from_standard_input() {
+    use std::io::Write;
+    let github = GitHubDouble::start().await.unwrap();
+    github.install(Installation::org(78, 7801, "octo-org", &[(780101, "repo")]));
+    let token = github.issue_token_for_test(7801);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_appcreds"))
+        .args(["revoke"])
+        .env("GITHUB_API_URL", github.url())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{token}\n").as_bytes()).unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "revoked\n");
+    assert!(github.issued(&token).unwrap().revoked);
+}
