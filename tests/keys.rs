@@ -225,6 +225,7 @@ async fn the_key_policy_lets_the_functions_only_sign_and_only_while_active() {
         sign["Condition"]["StringEquals"],
         json!({
             "kms:SigningAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256",
+            "kms:MessageType": "RAW",
             "aws:ResourceTag/FrameworkForGitHubAppOnAwsManaged": "true",
             "aws:ResourceTag/Status": "Active"
         })

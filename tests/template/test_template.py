@@ -354,6 +354,20 @@ def test_outputs_name_real_resources(cfn):
             assert cfn["Outputs"][f"{function}Url"]["Value"] == {"Fn::GetAtt": [f"{function}Url", "FunctionUrl"]}
 
 
+def test_outputs_give_the_cli_what_it_reads(cfn):
+    """`appcreds --stack` reads the App table, the signing roles (for App keys' key policies) and
+    the Function URLs from these outputs."""
+    outputs = cfn["Outputs"]
+    assert outputs["AppTableName"]["Value"] == {"Ref": "AppTable"}
+    signers = sorted(f for f, e in EXPECTED.items() if ("kms:Sign", "AppKeys") in e["grants"])
+    joined = outputs["FunctionRoleArns"]["Value"]["Fn::Join"]
+    assert joined[0] == ","
+    assert sorted(v["Fn::GetAtt"][0] for v in joined[1]) == sorted(f"{f}Role" for f in signers)
+    assert all(v["Fn::GetAtt"][1] == "Arn" for v in joined[1])
+    for url in ["AppTokenFunctionUrl", "InstallationTokenFunctionUrl", "GetInstallationFunctionUrl", "RefreshCacheFunctionUrl"]:
+        assert url in outputs
+
+
 def test_samconfig_tags_the_stack():
     text = (ROOT / "samconfig.toml").read_text()
     assert 'FrameworkForGitHubAppOnAwsManaged=\\"CredentialManager\\"' in text

@@ -82,8 +82,8 @@ impl SigningRoles {
     }
 
     /// The key policy: the account administers the key through IAM; the functions' roles may
-    /// only `kms:Sign`, only with RSASSA_PKCS1_V1_5_SHA_256, and only while the key is tagged
-    /// as an active appcreds key.
+    /// only `kms:Sign`, only with RSASSA_PKCS1_V1_5_SHA_256 over a RAW message (as the template's
+    /// IAM grants it), and only while the key is tagged as an active appcreds key.
     pub fn key_policy(&self) -> Value {
         let roles = &self.roles;
         json!({
@@ -105,6 +105,7 @@ impl SigningRoles {
                     "Resource": "*",
                     "Condition": {"StringEquals": {
                         "kms:SigningAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256",
+                        "kms:MessageType": "RAW",
                         format!("aws:ResourceTag/{MANAGED_TAG}"): "true",
                         "aws:ResourceTag/Status": "Active"
                     }}

@@ -169,6 +169,9 @@ async fn run(opts: Options) -> Result<(), BoxError> {
     step(&format!("functions {} behind local Function URLs at {base}/<function>/…", FUNCTIONS.join(", ")));
 
     let mut result = demo(&base, opts.app_id, &key.public_key_der, &github).await;
+    if result.is_ok() {
+        result = cli_key_list(moto.endpoint(), app_table, opts.app_id, &key.arn).await;
+    }
     if let (Ok(()), Some(requests)) = (&result, opts.measure) {
         let cold = spawned_at.elapsed();
         result = measure(&base, opts.app_id, requests, cold, children.last().and_then(|c| c.id())).await;
@@ -366,6 +369,33 @@ async fn cli_token(base: &str, app_id: i64, github: &GitHubDouble) -> Result<(),
         return Err(format!("appcreds revoke failed: {}", String::from_utf8_lossy(&revoke.stderr)).into());
     }
     step("appcreds revoke --token-env … → GitHub revoked the token");
+    Ok(())
+}
+
+/// `appcreds key list` as an operator runs it, against the local AWS.
+async fn cli_key_list(endpoint: &str, app_table: &str, app_id: i64, key_arn: &str) -> Result<(), BoxError> {
+    let cli = std::env::current_exe()?.with_file_name("appcreds");
+    let run = tokio::process::Command::new(&cli)
+        .args(["--output", "json", "key", "list", "--app-table", app_table])
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    let listed: Value = serde_json::from_slice(&run.stdout).unwrap_or(Value::Null);
+    let app = &listed["apps"][0];
+    if !run.status.success()
+        || app["appId"] != app_id
+        || app["kmsKeyArn"] != key_arn
+        || app["tags"]["Status"] != "Active"
+    {
+        return Err(format!("appcreds key list: {listed} {}", String::from_utf8_lossy(&run.stderr)).into());
+    }
+    let state = app["keyState"].as_str().unwrap_or("?");
+    step(&format!("appcreds key list (operator) → App {app_id}: {key_arn}, {state}, Status=Active"));
     Ok(())
 }
 
