@@ -330,3 +330,45 @@ async fn revoke_reads_the_token_from_standard_input() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "revoked\n");
     assert!(github.issued(&token).unwrap().revoked);
 }
+
+/// Exit codes tell a script what went wrong: the Function URL answers as Lambda and appcreds do.
+#[tokio::test]
+async fn exit_codes_distinguish_auth_refusal_failure_and_throttling() {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().fallback(|body: axum::body::Bytes| async move {
+        let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let (status, error, answer) = match body["appId"].as_i64() {
+            Some(1) => (StatusCode::FORBIDDEN, None, json!({"Message": "Forbidden"})),
+            Some(2) => {
+                (StatusCode::BAD_REQUEST, Some("ClientSideError"), json!({"message": "App 2 is not registered"}))
+            }
+            Some(3) => (StatusCode::INTERNAL_SERVER_ERROR, Some("ServerSideError"), json!({"message": "Internal"})),
+            _ => (
+                StatusCode::TOO_MANY_REQUESTS,
+                Some("ThrottlingException"),
+                json!({"message": "slow down", "retryAfterSeconds": 7}),
+            ),
+        };
+        let mut resp = (status, axum::Json(answer)).into_response();
+        if let Some(error) = error {
+            resp.headers_mut().insert("x-amzn-errortype", error.parse().unwrap());
+        }
+        resp
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    for (app_id, code, message) in [
+        ("1", 3, "not authorised to call"),
+        ("2", 4, "App 2 is not registered"),
+        ("3", 5, "appcreds failed: Internal"),
+        ("4", 6, "throttled; retry after 7 s"),
+    ] {
+        let out =
+            appcreds("http://127.0.0.1:9", &["--app-token-url", &url, "app-token", "--app-id", app_id], &[]).await;
+        assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{}", stderr(&out));
+        assert!(out.stdout.is_empty());
+    }
+}

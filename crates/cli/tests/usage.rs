@@ -60,3 +60,23 @@ fn help_teaches() {
         assert!(help.contains(word), "{word} missing from:\n{help}");
     }
 }
+
+#[test]
+fn key_help_teaches_the_import_and_the_rotation() {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_appcreds")).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let import = help(&["key", "import", "--help"]);
+    for word in ["--app-id", "--pem", "--delete-pem", "--function-role-arn", "--app-table", "PKCS#1", "RSA-2048"] {
+        assert!(import.contains(word), "{word} missing from:\n{import}");
+    }
+    let rotate = help(&["key", "rotate", "--help"]);
+    for word in ["--schedule-deletion-days", "generate a new private key", "wait 10 minutes", "delete the old key"] {
+        assert!(rotate.contains(word), "{word} missing from:\n{rotate}");
+    }
+    let top = help(&["--help"]);
+    for word in ["key", "revoke", "--stack", "Exit codes"] {
+        assert!(top.contains(word), "{word} missing from:\n{top}");
+    }
+}
