@@ -2,9 +2,8 @@
 
 use std::future::Future;
 
-use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::error::Error;
@@ -65,44 +64,30 @@ impl DynamoAppStore {
     /// Registers `key_arn` as the signing key of an App that has none yet (no row, or a row
     /// without `KmsKeyArn`). An App that already has a key is left alone: rotate it instead.
     pub async fn register_key(&self, app_id: i64, key_arn: &str) -> Result<KeyWrite, Error> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("AppId", AttributeValue::N(app_id.to_string()))
-            .update_expression("SET KmsKeyArn = :new")
-            .condition_expression("attribute_not_exists(KmsKeyArn) OR KmsKeyArn = :empty")
-            .expression_attribute_values(":new", AttributeValue::S(key_arn.to_string()))
-            .expression_attribute_values(":empty", AttributeValue::S(String::new()))
-            .send()
-            .await;
-        self.conditional(app_id, out).await
+        self.write_key(app_id, key_arn, "attribute_not_exists(KmsKeyArn) OR KmsKeyArn = :expected", "").await
     }
 
     /// Switches an App from `old_arn` to `new_arn` in one conditional write: callers read either
     /// the old key or the new one, and a concurrent rotation is detected instead of overwritten.
     pub async fn switch_key(&self, app_id: i64, old_arn: &str, new_arn: &str) -> Result<KeyWrite, Error> {
-        let out = self
+        self.write_key(app_id, new_arn, "KmsKeyArn = :expected", old_arn).await
+    }
+
+    /// Sets the App's `KmsKeyArn` if `condition` (on `:expected`) holds; otherwise reports the
+    /// row's current key.
+    async fn write_key(&self, app_id: i64, key_arn: &str, condition: &str, expected: &str) -> Result<KeyWrite, Error> {
+        let written = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("AppId", AttributeValue::N(app_id.to_string()))
             .update_expression("SET KmsKeyArn = :new")
-            .condition_expression("KmsKeyArn = :old")
-            .expression_attribute_values(":new", AttributeValue::S(new_arn.to_string()))
-            .expression_attribute_values(":old", AttributeValue::S(old_arn.to_string()))
+            .condition_expression(condition)
+            .expression_attribute_values(":new", AttributeValue::S(key_arn.to_string()))
+            .expression_attribute_values(":expected", AttributeValue::S(expected.to_string()))
             .send()
             .await;
-        self.conditional(app_id, out).await
-    }
-
-    /// A conditional write's outcome; on a failed condition, the row as it is now.
-    async fn conditional(
-        &self,
-        app_id: i64,
-        result: Result<UpdateItemOutput, SdkError<UpdateItemError, HttpResponse>>,
-    ) -> Result<KeyWrite, Error> {
-        match result {
+        match written {
             Ok(_) => Ok(KeyWrite::Written),
             Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => {
                 let current = self.get_app(app_id).await?.and_then(|app| app.kms_key_arn);
