@@ -187,23 +187,19 @@ impl KeyManager {
                 "App {app_id} already has a key ({current}); use `appcreds key rotate` to replace it"
             )));
         }
-        let key_arn = self.create_key(app_id, roles, progress).await?;
-        let registered = async {
-            self.import_and_prove(&key_arn, app_id, key, progress).await?;
-            progress.step("registering the App");
-            match self.apps.register_key(app_id, &key_arn).await.map_err(CliError::from_core)? {
-                KeyWrite::Written => Ok(()),
-                KeyWrite::Conflict { current } => Err(CliError::Refused(format!(
-                    "App {app_id} got a key from someone else meanwhile ({}); nothing was changed",
-                    current.as_deref().unwrap_or("none")
-                ))),
-            }
-        }
-        .await;
-        match registered {
-            Ok(()) => Ok(Imported { app_id, key_arn }),
-            Err(err) => Err(self.fail_key(&key_arn, err).await),
-        }
+        let key_arn = self
+            .new_key(app_id, key, roles, progress, async |key_arn: &str| {
+                progress.step("registering the App");
+                match self.apps.register_key(app_id, key_arn).await.map_err(CliError::from_core)? {
+                    KeyWrite::Written => Ok(()),
+                    KeyWrite::Conflict { current } => Err(CliError::Refused(format!(
+                        "App {app_id} got a key from someone else meanwhile ({}); nothing was changed",
+                        current.as_deref().unwrap_or("none")
+                    ))),
+                }
+            })
+            .await?;
+        Ok(Imported { app_id, key_arn })
     }
 
     /// Replaces an App's key: imports `key` as a new KMS key, switches the App table to it in one
@@ -224,22 +220,18 @@ impl KeyManager {
         if self.public_key(&old).await.is_some_and(|current| current == key.public_key()) {
             return Err(CliError::Refused(format!("the PEM is App {app_id}'s current key ({old})")));
         }
-        let key_arn = self.create_key(app_id, roles, progress).await?;
-        let switched = async {
-            self.import_and_prove(&key_arn, app_id, key, progress).await?;
-            progress.step("switching the App to the new key");
-            match self.apps.switch_key(app_id, &old, &key_arn).await.map_err(CliError::from_core)? {
-                KeyWrite::Written => Ok(()),
-                KeyWrite::Conflict { current } => Err(CliError::Refused(format!(
-                    "App {app_id}'s key changed meanwhile (now {}); nothing was switched",
-                    current.as_deref().unwrap_or("none")
-                ))),
-            }
-        }
-        .await;
-        if let Err(err) = switched {
-            return Err(self.fail_key(&key_arn, err).await);
-        }
+        let key_arn = self
+            .new_key(app_id, key, roles, progress, async |key_arn: &str| {
+                progress.step("switching the App to the new key");
+                match self.apps.switch_key(app_id, &old, key_arn).await.map_err(CliError::from_core)? {
+                    KeyWrite::Written => Ok(()),
+                    KeyWrite::Conflict { current } => Err(CliError::Refused(format!(
+                        "App {app_id}'s key changed meanwhile (now {}); nothing was switched",
+                        current.as_deref().unwrap_or("none")
+                    ))),
+                }
+            })
+            .await?;
         progress.step("retiring the old key");
         let retired = self.retire(&old, &key_arn, schedule_deletion_days).await;
         match retired {
@@ -291,6 +283,28 @@ impl KeyManager {
         let tags = self.kms.list_resource_tags().key_id(arn).send().await.map_err(aws("KMS ListResourceTags"))?;
         let tags = tags.tags().iter().map(|t| (t.tag_key().to_string(), t.tag_value().to_string())).collect();
         Ok((state.unwrap_or_else(|| "Unknown".into()), tags))
+    }
+
+    /// Creates a key, imports and proves `key` in it, then lets `adopt` point the App at it. A
+    /// failure once the key exists tags it `Status=Failed` and names the cleanup.
+    async fn new_key(
+        &self,
+        app_id: i64,
+        key: &AppPrivateKey,
+        roles: &SigningRoles,
+        progress: &dyn Progress,
+        adopt: impl AsyncFnOnce(&str) -> Result<(), CliError>,
+    ) -> Result<String, CliError> {
+        let key_arn = self.create_key(app_id, roles, progress).await?;
+        let adopted = async {
+            self.import_and_prove(&key_arn, app_id, key, progress).await?;
+            adopt(&key_arn).await
+        }
+        .await;
+        match adopted {
+            Ok(()) => Ok(key_arn),
+            Err(err) => Err(self.fail_key(&key_arn, err).await),
+        }
     }
 
     async fn create_key(&self, app_id: i64, roles: &SigningRoles, progress: &dyn Progress) -> Result<String, CliError> {
