@@ -446,12 +446,19 @@ async fn key_manager(
     Ok((KeyManager::new(aws_sdk_kms::Client::new(&config), apps), roles))
 }
 
-/// Reads and checks a PEM. The text is zeroed once parsed.
+/// Reads and checks a PEM. The text is read into one buffer of its size (no reallocation leaves
+/// copies behind) and zeroed once parsed.
 fn read_pem(path: &Path) -> Result<AppPrivateKey, CliError> {
-    let mut text = Zeroizing::new(String::new());
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_string(&mut text))
-        .map_err(|e| CliError::Usage(format!("--pem: cannot read {}: {e}", path.display())))?;
+    /// A GitHub App key PEM is about 1.7 KB.
+    const MAX_PEM_BYTES: u64 = 64 * 1024;
+    let cannot = |e: std::io::Error| CliError::Usage(format!("--pem: cannot read {}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    let size = file.metadata().map_err(cannot)?.len();
+    if size > MAX_PEM_BYTES {
+        return Err(CliError::Usage(format!("--pem: {} is {size} bytes, too large for a key", path.display())));
+    }
+    let mut text = Zeroizing::new(String::with_capacity(size as usize + 1));
+    file.read_to_string(&mut text).map_err(cannot)?;
     AppPrivateKey::from_pem(&text)
 }
 

@@ -99,6 +99,11 @@ async fn bad_pems_are_refused_with_a_clear_message_before_any_aws_call() {
             assert!(stderr(&out).starts_with(&format!("appcreds: {message}")), "{command} {path}: {}", stderr(&out));
         }
     }
+    let big = write_pem(&dir, "big.pem", &"A".repeat(100_000));
+    let args = ["key", "import", "--app-id", "7", "--pem", &big, "--app-table", "apps", "--function-role-arn", ROLE];
+    let out = appcreds(&endpoint, &args, &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).ends_with("is 100000 bytes, too large for a key\n"), "{}", stderr(&out));
     assert!(Path::new(&dir.join("small.pem")).exists(), "a refused PEM is not deleted");
     assert_eq!(*hits.lock().unwrap(), 0, "no AWS call was made");
 }
