@@ -516,3 +516,37 @@ async fn list_shows_each_app_with_its_key_state_and_tags() {
     assert_eq!(listed["kmsKeyArn"], arn);
     assert!(listed.get("error").is_none());
 }
+
+/// `key list --all-keys`: every appcreds-tagged key, in use or left to clean up.
+#[tokio::test]
+async fn managed_keys_show_what_is_in_use_and_what_to_clean_up() {
+    let world = World::start().await;
+    let first = world.import(200, &pem(false)).await.unwrap();
+    world.kms_import.inject(ImportFault::RefuseImport);
+    world.import(201, &pem(false)).await.unwrap_err();
+    let rotated = world.manager.rotate(200, &pem(true).key, &world.roles, None, &|_: &str| {}).await.unwrap();
+    // A key that is not an appcreds App key is not listed.
+    let foreign = world.stack.kms.create_key().description("someone else's").send().await.unwrap();
+    let foreign = foreign.key_metadata.unwrap().arn.unwrap();
+
+    let keys = world.manager.managed_keys().await.unwrap();
+    assert!(keys.iter().all(|k| k.key_arn != foreign));
+    let ours: Vec<(String, String, bool)> = keys
+        .iter()
+        .filter(|k| ["200", "201"].contains(&k.tags["AppId"].as_str()))
+        .map(|k| (k.tags["AppId"].clone(), k.tags["Status"].clone(), k.in_use))
+        .collect();
+    let mut expected = vec![
+        ("200".to_string(), "Inactive".to_string(), false),
+        ("200".to_string(), "Active".to_string(), true),
+        ("201".to_string(), "Failed".to_string(), false),
+    ];
+    let mut sorted = ours.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected);
+    let active = keys.iter().find(|k| k.key_arn == rotated.key_arn).unwrap();
+    assert_eq!((active.key_state.as_str(), active.in_use), ("Enabled", true));
+    let old = keys.iter().find(|k| k.key_arn == first).unwrap();
+    assert_eq!(old.tags["ReplacedBy"], rotated.key_arn);
+}

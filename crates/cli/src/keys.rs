@@ -6,7 +6,7 @@
 //! Only then is the key tagged `Status=Active` and named in the App table. A key that fails after
 //! it was created is tagged `Status=Failed`, and the error carries the command that deletes it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use appcreds_core::clock::{Clock, SystemClock, rfc3339};
 use appcreds_core::store::{AppLister, AppStore, DynamoAppStore, KeyWrite};
@@ -161,6 +161,17 @@ pub struct AppKeyInfo {
     pub error: Option<String>,
 }
 
+/// A KMS key tagged as an appcreds App key, whether or not an App uses it (`key list --all-keys`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedKey {
+    pub key_arn: String,
+    pub key_state: String,
+    /// Whether the App table names this key.
+    pub in_use: bool,
+    pub tags: BTreeMap<String, String>,
+}
+
 /// Imports, rotates and lists App keys.
 #[derive(Debug, Clone)]
 pub struct KeyManager {
@@ -267,6 +278,34 @@ impl KeyManager {
         Ok(out)
     }
 
+    /// Every KMS key tagged `FrameworkForGitHubAppOnAwsManaged=true` (keys whose tags the caller
+    /// cannot read are someone else's and skipped): Active keys in use, and the Inactive, Failed
+    /// or Importing ones left to clean up.
+    pub async fn managed_keys(&self) -> Result<Vec<ManagedKey>, CliError> {
+        let apps = self.apps.list_apps().await.map_err(CliError::from_core)?;
+        let in_use: HashSet<String> = apps.into_iter().filter_map(|app| app.kms_key_arn).collect();
+        let mut listed = self.kms.list_keys().into_paginator().items().send();
+        let mut keys = Vec::new();
+        while let Some(entry) = listed.next().await {
+            let entry = entry.map_err(aws("KMS ListKeys"))?;
+            let Some(arn) = entry.key_arn() else { continue };
+            let Ok(tags) = self.tags(arn).await else { continue };
+            if tags.get(MANAGED_TAG).map(String::as_str) != Some("true") {
+                continue;
+            }
+            keys.push(ManagedKey {
+                key_arn: arn.to_string(),
+                key_state: self.state(arn).await?,
+                in_use: in_use.contains(arn),
+                tags,
+            });
+        }
+        keys.sort_by(|a, b| {
+            (a.tags.get("AppId"), a.tags.get("CreatedOn")).cmp(&(b.tags.get("AppId"), b.tags.get("CreatedOn")))
+        });
+        Ok(keys)
+    }
+
     async fn current_key(&self, app_id: i64) -> Result<Option<String>, CliError> {
         Ok(self.apps.get_app(app_id).await.map_err(CliError::from_core)?.and_then(|app| app.kms_key_arn))
     }
@@ -278,11 +317,19 @@ impl KeyManager {
     }
 
     async fn describe(&self, arn: &str) -> Result<(String, BTreeMap<String, String>), CliError> {
+        Ok((self.state(arn).await?, self.tags(arn).await?))
+    }
+
+    /// KMS's key state (`Enabled`, `PendingDeletion`, ...).
+    async fn state(&self, arn: &str) -> Result<String, CliError> {
         let described = self.kms.describe_key().key_id(arn).send().await.map_err(aws("KMS DescribeKey"))?;
         let state = described.key_metadata().and_then(|m| m.key_state()).map(|s| s.as_str().to_string());
+        Ok(state.unwrap_or_else(|| "Unknown".into()))
+    }
+
+    async fn tags(&self, arn: &str) -> Result<BTreeMap<String, String>, CliError> {
         let tags = self.kms.list_resource_tags().key_id(arn).send().await.map_err(aws("KMS ListResourceTags"))?;
-        let tags = tags.tags().iter().map(|t| (t.tag_key().to_string(), t.tag_value().to_string())).collect();
-        Ok((state.unwrap_or_else(|| "Unknown".into()), tags))
+        Ok(tags.tags().iter().map(|t| (t.tag_key().to_string(), t.tag_value().to_string())).collect())
     }
 
     /// Creates a key, imports and proves `key` in it, then lets `adopt` point the App at it. A

@@ -142,6 +142,10 @@ enum KeyCommand {
     List {
         #[command(flatten)]
         table: TableArgs,
+        /// List every KMS key tagged as an appcreds App key instead, in use or not (Inactive,
+        /// Failed or Importing keys to clean up).
+        #[arg(long)]
+        all_keys: bool,
     },
 }
 
@@ -345,7 +349,28 @@ async fn call(cli: &Cli, json_out: bool) -> Result<(), CliError> {
 /// `appcreds key ...`.
 async fn key(cli: &Cli, command: &KeyCommand, json_out: bool) -> Result<(), CliError> {
     let args = match command {
-        KeyCommand::List { table } => {
+        KeyCommand::List { table, all_keys: true } => {
+            let (manager, _) = key_manager(cli, table, None).await?;
+            let keys = spin("reading KMS keys", manager.managed_keys()).await?;
+            print(json_out, json!({"keys": keys}), || {
+                let mut out =
+                    format!("{:<10} {:<10} {:<16} {:<7} {}\n", "APP", "STATUS", "KEY STATE", "IN USE", "KEY ARN");
+                for key in &keys {
+                    let tag = |name: &str| key.tags.get(name).map(String::as_str).unwrap_or("-").to_string();
+                    out += &format!(
+                        "{:<10} {:<10} {:<16} {:<7} {}\n",
+                        tag("AppId"),
+                        tag("Status"),
+                        key.key_state,
+                        if key.in_use { "yes" } else { "no" },
+                        key.key_arn
+                    );
+                }
+                out
+            });
+            return Ok(());
+        }
+        KeyCommand::List { table, all_keys: false } => {
             let (manager, _) = key_manager(cli, table, None).await?;
             let apps = spin("reading Apps and keys", manager.list()).await?;
             print(json_out, json!({"apps": apps}), || {

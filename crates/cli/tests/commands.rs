@@ -247,6 +247,14 @@ async fn key_list_finds_the_app_table_through_the_stack() {
     assert!(text.contains(&format!("31         Enabled          Active    {}", key.arn)), "{text}");
     assert!(text.contains("32         -                -         (no key)"), "{text}");
 
+    let all =
+        appcreds(moto.endpoint(), &["--stack", &stack, "--output", "json", "key", "list", "--all-keys"], &[]).await;
+    assert_eq!(all.status.code(), Some(0), "{}", stderr(&all));
+    let all: Value = serde_json::from_slice(&all.stdout).unwrap();
+    let ours = all["keys"].as_array().unwrap().iter().find(|k| k["keyArn"] == key.arn).unwrap();
+    assert_eq!((ours["inUse"].as_bool(), ours["keyState"].as_str()), (Some(true), Some("Enabled")));
+    assert_eq!(ours["tags"]["AppId"], "31");
+
     let missing = appcreds(moto.endpoint(), &["--stack", "no-such-stack", "key", "list"], &[]).await;
     assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
     assert!(stderr(&missing).contains("stack \"no-such-stack\" does not exist"), "{}", stderr(&missing));
