@@ -121,6 +121,23 @@ pub(super) struct Installations {
     pub rate_limit_tokens: Vec<IssuedToken>,
 }
 
+impl Installations {
+    /// Issues an installation token valid for an hour, as GitHub does, and remembers it.
+    fn issue(
+        &mut self,
+        installation_id: i64,
+        permissions: BTreeMap<String, String>,
+        repositories: Option<Vec<String>>,
+    ) -> IssuedToken {
+        self.next_token += 1;
+        let token = format!("ghs_double{:030}", self.next_token);
+        let issued =
+            IssuedToken { token, installation_id, expires_at: now() + 3600, permissions, repositories, revoked: false };
+        self.tokens.insert(issued.token.clone(), issued.clone());
+        issued
+    }
+}
+
 impl super::GitHubDouble {
     /// Adds or replaces an installation.
     pub fn install(&self, installation: Installation) {
@@ -139,21 +156,10 @@ impl super::GitHubDouble {
         tokens
     }
 
-    /// Issues a token directly (for tests of token users, without an App JWT).
+    /// Issues a `metadata: read` token directly (for tests of token users, without an App JWT).
     pub fn issue_token_for_test(&self, installation_id: i64) -> String {
-        let mut state = self.installations();
-        state.next_token += 1;
-        let token = format!("ghs_test{:032}", state.next_token);
-        let record = IssuedToken {
-            token: token.clone(),
-            installation_id,
-            expires_at: now() + 3600,
-            permissions: BTreeMap::from([("metadata".to_string(), "read".to_string())]),
-            repositories: None,
-            revoked: false,
-        };
-        state.tokens.insert(token.clone(), record);
-        token
+        let permissions = BTreeMap::from([("metadata".to_string(), "read".to_string())]);
+        self.installations().issue(installation_id, permissions, None).token
     }
 
     /// The token record of `token`, if the double issued it.
@@ -371,20 +377,9 @@ pub(super) async fn mint(
         }
         repos = Some(chosen);
     }
-    state.next_token += 1;
-    let token = format!("ghs_double{:030}", state.next_token);
-    let expires_at = now() + 3600;
-    state.tokens.insert(
-        token.clone(),
-        IssuedToken {
-            token: token.clone(),
-            installation_id: id,
-            expires_at,
-            permissions: permissions.clone(),
-            repositories: repos.as_ref().map(|r| r.iter().map(|r| r.name.clone()).collect()),
-            revoked: false,
-        },
-    );
+    let issued =
+        state.issue(id, permissions.clone(), repos.as_ref().map(|r| r.iter().map(|r| r.name.clone()).collect()));
+    let (token, expires_at) = (issued.token, issued.expires_at);
     let mut out = json!({
         "token": token,
         "expires_at": super::rfc3339(expires_at),
