@@ -3,23 +3,17 @@
 
 use std::sync::Arc;
 
-use appcreds_core::api::Transport;
-use appcreds_core::app_jwt::AppJwts;
-use appcreds_core::app_token::AppTokenHandler;
-use appcreds_core::clock::{Clock, ManualClock, SystemClock, rfc3339};
-use appcreds_core::signer::KmsSigner;
-use appcreds_core::store::DynamoAppStore;
+use appcreds_core::domain::clock::{Clock, ManualClock, SystemClock, rfc3339};
+use appcreds_core::http::Endpoint;
+use appcreds_core::ops::app_token::AppToken;
 use appcreds_tests::github::jwt::{public_key, verify_rs256};
 use appcreds_tests::lambda::{CALLER_ARN, Reply, UrlRequest};
-use appcreds_tests::{Logs, Stack, send};
+use appcreds_tests::{Logs, Stack, endpoint, send};
 use serde_json::{Value, json};
 
 const PATH: &str = "/tokens/app";
 
-async fn post(
-    handler: &AppTokenHandler<impl appcreds_core::signer::Signer, impl appcreds_core::store::AppStore, impl Clock>,
-    body: Value,
-) -> Reply {
+async fn post(handler: &Endpoint<AppToken>, body: Value) -> Reply {
     send(|r| handler.handle(r), UrlRequest::post_json(PATH, &body)).await
 }
 
@@ -230,12 +224,7 @@ async fn an_unreachable_kms_is_a_server_error_without_detail() {
     // A KMS endpoint where nothing listens.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let dead = appcreds_testkit::aws::sdk_config(&format!("http://{closed}")).await;
-    let jwts = AppJwts::new(
-        KmsSigner::new(aws_sdk_kms::Client::new(&dead)),
-        DynamoAppStore::new(stack.counted_ddb(), &stack.app_table),
-        SystemClock,
-    );
-    let handler = AppTokenHandler::new(jwts, Transport { require_iam_caller: true });
+    let handler = endpoint(AppToken::new(&stack.services_on(aws_sdk_kms::Client::new(&dead), SystemClock)));
     let reply = post(&handler, json!({"appId": 13})).await;
     assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")));
     assert_eq!(reply.body, json!({"message": "Internal server error"}));
@@ -308,9 +297,7 @@ async fn kms_refusals_map_to_defined_errors() {
                 .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
                 .build(),
         );
-        let jwts =
-            AppJwts::new(KmsSigner::new(kms), DynamoAppStore::new(stack.counted_ddb(), &stack.app_table), SystemClock);
-        let handler = AppTokenHandler::new(jwts, Transport { require_iam_caller: true });
+        let handler = endpoint(AppToken::new(&stack.services_on(kms, SystemClock)));
         let reply = post(&handler, json!({"appId": 14})).await;
         assert_eq!(reply.status, status, "{name}: {:?}", reply.body);
         assert_eq!(reply.error_type.as_deref(), Some(error), "{name}");

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 //! get-installation through the real handler and moto (DynamoDB, and KMS HMAC for nextTokens).
 
-use appcreds_core::installations::{InstallationRecord, InstallationStore};
+use appcreds_core::ports::{InstallationRecord, InstallationStore};
 use appcreds_tests::lambda::{Reply, UrlRequest};
 use appcreds_tests::{Stack, send};
 use serde_json::{Value, json};
@@ -52,10 +52,7 @@ async fn info_finds_every_app_of_a_node() {
 }
 
 async fn list(
-    handler: &appcreds_core::get_installation::GetInstallationHandler<
-        impl InstallationStore,
-        impl appcreds_core::page_token::Mac,
-    >,
+    handler: &appcreds_core::http::Endpoint<appcreds_core::ops::get_installation::GetInstallation>,
     body: Value,
 ) -> Reply {
     send(|r| handler.handle(r), UrlRequest::post_json("/installations", &body)).await

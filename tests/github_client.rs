@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use appcreds_core::Error;
 use appcreds_core::Secret;
-use appcreds_core::clock::{Clock, SystemClock};
+use appcreds_core::aws::kms::KmsSigner;
+use appcreds_core::domain::clock::{Clock, SystemClock};
+use appcreds_core::domain::jwt::{Claims, assemble};
 use appcreds_core::github::{Auth, GitHubClient, RetryPolicy, Timeouts};
-use appcreds_core::jwt::{Claims, assemble};
-use appcreds_core::signer::{KmsSigner, Signer};
+use appcreds_core::ports::Signer;
 use appcreds_tests::Stack;
 use appcreds_tests::github::{Fault, FaultKind, Installation};
 use serde_json::Value;
@@ -100,8 +101,8 @@ async fn a_rate_limit_beyond_the_budget_is_a_throttling_error_at_once() {
     stack.github.inject(Fault::new("GET /app", 1, FaultKind::RateLimit { status: 403, retry_after: None }));
     let err = gh.get::<Value>("/app", auth).await.unwrap_err();
     assert!(matches!(err, Error::Throttled { retry_after_seconds: 60, .. }), "{err:?}");
-    let (_, name, body) = appcreds_core::api::error_parts(&err);
-    assert_eq!((name, body["retryAfterSeconds"].as_u64()), ("ThrottlingException", Some(60)));
+    let (name, body) = appcreds_core::http::error_reply(&err);
+    assert_eq!((name.as_str(), body.retry_after_seconds), ("ThrottlingException", Some(60)));
 }
 
 #[tokio::test]
@@ -137,7 +138,7 @@ async fn a_401_names_the_app_and_is_not_retried() {
     let err = gh.get::<Value>("/app", Auth::App { app_id: APP, jwt: &wrong }).await.unwrap_err();
     assert!(matches!(err, Error::GitHubUnauthorized { app_id: APP }), "{err:?}");
     assert!(err.to_string().contains(&format!("App {APP}")));
-    assert_eq!(appcreds_core::api::error_parts(&err).1, "ServerSideError");
+    assert_eq!(appcreds_core::http::error_reply(&err).0.as_str(), "ServerSideError");
     assert_eq!(stack.github.calls("GET /app"), 1, "no retry loop on 401");
 }
 
@@ -146,6 +147,6 @@ async fn a_404_is_githubs_refusal_with_its_message() {
     let (stack, jwt, gh) = setup(1).await;
     let err = gh.get::<Value>("/orgs/nobody/installation", Auth::App { app_id: APP, jwt: &jwt }).await.unwrap_err();
     assert!(matches!(&err, Error::GitHubRejected { status: 404, message } if message == "Not Found"), "{err:?}");
-    assert_eq!(appcreds_core::api::error_parts(&err).1, "ClientSideError");
+    assert_eq!(appcreds_core::http::error_reply(&err).0.as_str(), "ClientSideError");
     assert_eq!(stack.github.calls("GET /orgs/nobody/installation"), 1);
 }

@@ -2,9 +2,10 @@
 //! The GitHub double must refuse what GitHub refuses, or the app-token tests prove nothing.
 //! JWTs here are signed by the App's KMS key (through the production signer) with chosen claims.
 
-use appcreds_core::clock::{Clock, SystemClock};
-use appcreds_core::jwt::{Claims, assemble};
-use appcreds_core::signer::{KmsSigner, Signer};
+use appcreds_core::aws::kms::KmsSigner;
+use appcreds_core::domain::clock::{Clock, SystemClock};
+use appcreds_core::domain::jwt::{Claims, assemble};
+use appcreds_core::ports::Signer;
 use appcreds_tests::Stack;
 use serde_json::Value;
 

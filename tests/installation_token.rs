@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use appcreds_core::installations::InstallationRecord;
+use appcreds_core::ports::InstallationRecord;
 use appcreds_tests::github::{Fault, FaultKind, Installation};
 use appcreds_tests::lambda::{Reply, UrlRequest};
 use appcreds_tests::{Logs, Stack, send};
@@ -31,13 +31,7 @@ trait Handler {
     async fn call(&self, req: UrlRequest) -> Reply;
 }
 
-impl<S, A, C, I> Handler for appcreds_core::installation_token::InstallationTokenHandler<S, A, C, I>
-where
-    S: appcreds_core::signer::Signer,
-    A: appcreds_core::store::AppStore,
-    C: appcreds_core::clock::Clock,
-    I: appcreds_core::installations::InstallationStore,
-{
+impl Handler for appcreds_core::http::Endpoint<appcreds_core::ops::installation_token::InstallationToken> {
     async fn call(&self, req: UrlRequest) -> Reply {
         send(|r| self.handle(r), req).await
     }
@@ -63,7 +57,7 @@ async fn a_token_by_node_id_is_resolved_at_github_and_remembered_in_the_table() 
     assert_eq!(body["appId"], APP);
     assert_eq!(body["installationId"], 71);
     assert_eq!(body["appSlug"], format!("appcreds-test-app-{APP}"), "(ext) the App's slug");
-    assert_eq!(body["expirationTime"], appcreds_core::clock::rfc3339(issued.expires_at));
+    assert_eq!(body["expirationTime"], appcreds_core::domain::clock::rfc3339(issued.expires_at));
     assert_eq!(body["requestedScopeDown"], json!({}));
     assert_eq!(
         body["actualScopeDown"],

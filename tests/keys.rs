@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use appcreds_cli::CliError;
 use appcreds_cli::keys::{KeyManager, SigningRoles};
 use appcreds_cli::keywrap::AppPrivateKey;
-use appcreds_core::api::Transport;
-use appcreds_core::app_jwt::AppJwts;
-use appcreds_core::app_token::AppTokenHandler;
-use appcreds_core::clock::{Clock, ManualClock, SystemClock};
-use appcreds_core::signer::KmsSigner;
-use appcreds_core::store::{AppRecord, AppStore, DynamoAppStore};
+use appcreds_core::aws::app_table::DynamoAppStore;
+use appcreds_core::domain::clock::{Clock, ManualClock, SystemClock};
+use appcreds_core::http::Endpoint;
+use appcreds_core::ops::app_token::AppToken;
+use appcreds_core::ports::{AppRecord, AppStore};
+use appcreds_core::tokens::app_jwt::AppJwts;
 use appcreds_testkit::aws::CallCounter;
 use appcreds_testkit::kms_import::{Caller, ImportFault, KmsImport};
 use appcreds_tests::github::Installation;
@@ -108,12 +108,12 @@ impl World {
         found
     }
 
-    fn app_token_handler(&self, clock: ManualClock) -> AppTokenHandler<KmsSigner, DynamoAppStore, ManualClock> {
-        AppTokenHandler::new(self.stack.app_jwts_on(self.function_kms(), clock), Transport { require_iam_caller: true })
+    fn app_token_handler(&self, clock: ManualClock) -> Endpoint<AppToken> {
+        appcreds_tests::endpoint(AppToken::new(&self.stack.services_on(self.function_kms(), clock)))
     }
 }
 
-async fn app_token(handler: &AppTokenHandler<KmsSigner, DynamoAppStore, ManualClock>, app_id: i64) -> Reply {
+async fn app_token(handler: &Endpoint<AppToken>, app_id: i64) -> Reply {
     send(|r| handler.handle(r), UrlRequest::post_json("/tokens/app", &json!({ "appId": app_id }))).await
 }
 
@@ -386,7 +386,7 @@ async fn rotation_switches_the_app_retires_the_old_key_and_tokens_keep_coming() 
     // The warm function still hands out its cached JWT (signed by the old key, still valid at
     // GitHub), and signs with the new key once that JWT is due for renewal: no restart.
     assert_eq!(jwt_of(&app_token(&app_tokens, APP).await), before);
-    clock.advance(appcreds_core::jwt::LIFETIME_SECS - appcreds_core::app_jwt::MIN_REMAINING_SECS);
+    clock.advance(appcreds_core::domain::jwt::LIFETIME_SECS - appcreds_core::tokens::app_jwt::MIN_REMAINING_SECS);
     let after = jwt_of(&app_token(&app_tokens, APP).await);
     assert_eq!(public_of(&after, &[&old_pem, &new_pem]), [false, true], "signed by the new key only");
 
@@ -421,7 +421,9 @@ async fn a_row_read_just_before_the_switch_signs_with_the_new_key() {
         }))),
         reads: AtomicUsize::new(0),
     };
-    let jwts = AppJwts::new(KmsSigner::new(world.function_kms()), store, SystemClock);
+    let mut services = world.stack.services_on(world.function_kms(), SystemClock);
+    services.apps = Arc::new(store);
+    let jwts = AppJwts::new(&services);
     let jwt = jwts.get(APP).await.expect("no failure across the rotation");
     assert_eq!(public_of(jwt.token.expose(), &[&old_pem, &new_pem]), [false, true], "signed by the new key only");
     // The old key refused (Status=Inactive), so the row was read again.
@@ -437,6 +439,7 @@ struct RotateAfterFirstRead {
     reads: AtomicUsize,
 }
 
+#[async_trait::async_trait]
 impl AppStore for RotateAfterFirstRead {
     async fn get_app(&self, app_id: i64) -> Result<Option<AppRecord>, appcreds_core::Error> {
         let row = self.inner.get_app(app_id).await?;
@@ -445,6 +448,10 @@ impl AppStore for RotateAfterFirstRead {
             rotation.await;
         }
         Ok(row)
+    }
+
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, appcreds_core::Error> {
+        self.inner.list_apps().await
     }
 }
 

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use appcreds_core::clock::{Clock, SystemClock};
-use appcreds_core::installation_token::InstallationTokens;
-use appcreds_core::installations::{InstallationRecord, InstallationStore};
-use appcreds_core::rate_limit::{CloudWatchSink, NAMESPACE, RateLimitScanner};
+use appcreds_core::aws::cloudwatch::CloudWatchSink;
+use appcreds_core::domain::clock::{Clock, SystemClock};
+use appcreds_core::jobs::rate_limit::{NAMESPACE, RateLimitScanner};
+use appcreds_core::ports::{InstallationRecord, InstallationStore};
 use appcreds_tests::github::Installation;
 use appcreds_tests::{Logs, Stack};
 use aws_sdk_cloudwatch::primitives::DateTime;
@@ -36,33 +36,13 @@ async fn stack(app: i64) -> Stack {
     stack
 }
 
-fn scanner(
-    stack: &Stack,
-) -> (
-    RateLimitScanner<
-        impl appcreds_core::signer::Signer,
-        impl appcreds_core::store::AppStore,
-        SystemClock,
-        impl InstallationStore,
-        CloudWatchSink,
-    >,
-    aws_sdk_cloudwatch::Client,
-) {
+fn scanner(stack: &Stack) -> (RateLimitScanner, aws_sdk_cloudwatch::Client) {
     let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
         aws_sdk_cloudwatch::config::Builder::from(&stack.sdk).interceptor(stack.counter.clone()).build(),
     );
-    let scanner = RateLimitScanner {
-        tokens: InstallationTokens::new(
-            Arc::new(stack.app_jwts(SystemClock)),
-            stack.github_client(),
-            stack.installation_store(),
-        ),
-        github: stack.github_client(),
-        store: stack.installation_store(),
-        sink: CloudWatchSink::new(cloudwatch.clone()),
-        clock: SystemClock,
-    };
-    (scanner, cloudwatch)
+    let mut services = stack.services();
+    services.metrics = Arc::new(CloudWatchSink::new(cloudwatch.clone()));
+    (RateLimitScanner::new(&services), cloudwatch)
 }
 
 /// The latest value of one metric, and its unit as listed.

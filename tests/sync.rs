@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 //! The installation sync (refresh-cache and the tracker) against moto and the GitHub double.
 
-use appcreds_core::installations::InstallationRecord;
+use appcreds_core::ports::InstallationRecord;
 use appcreds_tests::github::{Fault, FaultKind, Installation};
 use appcreds_tests::lambda::UrlRequest;
 use appcreds_tests::{Stack, send};
@@ -143,10 +143,7 @@ async fn refresh_cache_reports_through_its_function_url() {
     stack.add_app(B).await;
     install(&stack, A, 0..3);
     stack.github.inject(Fault::new("GET /app/installations", 100, FaultKind::Status(502)));
-    let handler = appcreds_core::refresh::RefreshHandler::new(
-        stack.syncer(),
-        appcreds_core::api::Transport { require_iam_caller: true },
-    );
+    let handler = appcreds_tests::endpoint(appcreds_core::ops::refresh::Refresh::new(&stack.services()));
     let reply = send(|r| handler.handle(r), UrlRequest::post_json("/installations/refresh", &json!({}))).await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     assert_eq!(reply.body["failedApps"], json!([A, B]));

@@ -31,7 +31,7 @@ fn app_token(c: &mut Criterion) {
     group.sample_size(30).measurement_time(Duration::from_secs(10));
     group.bench_function("cache miss (GetItem + Sign on moto)", |b| {
         b.to_async(&rt).iter(|| async {
-            handler.jwts().invalidate(1).await;
+            handler.op().jwts().invalidate(1).await;
             call().await
         })
     });

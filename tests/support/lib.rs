@@ -4,18 +4,19 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use appcreds_core::api::Transport;
-use appcreds_core::app_jwt::AppJwts;
-use appcreds_core::app_token::AppTokenHandler;
-use appcreds_core::clock::{Clock, SystemClock};
-use appcreds_core::get_installation::GetInstallationHandler;
+use appcreds_core::Services;
+use appcreds_core::aws::app_table::DynamoAppStore;
+use appcreds_core::aws::installation_table::DynamoInstallationStore;
+use appcreds_core::aws::kms::{KmsMac, KmsSigner};
+use appcreds_core::domain::clock::{Clock, SystemClock};
 use appcreds_core::github::{GitHubClient, RetryPolicy, Timeouts};
-use appcreds_core::installation_token::{InstallationTokenHandler, InstallationTokens};
-use appcreds_core::installations::{DynamoInstallationStore, InstallationRecord, InstallationStore};
-use appcreds_core::page_token::KmsMac;
-use appcreds_core::refresh::Syncer;
-use appcreds_core::signer::KmsSigner;
-use appcreds_core::store::DynamoAppStore;
+use appcreds_core::http::{Endpoint, Transport};
+use appcreds_core::jobs::sync::InstallationSync;
+use appcreds_core::ops::app_token::AppToken;
+use appcreds_core::ops::get_installation::GetInstallation;
+use appcreds_core::ops::installation_token::InstallationToken;
+use appcreds_core::ports::{InstallationRecord, InstallationStore};
+use appcreds_core::tokens::app_jwt::AppJwts;
 use appcreds_testkit::aws::{self, AppKey, CallCounter};
 use appcreds_testkit::github::GitHubDouble;
 use appcreds_testkit::lambda::{Reply, UrlRequest};
@@ -70,24 +71,36 @@ impl Stack {
         aws::dynamodb_client(&self.sdk, &self.counter)
     }
 
+    /// The ports as the functions build them, on counted clients: KMS signing through `kms`, the
+    /// App and Installation tables, the GitHub double, and `clock`.
+    pub fn services_on(&self, kms: aws_sdk_kms::Client, clock: impl Clock + 'static) -> Services {
+        let mut services = Services::unconfigured();
+        services.clock = Arc::new(clock);
+        services.signer = Arc::new(KmsSigner::new(kms));
+        services.apps = Arc::new(DynamoAppStore::new(self.counted_ddb(), &self.app_table));
+        services.installations = Arc::new(self.installation_store());
+        services.github = Some(self.github_client());
+        services
+    }
+
+    /// [`Stack::services_on`] with the counted KMS client and the system clock.
+    pub fn services(&self) -> Services {
+        self.services_on(self.counted_kms(), SystemClock)
+    }
+
     /// The app-token handler as the function builds it, on counted clients and `clock`.
-    pub fn app_token_handler_with<C: Clock>(&self, clock: C) -> AppTokenHandler<KmsSigner, DynamoAppStore, C> {
-        let jwts = AppJwts::new(
-            KmsSigner::new(self.counted_kms()),
-            DynamoAppStore::new(self.counted_ddb(), &self.app_table),
-            clock,
-        );
-        AppTokenHandler::new(jwts, Transport { require_iam_caller: true })
+    pub fn app_token_handler_with(&self, clock: impl Clock + 'static) -> Endpoint<AppToken> {
+        endpoint(AppToken::new(&self.services_on(self.counted_kms(), clock)))
     }
 
     /// App JWTs on counted clients.
-    pub fn app_jwts<C: Clock>(&self, clock: C) -> AppJwts<KmsSigner, DynamoAppStore, C> {
+    pub fn app_jwts(&self, clock: impl Clock + 'static) -> AppJwts {
         self.app_jwts_on(self.counted_kms(), clock)
     }
 
     /// App JWTs signed through `kms` (e.g. a client with [`appcreds_testkit::kms_import`]).
-    pub fn app_jwts_on<C: Clock>(&self, kms: aws_sdk_kms::Client, clock: C) -> AppJwts<KmsSigner, DynamoAppStore, C> {
-        AppJwts::new(KmsSigner::new(kms), DynamoAppStore::new(self.counted_ddb(), &self.app_table), clock)
+    pub fn app_jwts_on(&self, kms: aws_sdk_kms::Client, clock: impl Clock + 'static) -> AppJwts {
+        AppJwts::new(&self.services_on(kms, clock))
     }
 
     /// A GitHub client for the double with short retry waits.
@@ -107,23 +120,13 @@ impl Stack {
     }
 
     /// The installation-token handler as the function builds it, on counted clients.
-    pub fn installation_token_handler(
-        &self,
-    ) -> InstallationTokenHandler<KmsSigner, DynamoAppStore, SystemClock, DynamoInstallationStore> {
+    pub fn installation_token_handler(&self) -> Endpoint<InstallationToken> {
         self.installation_token_handler_on(self.counted_kms())
     }
 
     /// The installation-token handler signing through `kms`.
-    pub fn installation_token_handler_on(
-        &self,
-        kms: aws_sdk_kms::Client,
-    ) -> InstallationTokenHandler<KmsSigner, DynamoAppStore, SystemClock, DynamoInstallationStore> {
-        let tokens = InstallationTokens::new(
-            Arc::new(self.app_jwts_on(kms, SystemClock)),
-            self.github_client(),
-            self.installation_store(),
-        );
-        InstallationTokenHandler::new(tokens, Transport { require_iam_caller: true })
+    pub fn installation_token_handler_on(&self, kms: aws_sdk_kms::Client) -> Endpoint<InstallationToken> {
+        endpoint(InstallationToken::new(&self.services_on(kms, SystemClock)))
     }
 
     /// Rows of the Installation table, read without counting.
@@ -143,13 +146,8 @@ impl Stack {
     }
 
     /// The sync as refresh-cache and the tracker build it, on counted clients.
-    pub fn syncer(&self) -> Syncer<KmsSigner, DynamoAppStore, SystemClock, DynamoAppStore, DynamoInstallationStore> {
-        Syncer {
-            jwts: self.app_jwts(SystemClock),
-            apps: DynamoAppStore::new(self.counted_ddb(), &self.app_table),
-            github: self.github_client(),
-            store: self.installation_store(),
-        }
+    pub fn syncer(&self) -> InstallationSync {
+        InstallationSync::new(&self.services())
     }
 
     /// A KMS HMAC key for nextTokens.
@@ -166,14 +164,21 @@ impl Stack {
     }
 
     /// The get-installation handler on counted clients and a fresh HMAC key.
-    pub async fn get_installation_handler(&self) -> GetInstallationHandler<DynamoInstallationStore, KmsMac> {
-        let mac = KmsMac::new(self.counted_kms(), self.pagination_key().await);
-        GetInstallationHandler::new(self.installation_store(), mac, Transport { require_iam_caller: true })
+    pub async fn get_installation_handler(&self) -> Endpoint<GetInstallation> {
+        let mut services = self.services();
+        services.mac = Arc::new(KmsMac::new(self.counted_kms(), self.pagination_key().await));
+        endpoint(GetInstallation::new(&services))
     }
 
-    pub fn app_token_handler(&self) -> AppTokenHandler<KmsSigner, DynamoAppStore, SystemClock> {
+    /// The app-token handler on counted clients and the system clock.
+    pub fn app_token_handler(&self) -> Endpoint<AppToken> {
         self.app_token_handler_with(SystemClock)
     }
+}
+
+/// `op` behind the transport checks the template configures (an IAM caller is required).
+pub fn endpoint<O: appcreds_core::http::Operation>(op: O) -> Endpoint<O> {
+    Endpoint::new(op, Transport { require_iam_caller: true })
 }
 
 /// Sends `req` through `handle` as Lambda would and reads the reply.

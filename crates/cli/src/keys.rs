@@ -8,8 +8,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use appcreds_core::clock::{Clock, SystemClock, rfc3339};
-use appcreds_core::store::{AppLister, AppStore, DynamoAppStore, KeyWrite};
+use appcreds_core::aws::app_table::{DynamoAppStore, KeyWrite};
+use appcreds_core::domain::clock::{Clock, SystemClock, rfc3339};
+use appcreds_core::ports::AppStore;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{

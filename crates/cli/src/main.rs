@@ -17,7 +17,7 @@ use appcreds_cli::CliError;
 use appcreds_cli::keys::{KeyManager, SigningRoles};
 use appcreds_cli::keywrap::AppPrivateKey;
 use appcreds_client::{Client, ClientError, ScopeDown, Target, Urls, stack_outputs};
-use appcreds_core::store::DynamoAppStore;
+use appcreds_core::aws::app_table::DynamoAppStore;
 use aws_config::SdkConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -339,7 +339,7 @@ async fn call(cli: &Cli, json_out: bool) -> Result<(), CliError> {
         }
         Command::Refresh => {
             let out = spin("syncing installations with GitHub", client.refresh()).await?;
-            print(json_out, out.clone(), || format!("{}\n", out["message"].as_str().unwrap_or("refreshed")));
+            print(json_out, serde_json::to_value(&out).unwrap_or_default(), || format!("{}\n", out.message));
         }
         Command::Key(_) | Command::Revoke { .. } => {}
     }
@@ -579,7 +579,7 @@ fn print(json_out: bool, value: Value, human: impl FnOnce() -> String) {
     let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
-fn table(list: &[appcreds_client::Installation]) -> String {
+fn table(list: &[appcreds_client::InstallationRecord]) -> String {
     let mut out = format!("{:<10} {:<14} {:<14} {:<30} {}\n", "APP", "INSTALLATION", "TYPE", "NAME", "NODE ID");
     for i in list {
         out +=
@@ -589,7 +589,7 @@ fn table(list: &[appcreds_client::Installation]) -> String {
 }
 
 /// Masks the token in the job's log and writes the step outputs.
-fn github_actions_outputs(t: &appcreds_client::InstallationToken) -> Result<(), CliError> {
+fn github_actions_outputs(t: &appcreds_client::InstallationTokenResponse) -> Result<(), CliError> {
     println!("::add-mask::{}", t.installation_token.expose());
     let path = std::env::var("GITHUB_OUTPUT").map_err(|_| CliError::Usage("GITHUB_OUTPUT is not set".into()))?;
     let mut file = std::fs::OpenOptions::new()

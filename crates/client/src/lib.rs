@@ -11,28 +11,19 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use appcreds_wire::{
+    AppTokenRequest, AppTokenResponse, ErrorBody, ErrorName, FieldError, InstallationInfoRequest,
+    InstallationInfoResponse, InstallationRecord, InstallationTokenRequest, InstallationTokenResponse,
+    ListInstallationsRequest, ListInstallationsResponse, RefreshRequest, RefreshResponse, ScopeDown, Target, Token,
+    paths,
+};
 
 /// The SigV4 service name of Lambda Function URLs.
 pub const SERVICE: &str = "lambda";
-
-/// A credential from appcreds. `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(transparent)]
-pub struct Token(String);
-
-impl Token {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(redacted)")
-    }
-}
 
 /// What went wrong, by the contract's error names and the transport.
 #[derive(Debug, thiserror::Error)]
@@ -65,12 +56,6 @@ impl ClientError {
     pub fn is_caller_error(&self) -> bool {
         matches!(self, ClientError::Validation { .. } | ClientError::ClientSide(_) | ClientError::Protocol { .. })
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct FieldError {
-    pub path: String,
-    pub message: String,
 }
 
 /// The Function URLs of a deployment (from arguments, `APPCREDS_*_URL` variables, or the stack's
@@ -149,73 +134,6 @@ pub async fn stack_outputs(
         .collect())
 }
 
-/// `POST /tokens/app`'s answer.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AppToken {
-    pub app_id: i64,
-    pub app_token: Token,
-    pub expiration_time: String,
-}
-
-/// `scopeDown` of an installation token request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ScopeDown {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub repository_ids: Vec<i64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub repository_names: Vec<String>,
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub permissions: std::collections::BTreeMap<String, String>,
-}
-
-/// Which installation: by node ID, owner login, or `owner/name` repository.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    NodeId(String),
-    Owner(String),
-    Repository(String),
-}
-
-/// `POST /tokens/installation`'s answer.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InstallationToken {
-    pub installation_token: Token,
-    pub node_id: String,
-    pub app_id: i64,
-    #[serde(default)]
-    pub installation_id: Option<i64>,
-    /// **(ext)** The App's slug.
-    #[serde(default)]
-    pub app_slug: Option<String>,
-    pub expiration_time: String,
-    #[serde(default)]
-    pub requested_scope_down: ScopeDown,
-    #[serde(default)]
-    pub actual_scope_down: ScopeDown,
-}
-
-/// An installation record.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Installation {
-    pub app_id: i64,
-    pub installation_id: i64,
-    pub node_id: String,
-    pub target_type: String,
-    pub name: String,
-}
-
-/// One page of `POST /installations`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InstallationPage {
-    pub installations: Vec<Installation>,
-    pub next_token: Option<String>,
-}
-
 /// The client.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -248,73 +166,59 @@ impl Client {
         Client { http, credentials, default_region, urls }
     }
 
-    pub async fn app_token(&self, app_id: i64) -> Result<AppToken, ClientError> {
+    /// An App JWT (`POST /tokens/app`).
+    pub async fn app_token(&self, app_id: i64) -> Result<AppTokenResponse, ClientError> {
         let url = need(&self.urls.app_token, "app-token")?;
-        self.call(url, "/tokens/app", json!({ "appId": app_id })).await
+        self.call(url, paths::APP_TOKEN, &AppTokenRequest { app_id }).await
     }
 
+    /// An installation token (`POST /tokens/installation`).
     pub async fn installation_token(
         &self,
         app_id: i64,
         target: &Target,
         scope: Option<&ScopeDown>,
-    ) -> Result<InstallationToken, ClientError> {
+    ) -> Result<InstallationTokenResponse, ClientError> {
         let url = need(&self.urls.installation_token, "installation-token")?;
-        let mut body = json!({ "appId": app_id });
-        match target {
-            Target::NodeId(n) => body["nodeId"] = json!(n),
-            Target::Owner(o) => body["owner"] = json!(o),
-            Target::Repository(r) => body["repository"] = json!(r),
-        }
-        if let Some(scope) = scope {
-            body["scopeDown"] = serde_json::to_value(scope).unwrap_or(Value::Null);
-        }
-        self.call(url, "/tokens/installation", body).await
+        let request = InstallationTokenRequest { app_id, target: target.clone(), scope_down: scope.cloned() };
+        self.call(url, paths::INSTALLATION_TOKEN, &request).await
     }
 
-    pub async fn installation_info(&self, node_id: &str) -> Result<Vec<Installation>, ClientError> {
-        #[derive(Deserialize)]
-        struct Out {
-            installations: Vec<Installation>,
-        }
+    /// The installation records of an account (`POST /installations/info`).
+    pub async fn installation_info(&self, node_id: &str) -> Result<Vec<InstallationRecord>, ClientError> {
         let url = need(&self.urls.get_installation, "get-installation")?;
-        let out: Out = self.call(url, "/installations/info", json!({ "nodeId": node_id })).await?;
+        let request = InstallationInfoRequest { node_id: node_id.to_string() };
+        let out: InstallationInfoResponse = self.call(url, paths::INSTALLATION_INFO, &request).await?;
         Ok(out.installations)
     }
 
+    /// One page of every installation record (`POST /installations`).
     pub async fn list_installations(
         &self,
         max_results: Option<u32>,
         next_token: Option<&str>,
-    ) -> Result<InstallationPage, ClientError> {
+    ) -> Result<ListInstallationsResponse, ClientError> {
         let url = need(&self.urls.get_installation, "get-installation")?;
-        let mut body = json!({});
-        if let Some(m) = max_results {
-            body["maxResults"] = json!(m);
-        }
-        if let Some(t) = next_token {
-            body["nextToken"] = json!(t);
-        }
-        self.call(url, "/installations", body).await
+        let request = ListInstallationsRequest {
+            max_results: max_results.map(i64::from),
+            next_token: next_token.map(str::to_string),
+        };
+        self.call(url, paths::LIST_INSTALLATIONS, &request).await
     }
 
-    pub async fn refresh(&self) -> Result<Value, ClientError> {
+    /// Syncs the Installation table with GitHub now (`POST /installations/refresh`).
+    pub async fn refresh(&self) -> Result<RefreshResponse, ClientError> {
         let url = need(&self.urls.refresh_cache, "refresh-cache")?;
-        self.call(url, "/installations/refresh", json!({})).await
+        self.call(url, paths::REFRESH, &RefreshRequest {}).await
     }
 
     /// Signs and sends `body` to `base` + `path`, and reads the answer.
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        base: &str,
-        path: &str,
-        body: Value,
-    ) -> Result<T, ClientError> {
+    async fn call<T: DeserializeOwned>(&self, base: &str, path: &str, body: &impl Serialize) -> Result<T, ClientError> {
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let region = region_of(&url)
             .or_else(|| self.default_region.clone())
             .ok_or_else(|| ClientError::Config(format!("no AWS region for {url}: set AWS_REGION")))?;
-        let payload = serde_json::to_vec(&body).map_err(|e| ClientError::Config(e.to_string()))?;
+        let payload = serde_json::to_vec(body).map_err(|e| ClientError::Config(e.to_string()))?;
         let credentials =
             self.credentials.provide_credentials().await.map_err(|e| ClientError::Credentials(e.to_string()))?;
         let headers = sign_request(&url, &payload, credentials.into(), &region, SystemTime::now())?;
@@ -324,7 +228,8 @@ impl Client {
         }
         let resp = req.send().await.map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
         let status = resp.status().as_u16();
-        let error_type = resp.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let error_type =
+            resp.headers().get(appcreds_wire::ERROR_TYPE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
         let bytes =
             resp.bytes().await.map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -382,31 +287,36 @@ pub fn sign_request(
 }
 
 fn error_of(status: u16, error_type: Option<&str>, body: &Value, url: &str) -> ClientError {
-    let message =
-        body.get("message").or_else(|| body.get("Message")).and_then(Value::as_str).unwrap_or("no message").to_string();
-    match error_type {
-        Some("ValidationException") => ClientError::Validation {
-            fields: serde_json::from_value(body.get("fieldList").cloned().unwrap_or(Value::Null)).unwrap_or_default(),
+    // Lambda's own refusals (IAM) carry `Message`; appcreds' errors are the contract's ErrorBody.
+    let parsed: Option<ErrorBody> = serde_json::from_value(body.clone()).ok();
+    let message = parsed
+        .as_ref()
+        .map(|b| b.message.clone())
+        .or_else(|| body.get("Message").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| "no message".to_string());
+    match error_type.and_then(ErrorName::parse) {
+        Some(ErrorName::Validation) => {
+            ClientError::Validation { fields: parsed.and_then(|b| b.field_list).unwrap_or_default(), message }
+        }
+        Some(ErrorName::ClientSide) => ClientError::ClientSide(message),
+        Some(ErrorName::ServerSide) => ClientError::ServerSide(message),
+        Some(ErrorName::Throttling) => ClientError::Throttled {
+            retry_after_seconds: parsed.and_then(|b| b.retry_after_seconds).unwrap_or(1),
             message,
         },
-        Some("ClientSideError") => ClientError::ClientSide(message),
-        Some("ServerSideError") => ClientError::ServerSide(message),
-        Some("ThrottlingException") => ClientError::Throttled {
-            retry_after_seconds: body.get("retryAfterSeconds").and_then(Value::as_u64).unwrap_or(1),
-            message,
-        },
-        Some(name @ ("SerializationException" | "UnsupportedMediaTypeException" | "UnknownOperationException")) => {
+        Some(name @ (ErrorName::Serialization | ErrorName::UnsupportedMediaType | ErrorName::UnknownOperation)) => {
             ClientError::Protocol { name: name.to_string(), message }
         }
-        _ if status == 403 || status == 401 => ClientError::Forbidden { url: url.to_string(), message },
-        _ if status == 429 => ClientError::Throttled { message, retry_after_seconds: 1 },
-        _ => ClientError::ServerSide(format!("HTTP {status}: {message}")),
+        None if status == 403 || status == 401 => ClientError::Forbidden { url: url.to_string(), message },
+        None if status == 429 => ClientError::Throttled { message, retry_after_seconds: 1 },
+        None => ClientError::ServerSide(format!("HTTP {status}: {message}")),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn regions_come_from_function_urls() {
@@ -439,6 +349,6 @@ mod tests {
             error_of(404, Some("UnknownOperationException"), &json!({}), "u"),
             ClientError::Protocol { .. }
         ));
-        assert_eq!(format!("{:?}", Token("ghs_secret".into())), "Token(redacted)");
+        assert_eq!(format!("{:?}", Token::new("ghs_secret")), "Token(redacted)");
     }
 }

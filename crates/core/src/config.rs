@@ -1,9 +1,4 @@
-//! Configuration from the environment, and the AWS SDK configuration every function shares.
-
-use std::time::Duration;
-
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
+//! The functions' configuration, read from the environment that `template.yaml` sets.
 
 use crate::error::Error;
 
@@ -23,10 +18,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// Reads the process environment.
     pub fn from_env() -> Result<Self, Error> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
+    /// Reads variables through `get` (tests pass a table).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let non_empty = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let app_table = non_empty("APP_TABLE_NAME").ok_or(Error::Misconfigured("APP_TABLE_NAME is not set"))?;
@@ -52,21 +49,6 @@ impl Config {
             require_iam_caller,
         })
     }
-}
-
-/// Timeouts for every AWS call: a hung dependency fails the request well before Lambda's timeout.
-pub fn aws_timeouts() -> TimeoutConfig {
-    TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .operation_attempt_timeout(Duration::from_secs(3))
-        .operation_timeout(Duration::from_secs(8))
-        .build()
-}
-
-/// The shared AWS SDK configuration (region, credentials, endpoint from the environment).
-/// Call once per cold start and build every client from it.
-pub async fn load_aws_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).timeout_config(aws_timeouts()).load().await
 }
 
 #[cfg(test)]

@@ -1,20 +1,8 @@
-//! The one error type of `appcreds-core`. [`crate::api::error_response`] maps it to HTTP.
+//! The one error type of `appcreds-core`. [`crate::http::error_reply`] maps it to HTTP.
 
 use std::fmt;
 
-/// One invalid field of a request, as in the `fieldList` of a `ValidationException`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct FieldError {
-    /// JSON pointer of the offending field, e.g. `/appId` or `/scopeDown/permissions/issues`.
-    pub path: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
-    }
-}
+pub use appcreds_wire::FieldError;
 
 /// Why a KMS key could not sign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,9 +107,11 @@ impl Error {
         Error::Validation { message, fields }
     }
 
+    /// A `ServerSideError` whose detail (`source`) is logged, never shown.
     pub fn internal(context: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Error::Internal { context, source: source.into() }
     }
 }
 
+/// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,33 +1,38 @@
 //! appcreds core: GitHub App credentials whose private key never leaves AWS KMS.
 //!
-//! - [`jwt`] and [`app_jwt`]: App JWTs signed by a [`signer::Signer`] (KMS `Sign` in production),
-//!   cached per App with single flight.
-//! - [`store`]: the App table.
-//! - [`api`]: request checks and the single error → HTTP mapping of the wire contract.
-//! - [`app_token`]: the `POST /tokens/app` operation.
+//! The crate is layered; each layer uses only the ones below it.
+//!
+//! | layer | modules | what it holds |
+//! |---|---|---|
+//! | HTTP | [`http`] | request checks, the one error → HTTP mapping, the [`http::Operation`] trait and one generic serve |
+//! | operations | [`ops`] | one module per wire operation: app-token, installation-token, get-installation, refresh-cache |
+//! | jobs | [`jobs`] | the scheduled work: the installation sync and the rate-limit scanner |
+//! | credentials | [`tokens`] | App JWTs and installation tokens, with their caches |
+//! | ports | [`ports`] | the traits the world is reached through, and [`ports::Services`], the one bundle of them |
+//! | adapters | [`aws`], [`github`] | KMS, DynamoDB and CloudWatch behind the ports; the GitHub REST client |
+//! | domain | [`domain`] | JWT claims, scopes, secrets, time, page tokens: no I/O |
+//!
+//! [`error`] is the crate's one error enum, [`cache`] the single-flight cache, [`config`] the
+//! environment. The contract's types live in the `appcreds-wire` crate.
+//!
+//! Features: `lambda` adds the Lambda Function URL adapter ([`http::serve`]) and the cold-start
+//! wiring (`runtime`); `cloudwatch` adds the CloudWatch metric sink. The operator CLI uses
+//! neither, so it links no Lambda runtime and no CloudWatch SDK.
 
-pub mod api;
-pub mod app_jwt;
-pub mod app_token;
-pub mod audit;
+pub mod aws;
 pub mod cache;
-pub mod clock;
 pub mod config;
+pub mod domain;
 pub mod error;
-pub mod get_installation;
 pub mod github;
-pub mod installation_token;
-pub mod installations;
-pub mod jwt;
-pub mod page_token;
-pub mod rate_limit;
-pub mod refresh;
+pub mod http;
+pub mod jobs;
+pub mod ops;
+pub mod ports;
+#[cfg(feature = "lambda")]
 pub mod runtime;
-pub mod scope;
-pub mod secret;
-pub mod signer;
-pub mod store;
-pub mod sync;
+pub mod tokens;
 
+pub use domain::secret::Secret;
 pub use error::{Error, Result};
-pub use secret::Secret;
+pub use ports::Services;

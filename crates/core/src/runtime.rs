@@ -1,85 +1,85 @@
-//! What every function builds once per cold start, and serving a handler behind a Function URL.
+//! What every function does once per cold start: logging, the environment, the SDK clients, and
+//! the [`Services`] built from them. Also serving a scheduled job.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use lambda_http::{Body, Request, Response, service_fn};
+use lambda_http::lambda_runtime::{self, LambdaEvent, service_fn};
+use serde_json::Value;
 
-use crate::api::Transport;
-use crate::app_jwt::AppJwts;
-use crate::clock::SystemClock;
-use crate::config::{Config, load_aws_config};
+use crate::aws::app_table::DynamoAppStore;
+use crate::aws::installation_table::DynamoInstallationStore;
+use crate::aws::kms::{KmsMac, KmsSigner};
+use crate::aws::load_aws_config;
+use crate::config::Config;
 use crate::error::Error;
 use crate::github::{GitHubClient, RetryPolicy, Timeouts};
-use crate::installations::DynamoInstallationStore;
-use crate::signer::KmsSigner;
-use crate::store::DynamoAppStore;
+use crate::http::Transport;
+use crate::ports::Services;
+use std::sync::Arc;
 
-/// App JWTs as the functions use them.
-pub type ProdJwts = AppJwts<KmsSigner, DynamoAppStore, SystemClock>;
-
-/// Configuration and SDK clients, built once per cold start.
+/// Configuration and SDK configuration, read once per cold start.
 pub struct ColdStart {
+    /// The function's environment.
     pub config: Config,
+    /// The AWS SDK configuration every client is built from.
     pub aws: SdkConfig,
-    pub kms: aws_sdk_kms::Client,
-    pub dynamodb: aws_sdk_dynamodb::Client,
 }
 
 impl ColdStart {
-    /// Initialises logging (JSON per `AWS_LAMBDA_LOG_FORMAT`), reads the environment, and
-    /// builds the SDK clients.
+    /// Initialises logging (JSON per `AWS_LAMBDA_LOG_FORMAT`), reads the environment and loads
+    /// the AWS SDK configuration.
     pub async fn init() -> Result<Self, Error> {
         lambda_http::tracing::init_default_subscriber();
         let config = Config::from_env()?;
-        let aws = load_aws_config().await;
-        Ok(ColdStart {
-            kms: aws_sdk_kms::Client::new(&aws),
-            dynamodb: aws_sdk_dynamodb::Client::new(&aws),
-            config,
-            aws,
-        })
+        Ok(ColdStart { config, aws: load_aws_config().await })
     }
 
+    /// The transport checks the environment asks for.
     pub fn transport(&self) -> Transport {
         Transport { require_iam_caller: self.config.require_iam_caller }
     }
 
-    pub fn app_store(&self) -> DynamoAppStore {
-        DynamoAppStore::new(self.dynamodb.clone(), &self.config.app_table)
+    /// Fails the cold start if the function's environment lacks the Installation table.
+    pub fn require_installation_table(&self) -> Result<&Self, Error> {
+        match self.config.installation_table {
+            Some(_) => Ok(self),
+            None => Err(Error::Misconfigured("INSTALLATION_TABLE_NAME is not set")),
+        }
     }
 
-    pub fn app_jwts(&self) -> ProdJwts {
-        AppJwts::new(KmsSigner::new(self.kms.clone()), self.app_store(), SystemClock)
-    }
-
-    pub fn installation_store(&self) -> Result<DynamoInstallationStore, Error> {
-        let table = self
-            .config
-            .installation_table
-            .as_deref()
-            .ok_or(Error::Misconfigured("INSTALLATION_TABLE_NAME is not set"))?;
-        Ok(DynamoInstallationStore::new(self.dynamodb.clone(), table))
-    }
-
-    pub fn github(&self) -> Result<GitHubClient, Error> {
-        GitHubClient::new(&self.config.github_api_url, Timeouts::default(), RetryPolicy::default())
+    /// The ports the environment configures: KMS signing, the App table, and, where set, the
+    /// Installation table and the page-token MAC key. With `github`, also the GitHub client.
+    pub fn services(&self, github: bool) -> Result<Services, Error> {
+        let kms = aws_sdk_kms::Client::new(&self.aws);
+        let dynamodb = aws_sdk_dynamodb::Client::new(&self.aws);
+        let mut services = Services::unconfigured();
+        services.signer = Arc::new(KmsSigner::new(kms.clone()));
+        services.apps = Arc::new(DynamoAppStore::new(dynamodb.clone(), &self.config.app_table));
+        if let Some(table) = &self.config.installation_table {
+            services.installations = Arc::new(DynamoInstallationStore::new(dynamodb, table));
+        }
+        if let Some(key) = &self.config.pagination_key {
+            services.mac = Arc::new(KmsMac::new(kms, key));
+        }
+        if github {
+            services.github =
+                Some(GitHubClient::new(&self.config.github_api_url, Timeouts::default(), RetryPolicy::default())?);
+        }
+        Ok(services)
     }
 }
 
-/// Serves `handle` behind the Function URL until the runtime stops the process.
-pub async fn serve<H, F, Fut>(handler: H, handle: F) -> Result<(), lambda_http::Error>
+/// Runs `job` on every scheduled (EventBridge) event until the runtime stops the process.
+pub async fn serve_scheduled<F, Fut>(job: F) -> Result<(), lambda_runtime::Error>
 where
-    H: Send + std::marker::Sync + 'static,
-    F: Fn(Arc<H>, Request) -> Fut + Send + std::marker::Sync + Copy + 'static,
-    Fut: Future<Output = Response<Body>> + Send,
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, Error>> + Send,
 {
-    let handler = Arc::new(handler);
-    lambda_http::run(service_fn(move |req: Request| {
-        let handler = handler.clone();
-        async move { Ok::<_, Infallible>(handle(handler, req).await) }
+    let job = Arc::new(job);
+    lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {
+        let job = job.clone();
+        async move { job().await.map_err(lambda_runtime::Error::from) }
     }))
     .await
 }

@@ -26,7 +26,7 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
         .endpoint_url(endpoint)
         .region(Region::new(REGION))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "appcreds-testkit"))
-        .timeout_config(appcreds_core::config::aws_timeouts())
+        .timeout_config(appcreds_core::aws::aws_timeouts())
         .load()
         .await
 }
@@ -169,7 +169,9 @@ pub async fn create_app_key(kms: &aws_sdk_kms::Client, app_id: i64) -> Result<Ap
         .tags(tag("AppId", &app_id.to_string()))
         .tags(tag(
             "CreatedOn",
-            &appcreds_core::clock::rfc3339(appcreds_core::clock::Clock::now(&appcreds_core::clock::SystemClock)),
+            &appcreds_core::domain::clock::rfc3339(appcreds_core::domain::clock::Clock::now(
+                &appcreds_core::domain::clock::SystemClock,
+            )),
         ))
         .send()
         .await?;

@@ -368,7 +368,7 @@ fn unwrap(blob: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn now() -> i64 {
-    appcreds_core::clock::Clock::now(&appcreds_core::clock::SystemClock)
+    appcreds_core::domain::clock::Clock::now(&appcreds_core::domain::clock::SystemClock)
 }
 
 /// The `Status` tag a `CreateKey` request carried, kept until its answer names the key.

@@ -1,11 +1,12 @@
 //! app-token: `POST /tokens/app` → a GitHub App JWT signed by KMS.
 
-use appcreds_core::app_token::AppTokenHandler;
-use appcreds_core::runtime::{ColdStart, serve};
+use appcreds_core::http::{Endpoint, serve};
+use appcreds_core::ops::app_token::AppToken;
+use appcreds_core::runtime::ColdStart;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let init = ColdStart::init().await?;
-    let handler = AppTokenHandler::new(init.app_jwts(), init.transport());
-    serve(handler, |h, req| async move { h.handle(req).await }).await
+    let services = init.services(false)?;
+    serve(Endpoint::new(AppToken::new(&services), init.transport())).await
 }

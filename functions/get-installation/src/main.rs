@@ -1,15 +1,14 @@
 //! get-installation: `POST /installations/info` (by node ID) and `POST /installations` (paginated).
 
 use appcreds_core::Error;
-use appcreds_core::get_installation::GetInstallationHandler;
-use appcreds_core::page_token::KmsMac;
-use appcreds_core::runtime::{ColdStart, serve};
+use appcreds_core::http::{Endpoint, serve};
+use appcreds_core::ops::get_installation::GetInstallation;
+use appcreds_core::runtime::ColdStart;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let init = ColdStart::init().await?;
-    let key = init.config.pagination_key.clone().ok_or(Error::Misconfigured("PAGINATION_KEY_ID is not set"))?;
-    let handler =
-        GetInstallationHandler::new(init.installation_store()?, KmsMac::new(init.kms.clone(), key), init.transport());
-    serve(handler, |h, req| async move { h.handle(req).await }).await
+    init.config.pagination_key.as_ref().ok_or(Error::Misconfigured("PAGINATION_KEY_ID is not set"))?;
+    let services = init.require_installation_table()?.services(false)?;
+    serve(Endpoint::new(GetInstallation::new(&services), init.transport())).await
 }

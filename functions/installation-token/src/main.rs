@@ -1,14 +1,12 @@
 //! installation-token: `POST /tokens/installation` → an installation access token, optionally scoped down.
 
-use std::sync::Arc;
-
-use appcreds_core::installation_token::{InstallationTokenHandler, InstallationTokens};
-use appcreds_core::runtime::{ColdStart, serve};
+use appcreds_core::http::{Endpoint, serve};
+use appcreds_core::ops::installation_token::InstallationToken;
+use appcreds_core::runtime::ColdStart;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let init = ColdStart::init().await?;
-    let tokens = InstallationTokens::new(Arc::new(init.app_jwts()), init.github()?, init.installation_store()?);
-    let handler = InstallationTokenHandler::new(tokens, init.transport());
-    serve(handler, |h, req| async move { h.handle(req).await }).await
+    let services = init.require_installation_table()?.services(true)?;
+    serve(Endpoint::new(InstallationToken::new(&services), init.transport())).await
 }

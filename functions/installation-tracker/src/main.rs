@@ -2,23 +2,17 @@
 
 use std::sync::Arc;
 
-use appcreds_core::refresh::Syncer;
-use appcreds_core::runtime::ColdStart;
-use lambda_http::lambda_runtime::{self, LambdaEvent, service_fn};
-use serde_json::Value;
+use appcreds_core::jobs::sync::InstallationSync;
+use appcreds_core::runtime::{ColdStart, serve_scheduled};
+use lambda_http::lambda_runtime;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let init = ColdStart::init().await?;
-    let syncer = Arc::new(Syncer {
-        jwts: init.app_jwts(),
-        apps: init.app_store(),
-        github: init.github()?,
-        store: init.installation_store()?,
-    });
-    lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {
-        let syncer = syncer.clone();
-        async move { syncer.scheduled().await.map_err(lambda_runtime::Error::from) }
-    }))
+    let sync = Arc::new(InstallationSync::new(&init.require_installation_table()?.services(true)?));
+    serve_scheduled(move || {
+        let sync = sync.clone();
+        async move { sync.scheduled().await }
+    })
     .await
 }

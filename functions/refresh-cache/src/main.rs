@@ -1,17 +1,12 @@
 //! refresh-cache: `POST /installations/refresh` → sync the Installation table with GitHub now.
 
-use appcreds_core::refresh::{RefreshHandler, Syncer};
-use appcreds_core::runtime::{ColdStart, serve};
+use appcreds_core::http::{Endpoint, serve};
+use appcreds_core::ops::refresh::Refresh;
+use appcreds_core::runtime::ColdStart;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let init = ColdStart::init().await?;
-    let syncer = Syncer {
-        jwts: init.app_jwts(),
-        apps: init.app_store(),
-        github: init.github()?,
-        store: init.installation_store()?,
-    };
-    let handler = RefreshHandler::new(syncer, init.transport());
-    serve(handler, |h, req| async move { h.handle(req).await }).await
+    let services = init.require_installation_table()?.services(true)?;
+    serve(Endpoint::new(Refresh::new(&services), init.transport())).await
 }

@@ -175,7 +175,7 @@ async fn not_found() -> Response {
 }
 
 fn rfc3339(unix: i64) -> String {
-    appcreds_core::clock::rfc3339(unix)
+    appcreds_core::domain::clock::rfc3339(unix)
 }
 
 fn now() -> i64 {

@@ -1,23 +1,21 @@
-//! The App table (`AppId` → `KmsKeyArn`): the [`AppStore`] trait and its DynamoDB implementation.
+//! The App table (`AppId` → `KmsKeyArn`) in DynamoDB: the [`AppStore`] port, and the
+//! conditional key writes the operator CLI registers and rotates keys with.
 
-use std::future::Future;
-
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use crate::aws::{dynamo_error, scan_all};
 use crate::error::Error;
+use crate::ports::AppStore;
 
 /// A row of the App table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppRecord {
+    /// The GitHub App ID.
     pub app_id: i64,
+    /// The ARN of the App's KMS key, if one was imported.
     pub kms_key_arn: Option<String>,
-}
-
-/// Reads Apps.
-pub trait AppStore: Send + Sync {
-    fn get_app(&self, app_id: i64) -> impl Future<Output = Result<Option<AppRecord>, Error>> + Send;
 }
 
 /// The App table in DynamoDB.
@@ -28,11 +26,13 @@ pub struct DynamoAppStore {
 }
 
 impl DynamoAppStore {
+    /// The App table `table` on `client`.
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into() }
     }
 }
 
+#[async_trait]
 impl AppStore for DynamoAppStore {
     async fn get_app(&self, app_id: i64) -> Result<Option<AppRecord>, Error> {
         let out = self
@@ -48,6 +48,19 @@ impl AppStore for DynamoAppStore {
             app_id,
             kms_key_arn: item.get("KmsKeyArn").and_then(|v| v.as_s().ok()).filter(|s| !s.is_empty()).cloned(),
         }))
+    }
+
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, Error> {
+        let items = scan_all(&self.client, &self.table, Some("AppId, KmsKeyArn"), "listing the App table").await?;
+        let mut apps: Vec<AppRecord> = items
+            .iter()
+            .filter_map(|item| {
+                let app_id = item.get("AppId")?.as_n().ok()?.parse().ok()?;
+                Some(AppRecord { app_id, kms_key_arn: item.get("KmsKeyArn").and_then(|v| v.as_s().ok()).cloned() })
+            })
+            .collect();
+        apps.sort_by_key(|a| a.app_id);
+        Ok(apps)
     }
 }
 
@@ -95,51 +108,5 @@ impl DynamoAppStore {
             }
             Err(e) => Err(dynamo_error("writing the App table", e)),
         }
-    }
-}
-
-/// Maps a DynamoDB failure: throttling becomes `ThrottlingException`, the rest is internal.
-pub fn dynamo_error<E, R>(context: &'static str, err: SdkError<E, R>) -> Error
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    let throttled = err.as_service_error().and_then(|e| e.code()).is_some_and(|code| {
-        matches!(code, "ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded")
-    });
-    if throttled {
-        Error::Throttled { service: "DynamoDB", retry_after_seconds: 1 }
-    } else {
-        Error::internal(context, err)
-    }
-}
-
-/// Every App of the App table (for the installation sync).
-pub trait AppLister: Send + Sync {
-    fn list_apps(&self) -> impl Future<Output = Result<Vec<AppRecord>, Error>> + Send;
-}
-
-impl AppLister for DynamoAppStore {
-    async fn list_apps(&self) -> Result<Vec<AppRecord>, Error> {
-        let items = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .projection_expression("AppId, KmsKeyArn")
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| dynamo_error("listing the App table", e))?;
-        let mut apps: Vec<AppRecord> = items
-            .iter()
-            .filter_map(|item| {
-                let app_id = item.get("AppId")?.as_n().ok()?.parse().ok()?;
-                Some(AppRecord { app_id, kms_key_arn: item.get("KmsKeyArn").and_then(|v| v.as_s().ok()).cloned() })
-            })
-            .collect();
-        apps.sort_by_key(|a| a.app_id);
-        Ok(apps)
     }
 }

@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::domain::secret::Secret;
 use crate::error::Error;
-use crate::secret::Secret;
 
 /// The REST API version appcreds is written against.
 pub const API_VERSION: &str = "2022-11-28";

@@ -1,61 +1,26 @@
-//! The Installation table: `AppId` (N) + `NodeId` (S), GSIs `NodeID` and `InstallationID`.
+//! The Installation table in DynamoDB (`AppId` N + `NodeId` S, GSIs `NodeID` and
+//! `InstallationID`) behind the [`InstallationStore`] port.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 
+use crate::aws::{Item, PAGE, dynamo_error, scan_all};
 use crate::error::Error;
-use crate::store::dynamo_error;
+use crate::ports::InstallationStore;
 
-/// A row of the Installation table, as the API returns it (`InstallationRecord`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InstallationRecord {
-    pub app_id: i64,
-    pub installation_id: i64,
-    /// The node ID of the account the App is installed on.
-    pub node_id: String,
-    /// GitHub's `target_type`: `Organization`, `User` or `Enterprise`.
-    pub target_type: String,
-    /// The account login (or enterprise slug).
-    pub name: String,
-}
+/// A row of the Installation table is the contract's `InstallationRecord`.
+pub use appcreds_wire::InstallationRecord;
 
 /// A position in a listing of the whole table (DynamoDB's `LastEvaluatedKey`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TablePosition {
+    /// The row's App.
     pub app_id: i64,
+    /// The row's node ID.
     pub node_id: String,
-}
-
-/// The Installation table.
-pub trait InstallationStore: Send + Sync {
-    /// The row of (`app_id`, `node_id`).
-    fn get(&self, app_id: i64, node_id: &str)
-    -> impl Future<Output = Result<Option<InstallationRecord>, Error>> + Send;
-    /// Rows with this node ID, any App (GSI `NodeID`).
-    fn by_node_id(&self, node_id: &str) -> impl Future<Output = Result<Vec<InstallationRecord>, Error>> + Send;
-    /// Every row of one App.
-    fn list_app(&self, app_id: i64) -> impl Future<Output = Result<Vec<InstallationRecord>, Error>> + Send;
-    /// Up to `limit` rows after `after`, and the position to continue from if there may be more.
-    fn page(
-        &self,
-        limit: usize,
-        after: Option<TablePosition>,
-    ) -> impl Future<Output = Result<(Vec<InstallationRecord>, Option<TablePosition>), Error>> + Send;
-    /// Every row, all Apps.
-    fn all(&self) -> impl Future<Output = Result<Vec<InstallationRecord>, Error>> + Send;
-    /// The key of every row, all Apps.
-    fn all_keys(&self) -> impl Future<Output = Result<Vec<TablePosition>, Error>> + Send;
-    /// Writes `puts` (stamped `LastRefreshed` = `now_rfc3339`) and deletes `deletes`, in batches.
-    fn write(
-        &self,
-        puts: Vec<InstallationRecord>,
-        deletes: Vec<TablePosition>,
-        now_rfc3339: &str,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
 /// The Installation table in DynamoDB.
@@ -66,12 +31,11 @@ pub struct DynamoInstallationStore {
 }
 
 impl DynamoInstallationStore {
+    /// The Installation table `table` on `client`.
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into() }
     }
 }
-
-type Item = HashMap<String, AttributeValue>;
 
 fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
@@ -109,8 +73,8 @@ fn key_item(p: &TablePosition) -> Item {
 
 /// BatchWriteItem takes at most 25 requests.
 const BATCH: usize = 25;
-/// Items per Query/Scan page when reading a whole partition or table: each request stays short.
-const PAGE: i32 = 1000;
+/// What a failed scan of the table was doing.
+const LISTING: &str = "listing the Installation table";
 
 impl DynamoInstallationStore {
     /// Every row matching `condition` (on the table, or on `index`), `:v` bound to `value`.
@@ -136,23 +100,9 @@ impl DynamoInstallationStore {
             .map_err(|e| dynamo_error("querying the Installation table", e))?;
         Ok(items.iter().filter_map(record).collect())
     }
-
-    /// Every item of the table (only the `projection` attributes, if given).
-    async fn scan_all(&self, projection: Option<&str>) -> Result<Vec<Item>, Error> {
-        self.client
-            .scan()
-            .table_name(&self.table)
-            .set_projection_expression(projection.map(str::to_string))
-            .limit(PAGE)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| dynamo_error("listing the Installation table", e))
-    }
 }
 
+#[async_trait]
 impl InstallationStore for DynamoInstallationStore {
     async fn get(&self, app_id: i64, node_id: &str) -> Result<Option<InstallationRecord>, Error> {
         let out = self
@@ -192,7 +142,7 @@ impl InstallationStore for DynamoInstallationStore {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| dynamo_error("listing the Installation table", e))?;
+                .map_err(|e| dynamo_error(LISTING, e))?;
             out.extend(page.items.unwrap_or_default().iter().filter_map(record));
             start = page.last_evaluated_key;
             if start.is_none() {
@@ -204,11 +154,15 @@ impl InstallationStore for DynamoInstallationStore {
     }
 
     async fn all(&self) -> Result<Vec<InstallationRecord>, Error> {
-        Ok(self.scan_all(None).await?.iter().filter_map(record).collect())
+        Ok(scan_all(&self.client, &self.table, None, LISTING).await?.iter().filter_map(record).collect())
     }
 
     async fn all_keys(&self) -> Result<Vec<TablePosition>, Error> {
-        Ok(self.scan_all(Some("AppId, NodeId")).await?.iter().filter_map(position).collect())
+        Ok(scan_all(&self.client, &self.table, Some("AppId, NodeId"), LISTING)
+            .await?
+            .iter()
+            .filter_map(position)
+            .collect())
     }
 
     async fn write(

@@ -11,68 +11,37 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde_json::{Value, json};
 
-use crate::app_jwt::AppJwts;
-use crate::clock::{Clock, rfc3339};
+use crate::domain::clock::rfc3339;
 use crate::error::Error;
-use crate::github::{Auth, GitHubClient};
-use crate::installations::{InstallationRecord, InstallationStore, TablePosition};
-use crate::signer::Signer;
-use crate::store::{AppLister, AppStore};
-
-/// The listing endpoint, at GitHub's largest page size.
-pub const LIST_PATH: &str = "/app/installations?per_page=100";
-
-/// An installation as `GET /app/installations` lists it (the fields appcreds keeps).
-#[derive(Debug, Clone, Deserialize)]
-pub struct GitHubInstallation {
-    pub id: i64,
-    pub account: Option<GitHubAccount>,
-    #[serde(default)]
-    pub target_type: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct GitHubAccount {
-    pub login: Option<String>,
-    /// Enterprises have a slug instead of a login.
-    pub slug: Option<String>,
-    pub node_id: String,
-}
-
-impl GitHubInstallation {
-    /// The Installation row for this installation of `app_id`.
-    pub fn record(&self, app_id: i64) -> Option<InstallationRecord> {
-        let account = self.account.as_ref()?;
-        Some(InstallationRecord {
-            app_id,
-            installation_id: self.id,
-            node_id: account.node_id.clone(),
-            target_type: self.target_type.clone(),
-            name: account.login.clone().or_else(|| account.slug.clone()).unwrap_or_default(),
-        })
-    }
-}
+use crate::ports::{InstallationRecord, Services, TablePosition};
+use crate::tokens::app_jwt::AppJwts;
 
 /// What happened to one App.
 #[derive(Debug)]
 pub struct AppOutcome {
+    /// The App.
     pub app_id: i64,
+    /// What changed, or why it could not be synced.
     pub result: Result<Changes, Error>,
 }
 
 /// The changes made for one App.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Changes {
+    /// Installations GitHub listed.
     pub listed: usize,
+    /// Rows written (new or changed).
     pub written: usize,
+    /// Rows deleted.
     pub deleted: usize,
 }
 
 /// The outcome of a sync run.
 #[derive(Debug)]
 pub struct SyncReport {
+    /// Each App's outcome, by App ID.
     pub apps: Vec<AppOutcome>,
     /// Rows removed because their App is no longer in the App table.
     pub orphans_removed: usize,
@@ -81,47 +50,47 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
+    /// The changes of every App that was synced, added up.
+    pub fn totals(&self) -> Changes {
+        self.apps.iter().filter_map(|a| a.result.as_ref().ok()).fold(Changes::default(), |acc, c| Changes {
+            listed: acc.listed + c.listed,
+            written: acc.written + c.written,
+            deleted: acc.deleted + c.deleted,
+        })
+    }
+
+    /// The Apps that could not be synced.
     pub fn failed_apps(&self) -> Vec<i64> {
         self.apps.iter().filter(|a| a.result.is_err()).map(|a| a.app_id).collect()
     }
 }
 
-/// Lists installations of one App from GitHub (all pages) with the App's JWT.
-pub async fn list_installations<S: Signer, A: AppStore, C: Clock>(
-    jwts: &AppJwts<S, A, C>,
-    github: &GitHubClient,
-    app_id: i64,
-) -> Result<Vec<GitHubInstallation>, Error> {
-    let jwt = jwts.get(app_id).await?;
-    let listed = github.get_all(LIST_PATH, Auth::App { app_id, jwt: &jwt.token }, None).await;
-    if let Err(Error::GitHubUnauthorized { .. }) = &listed {
-        // The key may have been rotated since this JWT was signed: sign afresh next time.
-        jwts.invalidate(app_id).await;
+/// Apps synced at once.
+pub const CONCURRENCY: usize = 4;
+
+/// The sync, built once per cold start; refresh-cache runs it on demand, the tracker on schedule.
+pub struct InstallationSync {
+    jwts: AppJwts,
+    services: Services,
+}
+
+impl InstallationSync {
+    /// The sync on `services` (App table, Installation table, signer, GitHub).
+    pub fn new(services: &Services) -> Self {
+        Self { jwts: AppJwts::new(services), services: services.clone() }
     }
-    listed
-}
 
-/// The sync. `concurrency` Apps are synced at once.
-pub struct Sync<'a, S, A, C, L, I> {
-    pub jwts: &'a AppJwts<S, A, C>,
-    pub apps: &'a L,
-    pub github: &'a GitHubClient,
-    pub store: &'a I,
-    pub clock: &'a C,
-    pub concurrency: usize,
-}
-
-impl<S: Signer, A: AppStore, C: Clock, L: AppLister, I: InstallationStore> Sync<'_, S, A, C, L, I> {
+    /// Syncs every App; one App's failure is in the report, not an error.
     pub async fn run(&self) -> Result<SyncReport, Error> {
-        let started = rfc3339(self.clock.now());
-        let apps = self.apps.list_apps().await?;
+        let started = rfc3339(self.services.now());
+        let apps = self.services.apps.list_apps().await?;
         let app_ids: BTreeSet<i64> = apps.iter().map(|a| a.app_id).collect();
         let outcomes: Vec<AppOutcome> = futures_util::stream::iter(app_ids.iter().copied())
             .map(|app_id| {
                 let now = started.as_str();
                 async move { AppOutcome { app_id, result: self.sync_app(app_id, now).await } }
             })
-            .buffer_unordered(self.concurrency.max(1))
+            .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
         let mut outcomes = outcomes;
@@ -138,17 +107,23 @@ impl<S: Signer, A: AppStore, C: Clock, L: AppLister, I: InstallationStore> Sync<
                 Err(e) => tracing::error!(app_id = o.app_id, error = %e, "installation sync failed for this App"),
             }
         }
-        let orphans: Vec<TablePosition> =
-            self.store.all_keys().await?.into_iter().filter(|k| !app_ids.contains(&k.app_id)).collect();
+        let orphans: Vec<TablePosition> = self
+            .services
+            .installations
+            .all_keys()
+            .await?
+            .into_iter()
+            .filter(|k| !app_ids.contains(&k.app_id))
+            .collect();
         let orphans_removed = orphans.len();
         if !orphans.is_empty() {
-            self.store.write(Vec::new(), orphans, &started).await?;
+            self.services.installations.write(Vec::new(), orphans, &started).await?;
         }
         Ok(SyncReport { apps: outcomes, orphans_removed, started })
     }
 
     async fn sync_app(&self, app_id: i64, now: &str) -> Result<Changes, Error> {
-        let listed = list_installations(self.jwts, self.github, app_id).await?;
+        let listed = self.jwts.list_installations(self.services.github()?, app_id).await?;
         // Complete listing in hand: only now may rows be deleted.
         let mut desired: BTreeMap<String, InstallationRecord> = BTreeMap::new();
         for record in listed.iter().filter_map(|i| i.record(app_id)) {
@@ -161,7 +136,7 @@ impl<S: Signer, A: AppStore, C: Clock, L: AppLister, I: InstallationStore> Sync<
             }
         }
         let existing: BTreeMap<String, InstallationRecord> =
-            self.store.list_app(app_id).await?.into_iter().map(|r| (r.node_id.clone(), r)).collect();
+            self.services.installations.list_app(app_id).await?.into_iter().map(|r| (r.node_id.clone(), r)).collect();
         let puts: Vec<InstallationRecord> =
             desired.values().filter(|r| existing.get(&r.node_id) != Some(*r)).cloned().collect();
         let deletes: Vec<TablePosition> = existing
@@ -171,8 +146,27 @@ impl<S: Signer, A: AppStore, C: Clock, L: AppLister, I: InstallationStore> Sync<
             .collect();
         let changes = Changes { listed: listed.len(), written: puts.len(), deleted: deletes.len() };
         if !puts.is_empty() || !deletes.is_empty() {
-            self.store.write(puts, deletes, now).await?;
+            self.services.installations.write(puts, deletes, now).await?;
         }
         Ok(changes)
+    }
+
+    /// The installation tracker's run: a summary line, and an error only if no App could be synced.
+    pub async fn scheduled(&self) -> Result<Value, Error> {
+        let report = self.run().await?;
+        let failed = report.failed_apps();
+        let totals = report.totals();
+        tracing::info!(
+            apps = report.apps.len(),
+            failed = failed.len(),
+            written = totals.written,
+            deleted = totals.deleted,
+            orphans_removed = report.orphans_removed,
+            "installation tracker run"
+        );
+        if !report.apps.is_empty() && failed.len() == report.apps.len() {
+            return Err(Error::internal("installation tracker", "no App could be synced"));
+        }
+        Ok(json!({ "refreshedDate": report.started, "failedApps": failed }))
     }
 }

@@ -5,13 +5,16 @@
 //! [`MIN_REMAINING_SECS`] of life. Concurrent requests for one App wait for the same signing.
 //! The App row is cached no longer than the JWT, so a rotated key is picked up within minutes.
 
+use std::sync::Arc;
+
 use crate::cache::FlightCache;
-use crate::clock::{Clock, SystemClock};
+use crate::domain::jwt::{self, Claims};
+use crate::domain::secret::Secret;
 use crate::error::Error;
-use crate::jwt::{self, Claims};
-use crate::secret::Secret;
-use crate::signer::Signer;
-use crate::store::AppStore;
+use crate::github::GitHubClient;
+use crate::github::installations;
+use crate::github::types::GitHubInstallation;
+use crate::ports::{AppStore, Clock, Services, Signer};
 
 /// A JWT handed to a caller has at least this much life left.
 pub const MIN_REMAINING_SECS: i64 = 5 * 60;
@@ -19,7 +22,9 @@ pub const MIN_REMAINING_SECS: i64 = 5 * 60;
 /// An App JWT.
 #[derive(Debug, Clone)]
 pub struct AppJwt {
+    /// The App (the JWT's `iss`).
     pub app_id: i64,
+    /// The JWT.
     pub token: Secret,
     /// The JWT's `exp` claim (Unix seconds).
     pub expires_at: i64,
@@ -28,16 +33,22 @@ pub struct AppJwt {
 }
 
 /// Issues App JWTs: reads the App's key ARN from the [`AppStore`] and signs with the [`Signer`].
-pub struct AppJwts<S, A, C = SystemClock> {
-    signer: S,
-    store: A,
-    clock: C,
+pub struct AppJwts {
+    signer: Arc<dyn Signer>,
+    store: Arc<dyn AppStore>,
+    clock: Arc<dyn Clock>,
     cache: FlightCache<i64, AppJwt>,
 }
 
-impl<S: Signer, A: AppStore, C: Clock> AppJwts<S, A, C> {
-    pub fn new(signer: S, store: A, clock: C) -> Self {
-        Self { signer, store, clock, cache: FlightCache::new(10_000) }
+impl AppJwts {
+    /// A cache that signs through `services`' signer, App table and clock.
+    pub fn new(services: &Services) -> Self {
+        Self {
+            signer: services.signer.clone(),
+            store: services.apps.clone(),
+            clock: services.clock.clone(),
+            cache: FlightCache::new(10_000),
+        }
     }
 
     /// A JWT for `app_id` with at least [`MIN_REMAINING_SECS`] of life left.
@@ -58,9 +69,19 @@ impl<S: Signer, A: AppStore, C: Clock> AppJwts<S, A, C> {
         app.kms_key_arn.ok_or(Error::AppKeyMissing(app_id))
     }
 
-    /// The clock this cache reads.
-    pub fn clock(&self) -> &C {
-        &self.clock
+    /// Every installation of `app_id` as GitHub lists it (all pages). A JWT GitHub refuses is
+    /// dropped, so that the next call signs afresh (the key may have been rotated).
+    pub async fn list_installations(
+        &self,
+        github: &GitHubClient,
+        app_id: i64,
+    ) -> Result<Vec<GitHubInstallation>, Error> {
+        let jwt = self.get(app_id).await?;
+        let listed = installations::list(github, app_id, &jwt.token).await;
+        if let Err(Error::GitHubUnauthorized { .. }) = &listed {
+            self.invalidate(app_id).await;
+        }
+        listed
     }
 
     async fn mint(&self, app_id: i64) -> Result<AppJwt, Error> {

@@ -1,7 +1,7 @@
 //! The audit trail: one line per credential handed out, never the credential itself.
 
-use crate::api::Caller;
-use crate::secret::Secret;
+use crate::domain::secret::Secret;
+use crate::http::Caller;
 
 /// Logs that `caller` received `token` (of `kind`, for `app_id` and maybe an installation).
 pub fn credential_issued(

@@ -1,0 +1,47 @@
+//! app-token: `POST /tokens/app` → an App JWT signed by KMS, from the per-App cache.
+
+use appcreds_wire::{AppTokenResponse, Token, paths};
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::domain::clock::rfc3339;
+use crate::error::Error;
+use crate::http::{Call, Operation, reply, request};
+use crate::ops::audit;
+use crate::ports::Services;
+use crate::tokens::app_jwt::AppJwts;
+
+/// `expirationTime` is this much before the JWT's `exp`, so callers renew before GitHub refuses it.
+pub const EXPIRY_MARGIN_SECS: i64 = 10;
+
+/// The app-token operation.
+pub struct AppToken {
+    jwts: AppJwts,
+}
+
+impl AppToken {
+    /// The operation on `services`.
+    pub fn new(services: &Services) -> Self {
+        Self { jwts: AppJwts::new(services) }
+    }
+
+    /// The JWT cache (benchmarks and tests drop entries to force a signing).
+    pub fn jwts(&self) -> &AppJwts {
+        &self.jwts
+    }
+}
+
+#[async_trait]
+impl Operation for AppToken {
+    const ROUTES: &'static [&'static str] = &[paths::APP_TOKEN];
+
+    async fn call(&self, call: Call) -> Result<Value, Error> {
+        let app_id = request::app_token(&call.body)?.app_id;
+        let jwt = self.jwts.get(app_id).await?;
+        let expiration = rfc3339(jwt.expires_at - EXPIRY_MARGIN_SECS);
+        audit::credential_issued(&call.caller, "app-jwt", app_id, None, &jwt.token, &expiration, jwt.cached);
+        let response =
+            AppTokenResponse { app_id, app_token: Token::new(jwt.token.expose()), expiration_time: expiration };
+        reply(response)
+    }
+}

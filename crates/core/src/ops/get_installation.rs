@@ -1,0 +1,55 @@
+//! get-installation: `POST /installations/info` (by node ID, GSI `NodeID`) and
+//! `POST /installations` (the whole table, paginated with a tamper-evident `nextToken`).
+
+use appcreds_wire::{InstallationInfoResponse, ListInstallationsResponse, paths};
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::domain::page_token;
+use crate::error::Error;
+use crate::http::{Call, Operation, reply, request};
+use crate::ports::Services;
+
+/// Page size when the request names none.
+pub const DEFAULT_MAX_RESULTS: i64 = 50;
+
+/// The get-installation operations.
+pub struct GetInstallation {
+    services: Services,
+}
+
+impl GetInstallation {
+    /// The operation on `services`.
+    pub fn new(services: &Services) -> Self {
+        Self { services: services.clone() }
+    }
+}
+
+#[async_trait]
+impl Operation for GetInstallation {
+    const ROUTES: &'static [&'static str] = &[paths::INSTALLATION_INFO, paths::LIST_INSTALLATIONS];
+
+    async fn call(&self, call: Call) -> Result<Value, Error> {
+        let store = &self.services.installations;
+        if call.path == paths::INSTALLATION_INFO {
+            let req = request::installation_info(&call.body)?;
+            let mut installations = store.by_node_id(&req.node_id).await?;
+            installations.sort_by_key(|r| r.app_id);
+            reply(InstallationInfoResponse { installations })
+        } else {
+            let req = request::list_installations(&call.body)?;
+            let mac = self.services.mac.as_ref();
+            let after = match req.next_token {
+                None => None,
+                Some(token) => Some(page_token::decode(mac, &token).await?),
+            };
+            let max = req.max_results.unwrap_or(DEFAULT_MAX_RESULTS) as usize;
+            let (installations, next) = store.page(max, after).await?;
+            let next_token = match next {
+                None => None,
+                Some(next) => Some(page_token::encode(mac, &next).await?),
+            };
+            reply(ListInstallationsResponse { installations, next_token })
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The wire operations, one module each, every one an [`crate::http::Operation`]:
+//! [`app_token`] (`POST /tokens/app`), [`installation_token`] (`POST /tokens/installation`),
+//! [`get_installation`] (`POST /installations/info` and `POST /installations`) and [`refresh`]
+//! (`POST /installations/refresh`). [`audit`] writes the line each issued credential leaves.
+
+pub mod app_token;
+pub mod audit;
+pub mod get_installation;
+pub mod installation_token;
+pub mod refresh;

@@ -1,0 +1,236 @@
+//! The ports: the small traits through which operations and jobs reach KMS, DynamoDB, CloudWatch
+//! and the clock, and [`Services`], the one bundle of them that a function builds at cold start.
+//!
+//! Everything above this layer takes a [`Services`] and nothing else, so adding a port is one
+//! field here (and its adapter in [`crate::aws`]); no type grows a generic parameter for it.
+//! Each call through a port is one dynamic dispatch (and, for async methods, one boxed future):
+//! nanoseconds beside the network call behind it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::Error;
+use crate::github::GitHubClient;
+
+pub use crate::aws::app_table::AppRecord;
+pub use crate::aws::installation_table::{InstallationRecord, TablePosition};
+pub use crate::domain::clock::Clock;
+use crate::domain::clock::SystemClock;
+
+/// Signs bytes with RSASSA-PKCS1-v1_5 / SHA-256 under a key named by ARN (KMS `Sign`).
+#[async_trait]
+pub trait Signer: Send + Sync {
+    /// The signature of `message` under `key_id`.
+    async fn sign(&self, key_id: &str, message: &[u8]) -> Result<Vec<u8>, Error>;
+}
+
+/// Makes and checks MACs (KMS HMAC), for tamper-evident page tokens.
+#[async_trait]
+pub trait Mac: Send + Sync {
+    /// The MAC of `message`.
+    async fn generate(&self, message: &[u8]) -> Result<Vec<u8>, Error>;
+    /// `Ok(false)` for a MAC that does not verify.
+    async fn verify(&self, message: &[u8], mac: &[u8]) -> Result<bool, Error>;
+}
+
+/// The App table.
+#[async_trait]
+pub trait AppStore: Send + Sync {
+    /// The App's row, if it is registered.
+    async fn get_app(&self, app_id: i64) -> Result<Option<AppRecord>, Error>;
+    /// Every App, by App ID.
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, Error>;
+}
+
+/// The Installation table.
+#[async_trait]
+pub trait InstallationStore: Send + Sync {
+    /// The row of (`app_id`, `node_id`).
+    async fn get(&self, app_id: i64, node_id: &str) -> Result<Option<InstallationRecord>, Error>;
+    /// Rows with this node ID, any App (GSI `NodeID`).
+    async fn by_node_id(&self, node_id: &str) -> Result<Vec<InstallationRecord>, Error>;
+    /// Every row of one App.
+    async fn list_app(&self, app_id: i64) -> Result<Vec<InstallationRecord>, Error>;
+    /// Up to `limit` rows after `after`, and the position to continue from if there may be more.
+    async fn page(
+        &self,
+        limit: usize,
+        after: Option<TablePosition>,
+    ) -> Result<(Vec<InstallationRecord>, Option<TablePosition>), Error>;
+    /// Every row, all Apps.
+    async fn all(&self) -> Result<Vec<InstallationRecord>, Error>;
+    /// The key of every row, all Apps.
+    async fn all_keys(&self) -> Result<Vec<TablePosition>, Error>;
+    /// Writes `puts` (stamped `LastRefreshed` = `now_rfc3339`) and deletes `deletes`, in batches.
+    async fn write(
+        &self,
+        puts: Vec<InstallationRecord>,
+        deletes: Vec<TablePosition>,
+        now_rfc3339: &str,
+    ) -> Result<(), Error>;
+}
+
+/// A unit of a [`Metric`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// A count.
+    Count,
+    /// A percentage (0 to 100).
+    Percent,
+    /// Seconds.
+    Seconds,
+}
+
+/// One metric value, as the rate-limit scanner publishes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    /// The metric's name.
+    pub name: &'static str,
+    /// Its dimensions, in order.
+    pub dimensions: Vec<(&'static str, String)>,
+    /// The value.
+    pub value: f64,
+    /// The unit.
+    pub unit: Unit,
+    /// When it was measured (Unix seconds).
+    pub timestamp: i64,
+}
+
+/// Where metrics go (CloudWatch `PutMetricData` in production).
+#[async_trait]
+pub trait MetricSink: Send + Sync {
+    /// Publishes one batch (at most [`METRICS_PER_PUT`] metrics).
+    async fn put(&self, data: Vec<Metric>) -> Result<(), Error>;
+}
+
+/// The most metrics one [`MetricSink::put`] takes (CloudWatch's PutMetricData limit).
+pub const METRICS_PER_PUT: usize = 1000;
+
+/// What every operation and job reaches the world through, built once per cold start.
+///
+/// A function sets the ports it uses; the others stay [`Unconfigured`] and fail with a
+/// `ServerSideError` that names what is missing, so a miswired deployment is visible, not silent.
+#[derive(Clone)]
+pub struct Services {
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    /// KMS `Sign` with the Apps' keys.
+    pub signer: Arc<dyn Signer>,
+    /// The App table.
+    pub apps: Arc<dyn AppStore>,
+    /// The Installation table.
+    pub installations: Arc<dyn InstallationStore>,
+    /// The MAC key of page tokens.
+    pub mac: Arc<dyn Mac>,
+    /// Where rate-limit metrics go.
+    pub metrics: Arc<dyn MetricSink>,
+    /// GitHub's REST API, for the functions that call it.
+    pub github: Option<GitHubClient>,
+}
+
+impl Services {
+    /// Every port unconfigured, and the system clock. Set the ones a function uses.
+    pub fn unconfigured() -> Self {
+        Services {
+            clock: Arc::new(SystemClock),
+            signer: Arc::new(Unconfigured("no KMS signer is configured")),
+            apps: Arc::new(Unconfigured("APP_TABLE_NAME is not set")),
+            installations: Arc::new(Unconfigured("INSTALLATION_TABLE_NAME is not set")),
+            mac: Arc::new(Unconfigured("PAGINATION_KEY_ID is not set")),
+            metrics: Arc::new(Unconfigured("no metric sink is configured")),
+            github: None,
+        }
+    }
+
+    /// The GitHub client, or a `ServerSideError` for a function built without one.
+    pub fn github(&self) -> Result<&GitHubClient, Error> {
+        self.github.as_ref().ok_or(Error::Misconfigured("GITHUB_API_URL is not configured for this function"))
+    }
+
+    /// The current time (Unix seconds).
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+}
+
+/// A port this function was built without: every call fails with its message.
+#[derive(Debug, Clone, Copy)]
+pub struct Unconfigured(pub &'static str);
+
+#[async_trait]
+impl Signer for Unconfigured {
+    async fn sign(&self, _: &str, _: &[u8]) -> Result<Vec<u8>, Error> {
+        Err(Error::Misconfigured(self.0))
+    }
+}
+
+#[async_trait]
+impl Mac for Unconfigured {
+    async fn generate(&self, _: &[u8]) -> Result<Vec<u8>, Error> {
+        Err(Error::Misconfigured(self.0))
+    }
+    async fn verify(&self, _: &[u8], _: &[u8]) -> Result<bool, Error> {
+        Err(Error::Misconfigured(self.0))
+    }
+}
+
+#[async_trait]
+impl AppStore for Unconfigured {
+    async fn get_app(&self, _: i64) -> Result<Option<AppRecord>, Error> {
+        Err(Error::Misconfigured(self.0))
+    }
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, Error> {
+        Err(Error::Misconfigured(self.0))
+    }
+}
+
+#[async_trait]
+impl InstallationStore for Unconfigured {
+    async fn get(&self, _: i64, _: &str) -> Result<Option<InstallationRecord>, Error> {
+        Err(Error::Misconfigured(self.0))
+    }
+    async fn by_node_id(&self, _: &str) -> Result<Vec<InstallationRecord>, Error> {
+        Err(Error::Misconfigured(self.0))
+    }
+    async fn list_app(&self, _: i64) -> Result<Vec<InstallationRecord>, Error> {
+        Err(Error::Misconfigured(self.0))
+    }
+    async fn page(
+        &self,
+        _: usize,
+        _: Option<TablePosition>,
+    ) -> Result<(Vec<InstallationRecord>, Option<TablePosition>), Error> {
+        Err(Error::Misconfigured(self.0))
+    }
+    async fn all(&self) -> Result<Vec<InstallationRecord>, Error> {
+        Err(Error::Misconfigured(self.0))
+    }
+    async fn all_keys(&self) -> Result<Vec<TablePosition>, Error> {
+        Err(Error::Misconfigured(self.0))
+    }
+    async fn write(&self, _: Vec<InstallationRecord>, _: Vec<TablePosition>, _: &str) -> Result<(), Error> {
+        Err(Error::Misconfigured(self.0))
+    }
+}
+
+#[async_trait]
+impl MetricSink for Unconfigured {
+    async fn put(&self, _: Vec<Metric>) -> Result<(), Error> {
+        Err(Error::Misconfigured(self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unconfigured_port_names_what_is_missing() {
+        let services = Services::unconfigured();
+        let err = services.installations.all().await.unwrap_err();
+        assert_eq!(err.to_string(), "INSTALLATION_TABLE_NAME is not set");
+        assert!(matches!(services.apps.get_app(1).await, Err(Error::Misconfigured("APP_TABLE_NAME is not set"))));
+        assert!(matches!(services.github(), Err(Error::Misconfigured(_))));
+    }
+}

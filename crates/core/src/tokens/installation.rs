@@ -1,0 +1,232 @@
+//! Installation access tokens.
+//!
+//! The installation is named by node ID (the account's node ID; looked up in the Installation
+//! table, then in GitHub's listing, and written back), or **(ext)** by owner (login) or
+//! repository (`owner/name`) through GitHub's lookup endpoints. Tokens are minted with the
+//! requested scope and kept in process until 10 minutes before they expire; resolutions are kept
+//! for [`RESOLUTION_TTL_SECS`]. A cache hit makes no KMS, DynamoDB or GitHub call.
+
+use reqwest::Method;
+
+use crate::cache::FlightCache;
+use crate::domain::clock::rfc3339;
+use crate::domain::scope::{self, ScopeDown};
+use crate::domain::secret::Secret;
+use crate::error::Error;
+use crate::github::installations;
+use crate::github::types::{AccessToken, App, GitHubInstallation};
+use crate::github::{Auth, GitHubClient};
+use crate::ports::{InstallationRecord, InstallationStore, Services};
+use crate::tokens::app_jwt::{AppJwt, AppJwts};
+
+pub use appcreds_wire::Target;
+/// A cached token is handed out only while it has more than this much life left.
+pub const REUSE_MARGIN_SECS: i64 = 10 * 60;
+/// How long a resolved installation is trusted without asking the table or GitHub again.
+pub const RESOLUTION_TTL_SECS: i64 = 10 * 60;
+
+/// A minted installation token and what GitHub granted.
+#[derive(Debug, Clone)]
+pub struct InstallationToken {
+    /// The token (`ghs_…`).
+    pub token: Secret,
+    /// When it expires (Unix seconds).
+    pub expires_at: i64,
+    /// GitHub's `expires_at`, as it wrote it.
+    pub expires_at_text: String,
+    /// The repositories and permissions GitHub granted.
+    pub granted: ScopeDown,
+}
+
+#[derive(Debug, Clone)]
+struct Resolved {
+    record: InstallationRecord,
+    at: i64,
+    /// Whether it came from the table (and so may be stale).
+    from_table: bool,
+}
+
+/// Mints installation tokens.
+pub struct InstallationTokens {
+    jwts: AppJwts,
+    services: Services,
+    resolutions: FlightCache<(i64, Target), Resolved>,
+    tokens: FlightCache<(i64, i64, String), InstallationToken>,
+    slugs: FlightCache<i64, (String, i64)>,
+}
+
+/// How long an App's slug is kept.
+pub const SLUG_TTL_SECS: i64 = 3600;
+
+impl InstallationTokens {
+    /// Tokens minted through `services`, with App JWTs of their own cache.
+    pub fn new(services: &Services) -> Self {
+        Self {
+            jwts: AppJwts::new(services),
+            services: services.clone(),
+            resolutions: FlightCache::new(10_000),
+            tokens: FlightCache::new(10_000),
+            slugs: FlightCache::new(10_000),
+        }
+    }
+
+    fn now(&self) -> i64 {
+        self.services.now()
+    }
+
+    fn github(&self) -> Result<&GitHubClient, Error> {
+        self.services.github()
+    }
+
+    fn store(&self) -> &dyn InstallationStore {
+        self.services.installations.as_ref()
+    }
+
+    /// A token for the installation `target` of `app_id`, scoped to `scope`; the record it was
+    /// minted for; and whether it came from the cache.
+    pub async fn issue(
+        &self,
+        app_id: i64,
+        target: &Target,
+        scope: &ScopeDown,
+    ) -> Result<(InstallationToken, InstallationRecord, bool), Error> {
+        let resolved = self.resolve(app_id, target).await?;
+        match self.token(app_id, &resolved.record, scope).await {
+            // A table row can be stale (uninstalled, reinstalled): ask GitHub once more.
+            Err(Error::GitHubRejected { status: 404, .. }) if resolved.from_table => {
+                self.resolutions.invalidate(&(app_id, target.clone())).await;
+                let fresh = self.resolve_at_github(app_id, target).await?;
+                self.store().write(vec![fresh.clone()], Vec::new(), &rfc3339(self.now())).await?;
+                let (token, cached) = self.token(app_id, &fresh, scope).await?;
+                Ok((token, fresh, cached))
+            }
+            Err(e) => Err(e),
+            Ok((token, cached)) => Ok((token, resolved.record, cached)),
+        }
+    }
+
+    /// **(ext)** The App's slug (`GET /app`), kept for an hour; `None` if GitHub does not say.
+    pub async fn app_slug(&self, app_id: i64) -> Option<String> {
+        let fresh = |(_, at): &(String, i64)| self.now() - at < SLUG_TTL_SECS;
+        let fetched = self
+            .slugs
+            .get_or_fill(app_id, fresh, || async {
+                let jwt = self.jwts.get(app_id).await?;
+                let app: App = self.github()?.get("/app", Auth::App { app_id, jwt: &jwt.token }).await?;
+                Ok((app.slug.unwrap_or_default(), self.now()))
+            })
+            .await;
+        match fetched {
+            Ok(((slug, _), _)) if !slug.is_empty() => Some(slug),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(app_id, error = %e, "could not read the App's slug");
+                None
+            }
+        }
+    }
+
+    /// A token for an installation already known (as the rate-limit scanner has them).
+    pub async fn issue_for(
+        &self,
+        record: &InstallationRecord,
+        scope: &ScopeDown,
+    ) -> Result<(InstallationToken, bool), Error> {
+        self.token(record.app_id, record, scope).await
+    }
+
+    async fn token(
+        &self,
+        app_id: i64,
+        record: &InstallationRecord,
+        scope: &ScopeDown,
+    ) -> Result<(InstallationToken, bool), Error> {
+        let key = (app_id, record.installation_id, scope::cache_key(scope));
+        let fresh = |t: &InstallationToken| t.expires_at - self.now() > REUSE_MARGIN_SECS;
+        self.tokens.get_or_fill(key, fresh, || self.mint(app_id, record.installation_id, scope)).await
+    }
+
+    async fn mint(&self, app_id: i64, installation_id: i64, scope: &ScopeDown) -> Result<InstallationToken, Error> {
+        let (path, body) = (&format!("/app/installations/{installation_id}/access_tokens"), &scope::github_body(scope));
+        let github = self.github()?;
+        let send = |jwt: AppJwt| async move {
+            github.send(Method::POST, path, Auth::App { app_id, jwt: &jwt.token }, Some(body)).await
+        };
+        let jwt = self.jwts.get(app_id).await?;
+        let cached = jwt.cached;
+        let mut reply = send(jwt).await;
+        if let Err(Error::GitHubUnauthorized { .. }) = &reply {
+            self.jwts.invalidate(app_id).await;
+            // GitHub refused a JWT it may have accepted before: the App's key was rotated and the
+            // old one deleted on GitHub. One more try with a JWT signed under the current key.
+            if cached {
+                reply = send(self.jwts.get(app_id).await?).await;
+                if let Err(Error::GitHubUnauthorized { .. }) = &reply {
+                    self.jwts.invalidate(app_id).await;
+                }
+            }
+        }
+        let minted: AccessToken =
+            serde_json::from_value(reply?.body).map_err(|e| Error::internal("reading GitHub's token", e))?;
+        let expires_at =
+            aws_smithy_types::DateTime::from_str(&minted.expires_at, aws_smithy_types::date_time::Format::DateTime)
+                .map_err(|e| Error::internal("reading GitHub's expires_at", e))?
+                .secs();
+        let repositories = minted.repositories.unwrap_or_default();
+        let granted = ScopeDown {
+            repository_ids: repositories.iter().map(|r| r.id).collect(),
+            repository_names: repositories.into_iter().map(|r| r.name).collect(),
+            permissions: minted.permissions,
+        };
+        Ok(InstallationToken {
+            token: Secret::new(minted.token),
+            expires_at,
+            expires_at_text: minted.expires_at,
+            granted,
+        })
+    }
+
+    async fn resolve(&self, app_id: i64, target: &Target) -> Result<Resolved, Error> {
+        let fresh = |r: &Resolved| self.now() - r.at < RESOLUTION_TTL_SECS;
+        let (resolved, _) = self
+            .resolutions
+            .get_or_fill((app_id, target.clone()), fresh, || async {
+                if let Target::NodeId(node_id) = target
+                    && let Some(record) = self.store().get(app_id, node_id).await?
+                {
+                    return Ok(Resolved { record, at: self.now(), from_table: true });
+                }
+                let record = self.resolve_at_github(app_id, target).await?;
+                if self.store().get(app_id, &record.node_id).await?.as_ref() != Some(&record) {
+                    self.store().write(vec![record.clone()], Vec::new(), &rfc3339(self.now())).await?;
+                }
+                Ok(Resolved { record, at: self.now(), from_table: false })
+            })
+            .await?;
+        Ok(resolved)
+    }
+
+    async fn resolve_at_github(&self, app_id: i64, target: &Target) -> Result<InstallationRecord, Error> {
+        let unknown = || Error::UnknownInstallation { app_id, target: target.to_string() };
+        let found: Option<GitHubInstallation> = match target {
+            Target::NodeId(node_id) => self
+                .jwts
+                .list_installations(self.github()?, app_id)
+                .await?
+                .into_iter()
+                .find(|i| i.account.as_ref().is_some_and(|a| &a.node_id == node_id)),
+            Target::Owner(login) => match self.lookup(app_id, &format!("/users/{login}/installation")).await? {
+                Some(i) => Some(i),
+                None => self.lookup(app_id, &format!("/orgs/{login}/installation")).await?,
+            },
+            Target::Repository(repository) => self.lookup(app_id, &format!("/repos/{repository}/installation")).await?,
+        };
+        found.and_then(|i| i.record(app_id)).ok_or_else(unknown)
+    }
+
+    /// A lookup endpoint's installation, or `None` on 404.
+    async fn lookup(&self, app_id: i64, path: &str) -> Result<Option<GitHubInstallation>, Error> {
+        let jwt = self.jwts.get(app_id).await?;
+        installations::lookup(self.github()?, app_id, &jwt.token, path).await
+    }
+}
