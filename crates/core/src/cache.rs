@@ -13,7 +13,7 @@ type Slot<V> = Arc<AsyncMutex<Option<V>>>;
 
 /// Values by key, each filled by at most one caller at a time. Entries that are no longer fresh
 /// are swept when the cache grows past its capacity, so unused keys do not pile up.
-pub struct FlightCache<K, V> {
+pub(crate) struct FlightCache<K, V> {
     slots: Mutex<HashMap<K, Slot<V>>>,
     capacity: usize,
 }
@@ -25,7 +25,12 @@ impl<K: Eq + Hash + Clone, V: Clone> FlightCache<K, V> {
 
     /// The cached value of `key` if `fresh` says so, else the value `fill` makes (which is then
     /// cached). The flag says whether it came from the cache. A failed fill caches nothing.
-    pub async fn get_or_fill<F, Fut>(&self, key: K, fresh: impl Fn(&V) -> bool, fill: F) -> Result<(V, bool), Error>
+    pub(crate) async fn get_or_fill<F, Fut>(
+        &self,
+        key: K,
+        fresh: impl Fn(&V) -> bool,
+        fill: F,
+    ) -> Result<(V, bool), Error>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, Error>>,
@@ -58,12 +63,9 @@ impl<K: Eq + Hash + Clone, V: Clone> FlightCache<K, V> {
     }
 
     /// How many keys have a slot (for tests of the bound).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn slot(&self, key: &K, fresh: &impl Fn(&V) -> bool) -> Slot<V> {

@@ -24,7 +24,7 @@ impl Config {
     }
 
     /// Reads variables through `get` (tests pass a table).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+    pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let non_empty = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let app_table = non_empty("APP_TABLE_NAME").ok_or(Error::Misconfigured("APP_TABLE_NAME is not set"))?;
         let github_api_url = non_empty("GITHUB_API_URL")

@@ -95,7 +95,7 @@ impl Error {
     }
 
     /// A `ValidationException` for several fields (at least one).
-    pub fn invalid_fields(fields: Vec<FieldError>) -> Self {
+    pub(crate) fn invalid_fields(fields: Vec<FieldError>) -> Self {
         let message = match fields.as_slice() {
             [one] => format!("1 validation error detected. Value at '{}' {}", one.path, one.message),
             many => format!(

@@ -100,16 +100,16 @@ pub struct Metric {
 /// Where metrics go (CloudWatch `PutMetricData` in production).
 #[async_trait]
 pub trait MetricSink: Send + Sync {
-    /// Publishes one batch (at most [`METRICS_PER_PUT`] metrics).
+    /// Publishes one batch (at most `METRICS_PER_PUT`, 1,000 metrics).
     async fn put(&self, data: Vec<Metric>) -> Result<(), Error>;
 }
 
 /// The most metrics one [`MetricSink::put`] takes (CloudWatch's PutMetricData limit).
-pub const METRICS_PER_PUT: usize = 1000;
+pub(crate) const METRICS_PER_PUT: usize = 1000;
 
 /// What every operation and job reaches the world through, built once per cold start.
 ///
-/// A function sets the ports it uses; the others stay [`Unconfigured`] and fail with a
+/// A function sets the ports it uses; the others stay unconfigured and fail with a
 /// `ServerSideError` that names what is missing, so a miswired deployment is visible, not silent.
 #[derive(Clone)]
 pub struct Services {
@@ -156,7 +156,7 @@ impl Services {
 
 /// A port this function was built without: every call fails with its message.
 #[derive(Debug, Clone, Copy)]
-pub struct Unconfigured(pub &'static str);
+pub(crate) struct Unconfigured(pub &'static str);
 
 #[async_trait]
 impl Signer for Unconfigured {

@@ -2,21 +2,21 @@
 //! the [`Services`] built from them. Also serving a scheduled job.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use aws_config::SdkConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
 use lambda_http::lambda_runtime::{self, LambdaEvent, service_fn};
 use serde_json::Value;
 
 use crate::aws::app_table::DynamoAppStore;
+use crate::aws::aws_timeouts;
 use crate::aws::installation_table::DynamoInstallationStore;
 use crate::aws::kms::{KmsMac, KmsSigner};
-use crate::aws::load_aws_config;
 use crate::config::Config;
 use crate::error::Error;
 use crate::github::{GitHubClient, RetryPolicy, Timeouts};
 use crate::http::Transport;
 use crate::ports::Services;
-use std::sync::Arc;
 
 /// Configuration and SDK configuration, read once per cold start.
 pub struct ColdStart {
@@ -32,7 +32,9 @@ impl ColdStart {
     pub async fn init() -> Result<Self, Error> {
         lambda_http::tracing::init_default_subscriber();
         let config = Config::from_env()?;
-        Ok(ColdStart { config, aws: load_aws_config().await })
+        // Region, credentials and endpoint from the environment; every client is built from it.
+        let aws = aws_config::defaults(BehaviorVersion::latest()).timeout_config(aws_timeouts()).load().await;
+        Ok(ColdStart { config, aws })
     }
 
     /// The transport checks the environment asks for.

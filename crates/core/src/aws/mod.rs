@@ -1,13 +1,11 @@
 //! The AWS adapters behind the [`crate::ports`]: KMS ([`kms`]), the DynamoDB tables ([`app_table`],
 //! [`installation_table`]) and, with the `cloudwatch` feature, CloudWatch (`cloudwatch`); plus the
-//! SDK configuration every function shares and the mapping of DynamoDB failures.
+//! timeouts of every AWS call and the mapping of DynamoDB failures.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
-use std::collections::HashMap;
-
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 
@@ -26,12 +24,6 @@ pub fn aws_timeouts() -> TimeoutConfig {
         .operation_attempt_timeout(Duration::from_secs(3))
         .operation_timeout(Duration::from_secs(8))
         .build()
-}
-
-/// The shared AWS SDK configuration (region, credentials, endpoint from the environment).
-/// Call once per cold start and build every client from it.
-pub async fn load_aws_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).timeout_config(aws_timeouts()).load().await
 }
 
 /// Maps a DynamoDB failure: throttling becomes `ThrottlingException`, the rest is internal.

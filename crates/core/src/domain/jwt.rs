@@ -4,7 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// `iat` is back-dated by this much to tolerate clock drift, as GitHub recommends.
-pub const BACKDATE_SECS: i64 = 60;
+pub(crate) const BACKDATE_SECS: i64 = 60;
 /// `exp` is this far after "now". GitHub refuses an `exp` more than 10 minutes ahead.
 pub const LIFETIME_SECS: i64 = 9 * 60;
 

@@ -10,12 +10,12 @@ pub use appcreds_wire::ScopeDown;
 use serde_json::{Map, Value, json};
 
 /// GitHub refuses more repositories in one token request.
-pub const MAX_REPOSITORIES: usize = 500;
+pub(crate) const MAX_REPOSITORIES: usize = 500;
 /// GitHub's longest repository name.
-pub const MAX_REPOSITORY_NAME: usize = 100;
+pub(crate) const MAX_REPOSITORY_NAME: usize = 100;
 
 /// The permissions an installation token may request, with their allowed levels.
-pub fn permission_levels() -> &'static BTreeMap<String, Vec<String>> {
+pub(crate) fn permission_levels() -> &'static BTreeMap<String, Vec<String>> {
     static LEVELS: OnceLock<BTreeMap<String, Vec<String>>> = OnceLock::new();
     LEVELS.get_or_init(|| {
         #[derive(serde::Deserialize)]
@@ -29,7 +29,7 @@ pub fn permission_levels() -> &'static BTreeMap<String, Vec<String>> {
 }
 
 /// The fields of GitHub's `POST /app/installations/{id}/access_tokens` body.
-pub fn github_body(scope: &ScopeDown) -> Value {
+pub(crate) fn github_body(scope: &ScopeDown) -> Value {
     let mut body = Map::new();
     if !scope.repository_ids.is_empty() {
         body.insert("repository_ids".into(), json!(scope.repository_ids));
@@ -45,7 +45,7 @@ pub fn github_body(scope: &ScopeDown) -> Value {
 
 /// A key that is equal for scopes GitHub treats alike (order, duplicates and the case of
 /// repository names do not matter).
-pub fn cache_key(scope: &ScopeDown) -> String {
+pub(crate) fn cache_key(scope: &ScopeDown) -> String {
     let mut ids = scope.repository_ids.clone();
     ids.sort_unstable();
     let mut names: Vec<String> = scope.repository_names.iter().map(|n| n.to_ascii_lowercase()).collect();
@@ -54,7 +54,7 @@ pub fn cache_key(scope: &ScopeDown) -> String {
 }
 
 /// Why `name` is not a valid GitHub repository name, if it is not.
-pub fn repository_name_problem(name: &str) -> Option<String> {
+pub(crate) fn repository_name_problem(name: &str) -> Option<String> {
     if name.is_empty() || name.len() > MAX_REPOSITORY_NAME {
         return Some(format!("must be 1 to {MAX_REPOSITORY_NAME} characters long"));
     }

@@ -14,7 +14,7 @@ use crate::domain::secret::Secret;
 use crate::error::Error;
 
 /// The REST API version appcreds is written against.
-pub const API_VERSION: &str = "2022-11-28";
+pub(crate) const API_VERSION: &str = "2022-11-28";
 
 /// How GitHub calls are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,10 +95,6 @@ impl GitHubClient {
         let base = base_url.trim_end_matches('/').to_string();
         let origin = origin_of(&base).ok_or(Error::Misconfigured("GITHUB_API_URL is not an http(s) URL"))?;
         Ok(GitHubClient { http, base, origin, retry })
-    }
-
-    pub fn base_url(&self) -> &str {
-        &self.base
     }
 
     /// Sends a request with retries; `path` is relative to the base URL (or an absolute URL on
@@ -286,7 +282,7 @@ fn rate_limit_wait(status: StatusCode, headers: &HeaderMap, message: &str) -> Op
 }
 
 /// The `rel="next"` target of a `Link` header.
-pub fn next_link(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn next_link(headers: &HeaderMap) -> Option<String> {
     let link = headers.get("link")?.to_str().ok()?;
     link.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;

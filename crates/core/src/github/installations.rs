@@ -6,16 +6,16 @@ use crate::github::types::GitHubInstallation;
 use crate::github::{Auth, GitHubClient};
 
 /// The listing endpoint, at GitHub's largest page size.
-pub const LIST_PATH: &str = "/app/installations?per_page=100";
+pub(crate) const LIST_PATH: &str = "/app/installations?per_page=100";
 
 /// Every installation of `app_id` (all pages), authenticated with the App's `jwt`.
-pub async fn list(github: &GitHubClient, app_id: i64, jwt: &Secret) -> Result<Vec<GitHubInstallation>, Error> {
+pub(crate) async fn list(github: &GitHubClient, app_id: i64, jwt: &Secret) -> Result<Vec<GitHubInstallation>, Error> {
     github.get_all(LIST_PATH, Auth::App { app_id, jwt }, None).await
 }
 
 /// The installation a lookup endpoint (`/users/{u}/installation`, `/orgs/{o}/installation`,
 /// `/repos/{o}/{r}/installation`) names, or `None` on 404.
-pub async fn lookup(
+pub(crate) async fn lookup(
     github: &GitHubClient,
     app_id: i64,
     jwt: &Secret,

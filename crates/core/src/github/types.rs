@@ -9,7 +9,7 @@ use crate::ports::InstallationRecord;
 /// An installation (schema `installation`), as `GET /app/installations` and the lookup endpoints
 /// return it: the fields appcreds keeps.
 #[derive(Debug, Clone, Deserialize)]
-pub struct GitHubInstallation {
+pub(crate) struct GitHubInstallation {
     /// The installation ID.
     pub id: i64,
     /// The account it is installed on.
@@ -21,7 +21,7 @@ pub struct GitHubInstallation {
 
 /// The account of an installation (a user, an organization or an enterprise).
 #[derive(Debug, Clone, Deserialize)]
-pub struct GitHubAccount {
+pub(crate) struct GitHubAccount {
     /// Users and organizations have a login.
     pub login: Option<String>,
     /// Enterprises have a slug instead of a login.
@@ -75,7 +75,7 @@ pub(crate) struct RateLimitOverview {
 
 /// One resource category of `GET /rate_limit` (schema `rate-limit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub struct Rate {
+pub(crate) struct Rate {
     /// Requests allowed per window.
     pub limit: i64,
     /// Requests made in this window.

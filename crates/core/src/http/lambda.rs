@@ -9,7 +9,8 @@ use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response, service_fn};
 
-use crate::http::{Endpoint, HttpReply, Operation, RawRequest};
+use crate::http::Operation;
+use crate::http::endpoint::{Endpoint, HttpReply, RawRequest};
 
 impl<O: Operation> Endpoint<O> {
     /// Answers one Function URL request.

@@ -1,7 +1,7 @@
-//! The HTTP edge of every function: request checks and the contract's request readers
-//! ([`request`]), the one error → HTTP mapping ([`error_reply`]), the [`Operation`] trait every
-//! operation implements, and [`Endpoint`], which serves any operation; with the `lambda` feature,
-//! behind a Lambda Function URL ([`serve`]).
+//! The HTTP edge of every function: the contract's request readers ([`request`]), the one
+//! error → HTTP mapping ([`error_reply`]) and the [`Operation`] trait every operation implements.
+//! With the `lambda` feature, also the transport: `Endpoint` (the request checks, then any
+//! operation) and `serve`, which runs an endpoint behind a Lambda Function URL.
 
 use appcreds_wire::{ErrorBody, ErrorName};
 use async_trait::async_trait;
@@ -10,23 +10,26 @@ use serde_json::{Map, Value};
 use crate::error::Error;
 
 #[cfg(feature = "lambda")]
+mod endpoint;
+#[cfg(feature = "lambda")]
 mod lambda;
 pub mod request;
 
 #[cfg(feature = "lambda")]
+pub use endpoint::{Endpoint, Transport};
+#[cfg(feature = "lambda")]
 pub use lambda::serve;
-pub use request::RawRequest;
 
 /// Who called: the IAM principal from the Function URL's request context.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// The principal's ARN; `None` only where no platform authenticated the caller.
-    pub arn: Option<String>,
+    pub(crate) arn: Option<String>,
 }
 
 impl Caller {
     /// The ARN for audit lines, or `-` where the platform gave none (only in local emulation).
-    pub fn audit_name(&self) -> &str {
+    pub(crate) fn audit_name(&self) -> &str {
         self.arn.as_deref().unwrap_or("-")
     }
 }
@@ -35,19 +38,11 @@ impl Caller {
 #[derive(Debug)]
 pub struct Call {
     /// The path (one of the operation's routes).
-    pub path: String,
+    pub(crate) path: String,
     /// Who called.
-    pub caller: Caller,
+    pub(crate) caller: Caller,
     /// The body, a JSON object.
-    pub body: Map<String, Value>,
-}
-
-/// Options of the transport checks.
-#[derive(Debug, Clone, Copy)]
-pub struct Transport {
-    /// Refuse requests without an IAM caller in the request context. With `AuthType: AWS_IAM`
-    /// Lambda always sets one, so a missing caller means the Function URL is not IAM-protected.
-    pub require_iam_caller: bool,
+    pub(crate) body: Map<String, Value>,
 }
 
 /// One function's operations: the routes it serves and what it answers.
@@ -62,59 +57,6 @@ pub trait Operation: Send + Sync + 'static {
 /// A contract response as the JSON an [`Operation`] answers with.
 pub fn reply(response: impl serde::Serialize) -> Result<Value, Error> {
     serde_json::to_value(response).map_err(|e| Error::internal("writing the reply", e))
-}
-
-/// An HTTP answer, independent of the transport.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpReply {
-    /// The status code.
-    pub status: u16,
-    /// The error's name for the `x-amzn-errortype` header; `None` on success.
-    pub error_type: Option<ErrorName>,
-    /// The JSON body.
-    pub body: String,
-}
-
-/// An operation behind the transport checks: what every function serves.
-pub struct Endpoint<O> {
-    op: O,
-    transport: Transport,
-}
-
-impl<O: Operation> Endpoint<O> {
-    /// Serves `op` behind `transport`'s checks.
-    pub fn new(op: O, transport: Transport) -> Self {
-        Endpoint { op, transport }
-    }
-
-    /// The operation (tests and benchmarks reach its caches through it).
-    pub fn op(&self) -> &O {
-        &self.op
-    }
-
-    /// Checks `req`, runs the operation and turns the outcome into the reply. Errors are logged
-    /// here, once: client mistakes at `info`, server faults at `error` with their (secret-free)
-    /// detail.
-    pub async fn respond(&self, req: RawRequest<'_>) -> HttpReply {
-        let outcome = match request::parse_call(req, O::ROUTES, self.transport) {
-            Ok(call) => self.op.call(call).await,
-            Err(err) => Err(err),
-        };
-        match outcome {
-            Ok(value) => HttpReply { status: 200, error_type: None, body: value.to_string() },
-            Err(err) => {
-                let (name, body) = error_reply(&err);
-                let status = name.status();
-                if status >= 500 {
-                    tracing::error!(error = %err, error_type = name.as_str(), status, "request failed");
-                } else {
-                    tracing::info!(error = %err, error_type = name.as_str(), status, "request refused");
-                }
-                let body = serde_json::to_string(&body).unwrap_or_else(|_| r#"{"message":"error"}"#.into());
-                HttpReply { status, error_type: Some(name), body }
-            }
-        }
-    }
 }
 
 /// The contract's name and body for an error. The only place errors become HTTP.

@@ -1,7 +1,6 @@
-//! Request checks (method, path, caller, content type, size, JSON) and the contract's request
-//! readers: typed, path-aware reads of the body that produce the `appcreds-wire` request types.
-//! Type mismatches are `SerializationException`s; constraint violations are collected into one
-//! `ValidationException` naming every field.
+//! The contract's request readers: typed, path-aware reads of a request body that produce the
+//! `appcreds-wire` request types. Type mismatches are `SerializationException`s; constraint
+//! violations are collected into one `ValidationException` naming every field.
 
 use appcreds_wire::{
     AppTokenRequest, InstallationInfoRequest, InstallationTokenRequest, ListInstallationsRequest, ScopeDown, Target,
@@ -10,77 +9,9 @@ use serde_json::{Map, Value};
 
 use crate::domain::scope::{MAX_REPOSITORIES, permission_levels, repository_name_problem};
 use crate::error::{Error, FieldError};
-use crate::http::{Call, Caller, Transport};
-
-/// Largest request body accepted, in bytes. Every valid request is far smaller.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// An HTTP request as the transport received it, before any check.
-#[derive(Debug, Clone, Copy)]
-pub struct RawRequest<'a> {
-    /// The HTTP method.
-    pub method: &'a str,
-    /// The URL path.
-    pub path: &'a str,
-    /// The `Content-Type` header's bytes, if present.
-    pub content_type: Option<&'a [u8]>,
-    /// The body.
-    pub body: &'a [u8],
-    /// The IAM principal the platform authenticated, if any.
-    pub caller_arn: Option<&'a str>,
-}
-
-/// Checks method, path, caller, content type and size, and parses the body as a JSON object.
-/// `routes` are the paths this function serves (all `POST`).
-pub fn parse_call(req: RawRequest<'_>, routes: &[&str], transport: Transport) -> Result<Call, Error> {
-    if req.method != "POST" || !routes.contains(&req.path) {
-        return Err(Error::UnknownOperation { method: req.method.to_string(), path: req.path.to_string() });
-    }
-    let caller = Caller { arn: req.caller_arn.filter(|a| !a.is_empty()).map(str::to_string) };
-    if transport.require_iam_caller && caller.arn.is_none() {
-        return Err(Error::Misconfigured(
-            "the request carries no IAM caller; the Function URL must use AuthType AWS_IAM",
-        ));
-    }
-    check_content_type(req.content_type, req.body.is_empty())?;
-    if req.body.len() > MAX_BODY_BYTES {
-        return Err(Error::invalid("", format!("the request body must be at most {MAX_BODY_BYTES} bytes")));
-    }
-    let body = parse_object(req.body)?;
-    Ok(Call { path: req.path.to_string(), caller, body })
-}
-
-fn check_content_type(value: Option<&[u8]>, body_is_empty: bool) -> Result<(), Error> {
-    let Some(value) = value else {
-        // restJson1: an operation with an empty body may omit the content type.
-        return if body_is_empty { Ok(()) } else { Err(Error::UnsupportedMediaType(String::new())) };
-    };
-    let text = std::str::from_utf8(value).unwrap_or_default();
-    let essence = text.split(';').next().unwrap_or_default().trim();
-    if essence.eq_ignore_ascii_case("application/json") {
-        Ok(())
-    } else {
-        Err(Error::UnsupportedMediaType(text.chars().take(100).collect()))
-    }
-}
-
-fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, Error> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(Error::Serialization("the request body must be a JSON object".into())),
-        Err(e) => Err(Error::Serialization(format!(
-            "the request body is not valid JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        ))),
-    }
-}
 
 /// Typed, path-aware reads of a JSON object's members.
-pub struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     map: &'a Map<String, Value>,
     prefix: String,
 }
@@ -384,18 +315,6 @@ mod tests {
         let fields = body.field_list.unwrap();
         assert_eq!(fields[0].path, "/appId");
         assert_eq!(fields.len(), 1);
-    }
-
-    #[test]
-    fn content_types() {
-        let ok = |v: &str| check_content_type(Some(v.as_bytes()), false).is_ok();
-        assert!(ok("application/json"));
-        assert!(ok("Application/JSON; charset=utf-8"));
-        assert!(!ok("text/plain"));
-        assert!(!ok("application/jsonx"));
-        assert!(!ok("application/x-www-form-urlencoded"));
-        assert!(check_content_type(None, true).is_ok());
-        assert!(check_content_type(None, false).is_err());
     }
 
     fn target_of(v: Value) -> Result<Target, &'static str> {

@@ -20,15 +20,15 @@ use crate::tokens::installation::InstallationTokens;
 pub use appcreds_wire::metrics::NAMESPACE;
 
 /// Installations scanned at once.
-pub const CONCURRENCY: usize = 8;
+pub(crate) const CONCURRENCY: usize = 8;
 
 /// The least a token needs to read `/rate_limit`.
-pub fn scanner_scope() -> ScopeDown {
+pub(crate) fn scanner_scope() -> ScopeDown {
     ScopeDown { permissions: BTreeMap::from([("metadata".to_string(), "read".to_string())]), ..ScopeDown::default() }
 }
 
 /// The five metrics of the contract for one installation's category.
-pub fn metrics(record: &InstallationRecord, category: &str, rate: &Rate, now: i64) -> Vec<Metric> {
+pub(crate) fn metrics(record: &InstallationRecord, category: &str, rate: &Rate, now: i64) -> Vec<Metric> {
     let dimensions = vec![
         ("Category", category.to_string()),
         ("AppID", record.app_id.to_string()),

@@ -51,7 +51,7 @@ pub struct SyncReport {
 
 impl SyncReport {
     /// The changes of every App that was synced, added up.
-    pub fn totals(&self) -> Changes {
+    pub(crate) fn totals(&self) -> Changes {
         self.apps.iter().filter_map(|a| a.result.as_ref().ok()).fold(Changes::default(), |acc, c| Changes {
             listed: acc.listed + c.listed,
             written: acc.written + c.written,
@@ -66,7 +66,7 @@ impl SyncReport {
 }
 
 /// Apps synced at once.
-pub const CONCURRENCY: usize = 4;
+pub(crate) const CONCURRENCY: usize = 4;
 
 /// The sync, built once per cold start; refresh-cache runs it on demand, the tracker on schedule.
 pub struct InstallationSync {

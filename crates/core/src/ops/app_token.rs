@@ -12,7 +12,7 @@ use crate::ports::Services;
 use crate::tokens::app_jwt::AppJwts;
 
 /// `expirationTime` is this much before the JWT's `exp`, so callers renew before GitHub refuses it.
-pub const EXPIRY_MARGIN_SECS: i64 = 10;
+pub(crate) const EXPIRY_MARGIN_SECS: i64 = 10;
 
 /// The app-token operation.
 pub struct AppToken {

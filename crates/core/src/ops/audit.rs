@@ -4,7 +4,7 @@ use crate::domain::secret::Secret;
 use crate::http::Caller;
 
 /// Logs that `caller` received `token` (of `kind`, for `app_id` and maybe an installation).
-pub fn credential_issued(
+pub(crate) fn credential_issued(
     caller: &Caller,
     kind: &'static str,
     app_id: i64,

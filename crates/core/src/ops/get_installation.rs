@@ -11,7 +11,7 @@ use crate::http::{Call, Operation, reply, request};
 use crate::ports::Services;
 
 /// Page size when the request names none.
-pub const DEFAULT_MAX_RESULTS: i64 = 50;
+pub(crate) const DEFAULT_MAX_RESULTS: i64 = 50;
 
 /// The get-installation operations.
 pub struct GetInstallation {

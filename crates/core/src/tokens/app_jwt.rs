@@ -22,8 +22,6 @@ pub const MIN_REMAINING_SECS: i64 = 5 * 60;
 /// An App JWT.
 #[derive(Debug, Clone)]
 pub struct AppJwt {
-    /// The App (the JWT's `iss`).
-    pub app_id: i64,
     /// The JWT.
     pub token: Secret,
     /// The JWT's `exp` claim (Unix seconds).
@@ -71,7 +69,7 @@ impl AppJwts {
 
     /// Every installation of `app_id` as GitHub lists it (all pages). A JWT GitHub refuses is
     /// dropped, so that the next call signs afresh (the key may have been rotated).
-    pub async fn list_installations(
+    pub(crate) async fn list_installations(
         &self,
         github: &GitHubClient,
         app_id: i64,
@@ -103,11 +101,6 @@ impl AppJwts {
             Err(err) => return Err(err),
         };
         tracing::debug!(app_id, expires_at = claims.exp, "signed a new App JWT");
-        Ok(AppJwt {
-            app_id,
-            token: Secret::new(jwt::assemble(&input, &signature)),
-            expires_at: claims.exp,
-            cached: false,
-        })
+        Ok(AppJwt { token: Secret::new(jwt::assemble(&input, &signature)), expires_at: claims.exp, cached: false })
     }
 }

@@ -4,7 +4,7 @@
 //! table, then in GitHub's listing, and written back), or **(ext)** by owner (login) or
 //! repository (`owner/name`) through GitHub's lookup endpoints. Tokens are minted with the
 //! requested scope and kept in process until 10 minutes before they expire; resolutions are kept
-//! for [`RESOLUTION_TTL_SECS`]. A cache hit makes no KMS, DynamoDB or GitHub call.
+//! for 10 minutes. A cache hit makes no KMS, DynamoDB or GitHub call.
 
 use reqwest::Method;
 
@@ -21,9 +21,9 @@ use crate::tokens::app_jwt::{AppJwt, AppJwts};
 
 pub use appcreds_wire::Target;
 /// A cached token is handed out only while it has more than this much life left.
-pub const REUSE_MARGIN_SECS: i64 = 10 * 60;
+pub(crate) const REUSE_MARGIN_SECS: i64 = 10 * 60;
 /// How long a resolved installation is trusted without asking the table or GitHub again.
-pub const RESOLUTION_TTL_SECS: i64 = 10 * 60;
+pub(crate) const RESOLUTION_TTL_SECS: i64 = 10 * 60;
 
 /// A minted installation token and what GitHub granted.
 #[derive(Debug, Clone)]
@@ -47,7 +47,7 @@ struct Resolved {
 }
 
 /// Mints installation tokens.
-pub struct InstallationTokens {
+pub(crate) struct InstallationTokens {
     jwts: AppJwts,
     services: Services,
     resolutions: FlightCache<(i64, Target), Resolved>,
@@ -56,7 +56,7 @@ pub struct InstallationTokens {
 }
 
 /// How long an App's slug is kept.
-pub const SLUG_TTL_SECS: i64 = 3600;
+pub(crate) const SLUG_TTL_SECS: i64 = 3600;
 
 impl InstallationTokens {
     /// Tokens minted through `services`, with App JWTs of their own cache.
@@ -127,7 +127,7 @@ impl InstallationTokens {
     }
 
     /// A token for an installation already known (as the rate-limit scanner has them).
-    pub async fn issue_for(
+    pub(crate) async fn issue_for(
         &self,
         record: &InstallationRecord,
         scope: &ScopeDown,
