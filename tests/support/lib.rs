@@ -5,9 +5,11 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use appcreds_core::Services;
+use appcreds_core::aws::access_table::{DynamoAccessStore, RuleWrite};
 use appcreds_core::aws::app_table::DynamoAppStore;
 use appcreds_core::aws::installation_table::DynamoInstallationStore;
 use appcreds_core::aws::kms::{KmsMac, KmsSigner};
+use appcreds_core::domain::access::RuleDocument;
 use appcreds_core::domain::clock::{Clock, SystemClock};
 use appcreds_core::github::{GitHubClient, RetryPolicy, Timeouts};
 use appcreds_core::http::{Endpoint, Transport};
@@ -15,7 +17,7 @@ use appcreds_core::jobs::sync::InstallationSync;
 use appcreds_core::ops::app_token::AppToken;
 use appcreds_core::ops::get_installation::GetInstallation;
 use appcreds_core::ops::installation_token::InstallationToken;
-use appcreds_core::ports::{InstallationRecord, InstallationStore};
+use appcreds_core::ports::{AccessMode, InstallationRecord, InstallationStore};
 use appcreds_core::tokens::app_jwt::AppJwts;
 use appcreds_testkit::aws::{self, AppKey, CallCounter};
 use appcreds_testkit::github::GitHubDouble;
@@ -36,6 +38,7 @@ pub struct Stack {
     pub ddb: aws_sdk_dynamodb::Client,
     pub app_table: String,
     pub installation_table: String,
+    pub access_table: String,
     pub github: GitHubDouble,
 }
 
@@ -49,8 +52,10 @@ impl Stack {
         aws::create_app_table(&ddb, &app_table).await.expect("create the App table");
         let installation_table = unique("installations");
         aws::create_installation_table(&ddb, &installation_table).await.expect("create the Installation table");
+        let access_table = unique("access");
+        aws::create_access_table(&ddb, &access_table).await.expect("create the access table");
         let github = GitHubDouble::start().await.expect("start the GitHub double");
-        Stack { sdk, counter: CallCounter::default(), kms, ddb, app_table, installation_table, github }
+        Stack { sdk, counter: CallCounter::default(), kms, ddb, app_table, installation_table, access_table, github }
     }
 
     /// Creates a tagged KMS key, writes the App row, and registers the App with the double.
@@ -80,7 +85,26 @@ impl Stack {
         services.apps = Arc::new(DynamoAppStore::new(self.counted_ddb(), &self.app_table));
         services.installations = Arc::new(self.installation_store());
         services.github = Some(self.github_client());
+        // Today's behaviour, as before access rules; the access tests switch to Enforce.
+        services.access_mode = AccessMode::Open;
         services
+    }
+
+    /// [`Stack::services_on`] with the access rules of [`Stack::put_rule`] enforced.
+    pub fn enforcing(&self, clock: impl Clock + 'static) -> Services {
+        let mut services = self.services_on(self.counted_kms(), clock);
+        services.access = Arc::new(DynamoAccessStore::new(self.counted_ddb(), &self.access_table));
+        services.access_mode = AccessMode::Enforce;
+        services
+    }
+
+    /// Writes an access rule (a new one, or over the version it has), through the store the CLI uses.
+    pub async fn put_rule(&self, document: serde_json::Value) {
+        let document: RuleDocument = serde_json::from_value(document).expect("a rule document");
+        let store = DynamoAccessStore::new(self.ddb.clone(), &self.access_table);
+        let current = store.get_rule(&document.id).await.expect("read the rule").map_or(0, |r| r.version);
+        let written = store.put_rule(&document, current, "2026-11-25T00:00:00Z").await.expect("write the rule");
+        assert!(matches!(written, RuleWrite::Written { .. }), "{written:?}");
     }
 
     /// [`Stack::services_on`] with the counted KMS client and the system clock.
@@ -178,7 +202,7 @@ impl Stack {
 
 /// `op` behind the transport checks the template configures (an IAM caller is required).
 pub fn endpoint<O: appcreds_core::http::Operation>(op: O) -> Endpoint<O> {
-    Endpoint::new(op, Transport { require_iam_caller: true })
+    Endpoint::new(op, Transport::iam())
 }
 
 /// Sends `req` through `handle` as Lambda would and reads the reply.

@@ -28,6 +28,9 @@ SIGN_CONDITION = {
 }
 APP_TABLE = {"Fn::GetAtt": ["AppTable", "Arn"]}
 INSTALLATION_TABLE = {"Fn::GetAtt": ["InstallationTable", "Arn"]}
+ACCESS_TABLE = {"Fn::GetAtt": ["AccessTable", "Arn"]}
+# Every function behind a Function URL judges requests by the access rules.
+READ_RULES = ("dynamodb:Scan", "AccessTable")
 
 # The installation sync (refresh-cache and the tracker): read Apps, sync their installations, sign JWTs.
 SYNC_GRANTS = {
@@ -45,7 +48,7 @@ NAMESPACE = "AppFrameworkGitHubAPICallMetrics"
 # A later function adds a row here.
 EXPECTED = {
     "AppTokenFunction": {
-        "grants": {("dynamodb:GetItem", "AppTable"), ("kms:Sign", "AppKeys")},
+        "grants": {("dynamodb:GetItem", "AppTable"), ("kms:Sign", "AppKeys"), READ_RULES},
         "url": True,
         "binary": "appcreds-app-token",
         "tag": "AppToken",
@@ -56,6 +59,7 @@ EXPECTED = {
             ("dynamodb:GetItem", "InstallationTable"),
             ("dynamodb:BatchWriteItem", "InstallationTable"),
             ("kms:Sign", "AppKeys"),
+            READ_RULES,
         },
         "url": True,
         "binary": "appcreds-installation-token",
@@ -67,13 +71,14 @@ EXPECTED = {
             ("dynamodb:Query", "InstallationTable/index/NodeID"),
             ("kms:GenerateMac", "PaginationKey"),
             ("kms:VerifyMac", "PaginationKey"),
+            READ_RULES,
         },
         "url": True,
         "binary": "appcreds-get-installation",
         "tag": "GetInstallation",
     },
     "RefreshCacheFunction": {
-        "grants": SYNC_GRANTS,
+        "grants": SYNC_GRANTS | {READ_RULES},
         "url": True,
         "binary": "appcreds-refresh-cache",
         "tag": "RefreshCache",
@@ -163,6 +168,8 @@ def resource_name(resource):
         return "AppTable"
     if resource == INSTALLATION_TABLE:
         return "InstallationTable"
+    if resource == ACCESS_TABLE:
+        return "AccessTable"
     if resource == {"Fn::Sub": "${InstallationTable.Arn}/index/NodeID"}:
         return "InstallationTable/index/NodeID"
     if resource == {"Fn::GetAtt": ["PaginationKey", "Arn"]}:
@@ -321,7 +328,11 @@ def test_tables_are_the_contracts(cfn, source):
         {"AttributeName": "AppId", "KeyType": "RANGE"},
     ]
     assert set(gsis) == {"NodeID", "InstallationID"}
-    for name, tag in [("AppTable", "AppTable"), ("InstallationTable", "AppInstallationTable")]:
+    access = cfn["Resources"]["AccessTable"]["Properties"]
+    assert access["KeySchema"] == [{"AttributeName": "RuleId", "KeyType": "HASH"}]
+    assert access["AttributeDefinitions"] == [{"AttributeName": "RuleId", "AttributeType": "S"}]
+    assert source["Resources"]["AccessTable"]["DeletionPolicy"] == "Retain", "rules outlive the stack"
+    for name, tag in [("AppTable", "AppTable"), ("InstallationTable", "AppInstallationTable"), ("AccessTable", "AccessTable")]:
         props = cfn["Resources"][name]["Properties"]
         assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
         assert props["SSESpecification"] == {"SSEEnabled": True}
@@ -371,3 +382,126 @@ def test_outputs_give_the_cli_what_it_reads(cfn):
 def test_samconfig_tags_the_stack():
     text = (ROOT / "samconfig.toml").read_text()
     assert 'FrameworkForGitHubAppOnAwsManaged=\\"CredentialManager\\"' in text
+
+
+def test_access_rules_are_enforced_by_default(cfn, source):
+    assert source["Parameters"]["AccessMode"]["Default"] == "enforce"
+    assert source["Parameters"]["AccessMode"]["AllowedValues"] == ["enforce", "open"]
+    for name, fn in functions(cfn).items():
+        env = fn["Properties"]["Environment"]["Variables"]
+        assert env["ACCESS_MODE"] == {"Ref": "AccessMode"}, name
+        assert env["ACCESS_TABLE_NAME"] == {"Ref": "AccessTable"}, name
+        # Only the local stack states a caller; a deployed function takes it from Lambda alone.
+        assert "LOCAL_CALLER_ARN" not in env and "REQUIRE_IAM_CALLER" not in env, name
+
+
+def policy_statements(cfn, name):
+    return cfn["Resources"][name]["Properties"]["PolicyDocument"]["Statement"]
+
+
+@pytest.mark.parametrize("policy,function", [
+    ("CallerPolicy", "InstallationTokenFunction"),
+    ("ReaderPolicy", "GetInstallationFunction"),
+    ("OperatorPolicy", "RefreshCacheFunction"),
+])
+def test_caller_policies_invoke_only_through_the_function_url(cfn, policy, function):
+    statements = [s for s in policy_statements(cfn, policy) if str(s["Action"]).startswith("lambda:")]
+    by_action = {s["Action"]: s for s in statements}
+    assert set(by_action) == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}, "both, since October 2025"
+    for s in statements:
+        assert s["Effect"] == "Allow"
+        assert s["Resource"] == {"Fn::GetAtt": [function, "Arn"]}
+    assert by_action["lambda:InvokeFunctionUrl"]["Condition"] == {"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}}
+    # Without this a caller could invoke the function with an event it wrote, forging its caller ARN.
+    assert by_action["lambda:InvokeFunction"]["Condition"] == {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}
+    output = {"CallerPolicy": "CallerPolicyArn", "ReaderPolicy": "ReaderPolicyArn", "OperatorPolicy": "OperatorPolicyArn"}[policy]
+    assert cfn["Outputs"][output]["Value"] == {"Ref": policy}
+
+
+def test_no_policy_grants_invoke_without_its_condition(source):
+    """Any statement of the template that allows lambda:InvokeFunction carries InvokedViaFunctionUrl."""
+    def walk(v):
+        if isinstance(v, dict):
+            if v.get("Effect") == "Allow" and "lambda:InvokeFunction" in as_list(v.get("Action", [])):
+                assert v.get("Condition") == {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}, v
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+    walk(source["Resources"])
+    assert "ForAllValues" not in json.dumps(source["Resources"]), "no ForAllValues: an absent key satisfies it"
+
+
+def test_operator_policy_manages_keys_rules_and_apps_only(cfn):
+    statements = policy_statements(cfn, "OperatorPolicy")
+    by_sid = {s["Sid"]: s for s in statements}
+    assert by_sid["CreateAppKeys"]["Condition"] == {"StringEquals": {"aws:RequestTag/FrameworkForGitHubAppOnAwsManaged": "true"}}
+    keys = by_sid["ImportProveRetireAppKeys"]
+    assert keys["Resource"] == {"Fn::Sub": KMS_KEYS}
+    assert keys["Condition"] == {"StringEquals": {"aws:ResourceTag/FrameworkForGitHubAppOnAwsManaged": "true"}}
+    assert by_sid["ManageAccessRules"]["Resource"] == ACCESS_TABLE
+    assert by_sid["RegisterAndRotateApps"]["Resource"] == APP_TABLE
+    for s in statements:
+        for action in as_list(s["Action"]):
+            assert "*" not in action, action
+
+
+def github_role(source, **params):
+    """The GitHub Actions role's trust condition, with the template's !If and !Sub evaluated."""
+    values = {"GitHubActionsOrganization": "octo-org", "GitHubActionsRepository": "", "GitHubActionsEnvironment": "",
+              "CreateGitHubOidcProvider": "false", "GitHubOidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"}
+    values.update(params)
+    conditions = {
+        "HasGitHubActionsRepository": values["GitHubActionsRepository"] != "",
+        "HasGitHubActionsEnvironment": values["GitHubActionsEnvironment"] != "",
+        "CreateOidcProvider": values["CreateGitHubOidcProvider"] == "true",
+    }
+
+    def evaluate(v):
+        if isinstance(v, dict) and "Fn::If" in v:
+            name, yes, no = v["Fn::If"]
+            return evaluate(yes if conditions[name] else no)
+        if isinstance(v, dict) and "Ref" in v:
+            return values.get(v["Ref"], v)
+        if isinstance(v, dict) and "Fn::Sub" in v:
+            text, local = v["Fn::Sub"]
+            local = {k: evaluate(x) for k, x in local.items()}
+            for k, x in {**values, **local}.items():
+                text = text.replace("${" + k + "}", x)
+            return text
+        if isinstance(v, dict):
+            return {k: evaluate(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [evaluate(x) for x in v]
+        return v
+
+    role = source["Resources"]["GitHubActionsCallerRole"]
+    assert role["Condition"] == "HasGitHubActionsRole"
+    [statement] = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    return role, evaluate(statement)
+
+
+def test_github_actions_role_trusts_only_the_configured_subject(source):
+    role, s = github_role(source)
+    assert s["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert s["Principal"]["Federated"] == "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
+    assert s["Condition"] == {
+        "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"},
+        "StringLike": {"token.actions.githubusercontent.com:sub": "repo:octo-org/*:*"},
+    }
+    _, s = github_role(source, GitHubActionsRepository="hello-world")
+    assert s["Condition"]["StringLike"] == {"token.actions.githubusercontent.com:sub": "repo:octo-org/hello-world:*"}
+    _, s = github_role(source, GitHubActionsRepository="hello-world", GitHubActionsEnvironment="release")
+    assert s["Condition"]["StringLike"] == {"token.actions.githubusercontent.com:sub": "repo:octo-org/hello-world:environment:release"}
+    _, s = github_role(source, CreateGitHubOidcProvider="true")
+    assert s["Principal"]["Federated"] == {"Ref": "GitHubOidcProvider"}
+    assert role["Properties"]["ManagedPolicyArns"] == [{"Ref": "CallerPolicy"}]
+
+
+def test_the_oidc_provider_is_created_only_when_asked(source):
+    provider = source["Resources"]["GitHubOidcProvider"]
+    assert provider["Condition"] == "CreateOidcProvider"
+    assert source["Parameters"]["CreateGitHubOidcProvider"]["Default"] == "false", "an account has only one"
+    assert provider["Properties"]["Url"] == "https://token.actions.githubusercontent.com"
+    assert provider["Properties"]["ClientIdList"] == ["sts.amazonaws.com"]

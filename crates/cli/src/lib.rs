@@ -145,7 +145,9 @@ impl CliError {
             CliError::KeyFailed { cause, .. } => cause.exit_code(),
             CliError::Client(err) => match err {
                 ClientError::Config(_) => exit::USAGE,
-                ClientError::Forbidden { .. } | ClientError::Credentials(_) => exit::AUTH,
+                ClientError::Forbidden { .. } | ClientError::AccessDenied(_) | ClientError::Credentials(_) => {
+                    exit::AUTH
+                }
                 ClientError::Validation { .. } | ClientError::ClientSide(_) | ClientError::Protocol { .. } => {
                     exit::REFUSED
                 }

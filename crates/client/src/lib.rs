@@ -40,6 +40,10 @@ pub enum ClientError {
     /// `UnknownOperationException`): a client bug or a wrong URL.
     #[error("{name}: {message}")]
     Protocol { name: String, message: String },
+    /// No appcreds access rule allows this caller this request (`AccessDeniedException`); the
+    /// message names what exceeded the grant.
+    #[error("access denied: {0}")]
+    AccessDenied(String),
     /// The Function URL refused the caller (IAM): HTTP 403.
     #[error("not authorised to call {url}: {message}")]
     Forbidden { url: String, message: String },
@@ -307,9 +311,15 @@ fn error_of(status: u16, error_type: Option<&str>, body: &Value, url: &str) -> C
         Some(name @ (ErrorName::Serialization | ErrorName::UnsupportedMediaType | ErrorName::UnknownOperation)) => {
             ClientError::Protocol { name: name.to_string(), message }
         }
-        None if status == 403 || status == 401 => ClientError::Forbidden { url: url.to_string(), message },
-        None if status == 429 => ClientError::Throttled { message, retry_after_seconds: 1 },
-        None => ClientError::ServerSide(format!("HTTP {status}: {message}")),
+        // Lambda's own IAM refusal is also an `AccessDeniedException`, but its body says `Message`.
+        Some(ErrorName::AccessDenied) if parsed.is_some() => ClientError::AccessDenied(message),
+        Some(ErrorName::AccessDenied) | None if status == 403 || status == 401 => {
+            ClientError::Forbidden { url: url.to_string(), message }
+        }
+        Some(ErrorName::AccessDenied) | None if status == 429 => {
+            ClientError::Throttled { message, retry_after_seconds: 1 }
+        }
+        Some(ErrorName::AccessDenied) | None => ClientError::ServerSide(format!("HTTP {status}: {message}")),
     }
 }
 
@@ -341,6 +351,16 @@ mod tests {
         let e = error_of(429, Some("ThrottlingException"), &json!({"message": "slow", "retryAfterSeconds": 30}), "u");
         assert!(matches!(e, ClientError::Throttled { retry_after_seconds: 30, .. }));
         assert!(matches!(error_of(403, None, &json!({"Message": "Forbidden"}), "u"), ClientError::Forbidden { .. }));
+        let iam =
+            error_of(403, Some("AccessDeniedException"), &json!({"Message": "Forbidden. For troubleshooting…"}), "u");
+        assert!(matches!(iam, ClientError::Forbidden { .. }), "Lambda's IAM refusal: {iam:?}");
+        let rule = error_of(
+            403,
+            Some("AccessDeniedException"),
+            &json!({"message": "permission contents: admin exceeds the granted write"}),
+            "u",
+        );
+        assert!(matches!(&rule, ClientError::AccessDenied(m) if m.contains("exceeds")), "appcreds' refusal: {rule:?}");
         assert!(matches!(
             error_of(500, Some("ServerSideError"), &json!({"message": "x"}), "u"),
             ClientError::ServerSide(_)

@@ -1,6 +1,7 @@
 //! The functions' configuration, read from the environment that `template.yaml` sets.
 
 use crate::error::Error;
+use crate::ports::AccessMode;
 
 /// Settings every function reads from its environment (set by `template.yaml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +16,14 @@ pub struct Config {
     pub require_iam_caller: bool,
     /// `PAGINATION_KEY_ID`: the KMS HMAC key that makes `nextToken`s tamper-evident.
     pub pagination_key: Option<String>,
+    /// `ACCESS_TABLE_NAME`: the access rules.
+    pub access_table: Option<String>,
+    /// `ACCESS_MODE`: `enforce` (the default) or `open`.
+    pub access_mode: AccessMode,
+    /// `LOCAL_CALLER_ARN`: the caller of requests that carry none, for the local stack's
+    /// emulated Function URLs; honoured only with `REQUIRE_IAM_CALLER=false`, which no deployed
+    /// function has.
+    pub local_caller: Option<String>,
 }
 
 impl Config {
@@ -41,7 +50,21 @@ impl Config {
                 return Err(Error::Misconfigured("REQUIRE_IAM_CALLER must be true or false"));
             }
         };
+        let access_mode = match non_empty("ACCESS_MODE").as_deref() {
+            None | Some("enforce") => AccessMode::Enforce,
+            Some("open") => AccessMode::Open,
+            Some(_) => return Err(Error::Misconfigured("ACCESS_MODE must be enforce or open")),
+        };
+        let local_caller = non_empty("LOCAL_CALLER_ARN");
+        if local_caller.is_some() && require_iam_caller {
+            return Err(Error::Misconfigured(
+                "LOCAL_CALLER_ARN is only for the local stack (REQUIRE_IAM_CALLER=false)",
+            ));
+        }
         Ok(Config {
+            access_table: non_empty("ACCESS_TABLE_NAME"),
+            access_mode,
+            local_caller,
             app_table,
             installation_table: non_empty("INSTALLATION_TABLE_NAME"),
             pagination_key: non_empty("PAGINATION_KEY_ID"),
@@ -70,5 +93,21 @@ mod tests {
         assert!(matches!(Config::from_lookup(env(&[])), Err(Error::Misconfigured(_))));
         assert!(Config::from_lookup(env(&[("APP_TABLE_NAME", "A"), ("GITHUB_API_URL", "ftp://x")])).is_err());
         assert!(Config::from_lookup(env(&[("APP_TABLE_NAME", "A"), ("REQUIRE_IAM_CALLER", "no")])).is_err());
+        assert_eq!(c.access_mode, AccessMode::Enforce, "deny by default");
+        let open = Config::from_lookup(env(&[("APP_TABLE_NAME", "A"), ("ACCESS_MODE", "open")])).unwrap();
+        assert_eq!(open.access_mode, AccessMode::Open);
+        assert!(Config::from_lookup(env(&[("APP_TABLE_NAME", "A"), ("ACCESS_MODE", "off")])).is_err());
+        // A caller identity from the environment exists only where the platform gives none.
+        let forged = env(&[("APP_TABLE_NAME", "A"), ("LOCAL_CALLER_ARN", "arn:aws:iam::123456789012:role/admin")]);
+        assert!(matches!(Config::from_lookup(forged), Err(Error::Misconfigured(_))));
+        let local = env(&[
+            ("APP_TABLE_NAME", "A"),
+            ("REQUIRE_IAM_CALLER", "false"),
+            ("LOCAL_CALLER_ARN", "arn:aws:iam::123456789012:role/demo"),
+        ]);
+        assert_eq!(
+            Config::from_lookup(local).unwrap().local_caller.as_deref(),
+            Some("arn:aws:iam::123456789012:role/demo")
+        );
     }
 }

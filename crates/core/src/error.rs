@@ -47,6 +47,10 @@ pub enum Error {
     /// No operation at this method and path (`UnknownOperationException`).
     #[error("no operation at {method} {path}")]
     UnknownOperation { method: String, path: String },
+    /// No access rule allows this caller this request (`AccessDeniedException`). The message
+    /// names what exceeded the grant and nothing about other rules.
+    #[error("{0}")]
+    AccessDenied(String),
     /// The App is not in the App table (`ClientSideError`).
     #[error("App {0} is not registered with appcreds")]
     UnknownApp(i64),

@@ -19,6 +19,7 @@
 //! wiring (`runtime`); `cloudwatch` adds the CloudWatch metric sink. The operator CLI uses
 //! neither, so it links no Lambda runtime and no CloudWatch SDK.
 
+pub mod access;
 pub mod aws;
 pub mod cache;
 pub mod config;

@@ -15,6 +15,7 @@ use crate::github::GitHubClient;
 
 pub use crate::aws::app_table::AppRecord;
 pub use crate::aws::installation_table::{InstallationRecord, TablePosition};
+use crate::domain::access::Rule;
 pub use crate::domain::clock::Clock;
 use crate::domain::clock::SystemClock;
 
@@ -71,6 +72,22 @@ pub trait InstallationStore: Send + Sync {
     ) -> Result<(), Error>;
 }
 
+/// The access table.
+#[async_trait]
+pub trait AccessStore: Send + Sync {
+    /// Every valid rule (a row that does not validate grants nothing and is logged).
+    async fn list_rules(&self) -> Result<Vec<Rule>, Error>;
+}
+
+/// Whether requests are checked against the access rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessMode {
+    /// A request no rule allows is refused (the default).
+    Enforce,
+    /// Every IAM-authenticated caller gets what it asks for, as in the TypeScript framework.
+    Open,
+}
+
 /// A unit of a [`Metric`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
@@ -125,12 +142,17 @@ pub struct Services {
     pub mac: Arc<dyn Mac>,
     /// Where rate-limit metrics go.
     pub metrics: Arc<dyn MetricSink>,
+    /// The access rules.
+    pub access: Arc<dyn AccessStore>,
+    /// Whether the rules are enforced.
+    pub access_mode: AccessMode,
     /// GitHub's REST API, for the functions that call it.
     pub github: Option<GitHubClient>,
 }
 
 impl Services {
-    /// Every port unconfigured, and the system clock. Set the ones a function uses.
+    /// Every port unconfigured, the rules enforced, and the system clock. Set the ones a
+    /// function uses.
     pub fn unconfigured() -> Self {
         Services {
             clock: Arc::new(SystemClock),
@@ -139,6 +161,8 @@ impl Services {
             installations: Arc::new(Unconfigured("INSTALLATION_TABLE_NAME is not set")),
             mac: Arc::new(Unconfigured("PAGINATION_KEY_ID is not set")),
             metrics: Arc::new(Unconfigured("no metric sink is configured")),
+            access: Arc::new(Unconfigured("ACCESS_TABLE_NAME is not set")),
+            access_mode: AccessMode::Enforce,
             github: None,
         }
     }
@@ -210,6 +234,13 @@ impl InstallationStore for Unconfigured {
         Err(Error::Misconfigured(self.0))
     }
     async fn write(&self, _: Vec<InstallationRecord>, _: Vec<TablePosition>, _: &str) -> Result<(), Error> {
+        Err(Error::Misconfigured(self.0))
+    }
+}
+
+#[async_trait]
+impl AccessStore for Unconfigured {
+    async fn list_rules(&self) -> Result<Vec<Rule>, Error> {
         Err(Error::Misconfigured(self.0))
     }
 }

@@ -8,6 +8,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use lambda_http::lambda_runtime::{self, LambdaEvent, service_fn};
 use serde_json::Value;
 
+use crate::aws::access_table::DynamoAccessStore;
 use crate::aws::app_table::DynamoAppStore;
 use crate::aws::aws_timeouts;
 use crate::aws::installation_table::DynamoInstallationStore;
@@ -16,7 +17,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::github::{GitHubClient, RetryPolicy, Timeouts};
 use crate::http::Transport;
-use crate::ports::Services;
+use crate::ports::{AccessMode, Services};
 
 /// Configuration and SDK configuration, read once per cold start.
 pub struct ColdStart {
@@ -37,9 +38,27 @@ impl ColdStart {
         Ok(ColdStart { config, aws })
     }
 
-    /// The transport checks the environment asks for.
-    pub fn transport(&self) -> Transport {
-        Transport { require_iam_caller: self.config.require_iam_caller }
+    /// The transport checks the environment asks for, for a function behind a Function URL.
+    /// Fails the cold start if the access rules are to be enforced without an access table; in
+    /// open mode, says so in the log.
+    pub fn transport(&self) -> Result<Transport, Error> {
+        match (self.config.access_mode, &self.config.access_table) {
+            (AccessMode::Enforce, None) => {
+                return Err(Error::Misconfigured("ACCESS_TABLE_NAME is not set (or set ACCESS_MODE=open)"));
+            }
+            (AccessMode::Open, _) => tracing::warn!(
+                "ACCESS_MODE=open: every IAM-authenticated caller gets any credential it asks for; \
+                 put access rules in the access table and set ACCESS_MODE=enforce"
+            ),
+            (AccessMode::Enforce, Some(_)) => {}
+        }
+        if let Some(caller) = &self.config.local_caller {
+            tracing::warn!(%caller, "local stack: requests without an IAM caller are taken as this principal");
+        }
+        Ok(Transport {
+            require_iam_caller: self.config.require_iam_caller,
+            local_caller: self.config.local_caller.clone(),
+        })
     }
 
     /// Fails the cold start if the function's environment lacks the Installation table.
@@ -59,8 +78,12 @@ impl ColdStart {
         services.signer = Arc::new(KmsSigner::new(kms.clone()));
         services.apps = Arc::new(DynamoAppStore::new(dynamodb.clone(), &self.config.app_table));
         if let Some(table) = &self.config.installation_table {
-            services.installations = Arc::new(DynamoInstallationStore::new(dynamodb, table));
+            services.installations = Arc::new(DynamoInstallationStore::new(dynamodb.clone(), table));
         }
+        if let Some(table) = &self.config.access_table {
+            services.access = Arc::new(DynamoAccessStore::new(dynamodb.clone(), table));
+        }
+        services.access_mode = self.config.access_mode;
         if let Some(key) = &self.config.pagination_key {
             services.mac = Arc::new(KmsMac::new(kms, key));
         }

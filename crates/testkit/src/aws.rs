@@ -103,11 +103,25 @@ fn gsi(name: &str, hash: &str, range: &str) -> GlobalSecondaryIndex {
 
 /// Creates the App table as the spec defines it: partition key `AppId` (N).
 pub async fn create_app_table(ddb: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), BoxError> {
+    create_keyed_table(ddb, name, "AppId", ScalarAttributeType::N).await
+}
+
+/// Creates the access table as `template.yaml` does: partition key `RuleId` (S).
+pub async fn create_access_table(ddb: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), BoxError> {
+    create_keyed_table(ddb, name, "RuleId", ScalarAttributeType::S).await
+}
+
+async fn create_keyed_table(
+    ddb: &aws_sdk_dynamodb::Client,
+    name: &str,
+    partition_key: &str,
+    kind: ScalarAttributeType,
+) -> Result<(), BoxError> {
     ddb.create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("AppId", ScalarAttributeType::N))
-        .key_schema(key("AppId", KeyType::Hash))
+        .attribute_definitions(attr(partition_key, kind))
+        .key_schema(key(partition_key, KeyType::Hash))
         .send()
         .await?;
     Ok(())

@@ -252,11 +252,13 @@ pub enum ErrorName {
     ServerSide,
     /// **(ext)** 429: GitHub or AWS throttled appcreds after bounded retries.
     Throttling,
+    /// **(ext)** 403: no access rule allows this caller this request.
+    AccessDenied,
 }
 
 impl ErrorName {
     /// Every name, for readers that match on the header.
-    pub const ALL: [ErrorName; 7] = [
+    pub const ALL: [ErrorName; 8] = [
         ErrorName::Validation,
         ErrorName::Serialization,
         ErrorName::UnsupportedMediaType,
@@ -264,6 +266,7 @@ impl ErrorName {
         ErrorName::ClientSide,
         ErrorName::ServerSide,
         ErrorName::Throttling,
+        ErrorName::AccessDenied,
     ];
 
     /// The name as in the `x-amzn-errortype` header.
@@ -276,6 +279,7 @@ impl ErrorName {
             ErrorName::ClientSide => "ClientSideError",
             ErrorName::ServerSide => "ServerSideError",
             ErrorName::Throttling => "ThrottlingException",
+            ErrorName::AccessDenied => "AccessDeniedException",
         }
     }
 
@@ -287,6 +291,7 @@ impl ErrorName {
             ErrorName::UnknownOperation => 404,
             ErrorName::ServerSide => 500,
             ErrorName::Throttling => 429,
+            ErrorName::AccessDenied => 403,
         }
     }
 

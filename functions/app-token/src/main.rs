@@ -8,5 +8,5 @@ use appcreds_core::runtime::ColdStart;
 async fn main() -> Result<(), lambda_http::Error> {
     let init = ColdStart::init().await?;
     let services = init.services(false)?;
-    serve(Endpoint::new(AppToken::new(&services), init.transport())).await
+    serve(Endpoint::new(AppToken::new(&services), init.transport()?)).await
 }

@@ -10,5 +10,5 @@ async fn main() -> Result<(), lambda_http::Error> {
     let init = ColdStart::init().await?;
     init.config.pagination_key.as_ref().ok_or(Error::Misconfigured("PAGINATION_KEY_ID is not set"))?;
     let services = init.require_installation_table()?.services(false)?;
-    serve(Endpoint::new(GetInstallation::new(&services), init.transport())).await
+    serve(Endpoint::new(GetInstallation::new(&services), init.transport()?)).await
 }

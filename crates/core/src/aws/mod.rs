@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::error::Error;
 
+pub mod access_table;
 pub mod app_table;
 #[cfg(feature = "cloudwatch")]
 pub mod cloudwatch;

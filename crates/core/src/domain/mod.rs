@@ -2,6 +2,7 @@
 //! installation-token scopes ([`scope`]), credentials that never print ([`secret`]), time
 //! ([`clock`]) and the tamper-evident page tokens of the installation listing ([`page_token`]).
 
+pub mod access;
 pub mod clock;
 pub mod jwt;
 pub mod page_token;

@@ -9,11 +9,22 @@ use crate::http::{Call, Caller, Operation, error_reply};
 use appcreds_wire::ErrorName;
 
 /// Options of the transport checks.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Transport {
     /// Refuse requests without an IAM caller in the request context. With `AuthType: AWS_IAM`
     /// Lambda always sets one, so a missing caller means the Function URL is not IAM-protected.
     pub require_iam_caller: bool,
+    /// The local stack's stated caller, for requests that carry none. Never used while
+    /// `require_iam_caller` holds: a deployed function takes its caller from Lambda's request
+    /// context and from nowhere else.
+    pub local_caller: Option<String>,
+}
+
+impl Transport {
+    /// The checks of a deployed function: an IAM caller is required.
+    pub fn iam() -> Transport {
+        Transport { require_iam_caller: true, local_caller: None }
+    }
 }
 
 /// Largest request body accepted, in bytes. Every valid request is far smaller.
@@ -36,11 +47,12 @@ pub(crate) struct RawRequest<'a> {
 
 /// Checks method, path, caller, content type and size, and parses the body as a JSON object.
 /// `routes` are the paths this function serves (all `POST`).
-fn parse_call(req: RawRequest<'_>, routes: &[&str], transport: Transport) -> Result<Call, Error> {
+fn parse_call(req: RawRequest<'_>, routes: &[&str], transport: &Transport) -> Result<Call, Error> {
     if req.method != "POST" || !routes.contains(&req.path) {
         return Err(Error::UnknownOperation { method: req.method.to_string(), path: req.path.to_string() });
     }
-    let caller = Caller { arn: req.caller_arn.filter(|a| !a.is_empty()).map(str::to_string) };
+    let stated = if transport.require_iam_caller { None } else { transport.local_caller.clone() };
+    let caller = Caller { arn: req.caller_arn.filter(|a| !a.is_empty()).map(str::to_string).or(stated) };
     if transport.require_iam_caller && caller.arn.is_none() {
         return Err(Error::Misconfigured(
             "the request carries no IAM caller; the Function URL must use AuthType AWS_IAM",
@@ -115,7 +127,7 @@ impl<O: Operation> Endpoint<O> {
     /// here, once: client mistakes at `info`, server faults at `error` with their (secret-free)
     /// detail.
     pub(crate) async fn respond(&self, req: RawRequest<'_>) -> HttpReply {
-        let outcome = match parse_call(req, O::ROUTES, self.transport) {
+        let outcome = match parse_call(req, O::ROUTES, &self.transport) {
             Ok(call) => self.op.call(call).await,
             Err(err) => Err(err),
         };
@@ -126,7 +138,8 @@ impl<O: Operation> Endpoint<O> {
                 let status = name.status();
                 if status >= 500 {
                     tracing::error!(error = %err, error_type = name.as_str(), status, "request failed");
-                } else {
+                } else if name != ErrorName::AccessDenied {
+                    // (An access refusal has its own audit line, with the caller and the request.)
                     tracing::info!(error = %err, error_type = name.as_str(), status, "request refused");
                 }
                 let body = serde_json::to_string(&body).unwrap_or_else(|_| r#"{"message":"error"}"#.into());

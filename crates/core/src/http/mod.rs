@@ -70,6 +70,7 @@ pub fn error_reply(err: &Error) -> (ErrorName, ErrorBody) {
         Error::Serialization(text) => (ErrorName::Serialization, ErrorBody::message(text.clone())),
         Error::UnsupportedMediaType(_) => (ErrorName::UnsupportedMediaType, message()),
         Error::UnknownOperation { .. } => (ErrorName::UnknownOperation, message()),
+        Error::AccessDenied(_) => (ErrorName::AccessDenied, message()),
         Error::UnknownApp(_) | Error::UnknownInstallation { .. } | Error::GitHubRejected { .. } => {
             (ErrorName::ClientSide, message())
         }

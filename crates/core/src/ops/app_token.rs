@@ -4,6 +4,8 @@ use appcreds_wire::{AppTokenResponse, Token, paths};
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::access::{AccessControl, Asker};
+use crate::domain::access::Action;
 use crate::domain::clock::rfc3339;
 use crate::error::Error;
 use crate::http::{Call, Operation, reply, request};
@@ -16,13 +18,14 @@ pub(crate) const EXPIRY_MARGIN_SECS: i64 = 10;
 
 /// The app-token operation.
 pub struct AppToken {
+    access: AccessControl,
     jwts: AppJwts,
 }
 
 impl AppToken {
     /// The operation on `services`.
     pub fn new(services: &Services) -> Self {
-        Self { jwts: AppJwts::new(services) }
+        Self { access: AccessControl::new(services), jwts: AppJwts::new(services) }
     }
 
     /// The JWT cache (benchmarks and tests drop entries to force a signing).
@@ -37,9 +40,23 @@ impl Operation for AppToken {
 
     async fn call(&self, call: Call) -> Result<Value, Error> {
         let app_id = request::app_token(&call.body)?.app_id;
+        // The App JWT mints any token at GitHub directly: only a rule that names app-token grants it.
+        let asker = Asker { caller: &call.caller, claims: None };
+        let rule = self.access.judge().await?.allow(asker, Action::AppToken, Some(app_id))?;
         let jwt = self.jwts.get(app_id).await?;
         let expiration = rfc3339(jwt.expires_at - EXPIRY_MARGIN_SECS);
-        audit::credential_issued(&call.caller, "app-jwt", app_id, None, &jwt.token, &expiration, jwt.cached);
+        audit::credential_issued(
+            &call.caller,
+            &audit::Issued {
+                kind: "app-jwt",
+                app_id,
+                installation_id: None,
+                token: &jwt.token,
+                expires_at: &expiration,
+                cached: jwt.cached,
+                rule: rule.as_deref(),
+            },
+        );
         let response =
             AppTokenResponse { app_id, app_token: Token::new(jwt.token.expose()), expiration_time: expiration };
         reply(response)

@@ -1,27 +1,36 @@
-//! The audit trail: one line per credential handed out, never the credential itself.
+//! The audit trail: one line per credential handed out, never the credential itself. (Each
+//! refusal by an access rule has its line too, written where the rules are judged.)
 
 use crate::domain::secret::Secret;
 use crate::http::Caller;
 
-/// Logs that `caller` received `token` (of `kind`, for `app_id` and maybe an installation).
-pub(crate) fn credential_issued(
-    caller: &Caller,
-    kind: &'static str,
-    app_id: i64,
-    installation_id: Option<i64>,
-    token: &Secret,
-    expires_at: &str,
-    cached: bool,
-) {
+/// A credential handed out.
+pub(crate) struct Issued<'a> {
+    /// `app-jwt` or `installation-token`.
+    pub(crate) kind: &'static str,
+    pub(crate) app_id: i64,
+    pub(crate) installation_id: Option<i64>,
+    pub(crate) token: &'a Secret,
+    pub(crate) expires_at: &'a str,
+    /// Whether it came from the cache.
+    pub(crate) cached: bool,
+    /// The access rule that allowed it (`None` in open mode).
+    pub(crate) rule: Option<&'a str>,
+}
+
+/// Logs that `caller` received `issued`: the caller, the App and installation, the SHA-256 of
+/// the token, its expiry, and the rule that allowed it.
+pub(crate) fn credential_issued(caller: &Caller, issued: &Issued<'_>) {
     tracing::info!(
         target: "appcreds::audit",
         caller = caller.audit_name(),
-        kind,
-        app_id,
-        installation_id,
-        token_sha256 = %token.sha256_hex(),
-        expires_at,
-        cached,
+        kind = issued.kind,
+        app_id = issued.app_id,
+        installation_id = issued.installation_id,
+        token_sha256 = %issued.token.sha256_hex(),
+        expires_at = issued.expires_at,
+        cached = issued.cached,
+        rule = issued.rule.unwrap_or("-"),
         "credential issued"
     );
 }

@@ -5,23 +5,27 @@ use appcreds_wire::{InstallationInfoResponse, ListInstallationsResponse, paths};
 use async_trait::async_trait;
 use serde_json::Value;
 
+use std::collections::BTreeSet;
+
+use crate::access::{AccessControl, Asker};
 use crate::domain::page_token;
 use crate::error::Error;
 use crate::http::{Call, Operation, reply, request};
-use crate::ports::Services;
+use crate::ports::{InstallationRecord, Services};
 
 /// Page size when the request names none.
 pub(crate) const DEFAULT_MAX_RESULTS: i64 = 50;
 
 /// The get-installation operations.
 pub struct GetInstallation {
+    access: AccessControl,
     services: Services,
 }
 
 impl GetInstallation {
     /// The operation on `services`.
     pub fn new(services: &Services) -> Self {
-        Self { services: services.clone() }
+        Self { access: AccessControl::new(services), services: services.clone() }
     }
 }
 
@@ -31,20 +35,29 @@ impl Operation for GetInstallation {
 
     async fn call(&self, call: Call) -> Result<Value, Error> {
         let store = &self.services.installations;
+        let asker = Asker { caller: &call.caller, claims: None };
+        let judge = self.access.judge().await?;
+        // Records of Apps the caller's rules do not cover are left out.
+        let readable =
+            |apps: &Option<BTreeSet<i64>>, r: &InstallationRecord| apps.as_ref().is_none_or(|a| a.contains(&r.app_id));
         if call.path == paths::INSTALLATION_INFO {
             let req = request::installation_info(&call.body)?;
+            let apps = judge.readable_apps(asker)?;
             let mut installations = store.by_node_id(&req.node_id).await?;
+            installations.retain(|r| readable(&apps, r));
             installations.sort_by_key(|r| r.app_id);
             reply(InstallationInfoResponse { installations })
         } else {
             let req = request::list_installations(&call.body)?;
+            let apps = judge.readable_apps(asker)?;
             let mac = self.services.mac.as_ref();
             let after = match req.next_token {
                 None => None,
                 Some(token) => Some(page_token::decode(mac, &token).await?),
             };
             let max = req.max_results.unwrap_or(DEFAULT_MAX_RESULTS) as usize;
-            let (installations, next) = store.page(max, after).await?;
+            let (mut installations, next) = store.page(max, after).await?;
+            installations.retain(|r| readable(&apps, r));
             let next_token = match next {
                 None => None,
                 Some(next) => Some(page_token::encode(mac, &next).await?),

@@ -5,6 +5,8 @@ use appcreds_wire::{InstallationTokenResponse, Token, paths};
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::access::{AccessControl, Asker};
+use crate::domain::access::InstallationRef;
 use crate::error::Error;
 use crate::http::{Call, Operation, reply, request};
 use crate::ops::audit;
@@ -13,13 +15,14 @@ use crate::tokens::installation::InstallationTokens;
 
 /// The installation-token operation.
 pub struct InstallationToken {
+    access: AccessControl,
     tokens: InstallationTokens,
 }
 
 impl InstallationToken {
     /// The operation on `services`.
     pub fn new(services: &Services) -> Self {
-        Self { tokens: InstallationTokens::new(services) }
+        Self { access: AccessControl::new(services), tokens: InstallationTokens::new(services) }
     }
 }
 
@@ -29,17 +32,29 @@ impl Operation for InstallationToken {
 
     async fn call(&self, call: Call) -> Result<Value, Error> {
         let req = request::installation_token(&call.body)?;
-        let scope = req.scope_down.unwrap_or_default();
-        let (token, record, cached) = self.tokens.issue(req.app_id, &req.target, &scope).await?;
+        let asker = Asker { caller: &call.caller, claims: None };
+        let judge = self.access.judge().await?;
+        // A caller no rule could serve learns nothing about the installation it names.
+        judge.may_mint(asker, req.app_id)?;
+        let requested = req.scope_down.as_ref();
+        let grant = |record: &crate::ports::InstallationRecord| {
+            let installation = InstallationRef { node_id: &record.node_id, login: &record.name };
+            judge.installation_token(asker, req.app_id, installation, requested)
+        };
+        let issued = self.tokens.issue(req.app_id, &req.target, grant).await?;
+        let (token, record) = (issued.token, issued.record);
         let slug = self.tokens.app_slug(req.app_id).await;
         audit::credential_issued(
             &call.caller,
-            "installation-token",
-            req.app_id,
-            Some(record.installation_id),
-            &token.token,
-            &token.expires_at_text,
-            cached,
+            &audit::Issued {
+                kind: "installation-token",
+                app_id: req.app_id,
+                installation_id: Some(record.installation_id),
+                token: &token.token,
+                expires_at: &token.expires_at_text,
+                cached: issued.cached,
+                rule: issued.rule.as_deref(),
+            },
         );
         let response = InstallationTokenResponse {
             installation_token: Token::new(token.token.expose()),
@@ -48,7 +63,7 @@ impl Operation for InstallationToken {
             installation_id: Some(record.installation_id),
             app_slug: slug,
             expiration_time: token.expires_at_text,
-            requested_scope_down: scope,
+            requested_scope_down: req.scope_down.unwrap_or_default(),
             actual_scope_down: token.granted,
         };
         reply(response)

@@ -4,6 +4,8 @@ use appcreds_wire::{RefreshResponse, paths};
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::access::{AccessControl, Asker};
+use crate::domain::access::Action;
 use crate::error::Error;
 use crate::http::{Call, Operation, reply};
 use crate::jobs::sync::InstallationSync;
@@ -11,13 +13,14 @@ use crate::ports::Services;
 
 /// The refresh-cache operation.
 pub struct Refresh {
+    access: AccessControl,
     sync: InstallationSync,
 }
 
 impl Refresh {
     /// The operation on `services`.
     pub fn new(services: &Services) -> Self {
-        Self { sync: InstallationSync::new(services) }
+        Self { access: AccessControl::new(services), sync: InstallationSync::new(services) }
     }
 }
 
@@ -26,11 +29,14 @@ impl Operation for Refresh {
     const ROUTES: &'static [&'static str] = &[paths::REFRESH];
 
     async fn call(&self, call: Call) -> Result<Value, Error> {
+        let asker = Asker { caller: &call.caller, claims: None };
+        let rule = self.access.judge().await?.allow(asker, Action::Refresh, None)?;
         let report = self.sync.run().await?;
         let failed = report.failed_apps();
         let totals = report.totals();
         tracing::info!(
             caller = call.caller.audit_name(),
+            rule = rule.as_deref().unwrap_or("-"),
             apps = report.apps.len(),
             failed = failed.len(),
             "refreshed installations"

@@ -38,6 +38,17 @@ pub struct InstallationToken {
     pub granted: ScopeDown,
 }
 
+/// A token handed out, what it was minted for, and under which access rule.
+#[derive(Debug)]
+pub(crate) struct Issued {
+    pub(crate) token: InstallationToken,
+    pub(crate) record: InstallationRecord,
+    /// Whether it came from the cache.
+    pub(crate) cached: bool,
+    /// The access rule that allowed it (`None` in open mode).
+    pub(crate) rule: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 struct Resolved {
     record: InstallationRecord,
@@ -82,26 +93,26 @@ impl InstallationTokens {
         self.services.installations.as_ref()
     }
 
-    /// A token for the installation `target` of `app_id`, scoped to `scope`; the record it was
-    /// minted for; and whether it came from the cache.
-    pub async fn issue(
-        &self,
-        app_id: i64,
-        target: &Target,
-        scope: &ScopeDown,
-    ) -> Result<(InstallationToken, InstallationRecord, bool), Error> {
+    /// A token for the installation `target` of `app_id`, with the scope `grant` gives for the
+    /// installation it resolves to (or refuses it).
+    pub(crate) async fn issue<G>(&self, app_id: i64, target: &Target, grant: G) -> Result<Issued, Error>
+    where
+        G: Fn(&InstallationRecord) -> Result<(Option<String>, ScopeDown), Error> + Send + Sync,
+    {
         let resolved = self.resolve(app_id, target).await?;
-        match self.token(app_id, &resolved.record, scope).await {
+        let (rule, scope) = grant(&resolved.record)?;
+        match self.token(app_id, &resolved.record, &scope).await {
             // A table row can be stale (uninstalled, reinstalled): ask GitHub once more.
             Err(Error::GitHubRejected { status: 404, .. }) if resolved.from_table => {
                 self.resolutions.invalidate(&(app_id, target.clone())).await;
                 let fresh = self.resolve_at_github(app_id, target).await?;
                 self.store().write(vec![fresh.clone()], Vec::new(), &rfc3339(self.now())).await?;
-                let (token, cached) = self.token(app_id, &fresh, scope).await?;
-                Ok((token, fresh, cached))
+                let (rule, scope) = grant(&fresh)?;
+                let (token, cached) = self.token(app_id, &fresh, &scope).await?;
+                Ok(Issued { token, record: fresh, cached, rule })
             }
             Err(e) => Err(e),
-            Ok((token, cached)) => Ok((token, resolved.record, cached)),
+            Ok((token, cached)) => Ok(Issued { token, record: resolved.record, cached, rule }),
         }
     }
 

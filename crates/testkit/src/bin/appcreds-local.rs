@@ -10,6 +10,8 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use appcreds_core::aws::access_table::DynamoAccessStore;
+use appcreds_core::domain::access::{Rule, RuleDocument};
 use appcreds_testkit::aws::{self, REGION};
 use appcreds_testkit::github::jwt::{public_key, verify_rs256};
 use appcreds_testkit::github::{GitHubDouble, Installation};
@@ -19,6 +21,30 @@ use serde_json::{Value, json};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The function binaries served behind local Function URLs (their URL path segment is the name).
+/// The local access table, its demo rule, the role it names, and the caller local requests come from.
+const ACCESS_TABLE: &str = "appcreds-local-access";
+const DEMO_RULE: &str = "local-demo";
+const DEMO_ROLE: &str = "arn:aws:iam::123456789012:role/appcreds-local-demo";
+const LOCAL_CALLER: &str = "arn:aws:sts::123456789012:assumed-role/appcreds-local-demo/local";
+
+/// The demo rule: the local caller may do everything with the demo App, up to a ceiling that
+/// leaves out `administration`, which the smoke run asks for to show a refusal.
+async fn put_demo_rule(ddb: &aws_sdk_dynamodb::Client, app_id: i64) -> Result<(), BoxError> {
+    let rule: RuleDocument = serde_json::from_value(json!({
+        "id": DEMO_RULE,
+        "description": "appcreds-local: the demo caller, everything up to a ceiling",
+        "principals": [DEMO_ROLE],
+        "operations": ["installation-token", "app-token", "read-installations", "refresh"],
+        "apps": [app_id],
+        "owners": ["*"],
+        "repositories": ["*"],
+        "permissions": {"contents": "write", "issues": "write", "metadata": "read"}
+    }))?;
+    Rule::from_document(rule.clone(), 0).map_err(|problems| problems.join("; "))?;
+    DynamoAccessStore::new(ddb.clone(), ACCESS_TABLE).put_rule(&rule, 0, "2026-01-01T00:00:00Z").await?;
+    Ok(())
+}
+
 const FUNCTIONS: &[&str] = &[
     "appcreds-app-token",
     "appcreds-installation-token",
@@ -99,6 +125,11 @@ async fn run(opts: Options) -> Result<(), BoxError> {
     let (app_table, installation_table) = ("appcreds-local-apps", "appcreds-local-installations");
     aws::create_app_table(&ddb, app_table).await?;
     aws::create_installation_table(&ddb, installation_table).await?;
+    aws::create_access_table(&ddb, ACCESS_TABLE).await?;
+    put_demo_rule(&ddb, opts.app_id).await?;
+    step(&format!(
+        "access table {ACCESS_TABLE}, enforced, with rule {DEMO_RULE:?} for {DEMO_ROLE}; local requests come from {LOCAL_CALLER}"
+    ));
     let key = aws::create_app_key(&kms, opts.app_id).await?;
     aws::put_app(&ddb, app_table, opts.app_id, Some(&key.arn)).await?;
     let pagination_key = kms
@@ -155,8 +186,11 @@ async fn run(opts: Options) -> Result<(), BoxError> {
                 .env("INSTALLATION_TABLE_NAME", installation_table)
                 .env("GITHUB_API_URL", github.url())
                 .env("PAGINATION_KEY_ID", &pagination_key)
-                // cargo lambda watch does not check SigV4 and passes no IAM caller.
+                .env("ACCESS_TABLE_NAME", ACCESS_TABLE)
+                // cargo lambda watch does not check SigV4 and passes no IAM caller: the local
+                // stack states one, so that access rules work here as they do in AWS.
                 .env("REQUIRE_IAM_CALLER", "false")
+                .env("LOCAL_CALLER_ARN", LOCAL_CALLER)
                 .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
                 .env("AWS_LAMBDA_LOG_LEVEL", "INFO"),
         )
@@ -254,6 +288,21 @@ async fn demo(base: &str, app_id: i64, public_key_der: &[u8], github: &GitHubDou
         .as_str()
         .and_then(|t| github.issued(t))
         .ok_or("the double did not issue that token")?;
+    // Beyond the demo rule's ceiling: refused, and the refusal names what exceeded.
+    let beyond = http
+        .post(format!("{base}/appcreds-installation-token/tokens/installation"))
+        .json(&json!({"appId": app_id, "owner": "octo-org", "scopeDown": {"permissions": {"administration": "write"}}}))
+        .send()
+        .await?;
+    let (status, error_type) = (beyond.status(), beyond.headers().get("x-amzn-errortype").cloned());
+    let refusal: Value = beyond.json().await?;
+    if status != 403 || error_type.as_ref().and_then(|v| v.to_str().ok()) != Some("AccessDeniedException") {
+        return Err(format!("a request beyond the rule was answered {status}: {refusal}").into());
+    }
+    step(&format!(
+        "POST /tokens/installation asking administration=write → 403 AccessDeniedException: {}",
+        refusal["message"]
+    ));
     // The scheduled functions, invoked as EventBridge Scheduler would (through the Invoke API).
     let lambda_api = base.trim_end_matches("/lambda-url");
     let invoke = |function: &str| {
@@ -402,6 +451,9 @@ async fn cli_key_list(endpoint: &str, app_table: &str, app_id: i64, key_arn: &st
 fn print_usage(base: &str, app_id: i64, github: &GitHubDouble) {
     println!(
         "\nThe local stack is up. Try:\n  curl -s -X POST {base}/appcreds-app-token/tokens/app \\\n    -H 'content-type: application/json' -d '{{\"appId\": {app_id}}}'\n  curl -s -X POST {base}/appcreds-installation-token/tokens/installation \\\n    -H 'content-type: application/json' -d '{{\"appId\": {app_id}, \"owner\": \"octocat\"}}'\n  curl -s -X POST {base}/appcreds-get-installation/installations -H 'content-type: application/json' -d '{{}}'\n\
+         \nRequests come from {LOCAL_CALLER}; the access table {ACCESS_TABLE} holds rule {DEMO_RULE:?}, enforced.\n\
+         Change it with: appcreds access put --access-table {ACCESS_TABLE} --file rule.yaml (AWS_ENDPOINT_URL of the moto server),\n\
+         or start the functions with ACCESS_MODE=open to turn the rules off.\n\
          \nThe GitHub double is at {}. Ctrl-C stops everything.",
         github.url()
     );

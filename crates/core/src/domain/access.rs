@@ -1,0 +1,989 @@
+//! Access rules: who may get which credential. Deny by default.
+//!
+//! A [`Rule`] names callers (IAM role or user ARNs, `*` inside one ARN segment; optionally GitHub
+//! Actions OIDC claims they must also present), the operations it grants, the Apps, the
+//! installations (owner logins or node IDs), the repositories and a permission ceiling. A
+//! [`Policy`] is every rule, indexed by principal so that a request is judged in microseconds
+//! whatever the number of rules. This module does no I/O: rules come from the access table
+//! through [`crate::ports::AccessStore`], claims from a verified OIDC token.
+//!
+//! An assumed-role caller (`arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`) is matched through
+//! its account and role name only, never through the session name, which the caller chooses; a
+//! role's path is not in that ARN, so a rule's role path is not compared either.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::scope::{ScopeDown, permission_levels, repository_name_problem};
+
+/// What a rule may grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// `POST /tokens/installation`.
+    InstallationToken,
+    /// `POST /tokens/app`: the App JWT, with which a caller can mint any token at GitHub itself.
+    AppToken,
+    /// `POST /installations/info` and `POST /installations`.
+    ReadInstallations,
+    /// `POST /installations/refresh`.
+    Refresh,
+}
+
+impl Action {
+    /// The name as rules and messages write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::InstallationToken => "installation-token",
+            Action::AppToken => "app-token",
+            Action::ReadInstallations => "read-installations",
+            Action::Refresh => "refresh",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A permission level: `read` < `write` < `admin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// `read`.
+    Read,
+    /// `write`.
+    Write,
+    /// `admin`.
+    Admin,
+}
+
+impl Level {
+    /// The level GitHub writes as `text`.
+    pub fn parse(text: &str) -> Option<Level> {
+        match text {
+            "read" => Some(Level::Read),
+            "write" => Some(Level::Write),
+            "admin" => Some(Level::Admin),
+            _ => None,
+        }
+    }
+
+    /// The level as GitHub writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Read => "read",
+            Level::Write => "write",
+            Level::Admin => "admin",
+        }
+    }
+}
+
+/// A rule as operators write it (YAML or JSON) and as the access table stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleDocument {
+    /// A name for the rule: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+    pub id: String,
+    /// What the rule is for, for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// IAM role or user ARNs (or patterns with `*` inside one segment) of the callers.
+    pub principals: Vec<String>,
+    /// GitHub Actions OIDC claims the caller must also present (claim → exact value or `*` pattern).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub github: BTreeMap<String, String>,
+    /// What it grants: `installation-token`, `app-token`, `read-installations`, `refresh`.
+    pub operations: Vec<Action>,
+    /// App IDs; `["*"]` for every App.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<AppRef>,
+    /// Installations by account login (case-insensitive); `["*"]` for every installation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
+    /// Installations by the account's node ID.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_ids: Vec<String>,
+    /// Repository names or `*` patterns; `["*"]` for every repository of the installation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<String>,
+    /// Repository IDs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repository_ids: Vec<i64>,
+    /// Only the repository of the caller's verified `repository` claim.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub caller_repository_only: bool,
+    /// The permission ceiling: permission → highest level.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub permissions: BTreeMap<String, String>,
+}
+
+/// An App ID, or `"*"` for any App.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AppRef {
+    /// One App.
+    Id(i64),
+    /// `"*"`.
+    Any(String),
+}
+
+/// The claims GitHub Actions OIDC tokens carry that rules may require.
+pub const CLAIMS: [&str; 9] = [
+    "repository",
+    "repository_id",
+    "repository_owner",
+    "repository_owner_id",
+    "ref",
+    "job_workflow_ref",
+    "environment",
+    "event_name",
+    "workflow_ref",
+];
+
+/// Most rules a policy holds; a larger table is refused rather than judged slowly.
+pub const MAX_RULES: usize = 10_000;
+
+/// A principal pattern, split for matching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PrincipalPattern {
+    partition: String,
+    account: String,
+    kind: PrincipalKind,
+    /// For a role: the role name pattern (its path dropped). For a user: the whole `path/name`.
+    name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum PrincipalKind {
+    Role,
+    User,
+}
+
+/// A caller as the request context names it, split for matching.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CallerKey {
+    partition: String,
+    account: String,
+    kind: PrincipalKind,
+    name: String,
+}
+
+impl CallerKey {
+    /// The key of a caller ARN: an assumed role by its role name (not its session), a user by its
+    /// path and name. Anything else (the account root, a federated user) has none.
+    fn of(arn: &str) -> Option<CallerKey> {
+        let (partition, service, account, resource) = split_arn(arn)?;
+        let (kind, name) = match (service, resource.split_once('/')) {
+            ("sts", Some(("assumed-role", rest))) => (PrincipalKind::Role, rest.split_once('/')?.0.to_string()),
+            ("iam", Some(("user", rest))) => (PrincipalKind::User, rest.to_string()),
+            ("iam", Some(("role", rest))) => (PrincipalKind::Role, rest.rsplit('/').next()?.to_string()),
+            _ => return None,
+        };
+        (!name.is_empty()).then(|| CallerKey { partition: partition.into(), account: account.into(), kind, name })
+    }
+}
+
+/// `arn:PARTITION:SERVICE::ACCOUNT:RESOURCE` (IAM and STS ARNs have no region).
+fn split_arn(arn: &str) -> Option<(&str, &str, &str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let (prefix, partition, service, region, account, resource) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    (prefix == "arn" && region.is_empty() && !partition.is_empty()).then_some((partition, service, account, resource))
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of characters (none included).
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let Some((first, rest)) = pattern.split_once('*') else { return pattern == text };
+    let Some(mut remaining) = text.strip_prefix(first) else { return false };
+    let mut parts: Vec<&str> = rest.split('*').collect();
+    let last = parts.pop().unwrap_or_default();
+    for part in parts {
+        match remaining.find(part) {
+            Some(at) => remaining = &remaining[at + part.len()..],
+            None => return false,
+        }
+    }
+    remaining.len() >= last.len() && remaining.ends_with(last)
+}
+
+/// [`glob`], where `*` does not cross `/` (one path segment of an ARN).
+fn segment_glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), text.split('/').collect());
+    p.len() == t.len() && p.iter().zip(&t).all(|(p, t)| glob(p, t))
+}
+
+impl PrincipalPattern {
+    fn parse(arn: &str) -> Result<PrincipalPattern, String> {
+        let bad = || format!("{arn:?} is not an IAM role or user ARN (arn:aws:iam::123456789012:role/NAME)");
+        let (partition, service, account, resource) = split_arn(arn).ok_or_else(bad)?;
+        if service != "iam" || partition.contains('*') {
+            return Err(bad());
+        }
+        if !(account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())) && account != "*" {
+            return Err(format!("{arn:?}: the account must be 12 digits (or *)"));
+        }
+        let (kind, path) = match resource.split_once('/') {
+            Some(("role", rest)) => (PrincipalKind::Role, rest),
+            Some(("user", rest)) => (PrincipalKind::User, rest),
+            _ => return Err(bad()),
+        };
+        if path.is_empty() || path.split('/').any(str::is_empty) || path.contains("**") {
+            return Err(bad());
+        }
+        if path.chars().any(|c| !(c.is_ascii_alphanumeric() || "+=,.@_-/*".contains(c))) {
+            return Err(format!("{arn:?}: a role or user name has only letters, digits and +=,.@_-"));
+        }
+        let name = match kind {
+            PrincipalKind::Role => path.rsplit('/').next().unwrap_or_default().to_string(),
+            PrincipalKind::User => path.to_string(),
+        };
+        Ok(PrincipalPattern { partition: partition.into(), account: account.into(), kind, name })
+    }
+
+    fn is_exact(&self) -> bool {
+        !self.account.contains('*') && !self.name.contains('*')
+    }
+
+    fn key(&self) -> CallerKey {
+        CallerKey {
+            partition: self.partition.clone(),
+            account: self.account.clone(),
+            kind: self.kind,
+            name: self.name.clone(),
+        }
+    }
+
+    fn matches(&self, caller: &CallerKey) -> bool {
+        self.kind == caller.kind
+            && self.partition == caller.partition
+            && (self.account == "*" || self.account == caller.account)
+            && segment_glob(&self.name, &caller.name)
+    }
+}
+
+/// Which Apps a rule covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Apps {
+    Any,
+    Some(BTreeSet<i64>),
+}
+
+/// Which repositories an installation-token rule covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Repositories {
+    /// Every repository of the installation.
+    Any,
+    /// These names (lower case; `*` patterns allowed) and IDs.
+    Listed { names: Vec<String>, ids: BTreeSet<i64> },
+    /// The repository of the caller's `repository` claim.
+    CallerRepository,
+}
+
+/// A validated rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// The rule's ID.
+    pub id: String,
+    /// Its version in the access table (each write increments it).
+    pub version: u64,
+    /// The document it was read from.
+    pub document: RuleDocument,
+    principals: Vec<PrincipalPattern>,
+    operations: BTreeSet<Action>,
+    apps: Apps,
+    /// Lower-case owner logins; `None` for any installation.
+    owners: Option<BTreeSet<String>>,
+    node_ids: BTreeSet<String>,
+    repositories: Repositories,
+    ceiling: BTreeMap<String, Level>,
+}
+
+/// Most bytes of a rule document.
+pub const MAX_RULE_BYTES: usize = 16 * 1024;
+
+impl Rule {
+    /// Checks a document. Every problem is named, so an operator can fix a file in one go.
+    pub fn from_document(document: RuleDocument, version: u64) -> Result<Rule, Vec<String>> {
+        let mut problems = Vec::new();
+        let d = &document;
+        if d.id.is_empty()
+            || d.id.len() > 64
+            || !d.id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            problems.push(format!("id {:?} must be 1 to 64 of A-Z a-z 0-9 . _ -", d.id));
+        }
+        if d.principals.is_empty() {
+            problems.push("principals: name at least one IAM role or user ARN".into());
+        }
+        let principals: Vec<PrincipalPattern> =
+            d.principals.iter().filter_map(|p| PrincipalPattern::parse(p).map_err(|e| problems.push(e)).ok()).collect();
+        for (claim, pattern) in &d.github {
+            if !CLAIMS.contains(&claim.as_str()) {
+                problems.push(format!("github: {claim:?} is not a claim rules can require ({})", CLAIMS.join(", ")));
+            }
+            if pattern.is_empty() {
+                problems.push(format!("github: {claim} must not be empty"));
+            }
+        }
+        if d.operations.is_empty() {
+            problems.push(
+                "operations: name at least one of installation-token, app-token, read-installations, refresh".into(),
+            );
+        }
+        let operations: BTreeSet<Action> = d.operations.iter().copied().collect();
+        let apps = match d.apps.as_slice() {
+            [AppRef::Any(star)] if star == "*" => Apps::Any,
+            [] => {
+                problems.push("apps: name the App IDs (or \"*\")".into());
+                Apps::Some(BTreeSet::new())
+            }
+            list => Apps::Some(
+                list.iter()
+                    .filter_map(|a| match a {
+                        AppRef::Id(id) if *id >= 1 => Some(*id),
+                        other => {
+                            problems.push(format!("apps: {other:?} is not an App ID (\"*\" stands alone)"));
+                            None
+                        }
+                    })
+                    .collect(),
+            ),
+        };
+        let targets_installations = operations.contains(&Action::InstallationToken);
+        let owners = match d.owners.as_slice() {
+            [star] if star == "*" => None,
+            list => {
+                for o in list {
+                    let valid = (1..=39).contains(&o.len())
+                        && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        && !o.starts_with('-');
+                    if !valid {
+                        problems.push(format!("owners: {o:?} is not a GitHub login (\"*\" stands alone)"));
+                    }
+                }
+                if targets_installations && list.is_empty() && d.node_ids.is_empty() {
+                    problems.push("owners or nodeIds: name the installations (or owners: [\"*\"])".into());
+                }
+                Some(list.iter().map(|o| o.to_ascii_lowercase()).collect())
+            }
+        };
+        for n in &d.node_ids {
+            if n.is_empty() || n.len() > 256 {
+                problems.push(format!("nodeIds: {n:?} must be 1 to 256 characters"));
+            }
+        }
+        let repositories = if d.caller_repository_only {
+            if !d.repositories.is_empty() || !d.repository_ids.is_empty() {
+                problems.push("callerRepositoryOnly excludes repositories and repositoryIds".into());
+            }
+            if !d.github.contains_key("repository") && !d.github.contains_key("repository_owner") {
+                problems.push("callerRepositoryOnly needs a github condition on repository or repository_owner".into());
+            }
+            Repositories::CallerRepository
+        } else if d.repositories.len() == 1 && d.repositories[0] == "*" && d.repository_ids.is_empty() {
+            Repositories::Any
+        } else {
+            for r in &d.repositories {
+                if r == "*" || repository_name_problem(&r.replace('*', "x")).is_some() {
+                    problems
+                        .push(format!("repositories: {r:?} is not a repository name or pattern (\"*\" stands alone)"));
+                }
+            }
+            for id in &d.repository_ids {
+                if *id < 1 {
+                    problems.push(format!("repositoryIds: {id} is not a repository ID"));
+                }
+            }
+            if targets_installations && d.repositories.is_empty() && d.repository_ids.is_empty() {
+                problems.push("repositories: name them, or [\"*\"] for all, or set callerRepositoryOnly".into());
+            }
+            Repositories::Listed {
+                names: d.repositories.iter().map(|r| r.to_ascii_lowercase()).collect(),
+                ids: d.repository_ids.iter().copied().collect(),
+            }
+        };
+        let known = permission_levels();
+        let mut ceiling = BTreeMap::new();
+        for (name, level) in &d.permissions {
+            match (known.get(name), Level::parse(level)) {
+                (None, _) => problems.push(format!("permissions: {name:?} is not a GitHub App permission")),
+                (Some(allowed), Some(l)) if allowed.iter().any(|a| a == level) => {
+                    ceiling.insert(name.clone(), l);
+                }
+                (Some(allowed), _) => {
+                    problems.push(format!("permissions: {name} must be one of {}, not {level:?}", allowed.join(", ")))
+                }
+            }
+        }
+        if targets_installations && d.permissions.is_empty() {
+            problems.push("permissions: an installation-token rule needs a ceiling (permission: level)".into());
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Rule {
+            id: document.id.clone(),
+            version,
+            principals,
+            operations,
+            apps,
+            owners,
+            node_ids: document.node_ids.iter().cloned().collect(),
+            repositories,
+            ceiling,
+            document,
+        })
+    }
+
+    fn covers_app(&self, app_id: i64) -> bool {
+        match &self.apps {
+            Apps::Any => true,
+            Apps::Some(ids) => ids.contains(&app_id),
+        }
+    }
+
+    fn claims_hold(&self, claims: Option<&Claims>) -> bool {
+        if self.document.github.is_empty() {
+            return true;
+        }
+        let Some(claims) = claims else { return false };
+        self.document.github.iter().all(|(name, pattern)| claims.get(name).is_some_and(|v| glob(pattern, v)))
+    }
+
+    fn covers_installation(&self, installation: &InstallationRef<'_>) -> bool {
+        self.node_ids.contains(installation.node_id)
+            || match &self.owners {
+                None => true,
+                Some(owners) => owners.contains(&installation.login.to_ascii_lowercase()),
+            }
+    }
+}
+
+/// The verified claims of a caller's GitHub Actions OIDC token (string values).
+pub type Claims = BTreeMap<String, String>;
+
+/// Who asks, as the platform and a verified OIDC token say.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// The caller's IAM ARN from Lambda's request context.
+    pub arn: &'a str,
+    /// The claims of the caller's verified GitHub Actions OIDC token, if it sent one.
+    pub claims: Option<&'a Claims>,
+}
+
+/// The installation a request resolved to.
+#[derive(Debug, Clone, Copy)]
+pub struct InstallationRef<'a> {
+    /// The account's node ID.
+    pub node_id: &'a str,
+    /// The account's login.
+    pub login: &'a str,
+}
+
+/// Why a request is refused. The message names what exceeded, never another rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial(pub String);
+
+/// Every rule, indexed by principal.
+#[derive(Debug, Default)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    /// Rules naming an exact principal, by it.
+    exact: HashMap<CallerKey, Vec<usize>>,
+    /// Rules with a `*` in a principal.
+    patterns: Vec<usize>,
+}
+
+impl Policy {
+    /// The policy of `rules` (sorted by ID, so decisions do not depend on table order).
+    pub fn new(mut rules: Vec<Rule>) -> Policy {
+        rules.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut policy = Policy::default();
+        for (i, rule) in rules.iter().enumerate() {
+            if rule.principals.iter().any(|p| !p.is_exact()) {
+                policy.patterns.push(i);
+            }
+            for p in rule.principals.iter().filter(|p| p.is_exact()) {
+                let slot = policy.exact.entry(p.key()).or_default();
+                if slot.last() != Some(&i) {
+                    slot.push(i);
+                }
+            }
+        }
+        policy.rules = rules;
+        policy
+    }
+
+    /// How many rules it holds.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether it holds no rule.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The rules naming `subject` (by principal and claims) that grant `operation` on `app_id`
+    /// (any App when `None`), in ID order.
+    fn candidates<'p>(&'p self, subject: Subject<'_>, action: Action, app_id: Option<i64>) -> Vec<&'p Rule> {
+        let Some(caller) = CallerKey::of(subject.arn) else { return Vec::new() };
+        let mut found: Vec<usize> = self.exact.get(&caller).cloned().unwrap_or_default();
+        found.extend(
+            self.patterns.iter().copied().filter(|i| self.rules[*i].principals.iter().any(|p| p.matches(&caller))),
+        );
+        found.sort_unstable();
+        found.dedup();
+        found
+            .into_iter()
+            .map(|i| &self.rules[i])
+            .filter(|r| r.operations.contains(&action))
+            .filter(|r| app_id.is_none_or(|a| r.covers_app(a)))
+            .filter(|r| r.claims_hold(subject.claims))
+            .collect()
+    }
+
+    /// The rule that grants `operation` on `app_id` (any App when `None`) to `subject`: for
+    /// operations that need nothing more (app-token, read-installations, refresh).
+    pub fn allow(&self, subject: Subject<'_>, action: Action, app_id: Option<i64>) -> Result<&Rule, Denial> {
+        self.candidates(subject, action, app_id).into_iter().next().ok_or_else(|| {
+            Denial(match app_id {
+                Some(app) => format!("no access rule allows {} {action} for App {app}", subject.arn),
+                None => format!("no access rule allows {} {action}", subject.arn),
+            })
+        })
+    }
+
+    /// The Apps whose data `subject` may read through `operation` (`None`: every App).
+    pub fn apps_granted(&self, subject: Subject<'_>, action: Action) -> Result<Option<BTreeSet<i64>>, Denial> {
+        let rules = self.candidates(subject, action, None);
+        if rules.is_empty() {
+            return Err(Denial(format!("no access rule allows {} {action}", subject.arn)));
+        }
+        let mut apps = BTreeSet::new();
+        for rule in rules {
+            match &rule.apps {
+                Apps::Any => return Ok(None),
+                Apps::Some(ids) => apps.extend(ids),
+            }
+        }
+        Ok(Some(apps))
+    }
+
+    /// Whether some rule could grant `subject` an installation token of `app_id` (checked before
+    /// the installation is looked up, so that a refused caller learns nothing about it).
+    pub fn may_mint(&self, subject: Subject<'_>, app_id: i64) -> Result<(), Denial> {
+        self.allow(subject, Action::InstallationToken, Some(app_id)).map(|_| ())
+    }
+
+    /// The rule that grants `subject` an installation token of `app_id` on `installation`, and the
+    /// scope to mint: the request's scope within the rule's grant, or, without one, the grant's
+    /// ceiling. Rules are tried in ID order; when none grants the request, the refusal names what
+    /// exceeded the first rule that covers the installation.
+    pub fn installation_token(
+        &self,
+        subject: Subject<'_>,
+        app_id: i64,
+        installation: InstallationRef<'_>,
+        requested: Option<&ScopeDown>,
+    ) -> Result<(&Rule, ScopeDown), Denial> {
+        let rules: Vec<&Rule> = self
+            .candidates(subject, Action::InstallationToken, Some(app_id))
+            .into_iter()
+            .filter(|r| r.covers_installation(&installation))
+            .collect();
+        let mut first_refusal = None;
+        for rule in rules {
+            match scope_within(rule, subject.claims, installation, requested) {
+                Ok(scope) => return Ok((rule, scope)),
+                Err(why) => {
+                    first_refusal.get_or_insert(why);
+                }
+            }
+        }
+        Err(first_refusal.unwrap_or_else(|| {
+            Denial(format!(
+                "no access rule allows {} installation-token for App {app_id} on installation {}",
+                subject.arn, installation.login
+            ))
+        }))
+    }
+}
+
+/// The scope `rule` grants for `requested`, or what exceeds it.
+fn scope_within(
+    rule: &Rule,
+    claims: Option<&Claims>,
+    installation: InstallationRef<'_>,
+    requested: Option<&ScopeDown>,
+) -> Result<ScopeDown, Denial> {
+    let empty = ScopeDown::default();
+    let requested = requested.unwrap_or(&empty);
+    let mut scope = ScopeDown::default();
+    // Permissions: each at most the ceiling; none asked for means the whole ceiling.
+    if requested.permissions.is_empty() {
+        scope.permissions = rule.ceiling.iter().map(|(p, l)| (p.clone(), l.as_str().to_string())).collect();
+    } else {
+        for (name, level) in &requested.permissions {
+            let asked = Level::parse(level).unwrap_or(Level::Admin);
+            match rule.ceiling.get(name) {
+                Some(max) if asked <= *max => {
+                    scope.permissions.insert(name.clone(), level.clone());
+                }
+                Some(max) => {
+                    return Err(Denial(format!("permission {name}: {level} exceeds the granted {}", max.as_str())));
+                }
+                None => return Err(Denial(format!("permission {name}: {level} is not granted"))),
+            }
+        }
+    }
+    // Repositories.
+    match &rule.repositories {
+        Repositories::Any => {
+            scope.repository_ids = requested.repository_ids.clone();
+            scope.repository_names = requested.repository_names.clone();
+        }
+        Repositories::CallerRepository => {
+            let claimed = claims.and_then(|c| c.get("repository")).and_then(|r| r.split_once('/'));
+            let Some((owner, name)) = claimed.filter(|(o, _)| o.eq_ignore_ascii_case(installation.login)) else {
+                return Err(Denial(format!(
+                    "only the calling repository is granted, and it is not on {}",
+                    installation.login
+                )));
+            };
+            if !requested.repository_ids.is_empty() {
+                return Err(Denial(format!("only the calling repository {owner}/{name} is granted: name it, not IDs")));
+            }
+            if let Some(other) = requested.repository_names.iter().find(|r| !r.eq_ignore_ascii_case(name)) {
+                return Err(Denial(format!(
+                    "repository {other} is not granted (only the calling repository {owner}/{name})"
+                )));
+            }
+            scope.repository_names = vec![name.to_string()];
+        }
+        Repositories::Listed { names, ids } => {
+            if let Some(id) = requested.repository_ids.iter().find(|id| !ids.contains(id)) {
+                return Err(Denial(format!("repository ID {id} is not granted")));
+            }
+            if let Some(other) = requested
+                .repository_names
+                .iter()
+                .find(|r| !names.iter().any(|pattern| glob(pattern, &r.to_ascii_lowercase())))
+            {
+                return Err(Denial(format!("repository {other} is not granted")));
+            }
+            if requested.repository_ids.is_empty() && requested.repository_names.is_empty() {
+                if names.iter().any(|n| n.contains('*')) {
+                    return Err(Denial(
+                        "name the repositories: the grant covers them by pattern, and a token without names would cover every repository"
+                            .into(),
+                    ));
+                }
+                scope.repository_names = rule.document.repositories.clone();
+                scope.repository_ids = ids.iter().copied().collect();
+            } else {
+                scope.repository_ids = requested.repository_ids.clone();
+                scope.repository_names = requested.repository_names.clone();
+            }
+        }
+    }
+    Ok(scope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ROLE: &str = "arn:aws:iam::123456789012:role/release";
+    const CALLER: &str = "arn:aws:sts::123456789012:assumed-role/release/run-42";
+    const OCTO: InstallationRef<'static> = InstallationRef { node_id: "O_kgDOocto", login: "octo-org" };
+
+    fn document(doc: serde_json::Value) -> RuleDocument {
+        serde_json::from_value(doc).unwrap()
+    }
+
+    fn rule(doc: serde_json::Value) -> Rule {
+        Rule::from_document(document(doc), 1).unwrap()
+    }
+
+    fn problems(doc: serde_json::Value) -> Vec<String> {
+        Rule::from_document(document(doc), 1).unwrap_err()
+    }
+
+    /// The release rule: contents write at most, two named repositories and a pattern.
+    fn release(id: &str, repositories: serde_json::Value) -> serde_json::Value {
+        json!({
+            "id": id, "principals": [ROLE], "operations": ["installation-token"], "apps": [7],
+            "owners": ["Octo-Org"], "repositories": repositories,
+            "permissions": {"contents": "write", "metadata": "read"}
+        })
+    }
+
+    fn subject(arn: &str) -> Subject<'_> {
+        Subject { arn, claims: None }
+    }
+
+    fn scope(v: serde_json::Value) -> ScopeDown {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn mint(policy: &Policy, requested: Option<serde_json::Value>) -> Result<(String, ScopeDown), String> {
+        let requested = requested.map(scope);
+        policy
+            .installation_token(subject(CALLER), 7, OCTO, requested.as_ref())
+            .map(|(rule, scope)| (rule.id.clone(), scope))
+            .map_err(|Denial(why)| why)
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("refs/heads/*", "refs/heads/feature/x"));
+        assert!(glob("*", ""));
+        assert!(glob("a*b*c", "abc") && glob("a*b*c", "a-b-b-c"));
+        assert!(!glob("a*b*c", "a-c") && !glob("docs-*", "doc"));
+        assert!(glob("v*.*", "v1.2") && !glob("v*.*", "v1"));
+        assert!(!glob("ab*ba", "aba"), "the prefix and suffix may not overlap");
+        assert!(!glob("exact", "exactly") && glob("exact", "exact"));
+        assert!(segment_glob("ci-*", "ci-main") && !segment_glob("ci-*", "ci-main/x"));
+    }
+
+    #[test]
+    fn assumed_roles_match_by_role_never_by_session() {
+        let policy = Policy::new(vec![rule(release("release", json!(["hello-world"])))]);
+        let ok = |arn: &str| policy.may_mint(subject(arn), 7).is_ok();
+        assert!(ok(CALLER));
+        assert!(ok("arn:aws:sts::123456789012:assumed-role/release/anything-the-caller-chose"));
+        assert!(!ok("arn:aws:sts::123456789012:assumed-role/other/release"), "the session name is not the role");
+        assert!(!ok("arn:aws:sts::999999999999:assumed-role/release/x"), "another account");
+        assert!(!ok("arn:aws-cn:sts::123456789012:assumed-role/release/x"), "another partition");
+        assert!(!ok("arn:aws:iam::123456789012:user/release"), "a user of the same name");
+        assert!(!ok("arn:aws:iam::123456789012:root"));
+        assert!(!ok("arn:aws:sts::123456789012:assumed-role/release"), "no session: not an assumed-role ARN");
+        assert!(!ok("not an arn"));
+        assert!(policy.may_mint(subject(CALLER), 8).is_err(), "another App");
+        assert!(policy.allow(subject(CALLER), Action::AppToken, Some(7)).is_err(), "another operation");
+    }
+
+    #[test]
+    fn patterns_stay_inside_one_segment_and_users_match_by_path() {
+        let policy = Policy::new(vec![rule(json!({
+            "id": "ci", "principals": ["arn:aws:iam::123456789012:role/ci-*", "arn:aws:iam::*:user/bots/builder"],
+            "operations": ["app-token"], "apps": ["*"]
+        }))]);
+        let ok = |arn: &str| policy.allow(subject(arn), Action::AppToken, Some(1)).is_ok();
+        assert!(ok("arn:aws:sts::123456789012:assumed-role/ci-main/s"));
+        assert!(!ok("arn:aws:sts::123456789012:assumed-role/cd-main/s"));
+        assert!(ok("arn:aws:iam::111111111111:user/bots/builder"));
+        assert!(!ok("arn:aws:iam::111111111111:user/builder"), "the path is part of a user");
+        assert!(!ok("arn:aws:iam::111111111111:user/bots/x/builder"));
+    }
+
+    #[test]
+    fn a_role_path_in_a_rule_is_not_compared() {
+        let policy = Policy::new(vec![rule(json!({
+            "id": "p", "principals": ["arn:aws:iam::123456789012:role/team/a/release"], "operations": ["app-token"], "apps": [7]
+        }))]);
+        assert!(policy.allow(subject(CALLER), Action::AppToken, Some(7)).is_ok());
+    }
+
+    #[test]
+    fn a_request_without_scope_gets_the_grant_never_the_installation() {
+        let policy = Policy::new(vec![rule(release("release", json!(["hello-world", "Docs"])))]);
+        assert_eq!(
+            mint(&policy, None),
+            Ok((
+                "release".into(),
+                scope(
+                    json!({"repositoryNames": ["hello-world", "Docs"], "permissions": {"contents": "write", "metadata": "read"}})
+                )
+            ))
+        );
+        let patterned = Policy::new(vec![rule(release("release", json!(["docs-*"])))]);
+        assert!(mint(&patterned, None).unwrap_err().starts_with("name the repositories"));
+        let everything = Policy::new(vec![rule(release("release", json!(["*"])))]);
+        let (_, granted) = mint(&everything, None).unwrap();
+        assert!(granted.repository_names.is_empty() && granted.permissions.len() == 2, "every repository, the ceiling");
+    }
+
+    #[test]
+    fn what_exceeds_the_grant_is_named() {
+        let policy = Policy::new(vec![rule(release("release", json!(["hello-world", "docs-*"])))]);
+        let ask = |v: serde_json::Value| mint(&policy, Some(v));
+        assert_eq!(
+            ask(json!({"permissions": {"contents": "admin"}})),
+            Err("permission contents: admin exceeds the granted write".into())
+        );
+        assert_eq!(
+            ask(json!({"permissions": {"issues": "read"}})),
+            Err("permission issues: read is not granted".into())
+        );
+        assert_eq!(ask(json!({"repositoryNames": ["secrets"]})), Err("repository secrets is not granted".into()));
+        assert_eq!(ask(json!({"repositoryIds": [99]})), Err("repository ID 99 is not granted".into()));
+        let (_, ok) =
+            ask(json!({"repositoryNames": ["Docs-Site", "hello-world"], "permissions": {"contents": "read"}})).unwrap();
+        assert_eq!(
+            ok,
+            scope(json!({"repositoryNames": ["Docs-Site", "hello-world"], "permissions": {"contents": "read"}}))
+        );
+        let (_, ceiling) = ask(json!({"repositoryNames": ["hello-world"]})).unwrap();
+        assert_eq!(ceiling.permissions.len(), 2, "no permissions asked: the ceiling");
+    }
+
+    #[test]
+    fn installations_match_by_login_without_case_or_by_node_id() {
+        let policy = Policy::new(vec![rule(release("release", json!(["*"])))]);
+        let other = InstallationRef { node_id: "O_other", login: "other-org" };
+        let denied = policy.installation_token(subject(CALLER), 7, other, None).unwrap_err();
+        assert_eq!(
+            denied.0,
+            format!("no access rule allows {CALLER} installation-token for App 7 on installation other-org")
+        );
+        let mut by_node = release("by-node", json!(["*"]));
+        by_node["owners"] = json!([]);
+        by_node["nodeIds"] = json!(["O_other"]);
+        let policy = Policy::new(vec![rule(by_node)]);
+        assert!(policy.installation_token(subject(CALLER), 7, other, None).is_ok());
+        assert!(policy.installation_token(subject(CALLER), 7, OCTO, None).is_err());
+    }
+
+    #[test]
+    fn rules_are_tried_in_id_order_and_a_refusal_names_no_other_rule() {
+        let narrow = rule(release("a-narrow", json!(["hello-world"])));
+        let mut wide = release("b-wide", json!(["*"]));
+        wide["permissions"] = json!({"contents": "write", "issues": "write"});
+        let policy = Policy::new(vec![rule(wide), narrow]);
+        assert_eq!(mint(&policy, None).unwrap().0, "a-narrow");
+        assert_eq!(mint(&policy, Some(json!({"permissions": {"issues": "write"}}))).unwrap().0, "b-wide");
+        let refused = mint(&policy, Some(json!({"permissions": {"administration": "read"}}))).unwrap_err();
+        assert_eq!(refused, "permission administration: read is not granted");
+        assert!(!refused.contains("b-wide") && !refused.contains("a-narrow"));
+    }
+
+    #[test]
+    fn claims_bind_a_rule_to_a_workflow() {
+        let mut doc = release("oidc", json!(["*"]));
+        doc["github"] = json!({"repository": "octo-org/*", "ref": "refs/tags/v*", "event_name": "push"});
+        let policy = Policy::new(vec![rule(doc)]);
+        let claims =
+            |pairs: &[(&str, &str)]| -> Claims { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+        let good =
+            claims(&[("repository", "octo-org/hello-world"), ("ref", "refs/tags/v1.2.0"), ("event_name", "push")]);
+        let branch =
+            claims(&[("repository", "octo-org/hello-world"), ("ref", "refs/heads/main"), ("event_name", "push")]);
+        let missing = claims(&[("repository", "octo-org/hello-world"), ("ref", "refs/tags/v1")]);
+        let with = |c: Option<&Claims>| policy.may_mint(Subject { arn: CALLER, claims: c }, 7).is_ok();
+        assert!(with(Some(&good)));
+        assert!(!with(Some(&branch)));
+        assert!(!with(Some(&missing)), "a required claim that is absent");
+        assert!(!with(None), "no OIDC token");
+    }
+
+    #[test]
+    fn caller_repository_only_narrows_to_the_claimed_repository() {
+        let policy = Policy::new(vec![rule(json!({
+            "id": "own-repo", "principals": [ROLE], "github": {"repository_owner": "octo-org"},
+            "operations": ["installation-token"], "apps": [7], "owners": ["*"], "callerRepositoryOnly": true,
+            "permissions": {"contents": "read"}
+        }))]);
+        let claims: Claims = [("repository_owner", "octo-org"), ("repository", "octo-org/hello-world")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let s = Subject { arn: CALLER, claims: Some(&claims) };
+        let (_, granted) = policy.installation_token(s, 7, OCTO, None).unwrap();
+        assert_eq!(granted, scope(json!({"repositoryNames": ["hello-world"], "permissions": {"contents": "read"}})));
+        let other = scope(json!({"repositoryNames": ["other"]}));
+        assert!(
+            policy
+                .installation_token(s, 7, OCTO, Some(&other))
+                .unwrap_err()
+                .0
+                .contains("repository other is not granted")
+        );
+        let elsewhere = InstallationRef { node_id: "U_x", login: "octocat" };
+        assert!(
+            policy.installation_token(s, 7, elsewhere, None).is_err(),
+            "the claimed repository is not on this installation"
+        );
+    }
+
+    #[test]
+    fn documents_are_checked_with_every_problem_named() {
+        assert_eq!(
+            problems(json!({"id": "", "principals": [], "operations": [], "apps": []})),
+            [
+                "id \"\" must be 1 to 64 of A-Z a-z 0-9 . _ -",
+                "principals: name at least one IAM role or user ARN",
+                "operations: name at least one of installation-token, app-token, read-installations, refresh",
+                "apps: name the App IDs (or \"*\")",
+            ]
+        );
+        let bad = problems(json!({
+            "id": "x", "principals": ["arn:aws:iam::123:role/x", "arn:aws:s3:::bucket", "arn:aws:iam::123456789012:group/g"],
+            "github": {"sub": "repo:x"}, "operations": ["installation-token"], "apps": [0, "*"],
+            "owners": ["-bad"], "repositories": ["a/b"], "permissions": {"contents": "owner", "nope": "read", "metadata": "admin"}
+        }));
+        let joined = bad.join("\n");
+        for expected in [
+            "the account must be 12 digits",
+            "\"arn:aws:s3:::bucket\" is not an IAM role or user ARN",
+            "\"arn:aws:iam::123456789012:group/g\" is not an IAM role or user ARN",
+            "\"sub\" is not a claim rules can require",
+            "apps: Id(0) is not an App ID",
+            "apps: Any(\"*\") is not an App ID",
+            "owners: \"-bad\" is not a GitHub login",
+            "repositories: \"a/b\" is not a repository name or pattern",
+            "permissions: contents must be one of read, write, not \"owner\"",
+            "permissions: \"nope\" is not a GitHub App permission",
+            "permissions: metadata must be one of read, write, not \"admin\"",
+        ] {
+            assert!(joined.contains(expected), "missing {expected:?} in:\n{joined}");
+        }
+        let no_ceiling = problems(
+            json!({"id": "x", "principals": [ROLE], "operations": ["installation-token"], "apps": [1], "owners": ["o"], "repositories": ["r"]}),
+        );
+        assert_eq!(no_ceiling, ["permissions: an installation-token rule needs a ceiling (permission: level)"]);
+        let no_repos = problems(
+            json!({"id": "x", "principals": [ROLE], "operations": ["installation-token"], "apps": [1], "owners": ["o"], "permissions": {"contents": "read"}}),
+        );
+        assert_eq!(no_repos, ["repositories: name them, or [\"*\"] for all, or set callerRepositoryOnly"]);
+        assert!(
+            serde_json::from_value::<RuleDocument>(
+                json!({"id": "x", "principals": [], "operations": [], "unknown": 1})
+            )
+            .is_err()
+        );
+        assert!(
+            serde_json::from_value::<RuleDocument>(json!({"id": "x", "principals": [], "operations": ["everything"]}))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_thousand_rules_are_indexed_by_principal() {
+        let rules: Vec<Rule> = (0..1000)
+            .map(|i| {
+                rule(
+                    release(&format!("r{i:04}"), json!(["*"]))
+                        .as_object()
+                        .cloned()
+                        .map(|mut m| {
+                            m.insert("principals".into(), json!([format!("arn:aws:iam::123456789012:role/role-{i}")]));
+                            serde_json::Value::Object(m)
+                        })
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let policy = Policy::new(rules);
+        assert_eq!(policy.len(), 1000);
+        assert!(policy.patterns.is_empty());
+        let s = subject("arn:aws:sts::123456789012:assumed-role/role-617/s");
+        assert_eq!(policy.installation_token(s, 7, OCTO, None).unwrap().0.id, "r0617");
+    }
+}

@@ -1,0 +1,214 @@
+#![allow(clippy::unwrap_used)]
+//! Access rules enforced through every handler: rules in the access table on moto, tokens at the
+//! GitHub double, callers as Lambda's request context names them.
+
+use appcreds_core::domain::clock::{Clock, ManualClock, SystemClock};
+use appcreds_core::http::Endpoint;
+use appcreds_core::ops::app_token::AppToken;
+use appcreds_core::ops::get_installation::GetInstallation;
+use appcreds_core::ops::installation_token::InstallationToken;
+use appcreds_core::ops::refresh::Refresh;
+use appcreds_tests::github::Installation;
+use appcreds_tests::lambda::{CALLER_ARN, Reply, UrlRequest};
+use appcreds_tests::{Logs, Stack, endpoint, send};
+use serde_json::{Value, json};
+
+const APP: i64 = 700;
+/// The role of [`CALLER_ARN`] (`assumed-role/ci-deployer/session-1`).
+const ROLE: &str = "arn:aws:iam::123456789012:role/ci-deployer";
+
+async fn stack() -> Stack {
+    let stack = Stack::start().await;
+    stack.add_app(APP).await;
+    stack.github.install(Installation::org(APP, 71, "octo-org", &[(7101, "hello-world"), (7102, "docs")]));
+    stack.github.install(Installation::user(APP, 72, "octocat", &[(7201, "dotfiles")]));
+    stack
+}
+
+fn release_rule() -> Value {
+    json!({
+        "id": "release", "description": "the release workflow of octo-org/hello-world",
+        "principals": [ROLE], "operations": ["installation-token"], "apps": [APP],
+        "owners": ["octo-org"], "repositories": ["hello-world"],
+        "permissions": {"contents": "write", "metadata": "read"}
+    })
+}
+
+async fn post<O: appcreds_core::http::Operation>(handler: &Endpoint<O>, path: &str, body: Value) -> Reply {
+    send(|r| handler.handle(r), UrlRequest::post_json(path, &body)).await
+}
+
+async fn post_as<O: appcreds_core::http::Operation>(
+    handler: &Endpoint<O>,
+    path: &str,
+    arn: &str,
+    body: Value,
+) -> Reply {
+    let mut req = UrlRequest::post_json(path, &body);
+    req.caller_arn = Some(arn.into());
+    send(|r| handler.handle(r), req).await
+}
+
+fn denied(reply: &Reply) -> String {
+    assert_eq!((reply.status, reply.error_type.as_deref()), (403, Some("AccessDeniedException")), "{:?}", reply.body);
+    reply.body["message"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_token_without_scope_gets_the_grant_and_never_the_whole_installation() {
+    let stack = stack().await;
+    stack.put_rule(release_rule()).await;
+    let handler = endpoint(InstallationToken::new(&stack.enforcing(SystemClock)));
+    let logs = Logs::capture();
+
+    let reply = post(&handler, "/tokens/installation", json!({"appId": APP, "owner": "octo-org"})).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let issued = stack.github.issued(reply.body["installationToken"].as_str().unwrap()).unwrap();
+    assert_eq!(issued.repositories, Some(vec!["hello-world".to_string()]), "the grant's repositories");
+    assert_eq!(
+        issued.permissions.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>(),
+        [("contents", "write"), ("metadata", "read")],
+        "the grant's ceiling"
+    );
+    assert_eq!(reply.body["actualScopeDown"]["repositoryNames"], json!(["hello-world"]));
+    let audit = logs.lines_for("appcreds::audit");
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["fields"]["rule"], "release", "the audit line names the rule");
+    assert_eq!(audit[0]["fields"]["caller"], CALLER_ARN);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_beyond_the_grant_is_refused_and_names_what_exceeded() {
+    let stack = stack().await;
+    stack.put_rule(release_rule()).await;
+    let handler = endpoint(InstallationToken::new(&stack.enforcing(SystemClock)));
+    let logs = Logs::capture();
+    let ask = |scope: Value| json!({"appId": APP, "owner": "octo-org", "scopeDown": scope});
+
+    let too_high = post(&handler, "/tokens/installation", ask(json!({"permissions": {"metadata": "write"}}))).await;
+    assert_eq!(denied(&too_high), "permission metadata: write exceeds the granted read");
+    let not_granted = post(&handler, "/tokens/installation", ask(json!({"permissions": {"issues": "read"}}))).await;
+    assert_eq!(denied(&not_granted), "permission issues: read is not granted");
+    let other_repo = post(&handler, "/tokens/installation", ask(json!({"repositoryNames": ["docs"]}))).await;
+    assert_eq!(denied(&other_repo), "repository docs is not granted");
+    let by_id = post(&handler, "/tokens/installation", ask(json!({"repositoryIds": [7102]}))).await;
+    assert_eq!(denied(&by_id), "repository ID 7102 is not granted");
+    let other_owner = post(&handler, "/tokens/installation", json!({"appId": APP, "owner": "octocat"})).await;
+    assert!(denied(&other_owner).ends_with("on installation octocat"));
+    assert!(stack.github.issued_tokens().is_empty(), "GitHub minted nothing");
+
+    let within = post(
+        &handler,
+        "/tokens/installation",
+        ask(json!({"repositoryNames": ["hello-world"], "permissions": {"contents": "read"}})),
+    )
+    .await;
+    assert_eq!(within.status, 200, "{:?}", within.body);
+    let refusals: Vec<Value> =
+        logs.lines_for("appcreds::audit").into_iter().filter(|l| l["fields"]["message"] == "access denied").collect();
+    assert_eq!(refusals.len(), 5, "one line per refusal");
+    assert_eq!(refusals[0]["fields"]["caller"], CALLER_ARN);
+    assert_eq!(refusals[0]["fields"]["action"], "installation-token");
+    assert_eq!(refusals[0]["fields"]["installation"], "octo-org");
+    assert_eq!(refusals[0]["fields"]["why"], "permission metadata: write exceeds the granted read");
+    assert!(!logs.text().contains("\"request refused\""), "no second line for the same refusal");
+}
+
+#[tokio::test]
+async fn a_caller_no_rule_names_learns_nothing_about_installations() {
+    let stack = stack().await;
+    stack.put_rule(release_rule()).await;
+    let handler = endpoint(InstallationToken::new(&stack.enforcing(SystemClock)));
+    // The session name is the caller's choice: naming the rule's role there gains nothing.
+    let forged = "arn:aws:sts::123456789012:assumed-role/other-role/ci-deployer";
+    let reply = post_as(&handler, "/tokens/installation", forged, json!({"appId": APP, "owner": "nobody-here"})).await;
+    assert_eq!(denied(&reply), format!("no access rule allows {forged} installation-token for App {APP}"));
+    let other_app = post(&handler, "/tokens/installation", json!({"appId": APP + 1, "owner": "octo-org"})).await;
+    denied(&other_app);
+    assert!(stack.github.all_calls().is_empty(), "refused before any lookup: {:?}", stack.github.all_calls());
+}
+
+#[tokio::test]
+async fn the_app_jwt_needs_a_rule_that_grants_it_by_name() {
+    let stack = stack().await;
+    stack.put_rule(release_rule()).await;
+    let handler = endpoint(AppToken::new(&stack.enforcing(SystemClock)));
+    let refused = post(&handler, "/tokens/app", json!({"appId": APP})).await;
+    assert_eq!(denied(&refused), format!("no access rule allows {CALLER_ARN} app-token for App {APP}"));
+    assert_eq!(stack.counter.count("Sign"), 0, "nothing signed for a refused caller");
+
+    stack.put_rule(json!({"id": "operator", "principals": [ROLE], "operations": ["app-token"], "apps": [APP]})).await;
+    let handler = endpoint(AppToken::new(&stack.enforcing(SystemClock)));
+    let granted = post(&handler, "/tokens/app", json!({"appId": APP})).await;
+    assert_eq!(granted.status, 200, "{:?}", granted.body);
+    let other_app = post(&handler, "/tokens/app", json!({"appId": APP + 1})).await;
+    denied(&other_app);
+}
+
+#[tokio::test]
+async fn reading_and_refreshing_need_their_operations_and_reads_cover_granted_apps_only() {
+    let stack = stack().await;
+    stack.add_app(APP + 1).await;
+    stack.github.install(Installation::org(APP + 1, 81, "octo-org", &[(8101, "x")]));
+    let refresh = endpoint(Refresh::new(&stack.enforcing(SystemClock)));
+    denied(&post(&refresh, "/installations/refresh", json!({})).await);
+
+    stack.put_rule(json!({"id": "ops", "principals": [ROLE], "operations": ["refresh"], "apps": ["*"]})).await;
+    stack
+        .put_rule(json!({"id": "reader", "principals": [ROLE], "operations": ["read-installations"], "apps": [APP]}))
+        .await;
+    let refresh = endpoint(Refresh::new(&stack.enforcing(SystemClock)));
+    assert_eq!(post(&refresh, "/installations/refresh", json!({})).await.status, 200);
+
+    let mut services = stack.enforcing(SystemClock);
+    services.mac =
+        std::sync::Arc::new(appcreds_core::aws::kms::KmsMac::new(stack.counted_kms(), stack.pagination_key().await));
+    let reader = endpoint(GetInstallation::new(&services));
+    let info = post(&reader, "/installations/info", json!({"nodeId": "O_kgDOocto-org"})).await;
+    assert_eq!(info.status, 200, "{:?}", info.body);
+    let apps: Vec<i64> =
+        info.body["installations"].as_array().unwrap().iter().map(|i| i["appId"].as_i64().unwrap()).collect();
+    assert_eq!(apps, [APP], "App {} is installed there too, but not granted", APP + 1);
+    let list = post(&reader, "/installations", json!({})).await;
+    let listed: Vec<i64> =
+        list.body["installations"].as_array().unwrap().iter().map(|i| i["appId"].as_i64().unwrap()).collect();
+    assert_eq!(listed, [APP, APP], "both of App {APP}'s installations and none of the other App's");
+    let stranger = "arn:aws:sts::123456789012:assumed-role/stranger/s";
+    denied(&post_as(&reader, "/installations/info", stranger, json!({"nodeId": "O_kgDOocto-org"})).await);
+}
+
+/// 1,000 warm requests read the access table once; a rule change takes effect within a minute.
+#[tokio::test]
+async fn rules_are_read_once_per_minute_and_changes_take_effect_within_it() {
+    let stack = stack().await;
+    let clock = ManualClock::new(SystemClock.now());
+    let handler = endpoint(AppToken::new(&stack.enforcing(clock.clone())));
+    denied(&post(&handler, "/tokens/app", json!({"appId": APP})).await);
+    stack.put_rule(json!({"id": "operator", "principals": [ROLE], "operations": ["app-token"], "apps": [APP]})).await;
+    // Still the rules read a moment ago.
+    denied(&post(&handler, "/tokens/app", json!({"appId": APP})).await);
+    clock.advance(60);
+    stack.counter.reset();
+    for _ in 0..1000 {
+        assert_eq!(post(&handler, "/tokens/app", json!({"appId": APP})).await.status, 200);
+        clock.advance(0);
+    }
+    assert_eq!(stack.counter.count("Scan"), 1, "{:?}", stack.counter.snapshot());
+    clock.advance(59);
+    post(&handler, "/tokens/app", json!({"appId": APP})).await;
+    assert_eq!(stack.counter.count("Scan"), 1, "still within the minute");
+    clock.advance(1);
+    post(&handler, "/tokens/app", json!({"appId": APP})).await;
+    assert_eq!(stack.counter.count("Scan"), 2, "read again after a minute");
+}
+
+#[tokio::test]
+async fn without_an_access_table_every_request_is_a_server_error_not_an_open_door() {
+    let stack = stack().await;
+    let mut services = stack.enforcing(SystemClock);
+    services.access = appcreds_core::Services::unconfigured().access;
+    let handler = endpoint(AppToken::new(&services));
+    let reply = post(&handler, "/tokens/app", json!({"appId": APP})).await;
+    assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")));
+    assert_eq!(reply.body["message"], "ACCESS_TABLE_NAME is not set");
+}
