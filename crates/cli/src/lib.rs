@@ -1,6 +1,7 @@
-//! The `appcreds` operator and caller CLI: App keys in KMS ([`keys`], [`keywrap`]) and the
-//! errors of both, with the exit code each one ends the process with.
+//! The `appcreds` operator and caller CLI: App keys in KMS ([`keys`], [`keywrap`]), access rules
+//! ([`access`]), and the errors of all, with the exit code each one ends the process with.
 
+pub mod access;
 pub mod keys;
 pub mod keywrap;
 
@@ -122,6 +123,9 @@ pub enum CliError {
         if *tagged { "The new KMS key was tagged Status=Failed;" } else { "Tagging the new KMS key Status=Failed failed too;" }
     )]
     KeyFailed { cause: Box<CliError>, tagged: bool, cleanup: String },
+    /// `access test` judged the request refused (the decision is already printed).
+    #[error("the access rules refuse this request")]
+    Denied,
     /// The main change was made, a follow-up step was not (the message says how to finish).
     #[error("{0}")]
     Partial(String),
@@ -134,7 +138,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => exit::USAGE,
-            CliError::BadKey(_) | CliError::Refused(_) => exit::REFUSED,
+            CliError::BadKey(_) | CliError::Refused(_) | CliError::Denied => exit::REFUSED,
             CliError::Import(_) | CliError::Partial(_) => exit::FAILED,
             CliError::Aws(f) => match f.kind {
                 AwsErrorKind::Auth => exit::AUTH,

@@ -13,9 +13,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use aes_kw::zeroize::Zeroizing;
-use appcreds_cli::CliError;
 use appcreds_cli::keys::{KeyManager, SigningRoles};
 use appcreds_cli::keywrap::AppPrivateKey;
+use appcreds_cli::{CliError, access};
 use appcreds_client::{Client, ClientError, ScopeDown, Target, Urls, stack_outputs};
 use appcreds_core::aws::app_table::DynamoAppStore;
 use aws_config::SdkConfig;
@@ -84,6 +84,9 @@ enum Command {
     /// The App keys in KMS: import, rotate, list (operators).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Access rules: who may get which credential (operators).
+    #[command(subcommand)]
+    Access(AccessCommand),
     /// A GitHub App JWT (valid at least 5 minutes), for calls made as the App.
     AppToken {
         /// The GitHub App's ID.
@@ -147,6 +150,68 @@ enum KeyCommand {
         #[arg(long)]
         all_keys: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum AccessCommand {
+    /// Write the rules of a YAML or JSON file (one rule, or a list). Every rule is checked first;
+    /// any problem refuses the whole file and nothing is written. A rule that someone changed
+    /// since it was read is refused.
+    Put {
+        /// The rules file.
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// Write only over this version of the rule (0: the rule must be new).
+        #[arg(long, value_name = "N")]
+        expect_version: Option<u64>,
+        #[command(flatten)]
+        table: AccessTableArgs,
+    },
+    /// One rule, with its version.
+    Get {
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        table: AccessTableArgs,
+    },
+    /// Every rule.
+    List {
+        #[command(flatten)]
+        table: AccessTableArgs,
+    },
+    /// Delete a rule.
+    Delete {
+        #[arg(long)]
+        id: String,
+        /// Delete only this version of the rule.
+        #[arg(long, value_name = "N")]
+        expect_version: Option<u64>,
+        #[command(flatten)]
+        table: AccessTableArgs,
+    },
+    /// Would the rules allow this request? Reads the access table and nothing else; exits 0 for
+    /// allow and 4 for deny.
+    Test {
+        /// The caller's IAM ARN (e.g. arn:aws:sts::123456789012:assumed-role/ROLE/SESSION).
+        #[arg(long, value_name = "ARN")]
+        principal: String,
+        /// The caller's GitHub Actions OIDC claims, as a JSON object.
+        #[arg(long, value_name = "FILE")]
+        claims: Option<PathBuf>,
+        /// The request: {"operation": "installation-token", "appId": 1, "owner": "octo-org",
+        /// "scopeDown": {…}}; operation app-token, read-installations or refresh with appId.
+        #[arg(long, value_name = "JSON")]
+        request: String,
+        #[command(flatten)]
+        table: AccessTableArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+struct AccessTableArgs {
+    /// The access table (default: the stack's AccessTableName output).
+    #[arg(long, env = "APPCREDS_ACCESS_TABLE", value_name = "TABLE")]
+    access_table: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -233,6 +298,7 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
     let json_out = cli.output == Output::Json;
     match &cli.command {
         Command::Key(command) => key(cli, command, json_out).await,
+        Command::Access(command) => access(cli, command, json_out).await,
         Command::Revoke { token_env, github_api_url } => {
             revoke(token_env.as_deref(), github_api_url, json_out).await.map_err(CliError::from)
         }
@@ -271,7 +337,7 @@ async fn call(cli: &Cli, json_out: bool) -> Result<(), CliError> {
         Command::Token(_) => urls.installation_token.is_none(),
         Command::Installations { .. } => urls.get_installation.is_none(),
         Command::Refresh => urls.refresh_cache.is_none(),
-        Command::Key(_) | Command::Revoke { .. } => false,
+        Command::Key(_) | Command::Access(_) | Command::Revoke { .. } => false,
     };
     if missing {
         urls = urls.or(Urls::from_stack_outputs(&outputs(cli, &config).await?));
@@ -341,7 +407,7 @@ async fn call(cli: &Cli, json_out: bool) -> Result<(), CliError> {
             let out = spin("syncing installations with GitHub", client.refresh()).await?;
             print(json_out, serde_json::to_value(&out).unwrap_or_default(), || format!("{}\n", out.message));
         }
-        Command::Key(_) | Command::Revoke { .. } => {}
+        Command::Key(_) | Command::Access(_) | Command::Revoke { .. } => {}
     }
     Ok(())
 }
@@ -432,6 +498,99 @@ async fn key(cli: &Cli, command: &KeyCommand, json_out: bool) -> Result<(), CliE
         });
     }
     delete_pem(args)
+}
+
+async fn access(cli: &Cli, command: &AccessCommand, json_out: bool) -> Result<(), CliError> {
+    let table = match command {
+        AccessCommand::Put { table, .. }
+        | AccessCommand::Get { table, .. }
+        | AccessCommand::List { table }
+        | AccessCommand::Delete { table, .. }
+        | AccessCommand::Test { table, .. } => table,
+    };
+    // Files and flags are checked before any AWS call.
+    let documents = match command {
+        AccessCommand::Put { file, .. } => access::read_rules(file)?,
+        _ => Vec::new(),
+    };
+    let (claims, request) = match command {
+        AccessCommand::Test { claims, request, .. } => (
+            claims.as_deref().map(access::read_claims).transpose()?,
+            Some(
+                serde_json::from_str::<Value>(request)
+                    .map_err(|e| CliError::Usage(format!("--request: not JSON: {e}")))?,
+            ),
+        ),
+        _ => (None, None),
+    };
+    if cli.stack.is_none() && table.access_table.is_none() {
+        return Err(CliError::Usage("no access table: give --stack NAME or --access-table TABLE".into()));
+    }
+    let config = aws_config().await;
+    let table_name = match &table.access_table {
+        Some(t) => t.clone(),
+        None => outputs(cli, &config).await?.get("AccessTableName").cloned().ok_or_else(|| {
+            CliError::Usage("the stack has no AccessTableName output: give --access-table TABLE".into())
+        })?,
+    };
+    let rules = access::Rules::new(aws_sdk_dynamodb::Client::new(&config), &table_name);
+    match command {
+        AccessCommand::Put { expect_version, .. } => {
+            let written = spin("writing rules", rules.put(&documents, *expect_version)).await?;
+            print(json_out, json!({"written": written}), || {
+                written.iter().map(|w| format!("rule {} is at version {}\n", w["id"], w["version"])).collect()
+            });
+        }
+        AccessCommand::Get { id, .. } => {
+            let rule = spin("reading the rule", rules.get(id)).await?;
+            print(json_out, rule.clone(), || {
+                format!(
+                    "# version {}\n{}",
+                    rule["version"],
+                    serde_yaml_ng::to_string(&rule["rule"]).unwrap_or_default()
+                )
+            });
+        }
+        AccessCommand::List { .. } => {
+            let all = spin("reading rules", rules.list()).await?;
+            print(json_out, json!({"rules": all}), || {
+                let mut out = format!("{:<32} {:<8} {:<40} {}\n", "RULE", "VERSION", "OPERATIONS", "DESCRIPTION");
+                for r in &all {
+                    let ops: Vec<&str> =
+                        r["rule"]["operations"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    out += &format!(
+                        "{:<32} {:<8} {:<40} {}\n",
+                        r["rule"]["id"].as_str().unwrap_or("-"),
+                        r["version"],
+                        ops.join(","),
+                        r["rule"]["description"].as_str().unwrap_or("")
+                    );
+                }
+                out
+            });
+        }
+        AccessCommand::Delete { id, expect_version, .. } => {
+            spin("deleting the rule", rules.delete(id, *expect_version)).await?;
+            print(json_out, json!({"deleted": id}), || format!("rule {id:?} deleted\n"));
+        }
+        AccessCommand::Test { principal, .. } => {
+            let request = request.unwrap_or_default();
+            let decision = spin("reading rules", rules.test(principal, claims.as_ref(), &request)).await?;
+            match decision {
+                access::Decision::Allow { rule, scope } => {
+                    print(json_out, json!({"decision": "allow", "rule": rule, "scope": scope}), || match &scope {
+                        Some(scope) => format!("allow: rule {rule:?}, minting with scope {scope}\n"),
+                        None => format!("allow: rule {rule:?}\n"),
+                    })
+                }
+                access::Decision::Deny { why } => {
+                    print(json_out, json!({"decision": "deny", "why": why}), || format!("deny: {why}\n"));
+                    return Err(CliError::Denied);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The key manager on the App table, and (for imports) the roles for the key policy: from the
