@@ -341,7 +341,7 @@ def test_tables_are_the_contracts(cfn, source):
 
 
 def test_outputs_name_real_resources(cfn):
-    resources = set(cfn["Resources"])
+    resources = set(cfn["Resources"]) | set(cfn["Parameters"])
     for name, output in cfn["Outputs"].items():
         refs = []
 
@@ -391,6 +391,9 @@ def test_access_rules_are_enforced_by_default(cfn, source):
         env = fn["Properties"]["Environment"]["Variables"]
         assert env["ACCESS_MODE"] == {"Ref": "AccessMode"}, name
         assert env["ACCESS_TABLE_NAME"] == {"Ref": "AccessTable"}, name
+        assert env["OIDC_AUDIENCE"] == {"Ref": "GitHubOidcAudience"}, name
+        # The issuer follows GITHUB_API_URL; no deployed function names another.
+        assert "OIDC_ISSUER" not in env, name
         # Only the local stack states a caller; a deployed function takes it from Lambda alone.
         assert "LOCAL_CALLER_ARN" not in env and "REQUIRE_IAM_CALLER" not in env, name
 

@@ -53,8 +53,21 @@ struct Cli {
     stack: Option<String>,
     #[command(flatten)]
     urls: UrlArgs,
+    #[command(flatten)]
+    oidc: OidcArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Args, Debug)]
+struct OidcArgs {
+    /// In GitHub Actions (with `permissions: id-token: write`), the audience of the OIDC token
+    /// sent along for access rules that require its claims (the stack's GitHubOidcAudience).
+    #[arg(long, global = true, env = "APPCREDS_OIDC_AUDIENCE", default_value = "appcreds", value_name = "AUD")]
+    github_oidc_audience: String,
+    /// Do not send a GitHub Actions OIDC token, even where one can be had.
+    #[arg(long, global = true)]
+    no_github_oidc: bool,
 }
 
 #[derive(Args, Debug)]
@@ -342,7 +355,13 @@ async fn call(cli: &Cli, json_out: bool) -> Result<(), CliError> {
     if missing {
         urls = urls.or(Urls::from_stack_outputs(&outputs(cli, &config).await?));
     }
-    let client = Client::from_config(&config, urls)?;
+    let mut client = Client::from_config(&config, urls)?;
+    if !cli.oidc.no_github_oidc
+        && let Some(token) =
+            spin("getting the job's OIDC token", github_oidc_token(&cli.oidc.github_oidc_audience)).await?
+    {
+        client = client.with_github_oidc_token(token);
+    }
     match &cli.command {
         Command::AppToken { app_id } => {
             let t = spin("asking for an App token", client.app_token(*app_id)).await?;
@@ -731,6 +750,32 @@ async fn revoke(token_env: Option<&str>, api: &str, json_out: bool) -> Result<()
         401 => Err(ClientError::ClientSide("GitHub does not accept this token (already revoked or expired)".into())),
         code => Err(ClientError::ServerSide(format!("GitHub answered HTTP {code} to the revocation"))),
     }
+}
+
+/// The job's GitHub Actions OIDC token for `audience`, where the job may have one
+/// (`ACTIONS_ID_TOKEN_REQUEST_URL` and `_TOKEN` are set when it has `id-token: write`).
+async fn github_oidc_token(audience: &str) -> Result<Option<appcreds_client::Token>, CliError> {
+    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+    let (Some(url), Some(bearer)) = (var("ACTIONS_ID_TOKEN_REQUEST_URL"), var("ACTIONS_ID_TOKEN_REQUEST_TOKEN")) else {
+        return Ok(None);
+    };
+    let failed =
+        |m: String| CliError::Client(ClientError::Transport { url: "ACTIONS_ID_TOKEN_REQUEST_URL".into(), message: m });
+    let mut url = reqwest::Url::parse(&url).map_err(|e| failed(e.to_string()))?;
+    url.query_pairs_mut().append_pair("audience", audience);
+    let resp = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(bearer)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(failed(format!("GitHub answered {}", resp.status())));
+    }
+    let body: Value = resp.json().await.map_err(|e| failed(e.to_string()))?;
+    let token = body["value"].as_str().ok_or_else(|| failed("no token in the answer".into()))?;
+    Ok(Some(appcreds_client::Token::new(token)))
 }
 
 fn print(json_out: bool, value: Value, human: impl FnOnce() -> String) {

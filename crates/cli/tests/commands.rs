@@ -24,6 +24,8 @@ async fn appcreds(endpoint: &str, args: &[&str], env: &[(&str, &str)]) -> Output
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_appcreds"));
     cmd.args(args)
         .env_remove("GITHUB_ACTIONS")
+        .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
+        .env_remove("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
         .env_remove("APPCREDS_STACK")
         .env_remove("APPCREDS_APP_TABLE")
         .env("AWS_ENDPOINT_URL", endpoint)
@@ -384,4 +386,62 @@ async fn exit_codes_distinguish_auth_refusal_failure_and_throttling() {
         assert!(stderr(&out).contains(message), "{}", stderr(&out));
         assert!(out.stdout.is_empty());
     }
+}
+
+/// In GitHub Actions with `id-token: write`, `appcreds token` fetches the job's OIDC token for
+/// the stack's audience and sends it in its header, under the SigV4 signature.
+#[tokio::test]
+async fn in_github_actions_the_jobs_oidc_token_goes_along() {
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let recorded = seen.clone();
+    // GitHub's token endpoint: the request token as bearer, the audience as a query parameter.
+    let actions = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap| {
+        let recorded = recorded.clone();
+        async move {
+            let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            recorded.lock().unwrap().push((uri.to_string(), auth));
+            axum::Json(json!({"count": 1, "value": "eyJ.job.oidc"}))
+        }
+    });
+    let actions_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let actions_url = format!("http://{}/token?api-version=2.0", actions_listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(actions_listener, actions).await.unwrap() });
+
+    let headers_seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let recorded = headers_seen.clone();
+    let function = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let recorded = recorded.clone();
+        async move {
+            let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            recorded.lock().unwrap().push((h("x-appcreds-github-oidc-token"), h("authorization")));
+            axum::Json(json!({"appId": 5, "appToken": "eyJ.test.jwt", "expirationTime": "2026-11-25T00:00:00Z"}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, function).await.unwrap() });
+
+    let env = [
+        ("GITHUB_ACTIONS", "true"),
+        ("ACTIONS_ID_TOKEN_REQUEST_URL", actions_url.as_str()),
+        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "request-token"),
+        ("APPCREDS_OIDC_AUDIENCE", "appcreds-prod"),
+    ];
+    let out = appcreds("http://127.0.0.1:9", &["--app-token-url", &url, "app-token", "--app-id", "5"], &env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (asked, bearer) = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(asked, "/token?api-version=2.0&audience=appcreds-prod");
+    assert_eq!(bearer, "Bearer request-token");
+    let (oidc, authorization) = headers_seen.lock().unwrap().pop().unwrap();
+    assert_eq!(oidc, "eyJ.job.oidc");
+    assert!(authorization.contains("x-appcreds-github-oidc-token"), "the header is signed: {authorization}");
+
+    let out = appcreds(
+        "http://127.0.0.1:9",
+        &["--app-token-url", &url, "app-token", "--app-id", "5", "--no-github-oidc"],
+        &env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(headers_seen.lock().unwrap().pop().unwrap().0, "", "--no-github-oidc sends none");
 }

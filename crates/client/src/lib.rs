@@ -18,8 +18,8 @@ use serde_json::Value;
 pub use appcreds_wire::{
     AppTokenRequest, AppTokenResponse, ErrorBody, ErrorName, FieldError, InstallationInfoRequest,
     InstallationInfoResponse, InstallationRecord, InstallationTokenRequest, InstallationTokenResponse,
-    ListInstallationsRequest, ListInstallationsResponse, RefreshRequest, RefreshResponse, ScopeDown, Target, Token,
-    paths,
+    ListInstallationsRequest, ListInstallationsResponse, OIDC_TOKEN_HEADER, RefreshRequest, RefreshResponse, ScopeDown,
+    Target, Token, paths,
 };
 
 /// The SigV4 service name of Lambda Function URLs.
@@ -145,6 +145,8 @@ pub struct Client {
     credentials: SharedCredentialsProvider,
     default_region: Option<String>,
     urls: Urls,
+    /// **(ext)** The caller's GitHub Actions OIDC token, sent (and signed) with every request.
+    github_oidc_token: Option<Token>,
 }
 
 impl Client {
@@ -167,7 +169,15 @@ impl Client {
             .user_agent(concat!("appcreds-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
-        Client { http, credentials, default_region, urls }
+        Client { http, credentials, default_region, urls, github_oidc_token: None }
+    }
+
+    /// Sends `token`, the caller's GitHub Actions OIDC token, with every request (header
+    /// `x-appcreds-github-oidc-token`, covered by the SigV4 signature), for access rules that
+    /// require its claims.
+    pub fn with_github_oidc_token(mut self, token: Token) -> Self {
+        self.github_oidc_token = Some(token);
+        self
     }
 
     /// An App JWT (`POST /tokens/app`).
@@ -225,7 +235,9 @@ impl Client {
         let payload = serde_json::to_vec(body).map_err(|e| ClientError::Config(e.to_string()))?;
         let credentials =
             self.credentials.provide_credentials().await.map_err(|e| ClientError::Credentials(e.to_string()))?;
-        let headers = sign_request(&url, &payload, credentials.into(), &region, SystemTime::now())?;
+        let extra: Vec<(&str, &str)> =
+            self.github_oidc_token.iter().map(|t| (appcreds_wire::OIDC_TOKEN_HEADER, t.expose())).collect();
+        let headers = sign_request(&url, &payload, &extra, credentials.into(), &region, SystemTime::now())?;
         let mut req = self.http.post(&url).body(payload);
         for (name, value) in headers {
             req = req.header(name, value);
@@ -257,10 +269,12 @@ pub fn region_of(url: &str) -> Option<String> {
     (parts.next()? == "lambda-url").then(|| parts.next().map(str::to_string)).flatten()
 }
 
-/// The SigV4 headers for a JSON `POST` of `payload` to `url`.
+/// The SigV4 headers for a JSON `POST` of `payload` to `url`, with `extra` headers (sent and
+/// signed too; they are among the returned headers).
 pub fn sign_request(
     url: &str,
     payload: &[u8],
+    extra: &[(&str, &str)],
     identity: Identity,
     region: &str,
     time: SystemTime,
@@ -270,7 +284,8 @@ pub fn sign_request(
         .nth(1)
         .and_then(|r| r.split('/').next())
         .ok_or_else(|| ClientError::Config(format!("not a URL: {url}")))?;
-    let base_headers = [("host", host), ("content-type", "application/json")];
+    let mut base_headers = vec![("host", host), ("content-type", "application/json")];
+    base_headers.extend_from_slice(extra);
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(region)
@@ -280,7 +295,7 @@ pub fn sign_request(
         .build()
         .map_err(|e| ClientError::Config(e.to_string()))?
         .into();
-    let signable = SignableRequest::new("POST", url, base_headers.into_iter(), SignableBody::Bytes(payload))
+    let signable = SignableRequest::new("POST", url, base_headers.iter().copied(), SignableBody::Bytes(payload))
         .map_err(|e| ClientError::Config(format!("cannot sign {url}: {e}")))?;
     let (instructions, _) =
         sign(signable, &params).map_err(|e| ClientError::Config(format!("cannot sign {url}: {e}")))?.into_parts();

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 struct Seen {
     bodies: Vec<Value>,
     verified: usize,
+    oidc: Vec<String>,
 }
 
 fn creds() -> Credentials {
@@ -51,7 +52,14 @@ async fn serve(region: &'static str) -> (String, Arc<Mutex<Seen>>) {
         async move {
             let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
             let url = format!("http://{}{}", h("host"), uri.path());
-            let expected = sign_request(&url, &body, creds().into(), region, amz_date(&h("x-amz-date"))).unwrap();
+            // The OIDC header, when sent, must be covered by the signature.
+            let oidc = h(appcreds_client::OIDC_TOKEN_HEADER);
+            let extra: Vec<(&str, &str)> =
+                if oidc.is_empty() { vec![] } else { vec![(appcreds_client::OIDC_TOKEN_HEADER, oidc.as_str())] };
+            let expected = sign_request(&url, &body, &extra, creds().into(), region, amz_date(&h("x-amz-date"))).unwrap();
+            if !oidc.is_empty() {
+                seen.lock().unwrap().oidc.push(oidc.clone());
+            }
             let auth = expected.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v.clone()).unwrap();
             if h("authorization") != auth || h("x-amz-security-token") != "session-token" {
                 return (StatusCode::FORBIDDEN, axum::Json(json!({"Message": "Forbidden"}))).into_response();
@@ -138,4 +146,14 @@ async fn contract_errors_come_back_typed() {
     assert!(matches!(err, ClientError::Protocol { ref name, .. } if name == "UnknownOperationException"), "{err:?}");
     let err = c.refresh().await.unwrap_err();
     assert!(matches!(err, ClientError::Config(ref m) if m.contains("refresh-cache")), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_github_oidc_token_travels_in_its_header_under_the_signature() {
+    let (base, seen) = serve("eu-central-1").await;
+    let c = client(&base, creds()).with_github_oidc_token(appcreds_client::Token::new("eyJ.oidc.token"));
+    c.app_token(42).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.verified, 1, "the signature covers the header (the server signed it too)");
+    assert_eq!(seen.oidc, ["eyJ.oidc.token"]);
 }

@@ -10,8 +10,8 @@ use crate::cache::FlightCache;
 use crate::domain::access::{Action, Claims, Denial, InstallationRef, Policy, Subject};
 use crate::domain::scope::ScopeDown;
 use crate::error::Error;
-use crate::http::Caller;
-use crate::ports::{AccessMode, AccessStore, Clock, Services};
+use crate::http::{Call, Caller};
+use crate::ports::{AccessMode, AccessStore, Clock, OidcVerifier, Services};
 
 /// The longest a warm function judges by rules it read earlier.
 pub const RULES_TTL_SECS: i64 = 60;
@@ -23,18 +23,11 @@ struct Snapshot {
     at: i64,
 }
 
-/// Who is asking: the caller the platform authenticated and, if it sent one, its verified GitHub
-/// Actions OIDC token's claims.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Asker<'a> {
-    pub(crate) caller: &'a Caller,
-    pub(crate) claims: Option<&'a Claims>,
-}
-
 /// Access control, built once per cold start.
 pub struct AccessControl {
     mode: AccessMode,
     store: Arc<dyn AccessStore>,
+    oidc: Arc<dyn OidcVerifier>,
     clock: Arc<dyn Clock>,
     rules: FlightCache<(), Snapshot>,
 }
@@ -45,6 +38,7 @@ impl AccessControl {
         Self {
             mode: services.access_mode,
             store: services.access.clone(),
+            oidc: services.oidc.clone(),
             clock: services.clock.clone(),
             rules: FlightCache::new(1),
         }
@@ -62,34 +56,51 @@ impl AccessControl {
         Ok(snapshot.policy)
     }
 
-    /// The rules as they stand (read at most [`RULES_TTL_SECS`] ago), to judge one request by.
-    pub(crate) async fn judge(&self) -> Result<Judge, Error> {
-        match self.mode {
-            AccessMode::Open => Ok(Judge { policy: None }),
-            AccessMode::Enforce => Ok(Judge { policy: Some(self.policy().await?) }),
+    /// The judge of `call`: the rules as they stand (read at most [`RULES_TTL_SECS`] ago), the
+    /// caller, and the claims of its GitHub Actions OIDC token, verified, if it sent one. A token
+    /// that does not verify refuses the request.
+    pub(crate) async fn judge<'c>(&self, call: &'c Call) -> Result<Judge<'c>, Error> {
+        if self.mode == AccessMode::Open {
+            return Ok(Judge { policy: None, caller: &call.caller, claims: None });
         }
+        let policy = self.policy().await?;
+        let claims = match &call.oidc_token {
+            None => None,
+            Some(token) => match self.oidc.verify(token).await {
+                Ok(claims) => Some(claims),
+                Err(Error::AccessDenied(why)) => {
+                    let judge = Judge { policy: None, caller: &call.caller, claims: None };
+                    return Err(judge.refuse(None, None, None, Denial(why)));
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(Judge { policy: Some(policy), caller: &call.caller, claims })
     }
 }
 
-/// The rules one request is judged by; `None` in open mode.
-pub(crate) struct Judge {
+/// What one request is judged by: the rules (`None` in open mode), the caller, its claims.
+pub(crate) struct Judge<'c> {
     policy: Option<Arc<Policy>>,
+    caller: &'c Caller,
+    claims: Option<Claims>,
 }
 
-impl Judge {
+impl Judge<'_> {
     /// The subject rules judge, or a refusal for a caller the platform did not name.
-    fn subject<'a>(asker: Asker<'a>) -> Result<Subject<'a>, Error> {
-        match asker.caller.arn.as_deref() {
-            Some(arn) => Ok(Subject { arn, claims: asker.claims }),
+    fn subject(&self) -> Result<Subject<'_>, Error> {
+        match self.caller.arn.as_deref() {
+            Some(arn) => Ok(Subject { arn, claims: self.claims.as_ref() }),
             None => Err(Error::AccessDenied("the request names no IAM caller".into())),
         }
     }
 
-    fn refuse(asker: Asker<'_>, action: Action, app_id: Option<i64>, installation: Option<&str>, why: Denial) -> Error {
+    /// The one audit line of a refusal, and the error it answers with.
+    fn refuse(&self, action: Option<Action>, app_id: Option<i64>, installation: Option<&str>, why: Denial) -> Error {
         tracing::warn!(
             target: "appcreds::audit",
-            caller = asker.caller.audit_name(),
-            action = action.as_str(),
+            caller = self.caller.audit_name(),
+            action = action.map(Action::as_str),
             app_id,
             installation,
             why = %why.0,
@@ -98,47 +109,44 @@ impl Judge {
         Error::AccessDenied(why.0)
     }
 
-    /// The rule that lets `asker` do `action` on `app_id` (`None` in open mode).
-    pub(crate) fn allow(&self, asker: Asker<'_>, action: Action, app_id: Option<i64>) -> Result<Option<String>, Error> {
+    /// The rule that lets the caller do `action` on `app_id` (`None` in open mode).
+    pub(crate) fn allow(&self, action: Action, app_id: Option<i64>) -> Result<Option<String>, Error> {
         let Some(policy) = &self.policy else { return Ok(None) };
-        match policy.allow(Self::subject(asker)?, action, app_id) {
+        match policy.allow(self.subject()?, action, app_id) {
             Ok(rule) => Ok(Some(rule.id.clone())),
-            Err(why) => Err(Self::refuse(asker, action, app_id, None, why)),
+            Err(why) => Err(self.refuse(Some(action), app_id, None, why)),
         }
     }
 
-    /// The Apps whose installations `asker` may read (`None`: all).
-    pub(crate) fn readable_apps(&self, asker: Asker<'_>) -> Result<Option<BTreeSet<i64>>, Error> {
+    /// The Apps whose installations the caller may read (`None`: all).
+    pub(crate) fn readable_apps(&self) -> Result<Option<BTreeSet<i64>>, Error> {
         let Some(policy) = &self.policy else { return Ok(None) };
         policy
-            .apps_granted(Self::subject(asker)?, Action::ReadInstallations)
-            .map_err(|why| Self::refuse(asker, Action::ReadInstallations, None, None, why))
+            .apps_granted(self.subject()?, Action::ReadInstallations)
+            .map_err(|why| self.refuse(Some(Action::ReadInstallations), None, None, why))
     }
 
-    /// Refuses `asker` early if no rule could grant it an installation token of `app_id`, before
-    /// the installation is looked up.
-    pub(crate) fn may_mint(&self, asker: Asker<'_>, app_id: i64) -> Result<(), Error> {
+    /// Refuses the caller early if no rule could grant it an installation token of `app_id`,
+    /// before the installation is looked up.
+    pub(crate) fn may_mint(&self, app_id: i64) -> Result<(), Error> {
         let Some(policy) = &self.policy else { return Ok(()) };
         policy
-            .may_mint(Self::subject(asker)?, app_id)
-            .map_err(|why| Self::refuse(asker, Action::InstallationToken, Some(app_id), None, why))
+            .may_mint(self.subject()?, app_id)
+            .map_err(|why| self.refuse(Some(Action::InstallationToken), Some(app_id), None, why))
     }
 
-    /// The rule that grants `asker` an installation token of `app_id` on `installation`, and the
-    /// scope to mint (in open mode: the requested scope, under no rule).
+    /// The rule that grants the caller an installation token of `app_id` on `installation`, and
+    /// the scope to mint (in open mode: the requested scope, under no rule).
     pub(crate) fn installation_token(
         &self,
-        asker: Asker<'_>,
         app_id: i64,
         installation: InstallationRef<'_>,
         requested: Option<&ScopeDown>,
     ) -> Result<(Option<String>, ScopeDown), Error> {
         let Some(policy) = &self.policy else { return Ok((None, requested.cloned().unwrap_or_default())) };
-        match policy.installation_token(Self::subject(asker)?, app_id, installation, requested) {
+        match policy.installation_token(self.subject()?, app_id, installation, requested) {
             Ok((rule, scope)) => Ok((Some(rule.id.clone()), scope)),
-            Err(why) => {
-                Err(Self::refuse(asker, Action::InstallationToken, Some(app_id), Some(installation.login), why))
-            }
+            Err(why) => Err(self.refuse(Some(Action::InstallationToken), Some(app_id), Some(installation.login), why)),
         }
     }
 }

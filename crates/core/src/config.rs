@@ -20,6 +20,12 @@ pub struct Config {
     pub access_table: Option<String>,
     /// `ACCESS_MODE`: `enforce` (the default) or `open`.
     pub access_mode: AccessMode,
+    /// `OIDC_AUDIENCE`: the audience GitHub Actions OIDC tokens must be issued for; without it
+    /// no token is accepted.
+    pub oidc_audience: Option<String>,
+    /// `OIDC_ISSUER`: the issuer of those tokens (default: GitHub's, or the GHES one derived from
+    /// `GITHUB_API_URL`).
+    pub oidc_issuer: String,
     /// `LOCAL_CALLER_ARN`: the caller of requests that carry none, for the local stack's
     /// emulated Function URLs; honoured only with `REQUIRE_IAM_CALLER=false`, which no deployed
     /// function has.
@@ -61,7 +67,10 @@ impl Config {
                 "LOCAL_CALLER_ARN is only for the local stack (REQUIRE_IAM_CALLER=false)",
             ));
         }
+        let oidc_issuer = non_empty("OIDC_ISSUER").unwrap_or_else(|| crate::github::oidc::issuer_for(&github_api_url));
         Ok(Config {
+            oidc_audience: non_empty("OIDC_AUDIENCE"),
+            oidc_issuer,
             access_table: non_empty("ACCESS_TABLE_NAME"),
             access_mode,
             local_caller,

@@ -15,7 +15,7 @@ use crate::github::GitHubClient;
 
 pub use crate::aws::app_table::AppRecord;
 pub use crate::aws::installation_table::{InstallationRecord, TablePosition};
-use crate::domain::access::Rule;
+use crate::domain::access::{Claims, Rule};
 pub use crate::domain::clock::Clock;
 use crate::domain::clock::SystemClock;
 
@@ -77,6 +77,13 @@ pub trait InstallationStore: Send + Sync {
 pub trait AccessStore: Send + Sync {
     /// Every valid rule (a row that does not validate grants nothing and is logged).
     async fn list_rules(&self) -> Result<Vec<Rule>, Error>;
+}
+
+/// Verifies a caller's GitHub Actions OIDC token.
+#[async_trait]
+pub trait OidcVerifier: Send + Sync {
+    /// The token's claims, or `AccessDeniedException` naming why it is refused.
+    async fn verify(&self, token: &str) -> Result<Claims, Error>;
 }
 
 /// Whether requests are checked against the access rules.
@@ -146,6 +153,8 @@ pub struct Services {
     pub access: Arc<dyn AccessStore>,
     /// Whether the rules are enforced.
     pub access_mode: AccessMode,
+    /// Verifies callers' GitHub Actions OIDC tokens.
+    pub oidc: Arc<dyn OidcVerifier>,
     /// GitHub's REST API, for the functions that call it.
     pub github: Option<GitHubClient>,
 }
@@ -163,6 +172,7 @@ impl Services {
             metrics: Arc::new(Unconfigured("no metric sink is configured")),
             access: Arc::new(Unconfigured("ACCESS_TABLE_NAME is not set")),
             access_mode: AccessMode::Enforce,
+            oidc: Arc::new(Unconfigured("GitHub OIDC tokens are not accepted here (no OIDC_AUDIENCE)")),
             github: None,
         }
     }
@@ -241,6 +251,13 @@ impl InstallationStore for Unconfigured {
 #[async_trait]
 impl AccessStore for Unconfigured {
     async fn list_rules(&self) -> Result<Vec<Rule>, Error> {
+        Err(Error::Misconfigured(self.0))
+    }
+}
+
+#[async_trait]
+impl OidcVerifier for Unconfigured {
+    async fn verify(&self, _: &str) -> Result<Claims, Error> {
         Err(Error::Misconfigured(self.0))
     }
 }

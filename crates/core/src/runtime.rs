@@ -15,6 +15,7 @@ use crate::aws::installation_table::DynamoInstallationStore;
 use crate::aws::kms::{KmsMac, KmsSigner};
 use crate::config::Config;
 use crate::error::Error;
+use crate::github::oidc::GitHubOidc;
 use crate::github::{GitHubClient, RetryPolicy, Timeouts};
 use crate::http::Transport;
 use crate::ports::{AccessMode, Services};
@@ -84,6 +85,9 @@ impl ColdStart {
             services.access = Arc::new(DynamoAccessStore::new(dynamodb.clone(), table));
         }
         services.access_mode = self.config.access_mode;
+        if let Some(audience) = &self.config.oidc_audience {
+            services.oidc = Arc::new(GitHubOidc::new(&self.config.oidc_issuer, audience, services.clock.clone())?);
+        }
         if let Some(key) = &self.config.pagination_key {
             services.mac = Arc::new(KmsMac::new(kms, key));
         }

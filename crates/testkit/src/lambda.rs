@@ -15,6 +15,8 @@ pub struct UrlRequest {
     pub content_type: Option<String>,
     pub body: Vec<u8>,
     pub caller_arn: Option<String>,
+    /// More request headers (lower-case names).
+    pub headers: Vec<(String, String)>,
 }
 
 impl UrlRequest {
@@ -30,7 +32,14 @@ impl UrlRequest {
             content_type: content_type.map(str::to_string),
             body,
             caller_arn: Some(CALLER_ARN.into()),
+            headers: Vec::new(),
         }
+    }
+
+    /// The same request with one more header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.to_string()));
+        self
     }
 
     /// The Function URL event JSON (with `AuthType: AWS_IAM`, as Lambda sends it).
@@ -40,6 +49,9 @@ impl UrlRequest {
         headers.insert("x-amzn-trace-id".into(), json!("Root=1-5e7b1d2a-1234567890abcdef12345678"));
         if let Some(ct) = &self.content_type {
             headers.insert("content-type".into(), json!(ct));
+        }
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), json!(value));
         }
         let (body, encoded) = match std::str::from_utf8(&self.body) {
             Ok(text) => (text.to_string(), false),

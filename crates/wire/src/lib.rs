@@ -232,6 +232,10 @@ pub struct ListInstallationsResponse {
     pub next_token: Option<String>,
 }
 
+/// **(ext)** The request header that carries the caller's GitHub Actions OIDC token, for access
+/// rules that require its claims (SigV4 owns `Authorization`). Sign it with the request.
+pub const OIDC_TOKEN_HEADER: &str = "x-appcreds-github-oidc-token";
+
 /// The header that names an error, as in Smithy's restJson1 protocol.
 pub const ERROR_TYPE_HEADER: &str = "x-amzn-errortype";
 

@@ -1,9 +1,11 @@
 //! GitHub's REST API: the client ([`client`]: retries, rate-limit waits, `Link` pagination on the
 //! API's origin), the response shapes appcreds reads ([`types`], after GitHub's OpenAPI
-//! description), and the installation endpoints ([`installations`]).
+//! description), the installation endpoints ([`installations`]), and the verifier of GitHub
+//! Actions OIDC tokens ([`oidc`]).
 
 pub mod client;
 pub mod installations;
+pub mod oidc;
 pub mod types;
 
 pub use client::{Auth, GitHubClient, Reply, RetryPolicy, Timeouts};

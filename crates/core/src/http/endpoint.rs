@@ -43,6 +43,8 @@ pub(crate) struct RawRequest<'a> {
     pub body: &'a [u8],
     /// The IAM principal the platform authenticated, if any.
     pub caller_arn: Option<&'a str>,
+    /// The `x-appcreds-github-oidc-token` header, if present.
+    pub oidc_token: Option<&'a [u8]>,
 }
 
 /// Checks method, path, caller, content type and size, and parses the body as a JSON object.
@@ -63,7 +65,14 @@ fn parse_call(req: RawRequest<'_>, routes: &[&str], transport: &Transport) -> Re
         return Err(Error::invalid("", format!("the request body must be at most {MAX_BODY_BYTES} bytes")));
     }
     let body = parse_object(req.body)?;
-    Ok(Call { path: req.path.to_string(), caller, body })
+    let oidc_token = match req.oidc_token {
+        None => None,
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(token) if !token.trim().is_empty() => Some(token.trim().to_string()),
+            _ => return Err(Error::AccessDenied("the GitHub OIDC token header is empty or not text".into())),
+        },
+    };
+    Ok(Call { path: req.path.to_string(), caller, body, oidc_token })
 }
 
 fn check_content_type(value: Option<&[u8]>, body_is_empty: bool) -> Result<(), Error> {

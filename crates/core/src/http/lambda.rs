@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use appcreds_wire::ERROR_TYPE_HEADER;
+use appcreds_wire::{ERROR_TYPE_HEADER, OIDC_TOKEN_HEADER};
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response, service_fn};
@@ -27,6 +27,7 @@ impl<O: Operation> Endpoint<O> {
             content_type: req.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
             body: req.body().as_ref(),
             caller_arn,
+            oidc_token: req.headers().get(OIDC_TOKEN_HEADER).map(HeaderValue::as_bytes),
         };
         response(self.respond(raw).await)
     }

@@ -43,6 +43,9 @@ pub struct Call {
     pub(crate) caller: Caller,
     /// The body, a JSON object.
     pub(crate) body: Map<String, Value>,
+    /// **(ext)** The caller's GitHub Actions OIDC token (header `x-appcreds-github-oidc-token`),
+    /// not yet verified.
+    pub(crate) oidc_token: Option<String>,
 }
 
 /// One function's operations: the routes it serves and what it answers.

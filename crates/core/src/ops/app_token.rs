@@ -4,7 +4,7 @@ use appcreds_wire::{AppTokenResponse, Token, paths};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::access::{AccessControl, Asker};
+use crate::access::AccessControl;
 use crate::domain::access::Action;
 use crate::domain::clock::rfc3339;
 use crate::error::Error;
@@ -41,8 +41,7 @@ impl Operation for AppToken {
     async fn call(&self, call: Call) -> Result<Value, Error> {
         let app_id = request::app_token(&call.body)?.app_id;
         // The App JWT mints any token at GitHub directly: only a rule that names app-token grants it.
-        let asker = Asker { caller: &call.caller, claims: None };
-        let rule = self.access.judge().await?.allow(asker, Action::AppToken, Some(app_id))?;
+        let rule = self.access.judge(&call).await?.allow(Action::AppToken, Some(app_id))?;
         let jwt = self.jwts.get(app_id).await?;
         let expiration = rfc3339(jwt.expires_at - EXPIRY_MARGIN_SECS);
         audit::credential_issued(

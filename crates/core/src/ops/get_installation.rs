@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use std::collections::BTreeSet;
 
-use crate::access::{AccessControl, Asker};
+use crate::access::AccessControl;
 use crate::domain::page_token;
 use crate::error::Error;
 use crate::http::{Call, Operation, reply, request};
@@ -35,21 +35,20 @@ impl Operation for GetInstallation {
 
     async fn call(&self, call: Call) -> Result<Value, Error> {
         let store = &self.services.installations;
-        let asker = Asker { caller: &call.caller, claims: None };
-        let judge = self.access.judge().await?;
+        let judge = self.access.judge(&call).await?;
         // Records of Apps the caller's rules do not cover are left out.
         let readable =
             |apps: &Option<BTreeSet<i64>>, r: &InstallationRecord| apps.as_ref().is_none_or(|a| a.contains(&r.app_id));
         if call.path == paths::INSTALLATION_INFO {
             let req = request::installation_info(&call.body)?;
-            let apps = judge.readable_apps(asker)?;
+            let apps = judge.readable_apps()?;
             let mut installations = store.by_node_id(&req.node_id).await?;
             installations.retain(|r| readable(&apps, r));
             installations.sort_by_key(|r| r.app_id);
             reply(InstallationInfoResponse { installations })
         } else {
             let req = request::list_installations(&call.body)?;
-            let apps = judge.readable_apps(asker)?;
+            let apps = judge.readable_apps()?;
             let mac = self.services.mac.as_ref();
             let after = match req.next_token {
                 None => None,

@@ -5,7 +5,7 @@ use appcreds_wire::{InstallationTokenResponse, Token, paths};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::access::{AccessControl, Asker};
+use crate::access::AccessControl;
 use crate::domain::access::InstallationRef;
 use crate::error::Error;
 use crate::http::{Call, Operation, reply, request};
@@ -32,14 +32,13 @@ impl Operation for InstallationToken {
 
     async fn call(&self, call: Call) -> Result<Value, Error> {
         let req = request::installation_token(&call.body)?;
-        let asker = Asker { caller: &call.caller, claims: None };
-        let judge = self.access.judge().await?;
+        let judge = self.access.judge(&call).await?;
         // A caller no rule could serve learns nothing about the installation it names.
-        judge.may_mint(asker, req.app_id)?;
+        judge.may_mint(req.app_id)?;
         let requested = req.scope_down.as_ref();
         let grant = |record: &crate::ports::InstallationRecord| {
             let installation = InstallationRef { node_id: &record.node_id, login: &record.name };
-            judge.installation_token(asker, req.app_id, installation, requested)
+            judge.installation_token(req.app_id, installation, requested)
         };
         let issued = self.tokens.issue(req.app_id, &req.target, grant).await?;
         let (token, record) = (issued.token, issued.record);

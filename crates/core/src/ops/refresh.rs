@@ -4,7 +4,7 @@ use appcreds_wire::{RefreshResponse, paths};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::access::{AccessControl, Asker};
+use crate::access::AccessControl;
 use crate::domain::access::Action;
 use crate::error::Error;
 use crate::http::{Call, Operation, reply};
@@ -29,8 +29,7 @@ impl Operation for Refresh {
     const ROUTES: &'static [&'static str] = &[paths::REFRESH];
 
     async fn call(&self, call: Call) -> Result<Value, Error> {
-        let asker = Asker { caller: &call.caller, claims: None };
-        let rule = self.access.judge().await?.allow(asker, Action::Refresh, None)?;
+        let rule = self.access.judge(&call).await?.allow(Action::Refresh, None)?;
         let report = self.sync.run().await?;
         let failed = report.failed_apps();
         let totals = report.totals();

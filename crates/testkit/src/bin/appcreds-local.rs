@@ -187,6 +187,9 @@ async fn run(opts: Options) -> Result<(), BoxError> {
                 .env("GITHUB_API_URL", github.url())
                 .env("PAGINATION_KEY_ID", &pagination_key)
                 .env("ACCESS_TABLE_NAME", ACCESS_TABLE)
+                // GitHub Actions OIDC tokens as the double issues them (audience "appcreds").
+                .env("OIDC_ISSUER", github.oidc_issuer())
+                .env("OIDC_AUDIENCE", "appcreds")
                 // cargo lambda watch does not check SigV4 and passes no IAM caller: the local
                 // stack states one, so that access rules work here as they do in AWS.
                 .env("REQUIRE_IAM_CALLER", "false")

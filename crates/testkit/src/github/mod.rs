@@ -8,6 +8,7 @@
 
 pub mod installations;
 pub mod jwt;
+pub mod oidc;
 
 pub use installations::{Account, Fault, FaultKind, Installation, IssuedToken, Repo};
 
@@ -46,6 +47,9 @@ pub struct App {
 
 #[derive(Default)]
 struct Inner {
+    /// The double's own URL (the OIDC issuer).
+    base: std::sync::OnceLock<String>,
+    oidc: Mutex<oidc::Provider>,
     apps: RwLock<HashMap<i64, App>>,
     calls: Mutex<BTreeMap<String, usize>>,
     installations: Mutex<installations::Installations>,
@@ -70,6 +74,7 @@ impl GitHubDouble {
         let inner = Arc::new(Inner::default());
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let _ = inner.base.set(format!("http://{addr}"));
         let (stop, stopped) = oneshot::channel::<()>();
         let app = router(inner.clone());
         let task = tokio::spawn(async move {
@@ -153,6 +158,8 @@ fn router(inner: Arc<Inner>) -> Router {
         .route("/repos/{owner}/{repo}/installation", get(installations::by_repo))
         .route("/installation/token", delete(installations::revoke))
         .route("/rate_limit", get(installations::rate_limit))
+        .route("/.well-known/openid-configuration", get(oidc::discovery))
+        .route("/.well-known/jwks", get(oidc::jwks))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(inner.clone(), installations::faults))
         .layer(axum::middleware::from_fn_with_state(inner.clone(), count_calls))

@@ -1,0 +1,224 @@
+//! GitHub Actions OIDC tokens, verified: RS256 only, the configured issuer and audience, `exp`,
+//! `nbf` and `iat` within a small skew, signed by a key of the issuer's JWKS.
+//!
+//! The JWKS is fetched once (discovery, then `jwks_uri` on the issuer's own origin) and kept. A
+//! token whose `kid` is not in it makes the verifier fetch the JWKS again (GitHub rotates keys),
+//! but at most once per [`REFETCH_INTERVAL`]: a flood of tokens with made-up `kid`s costs GitHub at
+//! most one request per interval. Concurrent fetches are one fetch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::domain::access::Claims;
+use crate::error::Error;
+use crate::ports::{Clock, OidcVerifier};
+
+/// GitHub.com's Actions OIDC issuer.
+pub const GITHUB_ISSUER: &str = "https://token.actions.githubusercontent.com";
+/// The shortest time between two JWKS fetches.
+pub const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+/// The clock skew allowed on `exp`, `nbf` and `iat`.
+pub const SKEW_SECS: u64 = 60;
+/// The longest token accepted (GitHub's are about 1.2 KB).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The issuer of Actions OIDC tokens for a GitHub REST API URL: github.com's, or a GitHub
+/// Enterprise Server's `https://HOST/_services/token`.
+pub fn issuer_for(github_api_url: &str) -> String {
+    let url = github_api_url.trim_end_matches('/');
+    match url.strip_suffix("/api/v3") {
+        Some(host) if url != "https://api.github.com" => format!("{host}/_services/token"),
+        _ => GITHUB_ISSUER.to_string(),
+    }
+}
+
+struct Keys {
+    /// By `kid`.
+    keys: BTreeMap<String, DecodingKey>,
+    /// When the set was last fetched (None: never).
+    fetched: Option<Instant>,
+    fetches: usize,
+}
+
+/// Verifies GitHub Actions OIDC tokens for one issuer and audience.
+pub struct GitHubOidc {
+    http: reqwest::Client,
+    issuer: String,
+    audience: String,
+    clock: Arc<dyn Clock>,
+    keys: Mutex<Keys>,
+}
+
+fn refused(why: impl std::fmt::Display) -> Error {
+    Error::AccessDenied(format!("the GitHub OIDC token is refused: {why}"))
+}
+
+impl GitHubOidc {
+    /// A verifier of tokens from `issuer` for `audience`.
+    pub fn new(issuer: &str, audience: &str, clock: Arc<dyn Clock>) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(4))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("appcreds/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::internal("building the OIDC client", e))?;
+        Ok(Self {
+            http,
+            issuer: issuer.trim_end_matches('/').to_string(),
+            audience: audience.to_string(),
+            clock,
+            keys: Mutex::new(Keys { keys: BTreeMap::new(), fetched: None, fetches: 0 }),
+        })
+    }
+
+    /// How many times the JWKS was fetched (for tests of the limit).
+    pub async fn fetches(&self) -> usize {
+        self.keys.lock().await.fetches
+    }
+
+    /// The key `kid`, fetching the JWKS again if it is unknown and the last fetch is old enough.
+    async fn key(&self, kid: &str) -> Result<DecodingKey, Error> {
+        let mut keys = self.keys.lock().await;
+        if let Some(key) = keys.keys.get(kid) {
+            return Ok(key.clone());
+        }
+        let may_fetch = keys.fetched.is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL);
+        if may_fetch {
+            keys.fetched = Some(Instant::now());
+            keys.fetches += 1;
+            match self.fetch().await {
+                Ok(fresh) => keys.keys = fresh,
+                Err(e) => {
+                    tracing::warn!(issuer = %self.issuer, error = %e, "could not fetch the OIDC JWKS");
+                    return Err(Error::GitHubUnavailable("the OIDC signing keys cannot be read".into()));
+                }
+            }
+        }
+        if keys.keys.is_empty() {
+            // Never read (the issuer was unreachable): not the caller's fault.
+            return Err(Error::GitHubUnavailable("the OIDC signing keys cannot be read".into()));
+        }
+        keys.keys.get(kid).cloned().ok_or_else(|| refused(format!("no signing key {kid:?} at {}", self.issuer)))
+    }
+
+    /// The issuer's JWKS, through its discovery document; `jwks_uri` must be on the issuer's origin.
+    async fn fetch(&self) -> Result<BTreeMap<String, DecodingKey>, Error> {
+        let get = |url: String| async move {
+            let resp = self.http.get(&url).send().await.map_err(|e| Error::internal("fetching OIDC metadata", e))?;
+            if !resp.status().is_success() {
+                return Err(Error::internal("fetching OIDC metadata", format!("{url} answered {}", resp.status())));
+            }
+            resp.json::<Value>().await.map_err(|e| Error::internal("reading OIDC metadata", e))
+        };
+        let discovery = get(format!("{}/.well-known/openid-configuration", self.issuer)).await?;
+        if discovery["issuer"].as_str().map(|i| i.trim_end_matches('/')) != Some(self.issuer.as_str()) {
+            return Err(Error::internal("reading OIDC metadata", "the discovery document names another issuer"));
+        }
+        let jwks_uri = discovery["jwks_uri"].as_str().unwrap_or_default().to_string();
+        if !same_origin(&jwks_uri, &self.issuer) {
+            return Err(Error::internal("reading OIDC metadata", "jwks_uri is not on the issuer's origin"));
+        }
+        let set: JwkSet =
+            serde_json::from_value(get(jwks_uri).await?).map_err(|e| Error::internal("reading the OIDC JWKS", e))?;
+        Ok(set
+            .keys
+            .iter()
+            .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
+            .collect())
+    }
+}
+
+fn same_origin(url: &str, base: &str) -> bool {
+    let origin = |u: &str| {
+        let (scheme, rest) = u.split_once("://")?;
+        Some((scheme.to_string(), rest.split('/').next()?.to_ascii_lowercase()))
+    };
+    origin(url).is_some() && origin(url) == origin(base)
+}
+
+#[async_trait]
+impl OidcVerifier for GitHubOidc {
+    async fn verify(&self, token: &str) -> Result<Claims, Error> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(refused("it is too long"));
+        }
+        // The algorithm is read first, so that `none` or HS256 is named as such.
+        let alg = token
+            .split('.')
+            .next()
+            .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+            .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+            .and_then(|h| h.get("alg").and_then(Value::as_str).map(str::to_string))
+            .ok_or_else(|| refused("it is not a JWT"))?;
+        if alg != "RS256" {
+            return Err(refused(format!("it is signed with {alg}, not RS256")));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| refused("it is not a JWT"))?;
+        let kid = header.kid.ok_or_else(|| refused("it names no signing key"))?;
+        let key = self.key(&kid).await?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.leeway = SKEW_SECS;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud"]);
+        let data = jsonwebtoken::decode::<BTreeMap<String, Value>>(token, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            refused(match e.kind() {
+                ErrorKind::ExpiredSignature => "it has expired".to_string(),
+                ErrorKind::ImmatureSignature => "it is not valid yet (nbf)".to_string(),
+                ErrorKind::InvalidIssuer => format!("its issuer is not {}", self.issuer),
+                ErrorKind::InvalidAudience => format!("its audience is not {:?}", self.audience),
+                ErrorKind::InvalidSignature => "its signature does not verify".to_string(),
+                ErrorKind::MissingRequiredClaim(c) => format!("it has no {c} claim"),
+                _ => "it cannot be read".to_string(),
+            })
+        })?;
+        let iat = data.claims.get("iat").and_then(Value::as_i64).unwrap_or(i64::MAX);
+        if iat > self.clock.now() + SKEW_SECS as i64 {
+            return Err(refused("it was issued in the future (iat)"));
+        }
+        Ok(data
+            .claims
+            .into_iter()
+            .filter_map(|(k, v)| match v {
+                Value::String(s) => Some((k, s)),
+                Value::Number(n) => Some((k, n.to_string())),
+                Value::Bool(b) => Some((k, b.to_string())),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuers_follow_the_github_url() {
+        assert_eq!(issuer_for("https://api.github.com"), GITHUB_ISSUER);
+        assert_eq!(issuer_for("https://api.github.com/"), GITHUB_ISSUER);
+        assert_eq!(issuer_for("https://ghe.example/api/v3"), "https://ghe.example/_services/token");
+        assert_eq!(issuer_for("https://ghe.example/api/v3/"), "https://ghe.example/_services/token");
+    }
+
+    #[test]
+    fn jwks_must_stay_on_the_issuers_origin() {
+        assert!(same_origin("https://token.actions.githubusercontent.com/.well-known/jwks", GITHUB_ISSUER));
+        assert!(!same_origin("https://evil.example/.well-known/jwks", GITHUB_ISSUER));
+        assert!(!same_origin("http://token.actions.githubusercontent.com/jwks", GITHUB_ISSUER), "no downgrade");
+        assert!(!same_origin("", GITHUB_ISSUER));
+    }
+}

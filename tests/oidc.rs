@@ -1,0 +1,216 @@
+#![allow(clippy::unwrap_used)]
+//! GitHub Actions OIDC tokens, verified against the GitHub double's provider (discovery, JWKS,
+//! key rotation), tried from the attacker's side, and bound to access rules through the handler.
+
+use std::sync::Arc;
+
+use appcreds_core::domain::clock::SystemClock;
+use appcreds_core::github::oidc::GitHubOidc;
+use appcreds_core::ops::installation_token::InstallationToken;
+use appcreds_core::ports::OidcVerifier;
+use appcreds_tests::github::Installation;
+use appcreds_tests::github::oidc::{OidcKey, sign, unsigned};
+use appcreds_tests::lambda::{Reply, UrlRequest};
+use appcreds_tests::{Stack, endpoint, send};
+use serde_json::{Value, json};
+
+const AUDIENCE: &str = "appcreds";
+const APP: i64 = 800;
+
+fn verifier(stack: &Stack) -> Arc<GitHubOidc> {
+    Arc::new(GitHubOidc::new(&stack.github.oidc_issuer(), AUDIENCE, Arc::new(SystemClock)).unwrap())
+}
+
+async fn refusal(verifier: &GitHubOidc, token: &str) -> String {
+    match verifier.verify(token).await {
+        Err(appcreds_core::Error::AccessDenied(why)) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_token_of_the_provider_verifies_and_gives_its_claims() {
+    let stack = Stack::start().await;
+    let v = verifier(&stack);
+    let claims = stack.github.oidc_claims("octo-org/hello-world", AUDIENCE, json!({"environment": "release"}));
+    let verified = v.verify(&stack.github.oidc_token(&claims)).await.unwrap();
+    assert_eq!(verified["repository"], "octo-org/hello-world");
+    assert_eq!(verified["environment"], "release");
+    assert_eq!(verified["ref"], "refs/heads/main");
+    assert_eq!(v.fetches().await, 1);
+    assert_eq!(stack.github.calls("GET /.well-known/openid-configuration"), 1);
+    // Cached: a second token costs no fetch.
+    v.verify(&stack.github.oidc_token(&claims)).await.unwrap();
+    assert_eq!(stack.github.calls("GET /.well-known/jwks"), 1);
+}
+
+#[tokio::test]
+async fn forged_and_misaddressed_tokens_are_refused() {
+    let stack = Stack::start().await;
+    let v = verifier(&stack);
+    let good = stack.github.oidc_claims("octo-org/hello-world", AUDIENCE, json!({}));
+    let with = |extra: Value| stack.github.oidc_claims("octo-org/hello-world", AUDIENCE, extra);
+    let now = good["iat"].as_i64().unwrap();
+    let current = stack.github.current_oidc_key();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "another issuer",
+            stack.github.oidc_token(&with(json!({"iss": "https://token.actions.githubusercontent.com"}))),
+            "its issuer is not",
+        ),
+        (
+            "another audience",
+            stack.github.oidc_token(&with(json!({"aud": "sts.amazonaws.com"}))),
+            "its audience is not \"appcreds\"",
+        ),
+        (
+            "expired",
+            stack.github.oidc_token(&with(json!({"exp": now - 120, "iat": now - 600, "nbf": now - 600}))),
+            "it has expired",
+        ),
+        (
+            "not yet valid",
+            stack.github.oidc_token(&with(json!({"nbf": now + 600, "exp": now + 900}))),
+            "it is not valid yet",
+        ),
+        (
+            "issued in the future",
+            stack.github.oidc_token(&with(json!({"iat": now + 600, "exp": now + 900}))),
+            "issued in the future",
+        ),
+        (
+            "no expiry",
+            stack.github.oidc_token(&{
+                let mut c = good.clone();
+                c.as_object_mut().unwrap().remove("exp");
+                c
+            }),
+            "no exp claim",
+        ),
+        // The provider's kid, signed by somebody else's key.
+        (
+            "forged signature",
+            sign(&json!({"alg": "RS256", "kid": current.kid}), &good, &OidcKey::generate("x").key),
+            "its signature does not verify",
+        ),
+        ("alg none", unsigned(&good), "not RS256"),
+        (
+            "HS256",
+            sign(&json!({"alg": "HS256", "kid": current.kid}), &good, &current.key),
+            "signed with HS256, not RS256",
+        ),
+        ("no kid", sign(&json!({"alg": "RS256"}), &good, &current.key), "it names no signing key"),
+        ("garbage", "not.a.jwt".into(), "it is not a JWT"),
+        ("oversized", format!("{}{}", stack.github.oidc_token(&good), "A".repeat(9000)), "it is too long"),
+    ];
+    for (what, token, expected) in cases {
+        let why = refusal(&v, &token).await;
+        assert!(why.starts_with("the GitHub OIDC token is refused: "), "{what}: {why}");
+        assert!(why.contains(expected), "{what}: {why}");
+    }
+    assert!(v.verify(&stack.github.oidc_token(&good)).await.is_ok(), "and the good one still passes");
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_fetched_but_made_up_kids_cannot_make_the_function_hammer_github() {
+    let stack = Stack::start().await;
+    let v = verifier(&stack);
+    let claims = stack.github.oidc_claims("octo-org/hello-world", AUDIENCE, json!({}));
+    v.verify(&stack.github.oidc_token(&claims)).await.unwrap();
+    assert_eq!(v.fetches().await, 1);
+
+    // 1,000 tokens naming keys that do not exist: refused without another fetch.
+    let stranger = OidcKey::generate("s");
+    for i in 0..1000 {
+        let token = sign(&json!({"alg": "RS256", "kid": format!("made-up-{i}")}), &claims, &stranger.key);
+        assert!(refusal(&v, &token).await.contains("no signing key"));
+    }
+    assert_eq!(v.fetches().await, 1, "within the refetch interval, no fetch at all");
+    assert_eq!(stack.github.calls("GET /.well-known/jwks"), 1);
+
+    // GitHub rotates: a fresh verifier (past its interval) fetches once and accepts the new key.
+    stack.github.rotate_oidc_key("double-key-2");
+    let fresh = verifier(&stack);
+    fresh.verify(&stack.github.oidc_token(&claims)).await.unwrap();
+    assert_eq!(fresh.fetches().await, 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_is_a_server_error_not_a_refusal() {
+    let stack = Stack::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let v = GitHubOidc::new(&format!("http://{closed}"), AUDIENCE, Arc::new(SystemClock)).unwrap();
+    let token = stack.github.oidc_token(&stack.github.oidc_claims("o/r", AUDIENCE, json!({})));
+    assert!(matches!(v.verify(&token).await, Err(appcreds_core::Error::GitHubUnavailable(_))));
+    assert!(
+        matches!(v.verify(&token).await, Err(appcreds_core::Error::GitHubUnavailable(_))),
+        "still, within the interval"
+    );
+}
+
+async fn token_stack() -> Stack {
+    let stack = Stack::start().await;
+    stack.add_app(APP).await;
+    stack.github.install(Installation::org(APP, 91, "octo-org", &[(9101, "hello-world"), (9102, "docs")]));
+    stack
+}
+
+async fn post(handler: &appcreds_core::http::Endpoint<InstallationToken>, body: Value, oidc: Option<&str>) -> Reply {
+    let mut req = UrlRequest::post_json("/tokens/installation", &body);
+    if let Some(token) = oidc {
+        req = req.header(appcreds_wire::OIDC_TOKEN_HEADER, token);
+    }
+    send(|r| handler.handle(r), req).await
+}
+
+#[tokio::test]
+async fn rules_bind_a_shared_role_to_the_calling_repository() {
+    let stack = token_stack().await;
+    // One role for every workflow of the organization; the rule tells them apart by their claims.
+    stack
+        .put_rule(json!({
+            "id": "own-repository", "principals": ["arn:aws:iam::123456789012:role/ci-deployer"],
+            "github": {"repository_owner": "octo-org", "ref": "refs/heads/main"},
+            "operations": ["installation-token"], "apps": [APP], "owners": ["octo-org"],
+            "callerRepositoryOnly": true, "permissions": {"contents": "write", "metadata": "read"}
+        }))
+        .await;
+    let mut services = stack.enforcing(SystemClock);
+    services.oidc = verifier(&stack);
+    let handler = endpoint(InstallationToken::new(&services));
+    let body = json!({"appId": APP, "owner": "octo-org"});
+
+    let hello = stack.github.oidc_token(&stack.github.oidc_claims("octo-org/hello-world", AUDIENCE, json!({})));
+    let reply = post(&handler, body.clone(), Some(&hello)).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let issued = stack.github.issued(reply.body["installationToken"].as_str().unwrap()).unwrap();
+    assert_eq!(issued.repositories, Some(vec!["hello-world".to_string()]), "only the calling repository");
+
+    let docs = stack.github.oidc_token(&stack.github.oidc_claims("octo-org/docs", AUDIENCE, json!({})));
+    let reply = post(
+        &handler,
+        json!({"appId": APP, "owner": "octo-org", "scopeDown": {"repositoryNames": ["hello-world"]}}),
+        Some(&docs),
+    )
+    .await;
+    assert_eq!(reply.status, 403, "docs' workflow cannot get hello-world: {:?}", reply.body);
+    assert!(reply.body["message"].as_str().unwrap().contains("repository hello-world is not granted"));
+
+    let branch = stack.github.oidc_token(&stack.github.oidc_claims(
+        "octo-org/hello-world",
+        AUDIENCE,
+        json!({"ref": "refs/heads/feature"}),
+    ));
+    assert_eq!(post(&handler, body.clone(), Some(&branch)).await.status, 403, "another branch");
+    assert_eq!(post(&handler, body.clone(), None).await.status, 403, "no token, no claims");
+    let forged = sign(
+        &json!({"alg": "RS256", "kid": stack.github.current_oidc_key().kid}),
+        &stack.github.oidc_claims("octo-org/hello-world", AUDIENCE, json!({})),
+        &OidcKey::generate("x").key,
+    );
+    let reply = post(&handler, body, Some(&forged)).await;
+    assert_eq!(
+        (reply.status, reply.body["message"].as_str().unwrap()),
+        (403, "the GitHub OIDC token is refused: its signature does not verify")
+    );
+}
