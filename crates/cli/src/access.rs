@@ -190,9 +190,12 @@ pub fn judge(policy: &Policy, principal: &str, claims: Option<&Claims>, request:
                 Target::NodeId(n) => (String::new(), n.clone()),
             };
             let installation = InstallationRef { node_id: &node_id, login: &login };
-            policy
-                .installation_token(subject, req.app_id, installation, req.scope_down.as_ref())
-                .map(|(rule, scope)| Decision::Allow { rule: rule.id.clone(), scope: Some(json!(scope)) })
+            // As the function judges: the App first, then the installation and the scope.
+            policy.may_mint(subject, req.app_id).and_then(|()| {
+                policy
+                    .installation_token(subject, req.app_id, installation, req.scope_down.as_ref())
+                    .map(|(rule, scope)| Decision::Allow { rule: rule.id.clone(), scope: Some(json!(scope)) })
+            })
         }
         Action::ReadInstallations | Action::Refresh => {
             policy.allow(subject, action, app_id).map(|rule| Decision::Allow { rule: rule.id.clone(), scope: None })

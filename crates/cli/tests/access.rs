@@ -194,3 +194,66 @@ async fn access_test_says_allow_or_deny_and_why() {
     let bad = test(json!({"operation": "everything"}), caller).await;
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// The README's three worked examples, with its files, give the README's answers.
+#[tokio::test]
+async fn the_readmes_worked_examples_answer_as_documented() {
+    let (table, _) = table().await;
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/access-examples");
+    for file in ["release.yaml", "readers.yaml", "operators.yaml"] {
+        let put = appcreds(&table, &["access", "put", "--file", examples.join(file).to_str().unwrap()]).await;
+        assert!(put.status.success(), "{file}: {}", stderr(&put));
+    }
+    let claims = examples.join("release-claims.json");
+    let release_role = "arn:aws:sts::123456789012:assumed-role/appcreds-GitHubActionsCallerRole-EXAMPLE/GitHubActions";
+    let test = |principal: &str, claims: Option<&std::path::Path>, request: &str| {
+        let mut args = vec![
+            "access".to_string(),
+            "test".into(),
+            "--principal".into(),
+            principal.into(),
+            "--request".into(),
+            request.into(),
+        ];
+        if let Some(c) = claims {
+            args.extend(["--claims".to_string(), c.to_str().unwrap().to_string()]);
+        }
+        let table = table.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = appcreds(&table, &args).await;
+            (out.status.code(), String::from_utf8_lossy(&out.stdout).trim().to_string())
+        }
+    };
+    let release = r#"{"operation": "installation-token", "appId": 123456, "repository": "octo-org/hello-world"}"#;
+    assert_eq!(
+        test(release_role, Some(&claims), release).await,
+        (
+            Some(0),
+            r#"allow: rule "hello-world-release", minting with scope {"repositoryNames":["hello-world"],"permissions":{"contents":"write","metadata":"read"}}"#.to_string()
+        )
+    );
+    let (code, said) = test(release_role, None, release).await;
+    assert_eq!(code, Some(4));
+    assert!(
+        said.starts_with("deny: no access rule allows ") && said.ends_with("installation-token for App 123456"),
+        "{said}"
+    );
+    let other_repo =
+        file("docs-claims.json", r#"{"repository": "octo-org/docs", "ref": "refs/tags/v1", "environment": "release"}"#);
+    assert_eq!(test(release_role, Some(&other_repo), release).await.0, Some(4));
+
+    let reader = "arn:aws:sts::123456789012:assumed-role/appcreds-readers/docs-job";
+    let write = r#"{"operation": "installation-token", "appId": 123456, "owner": "octo-org", "scopeDown": {"permissions": {"contents": "write"}}}"#;
+    assert_eq!(
+        test(reader, None, write).await,
+        (Some(4), "deny: permission contents: write exceeds the granted read".to_string())
+    );
+
+    let operator = "arn:aws:sts::123456789012:assumed-role/platform-operator/alice";
+    assert_eq!(
+        test(operator, None, r#"{"operation": "app-token", "appId": 123456}"#).await,
+        (Some(0), r#"allow: rule "platform-operators""#.to_string())
+    );
+    assert_eq!(test(operator, None, release).await.0, Some(4), "no installation tokens for operators");
+}
