@@ -94,7 +94,10 @@ async fn a_request_beyond_the_grant_is_refused_and_names_what_exceeded() {
     let by_id = post(&handler, "/tokens/installation", ask(json!({"repositoryIds": [7102]}))).await;
     assert_eq!(denied(&by_id), "repository ID 7102 is not granted");
     let other_owner = post(&handler, "/tokens/installation", json!({"appId": APP, "owner": "octocat"})).await;
-    assert!(denied(&other_owner).ends_with("on installation octocat"));
+    assert_eq!(
+        denied(&other_owner),
+        format!("no access rule allows {CALLER_ARN} installation-token for App {APP} on owner octocat")
+    );
     assert!(stack.github.issued_tokens().is_empty(), "GitHub minted nothing");
 
     let within = post(
@@ -107,6 +110,7 @@ async fn a_request_beyond_the_grant_is_refused_and_names_what_exceeded() {
     let refusals: Vec<Value> =
         logs.lines_for("appcreds::audit").into_iter().filter(|l| l["fields"]["message"] == "access denied").collect();
     assert_eq!(refusals.len(), 5, "one line per refusal");
+    assert_eq!(stack.github.calls("GET /users/octocat/installation"), 0, "refused before the lookup");
     assert_eq!(refusals[0]["fields"]["caller"], CALLER_ARN);
     assert_eq!(refusals[0]["fields"]["action"], "installation-token");
     assert_eq!(refusals[0]["fields"]["installation"], "octo-org");
@@ -155,7 +159,7 @@ async fn reading_and_refreshing_need_their_operations_and_reads_cover_granted_ap
 
     stack.put_rule(json!({"id": "ops", "principals": [ROLE], "operations": ["refresh"], "apps": ["*"]})).await;
     stack
-        .put_rule(json!({"id": "reader", "principals": [ROLE], "operations": ["read-installations"], "apps": [APP]}))
+        .put_rule(json!({"id": "reader", "principals": [ROLE], "operations": ["read-installations"], "apps": [APP], "owners": ["octo-org"]}))
         .await;
     let refresh = endpoint(Refresh::new(&stack.enforcing(SystemClock)));
     assert_eq!(post(&refresh, "/installations/refresh", json!({})).await.status, 200);
@@ -172,7 +176,7 @@ async fn reading_and_refreshing_need_their_operations_and_reads_cover_granted_ap
     let list = post(&reader, "/installations", json!({})).await;
     let listed: Vec<i64> =
         list.body["installations"].as_array().unwrap().iter().map(|i| i["appId"].as_i64().unwrap()).collect();
-    assert_eq!(listed, [APP, APP], "both of App {APP}'s installations and none of the other App's");
+    assert_eq!(listed, [APP], "App {APP}'s octo-org installation: not octocat's, and none of the other App's");
     let stranger = "arn:aws:sts::123456789012:assumed-role/stranger/s";
     denied(&post_as(&reader, "/installations/info", stranger, json!({"nodeId": "O_kgDOocto-org"})).await);
 }
@@ -211,4 +215,29 @@ async fn without_an_access_table_every_request_is_a_server_error_not_an_open_doo
     let reply = post(&handler, "/tokens/app", json!({"appId": APP})).await;
     assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")));
     assert_eq!(reply.body["message"], "ACCESS_TABLE_NAME is not set");
+}
+
+/// A caller whose rules cover one owner cannot tell, by node ID or repository, whether another
+/// installation exists: both answers are the same refusal, naming the installation as it was named.
+#[tokio::test]
+async fn unknown_and_uncovered_installations_are_refused_alike() {
+    let stack = stack().await;
+    stack.put_rule(release_rule()).await;
+    let handler = endpoint(InstallationToken::new(&stack.enforcing(SystemClock)));
+    let exists = post(&handler, "/tokens/installation", json!({"appId": APP, "nodeId": "U_kgDOoctocat"})).await;
+    let missing = post(&handler, "/tokens/installation", json!({"appId": APP, "nodeId": "U_kgDOnobody"})).await;
+    assert_eq!(
+        denied(&exists),
+        format!("no access rule allows {CALLER_ARN} installation-token for App {APP} on node ID U_kgDOoctocat")
+    );
+    assert_eq!(
+        denied(&missing),
+        format!("no access rule allows {CALLER_ARN} installation-token for App {APP} on node ID U_kgDOnobody")
+    );
+    assert!(
+        !denied(&exists).replace("U_kgDOoctocat", "").contains("octocat"),
+        "the login behind the node ID is not told"
+    );
+    let private = post(&handler, "/tokens/installation", json!({"appId": APP, "repository": "octocat/secret"})).await;
+    assert!(denied(&private).ends_with("on repository octocat/secret"));
 }

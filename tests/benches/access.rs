@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use appcreds_core::domain::access::{InstallationRef, Policy, Rule, RuleDocument, Subject};
+use appcreds_core::domain::access::{InstallationRef, Policy, Rule, RuleDocument, Subject, Target};
 use appcreds_core::domain::clock::SystemClock;
 use appcreds_core::github::oidc::GitHubOidc;
 use appcreds_core::ops::app_token::AppToken;
@@ -35,11 +35,12 @@ fn access(c: &mut Criterion) {
     let policy = Policy::new(documents().into_iter().map(|d| Rule::from_document(d, 1).unwrap()).collect());
     let subject = Subject { arn: "arn:aws:sts::123456789012:assumed-role/ci-deployer/run-1", claims: None };
     let installation = InstallationRef { node_id: "O_kgDOocto-org", login: "octo-org" };
+    let target = Target::Owner("octo-org".into());
     let scope =
         serde_json::from_value(json!({"repositoryNames": ["docs-site"], "permissions": {"contents": "read"}})).unwrap();
     let mut group = c.benchmark_group("access");
     group.bench_function("judge an installation-token request among 1,000 rules", |b| {
-        b.iter(|| policy.installation_token(subject, 1, installation, Some(&scope)).unwrap())
+        b.iter(|| policy.installation_token(subject, 1, &target, installation, Some(&scope)).unwrap())
     });
 
     let (stack, handler, verifier, token) = rt.block_on(async {

@@ -391,7 +391,9 @@ def test_access_rules_are_enforced_by_default(cfn, source):
         env = fn["Properties"]["Environment"]["Variables"]
         assert env["ACCESS_MODE"] == {"Ref": "AccessMode"}, name
         assert env["ACCESS_TABLE_NAME"] == {"Ref": "AccessTable"}, name
-        assert env["OIDC_AUDIENCE"] == {"Ref": "GitHubOidcAudience"}, name
+        # A stack's own audience by default: a token made for another deployment is refused here.
+        assert env["OIDC_AUDIENCE"] == {"Fn::If": ["HasOidcAudience", {"Ref": "GitHubOidcAudience"},
+                                                   {"Fn::Sub": "appcreds:${AWS::AccountId}:${AWS::StackName}"}]}, name
         # The issuer follows GITHUB_API_URL; no deployed function names another.
         assert "OIDC_ISSUER" not in env, name
         # Only the local stack states a caller; a deployed function takes it from Lambda alone.
@@ -439,7 +441,12 @@ def test_no_policy_grants_invoke_without_its_condition(source):
 def test_operator_policy_manages_keys_rules_and_apps_only(cfn):
     statements = policy_statements(cfn, "OperatorPolicy")
     by_sid = {s["Sid"]: s for s in statements}
-    assert by_sid["CreateAppKeys"]["Condition"] == {"StringEquals": {"aws:RequestTag/FrameworkForGitHubAppOnAwsManaged": "true"}}
+    assert by_sid["CreateAppKeys"]["Action"] == "kms:CreateKey"
+    assert by_sid["CreateAppKeys"]["Condition"] == {"StringEquals": {
+        "aws:RequestTag/FrameworkForGitHubAppOnAwsManaged": "true",
+        "kms:KeyOrigin": "EXTERNAL", "kms:KeySpec": "RSA_2048", "kms:KeyUsage": "SIGN_VERIFY",
+    }}, "only App keys: imported RSA-2048 signing keys, tagged at creation"
+    assert by_sid["TagNewAppKeys"]["Condition"] == {"StringEquals": {"aws:RequestTag/FrameworkForGitHubAppOnAwsManaged": "true"}}
     keys = by_sid["ImportProveRetireAppKeys"]
     assert keys["Resource"] == {"Fn::Sub": KMS_KEYS}
     assert keys["Condition"] == {"StringEquals": {"aws:ResourceTag/FrameworkForGitHubAppOnAwsManaged": "true"}}

@@ -191,9 +191,9 @@ pub fn judge(policy: &Policy, principal: &str, claims: Option<&Claims>, request:
             };
             let installation = InstallationRef { node_id: &node_id, login: &login };
             // As the function judges: the App first, then the installation and the scope.
-            policy.may_mint(subject, req.app_id).and_then(|()| {
+            policy.may_mint(subject, req.app_id, &req.target).and_then(|()| {
                 policy
-                    .installation_token(subject, req.app_id, installation, req.scope_down.as_ref())
+                    .installation_token(subject, req.app_id, &req.target, installation, req.scope_down.as_ref())
                     .map(|(rule, scope)| Decision::Allow { rule: rule.id.clone(), scope: Some(json!(scope)) })
             })
         }

@@ -62,9 +62,10 @@ struct Cli {
 #[derive(Args, Debug)]
 struct OidcArgs {
     /// In GitHub Actions (with `permissions: id-token: write`), the audience of the OIDC token
-    /// sent along for access rules that require its claims (the stack's GitHubOidcAudience).
-    #[arg(long, global = true, env = "APPCREDS_OIDC_AUDIENCE", default_value = "appcreds", value_name = "AUD")]
-    github_oidc_audience: String,
+    /// sent along for access rules that require its claims (default: the stack's
+    /// GitHubOidcAudience output, with --stack).
+    #[arg(long, global = true, env = "APPCREDS_OIDC_AUDIENCE", value_name = "AUD")]
+    github_oidc_audience: Option<String>,
     /// Do not send a GitHub Actions OIDC token, even where one can be had.
     #[arg(long, global = true)]
     no_github_oidc: bool,
@@ -352,15 +353,23 @@ async fn call(cli: &Cli, json_out: bool) -> Result<(), CliError> {
         Command::Refresh => urls.refresh_cache.is_none(),
         Command::Key(_) | Command::Access(_) | Command::Revoke { .. } => false,
     };
+    let send_oidc = !cli.oidc.no_github_oidc && github_oidc_available();
+    let need_audience = send_oidc && cli.oidc.github_oidc_audience.is_none();
+    let stack = if missing || need_audience { outputs(cli, &config).await? } else { BTreeMap::new() };
     if missing {
-        urls = urls.or(Urls::from_stack_outputs(&outputs(cli, &config).await?));
+        urls = urls.or(Urls::from_stack_outputs(&stack));
     }
     let mut client = Client::from_config(&config, urls)?;
-    if !cli.oidc.no_github_oidc
-        && let Some(token) =
-            spin("getting the job's OIDC token", github_oidc_token(&cli.oidc.github_oidc_audience)).await?
-    {
-        client = client.with_github_oidc_token(token);
+    if send_oidc {
+        match cli.oidc.github_oidc_audience.as_ref().or(stack.get("GitHubOidcAudience")) {
+            Some(audience) => {
+                let token = spin("getting the job's OIDC token", github_oidc_token(audience)).await?;
+                client = client.with_github_oidc_token(token);
+            }
+            None => eprintln!(
+                "appcreds: sending no GitHub OIDC token: give its audience (APPCREDS_OIDC_AUDIENCE, or --stack for the stack's GitHubOidcAudience)"
+            ),
+        }
     }
     match &cli.command {
         Command::AppToken { app_id } => {
@@ -752,12 +761,22 @@ async fn revoke(token_env: Option<&str>, api: &str, json_out: bool) -> Result<()
     }
 }
 
-/// The job's GitHub Actions OIDC token for `audience`, where the job may have one
-/// (`ACTIONS_ID_TOKEN_REQUEST_URL` and `_TOKEN` are set when it has `id-token: write`).
-async fn github_oidc_token(audience: &str) -> Result<Option<appcreds_client::Token>, CliError> {
-    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
-    let (Some(url), Some(bearer)) = (var("ACTIONS_ID_TOKEN_REQUEST_URL"), var("ACTIONS_ID_TOKEN_REQUEST_TOKEN")) else {
-        return Ok(None);
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Whether this is a GitHub Actions job that may have an OIDC token (`ACTIONS_ID_TOKEN_REQUEST_URL`
+/// and `_TOKEN` are set when it has `id-token: write`).
+fn github_oidc_available() -> bool {
+    env_var("ACTIONS_ID_TOKEN_REQUEST_URL").is_some() && env_var("ACTIONS_ID_TOKEN_REQUEST_TOKEN").is_some()
+}
+
+/// The job's GitHub Actions OIDC token for `audience`.
+async fn github_oidc_token(audience: &str) -> Result<appcreds_client::Token, CliError> {
+    let (Some(url), Some(bearer)) =
+        (env_var("ACTIONS_ID_TOKEN_REQUEST_URL"), env_var("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))
+    else {
+        return Err(CliError::Usage("ACTIONS_ID_TOKEN_REQUEST_URL and _TOKEN are not set".into()));
     };
     let failed =
         |m: String| CliError::Client(ClientError::Transport { url: "ACTIONS_ID_TOKEN_REQUEST_URL".into(), message: m });
@@ -775,7 +794,7 @@ async fn github_oidc_token(audience: &str) -> Result<Option<appcreds_client::Tok
     }
     let body: Value = resp.json().await.map_err(|e| failed(e.to_string()))?;
     let token = body["value"].as_str().ok_or_else(|| failed("no token in the answer".into()))?;
-    Ok(Some(appcreds_client::Token::new(token)))
+    Ok(appcreds_client::Token::new(token))
 }
 
 fn print(json_out: bool, value: Value, human: impl FnOnce() -> String) {

@@ -3,11 +3,10 @@
 //! requests), judged by [`Policy`], with one audit line per refusal. In [`AccessMode::Open`]
 //! every caller gets what it asks for, as in the TypeScript framework.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::cache::FlightCache;
-use crate::domain::access::{Action, Claims, Denial, InstallationRef, Policy, Subject};
+use crate::domain::access::{Action, Claims, Denial, InstallationRef, Policy, Readable, Subject, Target};
 use crate::domain::scope::ScopeDown;
 use crate::error::Error;
 use crate::http::{Call, Caller};
@@ -118,33 +117,50 @@ impl Judge<'_> {
         }
     }
 
-    /// The Apps whose installations the caller may read (`None`: all).
-    pub(crate) fn readable_apps(&self) -> Result<Option<BTreeSet<i64>>, Error> {
+    /// Which installation records the caller may read (`None`: all).
+    pub(crate) fn readable(&self) -> Result<Option<Readable<'_>>, Error> {
         let Some(policy) = &self.policy else { return Ok(None) };
         policy
-            .apps_granted(self.subject()?, Action::ReadInstallations)
+            .readable(self.subject()?)
+            .map(Some)
             .map_err(|why| self.refuse(Some(Action::ReadInstallations), None, None, why))
     }
 
-    /// Refuses the caller early if no rule could grant it an installation token of `app_id`,
-    /// before the installation is looked up.
-    pub(crate) fn may_mint(&self, app_id: i64) -> Result<(), Error> {
+    /// Refuses the caller early if no rule could grant it an installation token of `app_id` on
+    /// the installation it names, before the installation is looked up.
+    pub(crate) fn may_mint(&self, app_id: i64, target: &Target) -> Result<(), Error> {
         let Some(policy) = &self.policy else { return Ok(()) };
         policy
-            .may_mint(self.subject()?, app_id)
+            .may_mint(self.subject()?, app_id, target)
             .map_err(|why| self.refuse(Some(Action::InstallationToken), Some(app_id), None, why))
     }
 
-    /// The rule that grants the caller an installation token of `app_id` on `installation`, and
-    /// the scope to mint (in open mode: the requested scope, under no rule).
+    /// The answer to a lookup that found no installation: for a caller whose rules do not cover
+    /// every installation of the App, the same refusal as for an installation they do not cover,
+    /// so that neither tells whether it exists.
+    pub(crate) fn unknown_installation(&self, app_id: i64, target: &Target, unknown: Error) -> Error {
+        let Some(policy) = &self.policy else { return unknown };
+        match self.subject() {
+            Ok(subject) if !policy.covers_every_installation(subject, app_id) => {
+                let why = policy.not_covered(subject, app_id, target);
+                self.refuse(Some(Action::InstallationToken), Some(app_id), None, why)
+            }
+            _ => unknown,
+        }
+    }
+
+    /// The rule that grants the caller an installation token of `app_id` on `installation` (named
+    /// `target` by the caller), and the scope to mint (in open mode: the requested scope, under no
+    /// rule).
     pub(crate) fn installation_token(
         &self,
         app_id: i64,
+        target: &Target,
         installation: InstallationRef<'_>,
         requested: Option<&ScopeDown>,
     ) -> Result<(Option<String>, ScopeDown), Error> {
         let Some(policy) = &self.policy else { return Ok((None, requested.cloned().unwrap_or_default())) };
-        match policy.installation_token(self.subject()?, app_id, installation, requested) {
+        match policy.installation_token(self.subject()?, app_id, target, installation, requested) {
             Ok((rule, scope)) => Ok((Some(rule.id.clone()), scope)),
             Err(why) => Err(self.refuse(Some(Action::InstallationToken), Some(app_id), Some(installation.login), why)),
         }

@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::aws::{Item, dynamo_error, scan_all};
-use crate::domain::access::{Rule, RuleDocument};
+use crate::domain::access::{MAX_RULES, Rule, RuleDocument};
 use crate::error::Error;
 use crate::ports::AccessStore;
 
@@ -122,6 +122,9 @@ impl DynamoAccessStore {
 impl AccessStore for DynamoAccessStore {
     async fn list_rules(&self) -> Result<Vec<Rule>, Error> {
         let items = scan_all(&self.client, &self.table, None, "reading the access table").await?;
+        if items.len() > MAX_RULES {
+            return Err(Error::Misconfigured("the access table holds more than 10,000 rules"));
+        }
         Ok(items
             .iter()
             .filter_map(|item| {

@@ -17,6 +17,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::scope::{ScopeDown, permission_levels, repository_name_problem};
+pub use appcreds_wire::Target;
 
 /// What a rule may grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -237,6 +238,11 @@ impl PrincipalPattern {
         if path.chars().any(|c| !(c.is_ascii_alphanumeric() || "+=,.@_-/*".contains(c))) {
             return Err(format!("{arn:?}: a role or user name has only letters, digits and +=,.@_-"));
         }
+        if kind == PrincipalKind::Role && path.contains('/') && path.contains('*') {
+            // An assumed-role ARN has no path, so only the last segment could be compared, and
+            // `role/team/*` would name every role of the account.
+            return Err(format!("{arn:?}: a role pattern with * cannot have a path (name the role: role/NAME-*)"));
+        }
         let name = match kind {
             PrincipalKind::Role => path.rsplit('/').next().unwrap_or_default().to_string(),
             PrincipalKind::User => path.to_string(),
@@ -310,6 +316,10 @@ impl Rule {
     pub fn from_document(document: RuleDocument, version: u64) -> Result<Rule, Vec<String>> {
         let mut problems = Vec::new();
         let d = &document;
+        let size = serde_json::to_string(d).map_or(usize::MAX, |t| t.len());
+        if size > MAX_RULE_BYTES {
+            problems.push(format!("the rule is {size} bytes as JSON; at most {MAX_RULE_BYTES}"));
+        }
         if d.id.is_empty()
             || d.id.len() > 64
             || !d.id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
@@ -353,7 +363,8 @@ impl Rule {
                     .collect(),
             ),
         };
-        let targets_installations = operations.contains(&Action::InstallationToken);
+        let mints = operations.contains(&Action::InstallationToken);
+        let targets_installations = mints || operations.contains(&Action::ReadInstallations);
         let owners = match d.owners.as_slice() {
             [star] if star == "*" => None,
             list => {
@@ -398,7 +409,7 @@ impl Rule {
                     problems.push(format!("repositoryIds: {id} is not a repository ID"));
                 }
             }
-            if targets_installations && d.repositories.is_empty() && d.repository_ids.is_empty() {
+            if mints && d.repositories.is_empty() && d.repository_ids.is_empty() {
                 problems.push("repositories: name them, or [\"*\"] for all, or set callerRepositoryOnly".into());
             }
             Repositories::Listed {
@@ -419,7 +430,7 @@ impl Rule {
                 }
             }
         }
-        if targets_installations && d.permissions.is_empty() {
+        if mints && d.permissions.is_empty() {
             problems.push("permissions: an installation-token rule needs a ceiling (permission: level)".into());
         }
         if !problems.is_empty() {
@@ -482,6 +493,19 @@ pub struct InstallationRef<'a> {
     pub node_id: &'a str,
     /// The account's login.
     pub login: &'a str,
+}
+
+/// The installation records a caller may read.
+#[derive(Debug)]
+pub struct Readable<'p> {
+    rules: Vec<&'p Rule>,
+}
+
+impl Readable<'_> {
+    /// Whether a rule covers the record's App and installation.
+    pub fn covers(&self, app_id: i64, installation: InstallationRef<'_>) -> bool {
+        self.rules.iter().any(|r| r.covers_app(app_id) && r.covers_installation(&installation))
+    }
 }
 
 /// Why a request is refused. The message names what exceeded, never another rule.
@@ -558,26 +582,53 @@ impl Policy {
         })
     }
 
-    /// The Apps whose data `subject` may read through `operation` (`None`: every App).
-    pub fn apps_granted(&self, subject: Subject<'_>, action: Action) -> Result<Option<BTreeSet<i64>>, Denial> {
-        let rules = self.candidates(subject, action, None);
+    /// What `subject` may read of the installation records: the rules that grant it
+    /// `read-installations`, each covering its Apps and installations.
+    pub fn readable(&self, subject: Subject<'_>) -> Result<Readable<'_>, Denial> {
+        let rules = self.candidates(subject, Action::ReadInstallations, None);
         if rules.is_empty() {
-            return Err(Denial(format!("no access rule allows {} {action}", subject.arn)));
+            return Err(Denial(format!("no access rule allows {} {}", subject.arn, Action::ReadInstallations)));
         }
-        let mut apps = BTreeSet::new();
-        for rule in rules {
-            match &rule.apps {
-                Apps::Any => return Ok(None),
-                Apps::Some(ids) => apps.extend(ids),
-            }
-        }
-        Ok(Some(apps))
+        Ok(Readable { rules })
     }
 
     /// Whether some rule could grant `subject` an installation token of `app_id` (checked before
     /// the installation is looked up, so that a refused caller learns nothing about it).
-    pub fn may_mint(&self, subject: Subject<'_>, app_id: i64) -> Result<(), Denial> {
-        self.allow(subject, Action::InstallationToken, Some(app_id)).map(|_| ())
+    /// Checked with the installation as the caller named it (`target`): a rule must name the
+    /// caller, `installation-token` and the App, and could cover that installation.
+    pub fn may_mint(&self, subject: Subject<'_>, app_id: i64, target: &Target) -> Result<(), Denial> {
+        let rules = self.candidates(subject, Action::InstallationToken, Some(app_id));
+        if rules.is_empty() {
+            return Err(Denial(format!("no access rule allows {} installation-token for App {app_id}", subject.arn)));
+        }
+        let (login, node_id) = match target {
+            Target::Owner(o) => (Some(o.as_str()), None),
+            Target::Repository(r) => (r.split('/').next(), None),
+            Target::NodeId(n) => (None, Some(n.as_str())),
+        };
+        // What cannot be told before the lookup (a login behind a node ID, a node ID behind a
+        // login) counts as possibly covered; the lookup's answer is judged again.
+        let possible = rules.iter().any(|r| match &r.owners {
+            None => true,
+            Some(owners) => match (login, node_id) {
+                (Some(login), _) => owners.contains(&login.to_ascii_lowercase()) || !r.node_ids.is_empty(),
+                (None, Some(node)) => r.node_ids.contains(node) || !owners.is_empty(),
+                (None, None) => false,
+            },
+        });
+        if possible { Ok(()) } else { Err(self.not_covered(subject, app_id, target)) }
+    }
+
+    /// Whether some rule grants `subject` tokens of every installation of `app_id` (so that "no
+    /// such installation" tells it nothing it could not learn otherwise).
+    pub fn covers_every_installation(&self, subject: Subject<'_>, app_id: i64) -> bool {
+        self.candidates(subject, Action::InstallationToken, Some(app_id)).iter().any(|r| r.owners.is_none())
+    }
+
+    /// The refusal of an installation the caller's rules do not cover, named as the caller named
+    /// it: the same whether or not the installation exists.
+    pub fn not_covered(&self, subject: Subject<'_>, app_id: i64, target: &Target) -> Denial {
+        Denial(format!("no access rule allows {} installation-token for App {app_id} on {target}", subject.arn))
     }
 
     /// The rule that grants `subject` an installation token of `app_id` on `installation`, and the
@@ -588,6 +639,7 @@ impl Policy {
         &self,
         subject: Subject<'_>,
         app_id: i64,
+        target: &Target,
         installation: InstallationRef<'_>,
         requested: Option<&ScopeDown>,
     ) -> Result<(&Rule, ScopeDown), Denial> {
@@ -605,12 +657,7 @@ impl Policy {
                 }
             }
         }
-        Err(first_refusal.unwrap_or_else(|| {
-            Denial(format!(
-                "no access rule allows {} installation-token for App {app_id} on installation {}",
-                subject.arn, installation.login
-            ))
-        }))
+        Err(first_refusal.unwrap_or_else(|| self.not_covered(subject, app_id, target)))
     }
 }
 
@@ -703,6 +750,10 @@ mod tests {
     const CALLER: &str = "arn:aws:sts::123456789012:assumed-role/release/run-42";
     const OCTO: InstallationRef<'static> = InstallationRef { node_id: "O_kgDOocto", login: "octo-org" };
 
+    fn owner(login: &str) -> Target {
+        Target::Owner(login.into())
+    }
+
     fn document(doc: serde_json::Value) -> RuleDocument {
         serde_json::from_value(doc).unwrap()
     }
@@ -735,7 +786,7 @@ mod tests {
     fn mint(policy: &Policy, requested: Option<serde_json::Value>) -> Result<(String, ScopeDown), String> {
         let requested = requested.map(scope);
         policy
-            .installation_token(subject(CALLER), 7, OCTO, requested.as_ref())
+            .installation_token(subject(CALLER), 7, &owner("octo-org"), OCTO, requested.as_ref())
             .map(|(rule, scope)| (rule.id.clone(), scope))
             .map_err(|Denial(why)| why)
     }
@@ -755,7 +806,7 @@ mod tests {
     #[test]
     fn assumed_roles_match_by_role_never_by_session() {
         let policy = Policy::new(vec![rule(release("release", json!(["hello-world"])))]);
-        let ok = |arn: &str| policy.may_mint(subject(arn), 7).is_ok();
+        let ok = |arn: &str| policy.may_mint(subject(arn), 7, &owner("octo-org")).is_ok();
         assert!(ok(CALLER));
         assert!(ok("arn:aws:sts::123456789012:assumed-role/release/anything-the-caller-chose"));
         assert!(!ok("arn:aws:sts::123456789012:assumed-role/other/release"), "the session name is not the role");
@@ -765,7 +816,7 @@ mod tests {
         assert!(!ok("arn:aws:iam::123456789012:root"));
         assert!(!ok("arn:aws:sts::123456789012:assumed-role/release"), "no session: not an assumed-role ARN");
         assert!(!ok("not an arn"));
-        assert!(policy.may_mint(subject(CALLER), 8).is_err(), "another App");
+        assert!(policy.may_mint(subject(CALLER), 8, &owner("octo-org")).is_err(), "another App");
         assert!(policy.allow(subject(CALLER), Action::AppToken, Some(7)).is_err(), "another operation");
     }
 
@@ -835,20 +886,42 @@ mod tests {
     }
 
     #[test]
+    fn an_installation_outside_the_rules_is_refused_before_any_lookup_and_in_the_same_words() {
+        let policy = Policy::new(vec![rule(release("release", json!(["*"])))]);
+        let s = subject(CALLER);
+        assert!(policy.may_mint(s, 7, &owner("Octo-Org")).is_ok());
+        assert!(policy.may_mint(s, 7, &Target::Repository("octo-org/anything".into())).is_ok());
+        let other = policy.may_mint(s, 7, &Target::Repository("other-org/secret".into())).unwrap_err();
+        assert_eq!(
+            other.0,
+            format!("no access rule allows {CALLER} installation-token for App 7 on repository other-org/secret")
+        );
+        // A node ID's login is unknown before the lookup; afterwards the refusal names the node ID,
+        // not the login behind it, and is the one an unknown node ID gets.
+        let node = Target::NodeId("O_other".into());
+        assert!(policy.may_mint(s, 7, &node).is_ok());
+        assert!(!policy.covers_every_installation(s, 7));
+        let after = InstallationRef { node_id: "O_other", login: "other-org" };
+        let refused = policy.installation_token(s, 7, &node, after, None).unwrap_err();
+        assert_eq!(refused, policy.not_covered(s, 7, &node));
+        assert!(!refused.0.contains("other-org"), "{}", refused.0);
+        let mut everything = release("all", json!(["*"]));
+        everything["owners"] = json!(["*"]);
+        assert!(Policy::new(vec![rule(everything)]).covers_every_installation(s, 7));
+    }
+
+    #[test]
     fn installations_match_by_login_without_case_or_by_node_id() {
         let policy = Policy::new(vec![rule(release("release", json!(["*"])))]);
         let other = InstallationRef { node_id: "O_other", login: "other-org" };
-        let denied = policy.installation_token(subject(CALLER), 7, other, None).unwrap_err();
-        assert_eq!(
-            denied.0,
-            format!("no access rule allows {CALLER} installation-token for App 7 on installation other-org")
-        );
+        let denied = policy.installation_token(subject(CALLER), 7, &owner("other-org"), other, None).unwrap_err();
+        assert_eq!(denied.0, format!("no access rule allows {CALLER} installation-token for App 7 on owner other-org"));
         let mut by_node = release("by-node", json!(["*"]));
         by_node["owners"] = json!([]);
         by_node["nodeIds"] = json!(["O_other"]);
         let policy = Policy::new(vec![rule(by_node)]);
-        assert!(policy.installation_token(subject(CALLER), 7, other, None).is_ok());
-        assert!(policy.installation_token(subject(CALLER), 7, OCTO, None).is_err());
+        assert!(policy.installation_token(subject(CALLER), 7, &Target::NodeId("O_other".into()), other, None).is_ok());
+        assert!(policy.installation_token(subject(CALLER), 7, &owner("octo-org"), OCTO, None).is_err());
     }
 
     #[test]
@@ -876,7 +949,8 @@ mod tests {
         let branch =
             claims(&[("repository", "octo-org/hello-world"), ("ref", "refs/heads/main"), ("event_name", "push")]);
         let missing = claims(&[("repository", "octo-org/hello-world"), ("ref", "refs/tags/v1")]);
-        let with = |c: Option<&Claims>| policy.may_mint(Subject { arn: CALLER, claims: c }, 7).is_ok();
+        let with =
+            |c: Option<&Claims>| policy.may_mint(Subject { arn: CALLER, claims: c }, 7, &owner("octo-org")).is_ok();
         assert!(with(Some(&good)));
         assert!(!with(Some(&branch)));
         assert!(!with(Some(&missing)), "a required claim that is absent");
@@ -895,19 +969,19 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let s = Subject { arn: CALLER, claims: Some(&claims) };
-        let (_, granted) = policy.installation_token(s, 7, OCTO, None).unwrap();
+        let (_, granted) = policy.installation_token(s, 7, &owner("octo-org"), OCTO, None).unwrap();
         assert_eq!(granted, scope(json!({"repositoryNames": ["hello-world"], "permissions": {"contents": "read"}})));
         let other = scope(json!({"repositoryNames": ["other"]}));
         assert!(
             policy
-                .installation_token(s, 7, OCTO, Some(&other))
+                .installation_token(s, 7, &owner("octo-org"), OCTO, Some(&other))
                 .unwrap_err()
                 .0
                 .contains("repository other is not granted")
         );
         let elsewhere = InstallationRef { node_id: "U_x", login: "octocat" };
         assert!(
-            policy.installation_token(s, 7, elsewhere, None).is_err(),
+            policy.installation_token(s, 7, &owner("octocat"), elsewhere, None).is_err(),
             "the claimed repository is not on this installation"
         );
     }
@@ -924,13 +998,15 @@ mod tests {
             ]
         );
         let bad = problems(json!({
-            "id": "x", "principals": ["arn:aws:iam::123:role/x", "arn:aws:s3:::bucket", "arn:aws:iam::123456789012:group/g"],
+            "id": "x", "principals": ["arn:aws:iam::123:role/x", "arn:aws:s3:::bucket", "arn:aws:iam::123456789012:group/g",
+                                      "arn:aws:iam::123456789012:role/team/*"],
             "github": {"sub": "repo:x"}, "operations": ["installation-token"], "apps": [0, "*"],
             "owners": ["-bad"], "repositories": ["a/b"], "permissions": {"contents": "owner", "nope": "read", "metadata": "admin"}
         }));
         let joined = bad.join("\n");
         for expected in [
             "the account must be 12 digits",
+            "\"arn:aws:iam::123456789012:role/team/*\": a role pattern with * cannot have a path",
             "\"arn:aws:s3:::bucket\" is not an IAM role or user ARN",
             "\"arn:aws:iam::123456789012:group/g\" is not an IAM role or user ARN",
             "\"sub\" is not a claim rules can require",
@@ -952,6 +1028,13 @@ mod tests {
             json!({"id": "x", "principals": [ROLE], "operations": ["installation-token"], "apps": [1], "owners": ["o"], "permissions": {"contents": "read"}}),
         );
         assert_eq!(no_repos, ["repositories: name them, or [\"*\"] for all, or set callerRepositoryOnly"]);
+        let huge = problems(
+            json!({"id": "x", "description": "x".repeat(20_000), "principals": [ROLE], "operations": ["app-token"], "apps": [1]}),
+        );
+        assert!(huge[0].starts_with("the rule is 20") && huge[0].ends_with("at most 16384"), "{huge:?}");
+        let reader =
+            problems(json!({"id": "x", "principals": [ROLE], "operations": ["read-installations"], "apps": [1]}));
+        assert_eq!(reader, ["owners or nodeIds: name the installations (or owners: [\"*\"])"]);
         assert!(
             serde_json::from_value::<RuleDocument>(
                 json!({"id": "x", "principals": [], "operations": [], "unknown": 1})
@@ -984,6 +1067,6 @@ mod tests {
         assert_eq!(policy.len(), 1000);
         assert!(policy.patterns.is_empty());
         let s = subject("arn:aws:sts::123456789012:assumed-role/role-617/s");
-        assert_eq!(policy.installation_token(s, 7, OCTO, None).unwrap().0.id, "r0617");
+        assert_eq!(policy.installation_token(s, 7, &owner("octo-org"), OCTO, None).unwrap().0.id, "r0617");
     }
 }

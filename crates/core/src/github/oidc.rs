@@ -3,11 +3,12 @@
 //!
 //! The JWKS is fetched once (discovery, then `jwks_uri` on the issuer's own origin) and kept. A
 //! token whose `kid` is not in it makes the verifier fetch the JWKS again (GitHub rotates keys),
-//! but at most once per [`REFETCH_INTERVAL`]: a flood of tokens with made-up `kid`s costs GitHub at
-//! most one request per interval. Concurrent fetches are one fetch.
+//! but at most once per [`REFETCH_INTERVAL`] ([`RETRY_AFTER_FAILURE`] after a failed fetch): a
+//! flood of tokens with made-up `kid`s costs GitHub at most one request per interval. Concurrent
+//! fetches are one fetch, and tokens with known keys never wait for one.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,13 +43,16 @@ pub fn issuer_for(github_api_url: &str) -> String {
     }
 }
 
-struct Keys {
-    /// By `kid`.
-    keys: BTreeMap<String, DecodingKey>,
-    /// When the set was last fetched (None: never).
-    fetched: Option<Instant>,
+/// The state of JWKS fetching (one fetch at a time).
+struct Fetching {
+    /// When the last fetch started (None: never).
+    last_attempt: Option<Instant>,
+    last_failed: bool,
     fetches: usize,
 }
+
+/// After a failed fetch, the next one may start this soon.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 /// Verifies GitHub Actions OIDC tokens for one issuer and audience.
 pub struct GitHubOidc {
@@ -56,7 +60,9 @@ pub struct GitHubOidc {
     issuer: String,
     audience: String,
     clock: Arc<dyn Clock>,
-    keys: Mutex<Keys>,
+    /// The JWKS by `kid`: read without waiting for a fetch.
+    keys: RwLock<BTreeMap<String, DecodingKey>>,
+    fetching: Mutex<Fetching>,
 }
 
 fn refused(why: impl std::fmt::Display) -> Error {
@@ -78,38 +84,53 @@ impl GitHubOidc {
             issuer: issuer.trim_end_matches('/').to_string(),
             audience: audience.to_string(),
             clock,
-            keys: Mutex::new(Keys { keys: BTreeMap::new(), fetched: None, fetches: 0 }),
+            keys: RwLock::new(BTreeMap::new()),
+            fetching: Mutex::new(Fetching { last_attempt: None, last_failed: false, fetches: 0 }),
         })
     }
 
     /// How many times the JWKS was fetched (for tests of the limit).
     pub async fn fetches(&self) -> usize {
-        self.keys.lock().await.fetches
+        self.fetching.lock().await.fetches
     }
 
-    /// The key `kid`, fetching the JWKS again if it is unknown and the last fetch is old enough.
+    fn known(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys.read().unwrap_or_else(PoisonError::into_inner).get(kid).cloned()
+    }
+
+    /// The key `kid`, fetching the JWKS again if it is unknown and the last fetch is old enough
+    /// (a minute; 5 s after a failed one). A known key never waits for a fetch.
     async fn key(&self, kid: &str) -> Result<DecodingKey, Error> {
-        let mut keys = self.keys.lock().await;
-        if let Some(key) = keys.keys.get(kid) {
-            return Ok(key.clone());
+        if let Some(key) = self.known(kid) {
+            return Ok(key);
         }
-        let may_fetch = keys.fetched.is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL);
-        if may_fetch {
-            keys.fetched = Some(Instant::now());
-            keys.fetches += 1;
+        let mut fetching = self.fetching.lock().await;
+        if let Some(key) = self.known(kid) {
+            return Ok(key); // fetched by the request this one waited for
+        }
+        let wait = if fetching.last_failed { RETRY_AFTER_FAILURE } else { REFETCH_INTERVAL };
+        if fetching.last_attempt.is_none_or(|at| at.elapsed() >= wait) {
+            fetching.last_attempt = Some(Instant::now());
+            fetching.fetches += 1;
             match self.fetch().await {
-                Ok(fresh) => keys.keys = fresh,
+                Ok(fresh) => {
+                    *self.keys.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+                    fetching.last_failed = false;
+                }
                 Err(e) => {
+                    fetching.last_failed = true;
                     tracing::warn!(issuer = %self.issuer, error = %e, "could not fetch the OIDC JWKS");
                     return Err(Error::GitHubUnavailable("the OIDC signing keys cannot be read".into()));
                 }
             }
         }
-        if keys.keys.is_empty() {
+        drop(fetching);
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        if keys.is_empty() {
             // Never read (the issuer was unreachable): not the caller's fault.
             return Err(Error::GitHubUnavailable("the OIDC signing keys cannot be read".into()));
         }
-        keys.keys.get(kid).cloned().ok_or_else(|| refused(format!("no signing key {kid:?} at {}", self.issuer)))
+        keys.get(kid).cloned().ok_or_else(|| refused(format!("no signing key {kid:?} at {}", self.issuer)))
     }
 
     /// The issuer's JWKS, through its discovery document; `jwks_uri` must be on the issuer's origin.

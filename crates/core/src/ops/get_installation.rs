@@ -5,9 +5,8 @@ use appcreds_wire::{InstallationInfoResponse, ListInstallationsResponse, paths};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use std::collections::BTreeSet;
-
 use crate::access::AccessControl;
+use crate::domain::access::{InstallationRef, Readable};
 use crate::domain::page_token;
 use crate::error::Error;
 use crate::http::{Call, Operation, reply, request};
@@ -36,19 +35,20 @@ impl Operation for GetInstallation {
     async fn call(&self, call: Call) -> Result<Value, Error> {
         let store = &self.services.installations;
         let judge = self.access.judge(&call).await?;
-        // Records of Apps the caller's rules do not cover are left out.
-        let readable =
-            |apps: &Option<BTreeSet<i64>>, r: &InstallationRecord| apps.as_ref().is_none_or(|a| a.contains(&r.app_id));
+        // Records of Apps and installations the caller's rules do not cover are left out.
+        let readable = |can: &Option<Readable<'_>>, r: &InstallationRecord| {
+            can.as_ref().is_none_or(|c| c.covers(r.app_id, InstallationRef { node_id: &r.node_id, login: &r.name }))
+        };
         if call.path == paths::INSTALLATION_INFO {
             let req = request::installation_info(&call.body)?;
-            let apps = judge.readable_apps()?;
+            let can = judge.readable()?;
             let mut installations = store.by_node_id(&req.node_id).await?;
-            installations.retain(|r| readable(&apps, r));
+            installations.retain(|r| readable(&can, r));
             installations.sort_by_key(|r| r.app_id);
             reply(InstallationInfoResponse { installations })
         } else {
             let req = request::list_installations(&call.body)?;
-            let apps = judge.readable_apps()?;
+            let can = judge.readable()?;
             let mac = self.services.mac.as_ref();
             let after = match req.next_token {
                 None => None,
@@ -56,7 +56,7 @@ impl Operation for GetInstallation {
             };
             let max = req.max_results.unwrap_or(DEFAULT_MAX_RESULTS) as usize;
             let (mut installations, next) = store.page(max, after).await?;
-            installations.retain(|r| readable(&apps, r));
+            installations.retain(|r| readable(&can, r));
             let next_token = match next {
                 None => None,
                 Some(next) => Some(page_token::encode(mac, &next).await?),

@@ -34,13 +34,18 @@ impl Operation for InstallationToken {
         let req = request::installation_token(&call.body)?;
         let judge = self.access.judge(&call).await?;
         // A caller no rule could serve learns nothing about the installation it names.
-        judge.may_mint(req.app_id)?;
+        judge.may_mint(req.app_id, &req.target)?;
         let requested = req.scope_down.as_ref();
         let grant = |record: &crate::ports::InstallationRecord| {
             let installation = InstallationRef { node_id: &record.node_id, login: &record.name };
-            judge.installation_token(req.app_id, installation, requested)
+            judge.installation_token(req.app_id, &req.target, installation, requested)
         };
-        let issued = self.tokens.issue(req.app_id, &req.target, grant).await?;
+        let issued = match self.tokens.issue(req.app_id, &req.target, grant).await {
+            Err(unknown @ Error::UnknownInstallation { .. }) => {
+                return Err(judge.unknown_installation(req.app_id, &req.target, unknown));
+            }
+            other => other?,
+        };
         let (token, record) = (issued.token, issued.record);
         let slug = self.tokens.app_slug(req.app_id).await;
         audit::credential_issued(
