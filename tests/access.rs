@@ -18,11 +18,15 @@ const APP: i64 = 700;
 const ROLE: &str = "arn:aws:iam::123456789012:role/ci-deployer";
 
 async fn stack() -> Stack {
-    let stack = Stack::start().await;
-    stack.add_app(APP).await;
-    stack.github.install(Installation::org(APP, 71, "octo-org", &[(7101, "hello-world"), (7102, "docs")]));
-    stack.github.install(Installation::user(APP, 72, "octocat", &[(7201, "dotfiles")]));
-    stack
+    Stack::with_installations(APP).await
+}
+
+/// A stack with the release rule, and installation-token enforcing it.
+async fn release_stack() -> (Stack, Endpoint<InstallationToken>) {
+    let stack = stack().await;
+    stack.put_rule(release_rule()).await;
+    let handler = endpoint(InstallationToken::new(&stack.enforcing(SystemClock)));
+    (stack, handler)
 }
 
 fn release_rule() -> Value {
@@ -56,9 +60,7 @@ fn denied(reply: &Reply) -> String {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_token_without_scope_gets_the_grant_and_never_the_whole_installation() {
-    let stack = stack().await;
-    stack.put_rule(release_rule()).await;
-    let handler = endpoint(InstallationToken::new(&stack.enforcing(SystemClock)));
+    let (stack, handler) = release_stack().await;
     let logs = Logs::capture();
 
     let reply = post(&handler, "/tokens/installation", json!({"appId": APP, "owner": "octo-org"})).await;
@@ -79,9 +81,7 @@ async fn a_token_without_scope_gets_the_grant_and_never_the_whole_installation()
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_request_beyond_the_grant_is_refused_and_names_what_exceeded() {
-    let stack = stack().await;
-    stack.put_rule(release_rule()).await;
-    let handler = endpoint(InstallationToken::new(&stack.enforcing(SystemClock)));
+    let (stack, handler) = release_stack().await;
     let logs = Logs::capture();
     let ask = |scope: Value| json!({"appId": APP, "owner": "octo-org", "scopeDown": scope});
 
@@ -120,9 +120,7 @@ async fn a_request_beyond_the_grant_is_refused_and_names_what_exceeded() {
 
 #[tokio::test]
 async fn a_caller_no_rule_names_learns_nothing_about_installations() {
-    let stack = stack().await;
-    stack.put_rule(release_rule()).await;
-    let handler = endpoint(InstallationToken::new(&stack.enforcing(SystemClock)));
+    let (stack, handler) = release_stack().await;
     // The session name is the caller's choice: naming the rule's role there gains nothing.
     let forged = "arn:aws:sts::123456789012:assumed-role/other-role/ci-deployer";
     let reply = post_as(&handler, "/tokens/installation", forged, json!({"appId": APP, "owner": "nobody-here"})).await;
@@ -221,9 +219,7 @@ async fn without_an_access_table_every_request_is_a_server_error_not_an_open_doo
 /// installation exists: both answers are the same refusal, naming the installation as it was named.
 #[tokio::test]
 async fn unknown_and_uncovered_installations_are_refused_alike() {
-    let stack = stack().await;
-    stack.put_rule(release_rule()).await;
-    let handler = endpoint(InstallationToken::new(&stack.enforcing(SystemClock)));
+    let (_stack, handler) = release_stack().await;
     let exists = post(&handler, "/tokens/installation", json!({"appId": APP, "nodeId": "U_kgDOoctocat"})).await;
     let missing = post(&handler, "/tokens/installation", json!({"appId": APP, "nodeId": "U_kgDOnobody"})).await;
     assert_eq!(

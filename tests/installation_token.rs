@@ -13,11 +13,7 @@ const PATH: &str = "/tokens/installation";
 const APP: i64 = 500;
 
 async fn stack() -> Stack {
-    let stack = Stack::start().await;
-    stack.add_app(APP).await;
-    stack.github.install(Installation::org(APP, 71, "octo-org", &[(7101, "hello-world"), (7102, "docs")]));
-    stack.github.install(Installation::user(APP, 72, "octocat", &[(7201, "dotfiles")]));
-    stack
+    Stack::with_installations(APP).await
 }
 
 async fn post<H>(handler: &H, body: Value) -> Reply

@@ -55,13 +55,9 @@ fn access(c: &mut Criterion) {
         verifier.verify(&token).await.unwrap();
         (stack, handler, verifier, token)
     });
-    let subscriber = tracing_subscriber::fmt().json().with_writer(std::io::sink).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _logs = appcreds_tests::logs_to_sink();
     let event = UrlRequest::post_json("/tokens/app", &json!({"appId": 1})).event_json().to_string();
-    let call = || async {
-        let resp = handler.handle(lambda_http::request::from_str(&event).unwrap()).await;
-        assert_eq!(resp.status(), 200);
-    };
+    let call = || appcreds_tests::expect_ok(&handler, &event);
     rt.block_on(call());
     group
         .bench_function("app-token request, 1,000 rules enforced (cached), JWT cached", |b| b.to_async(&rt).iter(call));

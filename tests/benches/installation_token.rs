@@ -18,8 +18,7 @@ fn installation_token(c: &mut Criterion) {
         let handler = stack.installation_token_handler();
         (stack, handler)
     });
-    let subscriber = tracing_subscriber::fmt().json().with_writer(std::io::sink).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _logs = appcreds_tests::logs_to_sink();
     let hit = UrlRequest::post_json(
         "/tokens/installation",
         &json!({"appId": 1, "nodeId": "O_kgDOocto-org", "scopeDown": {"permissions": {"metadata": "read"}}}),
@@ -28,10 +27,7 @@ fn installation_token(c: &mut Criterion) {
     .to_string();
     let call = |event: String| {
         let handler = &handler;
-        async move {
-            let resp = handler.handle(lambda_http::request::from_str(&event).unwrap()).await;
-            assert_eq!(resp.status(), 200);
-        }
+        async move { appcreds_tests::expect_ok(handler, &event).await }
     };
     rt.block_on(call(hit.clone()));
     let mut group = c.benchmark_group("installation-token");

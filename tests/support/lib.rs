@@ -58,6 +58,16 @@ impl Stack {
         Stack { sdk, counter: CallCounter::default(), kms, ddb, app_table, installation_table, access_table, github }
     }
 
+    /// A stack with App `app` and its two installations at the double: the organization
+    /// `octo-org` (71: `hello-world` 7101, `docs` 7102) and the user `octocat` (72: `dotfiles` 7201).
+    pub async fn with_installations(app: i64) -> Stack {
+        let stack = Stack::start().await;
+        stack.add_app(app).await;
+        stack.github.install(github::Installation::org(app, 71, "octo-org", &[(7101, "hello-world"), (7102, "docs")]));
+        stack.github.install(github::Installation::user(app, 72, "octocat", &[(7201, "dotfiles")]));
+        stack
+    }
+
     /// Creates a tagged KMS key, writes the App row, and registers the App with the double.
     pub async fn add_app(&self, app_id: i64) -> AppKey {
         let key = aws::create_app_key(&self.kms, app_id).await.expect("create the App key");
@@ -203,6 +213,17 @@ impl Stack {
 /// `op` behind the transport checks the template configures (an IAM caller is required).
 pub fn endpoint<O: appcreds_core::http::Operation>(op: O) -> Endpoint<O> {
     Endpoint::new(op, Transport::iam())
+}
+
+/// Formats log lines as JSON into a sink, as Lambda would into its log stream (benchmarks).
+pub fn logs_to_sink() -> tracing::subscriber::DefaultGuard {
+    tracing::subscriber::set_default(tracing_subscriber::fmt().json().with_writer(std::io::sink).finish())
+}
+
+/// Hands a Function URL event (JSON text) to `handler` as the runtime would; it must answer 200.
+pub async fn expect_ok<O: appcreds_core::http::Operation>(handler: &Endpoint<O>, event: &str) {
+    let resp = handler.handle(lambda_http::request::from_str(event).expect("a Function URL event")).await;
+    assert_eq!(resp.status(), 200);
 }
 
 /// Sends `req` through `handle` as Lambda would and reads the reply.

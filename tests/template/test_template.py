@@ -185,6 +185,17 @@ def as_list(value):
     return value if isinstance(value, list) else [value]
 
 
+def each_mapping(value):
+    """Every mapping inside a template fragment, depth first."""
+    if isinstance(value, dict):
+        yield value
+        for x in value.values():
+            yield from each_mapping(x)
+    elif isinstance(value, list):
+        for x in value:
+            yield from each_mapping(x)
+
+
 def test_transformed_template_lints_clean(cfn, tmp_path):
     """cfn-lint on the transformed template catches dangling !Ref / !GetAtt that SAM hides."""
     out = tmp_path / "transformed.json"
@@ -343,21 +354,8 @@ def test_tables_are_the_contracts(cfn, source):
 def test_outputs_name_real_resources(cfn):
     resources = set(cfn["Resources"]) | set(cfn["Parameters"])
     for name, output in cfn["Outputs"].items():
-        refs = []
-
-        def walk(v):
-            if isinstance(v, dict):
-                if "Ref" in v:
-                    refs.append(v["Ref"])
-                if "Fn::GetAtt" in v:
-                    refs.append(v["Fn::GetAtt"][0])
-                for x in v.values():
-                    walk(x)
-            elif isinstance(v, list):
-                for x in v:
-                    walk(x)
-
-        walk(output["Value"])
+        refs = [m["Ref"] for m in each_mapping(output["Value"]) if "Ref" in m]
+        refs += [m["Fn::GetAtt"][0] for m in each_mapping(output["Value"]) if "Fn::GetAtt" in m]
         assert refs, name
         assert all(r in resources for r in refs), f"{name} refers to {refs}"
     for function, e in EXPECTED.items():
@@ -425,16 +423,9 @@ def test_caller_policies_invoke_only_through_the_function_url(cfn, policy, funct
 
 def test_no_policy_grants_invoke_without_its_condition(source):
     """Any statement of the template that allows lambda:InvokeFunction carries InvokedViaFunctionUrl."""
-    def walk(v):
-        if isinstance(v, dict):
-            if v.get("Effect") == "Allow" and "lambda:InvokeFunction" in as_list(v.get("Action", [])):
-                assert v.get("Condition") == {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}, v
-            for x in v.values():
-                walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
-    walk(source["Resources"])
+    for v in each_mapping(source["Resources"]):
+        if v.get("Effect") == "Allow" and "lambda:InvokeFunction" in as_list(v.get("Action", [])):
+            assert v.get("Condition") == {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}, v
     assert "ForAllValues" not in json.dumps(source["Resources"]), "no ForAllValues: an absent key satisfies it"
 
 

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use appcreds_client::Target;
 use appcreds_core::aws::access_table::{DynamoAccessStore, RuleWrite};
-use appcreds_core::domain::access::{Action, Claims, InstallationRef, Policy, Rule, RuleDocument, Subject};
+use appcreds_core::domain::access::{Action, Claims, InstallationRef, Policy, Rule, RuleDocument, Subject, claims_of};
 use appcreds_core::domain::clock::{Clock, SystemClock, rfc3339};
 use appcreds_core::ports::AccessStore;
 use serde_json::{Value, json};
@@ -215,15 +215,7 @@ pub fn read_claims(path: &Path) -> Result<Claims, CliError> {
     let text = read_limited(path, 64 * 1024)?;
     let map: BTreeMap<String, Value> = serde_json::from_str(&text)
         .map_err(|e| CliError::Usage(format!("--claims {}: not a JSON object: {e}", path.display())))?;
-    Ok(map
-        .into_iter()
-        .filter_map(|(k, v)| match v {
-            Value::String(s) => Some((k, s)),
-            Value::Number(n) => Some((k, n.to_string())),
-            Value::Bool(b) => Some((k, b.to_string())),
-            _ => None,
-        })
-        .collect())
+    Ok(claims_of(map))
 }
 
 fn core_error(err: appcreds_core::Error) -> CliError {

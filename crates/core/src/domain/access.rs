@@ -477,6 +477,20 @@ impl Rule {
 /// The verified claims of a caller's GitHub Actions OIDC token (string values).
 pub type Claims = BTreeMap<String, String>;
 
+/// The claims rules can match, from a token's JSON claims: strings, numbers and booleans as text;
+/// arrays and objects (which no rule names) left out.
+pub fn claims_of(json: impl IntoIterator<Item = (String, serde_json::Value)>) -> Claims {
+    use serde_json::Value;
+    json.into_iter()
+        .filter_map(|(k, v)| match v {
+            Value::String(s) => Some((k, s)),
+            Value::Number(n) => Some((k, n.to_string())),
+            Value::Bool(b) => Some((k, b.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Who asks, as the platform and a verified OIDC token say.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {

@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::domain::access::Claims;
+use crate::domain::access::{Claims, claims_of};
 use crate::error::Error;
 use crate::ports::{Clock, OidcVerifier};
 
@@ -210,16 +210,7 @@ impl OidcVerifier for GitHubOidc {
         if iat > self.clock.now() + SKEW_SECS as i64 {
             return Err(refused("it was issued in the future (iat)"));
         }
-        Ok(data
-            .claims
-            .into_iter()
-            .filter_map(|(k, v)| match v {
-                Value::String(s) => Some((k, s)),
-                Value::Number(n) => Some((k, n.to_string())),
-                Value::Bool(b) => Some((k, b.to_string())),
-                _ => None,
-            })
-            .collect())
+        Ok(claims_of(data.claims))
     }
 }
 
