@@ -235,15 +235,7 @@ mod tests {
         dir
     }
 
-    const RULE: &str = r#"
-id: release
-principals: [arn:aws:iam::123456789012:role/release]
-operations: [installation-token]
-apps: [7]
-owners: [octo-org]
-repositories: [hello-world]
-permissions: {contents: write, metadata: read}
-"#;
+    const RULE: &str = include_str!("../tests/data/release-rule.yaml");
 
     #[test]
     fn yaml_and_json_files_give_the_same_rule() {

@@ -52,16 +52,7 @@ async fn rows(ddb: &aws_sdk_dynamodb::Client, table: &str) -> usize {
     ddb.scan().table_name(table).send().await.unwrap().items.unwrap_or_default().len()
 }
 
-const RULE: &str = "\
-id: release
-description: the release workflow
-principals: [arn:aws:iam::123456789012:role/release]
-operations: [installation-token]
-apps: [7]
-owners: [octo-org]
-repositories: [hello-world]
-permissions: {contents: write, metadata: read}
-";
+const RULE: &str = include_str!("data/release-rule.yaml");
 
 #[tokio::test]
 async fn rules_are_written_read_listed_and_deleted_with_versions() {
