@@ -214,38 +214,44 @@ async fn github_trouble_is_a_server_error_or_throttling_never_a_hang() {
     ok(&reply);
 }
 
-/// A cache hit makes no call at all, counted at the AWS SDK clients and at the double.
+/// A warm request mints a token of its own at GitHub and calls nothing else: no KMS, no
+/// DynamoDB, no lookup (counted at the AWS SDK clients and at the double).
 #[tokio::test]
-async fn a_cache_hit_costs_no_upstream_call() {
+async fn a_warm_request_costs_one_mint_and_no_aws_call() {
     let logs = Logs::capture();
     let stack = stack().await;
     let handler = stack.installation_token_handler();
     let scope = json!({"permissions": {"metadata": "read"}, "repositoryNames": ["docs", "hello-world"]});
     let first =
         ok(&post(&handler, json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": scope})).await).clone();
-    let (aws, github) = (stack.counter.snapshot(), stack.github.all_calls());
-    // The same scope in another order and case: the same token, nothing called.
-    let scope2 = json!({"repositoryNames": ["Hello-World", "docs"], "permissions": {"metadata": "read"}});
+    let (aws, mints) = (stack.counter.snapshot(), stack.github.calls("POST /app/installations/71/access_tokens"));
+    let other_calls = |stack: &Stack| {
+        let mut calls = stack.github.all_calls();
+        calls.remove("POST /app/installations/71/access_tokens");
+        calls
+    };
+    let before = other_calls(&stack);
+    let mut tokens = std::collections::BTreeSet::from([first["installationToken"].as_str().unwrap().to_string()]);
+    let scope2 = json!({"repositoryNames": ["hello-world", "docs"], "permissions": {"metadata": "read"}});
     for _ in 0..50 {
         let again =
             ok(&post(&handler, json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": scope2})).await).clone();
-        assert_eq!(again["installationToken"], first["installationToken"]);
+        tokens.insert(again["installationToken"].as_str().unwrap().to_string());
     }
-    assert_eq!(stack.counter.snapshot(), aws, "no AWS call on a hit");
-    assert_eq!(stack.github.all_calls(), github, "no GitHub call on a hit");
-    // Another scope is another token.
-    let other = ok(&post(&handler, json!({"appId": APP, "nodeId": "O_kgDOocto-org"})).await).clone();
-    assert_ne!(other["installationToken"], first["installationToken"]);
-    assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 2);
+    assert_eq!(tokens.len(), 51, "every request its own token");
+    assert_eq!(stack.counter.snapshot(), aws, "no AWS call on a warm request");
+    assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), mints + 50, "one mint each");
+    assert_eq!(other_calls(&stack), before, "no lookup, no other GitHub call");
 
     let audit = logs.lines_for("appcreds::audit");
-    assert_eq!(audit.len(), 52);
+    assert_eq!(audit.len(), 51);
     assert!(audit.iter().all(|l| l["fields"]["installation_id"] == 71 && l["fields"]["kind"] == "installation-token"));
+    assert!(audit.iter().all(|l| l["fields"]["cached"] == false));
     assert!(!logs.text().contains(first["installationToken"].as_str().unwrap()), "no token in the logs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_identical_requests_share_one_mint() {
+async fn concurrent_callers_get_tokens_of_their_own_and_share_the_lookups() {
     let stack = stack().await;
     let handler = Arc::new(stack.installation_token_handler());
     let tasks: Vec<_> = (0..40)
@@ -261,10 +267,37 @@ async fn concurrent_identical_requests_share_one_mint() {
     for t in tasks {
         tokens.insert(t.await.unwrap());
     }
-    assert_eq!(tokens.len(), 1);
-    assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 1);
-    assert_eq!(stack.github.calls("GET /app/installations"), 1);
-    assert_eq!(stack.counter.count("Sign"), 1);
+    assert_eq!(tokens.len(), 40, "no token is handed to two callers");
+    assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 40);
+    assert_eq!(stack.github.calls("GET /app/installations"), 1, "one resolution, shared");
+    assert_eq!(stack.counter.count("Sign"), 1, "one JWT, shared");
+}
+
+/// Revoking one caller's token (as a job's last step does) leaves every other caller's working,
+/// and the function never hands out the dead one.
+#[tokio::test]
+async fn revoking_one_callers_token_never_breaks_another() {
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    let ask = json!({"appId": APP, "owner": "octo-org", "scopeDown": {"permissions": {"contents": "read"}}});
+    let a = ok(&post(&handler, ask.clone()).await)["installationToken"].as_str().unwrap().to_string();
+    let b = ok(&post(&handler, ask.clone()).await)["installationToken"].as_str().unwrap().to_string();
+    assert_ne!(a, b);
+    let revoked = reqwest::Client::new()
+        .delete(format!("{}/installation/token", stack.github.url()))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    assert!(stack.github.issued(&a).unwrap().revoked);
+    assert!(!stack.github.issued(&b).unwrap().revoked, "the other caller's token still works");
+    let c = ok(&post(&handler, ask).await).clone();
+    let c_token = c["installationToken"].as_str().unwrap();
+    assert!(c_token != a && !stack.github.issued(c_token).unwrap().revoked, "a fresh one, never the dead one");
+    // GitHub's full lifetime, not what is left of someone else's.
+    let expires = stack.github.issued(c_token).unwrap().expires_at;
+    assert!(expires - appcreds_core::domain::clock::Clock::now(&appcreds_core::domain::clock::SystemClock) > 3500);
 }
 
 /// The table says installation 71; GitHub has since seen a reinstall (new ID 99, same account).

@@ -142,7 +142,7 @@ impl RateLimitScanner {
         scope: &ScopeDown,
         calls: &AtomicUsize,
     ) -> Result<Vec<Metric>, Error> {
-        let (token, cached) = self.tokens.issue_for(record, scope).await?;
+        let (token, cached) = self.tokens.internal_token(record, scope).await?;
         if !cached {
             calls.fetch_add(1, Ordering::Relaxed);
         }

@@ -2,9 +2,10 @@
 //!
 //! The installation is named by node ID (the account's node ID; looked up in the Installation
 //! table, then in GitHub's listing, and written back), or **(ext)** by owner (login) or
-//! repository (`owner/name`) through GitHub's lookup endpoints. Tokens are minted with the
-//! requested scope and kept in process until 10 minutes before they expire; resolutions are kept
-//! for 10 minutes. A cache hit makes no KMS, DynamoDB or GitHub call.
+//! repository (`owner/name`) through GitHub's lookup endpoints; resolutions are kept for 10
+//! minutes, App JWTs while they have 5 minutes left. Every caller's request mints a token of its
+//! own (one GitHub call on a warm function, and no AWS call); only the rate-limit scanner's
+//! internal tokens are cached.
 
 use reqwest::Method;
 
@@ -101,18 +102,20 @@ impl InstallationTokens {
     {
         let resolved = self.resolve(app_id, target).await?;
         let (rule, scope) = grant(&resolved.record)?;
-        match self.token(app_id, &resolved.record, &scope).await {
+        // Every caller gets a token of its own, with GitHub's full lifetime: one that is shared
+        // breaks every holder when one of them revokes it.
+        match self.mint(app_id, resolved.record.installation_id, &scope).await {
             // A table row can be stale (uninstalled, reinstalled): ask GitHub once more.
             Err(Error::GitHubRejected { status: 404, .. }) if resolved.from_table => {
                 self.resolutions.invalidate(&(app_id, target.clone())).await;
                 let fresh = self.resolve_at_github(app_id, target).await?;
                 self.store().write(vec![fresh.clone()], Vec::new(), &rfc3339(self.now())).await?;
                 let (rule, scope) = grant(&fresh)?;
-                let (token, cached) = self.token(app_id, &fresh, &scope).await?;
-                Ok(Issued { token, record: fresh, cached, rule })
+                let token = self.mint(app_id, fresh.installation_id, &scope).await?;
+                Ok(Issued { token, record: fresh, cached: false, rule })
             }
             Err(e) => Err(e),
-            Ok((token, cached)) => Ok(Issued { token, record: resolved.record, cached, rule }),
+            Ok(token) => Ok(Issued { token, record: resolved.record, cached: false, rule }),
         }
     }
 
@@ -137,24 +140,17 @@ impl InstallationTokens {
         }
     }
 
-    /// A token for an installation already known (as the rate-limit scanner has them).
-    pub(crate) async fn issue_for(
+    /// A token for an installation already known, reused from this process's own cache until
+    /// 10 minutes before it expires: for the rate-limit scanner's internal `metadata: read` tokens,
+    /// which never leave the process. Callers' tokens are never cached.
+    pub(crate) async fn internal_token(
         &self,
         record: &InstallationRecord,
         scope: &ScopeDown,
     ) -> Result<(InstallationToken, bool), Error> {
-        self.token(record.app_id, record, scope).await
-    }
-
-    async fn token(
-        &self,
-        app_id: i64,
-        record: &InstallationRecord,
-        scope: &ScopeDown,
-    ) -> Result<(InstallationToken, bool), Error> {
-        let key = (app_id, record.installation_id, scope::cache_key(scope));
+        let key = (record.app_id, record.installation_id, scope::cache_key(scope));
         let fresh = |t: &InstallationToken| t.expires_at - self.now() > REUSE_MARGIN_SECS;
-        self.tokens.get_or_fill(key, fresh, || self.mint(app_id, record.installation_id, scope)).await
+        self.tokens.get_or_fill(key, fresh, || self.mint(record.app_id, record.installation_id, scope)).await
     }
 
     async fn mint(&self, app_id: i64, installation_id: i64, scope: &ScopeDown) -> Result<InstallationToken, Error> {
