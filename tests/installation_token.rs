@@ -318,3 +318,19 @@ async fn a_stale_table_row_is_corrected_from_github() {
     assert_eq!(body["installationId"], 99);
     assert_eq!(stack.installation_rows().await[0].installation_id, 99, "the table follows");
 }
+
+/// Unknown node IDs, random ones included, are answered from one listing of the App's
+/// installations (kept 30 s): they cannot drain the App's rate limit.
+#[tokio::test]
+async fn a_thousand_unknown_node_ids_cost_one_listing() {
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    for i in 0..1000 {
+        let reply = post(&handler, json!({"appId": APP, "nodeId": format!("O_kgDOrandom{i}")})).await;
+        assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")));
+    }
+    assert_eq!(stack.github.calls("GET /app/installations"), 1, "{:?}", stack.github.all_calls());
+    // A known one is found in the same listing.
+    ok(&post(&handler, json!({"appId": APP, "nodeId": "O_kgDOocto-org"})).await);
+    assert_eq!(stack.github.calls("GET /app/installations"), 1);
+}

@@ -1,86 +1,94 @@
-//! An in-process cache with single flight: concurrent requests for one key wait for one fill.
+//! An in-process cache with single flight: concurrent requests for one key wait for one fill,
+//! and all of them get its outcome, a failure included (a failed fill is not run again by each
+//! waiter in turn). A failure is not kept: the next request after it fills anew.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::OnceCell;
 
 use crate::error::Error;
 
-type Slot<V> = Arc<AsyncMutex<Option<V>>>;
+/// One fill and its outcome, shared by everyone who waited for it.
+type Flight<V> = Arc<OnceCell<Result<V, Error>>>;
 
 /// Values by key, each filled by at most one caller at a time. Entries that are no longer fresh
 /// are swept when the cache grows past its capacity, so unused keys do not pile up.
-pub(crate) struct FlightCache<K, V> {
-    slots: Mutex<HashMap<K, Slot<V>>>,
+pub struct FlightCache<K, V> {
+    flights: Mutex<HashMap<K, Flight<V>>>,
     capacity: usize,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> FlightCache<K, V> {
+    /// A cache of at most about `capacity` keys.
     pub fn new(capacity: usize) -> Self {
-        Self { slots: Mutex::new(HashMap::new()), capacity: capacity.max(1) }
+        Self { flights: Mutex::new(HashMap::new()), capacity: capacity.max(1) }
     }
 
     /// The cached value of `key` if `fresh` says so, else the value `fill` makes (which is then
-    /// cached). The flag says whether it came from the cache. A failed fill caches nothing.
-    pub(crate) async fn get_or_fill<F, Fut>(
-        &self,
-        key: K,
-        fresh: impl Fn(&V) -> bool,
-        fill: F,
-    ) -> Result<(V, bool), Error>
+    /// cached). The flag says whether it came from the cache. Callers that arrive while a fill is
+    /// running wait for it and share its outcome; a failed fill caches nothing.
+    pub async fn get_or_fill<F, Fut>(&self, key: K, fresh: impl Fn(&V) -> bool, fill: F) -> Result<(V, bool), Error>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, Error>>,
     {
-        let slot = self.slot(&key, &fresh);
-        let mut cached = slot.lock().await;
-        if let Some(value) = cached.as_ref().filter(|v| fresh(v)) {
+        let flight = self.flight(&key, &fresh);
+        if let Some(Ok(value)) = flight.get() {
             return Ok((value.clone(), true));
         }
-        match fill().await {
-            Ok(value) => {
-                *cached = Some(value.clone());
-                Ok((value, false))
-            }
-            Err(err) => {
-                *cached = None;
-                drop(cached);
-                self.forget_if_empty(&key, &slot);
-                Err(err)
-            }
+        let mut filled_here = false;
+        let outcome = flight
+            .get_or_init(|| async {
+                filled_here = true;
+                fill().await
+            })
+            .await
+            .clone();
+        if outcome.is_err() {
+            self.forget(&key, &flight);
         }
+        outcome.map(|value| (value, !filled_here))
     }
 
     /// Drops the value of `key`.
     pub async fn invalidate(&self, key: &K) {
-        let slot = self.slots.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned();
-        if let Some(slot) = slot {
-            *slot.lock().await = None;
-        }
+        self.flights.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
     }
 
     /// How many keys have a slot (for tests of the bound).
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.flights.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
-    fn slot(&self, key: &K, fresh: &impl Fn(&V) -> bool) -> Slot<V> {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if !slots.contains_key(key) && slots.len() >= self.capacity {
-            // Sweep entries nobody is filling whose value is missing or stale.
-            slots.retain(|_, slot| slot.try_lock().map(|v| v.as_ref().is_some_and(fresh)).unwrap_or(true));
+    /// The flight to wait for: the key's current one, unless it holds a stale value or a failure.
+    fn flight(&self, key: &K, fresh: &impl Fn(&V) -> bool) -> Flight<V> {
+        let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+        let usable = |f: &Flight<V>| match f.get() {
+            None => true, // still filling: wait for it
+            Some(Ok(v)) => fresh(v),
+            Some(Err(_)) => false,
+        };
+        if let Some(current) = flights.get(key).filter(|f| usable(f)) {
+            return current.clone();
         }
-        slots.entry(key.clone()).or_default().clone()
+        if !flights.contains_key(key) && flights.len() >= self.capacity {
+            // Sweep entries nobody is filling whose value is stale or failed.
+            flights.retain(|_, f| f.get().is_none() || matches!(f.get(), Some(Ok(v)) if fresh(v)));
+        }
+        let flight: Flight<V> = Arc::new(OnceCell::new());
+        flights.insert(key.clone(), flight.clone());
+        flight
     }
 
-    fn forget_if_empty(&self, key: &K, slot: &Slot<V>) {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if slots.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)) && slot.try_lock().is_ok_and(|v| v.is_none()) {
-            slots.remove(key);
+    /// Forgets `flight` of `key` (if it is still the key's), so the next caller fills anew.
+    fn forget(&self, key: &K, flight: &Flight<V>) {
+        let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            flights.remove(key);
         }
     }
 }
@@ -118,6 +126,37 @@ mod tests {
             assert_eq!(t.await.unwrap(), 7);
         }
         assert_eq!(fills.load(Ordering::SeqCst), 1);
+    }
+
+    /// A failing fill with 100 waiters runs once, and every waiter gets its failure.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn waiters_share_one_failure() {
+        let cache = Arc::new(FlightCache::<u32, u32>::new(10));
+        let fills = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let (cache, fills) = (cache.clone(), fills.clone());
+                tokio::spawn(async move {
+                    cache
+                        .get_or_fill(
+                            1,
+                            |_| true,
+                            || async {
+                                fills.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                                Err(Error::UnknownApp(1))
+                            },
+                        )
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Err(Error::UnknownApp(1))));
+        }
+        assert_eq!(fills.load(Ordering::SeqCst), 1, "one fill for a hundred waiters");
+        // The failure is not kept: the next caller fills anew.
+        assert_eq!(cache.get_or_fill(1, |_| true, || async { Ok(5) }).await.unwrap(), (5, false));
     }
 
     #[tokio::test]

@@ -33,7 +33,8 @@ impl fmt::Display for KeyProblem {
 
 /// Everything that can go wrong in appcreds' core. Client mistakes are the first group; each maps
 /// to one error name of the wire contract (see `shared/spec/API.md`, Errors).
-#[derive(Debug, thiserror::Error)]
+/// Cloneable, so that one failure can be handed to every request that waited for it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A field is missing or violates a constraint (`ValidationException`).
     #[error("{message}")]
@@ -84,7 +85,7 @@ pub enum Error {
     Internal {
         context: &'static str,
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -113,7 +114,7 @@ impl Error {
 
     /// A `ServerSideError` whose detail (`source`) is logged, never shown.
     pub fn internal(context: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Error::Internal { context, source: source.into() }
+        Error::Internal { context, source: std::sync::Arc::from(source.into()) }
     }
 }
 

@@ -9,6 +9,8 @@
 
 use reqwest::Method;
 
+use std::sync::Arc;
+
 use crate::cache::FlightCache;
 use crate::domain::clock::rfc3339;
 use crate::domain::scope::{self, ScopeDown};
@@ -65,7 +67,12 @@ pub(crate) struct InstallationTokens {
     resolutions: FlightCache<(i64, Target), Resolved>,
     tokens: FlightCache<(i64, i64, String), InstallationToken>,
     slugs: FlightCache<i64, (String, i64)>,
+    /// Each App's installation listing, with when it was made.
+    listings: FlightCache<i64, (Arc<Vec<GitHubInstallation>>, i64)>,
 }
+
+/// How long an App's installation listing answers node-ID lookups.
+pub(crate) const LISTING_TTL_SECS: i64 = 30;
 
 /// How long an App's slug is kept.
 pub(crate) const SLUG_TTL_SECS: i64 = 3600;
@@ -79,6 +86,7 @@ impl InstallationTokens {
             resolutions: FlightCache::new(10_000),
             tokens: FlightCache::new(10_000),
             slugs: FlightCache::new(10_000),
+            listings: FlightCache::new(1_000),
         }
     }
 
@@ -217,11 +225,11 @@ impl InstallationTokens {
         let unknown = || Error::UnknownInstallation { app_id, target: target.to_string() };
         let found: Option<GitHubInstallation> = match target {
             Target::NodeId(node_id) => self
-                .jwts
-                .list_installations(self.github()?, app_id)
+                .listing(app_id)
                 .await?
-                .into_iter()
-                .find(|i| i.account.as_ref().is_some_and(|a| &a.node_id == node_id)),
+                .iter()
+                .find(|i| i.account.as_ref().is_some_and(|a| &a.node_id == node_id))
+                .cloned(),
             Target::Owner(login) => match self.lookup(app_id, &format!("/users/{login}/installation")).await? {
                 Some(i) => Some(i),
                 None => self.lookup(app_id, &format!("/orgs/{login}/installation")).await?,
@@ -229,6 +237,20 @@ impl InstallationTokens {
             Target::Repository(repository) => self.lookup(app_id, &format!("/repos/{repository}/installation")).await?,
         };
         found.and_then(|i| i.record(app_id)).ok_or_else(unknown)
+    }
+
+    /// The App's installations as GitHub listed them at most [`LISTING_TTL_SECS`] ago (one listing
+    /// at a time): node IDs that match nothing, random ones included, cost no more listings.
+    async fn listing(&self, app_id: i64) -> Result<Arc<Vec<GitHubInstallation>>, Error> {
+        let fresh = |(_, at): &(Arc<Vec<GitHubInstallation>>, i64)| self.now() - at < LISTING_TTL_SECS;
+        let ((listing, _), _) = self
+            .listings
+            .get_or_fill(app_id, fresh, || async {
+                let listed = self.jwts.list_installations(self.github()?, app_id).await?;
+                Ok((Arc::new(listed), self.now()))
+            })
+            .await?;
+        Ok(listing)
     }
 
     /// A lookup endpoint's installation, or `None` on 404.
