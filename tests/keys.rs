@@ -557,3 +557,24 @@ async fn managed_keys_show_what_is_in_use_and_what_to_clean_up() {
     let old = keys.iter().find(|k| k.key_arn == first).unwrap();
     assert_eq!(old.tags["ReplacedBy"], rotated.key_arn);
 }
+
+/// A key switch whose answer was lost is retried (by the SDK or the operator); the retry finds
+/// the row already naming the new key, and that is success, not a conflict that would tag the
+/// new key Failed while the App table points at it.
+#[tokio::test]
+async fn a_key_write_retried_after_a_lost_answer_is_a_success() {
+    use appcreds_core::aws::app_table::KeyWrite;
+    let stack = appcreds_tests::Stack::start().await;
+    let store = DynamoAppStore::new(stack.ddb.clone(), &stack.app_table);
+    let (old, new, other) = (
+        "arn:aws:kms:us-east-1:123456789012:key/old",
+        "arn:aws:kms:us-east-1:123456789012:key/new",
+        "arn:aws:kms:us-east-1:123456789012:key/other",
+    );
+    assert_eq!(store.register_key(190, old).await.unwrap(), KeyWrite::Written);
+    assert_eq!(store.register_key(190, old).await.unwrap(), KeyWrite::Written, "the same registration again");
+    assert_eq!(store.register_key(190, other).await.unwrap(), KeyWrite::Conflict { current: Some(old.into()) });
+    assert_eq!(store.switch_key(190, old, new).await.unwrap(), KeyWrite::Written);
+    assert_eq!(store.switch_key(190, old, new).await.unwrap(), KeyWrite::Written, "the retry of a lost answer");
+    assert_eq!(store.switch_key(190, old, other).await.unwrap(), KeyWrite::Conflict { current: Some(new.into()) });
+}

@@ -104,6 +104,11 @@ impl DynamoAppStore {
             Ok(_) => Ok(KeyWrite::Written),
             Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => {
                 let current = self.get_app(app_id).await?.and_then(|app| app.kms_key_arn);
+                if current.as_deref() == Some(key_arn) {
+                    // The row already names this key: our own write, whose answer was lost and
+                    // whose retry the condition then refused. A new key's ARN is never another's.
+                    return Ok(KeyWrite::Written);
+                }
                 Ok(KeyWrite::Conflict { current })
             }
             Err(e) => Err(dynamo_error("writing the App table", e)),
