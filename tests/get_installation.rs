@@ -130,3 +130,37 @@ async fn forged_and_malformed_next_tokens_are_validation_errors() {
         assert_eq!(list(&handler, body.clone()).await.error_type.as_deref(), Some(error), "{body}");
     }
 }
+
+/// KMS throttling the page-token MAC is `ThrottlingException`, which a caller may retry, not a
+/// `ServerSideError`.
+#[tokio::test]
+async fn a_throttled_page_token_mac_is_a_throttling_error() {
+    use aws_sdk_kms::error::ErrorMetadata;
+    use aws_sdk_kms::operation::generate_mac::GenerateMacError;
+    use aws_sdk_kms::operation::verify_mac::VerifyMacError;
+    use aws_smithy_mocks::{MockResponseInterceptor, RuleMode, create_mock_http_client, mock};
+    let stack = stack_with_rows().await;
+    let throttled = || ErrorMetadata::builder().code("ThrottlingException").message("Rate exceeded").build();
+    let generate = mock!(aws_sdk_kms::Client::generate_mac).then_error(move || GenerateMacError::generic(throttled()));
+    let verify = mock!(aws_sdk_kms::Client::verify_mac).then_error(move || VerifyMacError::generic(throttled()));
+    let kms = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::config::Builder::from(&stack.sdk)
+            .http_client(create_mock_http_client())
+            .interceptor(
+                MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny).with_rule(&generate).with_rule(&verify),
+            )
+            .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
+            .build(),
+    );
+    let mut services = stack.services();
+    services.mac =
+        std::sync::Arc::new(appcreds_core::aws::kms::KmsMac::new(kms, "arn:aws:kms:us-east-1:123456789012:key/mac"));
+    let handler = appcreds_tests::endpoint(appcreds_core::ops::get_installation::GetInstallation::new(&services));
+    use base64::Engine;
+    let position = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"a":1,"n":"N0001"}"#);
+    for body in [json!({"maxResults": 10}), json!({"nextToken": format!("v1.{position}.{}", "A".repeat(43))})] {
+        let reply = list(&handler, body).await;
+        assert_eq!((reply.status, reply.error_type.as_deref()), (429, Some("ThrottlingException")), "{:?}", reply.body);
+        assert_eq!(reply.body["retryAfterSeconds"], 1);
+    }
+}

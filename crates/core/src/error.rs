@@ -100,15 +100,26 @@ impl Error {
     }
 
     /// A `ValidationException` for several fields (at least one).
-    pub(crate) fn invalid_fields(fields: Vec<FieldError>) -> Self {
+    /// The most field errors one response lists; the message counts them all.
+    pub(crate) const MAX_FIELD_ERRORS: usize = 20;
+
+    /// A `ValidationException` for several fields (at least one), listing at most
+    /// [`Error::MAX_FIELD_ERRORS`] of them: a request cannot make its answer large.
+    pub(crate) fn invalid_fields(mut fields: Vec<FieldError>) -> Self {
         let message = match fields.as_slice() {
             [one] => format!("1 validation error detected. Value at '{}' {}", one.path, one.message),
-            many => format!(
-                "{} validation errors detected: {}",
-                many.len(),
-                many.iter().map(|f| format!("Value at '{}' {}", f.path, f.message)).collect::<Vec<_>>().join("; ")
-            ),
+            many => {
+                let paths: std::collections::BTreeSet<&str> = many.iter().map(|f| f.path.as_str()).collect();
+                format!(
+                    "{} validation errors at {} paths detected. First failure: Value at '{}' {}",
+                    many.len(),
+                    paths.len(),
+                    many[0].path,
+                    many[0].message
+                )
+            }
         };
+        fields.truncate(Self::MAX_FIELD_ERRORS);
         Error::Validation { message, fields }
     }
 

@@ -153,9 +153,9 @@ pub struct InstallationTokenResponse {
     pub app_slug: Option<String>,
     /// GitHub's `expires_at`.
     pub expiration_time: String,
-    /// The scope the caller asked for.
-    #[serde(default)]
-    pub requested_scope_down: ScopeDown,
+    /// The scope the caller asked for; absent when it asked for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_scope_down: Option<ScopeDown>,
     /// The scope GitHub granted.
     #[serde(default)]
     pub actual_scope_down: ScopeDown,
@@ -379,7 +379,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(reply.installation_token.expose(), "ghs_x");
-        assert_eq!((reply.installation_id, reply.requested_scope_down.is_empty()), (None, true));
+        assert_eq!((reply.installation_id, reply.requested_scope_down), (None, None));
         assert_eq!(reply.actual_scope_down.repository_names, ["a"]);
 
         let page = ListInstallationsResponse { installations: Vec::new(), next_token: None };

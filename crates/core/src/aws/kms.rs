@@ -56,11 +56,19 @@ fn sign_error(err: SdkError<SignError>) -> Error {
         if let Some(problem) = problem {
             return Error::SigningKey(problem);
         }
-        if matches!(service.code(), Some("ThrottlingException" | "LimitExceededException")) {
-            return Error::Throttled { service: "KMS", retry_after_seconds: 1 };
-        }
     }
-    Error::internal("KMS Sign", err)
+    kms_error("KMS Sign", err)
+}
+
+/// A KMS failure: throttling is `ThrottlingException` (the caller may retry), the rest internal.
+fn kms_error<E>(context: &'static str, err: SdkError<E>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if matches!(err.as_service_error().and_then(|e| e.code()), Some("ThrottlingException" | "LimitExceededException")) {
+        return Error::Throttled { service: "KMS", retry_after_seconds: 1 };
+    }
+    Error::internal(context, err)
 }
 
 /// HMAC-SHA-256 with a KMS key (`KeySpec HMAC_256`, `KeyUsage GENERATE_VERIFY_MAC`).
@@ -88,7 +96,7 @@ impl Mac for KmsMac {
             .message(Blob::new(message))
             .send()
             .await
-            .map_err(|e| Error::internal("KMS GenerateMac", e))?;
+            .map_err(|e| kms_error("KMS GenerateMac", e))?;
         out.mac.map(Blob::into_inner).ok_or_else(|| Error::internal("KMS GenerateMac", "no MAC"))
     }
 
@@ -105,7 +113,7 @@ impl Mac for KmsMac {
         match sent {
             Ok(out) => Ok(out.mac_valid),
             Err(SdkError::ServiceError(e)) if matches!(e.err(), VerifyMacError::KmsInvalidMacException(_)) => Ok(false),
-            Err(e) => Err(Error::internal("KMS VerifyMac", e)),
+            Err(e) => Err(kms_error("KMS VerifyMac", e)),
         }
     }
 }

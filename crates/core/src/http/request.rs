@@ -212,13 +212,16 @@ fn scope_down(map: &Map<String, Value>, prefix: &str) -> Result<ScopeDown, Error
     let fields = Fields::nested(map, prefix);
     let mut bad = Violations::default();
     let mut scope = ScopeDown::default();
+    // Duplicates are dropped in O(n log n): a body of 32,000 IDs is judged in milliseconds.
+    let mut seen_ids = std::collections::BTreeSet::<i64>::new();
+    let mut seen_names = std::collections::BTreeSet::<String>::new();
 
     for (i, v) in fields.array("repositoryIds")?.into_iter().flatten().enumerate() {
         let path = format!("{prefix}/repositoryIds/{i}");
         let id = as_i64(v, &path)?;
         if id < 1 {
             bad.add(path, "must be greater than or equal to 1");
-        } else if !scope.repository_ids.contains(&id) {
+        } else if seen_ids.insert(id) {
             scope.repository_ids.push(id);
         }
     }
@@ -229,7 +232,7 @@ fn scope_down(map: &Map<String, Value>, prefix: &str) -> Result<ScopeDown, Error
         };
         if let Some(problem) = repository_name_problem(name) {
             bad.add(path, problem);
-        } else if !scope.repository_names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        } else if seen_names.insert(name.to_ascii_lowercase()) {
             scope.repository_names.push(name.clone());
         }
     }
@@ -402,6 +405,24 @@ mod tests {
                 "/scopeDown/permissions/not_a_permission",
             ]
         );
+    }
+
+    #[test]
+    fn a_flood_of_violations_is_counted_but_not_echoed() {
+        // 64 KiB of invalid repository IDs: about 32,000 violations.
+        let ids: Vec<i64> = vec![0; 32_000];
+        let err = parse(json!({"repositoryIds": ids})).unwrap_err();
+        let (_, body) = error_reply(&err);
+        assert_eq!(body.field_list.as_ref().map(Vec::len), Some(20), "at most 20 listed");
+        assert_eq!(
+            body.message,
+            "32000 validation errors at 32000 paths detected. First failure: Value at '/scopeDown/repositoryIds/0' must be greater than or equal to 1"
+        );
+        assert!(serde_json::to_string(&body).unwrap().len() < 4096, "a small answer");
+        // Many valid duplicates are dropped quickly, keeping the first of each.
+        let names: Vec<String> = (0..30_000).map(|i| format!("Repo{}", i % 3)).collect();
+        let s = parse(json!({"repositoryNames": names})).unwrap();
+        assert_eq!(s.repository_names, ["Repo0", "Repo1", "Repo2"]);
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Operation for InstallationToken {
             installation_id: Some(record.installation_id),
             app_slug: slug,
             expiration_time: token.expires_at_text,
-            requested_scope_down: req.scope_down.unwrap_or_default(),
+            requested_scope_down: req.scope_down,
             actual_scope_down: token.granted,
         };
         reply(response)
