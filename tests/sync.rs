@@ -159,3 +159,33 @@ async fn refresh_cache_reports_through_its_function_url() {
     stack.github.inject(Fault::new("GET /app/installations", 100, FaultKind::Status(502)));
     assert!(stack.syncer().scheduled().await.is_err());
 }
+
+/// Someone uninstalls the App while the sync reads GitHub's offset-paginated listing: the pages
+/// shift and a live installation goes unlisted. Its row is kept, since GitHub still answers for
+/// it; the uninstalled one's row goes once GitHub answers 404.
+#[tokio::test]
+async fn a_live_installation_skipped_by_shifted_pages_is_never_deleted() {
+    let stack = Stack::start().await;
+    stack.add_app(A).await;
+    install(&stack, A, 0..250);
+    let syncer = stack.syncer();
+    syncer.run().await.unwrap();
+    let (first, skipped) = (A * 100_000, A * 100_000 + 100);
+
+    // Installation 0 goes just after page 1 is served: page 2 then starts at what was index 101.
+    stack.github.uninstall_after_page(1, first);
+    let report = syncer.run().await.unwrap();
+    let c = report.apps[0].result.as_ref().unwrap();
+    assert_eq!(c.listed, 249, "one live installation was not listed");
+    assert_eq!(c.deleted, 0);
+    assert!(ids(&stack.installation_rows().await, A).contains(&skipped), "the live one's row is kept");
+    assert_eq!(stack.github.calls(&format!("GET /app/installations/{skipped}")), 1, "asked before deleting");
+
+    // The next run lists it again; the uninstalled one is confirmed gone and its row deleted.
+    let report = syncer.run().await.unwrap();
+    let c = report.apps[0].result.as_ref().unwrap();
+    assert_eq!((c.listed, c.deleted), (249, 1));
+    let rows = ids(&stack.installation_rows().await, A);
+    assert!(!rows.contains(&first) && rows.contains(&skipped) && rows.len() == 249);
+    assert_eq!(stack.github.calls(&format!("GET /app/installations/{first}")), 1);
+}

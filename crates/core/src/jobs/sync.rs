@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::domain::clock::rfc3339;
 use crate::error::Error;
+use crate::github::Auth;
 use crate::ports::{InstallationRecord, Services, TablePosition};
 use crate::tokens::app_jwt::AppJwts;
 
@@ -67,6 +68,8 @@ impl SyncReport {
 
 /// Apps synced at once.
 pub(crate) const CONCURRENCY: usize = 4;
+/// Uninstalls confirmed at GitHub at once, per App.
+const CONFIRMATIONS: usize = 8;
 
 /// The sync, built once per cold start; refresh-cache runs it on demand, the tracker on schedule.
 pub struct InstallationSync {
@@ -139,16 +142,53 @@ impl InstallationSync {
             self.services.installations.list_app(app_id).await?.into_iter().map(|r| (r.node_id.clone(), r)).collect();
         let puts: Vec<InstallationRecord> =
             desired.values().filter(|r| existing.get(&r.node_id) != Some(*r)).cloned().collect();
-        let deletes: Vec<TablePosition> = existing
-            .keys()
-            .filter(|node| !desired.contains_key(*node))
-            .map(|node_id| TablePosition { app_id, node_id: node_id.clone() })
+        // GitHub's listing is offset-paginated: an installation removed while it was being read
+        // shifts the pages, and another one goes unlisted. A row is deleted only once GitHub
+        // answers 404 for its installation.
+        let unlisted: Vec<(i64, String)> = existing
+            .values()
+            .filter(|r| !desired.contains_key(&r.node_id))
+            .map(|r| (r.installation_id, r.node_id.clone()))
             .collect();
+        let confirmed: Vec<Option<TablePosition>> = futures_util::stream::iter(unlisted)
+            .map(|(installation_id, node_id)| async move {
+                match self.installation_is_gone(app_id, installation_id).await {
+                    Ok(true) => Some(TablePosition { app_id, node_id }),
+                    Ok(false) => {
+                        tracing::info!(app_id, installation_id, "not listed, but installed: kept");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(app_id, installation_id, error = %e, "cannot confirm an uninstall: kept");
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(CONFIRMATIONS)
+            .collect()
+            .await;
+        let deletes: Vec<TablePosition> = confirmed.into_iter().flatten().collect();
         let changes = Changes { listed: listed.len(), written: puts.len(), deleted: deletes.len() };
         if !puts.is_empty() || !deletes.is_empty() {
             self.services.installations.write(puts, deletes, now).await?;
         }
         Ok(changes)
+    }
+
+    /// Whether GitHub answers 404 for the installation.
+    async fn installation_is_gone(&self, app_id: i64, installation_id: i64) -> Result<bool, Error> {
+        let jwt = self.jwts.get(app_id).await?;
+        let path = format!("/app/installations/{installation_id}");
+        match self
+            .services
+            .github()?
+            .send(reqwest::Method::GET, &path, Auth::App { app_id, jwt: &jwt.token }, None)
+            .await
+        {
+            Ok(_) => Ok(false),
+            Err(Error::GitHubRejected { status: 404, .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
     }
 
     /// The installation tracker's run: a summary line, and an error only if no App could be synced.

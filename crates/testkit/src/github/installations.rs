@@ -119,6 +119,8 @@ pub(super) struct Installations {
     pub rate_limits: HashMap<i64, BTreeMap<String, (i64, i64, i64)>>,
     /// The token of every `GET /rate_limit` call, in order.
     pub rate_limit_tokens: Vec<IssuedToken>,
+    /// Installations uninstalled right after a listing page is served: (page, installation).
+    pub uninstall_after_page: Vec<(usize, i64)>,
 }
 
 impl Installations {
@@ -147,6 +149,13 @@ impl super::GitHubDouble {
     /// Removes an installation (an uninstall).
     pub fn uninstall(&self, installation_id: i64) {
         self.installations().by_id.remove(&installation_id);
+    }
+
+    /// Uninstalls `installation_id` just after page `page` of `GET /app/installations` is served,
+    /// as happens when someone uninstalls the App during a listing: GitHub's offset pages then
+    /// shift, and the first installation of the next page is never listed.
+    pub fn uninstall_after_page(&self, page: usize, installation_id: i64) {
+        self.installations().uninstall_after_page.push((page, installation_id));
     }
 
     /// Every token issued so far.
@@ -259,6 +268,14 @@ pub(super) async fn list(State(inner): State<Arc<Inner>>, Query(q): Query<PageQu
     };
     let last = all.len().div_ceil(per_page).max(1);
     let items: Vec<Value> = all.into_iter().skip((page - 1) * per_page).take(per_page).collect();
+    {
+        let mut state = inner.installations.lock().unwrap_or_else(PoisonError::into_inner);
+        let due: Vec<i64> = state.uninstall_after_page.iter().filter(|(p, _)| *p == page).map(|(_, id)| *id).collect();
+        state.uninstall_after_page.retain(|(p, _)| *p != page);
+        for id in due {
+            state.by_id.remove(&id);
+        }
+    }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     let link =
         |p: usize, rel: &str| format!("<http://{host}/app/installations?per_page={per_page}&page={p}>; rel=\"{rel}\"");
@@ -278,6 +295,19 @@ pub(super) async fn list(State(inner): State<Arc<Inner>>, Query(q): Query<PageQu
         resp.headers_mut().insert(header::LINK, v);
     }
     resp
+}
+
+/// `GET /app/installations/{id}`: one installation of the App, or 404.
+pub(super) async fn get_one(State(inner): State<Arc<Inner>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
+    let app = match authenticate_app(&inner, &headers) {
+        Ok(app) => app,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let state = inner.installations.lock().unwrap_or_else(PoisonError::into_inner);
+    match state.by_id.get(&id).filter(|i| i.app_id == app.id) {
+        Some(installation) => axum::Json(installation_json(installation)).into_response(),
+        None => gh_error(StatusCode::NOT_FOUND, "Not Found"),
+    }
 }
 
 /// `GET /users/{u}/installation`, `/orgs/{o}/installation`: the App's installation on an account.

@@ -152,6 +152,7 @@ fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .route("/app", get(get_app))
         .route("/app/installations", get(installations::list))
+        .route("/app/installations/{id}", get(installations::get_one))
         .route("/app/installations/{id}/access_tokens", post(installations::mint))
         .route("/users/{login}/installation", get(installations::by_account))
         .route("/orgs/{login}/installation", get(installations::by_account))
