@@ -150,3 +150,28 @@ async fn a_404_is_githubs_refusal_with_its_message() {
     assert_eq!(appcreds_core::http::error_reply(&err).0.as_str(), "ClientSideError");
     assert_eq!(stack.github.calls("GET /orgs/nobody/installation"), 1);
 }
+
+/// A 403 that is no rate limit (an organization's SSO or IP allow-list refusing the App) and a
+/// 404 on an App endpoint (a wrong GHES URL) are appcreds' deployment's problems, not the
+/// caller's: `ServerSideError`, with GitHub's words in the log and not in the answer.
+#[tokio::test]
+async fn refusals_of_appcreds_itself_are_server_errors() {
+    let (stack, jwt, gh) = setup(1).await;
+    let auth = Auth::App { app_id: APP, jwt: &jwt };
+    stack.github.inject(Fault::new("GET /app", 1, FaultKind::Status(403)));
+    let err = gh.get::<Value>("/app", auth).await.unwrap_err();
+    assert!(matches!(err, Error::GitHubRefusedAppcreds { status: 403 }), "{err:?}");
+    let (name, body) = appcreds_core::http::error_reply(&err);
+    assert_eq!(
+        (name.as_str(), body.message.as_str()),
+        ("ServerSideError", "GitHub refused appcreds' request (HTTP 403); see the function's log")
+    );
+    assert_eq!(stack.github.calls("GET /app"), 1, "not retried");
+
+    stack.github.inject(Fault::new("GET /app/installations", 1, FaultKind::Status(404)));
+    let err = gh.get_all::<Value>("/app/installations?per_page=100", auth, None).await.unwrap_err();
+    assert!(matches!(err, Error::GitHubRefusedAppcreds { status: 404 }), "{err:?}");
+    // A 404 on an installation is still the caller's: it names one that is not there.
+    let err = gh.get::<Value>("/orgs/nobody/installation", auth).await.unwrap_err();
+    assert_eq!(appcreds_core::http::error_reply(&err).0.as_str(), "ClientSideError");
+}

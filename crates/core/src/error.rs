@@ -64,13 +64,18 @@ pub enum Error {
     /// KMS refused to sign with the App's key (`ServerSideError`).
     #[error("the App's signing key is {0}")]
     SigningKey(KeyProblem),
-    /// GitHub refused the request: 404, 422, or a 403 that is not a rate limit (`ClientSideError`
+    /// GitHub refused the request: 404 on an installation, 422 (`ClientSideError`
     /// with GitHub's message).
     #[error("GitHub: {message}")]
     GitHubRejected { status: u16, message: String },
     /// GitHub refused the App's JWT (`ServerSideError`): the key in KMS is not this App's key.
     #[error("GitHub refused the credentials of App {app_id}; check that its KMS key holds this App's private key")]
     GitHubUnauthorized { app_id: i64 },
+    /// GitHub refused appcreds itself: a 403 that is not a rate limit (SSO enforcement, an IP
+    /// allow-list), or a 404 on an App endpoint (a wrong `GITHUB_API_URL`) (`ServerSideError`;
+    /// GitHub's words are in the log).
+    #[error("GitHub refused appcreds' request (HTTP {status}); see the function's log")]
+    GitHubRefusedAppcreds { status: u16 },
     /// GitHub failed or could not be reached, after retries (`ServerSideError`).
     #[error("GitHub is unavailable ({0})")]
     GitHubUnavailable(String),

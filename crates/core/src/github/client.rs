@@ -233,11 +233,32 @@ impl GitHubClient {
                 Auth::App { app_id, .. } => Error::GitHubUnauthorized { app_id },
                 Auth::Installation(_) => Error::GitHubRejected { status: 401, message: "Bad credentials".into() },
             }),
+            // Not the caller's doing: an organization's SSO or IP allow-list refusing the App (403),
+            // or an App-level endpoint that is not there (404: a wrong GITHUB_API_URL).
+            403 => Attempt::Fatal(self.refused_appcreds(url, 403, &message)),
+            404 if self.is_app_endpoint(url) => Attempt::Fatal(self.refused_appcreds(url, 404, &message)),
             code => Attempt::Fatal(Error::GitHubRejected {
                 status: code,
                 message: if message.is_empty() { format!("GitHub answered HTTP {code}") } else { message },
             }),
         }
+    }
+}
+
+impl GitHubClient {
+    /// Whether `url` is an endpoint of the App itself (`/app`, `/app/installations`), which is
+    /// always there on a right base URL.
+    fn is_app_endpoint(&self, url: &str) -> bool {
+        let path = url.strip_prefix(&self.base).unwrap_or(url);
+        let path = path.split('?').next().unwrap_or_default();
+        path == "/app" || path == "/app/installations"
+    }
+
+    /// A refusal that is appcreds' deployment's to fix, not the caller's: logged with GitHub's
+    /// words, answered as a `ServerSideError`.
+    fn refused_appcreds(&self, url: &str, status: u16, message: &str) -> Error {
+        tracing::error!(%url, status, github_message = message, "GitHub refused appcreds itself (SSO, IP allow-list, or a wrong GITHUB_API_URL?)");
+        Error::GitHubRefusedAppcreds { status }
     }
 }
 

@@ -81,6 +81,7 @@ pub fn error_reply(err: &Error) -> (ErrorName, ErrorBody) {
         | Error::SigningKey(_)
         | Error::Misconfigured(_)
         | Error::GitHubUnauthorized { .. }
+        | Error::GitHubRefusedAppcreds { .. }
         | Error::GitHubUnavailable(_) => (ErrorName::ServerSide, message()),
         Error::Throttled { retry_after_seconds, .. } => {
             (ErrorName::Throttling, ErrorBody { retry_after_seconds: Some(*retry_after_seconds), ..message() })
