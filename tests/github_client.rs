@@ -146,7 +146,7 @@ async fn a_401_names_the_app_and_is_not_retried() {
 async fn a_404_is_githubs_refusal_with_its_message() {
     let (stack, jwt, gh) = setup(1).await;
     let err = gh.get::<Value>("/orgs/nobody/installation", Auth::App { app_id: APP, jwt: &jwt }).await.unwrap_err();
-    assert!(matches!(&err, Error::GitHubRejected { status: 404, message } if message == "Not Found"), "{err:?}");
+    assert!(matches!(&err, Error::GitHubRejected { status: 404, message, .. } if message == "Not Found"), "{err:?}");
     assert_eq!(appcreds_core::http::error_reply(&err).0.as_str(), "ClientSideError");
     assert_eq!(stack.github.calls("GET /orgs/nobody/installation"), 1);
 }

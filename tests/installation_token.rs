@@ -182,6 +182,7 @@ async fn githubs_refusals_are_client_errors_with_its_message() {
     .await;
     assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")), "{:?}", reply.body);
     assert_eq!(reply.body["message"], "GitHub: The permissions requested are not granted to this installation.");
+    assert_eq!(reply.body["documentationUrl"], "https://docs.github.com/rest", "(ext) GitHub's documentation_url too");
     let reply = post(
         &handler,
         json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": {"repositoryNames": ["not-installed"]}}),
@@ -192,6 +193,7 @@ async fn githubs_refusals_are_client_errors_with_its_message() {
     let reply = post(&handler, json!({"appId": APP, "nodeId": "O_kgDOnobody"})).await;
     assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")));
     assert_eq!(reply.body["message"], format!("App {APP} has no installation for node ID O_kgDOnobody"));
+    assert!(reply.body.get("documentationUrl").is_none(), "appcreds' own refusals have none");
     let reply = post(&handler, json!({"appId": 999, "nodeId": "O_kgDOocto-org"})).await;
     assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")));
 }

@@ -67,7 +67,14 @@ pub enum Error {
     /// GitHub refused the request: 404 on an installation, 422 (`ClientSideError`
     /// with GitHub's message).
     #[error("GitHub: {message}")]
-    GitHubRejected { status: u16, message: String },
+    GitHubRejected {
+        /// GitHub's status code.
+        status: u16,
+        /// GitHub's `message`.
+        message: String,
+        /// GitHub's `documentation_url`, if it gave one.
+        documentation_url: Option<String>,
+    },
     /// GitHub refused the App's JWT (`ServerSideError`): the key in KMS is not this App's key.
     #[error("GitHub refused the credentials of App {app_id}; check that its KMS key holds this App's private key")]
     GitHubUnauthorized { app_id: i64 },

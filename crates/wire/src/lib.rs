@@ -340,12 +340,15 @@ pub struct ErrorBody {
     /// **(ext)** `ThrottlingException` only: when to try again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_seconds: Option<u64>,
+    /// **(ext)** A `ClientSideError` with GitHub's message: GitHub's `documentation_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documentation_url: Option<String>,
 }
 
 impl ErrorBody {
     /// A body with only a message.
     pub fn message(message: impl Into<String>) -> Self {
-        ErrorBody { message: message.into(), field_list: None, retry_after_seconds: None }
+        ErrorBody { message: message.into(), field_list: None, retry_after_seconds: None, documentation_url: None }
     }
 }
 

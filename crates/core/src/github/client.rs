@@ -231,7 +231,9 @@ impl GitHubClient {
             500..=599 => Attempt::Retry(Error::GitHubUnavailable(format!("HTTP {}", status.as_u16()))),
             401 => Attempt::Fatal(match auth {
                 Auth::App { app_id, .. } => Error::GitHubUnauthorized { app_id },
-                Auth::Installation(_) => Error::GitHubRejected { status: 401, message: "Bad credentials".into() },
+                Auth::Installation(_) => {
+                    Error::GitHubRejected { status: 401, message: "Bad credentials".into(), documentation_url: None }
+                }
             }),
             // Not the caller's doing: an organization's SSO or IP allow-list refusing the App (403),
             // or an App-level endpoint that is not there (404: a wrong GITHUB_API_URL).
@@ -240,6 +242,7 @@ impl GitHubClient {
             code => Attempt::Fatal(Error::GitHubRejected {
                 status: code,
                 message: if message.is_empty() { format!("GitHub answered HTTP {code}") } else { message },
+                documentation_url: body.get("documentation_url").and_then(Value::as_str).map(str::to_string),
             }),
         }
     }

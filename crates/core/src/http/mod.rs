@@ -74,9 +74,10 @@ pub fn error_reply(err: &Error) -> (ErrorName, ErrorBody) {
         Error::UnsupportedMediaType(_) => (ErrorName::UnsupportedMediaType, message()),
         Error::UnknownOperation { .. } => (ErrorName::UnknownOperation, message()),
         Error::AccessDenied(_) => (ErrorName::AccessDenied, message()),
-        Error::UnknownApp(_) | Error::UnknownInstallation { .. } | Error::GitHubRejected { .. } => {
-            (ErrorName::ClientSide, message())
+        Error::GitHubRejected { documentation_url, .. } => {
+            (ErrorName::ClientSide, ErrorBody { documentation_url: documentation_url.clone(), ..message() })
         }
+        Error::UnknownApp(_) | Error::UnknownInstallation { .. } => (ErrorName::ClientSide, message()),
         Error::AppKeyMissing(_)
         | Error::SigningKey(_)
         | Error::Misconfigured(_)
