@@ -98,64 +98,47 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_callers_share_one_fill() {
+    /// `waiters` concurrent callers of one key whose fill takes 20 ms and gives `outcome`: what
+    /// each got, and how many fills ran.
+    async fn waiters(waiters: usize, outcome: Result<u32, Error>) -> (Vec<Result<u32, Error>>, usize) {
         let cache = Arc::new(FlightCache::<u32, u32>::new(10));
         let fills = Arc::new(AtomicUsize::new(0));
-        let tasks: Vec<_> = (0..32)
+        let tasks: Vec<_> = (0..waiters)
             .map(|_| {
-                let (cache, fills) = (cache.clone(), fills.clone());
+                let (cache, fills, outcome) = (cache.clone(), fills.clone(), outcome.clone());
                 tokio::spawn(async move {
-                    cache
-                        .get_or_fill(
-                            1,
-                            |_| true,
-                            || async {
-                                fills.fetch_add(1, Ordering::SeqCst);
-                                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                                Ok(7)
-                            },
-                        )
-                        .await
-                        .unwrap()
-                        .0
+                    let fill = || async {
+                        fills.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        outcome
+                    };
+                    cache.get_or_fill(1, |_| true, fill).await.map(|(v, _)| v)
                 })
             })
             .collect();
+        let mut got = Vec::new();
         for t in tasks {
-            assert_eq!(t.await.unwrap(), 7);
+            got.push(t.await.unwrap());
         }
-        assert_eq!(fills.load(Ordering::SeqCst), 1);
+        (got, fills.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_callers_share_one_fill() {
+        let (got, fills) = waiters(32, Ok(7)).await;
+        assert!(got.iter().all(|r| matches!(r, Ok(7))));
+        assert_eq!(fills, 1);
     }
 
     /// A failing fill with 100 waiters runs once, and every waiter gets its failure.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn waiters_share_one_failure() {
-        let cache = Arc::new(FlightCache::<u32, u32>::new(10));
-        let fills = Arc::new(AtomicUsize::new(0));
-        let tasks: Vec<_> = (0..100)
-            .map(|_| {
-                let (cache, fills) = (cache.clone(), fills.clone());
-                tokio::spawn(async move {
-                    cache
-                        .get_or_fill(
-                            1,
-                            |_| true,
-                            || async {
-                                fills.fetch_add(1, Ordering::SeqCst);
-                                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                                Err(Error::UnknownApp(1))
-                            },
-                        )
-                        .await
-                })
-            })
-            .collect();
-        for t in tasks {
-            assert!(matches!(t.await.unwrap(), Err(Error::UnknownApp(1))));
-        }
-        assert_eq!(fills.load(Ordering::SeqCst), 1, "one fill for a hundred waiters");
+        let (got, fills) = waiters(100, Err(Error::UnknownApp(1))).await;
+        assert!(got.iter().all(|r| matches!(r, Err(Error::UnknownApp(1)))));
+        assert_eq!(fills, 1, "one fill for a hundred waiters");
         // The failure is not kept: the next caller fills anew.
+        let cache = FlightCache::<u32, u32>::new(10);
+        assert!(cache.get_or_fill(1, |_| true, || async { Err(Error::UnknownApp(1)) }).await.is_err());
         assert_eq!(cache.get_or_fill(1, |_| true, || async { Ok(5) }).await.unwrap(), (5, false));
     }
 

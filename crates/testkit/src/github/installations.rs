@@ -299,15 +299,7 @@ pub(super) async fn list(State(inner): State<Arc<Inner>>, Query(q): Query<PageQu
 
 /// `GET /app/installations/{id}`: one installation of the App, or 404.
 pub(super) async fn get_one(State(inner): State<Arc<Inner>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
-    let app = match authenticate_app(&inner, &headers) {
-        Ok(app) => app,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let state = inner.installations.lock().unwrap_or_else(PoisonError::into_inner);
-    match state.by_id.get(&id).filter(|i| i.app_id == app.id) {
-        Some(installation) => axum::Json(installation_json(installation)).into_response(),
-        None => gh_error(StatusCode::NOT_FOUND, "Not Found"),
-    }
+    find(&inner, &headers, |i| i.id == id)
 }
 
 /// `GET /users/{u}/installation`, `/orgs/{o}/installation`: the App's installation on an account.
