@@ -556,14 +556,10 @@ impl Policy {
         policy
     }
 
-    /// How many rules it holds.
-    pub fn len(&self) -> usize {
+    /// How many rules it holds (for tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.rules.len()
-    }
-
-    /// Whether it holds no rule.
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
     }
 
     /// The rules naming `subject` (by principal and claims) that grant `operation` on `app_id`

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::domain::clock::rfc3339;
 use crate::error::Error;
-use crate::github::Auth;
+use crate::github::installations;
 use crate::ports::{InstallationRecord, Services, TablePosition};
 use crate::tokens::app_jwt::AppJwts;
 
@@ -179,16 +179,7 @@ impl InstallationSync {
     async fn installation_is_gone(&self, app_id: i64, installation_id: i64) -> Result<bool, Error> {
         let jwt = self.jwts.get(app_id).await?;
         let path = format!("/app/installations/{installation_id}");
-        match self
-            .services
-            .github()?
-            .send(reqwest::Method::GET, &path, Auth::App { app_id, jwt: &jwt.token }, None)
-            .await
-        {
-            Ok(_) => Ok(false),
-            Err(Error::GitHubRejected { status: 404, .. }) => Ok(true),
-            Err(e) => Err(e),
-        }
+        Ok(installations::lookup(self.services.github()?, app_id, &jwt.token, &path).await?.is_none())
     }
 
     /// The installation tracker's run: a summary line, and an error only if no App could be synced.

@@ -56,7 +56,7 @@ impl Operation for InstallationToken {
                 installation_id: Some(record.installation_id),
                 token: &token.token,
                 expires_at: &token.expires_at_text,
-                cached: issued.cached,
+                cached: false, // every caller's token is minted for it
                 rule: issued.rule.as_deref(),
             },
         );

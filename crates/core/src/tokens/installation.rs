@@ -7,9 +7,10 @@
 //! own (one GitHub call on a warm function, and no AWS call); only the rate-limit scanner's
 //! internal tokens are cached.
 
-use reqwest::Method;
-
 use std::sync::Arc;
+
+use appcreds_wire::Target;
+use reqwest::Method;
 
 use crate::cache::FlightCache;
 use crate::domain::clock::rfc3339;
@@ -22,7 +23,6 @@ use crate::github::{Auth, GitHubClient};
 use crate::ports::{InstallationRecord, InstallationStore, Services};
 use crate::tokens::app_jwt::{AppJwt, AppJwts};
 
-pub use appcreds_wire::Target;
 /// A cached token is handed out only while it has more than this much life left.
 pub(crate) const REUSE_MARGIN_SECS: i64 = 10 * 60;
 /// How long a resolved installation is trusted without asking the table or GitHub again.
@@ -46,8 +46,6 @@ pub struct InstallationToken {
 pub(crate) struct Issued {
     pub(crate) token: InstallationToken,
     pub(crate) record: InstallationRecord,
-    /// Whether it came from the cache.
-    pub(crate) cached: bool,
     /// The access rule that allowed it (`None` in open mode).
     pub(crate) rule: Option<String>,
 }
@@ -120,10 +118,10 @@ impl InstallationTokens {
                 self.store().write(vec![fresh.clone()], Vec::new(), &rfc3339(self.now())).await?;
                 let (rule, scope) = grant(&fresh)?;
                 let token = self.mint(app_id, fresh.installation_id, &scope).await?;
-                Ok(Issued { token, record: fresh, cached: false, rule })
+                Ok(Issued { token, record: fresh, rule })
             }
             Err(e) => Err(e),
-            Ok(token) => Ok(Issued { token, record: resolved.record, cached: false, rule }),
+            Ok(token) => Ok(Issued { token, record: resolved.record, rule }),
         }
     }
 
