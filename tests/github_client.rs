@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use appcreds_core::Error;
 use appcreds_core::Secret;
 use appcreds_core::aws::kms::KmsSigner;
+use appcreds_core::deadline;
 use appcreds_core::domain::clock::{Clock, SystemClock};
 use appcreds_core::domain::jwt::{Claims, assemble};
 use appcreds_core::github::{Auth, GitHubClient, RetryPolicy, Timeouts};
@@ -174,4 +175,70 @@ async fn refusals_of_appcreds_itself_are_server_errors() {
     // A 404 on an installation is still the caller's: it names one that is not there.
     let err = gh.get::<Value>("/orgs/nobody/installation", auth).await.unwrap_err();
     assert_eq!(appcreds_core::http::error_reply(&err).0.as_str(), "ClientSideError");
+}
+
+/// Inside an invocation, no wait outlasts its deadline: a rate-limit wait that would is answered
+/// with `ThrottlingException` at once, and an attempt is cut off at the deadline.
+#[tokio::test]
+async fn waits_and_attempts_fit_the_invocations_deadline() {
+    let (stack, jwt, gh) = setup(1).await;
+    let auth = Auth::App { app_id: APP, jwt: &jwt };
+    let in_time = |secs: f64| tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+
+    // A 2 s retry-after fits the 3 s retry budget, so without a deadline it is waited out...
+    stack.github.inject(Fault::new("GET /app", 1, FaultKind::RateLimit { status: 429, retry_after: Some(2) }));
+    let app: Value = gh.get("/app", auth).await.unwrap();
+    assert_eq!((app["id"].as_i64(), stack.github.calls("GET /app")), (Some(APP), 2));
+    // ...but not with 1.5 s left: throttled at once, after one call.
+    stack.github.inject(Fault::new("GET /app", 1, FaultKind::RateLimit { status: 429, retry_after: Some(2) }));
+    let started = Instant::now();
+    let err = deadline::within(in_time(1.5), gh.get::<Value>("/app", auth)).await.unwrap_err();
+    assert!(matches!(err, Error::Throttled { retry_after_seconds: 2, .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "did not wait: {:?}", started.elapsed());
+    assert_eq!(stack.github.calls("GET /app"), 3);
+
+    // A hanging GitHub: the 10 s attempt timeout is cut to the second left, and no retry follows.
+    stack.github.inject(Fault::new("GET /app", 5, FaultKind::Delay(Duration::from_secs(30))));
+    let started = Instant::now();
+    let err = deadline::within(in_time(1.0), gh.get::<Value>("/app", auth)).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(&err, Error::GitHubUnavailable(m) if m == "timed out"), "{err:?}");
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(1500), "{took:?}");
+    assert_eq!(stack.github.calls("GET /app"), 4, "one attempt");
+    // With nothing left, nothing is sent.
+    let err = deadline::within(in_time(0.0), gh.get::<Value>("/app", auth)).await.unwrap_err();
+    assert!(matches!(&err, Error::GitHubUnavailable(m) if m.contains("no time left")), "{err:?}");
+    assert_eq!(stack.github.calls("GET /app"), 4);
+}
+
+/// A `POST` is sent again only after an answer that proves GitHub did not act on it.
+#[tokio::test]
+async fn a_post_is_retried_only_when_github_provably_did_nothing() {
+    let (stack, jwt, gh) = setup(1).await;
+    let auth = Auth::App { app_id: APP, jwt: &jwt };
+    let mint = "/app/installations/1000/access_tokens";
+    let minted = || stack.github.issued_tokens().len();
+    // A rate-limit refusal created nothing: waited out and sent again.
+    stack.github.inject(Fault::new("access_tokens", 1, FaultKind::RateLimit { status: 429, retry_after: Some(0) }));
+    gh.send(reqwest::Method::POST, mint, auth, None).await.unwrap();
+    assert_eq!((stack.github.calls(&format!("POST {mint}")), minted()), (2, 1));
+    // A 5xx or a lost answer may have: sent once, and the error says what happened.
+    for kind in [FaultKind::Status(502), FaultKind::AnswerLate(Duration::from_secs(5))] {
+        stack.github.inject(Fault::new("access_tokens", 3, kind));
+        let before = stack.github.calls(&format!("POST {mint}"));
+        let err = deadline::within(
+            tokio::time::Instant::now() + Duration::from_secs(2),
+            gh.send(reqwest::Method::POST, mint, auth, None),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(&err, Error::GitHubUnavailable(m) if m == "HTTP 502" || m == "timed out"), "{err:?}");
+        assert_eq!(stack.github.calls(&format!("POST {mint}")), before + 1, "sent once");
+        stack.github.clear_faults();
+    }
+    assert_eq!(minted(), 2, "the lost answer's token, and no second one");
+    // A GET on the same trouble is retried: reading twice is harmless.
+    stack.github.inject(Fault::new("GET /app", 1, FaultKind::Status(502)));
+    gh.get::<Value>("/app", auth).await.unwrap();
+    assert_eq!(stack.github.calls("GET /app"), 2);
 }

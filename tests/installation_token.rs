@@ -2,6 +2,7 @@
 //! installation-token through the real handler, the moto server and the GitHub double.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use appcreds_core::ports::InstallationRecord;
 use appcreds_tests::github::{Fault, FaultKind, Installation};
@@ -202,11 +203,18 @@ async fn githubs_refusals_are_client_errors_with_its_message() {
 async fn github_trouble_is_a_server_error_or_throttling_never_a_hang() {
     let stack = stack().await;
     let handler = stack.installation_token_handler();
-    stack.github.inject(Fault::new("access_tokens", 10, FaultKind::Status(503)));
+    // A 503 on a lookup is retried (reading twice is harmless), boundedly.
+    stack.github.inject(Fault::new("/installation", 10, FaultKind::Status(503)));
     let reply = post(&handler, json!({"appId": APP, "owner": "octo-org"})).await;
     assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")));
     assert_eq!(reply.body["message"], "GitHub is unavailable (HTTP 503)");
-    assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 3, "retried, bounded");
+    assert_eq!(stack.github.calls("GET /users/octo-org/installation"), 3, "retried, bounded");
+    stack.github.clear_faults();
+    // A 503 on a mint is not: GitHub may have minted a token that nobody would hold.
+    stack.github.inject(Fault::new("access_tokens", 10, FaultKind::Status(503)));
+    let reply = post(&handler, json!({"appId": APP, "owner": "octo-org"})).await;
+    assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")));
+    assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 1, "sent once");
     stack.github.clear_faults();
     stack.github.inject(Fault::new("access_tokens", 1, FaultKind::RateLimit { status: 429, retry_after: Some(120) }));
     let reply = post(&handler, json!({"appId": APP, "owner": "octo-org"})).await;
@@ -335,4 +343,66 @@ async fn a_thousand_unknown_node_ids_cost_one_listing() {
     // A known one is found in the same listing.
     ok(&post(&handler, json!({"appId": APP, "nodeId": "O_kgDOocto-org"})).await);
     assert_eq!(stack.github.calls("GET /app/installations"), 1);
+}
+
+/// A mint whose answer does not come back in time has an unknown outcome: it is not sent again
+/// (a second one would leave a token valid for an hour that nobody holds), and the caller gets
+/// the contract's error before the invocation's deadline.
+#[tokio::test]
+async fn a_mint_whose_answer_is_lost_is_not_sent_again() {
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    ok(&post(&handler, json!({"appId": APP, "owner": "octo-org"})).await); // warm: resolved, JWT cached
+    let minted_before = stack.github.issued_tokens().len();
+    stack.github.inject(Fault::new("access_tokens", 10, FaultKind::AnswerLate(Duration::from_secs(30))));
+    let started = Instant::now();
+    let req =
+        UrlRequest::post_json(PATH, &json!({"appId": APP, "owner": "octo-org"})).deadline_in(Duration::from_secs(3));
+    let reply = handler.call(req).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "answered before the deadline: {:?}", started.elapsed());
+    assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")), "{:?}", reply.body);
+    assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 2, "the warm-up's and one more");
+    assert_eq!(stack.github.issued_tokens().len(), minted_before + 1, "at most one token nobody holds");
+}
+
+/// A GitHub that hangs on every call: the caller gets `ServerSideError` with the contract's body
+/// before Lambda's deadline, never the 502 of a function stopped mid-request.
+#[tokio::test]
+async fn a_hanging_github_gets_the_contract_error_before_the_deadline() {
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    stack.github.inject(Fault::new("/", 1000, FaultKind::Delay(Duration::from_secs(60))));
+    for left in [Duration::from_millis(1500), Duration::from_secs(4)] {
+        let started = Instant::now();
+        let req = UrlRequest::post_json(PATH, &json!({"appId": APP, "owner": "octo-org"})).deadline_in(left);
+        let reply = handler.call(req).await;
+        let took = started.elapsed();
+        assert!(took < left, "answered after the deadline: {took:?} of {left:?}");
+        assert!(took + Duration::from_secs(1) > left, "used the time it had: {took:?} of {left:?}");
+        assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")), "{:?}", reply.body);
+        let message = reply.body["message"].as_str().unwrap();
+        assert!(
+            message == "GitHub is unavailable (timed out)" || message.contains("time limit"),
+            "the contract's message: {message}"
+        );
+    }
+}
+
+/// The slug is best effort: a GitHub that fails `GET /app` costs the answer its `appSlug`, not
+/// the token, and the failure is remembered, so later requests do not ask again.
+#[tokio::test]
+async fn the_slug_is_best_effort_and_its_failure_is_cached() {
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    stack.github.inject(Fault::new("GET /app", 100, FaultKind::Status(500)));
+    let body = ok(&post(&handler, json!({"appId": APP, "owner": "octo-org"})).await).clone();
+    assert!(body.get("appSlug").is_none(), "{body}");
+    assert!(body["installationToken"].as_str().unwrap().starts_with("ghs_"));
+    let asked = stack.github.calls("GET /app");
+    assert!((1..=3).contains(&asked), "bounded retries: {asked}");
+    for _ in 0..5 {
+        let body = ok(&post(&handler, json!({"appId": APP, "owner": "octo-org"})).await).clone();
+        assert!(body.get("appSlug").is_none());
+    }
+    assert_eq!(stack.github.calls("GET /app"), asked, "the failure is kept; GitHub is not asked again");
 }

@@ -23,6 +23,7 @@ pub mod access;
 pub mod aws;
 pub mod cache;
 pub mod config;
+pub mod deadline;
 pub mod domain;
 pub mod error;
 pub mod github;

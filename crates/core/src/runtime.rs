@@ -14,6 +14,7 @@ use crate::aws::aws_timeouts;
 use crate::aws::installation_table::DynamoInstallationStore;
 use crate::aws::kms::{KmsMac, KmsSigner};
 use crate::config::Config;
+use crate::deadline;
 use crate::error::Error;
 use crate::github::oidc::GitHubOidc;
 use crate::github::{GitHubClient, RetryPolicy, Timeouts};
@@ -99,16 +100,30 @@ impl ColdStart {
     }
 }
 
-/// Runs `job` on every scheduled (EventBridge) event until the runtime stops the process.
+/// Runs `job` on every scheduled (EventBridge) event until the runtime stops the process. The job
+/// runs [`deadline::within`] the invocation's deadline less [`deadline::ANSWER_MARGIN`] (so it
+/// can stop cleanly by itself) and is cut off there with [`Error::OutOfTime`], logged, instead of
+/// being killed by Lambda without a word.
 pub async fn serve_scheduled<F, Fut>(job: F) -> Result<(), lambda_runtime::Error>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Value, Error>> + Send,
 {
     let job = Arc::new(job);
-    lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let job = job.clone();
-        async move { job().await.map_err(lambda_runtime::Error::from) }
+        async move {
+            let deadline = deadline::from_epoch_millis(event.context.deadline);
+            let answer_by = deadline.checked_sub(deadline::ANSWER_MARGIN).unwrap_or(deadline);
+            let outcome = match tokio::time::timeout_at(answer_by, deadline::within(answer_by, job())).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Error::OutOfTime),
+            };
+            if let Err(e) = &outcome {
+                tracing::error!(error = %e, "scheduled run failed");
+            }
+            outcome.map_err(lambda_runtime::Error::from)
+        }
     }))
     .await
 }

@@ -17,6 +17,8 @@ pub struct UrlRequest {
     pub caller_arn: Option<String>,
     /// More request headers (lower-case names).
     pub headers: Vec<(String, String)>,
+    /// The invocation's deadline (ms since the Unix epoch) the runtime API gives; none if unset.
+    pub deadline_ms: Option<u64>,
 }
 
 impl UrlRequest {
@@ -33,7 +35,15 @@ impl UrlRequest {
             body,
             caller_arn: Some(CALLER_ARN.into()),
             headers: Vec::new(),
+            deadline_ms: None,
         }
+    }
+
+    /// The same request, invoked with `left` until its Lambda deadline.
+    pub fn deadline_in(mut self, left: std::time::Duration) -> Self {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.deadline_ms = Some((now + left).as_millis() as u64);
+        self
     }
 
     /// The same request with one more header.
@@ -90,7 +100,16 @@ impl UrlRequest {
 
     /// The event parsed by `lambda_http`, exactly as the runtime hands it to a handler.
     pub fn into_request(self) -> lambda_http::Request {
-        lambda_http::request::from_str(&self.event_json().to_string()).expect("a valid Function URL event")
+        use lambda_http::RequestExt;
+        let req = lambda_http::request::from_str(&self.event_json().to_string()).expect("a valid Function URL event");
+        match self.deadline_ms {
+            None => req,
+            Some(ms) => {
+                let mut context = lambda_http::Context::default();
+                context.deadline = ms;
+                req.with_lambda_context(context)
+            }
+        }
     }
 }
 

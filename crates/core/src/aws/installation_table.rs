@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 
 use crate::aws::{Item, PAGE, dynamo_error, scan_all};
+use crate::deadline;
 use crate::error::Error;
 use crate::ports::InstallationStore;
 
@@ -73,6 +74,8 @@ fn key_item(p: &TablePosition) -> Item {
 
 /// BatchWriteItem takes at most 25 requests.
 const BATCH: usize = 25;
+/// Time kept for one more `BatchWriteItem` after a pause (the SDK's attempt timeout).
+const WRITE_ATTEMPT: Duration = Duration::from_secs(3);
 /// What a failed scan of the table was doing.
 const LISTING: &str = "listing the Installation table";
 
@@ -206,10 +209,12 @@ impl InstallationStore for DynamoInstallationStore {
                 if pending.is_empty() {
                     break;
                 }
-                if attempt == 7 {
+                let pause = Duration::from_millis(50 << attempt);
+                // The pause, and one more write after it, must fit before the invocation's deadline.
+                if attempt == 7 || !deadline::allows(pause, WRITE_ATTEMPT) {
                     return Err(Error::Throttled { service: "DynamoDB", retry_after_seconds: 1 });
                 }
-                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                tokio::time::sleep(pause).await;
             }
         }
         Ok(())

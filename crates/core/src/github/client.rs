@@ -1,6 +1,12 @@
 //! The GitHub REST client: one `reqwest` client (rustls) per process, GitHub's headers, timeouts,
 //! retries with exponential backoff and full jitter, bounded waits on rate limits, and `Link`
 //! pagination that never leaves the API's origin.
+//!
+//! Every attempt and every wait fits in the invocation's [`deadline`]: an attempt's timeout is
+//! cut to the time left, and a wait that would not leave room for another attempt ends the call
+//! instead. A `POST` (minting a token) is sent again only when the answer proves GitHub did not
+//! act on it (no connection, or a rate-limit refusal): after a timeout or a 5xx its outcome is
+//! unknown, and a second mint could leave a token nobody holds, valid for an hour.
 
 use std::time::Duration;
 
@@ -10,8 +16,12 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::deadline;
 use crate::domain::secret::Secret;
 use crate::error::Error;
+
+/// The least time worth starting an attempt with: less, and the call ends instead.
+const MIN_ATTEMPT: Duration = Duration::from_millis(250);
 
 /// The REST API version appcreds is written against.
 pub(crate) const API_VERSION: &str = "2022-11-28";
@@ -77,6 +87,7 @@ pub struct GitHubClient {
     base: String,
     origin: String,
     retry: RetryPolicy,
+    request_timeout: Duration,
 }
 
 impl GitHubClient {
@@ -94,7 +105,7 @@ impl GitHubClient {
             .map_err(|e| Error::internal("building the GitHub client", e))?;
         let base = base_url.trim_end_matches('/').to_string();
         let origin = origin_of(&base).ok_or(Error::Misconfigured("GITHUB_API_URL is not an http(s) URL"))?;
-        Ok(GitHubClient { http, base, origin, retry })
+        Ok(GitHubClient { http, base, origin, retry, request_timeout: timeouts.request })
     }
 
     /// Sends a request with retries; `path` is relative to the base URL (or an absolute URL on
@@ -105,6 +116,10 @@ impl GitHubClient {
         let mut waited = Duration::ZERO;
         let mut attempt = 1;
         loop {
+            if !deadline::allows(Duration::ZERO, MIN_ATTEMPT) {
+                tracing::warn!(%url, attempts = attempt - 1, "no time left for a GitHub call");
+                return Err(Error::GitHubUnavailable("no time left to call GitHub".into()));
+            }
             let outcome = self.attempt(method.clone(), &url, auth, body).await;
             let wait = match &outcome {
                 Attempt::Done(_) | Attempt::Fatal(_) => None,
@@ -112,14 +127,17 @@ impl GitHubClient {
                 Attempt::RateLimited { wait, .. } => Some(*wait),
             };
             let exhausted = attempt >= self.retry.max_attempts;
+            // A wait must fit the call's budget and leave room for one more attempt before the deadline.
+            let fits =
+                |delay: Duration| waited + delay <= self.retry.max_total_wait && deadline::allows(delay, MIN_ATTEMPT);
             match (outcome, wait) {
                 (Attempt::Done(reply), _) => return Ok(reply),
                 (Attempt::Fatal(err), _) => return Err(err),
-                (Attempt::RateLimited { wait, .. }, _) if exhausted || waited + wait > self.retry.max_total_wait => {
+                (Attempt::RateLimited { wait, .. }, _) if exhausted || !fits(wait) => {
                     tracing::warn!(%url, retry_after = wait.as_secs(), "GitHub rate limit outlasts the retry budget");
                     return Err(Error::Throttled { service: "GitHub", retry_after_seconds: wait.as_secs().max(1) });
                 }
-                (Attempt::Retry(err), Some(delay)) if exhausted || waited + delay > self.retry.max_total_wait => {
+                (Attempt::Retry(err), Some(delay)) if exhausted || !fits(delay) => {
                     tracing::warn!(%url, attempts = attempt, elapsed_ms = started.elapsed().as_millis() as u64, "GitHub call failed");
                     return Err(err);
                 }
@@ -196,21 +214,23 @@ impl GitHubClient {
             Auth::App { jwt, .. } => jwt,
             Auth::Installation(token) => token,
         };
-        let mut req = self.http.request(method, url).header(AUTHORIZATION, format!("Bearer {}", token.expose()));
+        // Only a request GitHub provably did not act on may be sent again if it is not idempotent.
+        let idempotent = method != Method::POST;
+        let mut req = self
+            .http
+            .request(method, url)
+            .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
+            .timeout(deadline::clamp(self.request_timeout));
         if let Some(body) = body {
             req = req.json(body);
         }
         let resp = match req.send().await {
             Ok(resp) => resp,
+            // Nothing reached GitHub: safe to send again, whatever the method.
+            Err(e) if e.is_connect() => return Attempt::Retry(Error::GitHubUnavailable("connection failed".into())),
             Err(e) => {
-                let kind = if e.is_timeout() {
-                    "timed out"
-                } else if e.is_connect() {
-                    "connection failed"
-                } else {
-                    "request failed"
-                };
-                return Attempt::Retry(Error::GitHubUnavailable(kind.into()));
+                let kind = if e.is_timeout() { "timed out" } else { "request failed" };
+                return self.unknown_outcome(idempotent, url, kind);
             }
         };
         let status = resp.status();
@@ -218,7 +238,7 @@ impl GitHubClient {
         let body = match resp.bytes().await {
             Ok(bytes) if bytes.is_empty() => Value::Null,
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            Err(_) => return Attempt::Retry(Error::GitHubUnavailable("response interrupted".into())),
+            Err(_) => return self.unknown_outcome(idempotent, url, "response interrupted"),
         };
         if status.is_success() {
             return Attempt::Done(Reply { status, headers, body });
@@ -228,7 +248,7 @@ impl GitHubClient {
             return Attempt::RateLimited { wait };
         }
         match status.as_u16() {
-            500..=599 => Attempt::Retry(Error::GitHubUnavailable(format!("HTTP {}", status.as_u16()))),
+            500..=599 => self.unknown_outcome(idempotent, url, &format!("HTTP {}", status.as_u16())),
             401 => Attempt::Fatal(match auth {
                 Auth::App { app_id, .. } => Error::GitHubUnauthorized { app_id },
                 Auth::Installation(_) => {
@@ -249,6 +269,17 @@ impl GitHubClient {
 }
 
 impl GitHubClient {
+    /// A failure after which GitHub may or may not have acted: retried only if the request is
+    /// idempotent.
+    fn unknown_outcome(&self, idempotent: bool, url: &str, kind: &str) -> Attempt {
+        let err = Error::GitHubUnavailable(kind.to_string());
+        if idempotent {
+            return Attempt::Retry(err);
+        }
+        tracing::warn!(%url, reason = kind, "not sending again: GitHub may have acted on it (a minted token expires by itself within the hour)");
+        Attempt::Fatal(err)
+    }
+
     /// Whether `url` is an endpoint of the App itself (`/app`, `/app/installations`), which is
     /// always there on a right base URL.
     fn is_app_endpoint(&self, url: &str) -> bool {

@@ -4,6 +4,9 @@
 
 use serde_json::{Map, Value};
 
+use tokio::time::Instant;
+
+use crate::deadline;
 use crate::error::Error;
 use crate::http::{Call, Caller, Operation, error_reply};
 use appcreds_wire::ErrorName;
@@ -135,10 +138,26 @@ impl<O: Operation> Endpoint<O> {
     /// Checks `req`, runs the operation and turns the outcome into the reply. Errors are logged
     /// here, once: client mistakes at `info`, server faults at `error` with their (secret-free)
     /// detail.
-    pub(crate) async fn respond(&self, req: RawRequest<'_>) -> HttpReply {
-        let outcome = match parse_call(req, O::ROUTES, &self.transport) {
-            Ok(call) => self.op.call(call).await,
-            Err(err) => Err(err),
+    ///
+    /// With Lambda's `deadline`, the operation runs [`deadline::within`] the deadline less
+    /// [`deadline::ANSWER_MARGIN`], and is stopped there: the caller gets the contract's
+    /// `ServerSideError`, not the bare 502 of a function Lambda stopped.
+    pub(crate) async fn respond(&self, req: RawRequest<'_>, deadline: Option<Instant>) -> HttpReply {
+        let work = async {
+            match parse_call(req, O::ROUTES, &self.transport) {
+                Ok(call) => self.op.call(call).await,
+                Err(err) => Err(err),
+            }
+        };
+        let outcome = match deadline {
+            None => work.await,
+            Some(deadline) => {
+                let answer_by = deadline.checked_sub(deadline::ANSWER_MARGIN).unwrap_or(deadline);
+                match tokio::time::timeout_at(answer_by, deadline::within(answer_by, work)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(Error::OutOfTime),
+                }
+            }
         };
         match outcome {
             Ok(value) => HttpReply { status: 200, error_type: None, body: value.to_string() },

@@ -9,6 +9,7 @@ use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response, service_fn};
 
+use crate::deadline;
 use crate::http::Operation;
 use crate::http::endpoint::{Endpoint, HttpReply, RawRequest};
 
@@ -29,7 +30,10 @@ impl<O: Operation> Endpoint<O> {
             caller_arn,
             oidc_token: req.headers().get(OIDC_TOKEN_HEADER).map(HeaderValue::as_bytes),
         };
-        response(self.respond(raw).await)
+        // The runtime API's deadline for this invocation (none where no runtime set one).
+        let deadline =
+            req.lambda_context_ref().map(|c| c.deadline).filter(|&ms| ms > 0).map(deadline::from_epoch_millis);
+        response(self.respond(raw, deadline).await)
     }
 }
 

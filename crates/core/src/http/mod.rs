@@ -83,7 +83,8 @@ pub fn error_reply(err: &Error) -> (ErrorName, ErrorBody) {
         | Error::Misconfigured(_)
         | Error::GitHubUnauthorized { .. }
         | Error::GitHubRefusedAppcreds { .. }
-        | Error::GitHubUnavailable(_) => (ErrorName::ServerSide, message()),
+        | Error::GitHubUnavailable(_)
+        | Error::OutOfTime => (ErrorName::ServerSide, message()),
         Error::Throttled { retry_after_seconds, .. } => {
             (ErrorName::Throttling, ErrorBody { retry_after_seconds: Some(*retry_after_seconds), ..message() })
         }

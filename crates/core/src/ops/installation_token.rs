@@ -40,14 +40,16 @@ impl Operation for InstallationToken {
             let installation = InstallationRef { node_id: &record.node_id, login: &record.name };
             judge.installation_token(req.app_id, &req.target, installation, requested)
         };
-        let issued = match self.tokens.issue(req.app_id, &req.target, grant).await {
+        // The slug (best effort, bounded) is read while the token is minted.
+        let (issued, slug) =
+            tokio::join!(self.tokens.issue(req.app_id, &req.target, grant), self.tokens.app_slug(req.app_id));
+        let issued = match issued {
             Err(unknown @ Error::UnknownInstallation { .. }) => {
                 return Err(judge.unknown_installation(req.app_id, &req.target, unknown));
             }
             other => other?,
         };
         let (token, record) = (issued.token, issued.record);
-        let slug = self.tokens.app_slug(req.app_id).await;
         audit::credential_issued(
             &call.caller,
             &audit::Issued {

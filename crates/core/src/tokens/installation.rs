@@ -13,6 +13,7 @@ use appcreds_wire::Target;
 use reqwest::Method;
 
 use crate::cache::FlightCache;
+use crate::deadline;
 use crate::domain::clock::rfc3339;
 use crate::domain::scope::{self, ScopeDown};
 use crate::domain::secret::Secret;
@@ -74,6 +75,10 @@ pub(crate) const LISTING_TTL_SECS: i64 = 30;
 
 /// How long an App's slug is kept.
 pub(crate) const SLUG_TTL_SECS: i64 = 3600;
+/// How long a failure to read an App's slug is kept before GitHub is asked again.
+pub(crate) const SLUG_RETRY_SECS: i64 = 300;
+/// The most a request waits for the slug.
+pub(crate) const SLUG_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl InstallationTokens {
     /// Tokens minted through `services`, with App JWTs of their own cache.
@@ -125,24 +130,36 @@ impl InstallationTokens {
         }
     }
 
-    /// **(ext)** The App's slug (`GET /app`), kept for an hour; `None` if GitHub does not say.
+    /// **(ext)** The App's slug (`GET /app`), best effort: kept for an hour, and a failure to
+    /// read it for [`SLUG_RETRY_SECS`] (so a GitHub outage costs one call per App, not one per
+    /// request); `None` if GitHub does not say or did not answer within [`SLUG_BUDGET`].
     pub async fn app_slug(&self, app_id: i64) -> Option<String> {
-        let fresh = |(_, at): &(String, i64)| self.now() - at < SLUG_TTL_SECS;
-        let fetched = self
-            .slugs
-            .get_or_fill(app_id, fresh, || async {
-                let jwt = self.jwts.get(app_id).await?;
-                let app: App = self.github()?.get("/app", Auth::App { app_id, jwt: &jwt.token }).await?;
-                Ok((app.slug.unwrap_or_default(), self.now()))
-            })
-            .await;
-        match fetched {
+        let fresh = |(slug, at): &(String, i64)| {
+            let ttl = if slug.is_empty() { SLUG_RETRY_SECS } else { SLUG_TTL_SECS };
+            self.now() - at < ttl
+        };
+        let fetch = async {
+            let jwt = self.jwts.get(app_id).await?;
+            let app: App = self.github()?.get("/app", Auth::App { app_id, jwt: &jwt.token }).await?;
+            Ok::<_, Error>(app.slug.unwrap_or_default())
+        };
+        let fill = || async {
+            let slug = match tokio::time::timeout(deadline::clamp(SLUG_BUDGET), fetch).await {
+                Ok(Ok(slug)) => slug,
+                Ok(Err(e)) => {
+                    tracing::warn!(app_id, error = %e, "could not read the App's slug; answering without it");
+                    String::new()
+                }
+                Err(_) => {
+                    tracing::warn!(app_id, "GitHub did not give the App's slug in time; answering without it");
+                    String::new()
+                }
+            };
+            Ok((slug, self.now()))
+        };
+        match self.slugs.get_or_fill(app_id, fresh, fill).await {
             Ok(((slug, _), _)) if !slug.is_empty() => Some(slug),
-            Ok(_) => None,
-            Err(e) => {
-                tracing::warn!(app_id, error = %e, "could not read the App's slug");
-                None
-            }
+            _ => None,
         }
     }
 

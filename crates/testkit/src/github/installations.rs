@@ -99,6 +99,9 @@ pub enum FaultKind {
     RateLimit { status: u16, retry_after: Option<u64> },
     /// Wait this long, then answer normally.
     Delay(Duration),
+    /// Act on the request (mint the token), then wait this long before answering: a caller that
+    /// times out cannot know whether anything happened.
+    AnswerLate(Duration),
 }
 
 impl Fault {
@@ -226,6 +229,11 @@ pub(super) async fn faults(State(inner): State<Arc<Inner>>, req: Request, next: 
         Some(FaultKind::Delay(d)) => {
             tokio::time::sleep(d).await;
             next.run(req).await
+        }
+        Some(FaultKind::AnswerLate(d)) => {
+            let resp = next.run(req).await;
+            tokio::time::sleep(d).await;
+            resp
         }
         Some(FaultKind::Status(code)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -1,0 +1,86 @@
+//! The invocation's deadline, for every wait and retry below it.
+//!
+//! Lambda stops a function at its deadline; a caller then gets a bare 502 instead of the
+//! contract's error. So the transport runs each request [`within`] the deadline less
+//! [`ANSWER_MARGIN`], and everything that waits (GitHub retries and rate-limit waits, DynamoDB
+//! batch-write pauses, the rate-limit scanner's work) asks [`remaining`] before it does. Outside
+//! an invocation (tests, the CLI) there is no deadline and [`remaining`] is `None`.
+//!
+//! The deadline is task-local: a task spawned inside a request does not see it unless given it.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+tokio::task_local! {
+    static DEADLINE: Instant;
+}
+
+/// Kept back from Lambda's deadline to write the answer and hand it to the runtime API.
+pub const ANSWER_MARGIN: Duration = Duration::from_millis(500);
+
+/// Runs `work` with `deadline` as the deadline [`remaining`] measures from.
+pub async fn within<F: Future>(deadline: Instant, work: F) -> F::Output {
+    DEADLINE.scope(deadline, work).await
+}
+
+/// The deadline of the current work, if it has one.
+pub fn current() -> Option<Instant> {
+    DEADLINE.try_with(|d| *d).ok()
+}
+
+/// Time left until the current work's deadline (zero once past it); `None` without a deadline.
+pub fn remaining() -> Option<Duration> {
+    current().map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+/// Whether waiting `wait` and then spending `then` still ends before the deadline.
+pub fn allows(wait: Duration, then: Duration) -> bool {
+    remaining().is_none_or(|left| wait.saturating_add(then) <= left)
+}
+
+/// `limit`, shortened to the time left.
+pub fn clamp(limit: Duration) -> Duration {
+    remaining().map_or(limit, |left| limit.min(left))
+}
+
+/// Lambda's deadline (milliseconds since the Unix epoch, as the runtime API gives it) as an
+/// [`Instant`] of this process.
+pub fn from_epoch_millis(deadline_ms: u64) -> Instant {
+    let deadline = UNIX_EPOCH + Duration::from_millis(deadline_ms);
+    let left = deadline.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+    Instant::now() + left
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn remaining_time_is_measured_from_the_deadline_in_scope() {
+        assert_eq!(remaining(), None, "no deadline outside an invocation");
+        assert!(allows(Duration::from_secs(3600), Duration::from_secs(3600)));
+        assert_eq!(clamp(Duration::from_secs(9)), Duration::from_secs(9));
+        within(Instant::now() + Duration::from_secs(2), async {
+            let left = remaining().unwrap();
+            assert!(left <= Duration::from_secs(2) && left > Duration::from_millis(1900), "{left:?}");
+            assert!(allows(Duration::from_secs(1), Duration::from_millis(500)));
+            assert!(!allows(Duration::from_secs(1), Duration::from_secs(1)));
+            assert!(clamp(Duration::from_secs(9)) <= Duration::from_secs(2));
+        })
+        .await;
+        within(Instant::now() - Duration::from_secs(1), async {
+            assert_eq!(remaining(), Some(Duration::ZERO), "a past deadline leaves nothing");
+        })
+        .await;
+    }
+
+    #[test]
+    fn lambda_deadlines_become_instants() {
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let left = from_epoch_millis(now_ms + 3000).saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_millis(2900) && left <= Duration::from_secs(3), "{left:?}");
+        assert!(from_epoch_millis(now_ms - 5000) <= Instant::now());
+    }
+}
