@@ -4,12 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use appcreds_core::deadline;
 
 use appcreds_core::aws::cloudwatch::CloudWatchSink;
 use appcreds_core::domain::clock::{Clock, SystemClock};
 use appcreds_core::jobs::rate_limit::{NAMESPACE, RateLimitScanner};
 use appcreds_core::ports::{InstallationRecord, InstallationStore};
-use appcreds_tests::github::Installation;
+use appcreds_tests::github::{Fault, FaultKind, Installation};
 use appcreds_tests::{Logs, Stack};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, StandardUnit};
@@ -83,10 +86,10 @@ async fn getmetricdata_returns_exactly_what_github_reported() {
     stack.github.set_rate_limit(7002, &[("core", 15000, 14400, reset), ("graphql", 5000, 10, reset)]);
     let (scanner, cw) = scanner(&stack);
     let report = scanner.run().await.unwrap();
-    assert_eq!(report.installations, 3);
+    assert_eq!((report.installations, report.scanned, report.deferred), (3, 3, 0));
     assert!(report.failed.is_empty());
-    // 7001: 2 categories, 7002: 2, 7003: the double's 3 defaults; 5 metrics each.
-    assert_eq!(report.metrics_sent, (2 + 2 + 3) * 5);
+    // 7001: 2 categories, 7002: 2, 7003: the double's 3 defaults; 5 metrics each; and the heartbeat's 4.
+    assert_eq!(report.metrics_sent, (2 + 2 + 3) * 5 + 4);
     assert_eq!(report.put_calls, 1, "one batched PutMetricData");
     assert_eq!(stack.counter.count("PutMetricData"), 1);
     assert_eq!(report.github_calls, 3 + 3, "one mint and one /rate_limit per installation");
@@ -168,16 +171,132 @@ async fn a_failing_installation_does_not_stop_the_others() {
     let (scanner, cw) = scanner(&stack);
     let report = scanner.run().await.unwrap();
     assert_eq!(report.failed, vec![(APP, 7002)]);
-    assert_eq!(report.metrics_sent, 2 * 3 * 5);
+    assert_eq!(report.metrics_sent, 2 * 3 * 5 + 4);
     assert_eq!(latest(&cw, APP, "GitHubAPIRateLimit", "core", 7001).await, Some(5000.0));
     assert_eq!(latest(&cw, APP, "GitHubAPIRateLimit", "core", 7003).await, Some(5000.0));
     assert_eq!(latest(&cw, APP, "GitHubAPIRateLimit", "core", 7002).await, None);
     let text = logs.text();
-    assert!(
-        text.contains("rate-limit scan failed for this installation") && text.contains("7002"),
-        "the failure is logged"
-    );
+    let failures: Vec<&str> = text.lines().filter(|l| l.contains("rate-limit scan failures")).collect();
+    assert_eq!(failures.len(), 1, "one line for the run's failures: {text}");
+    assert!(failures[0].contains("installation 7002"), "it quotes the failure: {}", failures[0]);
     assert!(text.contains("\"failed\":1"), "the summary counts it: {text}");
+}
+
+/// The heartbeat's figures of scanner `scanner`, as CloudWatch stored them (sum over 10 minutes).
+async fn heartbeat(cw: &aws_sdk_cloudwatch::Client, scanner: &str, name: &str) -> Option<f64> {
+    let dimension = Dimension::builder().name("FunctionName").value(scanner).build();
+    let metric = Metric::builder().namespace(NAMESPACE).metric_name(name).dimensions(dimension).build();
+    let now = SystemClock.now();
+    let out = cw
+        .get_metric_data()
+        .metric_data_queries(
+            MetricDataQuery::builder()
+                .id("h")
+                .metric_stat(MetricStat::builder().metric(metric).period(600).stat("Sum").build())
+                .build(),
+        )
+        .start_time(DateTime::from_secs(now - 600))
+        .end_time(DateTime::from_secs(now + 600))
+        .send()
+        .await
+        .unwrap();
+    out.metric_data_results().first().and_then(|r| r.values().first().copied())
+}
+
+/// Many failures make one summary line quoting the first few, and a heartbeat that counts them;
+/// a run where nothing could be scanned still publishes its heartbeat, and fails.
+#[tokio::test(flavor = "current_thread")]
+async fn failures_are_summed_up_once_and_the_heartbeat_always_goes_out() {
+    const APP: i64 = 704;
+    const SCANNER: &str = "scanner-704";
+    let logs = Logs::capture();
+    let stack = Stack::start().await;
+    stack.add_app(APP).await;
+    let rows: Vec<_> = (0..40).map(|i| record(APP, 7400 + i, &format!("gone{i}"))).collect();
+    stack.installation_store().write(rows, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    // None of them is installed at GitHub any more: every mint is a 404.
+    let (scanner, cw) = scanner(&stack);
+    let scanner = scanner.named(SCANNER);
+    let err = scanner.scheduled().await.unwrap_err();
+    assert!(err.to_string().contains("no installation could be scanned"), "{err}");
+    let text = logs.text();
+    assert_eq!(text.lines().filter(|l| l.contains("rate-limit scan failures")).count(), 1, "one line, not 40");
+    let line = text.lines().find(|l| l.contains("rate-limit scan failures")).unwrap();
+    assert_eq!(line.matches("App 704 installation").count(), 5, "the first five: {line}");
+    assert_eq!(heartbeat(&cw, SCANNER, "ScannerInstallationsFailed").await, Some(40.0));
+    assert_eq!(
+        heartbeat(&cw, SCANNER, "ScannerInstallationsScanned").await,
+        Some(0.0),
+        "a heartbeat of zero, not silence"
+    );
+    assert_eq!(heartbeat(&cw, SCANNER, "ScannerInstallations").await, Some(40.0));
+}
+
+/// Against a slow GitHub and a deadline that cannot fit everyone: the run stops before the
+/// deadline with what it read already published, and the next run starts with those it missed.
+#[tokio::test]
+async fn a_run_cut_short_publishes_what_it_read_and_the_next_resumes() {
+    const APP: i64 = 705;
+    const SCANNER: &str = "scanner-705";
+    let stack = Stack::start().await;
+    stack.add_app(APP).await;
+    let ids: Vec<i64> = (7500..7530).collect();
+    for &id in &ids {
+        stack.github.install(Installation::org(APP, id, &format!("org{id}"), &[(id * 10, "repo")]));
+    }
+    let rows: Vec<_> = ids.iter().map(|&id| record(APP, id, &format!("org{id}"))).collect();
+    stack.installation_store().write(rows, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    stack.github.set_latency(Duration::from_millis(100));
+    let (scanner, cw) = scanner(&stack);
+    let scanner = scanner.tuned(2, Duration::from_millis(300)).named(SCANNER);
+    // 30 installations, 2 at a time, ~200 ms each (mint + read): ~3 s of work in a 1.5 s budget.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let first = deadline::within(deadline, scanner.run()).await.unwrap();
+    assert!(tokio::time::Instant::now() < deadline, "finished before the deadline");
+    assert!(first.scanned >= 4 && first.scanned < 30, "{first:?}");
+    assert_eq!(first.scanned + first.deferred + first.failed.len(), 30, "{first:?}");
+    assert!(first.failed.is_empty(), "cut off before starting, not failed: {first:?}");
+    assert_eq!(first.metrics_sent, first.scanned * 3 * 5 + 4, "everything read was published");
+    let scanned_first: Vec<i64> = stack.github.rate_limit_tokens().iter().map(|t| t.installation_id).collect();
+    assert_eq!(heartbeat(&cw, SCANNER, "ScannerInstallationsDeferred").await, Some(first.deferred as f64));
+
+    // The next run (no deadline) starts with the installations the first did not reach.
+    stack.github.set_latency(Duration::ZERO);
+    let second = scanner.run().await.unwrap();
+    assert_eq!((second.scanned, second.deferred), (30, 0));
+    let order: Vec<i64> =
+        stack.github.rate_limit_tokens().iter().skip(scanned_first.len()).map(|t| t.installation_id).collect();
+    let missed: Vec<i64> = ids.iter().copied().filter(|id| !scanned_first.contains(id)).collect();
+    let mut first_of_second = order[..missed.len()].to_vec();
+    first_of_second.sort_unstable();
+    assert_eq!(first_of_second, missed, "the missed ones first");
+}
+
+/// When GitHub throttles an App's mints, its other installations wait for the next run instead
+/// of each asking again.
+#[tokio::test]
+async fn a_throttled_app_is_left_alone_for_the_rest_of_the_run() {
+    const APP: i64 = 706;
+    let stack = Stack::start().await;
+    stack.add_app(APP).await;
+    let ids: Vec<i64> = (7600..7620).collect();
+    for &id in &ids {
+        stack.github.install(Installation::org(APP, id, &format!("org{id}"), &[(id * 10, "repo")]));
+    }
+    let rows: Vec<_> = ids.iter().map(|&id| record(APP, id, &format!("org{id}"))).collect();
+    stack.installation_store().write(rows, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    stack.github.inject(Fault::new(
+        "access_tokens",
+        1000,
+        FaultKind::RateLimit { status: 403, retry_after: Some(600) },
+    ));
+    let (scanner, _) = scanner(&stack);
+    let report = scanner.tuned(1, Duration::ZERO).run().await.unwrap();
+    assert_eq!((report.failed.len(), report.deferred, report.scanned), (1, 19, 0), "{report:?}");
+    assert_eq!(stack.github.calls(&format!("POST /app/installations/{}/access_tokens", report.failed[0].1)), 1);
+    let mints: usize =
+        ids.iter().map(|id| stack.github.calls(&format!("POST /app/installations/{id}/access_tokens"))).sum();
+    assert_eq!(mints, 1, "one refusal, then GitHub is left alone");
 }
 
 #[tokio::test]

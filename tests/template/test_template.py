@@ -292,12 +292,54 @@ def test_dashboard_shows_remaining_percent_with_the_threshold(cfn, source):
     assert threshold == 20
     body = json.loads(render_sub(dash["DashboardBody"], {
         "AWS::Region": "eu-west-1", "RateLimitAlarmThreshold": threshold, "CoreRateLimitAlarm.Arn": "arn:alarm",
+        "RateLimitScannerHeartbeatAlarm.Arn": "arn:heartbeat", "RateLimitScannerGapAlarm.Arn": "arn:gaps",
+        "RateLimitScannerFunction": "stack-scanner",
     }))
     widgets = [w for w in body["widgets"] if w["type"] == "metric"]
-    expressions = [m[0]["expression"] for w in widgets for m in w["properties"]["metrics"]]
+    expressions = [m[0]["expression"] for w in widgets for m in w["properties"]["metrics"] if isinstance(m[0], dict)]
     assert any("GitHubAPICallsRemainingPercent" in e and 'Category="core"' in e and NAMESPACE in e for e in expressions)
     assert all("AppID,Category,InstallationID" in e for e in expressions), "per installation and category"
     assert widgets[0]["properties"]["annotations"]["horizontal"][0]["value"] == threshold
+    [alarms] = [w for w in body["widgets"] if w["type"] == "alarm"]
+    assert alarms["properties"]["alarms"] == ["arn:alarm", "arn:heartbeat", "arn:gaps"]
+    [scanner] = [w for w in widgets if w["properties"]["title"].startswith("Rate-limit scanner")]
+    lines = scanner["properties"]["metrics"]
+    assert lines[0][:4] == [NAMESPACE, "ScannerInstallations", "FunctionName", "stack-scanner"]
+    assert [line[1] for line in lines[1:]] == [
+        "ScannerInstallationsScanned", "ScannerInstallationsFailed", "ScannerInstallationsDeferred"
+    ]
+
+
+SCANNER_DIMENSION = [{"Name": "FunctionName", "Value": {"Ref": "RateLimitScannerFunction"}}]
+ALARM_TOPIC = {"Fn::If": ["HasAlarmTopic", [{"Ref": "RateLimitAlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+
+
+def test_a_silent_scanner_raises_its_alarm(cfn):
+    """Missing data is breaching: the alarm fires exactly when the scanner stops reporting."""
+    alarm = cfn["Resources"]["RateLimitScannerHeartbeatAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"]) == (
+        NAMESPACE, "ScannerInstallationsScanned", SCANNER_DIMENSION
+    )
+    assert (alarm["Statistic"], alarm["Period"], alarm["ComparisonOperator"], alarm["Threshold"]) == (
+        "SampleCount", 300, "LessThanThreshold", 1
+    )
+    assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (3, 2)
+    assert alarm["TreatMissingData"] == "breaching"
+    assert alarm["AlarmActions"] == ALARM_TOPIC and alarm["OKActions"] == ALARM_TOPIC
+
+
+def test_installations_the_scanner_keeps_missing_raise_an_alarm(cfn, source):
+    alarm = cfn["Resources"]["RateLimitScannerGapAlarm"]["Properties"]
+    queries = {q["Id"]: q for q in alarm["Metrics"]}
+    assert queries["unscanned"]["Expression"] == "failed + deferred" and queries["unscanned"]["ReturnData"]
+    for id_, name in [("failed", "ScannerInstallationsFailed"), ("deferred", "ScannerInstallationsDeferred")]:
+        stat = queries[id_]["MetricStat"]
+        assert stat["Metric"] == {"Namespace": NAMESPACE, "MetricName": name, "Dimensions": SCANNER_DIMENSION}
+        assert (stat["Period"], stat["Stat"], queries[id_]["ReturnData"]) == (300, "Sum", False)
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", {"Ref": "ScannerGapAlarmThreshold"})
+    assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (3, 3)
+    assert source["Parameters"]["ScannerGapAlarmThreshold"]["Default"] == 10
+    assert alarm["AlarmActions"] == ALARM_TOPIC
 
 
 def test_alarm_watches_the_lowest_core_percent(cfn, source):

@@ -138,6 +138,11 @@ pub async fn stack_outputs(
         .collect())
 }
 
+/// How long a call waits for its function: longer than any function's `Timeout` (refresh-cache's
+/// 300 s is the longest), so a caller always gets the function's own answer, the contract's error
+/// included, rather than giving up first.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(330);
+
 /// The client.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -165,7 +170,7 @@ impl Client {
 
     pub fn new(credentials: SharedCredentialsProvider, default_region: Option<String>, urls: Urls) -> Self {
         let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(330))
+            .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("appcreds-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();

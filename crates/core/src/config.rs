@@ -30,6 +30,8 @@ pub struct Config {
     /// emulated Function URLs; honoured only with `REQUIRE_IAM_CALLER=false`, which no deployed
     /// function has.
     pub local_caller: Option<String>,
+    /// `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda): names the function in its own metrics.
+    pub function_name: Option<String>,
 }
 
 impl Config {
@@ -74,6 +76,7 @@ impl Config {
             access_table: non_empty("ACCESS_TABLE_NAME"),
             access_mode,
             local_caller,
+            function_name: non_empty("AWS_LAMBDA_FUNCTION_NAME"),
             app_table,
             installation_table: non_empty("INSTALLATION_TABLE_NAME"),
             pagination_key: non_empty("PAGINATION_KEY_ID"),

@@ -13,7 +13,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let init = ColdStart::init().await?;
     let mut services = init.require_installation_table()?.services(true)?; // one GitHub connection pool
     services.metrics = Arc::new(CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(&init.aws)));
-    let scanner = Arc::new(RateLimitScanner::new(&services));
+    let mut scanner = RateLimitScanner::new(&services);
+    if let Some(name) = &init.config.function_name {
+        scanner = scanner.named(name);
+    }
+    let scanner = Arc::new(scanner);
     serve_scheduled(move || {
         let scanner = scanner.clone();
         async move { scanner.scheduled().await }
