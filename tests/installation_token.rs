@@ -345,6 +345,22 @@ async fn a_thousand_unknown_node_ids_cost_one_listing() {
     assert_eq!(stack.github.calls("GET /app/installations"), 1);
 }
 
+/// An owner with no installation, asked about again and again: GitHub is asked once (its two
+/// lookups), and the answer is kept for 30 s.
+#[tokio::test]
+async fn an_unknown_owner_asked_about_repeatedly_costs_two_lookups() {
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    for _ in 0..100 {
+        let reply = post(&handler, json!({"appId": APP, "owner": "nobody-here"})).await;
+        assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")));
+        assert_eq!(reply.body["message"], format!("App {APP} has no installation for owner nobody-here"));
+    }
+    let lookups = stack.github.calls("GET /users/nobody-here/installation")
+        + stack.github.calls("GET /orgs/nobody-here/installation");
+    assert_eq!(lookups, 2, "{:?}", stack.github.all_calls());
+}
+
 /// A mint whose answer does not come back in time has an unknown outcome: it is not sent again
 /// (a second one would leave a token valid for an hour that nobody holds), and the caller gets
 /// the contract's error before the invocation's deadline.

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::cache::FlightCache;
+use crate::cache::{FlightCache, Limits};
 use crate::domain::access::{Action, Claims, Denial, InstallationRef, Policy, Readable, Subject, Target};
 use crate::domain::scope::ScopeDown;
 use crate::error::Error;
@@ -39,7 +39,8 @@ impl AccessControl {
             store: services.access.clone(),
             oidc: services.oidc.clone(),
             clock: services.clock.clone(),
-            rules: FlightCache::new(1),
+            // One snapshot; its size is bounded by the access table's limits on rules.
+            rules: FlightCache::new(Limits { entries: 1, bytes: usize::MAX }, |_, _| size_of::<Snapshot>()),
         }
     }
 

@@ -12,7 +12,8 @@
 //! | adapters | [`aws`], [`github`] | KMS, DynamoDB and CloudWatch behind the ports; the GitHub REST client |
 //! | domain | [`domain`] | JWT claims, scopes, secrets, time, page tokens: no I/O |
 //!
-//! [`error`] is the crate's one error enum, [`cache`] the single-flight cache, [`config`] the
+//! [`error`] is the crate's one error enum, [`cache`] the single-flight cache (bounded by entries
+//! and bytes), [`deadline`] the invocation's deadline every wait and retry keeps to, [`config`] the
 //! environment. The contract's types live in the `appcreds-wire` crate.
 //!
 //! Features: `lambda` adds the Lambda Function URL adapter ([`http::serve`]) and the cold-start

@@ -31,6 +31,17 @@ pub(crate) struct GitHubAccount {
 }
 
 impl GitHubInstallation {
+    /// The bytes it holds, inline and on the heap (for cache bounds).
+    pub fn weight(&self) -> usize {
+        let account = self.account.as_ref().map_or(0, |a| {
+            size_of::<GitHubAccount>()
+                + a.login.as_ref().map_or(0, String::len)
+                + a.slug.as_ref().map_or(0, String::len)
+                + a.node_id.len()
+        });
+        size_of::<Self>() + account + self.target_type.len()
+    }
+
     /// The Installation row for this installation of `app_id`.
     pub fn record(&self, app_id: i64) -> Option<InstallationRecord> {
         let account = self.account.as_ref()?;

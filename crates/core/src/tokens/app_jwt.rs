@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::cache::FlightCache;
+use crate::cache::{FlightCache, Limits};
 use crate::domain::jwt::{self, Claims};
 use crate::domain::secret::Secret;
 use crate::error::Error;
@@ -45,7 +45,9 @@ impl AppJwts {
             signer: services.signer.clone(),
             store: services.apps.clone(),
             clock: services.clock.clone(),
-            cache: FlightCache::new(10_000),
+            cache: FlightCache::new(Limits { entries: 10_000, bytes: 8 << 20 }, |_, jwt| {
+                size_of::<(i64, AppJwt)>() + jwt.token.expose().len()
+            }),
         }
     }
 

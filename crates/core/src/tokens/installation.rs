@@ -12,7 +12,7 @@ use std::sync::Arc;
 use appcreds_wire::Target;
 use reqwest::Method;
 
-use crate::cache::FlightCache;
+use crate::cache::{FlightCache, Limits};
 use crate::deadline;
 use crate::domain::clock::rfc3339;
 use crate::domain::scope::{self, ScopeDown};
@@ -42,6 +42,27 @@ pub struct InstallationToken {
     pub granted: ScopeDown,
 }
 
+impl InstallationToken {
+    /// The bytes it holds on the heap.
+    fn heap_bytes(&self) -> usize {
+        self.token.expose().len()
+            + self.expires_at_text.len()
+            + self.granted.repository_ids.len() * size_of::<i64>()
+            + self.granted.repository_names.iter().map(|n| size_of::<String>() + n.len()).sum::<usize>()
+            + self.granted.permissions.iter().map(|(k, v)| 2 * size_of::<String>() + k.len() + v.len()).sum::<usize>()
+    }
+}
+
+fn target_bytes(target: &Target) -> usize {
+    match target {
+        Target::NodeId(s) | Target::Owner(s) | Target::Repository(s) => s.len(),
+    }
+}
+
+fn record_bytes(record: &InstallationRecord) -> usize {
+    record.node_id.len() + record.target_type.len() + record.name.len()
+}
+
 /// A token handed out, what it was minted for, and under which access rule.
 #[derive(Debug)]
 pub(crate) struct Issued {
@@ -59,16 +80,29 @@ struct Resolved {
     from_table: bool,
 }
 
+/// What a target resolved to.
+#[derive(Debug, Clone)]
+enum Resolution {
+    Found(Resolved),
+    /// GitHub has no such installation (as of `at`).
+    Unknown {
+        at: i64,
+    },
+}
+
 /// Mints installation tokens.
 pub(crate) struct InstallationTokens {
     jwts: AppJwts,
     services: Services,
-    resolutions: FlightCache<(i64, Target), Resolved>,
+    resolutions: FlightCache<(i64, Target), Resolution>,
     tokens: FlightCache<(i64, i64, String), InstallationToken>,
     slugs: FlightCache<i64, (String, i64)>,
     /// Each App's installation listing, with when it was made.
     listings: FlightCache<i64, (Arc<Vec<GitHubInstallation>>, i64)>,
 }
+
+/// How long "no such installation" is kept.
+pub(crate) const UNKNOWN_TTL_SECS: i64 = 30;
 
 /// How long an App's installation listing answers node-ID lookups.
 pub(crate) const LISTING_TTL_SECS: i64 = 30;
@@ -86,10 +120,25 @@ impl InstallationTokens {
         Self {
             jwts: AppJwts::new(services),
             services: services.clone(),
-            resolutions: FlightCache::new(10_000),
-            tokens: FlightCache::new(10_000),
-            slugs: FlightCache::new(10_000),
-            listings: FlightCache::new(1_000),
+            resolutions: FlightCache::new(Limits { entries: 10_000, bytes: 8 << 20 }, |(_, target), r| {
+                let record = match r {
+                    Resolution::Found(r) => record_bytes(&r.record),
+                    Resolution::Unknown { .. } => 0,
+                };
+                size_of::<((i64, Target), Resolution)>() + target_bytes(target) + record
+            }),
+            // The scanner's: one per installation (10,000 and more), each a few hundred bytes.
+            tokens: FlightCache::new(Limits { entries: 20_000, bytes: 32 << 20 }, |(_, _, scope), t| {
+                size_of::<((i64, i64, String), InstallationToken)>() + scope.len() + t.heap_bytes()
+            }),
+            slugs: FlightCache::new(Limits { entries: 1_000, bytes: 1 << 20 }, |_, (slug, _)| {
+                size_of::<(i64, (String, i64))>() + slug.len()
+            }),
+            // An App with 10,000 installations lists about 1.5 MB.
+            listings: FlightCache::new(Limits { entries: 100, bytes: 32 << 20 }, |_, (listing, _)| {
+                size_of::<(i64, (Arc<Vec<GitHubInstallation>>, i64))>()
+                    + listing.iter().map(GitHubInstallation::weight).sum::<usize>()
+            }),
         }
     }
 
@@ -216,24 +265,37 @@ impl InstallationTokens {
         })
     }
 
+    /// The installation `target` names: kept [`RESOLUTION_TTL_SECS`], and "none" kept
+    /// [`UNKNOWN_TTL_SECS`], so asking again and again for an installation that does not exist
+    /// costs GitHub nothing more.
     async fn resolve(&self, app_id: i64, target: &Target) -> Result<Resolved, Error> {
-        let fresh = |r: &Resolved| self.now() - r.at < RESOLUTION_TTL_SECS;
-        let (resolved, _) = self
+        let fresh = |r: &Resolution| match r {
+            Resolution::Found(r) => self.now() - r.at < RESOLUTION_TTL_SECS,
+            Resolution::Unknown { at } => self.now() - at < UNKNOWN_TTL_SECS,
+        };
+        let (resolution, _) = self
             .resolutions
             .get_or_fill((app_id, target.clone()), fresh, || async {
                 if let Target::NodeId(node_id) = target
                     && let Some(record) = self.store().get(app_id, node_id).await?
                 {
-                    return Ok(Resolved { record, at: self.now(), from_table: true });
+                    return Ok(Resolution::Found(Resolved { record, at: self.now(), from_table: true }));
                 }
-                let record = self.resolve_at_github(app_id, target).await?;
+                let record = match self.resolve_at_github(app_id, target).await {
+                    Ok(record) => record,
+                    Err(Error::UnknownInstallation { .. }) => return Ok(Resolution::Unknown { at: self.now() }),
+                    Err(e) => return Err(e),
+                };
                 if self.store().get(app_id, &record.node_id).await?.as_ref() != Some(&record) {
                     self.store().write(vec![record.clone()], Vec::new(), &rfc3339(self.now())).await?;
                 }
-                Ok(Resolved { record, at: self.now(), from_table: false })
+                Ok(Resolution::Found(Resolved { record, at: self.now(), from_table: false }))
             })
             .await?;
-        Ok(resolved)
+        match resolution {
+            Resolution::Found(resolved) => Ok(resolved),
+            Resolution::Unknown { .. } => Err(Error::UnknownInstallation { app_id, target: target.to_string() }),
+        }
     }
 
     async fn resolve_at_github(&self, app_id: i64, target: &Target) -> Result<InstallationRecord, Error> {
