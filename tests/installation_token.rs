@@ -136,10 +136,12 @@ async fn invalid_scopes_are_refused_before_github_with_their_field_paths() {
     let names: Vec<String> = (0..501).map(|i| format!("r{i}")).collect();
     let cases = [
         (json!({"permissions": {"contents": "admin"}}), vec!["/scopeDown/permissions/contents"]),
-        (json!({"permissions": {"teleport": "write"}}), vec!["/scopeDown/permissions/teleport"]),
+        // A map key that fails is reported at the map's path, as Smithy does.
+        (json!({"permissions": {"teleport": "write"}}), vec!["/scopeDown/permissions"]),
         (json!({"permissions": {"issues": "owner"}}), vec!["/scopeDown/permissions/issues"]),
         (json!({"repositoryNames": ["octo-org/hello-world"]}), vec!["/scopeDown/repositoryNames/0"]),
-        (json!({"repositoryNames": ["ok", ""]}), vec!["/scopeDown/repositoryNames/1"]),
+        // Length and pattern: two violations of one member.
+        (json!({"repositoryNames": ["ok", ""]}), vec!["/scopeDown/repositoryNames/1", "/scopeDown/repositoryNames/1"]),
         (json!({"repositoryIds": [1, 0]}), vec!["/scopeDown/repositoryIds/1"]),
         (json!({"repositoryNames": names}), vec!["/scopeDown/repositoryNames"]),
         (

@@ -105,31 +105,28 @@ pub enum Error {
 }
 
 impl Error {
-    /// A `ValidationException` for one field.
+    /// A `ValidationException` for one field; `message` is the whole field message.
     pub fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
-        let field = FieldError::new(path, message);
-        Error::Validation {
-            message: format!("1 validation error detected. Value at '{}' {}", field.path, field.message),
-            fields: vec![field],
-        }
+        Self::invalid_fields(vec![FieldError::new(path, message)])
     }
 
-    /// A `ValidationException` for several fields (at least one).
     /// The most field errors one response lists; the message counts them all.
     pub(crate) const MAX_FIELD_ERRORS: usize = 20;
 
-    /// A `ValidationException` for several fields (at least one), listing at most
-    /// [`Error::MAX_FIELD_ERRORS`] of them: a request cannot make its answer large.
+    /// A `ValidationException` for several fields (at least one), summed up as Smithy's server
+    /// SDKs do, listing at most [`Error::MAX_FIELD_ERRORS`] of them: a request cannot make its
+    /// answer large.
     pub(crate) fn invalid_fields(mut fields: Vec<FieldError>) -> Self {
         let message = match fields.as_slice() {
-            [one] => format!("1 validation error detected. Value at '{}' {}", one.path, one.message),
+            [] => "0 validation errors detected.".to_string(),
+            [one] => format!("1 validation error detected. {}", one.message),
             many => {
                 let paths: std::collections::BTreeSet<&str> = many.iter().map(|f| f.path.as_str()).collect();
                 format!(
-                    "{} validation errors at {} paths detected. First failure: Value at '{}' {}",
+                    "{} validation errors at {} path{} detected. First failure: {}",
                     many.len(),
                     paths.len(),
-                    many[0].path,
+                    if paths.len() > 1 { "s" } else { "" },
                     many[0].message
                 )
             }

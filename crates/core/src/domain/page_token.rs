@@ -14,7 +14,11 @@ const PREFIX: &str = "v1.";
 const CONTEXT: &[u8] = b"appcreds/installations/nextToken/v1:";
 
 fn refused() -> Error {
-    Error::invalid("/nextToken", "is not a nextToken from this API (malformed, altered or from elsewhere)")
+    Error::invalid(
+        "/nextToken",
+        "Value at '/nextToken' failed to satisfy constraint: Member must be a nextToken this API returned \
+         (this one is malformed, altered or from elsewhere)",
+    )
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -65,7 +65,7 @@ fn parse_call(req: RawRequest<'_>, routes: &[&str], transport: &Transport) -> Re
     }
     check_content_type(req.content_type, req.body.is_empty())?;
     if req.body.len() > MAX_BODY_BYTES {
-        return Err(Error::invalid("", format!("the request body must be at most {MAX_BODY_BYTES} bytes")));
+        return Err(Error::invalid("", format!("The request body must be at most {MAX_BODY_BYTES} bytes")));
     }
     let body = parse_object(req.body)?;
     let oidc_token = match req.oidc_token {

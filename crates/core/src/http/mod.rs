@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 
+pub(crate) mod constraint;
 #[cfg(feature = "lambda")]
 mod endpoint;
 #[cfg(feature = "lambda")]

@@ -7,8 +7,11 @@ use appcreds_wire::{
 };
 use serde_json::{Map, Value};
 
-use crate::domain::scope::{MAX_REPOSITORIES, permission_levels, repository_name_problem};
-use crate::error::{Error, FieldError};
+use std::sync::LazyLock;
+
+use crate::domain::scope::{MAX_REPOSITORIES, MAX_REPOSITORY_NAME, permission_levels};
+use crate::error::Error;
+use crate::http::constraint::{Pattern, Violations};
 
 /// Typed, path-aware reads of a JSON object's members.
 pub(crate) struct Fields<'a> {
@@ -96,175 +99,204 @@ fn wrong_type(path: &str, expected: &str, got: &Value) -> Error {
     Error::Serialization(format!("Value at '{path}' must be {expected}, not {kind}"))
 }
 
-/// Collects constraint violations so a response can name all of them at once.
-#[derive(Debug, Default)]
-struct Violations(Vec<FieldError>);
+/// **(ext)** `owner`: a GitHub login (with `@length(1, 39)`).
+static LOGIN: LazyLock<Pattern> = LazyLock::new(|| Pattern::new("^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$"));
+/// **(ext)** `repository`: `owner/name` (with `@length(3, 140)`).
+static REPOSITORY: LazyLock<Pattern> =
+    LazyLock::new(|| Pattern::new("^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?/[A-Za-z0-9._-]{1,100}$"));
+/// A repository name in `scopeDown` (with `@length(1, 100)`).
+static REPOSITORY_NAME: LazyLock<Pattern> = LazyLock::new(|| Pattern::new("^[A-Za-z0-9._-]+$"));
 
-impl Violations {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError::new(path, message));
-    }
-
-    /// `Ok` if nothing was added, else one `ValidationException` naming every field.
-    fn finish(self) -> Result<(), Error> {
-        if self.0.is_empty() { Ok(()) } else { Err(Error::invalid_fields(self.0)) }
-    }
+/// A value known to be present once the request's violations came to none.
+fn checked<T>(value: Option<T>) -> Result<T, Error> {
+    value.ok_or_else(|| Error::internal("reading the request", "a member missing after validation"))
 }
 
-/// Reads a required ID (`appId`, …): an integer from 1 to 2^63 − 1.
-fn required_id(fields: &Fields<'_>, name: &str) -> Result<i64, Error> {
-    match fields.i64(name)? {
-        None => Err(Error::invalid(fields.path(name), "must not be null")),
-        Some(v) if v < 1 => Err(Error::invalid(fields.path(name), "must be greater than or equal to 1")),
-        Some(v) => Ok(v),
-    }
+/// A required ID (`appId`, …): `@required`, `@range(min: 1)`; `None` if it violates either.
+fn id(fields: &Fields<'_>, name: &str, v: &mut Violations) -> Result<Option<i64>, Error> {
+    let path = fields.path(name);
+    Ok(match fields.i64(name)? {
+        None => {
+            v.required(&path);
+            None
+        }
+        Some(n) => v.range(&path, n, Some(1), None).then_some(n),
+    })
 }
 
-/// A required node ID: 1 to 256 characters.
-fn node_id(fields: &Fields<'_>) -> Result<String, Error> {
-    match fields.str("nodeId")? {
-        None => Err(Error::invalid("/nodeId", "must not be null")),
-        Some(n) => checked_node_id(n),
-    }
-}
-
-fn checked_node_id(node_id: &str) -> Result<String, Error> {
-    if node_id.is_empty() || node_id.chars().count() > 256 {
-        return Err(Error::invalid("/nodeId", "must be 1 to 256 characters long"));
-    }
-    Ok(node_id.to_string())
+/// A node ID: `@length(1, 256)`.
+fn node_id_value(node_id: &str, v: &mut Violations) -> Option<String> {
+    v.text_length("/nodeId", node_id, Some(1), Some(256)).then(|| node_id.to_string())
 }
 
 /// `POST /tokens/app`'s body.
 pub fn app_token(body: &Map<String, Value>) -> Result<AppTokenRequest, Error> {
-    Ok(AppTokenRequest { app_id: required_id(&Fields::new(body), "appId")? })
+    let mut v = Violations::default();
+    let app_id = id(&Fields::new(body), "appId", &mut v)?;
+    v.finish()?;
+    Ok(AppTokenRequest { app_id: checked(app_id)? })
 }
 
 /// `POST /tokens/installation`'s body: `appId`, exactly one of `nodeId`, `owner` and
-/// `repository`, and an optional `scopeDown`.
+/// `repository`, and an optional `scopeDown`. Every violation of all of them is counted.
 pub fn installation_token(body: &Map<String, Value>) -> Result<InstallationTokenRequest, Error> {
     let fields = Fields::new(body);
-    let app_id = required_id(&fields, "appId")?;
-    let target = target(&fields)?;
+    let mut v = Violations::default();
+    let app_id = id(&fields, "appId", &mut v)?;
+    let target = target(&fields, &mut v)?;
     let scope_down = match fields.object("scopeDown")? {
         None => None,
-        Some(map) => Some(scope_down(map, "/scopeDown")?),
+        Some(map) => Some(scope_down(map, "/scopeDown", &mut v)?),
     };
-    Ok(InstallationTokenRequest { app_id, target, scope_down })
+    v.finish()?;
+    Ok(InstallationTokenRequest { app_id: checked(app_id)?, target: checked(target)?, scope_down })
 }
 
-/// `POST /installations/info`'s body.
+/// `POST /installations/info`'s body: a required `nodeId`.
 pub fn installation_info(body: &Map<String, Value>) -> Result<InstallationInfoRequest, Error> {
-    Ok(InstallationInfoRequest { node_id: node_id(&Fields::new(body))? })
+    let fields = Fields::new(body);
+    let mut v = Violations::default();
+    let node_id = match fields.str("nodeId")? {
+        None => {
+            v.required("/nodeId");
+            None
+        }
+        Some(n) => node_id_value(n, &mut v),
+    };
+    v.finish()?;
+    Ok(InstallationInfoRequest { node_id: checked(node_id)? })
 }
 
-/// `POST /installations`' body (the page token is checked by its reader).
+/// `POST /installations`' body: `maxResults` `@range(1, 100)` (the page token is checked by its
+/// reader).
 pub fn list_installations(body: &Map<String, Value>) -> Result<ListInstallationsRequest, Error> {
     let fields = Fields::new(body);
-    let max_results = match fields.i64("maxResults")? {
-        Some(n) if !(1..=100).contains(&n) => return Err(Error::invalid("/maxResults", "must be between 1 and 100")),
-        other => other,
-    };
+    let mut v = Violations::default();
+    let max_results = fields.i64("maxResults")?;
+    if let Some(n) = max_results {
+        v.range("/maxResults", n, Some(1), Some(100));
+    }
+    v.finish()?;
     Ok(ListInstallationsRequest { max_results, next_token: fields.str("nextToken")?.map(str::to_string) })
 }
 
-/// GitHub logins: 1 to 39 characters, ASCII letters, digits and single inner hyphens.
-fn valid_login(login: &str) -> bool {
-    (1..=39).contains(&login.len())
-        && login.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !login.starts_with('-')
-        && !login.ends_with('-')
-}
-
-/// The installation target: exactly one of `nodeId`, `owner`, `repository`.
-fn target(body: &Fields<'_>) -> Result<Target, Error> {
-    let node_id = body.str("nodeId")?;
-    let owner = body.str("owner")?;
-    let repository = body.str("repository")?;
-    let given = [node_id.is_some(), owner.is_some(), repository.is_some()].iter().filter(|g| **g).count();
-    if given == 0 {
-        return Err(Error::invalid("/nodeId", "must not be null (or give owner or repository)"));
-    }
-    if given > 1 {
-        return Err(Error::invalid("/nodeId", "give only one of nodeId, owner and repository"));
+/// The installation target: exactly one of `nodeId`, `owner`, `repository` (`nodeId` is the
+/// contract's required member; the others are extensions that stand in for it).
+fn target(fields: &Fields<'_>, v: &mut Violations) -> Result<Option<Target>, Error> {
+    let node_id = fields.str("nodeId")?;
+    let owner = fields.str("owner")?;
+    let repository = fields.str("repository")?;
+    let given: Vec<&str> =
+        [("nodeId", node_id.is_some()), ("owner", owner.is_some()), ("repository", repository.is_some())]
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect();
+    match given.as_slice() {
+        [] => {
+            v.required("/nodeId");
+            return Ok(None);
+        }
+        [_] => {}
+        [first, rest @ ..] => {
+            for extra in rest {
+                v.rule(
+                    &format!("/{extra}"),
+                    &format!("must not be set together with {first} (give one of nodeId, owner and repository)"),
+                );
+            }
+            return Ok(None);
+        }
     }
     if let Some(node_id) = node_id {
-        return Ok(Target::NodeId(checked_node_id(node_id)?));
+        return Ok(node_id_value(node_id, v).map(Target::NodeId));
     }
     if let Some(owner) = owner {
-        if !valid_login(owner) {
-            return Err(Error::invalid("/owner", "is not a GitHub login"));
-        }
-        return Ok(Target::Owner(owner.to_string()));
+        // `&`, not `&&`: both constraints are checked and counted, as Smithy does.
+        let ok = v.text_length("/owner", owner, Some(1), Some(39)) & v.pattern("/owner", owner, &LOGIN);
+        return Ok(ok.then(|| Target::Owner(owner.to_string())));
     }
     let repository = repository.unwrap_or_default();
-    match repository.split_once('/') {
-        Some((owner, name)) if valid_login(owner) && repository_name_problem(name).is_none() => {
-            Ok(Target::Repository(repository.to_string()))
-        }
-        _ => Err(Error::invalid("/repository", "must be owner/name")),
+    let mut ok = v.text_length("/repository", repository, Some(3), Some(140))
+        & v.pattern("/repository", repository, &REPOSITORY);
+    if ok && matches!(repository.rsplit_once('/'), Some((_, "." | ".."))) {
+        v.rule("/repository", "must not name the repository . or ..");
+        ok = false;
     }
+    Ok(ok.then(|| Target::Repository(repository.to_string())))
 }
 
 /// A `scopeDown` object at `prefix`. Repository lists keep the caller's order without
 /// duplicates (names compared without case, as GitHub does).
-fn scope_down(map: &Map<String, Value>, prefix: &str) -> Result<ScopeDown, Error> {
+fn scope_down(map: &Map<String, Value>, prefix: &str, v: &mut Violations) -> Result<ScopeDown, Error> {
     let fields = Fields::nested(map, prefix);
-    let mut bad = Violations::default();
     let mut scope = ScopeDown::default();
     // Duplicates are dropped in O(n log n): a body of 32,000 IDs is judged in milliseconds.
     let mut seen_ids = std::collections::BTreeSet::<i64>::new();
     let mut seen_names = std::collections::BTreeSet::<String>::new();
+    let mut one_list_too_long = false;
 
-    for (i, v) in fields.array("repositoryIds")?.into_iter().flatten().enumerate() {
-        let path = format!("{prefix}/repositoryIds/{i}");
-        let id = as_i64(v, &path)?;
-        if id < 1 {
-            bad.add(path, "must be greater than or equal to 1");
-        } else if seen_ids.insert(id) {
-            scope.repository_ids.push(id);
+    if let Some(ids) = fields.array("repositoryIds")? {
+        one_list_too_long |= !v.length(&fields.path("repositoryIds"), ids.len(), None, Some(MAX_REPOSITORIES));
+        for (i, value) in ids.iter().enumerate() {
+            let path = format!("{prefix}/repositoryIds/{i}");
+            let id = as_i64(value, &path)?;
+            if v.range(&path, id, Some(1), None) && seen_ids.insert(id) {
+                scope.repository_ids.push(id);
+            }
         }
     }
-    for (i, v) in fields.array("repositoryNames")?.into_iter().flatten().enumerate() {
-        let path = format!("{prefix}/repositoryNames/{i}");
-        let Value::String(name) = v else {
-            return Err(Error::Serialization(format!("Value at '{path}' must be a string")));
-        };
-        if let Some(problem) = repository_name_problem(name) {
-            bad.add(path, problem);
-        } else if seen_names.insert(name.to_ascii_lowercase()) {
-            scope.repository_names.push(name.clone());
+    if let Some(names) = fields.array("repositoryNames")? {
+        one_list_too_long |= !v.length(&fields.path("repositoryNames"), names.len(), None, Some(MAX_REPOSITORIES));
+        for (i, value) in names.iter().enumerate() {
+            let path = format!("{prefix}/repositoryNames/{i}");
+            let Value::String(name) = value else {
+                return Err(wrong_type(&path, "a string", value));
+            };
+            let mut ok = v.text_length(&path, name, Some(1), Some(MAX_REPOSITORY_NAME))
+                & v.pattern(&path, name, &REPOSITORY_NAME);
+            if ok && (name == "." || name == "..") {
+                v.rule(&path, "must not be . or ..");
+                ok = false;
+            }
+            if ok && seen_names.insert(name.to_ascii_lowercase()) {
+                scope.repository_names.push(name.clone());
+            }
         }
     }
     let repositories = scope.repository_ids.len() + scope.repository_names.len();
-    if repositories > MAX_REPOSITORIES {
-        bad.add(
-            format!("{prefix}/repositoryNames"),
-            format!("names at most {MAX_REPOSITORIES} repositories in all (ids and names), not {repositories}"),
+    if repositories > MAX_REPOSITORIES && !one_list_too_long {
+        v.rule(
+            prefix,
+            &format!(
+                "must name at most {MAX_REPOSITORIES} repositories in all (repositoryIds and repositoryNames together)"
+            ),
         );
     }
     if let Some(perms) = fields.object("permissions")? {
         let known = permission_levels();
+        let permissions_path = fields.path("permissions");
         // Sorted, so the errors come in one order whatever serde_json's map preserves.
         let mut perms: Vec<(&String, &Value)> = perms.iter().collect();
         perms.sort_by_key(|(name, _)| *name);
         for (name, level) in perms {
-            let path = format!("{prefix}/permissions/{name}");
+            let path = format!("{permissions_path}/{name}");
             let Value::String(level) = level else {
-                return Err(Error::Serialization(format!("Value at '{path}' must be a string")));
+                return Err(wrong_type(&path, "a string", level));
             };
             match known.get(name) {
-                None => bad.add(path, "is not a GitHub App permission"),
-                Some(allowed) if !allowed.contains(level) => {
-                    bad.add(path, format!("must be one of {}", allowed.join(", ")));
+                // A map key that fails is reported at the map's path, as Smithy does.
+                None => {
+                    let names: Vec<&str> = known.keys().map(String::as_str).collect();
+                    v.one_of(&permissions_path, name, &names);
                 }
-                Some(_) => {
-                    scope.permissions.insert(name.clone(), level.clone());
+                Some(allowed) => {
+                    if v.one_of(&path, level, allowed) {
+                        scope.permissions.insert(name.clone(), level.clone());
+                    }
                 }
             }
         }
     }
-    bad.finish()?;
     Ok(scope)
 }
 
@@ -321,8 +353,9 @@ mod tests {
     }
 
     fn target_of(v: Value) -> Result<Target, &'static str> {
-        let m = obj(v);
-        target(&Fields::new(&m)).map_err(|e| name_of(&e))
+        let mut m = obj(v);
+        m.insert("appId".into(), json!(1));
+        installation_token(&m).map(|r| r.target).map_err(|e| name_of(&e))
     }
 
     #[test]
@@ -395,34 +428,132 @@ mod tests {
             [
                 "/scopeDown/repositoryIds/0",
                 "/scopeDown/repositoryIds/2",
-                "/scopeDown/repositoryNames/1",
+                "/scopeDown/repositoryNames/1", // length
+                "/scopeDown/repositoryNames/1", // and pattern
                 "/scopeDown/repositoryNames/2",
                 "/scopeDown/repositoryNames/3",
                 "/scopeDown/repositoryNames/4",
                 "/scopeDown/repositoryNames/5",
                 "/scopeDown/permissions/contents",
                 "/scopeDown/permissions/issues",
-                "/scopeDown/permissions/not_a_permission",
+                "/scopeDown/permissions", // a key that fails is reported at the map's path
             ]
         );
     }
 
+    /// The messages and the summary of one request.
+    fn messages(err: &Error) -> (String, Vec<String>) {
+        let (name, body) = error_reply(err);
+        assert_eq!(name.as_str(), "ValidationException", "{body:?}");
+        (body.message, body.field_list.unwrap().into_iter().map(|f| f.message).collect())
+    }
+
+    /// Every constraint of the contract (and of its extensions), with Smithy's exact words.
     #[test]
-    fn a_flood_of_violations_is_counted_but_not_echoed() {
-        // 64 KiB of invalid repository IDs: about 32,000 violations.
-        let ids: Vec<i64> = vec![0; 32_000];
-        let err = parse(json!({"repositoryIds": ids})).unwrap_err();
-        let (_, body) = error_reply(&err);
-        assert_eq!(body.field_list.as_ref().map(Vec::len), Some(20), "at most 20 listed");
+    fn every_constraint_of_the_contract_in_smithys_words() {
+        let pattern = |path: &str, p: &str| {
+            format!(
+                "Value at '{path}' failed to satisfy constraint: Member must satisfy regular expression pattern: {p}"
+            )
+        };
+        let login = "^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$";
+        let repo = "^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?/[A-Za-z0-9._-]{1,100}$";
+        let cases: Vec<(Result<(), Error>, Vec<String>)> = vec![
+            (
+                app_token(&obj(json!({}))).map(drop),
+                vec!["Value at '/appId' failed to satisfy constraint: Member must not be null".into()],
+            ),
+            (
+                app_token(&obj(json!({"appId": 0}))).map(drop),
+                vec!["Value at '/appId' failed to satisfy constraint: Member must be greater than or equal to 1".into()],
+            ),
+            (
+                installation_info(&obj(json!({}))).map(drop),
+                vec!["Value at '/nodeId' failed to satisfy constraint: Member must not be null".into()],
+            ),
+            (
+                installation_info(&obj(json!({"nodeId": "é".repeat(257)}))).map(drop),
+                vec!["Value with length 257 at '/nodeId' failed to satisfy constraint: Member must have length between 1 and 256, inclusive".into()],
+            ),
+            (
+                list_installations(&obj(json!({"maxResults": 0}))).map(drop),
+                vec!["Value at '/maxResults' failed to satisfy constraint: Member must be between 1 and 100, inclusive".into()],
+            ),
+            (
+                list_installations(&obj(json!({"maxResults": 101}))).map(drop),
+                vec!["Value at '/maxResults' failed to satisfy constraint: Member must be between 1 and 100, inclusive".into()],
+            ),
+            (
+                installation_token(&obj(json!({"appId": 1}))).map(drop),
+                vec!["Value at '/nodeId' failed to satisfy constraint: Member must not be null".into()],
+            ),
+            (
+                installation_token(&obj(json!({"appId": 1, "owner": "-".repeat(40)}))).map(drop),
+                vec![
+                    "Value with length 40 at '/owner' failed to satisfy constraint: Member must have length between 1 and 39, inclusive".into(),
+                    pattern("/owner", login),
+                ],
+            ),
+            (
+                installation_token(&obj(json!({"appId": 1, "repository": "noslash"}))).map(drop),
+                vec![pattern("/repository", repo)],
+            ),
+            (
+                installation_token(&obj(json!({"appId": 1, "repository": "octo/.."}))).map(drop),
+                vec!["Value at '/repository' failed to satisfy constraint: Member must not name the repository . or ..".into()],
+            ),
+            (
+                installation_token(&obj(json!({"appId": 1, "nodeId": "N", "owner": "o"}))).map(drop),
+                vec!["Value at '/owner' failed to satisfy constraint: Member must not be set together with nodeId (give one of nodeId, owner and repository)".into()],
+            ),
+            (
+                parse(json!({"repositoryIds": [0], "repositoryNames": ["a b"], "permissions": {"contents": "admin"}})).map(drop),
+                vec![
+                    "Value at '/scopeDown/repositoryIds/0' failed to satisfy constraint: Member must be greater than or equal to 1".into(),
+                    pattern("/scopeDown/repositoryNames/0", "^[A-Za-z0-9._-]+$"),
+                    "Value at '/scopeDown/permissions/contents' failed to satisfy constraint: Member must satisfy enum value set: [read, write]".into(),
+                ],
+            ),
+            (
+                parse(json!({"repositoryNames": ["x".repeat(101)]})).map(drop),
+                vec!["Value with length 101 at '/scopeDown/repositoryNames/0' failed to satisfy constraint: Member must have length between 1 and 100, inclusive".into()],
+            ),
+        ];
+        for (outcome, expected) in cases {
+            let (summary, got) = messages(&outcome.unwrap_err());
+            assert_eq!(got, expected);
+            if expected.len() == 1 {
+                assert_eq!(summary, format!("1 validation error detected. {}", expected[0]));
+            } else {
+                assert!(summary.ends_with(&format!("detected. First failure: {}", expected[0])), "{summary}");
+            }
+        }
+        // An unknown permission: at the map's path, with the whole set, sorted.
+        let (_, got) = messages(&parse(json!({"permissions": {"nope": "read"}})).unwrap_err());
+        let set = got[0]
+            .strip_prefix(
+                "Value at '/scopeDown/permissions' failed to satisfy constraint: Member must satisfy enum value set: [",
+            )
+            .unwrap();
+        let names: Vec<&str> = set.trim_end_matches(']').split(", ").collect();
+        assert_eq!(names.len(), permission_levels().len());
+        assert!(names.windows(2).all(|w| w[0] < w[1]) && names.contains(&"contents"));
+    }
+
+    /// Violations of several members are all counted: appId 0 and an empty nodeId are two.
+    #[test]
+    fn violations_of_every_member_are_counted() {
+        let (summary, got) = messages(&installation_token(&obj(json!({"appId": 0, "nodeId": ""}))).unwrap_err());
+        assert_eq!(got.len(), 2);
         assert_eq!(
-            body.message,
-            "32000 validation errors at 32000 paths detected. First failure: Value at '/scopeDown/repositoryIds/0' must be greater than or equal to 1"
+            summary,
+            "2 validation errors at 2 paths detected. First failure: Value at '/appId' failed to satisfy constraint: Member must be greater than or equal to 1"
         );
-        assert!(serde_json::to_string(&body).unwrap().len() < 4096, "a small answer");
-        // Many valid duplicates are dropped quickly, keeping the first of each.
-        let names: Vec<String> = (0..30_000).map(|i| format!("Repo{}", i % 3)).collect();
-        let s = parse(json!({"repositoryNames": names})).unwrap();
-        assert_eq!(s.repository_names, ["Repo0", "Repo1", "Repo2"]);
+        let (summary, _) = messages(
+            &installation_token(&obj(json!({"appId": 0, "owner": "", "scopeDown": {"repositoryIds": [0]}})))
+                .unwrap_err(),
+        );
+        assert!(summary.starts_with("4 validation errors at 3 paths detected."), "{summary}");
     }
 
     #[test]
@@ -432,7 +563,15 @@ mod tests {
         assert!(parse(json!({"repositoryNames": names, "repositoryIds": ids})).is_ok());
         let ids: Vec<i64> = (1..=201).collect();
         let err = parse(json!({"repositoryNames": names, "repositoryIds": ids})).unwrap_err();
-        assert_eq!(field_paths(&err), ["/scopeDown/repositoryNames"]);
+        assert_eq!(field_paths(&err), ["/scopeDown"]);
+        let ids: Vec<i64> = (1..=501).collect();
+        let (_, got) = messages(&parse(json!({"repositoryIds": ids})).unwrap_err());
+        assert_eq!(
+            got,
+            [
+                "Value with length 501 at '/scopeDown/repositoryIds' failed to satisfy constraint: Member must have length less than or equal to 500"
+            ]
+        );
     }
 
     #[test]
