@@ -45,12 +45,17 @@ pub fn clamp(limit: Duration) -> Duration {
     remaining().map_or(limit, |left| limit.min(left))
 }
 
+/// The longest a Lambda invocation can run.
+const LAMBDA_MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
 /// Lambda's deadline (milliseconds since the Unix epoch, as the runtime API gives it) as an
-/// [`Instant`] of this process.
-pub fn from_epoch_millis(deadline_ms: u64) -> Instant {
+/// [`Instant`] of this process; `None` for a value no real invocation has: already past, or
+/// further away than Lambda's 15-minute limit (emulators such as `cargo lambda watch` send a
+/// duration, not a time).
+pub fn from_epoch_millis(deadline_ms: u64) -> Option<Instant> {
     let deadline = UNIX_EPOCH + Duration::from_millis(deadline_ms);
-    let left = deadline.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-    Instant::now() + left
+    let left = deadline.duration_since(SystemTime::now()).ok()?;
+    (left <= LAMBDA_MAX_TIMEOUT + Duration::from_secs(1)).then(|| Instant::now() + left)
 }
 
 #[cfg(test)]
@@ -79,8 +84,12 @@ mod tests {
     #[test]
     fn lambda_deadlines_become_instants() {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-        let left = from_epoch_millis(now_ms + 3000).saturating_duration_since(Instant::now());
+        let left = from_epoch_millis(now_ms + 3000).unwrap().saturating_duration_since(Instant::now());
         assert!(left > Duration::from_millis(2900) && left <= Duration::from_secs(3), "{left:?}");
-        assert!(from_epoch_millis(now_ms - 5000) <= Instant::now());
+        assert!(from_epoch_millis(now_ms + 15 * 60 * 1000).is_some(), "Lambda's longest timeout");
+        // Values no invocation has: past, beyond 15 minutes, or a duration (cargo lambda watch's 600000).
+        assert_eq!(from_epoch_millis(now_ms - 5000), None);
+        assert_eq!(from_epoch_millis(now_ms + 16 * 60 * 1000), None);
+        assert_eq!(from_epoch_millis(600_000), None);
     }
 }

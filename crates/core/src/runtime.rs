@@ -113,11 +113,15 @@ where
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let job = job.clone();
         async move {
-            let deadline = deadline::from_epoch_millis(event.context.deadline);
-            let answer_by = deadline.checked_sub(deadline::ANSWER_MARGIN).unwrap_or(deadline);
-            let outcome = match tokio::time::timeout_at(answer_by, deadline::within(answer_by, job())).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(Error::OutOfTime),
+            let outcome = match deadline::from_epoch_millis(event.context.deadline) {
+                None => job().await,
+                Some(deadline) => {
+                    let answer_by = deadline.checked_sub(deadline::ANSWER_MARGIN).unwrap_or(deadline);
+                    match tokio::time::timeout_at(answer_by, deadline::within(answer_by, job())).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => Err(Error::OutOfTime),
+                    }
+                }
             };
             if let Err(e) = &outcome {
                 tracing::error!(error = %e, "scheduled run failed");

@@ -30,9 +30,8 @@ impl<O: Operation> Endpoint<O> {
             caller_arn,
             oidc_token: req.headers().get(OIDC_TOKEN_HEADER).map(HeaderValue::as_bytes),
         };
-        // The runtime API's deadline for this invocation (none where no runtime set one).
-        let deadline =
-            req.lambda_context_ref().map(|c| c.deadline).filter(|&ms| ms > 0).map(deadline::from_epoch_millis);
+        // The runtime API's deadline for this invocation (none where no runtime set a real one).
+        let deadline = req.lambda_context_ref().and_then(|c| deadline::from_epoch_millis(c.deadline));
         response(self.respond(raw, deadline).await)
     }
 }
