@@ -8,12 +8,14 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use appcreds_cli::CliError;
 use appcreds_cli::keys::{KeyManager, SigningRoles};
 use appcreds_cli::keywrap::AppPrivateKey;
 use appcreds_core::aws::app_table::DynamoAppStore;
 use appcreds_core::domain::clock::{Clock, ManualClock, SystemClock};
+use appcreds_core::error::KeyProblem;
 use appcreds_core::http::Endpoint;
 use appcreds_core::ops::app_token::AppToken;
 use appcreds_core::ports::{AppRecord, AppStore};
@@ -31,6 +33,9 @@ use rsa::RsaPrivateKey;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use serde_json::{Value, json};
+
+/// The grace period the tests rotate with.
+const GRACE: Duration = Duration::from_secs(15 * 60);
 
 const ROLES: [&str; 2] = [
     "arn:aws:iam::123456789012:role/appcreds-AppTokenFunctionRole-1A2B3C",
@@ -144,7 +149,10 @@ async fn pkcs1_and_pkcs8_pems_import_prove_and_register_the_app() {
         let arn = imported.key_arn.clone();
 
         // The App table names the key.
-        assert_eq!(world.app_row(app_id).await, Some(AppRecord { app_id, kms_key_arn: Some(arn.clone()) }));
+        assert_eq!(
+            world.app_row(app_id).await,
+            Some(AppRecord { app_id, kms_key_arn: Some(arn.clone()), previous_key: None })
+        );
 
         // The key as the spec defines it, with its tags.
         let meta = world.stack.kms.describe_key().key_id(&arn).send().await.unwrap().key_metadata.unwrap();
@@ -368,18 +376,28 @@ async fn rotation_switches_the_app_retires_the_old_key_and_tokens_keep_coming() 
 
     // The operator: the new key first goes to GitHub (both are valid there), then to appcreds.
     world.stack.github.add_app_key(APP, &new_pem.public_der).unwrap();
-    let rotated = world.manager.rotate(APP, &new_pem.key, &world.roles, Some(7), &|_: &str| {}).await.unwrap();
+    let rotated = world.manager.rotate(APP, &new_pem.key, &world.roles, GRACE, &|_: &str| {}).await.unwrap();
     assert_eq!(rotated.previous_key_arn, old);
     assert_ne!(rotated.key_arn, old);
-    assert!(rotated.previous_key_deletion.is_some());
 
-    // The App table names the new key; the old key is retired and scheduled for deletion.
-    assert_eq!(world.app_row(APP).await.unwrap().kms_key_arn.as_deref(), Some(rotated.key_arn.as_str()));
+    // The App table names the new key, and the old one as usable for the grace period.
+    let row = world.app_row(APP).await.unwrap();
+    assert_eq!(row.kms_key_arn.as_deref(), Some(rotated.key_arn.as_str()));
+    let previous = row.previous_key.unwrap();
+    assert_eq!(previous.arn, old);
+    assert!((previous.usable_until - SystemClock.now() - GRACE.as_secs() as i64).abs() <= 2, "{previous:?}");
+    assert_eq!(world.tags(&old).await["Status"], "Active", "still usable during the grace period");
+    assert_eq!(world.tags(&rotated.key_arn).await["Status"], "Active");
+
+    // The operator retires the old key (here before the grace period ends: --early).
+    let retired = world.manager.retire(APP, Some(7), true, &|_: &str| {}).await.unwrap();
+    assert_eq!((retired.key_arn.as_str(), retired.replaced_by.as_str()), (old.as_str(), rotated.key_arn.as_str()));
+    assert!(retired.deletion.is_some());
+    assert_eq!(world.app_row(APP).await.unwrap().previous_key, None);
     let old_tags = world.tags(&old).await;
     assert_eq!(old_tags["Status"], "Inactive");
     assert_eq!(old_tags["ReplacedBy"], rotated.key_arn);
     assert!(old_tags.contains_key("ReplacedOn"));
-    assert_eq!(world.tags(&rotated.key_arn).await["Status"], "Active");
     let old_meta = world.stack.kms.describe_key().key_id(&old).send().await.unwrap().key_metadata.unwrap();
     assert_eq!(old_meta.key_state(), Some(&KeyState::PendingDeletion));
 
@@ -404,6 +422,45 @@ async fn rotation_switches_the_app_retires_the_old_key_and_tokens_keep_coming() 
     assert!(served.load(Ordering::SeqCst) >= 4, "the callers were served");
 }
 
+/// A rotation while IAM has not yet seen the new key's `Status=Active` tag (AWS documents up to
+/// five minutes; the KMS emulation delays tag effects): during the grace period a cold function
+/// refused on the new key signs with the previous one, and with the new one once the tag took
+/// effect. Without a grace period, the same cold function fails: what the grace period is for.
+#[tokio::test]
+async fn a_rotation_survives_tag_propagation_with_a_grace_period() {
+    const APP: i64 = 165;
+    const PROPAGATION: Duration = Duration::from_millis(1500);
+    let world = World::start().await;
+    world.kms_import.set_tag_propagation(PROPAGATION);
+    let (old_pem, new_pem) = (pem(false), pem(true));
+    let old = world.import(APP, &old_pem).await.unwrap();
+    tokio::time::sleep(PROPAGATION).await; // the old key's Active tag takes effect
+    let cold = || AppJwts::new(&world.stack.services_on(world.function_kms(), SystemClock));
+
+    let rotated = world.manager.rotate(APP, &new_pem.key, &world.roles, GRACE, &|_: &str| {}).await.unwrap();
+    let jwt = cold().get(APP).await.expect("no failure while the new key's tag propagates");
+    assert_eq!(public_of(jwt.token.expose(), &[&old_pem, &new_pem]), [true, false], "signed by the previous key");
+    tokio::time::sleep(PROPAGATION).await;
+    let jwt = cold().get(APP).await.unwrap();
+    assert_eq!(public_of(jwt.token.expose(), &[&old_pem, &new_pem]), [false, true], "signed by the new key");
+
+    // Retiring before the grace period ends is refused, naming when it ends; --early does it.
+    let refused = world.manager.retire(APP, None, false, &|_: &str| {}).await.unwrap_err();
+    assert!(refused.to_string().contains(&format!("{old} is usable until")), "{refused}");
+    assert_eq!(refused.exit_code(), 4);
+    let again = world.manager.rotate(APP, &pem(false).key, &world.roles, GRACE, &|_: &str| {}).await.unwrap_err();
+    assert!(again.to_string().contains("last rotation is not finished"), "{again}");
+    world.manager.retire(APP, None, true, &|_: &str| {}).await.unwrap();
+    assert_eq!(world.tags(&old).await["Status"], "Inactive");
+
+    // A rotation without a grace period: the cold function has no key IAM lets it use.
+    let third = pem(false);
+    world.manager.rotate(APP, &third.key, &world.roles, Duration::ZERO, &|_: &str| {}).await.unwrap();
+    let err = cold().get(APP).await.unwrap_err();
+    assert!(matches!(err, appcreds_core::Error::SigningKey(KeyProblem::AccessDenied)), "{err:?}");
+    assert_ne!(rotated.key_arn, old);
+}
+
 /// A function that read the App row just before the switch signs after the old key stopped
 /// signing: it reads the row again and signs with the new key instead of failing.
 #[tokio::test]
@@ -417,7 +474,9 @@ async fn a_row_read_just_before_the_switch_signs_with_the_new_key() {
     let store = RotateAfterFirstRead {
         inner: DynamoAppStore::new(world.stack.ddb.clone(), &world.stack.app_table),
         rotate: tokio::sync::Mutex::new(Some(Box::pin(async move {
-            world_for_hook.manager.rotate(APP, &new_key.key, &world_for_hook.roles, None, &|_: &str| {}).await.unwrap();
+            let manager = &world_for_hook.manager;
+            manager.rotate(APP, &new_key.key, &world_for_hook.roles, GRACE, &|_: &str| {}).await.unwrap();
+            manager.retire(APP, None, true, &|_: &str| {}).await.unwrap();
         }))),
         reads: AtomicUsize::new(0),
     };
@@ -462,9 +521,9 @@ async fn rotation_is_refused_for_the_same_key_and_for_an_app_without_a_key() {
     let arn = world.import(170, &current).await.unwrap();
     let created = world.operator.count("CreateKey");
 
-    let same = world.manager.rotate(170, &current.key, &world.roles, None, &|_: &str| {}).await.unwrap_err();
+    let same = world.manager.rotate(170, &current.key, &world.roles, GRACE, &|_: &str| {}).await.unwrap_err();
     assert_eq!(same.to_string(), format!("the PEM is App 170's current key ({arn})"));
-    let none = world.manager.rotate(171, &pem(false).key, &world.roles, None, &|_: &str| {}).await.unwrap_err();
+    let none = world.manager.rotate(171, &pem(false).key, &world.roles, GRACE, &|_: &str| {}).await.unwrap_err();
     assert_eq!(none.to_string(), "App 171 has no key to rotate; use `appcreds key import`");
     assert_eq!((same.exit_code(), none.exit_code()), (4, 4));
     assert_eq!(world.operator.count("CreateKey"), created, "no key was created");
@@ -480,8 +539,8 @@ async fn concurrent_rotations_switch_once_and_fail_the_loser_cleanly() {
     let original = world.import(APP, &pem(false)).await.unwrap();
     let (a, b) = (pem(false), pem(true));
     let (ra, rb) = tokio::join!(
-        world.manager.rotate(APP, &a.key, &world.roles, None, &|_: &str| {}),
-        world.manager.rotate(APP, &b.key, &world.roles, None, &|_: &str| {}),
+        world.manager.rotate(APP, &a.key, &world.roles, GRACE, &|_: &str| {}),
+        world.manager.rotate(APP, &b.key, &world.roles, GRACE, &|_: &str| {}),
     );
     let (winner, loser) = match (ra, rb) {
         (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
@@ -496,7 +555,8 @@ async fn concurrent_rotations_switch_once_and_fail_the_loser_cleanly() {
     assert_eq!(world.app_row(APP).await.unwrap().kms_key_arn.as_deref(), Some(winner.key_arn.as_str()));
     let mut statuses: Vec<String> = world.keys_of(APP).await.into_iter().map(|(_, s)| s).collect();
     statuses.sort();
-    assert_eq!(statuses, ["Active", "Failed", "Inactive"]);
+    // The original stays Active (the winner's previous key, in its grace period).
+    assert_eq!(statuses, ["Active", "Active", "Failed"]);
 }
 
 #[tokio::test]
@@ -531,7 +591,8 @@ async fn managed_keys_show_what_is_in_use_and_what_to_clean_up() {
     let first = world.import(200, &pem(false)).await.unwrap();
     world.kms_import.inject(ImportFault::RefuseImport);
     world.import(201, &pem(false)).await.unwrap_err();
-    let rotated = world.manager.rotate(200, &pem(true).key, &world.roles, None, &|_: &str| {}).await.unwrap();
+    let rotated = world.manager.rotate(200, &pem(true).key, &world.roles, GRACE, &|_: &str| {}).await.unwrap();
+    world.manager.retire(200, None, true, &|_: &str| {}).await.unwrap();
     // A key that is not an appcreds App key is not listed.
     let foreign = world.stack.kms.create_key().description("someone else's").send().await.unwrap();
     let foreign = foreign.key_metadata.unwrap().arn.unwrap();
@@ -574,7 +635,20 @@ async fn a_key_write_retried_after_a_lost_answer_is_a_success() {
     assert_eq!(store.register_key(190, old).await.unwrap(), KeyWrite::Written);
     assert_eq!(store.register_key(190, old).await.unwrap(), KeyWrite::Written, "the same registration again");
     assert_eq!(store.register_key(190, other).await.unwrap(), KeyWrite::Conflict { current: Some(old.into()) });
-    assert_eq!(store.switch_key(190, old, new).await.unwrap(), KeyWrite::Written);
-    assert_eq!(store.switch_key(190, old, new).await.unwrap(), KeyWrite::Written, "the retry of a lost answer");
-    assert_eq!(store.switch_key(190, old, other).await.unwrap(), KeyWrite::Conflict { current: Some(new.into()) });
+    let until = "2026-11-26T12:00:00Z";
+    assert_eq!(store.switch_key(190, old, new, until).await.unwrap(), KeyWrite::Written);
+    assert_eq!(store.switch_key(190, old, new, until).await.unwrap(), KeyWrite::Written, "the retry of a lost answer");
+    assert_eq!(
+        store.switch_key(190, old, other, until).await.unwrap(),
+        KeyWrite::Conflict { current: Some(new.into()) }
+    );
+    // While the rotation is open, no other switch, even from the current key.
+    assert_eq!(
+        store.switch_key(190, new, other, until).await.unwrap(),
+        KeyWrite::Conflict { current: Some(new.into()) }
+    );
+    store.clear_previous_key(190, old).await.unwrap();
+    store.clear_previous_key(190, old).await.unwrap(); // the retry of a lost answer
+    assert_eq!(store.get_app(190).await.unwrap().unwrap().previous_key, None);
+    assert_eq!(store.switch_key(190, new, other, until).await.unwrap(), KeyWrite::Written);
 }

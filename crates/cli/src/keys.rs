@@ -1,4 +1,4 @@
-//! GitHub App keys in KMS: import, rotate and list.
+//! GitHub App keys in KMS: import, rotate, retire and list.
 //!
 //! An import creates an `RSA_2048` / `SIGN_VERIFY` key with `Origin EXTERNAL` (tagged
 //! `Status=Importing`), wraps the App's key for it and uploads it with `ImportKeyMaterial`, then
@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use appcreds_core::aws::app_table::{DynamoAppStore, KeyWrite};
+use appcreds_core::aws::app_table::{AppRecord, DynamoAppStore, KeyWrite};
 use appcreds_core::domain::clock::{Clock, SystemClock, rfc3339};
 use appcreds_core::ports::AppStore;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
@@ -144,8 +144,22 @@ pub struct Rotated {
     pub app_id: i64,
     pub key_arn: String,
     pub previous_key_arn: String,
-    /// When KMS deletes the previous key, if its deletion was scheduled (RFC 3339).
-    pub previous_key_deletion: Option<String>,
+    /// Until when the functions may still sign with the previous key (RFC 3339).
+    pub previous_usable_until: String,
+    /// The same, in Unix seconds.
+    pub previous_usable_until_secs: i64,
+}
+
+/// A retirement's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retired {
+    pub app_id: i64,
+    /// The key retired (`Status=Inactive`).
+    pub key_arn: String,
+    /// The key that replaced it.
+    pub replaced_by: String,
+    /// When KMS deletes the retired key, if its deletion was scheduled (RFC 3339).
+    pub deletion: Option<String>,
 }
 
 /// An App and its key, for `key list`.
@@ -214,28 +228,42 @@ impl KeyManager {
         Ok(Imported { app_id, key_arn })
     }
 
-    /// Replaces an App's key: imports `key` as a new KMS key, switches the App table to it in one
-    /// conditional write, and retires the old key (`Status=Inactive`, `ReplacedBy`, `ReplacedOn`;
-    /// with `schedule_deletion_days`, scheduled for deletion).
+    /// Replaces an App's key: imports `key` as a new KMS key (tagged `Status=Active` once KMS
+    /// proved it), then switches the App table to it in one conditional write that keeps the old
+    /// key as the previous one, usable for `grace`. The old key is not retired here: AWS
+    /// documents that a tag change can take up to five minutes to affect authorization, so during
+    /// the grace period a function that IAM still refuses on the new key signs with the old one,
+    /// and a function still holding the old key keeps signing. [`KeyManager::retire`] ends it.
     pub async fn rotate(
         &self,
         app_id: i64,
         key: &AppPrivateKey,
         roles: &SigningRoles,
-        schedule_deletion_days: Option<i32>,
+        grace: std::time::Duration,
         progress: &dyn Progress,
     ) -> Result<Rotated, CliError> {
         progress.step("reading the App table");
-        let old = self.current_key(app_id).await?.ok_or_else(|| {
+        let app = self.apps.get_app(app_id).await.map_err(CliError::from_core)?;
+        let old = app.as_ref().and_then(|a| a.kms_key_arn.clone()).ok_or_else(|| {
             CliError::Refused(format!("App {app_id} has no key to rotate; use `appcreds key import`"))
         })?;
+        if let Some(previous) = app.and_then(|a| a.previous_key) {
+            return Err(CliError::Refused(format!(
+                "App {app_id}'s last rotation is not finished: its previous key {} is usable until {}; \
+                 retire it first with `appcreds key retire --app-id {app_id}`",
+                previous.arn,
+                rfc3339(previous.usable_until)
+            )));
+        }
         if self.public_key(&old).await.is_some_and(|current| current == key.public_key()) {
             return Err(CliError::Refused(format!("the PEM is App {app_id}'s current key ({old})")));
         }
+        let until_secs = SystemClock.now() + grace.as_secs() as i64;
+        let until = rfc3339(until_secs);
         let key_arn = self
             .new_key(app_id, key, roles, progress, async |key_arn: &str| {
                 progress.step("switching the App to the new key");
-                match self.apps.switch_key(app_id, &old, key_arn).await.map_err(CliError::from_core)? {
+                match self.apps.switch_key(app_id, &old, key_arn, &until).await.map_err(CliError::from_core)? {
                     KeyWrite::Written => Ok(()),
                     KeyWrite::Conflict { current } => Err(CliError::Refused(format!(
                         "App {app_id}'s key changed meanwhile (now {}); nothing was switched",
@@ -244,16 +272,44 @@ impl KeyManager {
                 }
             })
             .await?;
-        progress.step("retiring the old key");
-        let retired = self.retire(&old, &key_arn, schedule_deletion_days).await;
-        match retired {
-            Ok(previous_key_deletion) => Ok(Rotated { app_id, key_arn, previous_key_arn: old, previous_key_deletion }),
-            Err(err) => Err(CliError::Partial(format!(
-                "App {app_id} now signs with {key_arn}, but retiring the old key {old} failed: {err}. Finish it \
-                 with: aws kms tag-resource --key-id {old} --tags TagKey=Status,TagValue=Inactive \
-                 TagKey=ReplacedBy,TagValue={key_arn}"
-            ))),
+        Ok(Rotated {
+            app_id,
+            key_arn,
+            previous_key_arn: old,
+            previous_usable_until: until,
+            previous_usable_until_secs: until_secs,
+        })
+    }
+
+    /// Ends an App's rotation: tags its previous key `Status=Inactive` (with `ReplacedBy` and
+    /// `ReplacedOn`), schedules its deletion if asked, and removes it from the App row. Refused
+    /// while the grace period lasts, unless `early`.
+    pub async fn retire(
+        &self,
+        app_id: i64,
+        schedule_deletion_days: Option<i32>,
+        early: bool,
+        progress: &dyn Progress,
+    ) -> Result<Retired, CliError> {
+        progress.step("reading the App table");
+        let app = self.apps.get_app(app_id).await.map_err(CliError::from_core)?;
+        let (current, previous) = match app {
+            Some(AppRecord { kms_key_arn: Some(current), previous_key: Some(previous), .. }) => (current, previous),
+            _ => return Err(CliError::Refused(format!("App {app_id} has no previous key to retire"))),
+        };
+        if !early && SystemClock.now() < previous.usable_until {
+            return Err(CliError::Refused(format!(
+                "App {app_id}'s previous key {} is usable until {} (functions may still sign with it); \
+                 retire it after that, or now with --early",
+                previous.arn,
+                rfc3339(previous.usable_until)
+            )));
         }
+        progress.step("retiring the previous key");
+        let deletion = self.retire_key(&previous.arn, &current, schedule_deletion_days).await?;
+        progress.step("closing the rotation in the App table");
+        self.apps.clear_previous_key(app_id, &previous.arn).await.map_err(CliError::from_core)?;
+        Ok(Retired { app_id, key_arn: previous.arn, replaced_by: current, deletion })
     }
 
     /// Every App of the App table with its key's state and tags.
@@ -455,7 +511,7 @@ impl KeyManager {
     }
 
     /// Tags the old key as replaced and, if asked, schedules its deletion.
-    async fn retire(
+    async fn retire_key(
         &self,
         old: &str,
         new: &str,

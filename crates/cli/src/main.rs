@@ -143,17 +143,40 @@ enum KeyCommand {
     /// SHA-256) and imported; KMS then signs a challenge that must verify with the PEM's public
     /// key before the App table names the key. The key is never written anywhere.
     Import(ImportArgs),
-    /// Replace an App's key: import a new PEM, switch the App to it atomically, retire the old key.
+    /// Replace an App's key: import a new PEM and switch the App to it atomically, keeping the
+    /// old key usable for a grace period; then retire the old key (now with --wait, or later
+    /// with `key retire`).
     ///
     /// First generate a new private key in the App's settings on GitHub (the old one stays valid
-    /// there). After the rotation, wait 10 minutes (JWTs signed with the old key expire), then
-    /// delete the old key on GitHub.
+    /// there). During the grace period a function that IAM still refuses on the new key (a tag
+    /// change can take up to five minutes to take effect) signs with the old one. Once the old
+    /// key is retired, wait 10 minutes (JWTs signed with it expire), then delete it on GitHub.
     Rotate {
         #[command(flatten)]
         import: ImportArgs,
+        /// How long the old key stays usable after the switch, in minutes.
+        #[arg(long, value_name = "MINUTES", default_value_t = 15, value_parser = clap::value_parser!(u32).range(0..=1440))]
+        grace_minutes: u32,
+        /// Wait for the grace period to end, then retire the old key.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: also schedule the old KMS key's deletion, after this many days (7..30).
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i32).range(7..=30), requires = "wait")]
+        schedule_deletion_days: Option<i32>,
+    },
+    /// End a rotation: tag the App's previous key Status=Inactive and drop it from the App table.
+    Retire {
+        /// The GitHub App's ID.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+        app_id: i64,
         /// Also schedule the old KMS key's deletion, after this many days (7..30).
         #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i32).range(7..=30))]
         schedule_deletion_days: Option<i32>,
+        /// Retire it before its grace period ends (functions still refused on the new key fail).
+        #[arg(long)]
+        early: bool,
+        #[command(flatten)]
+        table: TableArgs,
     },
     /// Every App with its key ARN, key state and tags.
     List {
@@ -440,6 +463,25 @@ async fn call(cli: &Cli, json_out: bool) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Prints a retirement.
+fn print_retired(json_out: bool, retired: &appcreds_cli::keys::Retired) {
+    print(
+        json_out,
+        json!({
+            "appId": retired.app_id, "retiredKmsKeyArn": retired.key_arn, "replacedBy": retired.replaced_by,
+            "deletionDate": retired.deletion,
+        }),
+        || {
+            let deletion = retired.deletion.as_ref().map(|d| format!(", deleted by KMS on {d}")).unwrap_or_default();
+            format!(
+                "App {}'s previous key {} is tagged Status=Inactive{deletion}.\n\
+                 Delete the old private key in the App's settings on GitHub once 10 minutes have passed.\n",
+                retired.app_id, retired.key_arn
+            )
+        },
+    );
+}
+
 /// `appcreds key ...`.
 async fn key(cli: &Cli, command: &KeyCommand, json_out: bool) -> Result<(), CliError> {
     let args = match command {
@@ -483,6 +525,15 @@ async fn key(cli: &Cli, command: &KeyCommand, json_out: bool) -> Result<(), CliE
             });
             return Ok(());
         }
+        KeyCommand::Retire { app_id, schedule_deletion_days, early, table } => {
+            let (manager, _) = key_manager(cli, table, None).await?;
+            let spinner = Spinner::start("starting");
+            let progress = |step: &str| spinner.set(step);
+            let retired = manager.retire(*app_id, *schedule_deletion_days, *early, &progress).await;
+            drop(spinner);
+            print_retired(json_out, &retired?);
+            return Ok(());
+        }
         KeyCommand::Import(args) | KeyCommand::Rotate { import: args, .. } => args,
     };
     // The PEM and the flags are checked before any AWS call.
@@ -491,29 +542,45 @@ async fn key(cli: &Cli, command: &KeyCommand, json_out: bool) -> Result<(), CliE
     let roles = roles.ok_or_else(|| CliError::Usage("no roles for the key policy".into()))?;
     let spinner = Spinner::start("starting");
     let progress = |step: &str| spinner.set(step);
-    if let KeyCommand::Rotate { schedule_deletion_days, .. } = command {
-        let rotated = manager.rotate(args.app_id, &pem, &roles, *schedule_deletion_days, &progress).await;
+    if let KeyCommand::Rotate { grace_minutes, wait, schedule_deletion_days, .. } = command {
+        let grace = std::time::Duration::from_secs(u64::from(*grace_minutes) * 60);
+        let rotated = manager.rotate(args.app_id, &pem, &roles, grace, &progress).await;
         drop(spinner);
         let rotated = rotated?;
         print(
             json_out,
             json!({
                 "appId": rotated.app_id, "kmsKeyArn": rotated.key_arn, "previousKmsKeyArn": rotated.previous_key_arn,
-                "previousKeyDeletionDate": rotated.previous_key_deletion, "verified": true,
+                "previousKeyUsableUntil": rotated.previous_usable_until, "verified": true,
             }),
             || {
-                let deletion = rotated
-                    .previous_key_deletion
-                    .as_ref()
-                    .map(|d| format!(", deleted by KMS on {d}"))
-                    .unwrap_or_default();
                 format!(
-                    "App {} now signs with {}\nThe old key {} is tagged Status=Inactive{deletion}.\n\
-                     Delete the old private key in the App's settings on GitHub once 10 minutes have passed.\n",
-                    rotated.app_id, rotated.key_arn, rotated.previous_key_arn
+                    "App {} now signs with {}\nThe old key {} stays usable until {} (the grace period).\n{}",
+                    rotated.app_id,
+                    rotated.key_arn,
+                    rotated.previous_key_arn,
+                    rotated.previous_usable_until,
+                    if *wait {
+                        "Waiting for it to end, then retiring the old key.\n".to_string()
+                    } else {
+                        format!("Then retire it: appcreds key retire --app-id {}\n", rotated.app_id)
+                    }
                 )
             },
         );
+        delete_pem(args)?;
+        if *wait {
+            let left = rotated.previous_usable_until_secs
+                - appcreds_core::domain::clock::Clock::now(&appcreds_core::domain::clock::SystemClock);
+            let spinner =
+                Spinner::start(&format!("grace period: the old key is usable until {}", rotated.previous_usable_until));
+            tokio::time::sleep(std::time::Duration::from_secs(left.max(0) as u64)).await;
+            let progress = |step: &str| spinner.set(step);
+            let retired = manager.retire(rotated.app_id, *schedule_deletion_days, false, &progress).await;
+            drop(spinner);
+            print_retired(json_out, &retired?);
+        }
+        return Ok(());
     } else {
         let imported = manager.import(args.app_id, &pem, &roles, &progress).await;
         drop(spinner);

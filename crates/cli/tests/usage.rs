@@ -72,8 +72,20 @@ fn key_help_teaches_the_import_and_the_rotation() {
         assert!(import.contains(word), "{word} missing from:\n{import}");
     }
     let rotate = help(&["key", "rotate", "--help"]);
-    for word in ["--schedule-deletion-days", "generate a new private key", "wait 10 minutes", "delete the old key"] {
+    for word in [
+        "--schedule-deletion-days",
+        "--grace-minutes",
+        "--wait",
+        "generate a new private key",
+        "grace period",
+        "wait 10 minutes",
+        "delete it on GitHub",
+    ] {
         assert!(rotate.contains(word), "{word} missing from:\n{rotate}");
+    }
+    let retire = help(&["key", "retire", "--help"]);
+    for word in ["--app-id", "--schedule-deletion-days", "--early", "Status=Inactive"] {
+        assert!(retire.contains(word), "{word} missing from:\n{retire}");
     }
     let top = help(&["--help"]);
     for word in ["key", "revoke", "--stack", "Exit codes"] {

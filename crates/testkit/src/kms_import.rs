@@ -109,11 +109,28 @@ struct Imported {
 struct State {
     tokens: HashMap<String, Vec<u8>>,
     imported: HashMap<String, Imported>,
-    /// `Status` tag of every key created or tagged through this client (imported or not yet).
-    status: HashMap<String, String>,
+    /// `Status` tags of every key created or tagged through this client (imported or not yet),
+    /// oldest first, with when each was set.
+    status: HashMap<String, Vec<(std::time::Instant, String)>>,
+    /// How long a tag change takes to affect authorization (AWS: up to five minutes).
+    propagation: std::time::Duration,
     parameters: Vec<ParametersRequest>,
     imports: Vec<ImportRequest>,
     fault: Option<ImportFault>,
+}
+
+impl State {
+    fn set_status(&mut self, key: String, status: String) {
+        self.status.entry(key).or_default().push((std::time::Instant::now(), status));
+    }
+
+    /// The `Status` authorization sees: the latest set at least the propagation delay ago, or
+    /// the key's first (its tags at creation).
+    fn authorizing_status(&self, key: &str) -> Option<&str> {
+        let history = self.status.get(key)?;
+        let seen = |at: &std::time::Instant| at.elapsed() >= self.propagation;
+        history.iter().rev().find(|(at, _)| seen(at)).or(history.first()).map(|(_, s)| s.as_str())
+    }
 }
 
 /// The import emulation; clone it freely (clones share state).
@@ -165,6 +182,12 @@ impl KmsImport {
                 .interceptor(counter.clone())
                 .build(),
         )
+    }
+
+    /// Makes tag changes affect the functions' `kms:Sign` authorization only after `delay`, as
+    /// AWS documents they may (up to five minutes); until then the previous `Status` counts.
+    pub fn set_tag_propagation(&self, delay: std::time::Duration) {
+        self.state().propagation = delay;
     }
 
     /// Makes the next import fail at `fault`.
@@ -309,7 +332,7 @@ impl KmsImport {
         let Some(imported) = state.imported.get(&key) else {
             return MockResponse::Error(SignError::generic(ErrorMetadata::builder().code("NotFoundException").build()));
         };
-        if caller == Caller::Function && state.status.get(&key).map(String::as_str) != Some("Active") {
+        if caller == Caller::Function && state.authorizing_status(&key) != Some("Active") {
             return MockResponse::Error(SignError::generic(
                 ErrorMetadata::builder()
                     .code("AccessDeniedException")
@@ -403,7 +426,7 @@ impl Intercept for Observer {
             cfg.interceptor_state().store_put(CreatedStatus(status_of(create.tags())));
         } else if let Some(tag) = input.downcast_ref::<TagResourceInput>() {
             if let Some(status) = status_of(tag.tags()) {
-                state.status.insert(key_id(tag.key_id().unwrap_or_default()), status);
+                state.set_status(key_id(tag.key_id().unwrap_or_default()), status);
             }
         } else {
             let change = if let Some(i) = input.downcast_ref::<ScheduleKeyDeletionInput>() {
@@ -440,7 +463,7 @@ impl Intercept for Observer {
             .and_then(|out| out.key_metadata())
             .map(|m| m.key_id().to_string());
         if let Some(key) = created {
-            self.0.state().status.insert(key, status);
+            self.0.state().set_status(key, status);
         }
         Ok(())
     }

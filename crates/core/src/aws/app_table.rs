@@ -16,6 +16,36 @@ pub struct AppRecord {
     pub app_id: i64,
     /// The ARN of the App's KMS key, if one was imported.
     pub kms_key_arn: Option<String>,
+    /// **(ext)** The key a rotation switched away from, while its grace period lasts.
+    pub previous_key: Option<PreviousKey>,
+}
+
+/// **(ext)** The key an App was switched away from (`PreviousKmsKeyArn`), still usable until
+/// `PreviousKeyUsableUntil`: AWS documents that a tag change can take up to five minutes to
+/// affect authorization, so a function refused on the new key signs with this one meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousKey {
+    /// The previous key's ARN.
+    pub arn: String,
+    /// Until when functions may sign with it (Unix seconds).
+    pub usable_until: i64,
+}
+
+/// The App table's attributes appcreds reads.
+const PROJECTION: &str = "AppId, KmsKeyArn, PreviousKmsKeyArn, PreviousKeyUsableUntil";
+
+/// A row of the App table from its item.
+fn record(app_id: i64, item: &std::collections::HashMap<String, AttributeValue>) -> AppRecord {
+    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).filter(|s| !s.is_empty()).cloned();
+    let previous_key = match (text("PreviousKmsKeyArn"), text("PreviousKeyUsableUntil")) {
+        (Some(arn), Some(until)) => {
+            aws_smithy_types::DateTime::from_str(&until, aws_smithy_types::date_time::Format::DateTime)
+                .ok()
+                .map(|until| PreviousKey { arn, usable_until: until.secs() })
+        }
+        _ => None,
+    };
+    AppRecord { app_id, kms_key_arn: text("KmsKeyArn"), previous_key }
 }
 
 /// The App table in DynamoDB.
@@ -40,25 +70,17 @@ impl AppStore for DynamoAppStore {
             .get_item()
             .table_name(&self.table)
             .key("AppId", AttributeValue::N(app_id.to_string()))
-            .projection_expression("AppId, KmsKeyArn")
+            .projection_expression(PROJECTION)
             .send()
             .await
             .map_err(|e| dynamo_error("reading the App table", e))?;
-        Ok(out.item.map(|item| AppRecord {
-            app_id,
-            kms_key_arn: item.get("KmsKeyArn").and_then(|v| v.as_s().ok()).filter(|s| !s.is_empty()).cloned(),
-        }))
+        Ok(out.item.map(|item| record(app_id, &item)))
     }
 
     async fn list_apps(&self) -> Result<Vec<AppRecord>, Error> {
-        let items = scan_all(&self.client, &self.table, Some("AppId, KmsKeyArn"), "listing the App table").await?;
-        let mut apps: Vec<AppRecord> = items
-            .iter()
-            .filter_map(|item| {
-                let app_id = item.get("AppId")?.as_n().ok()?.parse().ok()?;
-                Some(AppRecord { app_id, kms_key_arn: item.get("KmsKeyArn").and_then(|v| v.as_s().ok()).cloned() })
-            })
-            .collect();
+        let items = scan_all(&self.client, &self.table, Some(PROJECTION), "listing the App table").await?;
+        let mut apps: Vec<AppRecord> =
+            items.iter().filter_map(|item| Some(record(item.get("AppId")?.as_n().ok()?.parse().ok()?, item))).collect();
         apps.sort_by_key(|a| a.app_id);
         Ok(apps)
     }
@@ -77,30 +99,82 @@ impl DynamoAppStore {
     /// Registers `key_arn` as the signing key of an App that has none yet (no row, or a row
     /// without `KmsKeyArn`). An App that already has a key is left alone: rotate it instead.
     pub async fn register_key(&self, app_id: i64, key_arn: &str) -> Result<KeyWrite, Error> {
-        self.write_key(app_id, key_arn, "attribute_not_exists(KmsKeyArn) OR KmsKeyArn = :expected", "").await
+        let values = [(":new", key_arn), (":expected", "")];
+        self.write_key(
+            app_id,
+            key_arn,
+            "SET KmsKeyArn = :new",
+            "attribute_not_exists(KmsKeyArn) OR KmsKeyArn = :expected",
+            &values,
+        )
+        .await
     }
 
-    /// Switches an App from `old_arn` to `new_arn` in one conditional write: callers read either
-    /// the old key or the new one, and a concurrent rotation is detected instead of overwritten.
-    pub async fn switch_key(&self, app_id: i64, old_arn: &str, new_arn: &str) -> Result<KeyWrite, Error> {
-        self.write_key(app_id, new_arn, "KmsKeyArn = :expected", old_arn).await
+    /// Switches an App from `old_arn` to `new_arn` in one conditional write, keeping `old_arn`
+    /// as the previous key, usable until `usable_until` (RFC 3339): callers read either the old
+    /// key or the new one, and a concurrent rotation, or one whose grace period has not been
+    /// closed ([`DynamoAppStore::clear_previous_key`]), is detected instead of overwritten.
+    pub async fn switch_key(
+        &self,
+        app_id: i64,
+        old_arn: &str,
+        new_arn: &str,
+        usable_until: &str,
+    ) -> Result<KeyWrite, Error> {
+        let values = [(":new", new_arn), (":expected", old_arn), (":until", usable_until)];
+        self.write_key(
+            app_id,
+            new_arn,
+            "SET KmsKeyArn = :new, PreviousKmsKeyArn = :expected, PreviousKeyUsableUntil = :until",
+            "KmsKeyArn = :expected AND attribute_not_exists(PreviousKmsKeyArn)",
+            &values,
+        )
+        .await
     }
 
-    /// Sets the App's `KmsKeyArn` if `condition` (on `:expected`) holds; otherwise reports the
-    /// row's current key.
-    async fn write_key(&self, app_id: i64, key_arn: &str, condition: &str, expected: &str) -> Result<KeyWrite, Error> {
-        let written = self
+    /// Ends a rotation's grace period: the row no longer names `previous_arn`. Done already (a
+    /// retry after a lost answer) is success.
+    pub async fn clear_previous_key(&self, app_id: i64, previous_arn: &str) -> Result<(), Error> {
+        let cleared = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("AppId", AttributeValue::N(app_id.to_string()))
-            .update_expression("SET KmsKeyArn = :new")
-            .condition_expression(condition)
-            .expression_attribute_values(":new", AttributeValue::S(key_arn.to_string()))
-            .expression_attribute_values(":expected", AttributeValue::S(expected.to_string()))
+            .update_expression("REMOVE PreviousKmsKeyArn, PreviousKeyUsableUntil")
+            .condition_expression("PreviousKmsKeyArn = :previous")
+            .expression_attribute_values(":previous", AttributeValue::S(previous_arn.to_string()))
             .send()
             .await;
-        match written {
+        match cleared {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => {
+                Ok(())
+            }
+            Err(e) => Err(dynamo_error("writing the App table", e)),
+        }
+    }
+
+    /// Applies `update` if `condition` holds (with `values`); otherwise reports the row's
+    /// current key.
+    async fn write_key(
+        &self,
+        app_id: i64,
+        key_arn: &str,
+        update: &str,
+        condition: &str,
+        values: &[(&str, &str)],
+    ) -> Result<KeyWrite, Error> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("AppId", AttributeValue::N(app_id.to_string()))
+            .update_expression(update)
+            .condition_expression(condition);
+        for (name, value) in values {
+            request = request.expression_attribute_values(*name, AttributeValue::S(value.to_string()));
+        }
+        match request.send().await {
             Ok(_) => Ok(KeyWrite::Written),
             Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => {
                 let current = self.get_app(app_id).await?.and_then(|app| app.kms_key_arn);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::cache::{FlightCache, Limits};
 use crate::domain::jwt::{self, Claims};
 use crate::domain::secret::Secret;
-use crate::error::Error;
+use crate::error::{Error, KeyProblem};
 use crate::github::GitHubClient;
 use crate::github::installations;
 use crate::github::types::GitHubInstallation;
@@ -90,19 +90,48 @@ impl AppJwts {
         let input = claims.signing_input();
         let signature = match self.signer.sign(&key_arn, input.as_bytes()).await {
             Ok(signature) => signature,
-            // A row read just before a rotation names the old key, which stops signing as soon as
-            // it is tagged Inactive or scheduled for deletion. Read the row again: if it names
-            // another key now, sign with that one, so that no request fails across a rotation.
-            Err(Error::SigningKey(problem)) => match self.key_of(app_id).await? {
-                rotated if rotated != key_arn => {
-                    tracing::info!(app_id, %problem, "the App's key was rotated while signing; signing with the new key");
-                    self.signer.sign(&rotated, input.as_bytes()).await?
-                }
-                _ => return Err(Error::SigningKey(problem)),
-            },
+            Err(Error::SigningKey(problem)) => {
+                self.sign_with_another_key(app_id, &key_arn, input.as_bytes(), problem).await?
+            }
             Err(err) => return Err(err),
         };
         tracing::debug!(app_id, expires_at = claims.exp, "signed a new App JWT");
         Ok(AppJwt { token: Secret::new(jwt::assemble(&input, &signature)), expires_at: claims.exp, cached: false })
+    }
+
+    /// After `refused` would not sign: the other keys the App may sign with, as its row says now,
+    /// the first that signs winning.
+    /// - The row's current key, if a rotation switched it meanwhile: a row read just before the
+    ///   switch names the old key, which stops signing once it is retired.
+    /// - The previous key while the rotation's grace period lasts: IAM can take minutes to see a
+    ///   new key's `Status=Active` tag, and a cold function must not fail meanwhile.
+    async fn sign_with_another_key(
+        &self,
+        app_id: i64,
+        refused: &str,
+        message: &[u8],
+        problem: KeyProblem,
+    ) -> Result<Vec<u8>, Error> {
+        let app = self.store.get_app(app_id).await?.ok_or(Error::UnknownApp(app_id))?;
+        let now = self.clock.now();
+        let current = app.kms_key_arn.filter(|k| k != refused);
+        let previous = app.previous_key.filter(|p| p.usable_until > now && p.arn != refused).map(|p| p.arn);
+        for (key, why) in [
+            (current, "the App's key was rotated"),
+            (previous, "the new key is refused; the previous one is in its grace period"),
+        ] {
+            let Some(key) = key else { continue };
+            match self.signer.sign(&key, message).await {
+                Ok(signature) => {
+                    tracing::info!(app_id, %problem, reason = why, "signed with another of the App's keys");
+                    return Ok(signature);
+                }
+                Err(Error::SigningKey(other)) => {
+                    tracing::warn!(app_id, %other, "another of the App's keys refused too")
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(Error::SigningKey(problem))
     }
 }
