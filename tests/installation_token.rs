@@ -347,6 +347,28 @@ async fn a_thousand_unknown_node_ids_cost_one_listing() {
     assert_eq!(stack.github.calls("GET /app/installations"), 1);
 }
 
+/// An installation uninstalled at GitHub whose row is still in the table: the first request
+/// finds out (its mint is a 404, the listing has it no more), deletes the row and keeps "none";
+/// the next ones cost GitHub nothing.
+#[tokio::test]
+async fn an_uninstalled_installation_still_in_the_table_is_found_out_once() {
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    ok(&post(&handler, json!({"appId": APP, "nodeId": "O_kgDOocto-org"})).await);
+    assert!(stack.installation_rows().await.iter().any(|r| r.node_id == "O_kgDOocto-org"));
+    stack.github.uninstall(71);
+    // A fresh function (its own caches) that knows the installation only from the table.
+    let handler = stack.installation_token_handler();
+    let before = stack.github.all_calls().values().sum::<usize>();
+    for _ in 0..20 {
+        let reply = post(&handler, json!({"appId": APP, "nodeId": "O_kgDOocto-org"})).await;
+        assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")), "{:?}", reply.body);
+    }
+    let calls = stack.github.all_calls().values().sum::<usize>() - before;
+    assert!(calls <= 4, "found out once (JWT-free mint 404, one listing page): {:?}", stack.github.all_calls());
+    assert!(!stack.installation_rows().await.iter().any(|r| r.node_id == "O_kgDOocto-org"), "the row is gone");
+}
+
 /// An owner with no installation, asked about again and again: GitHub is asked once (its two
 /// lookups), and the answer is kept for 30 s.
 #[tokio::test]

@@ -248,7 +248,7 @@ async fn a_run_cut_short_publishes_what_it_read_and_the_next_resumes() {
     stack.installation_store().write(rows, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
     stack.github.set_latency(Duration::from_millis(100));
     let (scanner, cw) = scanner(&stack);
-    let scanner = scanner.tuned(2, Duration::from_millis(300)).named(SCANNER);
+    let scanner = scanner.tuned(2, Duration::from_millis(300), Duration::from_millis(250)).named(SCANNER);
     // 30 installations, 2 at a time, ~200 ms each (mint + read): ~3 s of work in a 1.5 s budget.
     let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
     let first = deadline::within(deadline, scanner.run()).await.unwrap();
@@ -291,12 +291,12 @@ async fn a_throttled_app_is_left_alone_for_the_rest_of_the_run() {
         FaultKind::RateLimit { status: 403, retry_after: Some(600) },
     ));
     let (scanner, _) = scanner(&stack);
-    let report = scanner.tuned(1, Duration::ZERO).run().await.unwrap();
-    assert_eq!((report.failed.len(), report.deferred, report.scanned), (1, 19, 0), "{report:?}");
-    assert_eq!(stack.github.calls(&format!("POST /app/installations/{}/access_tokens", report.failed[0].1)), 1);
+    let report = scanner.tuned(4, Duration::ZERO, Duration::ZERO).run().await.unwrap();
     let mints: usize =
         ids.iter().map(|id| stack.github.calls(&format!("POST /app/installations/{id}/access_tokens"))).sum();
-    assert_eq!(mints, 1, "one refusal, then GitHub is left alone");
+    // At most the ones already under way when the first refusal came back; the rest wait.
+    assert!((1..=4).contains(&mints), "{mints} mints");
+    assert_eq!((report.failed.len(), report.deferred, report.scanned), (mints, 20 - mints, 0), "{report:?}");
 }
 
 #[tokio::test]

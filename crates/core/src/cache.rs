@@ -135,9 +135,15 @@ impl<K: Eq + Hash + Clone, V: Clone> FlightCache<K, V> {
         (flight, seq)
     }
 
-    /// Records the weight of `key`'s value once filled (if the slot is still the one filled).
+    /// Records the weight of `key`'s value once filled (if the slot is still the one filled). A
+    /// value heavier than the whole cache is not kept, and evicts nothing else.
     fn weighed(&self, key: &K, seq: u64, bytes: usize) {
         let mut inner = self.lock();
+        if bytes > self.limits.bytes {
+            drop(inner);
+            self.remove_if(key, seq);
+            return;
+        }
         let Some(slot) = inner.map.get_mut(key).filter(|s| s.seq == seq) else { return };
         let before = std::mem::replace(&mut slot.bytes, bytes);
         inner.bytes = inner.bytes - before + bytes;
@@ -267,6 +273,31 @@ mod tests {
         }
         let (entries, bytes, _) = cache.size();
         assert_eq!((entries, bytes), (10, 10 * 100_004));
+    }
+
+    /// A value heavier than the whole cache is handed out but not kept, and evicts nothing.
+    #[tokio::test]
+    async fn a_value_heavier_than_the_cache_is_not_kept_and_evicts_nothing() {
+        let cache: FlightCache<u32, Arc<Vec<u8>>> =
+            FlightCache::new(Limits { entries: 100, bytes: 1_000 }, |_, v| v.len());
+        for k in 0..5 {
+            cache.get_or_fill(k, |_| true, || async { Ok(Arc::new(vec![0u8; 100])) }).await.unwrap();
+        }
+        let (big, cached) = cache.get_or_fill(9, |_| true, || async { Ok(Arc::new(vec![0u8; 5_000])) }).await.unwrap();
+        assert_eq!((big.len(), cached), (5_000, false));
+        assert_eq!(cache.size().0, 5, "the five small ones stay");
+        assert_eq!(cache.size().1, 500);
+        // Invalidated while its fill runs: the weight is not recorded for a slot that is gone.
+        let filled = cache.get_or_fill(
+            7,
+            |_| true,
+            || async {
+                cache.invalidate(&7).await;
+                Ok(Arc::new(vec![0u8; 10]))
+            },
+        );
+        assert_eq!(filled.await.unwrap().0.len(), 10);
+        assert_eq!(cache.size().1, 500, "nothing counted for the invalidated slot");
     }
 
     /// Refreshing the same keys over and over does not grow the queue: it is compacted.

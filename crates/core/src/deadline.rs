@@ -47,15 +47,20 @@ pub fn clamp(limit: Duration) -> Duration {
 
 /// The longest a Lambda invocation can run.
 const LAMBDA_MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Below this, a "deadline" is a duration, not a time (2001-09-09 in Unix milliseconds).
+const PLAUSIBLE_EPOCH_MS: u64 = 1_000_000_000_000;
 
 /// Lambda's deadline (milliseconds since the Unix epoch, as the runtime API gives it) as an
-/// [`Instant`] of this process; `None` for a value no real invocation has: already past, or
-/// further away than Lambda's 15-minute limit (emulators such as `cargo lambda watch` send a
-/// duration, not a time).
+/// [`Instant`] of this process. A deadline already past (a late pickup, clock skew) is now: no
+/// time left. A value too small to be a time is no deadline (emulators such as `cargo lambda
+/// watch` send a duration), and one beyond Lambda's 15-minute limit is cut to it.
 pub fn from_epoch_millis(deadline_ms: u64) -> Option<Instant> {
+    if deadline_ms < PLAUSIBLE_EPOCH_MS {
+        return None;
+    }
     let deadline = UNIX_EPOCH + Duration::from_millis(deadline_ms);
-    let left = deadline.duration_since(SystemTime::now()).ok()?;
-    (left <= LAMBDA_MAX_TIMEOUT + Duration::from_secs(1)).then(|| Instant::now() + left)
+    let left = deadline.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+    Some(Instant::now() + left.min(LAMBDA_MAX_TIMEOUT))
 }
 
 #[cfg(test)]
@@ -86,10 +91,11 @@ mod tests {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
         let left = from_epoch_millis(now_ms + 3000).unwrap().saturating_duration_since(Instant::now());
         assert!(left > Duration::from_millis(2900) && left <= Duration::from_secs(3), "{left:?}");
-        assert!(from_epoch_millis(now_ms + 15 * 60 * 1000).is_some(), "Lambda's longest timeout");
-        // Values no invocation has: past, beyond 15 minutes, or a duration (cargo lambda watch's 600000).
-        assert_eq!(from_epoch_millis(now_ms - 5000), None);
-        assert_eq!(from_epoch_millis(now_ms + 16 * 60 * 1000), None);
-        assert_eq!(from_epoch_millis(600_000), None);
+        let at = |ms: u64| from_epoch_millis(ms).map(|d| d.saturating_duration_since(Instant::now()));
+        assert!(at(now_ms + 15 * 60 * 1000).unwrap() > Duration::from_secs(899), "Lambda's longest timeout");
+        assert!(at(now_ms + 60 * 60 * 1000).unwrap() <= Duration::from_secs(900), "cut to 15 minutes");
+        assert_eq!(at(now_ms - 5000), Some(Duration::ZERO), "past: no time left, not no deadline");
+        assert_eq!(from_epoch_millis(600_000), None, "cargo lambda watch's duration");
+        assert_eq!(from_epoch_millis(0), None);
     }
 }

@@ -11,6 +11,7 @@ pub mod github;
 pub mod kms_import;
 pub mod lambda;
 pub mod moto;
+pub mod runtime_api;
 
 /// A short unique suffix for resource names, so parallel tests never share a table.
 pub fn unique(prefix: &str) -> String {

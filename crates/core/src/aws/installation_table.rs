@@ -74,8 +74,10 @@ fn key_item(p: &TablePosition) -> Item {
 
 /// BatchWriteItem takes at most 25 requests.
 const BATCH: usize = 25;
-/// Time kept for one more `BatchWriteItem` after a pause (the SDK's attempt timeout).
-const WRITE_ATTEMPT: Duration = Duration::from_secs(3);
+/// Time kept for one more `BatchWriteItem` (the SDK's operation timeout, its retries included).
+fn write_budget() -> Duration {
+    crate::aws::aws_timeouts().operation_timeout().unwrap_or(Duration::from_secs(8))
+}
 /// What a failed scan of the table was doing.
 const LISTING: &str = "listing the Installation table";
 
@@ -195,6 +197,10 @@ impl InstallationStore for DynamoInstallationStore {
             requests.push(WriteRequest::builder().delete_request(del).build());
         }
         for chunk in requests.chunks(BATCH) {
+            // No chunk is started that could not finish before the invocation's deadline.
+            if !deadline::allows(Duration::ZERO, write_budget()) {
+                return Err(Error::OutOfTime);
+            }
             let mut pending = chunk.to_vec();
             // Unprocessed items (throttling) are sent again with a growing pause, a bounded number of times.
             for attempt in 0..8u32 {
@@ -211,7 +217,7 @@ impl InstallationStore for DynamoInstallationStore {
                 }
                 let pause = Duration::from_millis(50 << attempt);
                 // The pause, and one more write after it, must fit before the invocation's deadline.
-                if attempt == 7 || !deadline::allows(pause, WRITE_ATTEMPT) {
+                if attempt == 7 || !deadline::allows(pause, write_budget()) {
                     return Err(Error::Throttled { service: "DynamoDB", retry_after_seconds: 1 });
                 }
                 tokio::time::sleep(pause).await;

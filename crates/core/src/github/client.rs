@@ -118,7 +118,7 @@ impl GitHubClient {
         loop {
             if !deadline::allows(Duration::ZERO, MIN_ATTEMPT) {
                 tracing::warn!(%url, attempts = attempt - 1, "no time left for a GitHub call");
-                return Err(Error::GitHubUnavailable("no time left to call GitHub".into()));
+                return Err(Error::OutOfTime);
             }
             let outcome = self.attempt(method.clone(), &url, auth, body).await;
             let wait = match &outcome {

@@ -65,7 +65,13 @@ fn parse_call(req: RawRequest<'_>, routes: &[&str], transport: &Transport) -> Re
     }
     check_content_type(req.content_type, req.body.is_empty())?;
     if req.body.len() > MAX_BODY_BYTES {
-        return Err(Error::invalid("", format!("The request body must be at most {MAX_BODY_BYTES} bytes")));
+        return Err(Error::invalid(
+            "",
+            format!(
+                "Value with length {} at '' failed to satisfy constraint: Member must have length less than or equal to {MAX_BODY_BYTES}",
+                req.body.len()
+            ),
+        ));
     }
     let body = parse_object(req.body)?;
     let oidc_token = match req.oidc_token {

@@ -27,8 +27,8 @@
 //! installation per token lifetime in a warm process). Every run counts its GitHub calls.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -52,6 +52,8 @@ const PUTS_IN_FLIGHT: usize = 4;
 /// Kept back from the deadline for the last batch and the heartbeat: no installation is started
 /// later, and GitHub calls in flight are cut off there.
 pub const PUBLISH_RESERVE: Duration = Duration::from_secs(10);
+/// The least time left for starting an installation: a token mint and a `/rate_limit` read.
+pub const PER_INSTALLATION: Duration = Duration::from_secs(3);
 /// Errors quoted in a run's summary line.
 const QUOTED_ERRORS: usize = 5;
 
@@ -145,6 +147,7 @@ pub struct RateLimitScanner {
     services: Services,
     concurrency: usize,
     reserve: Duration,
+    per_installation: Duration,
     start: Mutex<Start>,
     /// The value of the heartbeat's dimension.
     name: String,
@@ -159,6 +162,7 @@ impl RateLimitScanner {
             services: services.clone(),
             concurrency: CONCURRENCY,
             reserve: PUBLISH_RESERVE,
+            per_installation: PER_INSTALLATION,
             start: Mutex::new(Start::Anywhere),
             name: "appcreds-rate-limit-scanner".to_string(),
         }
@@ -170,11 +174,13 @@ impl RateLimitScanner {
         self
     }
 
-    /// The same scanner with `concurrency` installations at once and `reserve` kept back from
-    /// the deadline (tests and benchmarks).
-    pub fn tuned(mut self, concurrency: usize, reserve: Duration) -> Self {
+    /// The same scanner with `concurrency` installations at once, `reserve` kept back from the
+    /// deadline, and an installation started only with `per_installation` left (tests and
+    /// benchmarks).
+    pub fn tuned(mut self, concurrency: usize, reserve: Duration, per_installation: Duration) -> Self {
         self.concurrency = concurrency.max(1);
         self.reserve = reserve;
+        self.per_installation = per_installation;
         self
     }
 
@@ -184,7 +190,7 @@ impl RateLimitScanner {
         let mut installations = self.services.installations.all().await?;
         installations.sort_unstable_by_key(|r| (r.app_id, r.installation_id));
         let count = installations.len();
-        let first = match *self.start.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        let first = match *self.start.lock().unwrap_or_else(PoisonError::into_inner) {
             Start::Anywhere => fastrand::usize(0..count.max(1)),
             Start::Beginning => 0,
             Start::After(key) => installations.partition_point(|r| (r.app_id, r.installation_id) <= key),
@@ -192,7 +198,8 @@ impl RateLimitScanner {
         installations.rotate_left(first.min(count));
 
         let (tx, rx) = mpsc::channel::<Vec<Metric>>(self.concurrency * 2);
-        let publisher = tokio::spawn(publish(self.services.metrics.clone(), rx));
+        // Stopped with the run, whatever ends it: a publisher must not outlive its run.
+        let mut publisher = AbortOnDrop(tokio::spawn(publish(self.services.metrics.clone(), rx)));
         // Installations are started, and GitHub calls cut off, by the reserve before the deadline.
         let scan_by = deadline::current().map(|d| d.checked_sub(self.reserve).unwrap_or(d));
         let scanning = self.scan_all(installations, &tx);
@@ -210,16 +217,21 @@ impl RateLimitScanner {
         };
         report.failed = std::mem::take(&mut tally.failed);
         report.failed.sort_unstable();
-        *self.start.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = match tally.stopped_before {
-            Some(key) => Start::After(key),
-            None => Start::Beginning,
-        };
         // The heartbeat goes out even when nothing else could.
-        let _ = tx.send(self.heartbeat(&report)).await;
+        send_in_time(&tx, self.heartbeat(&report)).await;
         drop(tx);
-        let published = match publisher.await {
-            Ok(published) => published,
-            Err(e) => return Err(Error::internal("the metric publisher", e)),
+        // The publisher flushes within the reserve; past the deadline it is stopped.
+        let finished = match deadline::current() {
+            Some(at) => tokio::time::timeout_at(at, &mut publisher.0).await.ok(),
+            None => Some((&mut publisher.0).await),
+        };
+        let published = match finished {
+            Some(Ok(published)) => published,
+            Some(Err(e)) => return Err(Error::internal("the metric publisher", e)),
+            None => Published {
+                first_error: Some("the last batches were not published before the deadline".into()),
+                ..Published::default()
+            },
         };
         report.metrics_sent = published.sent;
         report.put_calls = published.calls;
@@ -264,48 +276,57 @@ impl RateLimitScanner {
         }))
     }
 
-    /// Scans `installations` in order, `concurrency` at once, sending each one's metrics to `tx`.
+    /// Scans `installations` in order, `concurrency` at once, sending each one's metrics to `tx`
+    /// and moving the resume point past each installation as its outcome arrives (so a run cut
+    /// off from outside still leaves the next one a true starting point).
     async fn scan_all(&self, installations: Vec<InstallationRecord>, tx: &mpsc::Sender<Vec<Metric>>) -> Tally {
         let scope = scanner_scope();
         let github_calls = AtomicUsize::new(0);
         let throttled: Mutex<HashSet<i64>> = Mutex::new(HashSet::new());
-        let is_throttled =
-            |app: i64| throttled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&app);
+        let (throttled, scope, calls) = (&throttled, &scope, &github_calls);
+        let is_throttled = |app: i64| throttled.lock().unwrap_or_else(PoisonError::into_inner).contains(&app);
         let mut tally = Tally::default();
-        let mut previous: Option<(i64, i64)> = None;
         let mut outcomes = futures_util::stream::iter(installations)
-            .map(|record| {
-                let (scope, calls) = (&scope, &github_calls);
-                let out_of_time = !deadline::allows(Duration::ZERO, Duration::from_millis(500));
-                let throttled_app = is_throttled(record.app_id);
-                async move {
-                    let outcome = if out_of_time || throttled_app {
-                        Outcome::Deferred { out_of_time }
-                    } else {
-                        match self.scan_one(&record, scope, calls).await {
-                            Ok(metrics) => Outcome::Scanned(metrics),
-                            Err(e) => Outcome::Failed(e),
-                        }
-                    };
-                    (record, outcome)
+            .map(|record| async move {
+                // Checked when the installation starts, not when it was queued: a throttled App,
+                // or too little time left for a mint and a read, leaves it for the next run.
+                if !deadline::allows(Duration::ZERO, self.per_installation) {
+                    return (record, Outcome::Deferred { out_of_time: true });
                 }
+                if is_throttled(record.app_id) {
+                    return (record, Outcome::Deferred { out_of_time: false });
+                }
+                let outcome = match self.scan_one(&record, scope, calls).await {
+                    Ok(metrics) => Outcome::Scanned(metrics),
+                    Err(Error::OutOfTime) => Outcome::Deferred { out_of_time: true },
+                    Err(e) => {
+                        if let Error::Throttled { service: "GitHub", .. } = e {
+                            throttled.lock().unwrap_or_else(PoisonError::into_inner).insert(record.app_id);
+                        }
+                        Outcome::Failed(e)
+                    }
+                };
+                (record, outcome)
             })
             .buffered(self.concurrency);
         // `buffered` answers in order, so the first installation deferred for time marks where the
         // next run starts.
         while let Some((record, outcome)) = outcomes.next().await {
             let key = (record.app_id, record.installation_id);
-            match outcome {
+            let outcome = match outcome {
                 Outcome::Scanned(metrics) => {
-                    tally.scanned += 1;
-                    if tx.send(metrics).await.is_err() {
-                        tracing::error!("the metric publisher stopped");
+                    if send_in_time(tx, metrics).await {
+                        Outcome::Scanned(Vec::new())
+                    } else {
+                        // Read, but the publisher cannot take it before the deadline: left for the next run.
+                        Outcome::Deferred { out_of_time: true }
                     }
                 }
+                other => other,
+            };
+            match outcome {
+                Outcome::Scanned(_) => tally.scanned += 1,
                 Outcome::Failed(e) => {
-                    if let Error::Throttled { service: "GitHub", .. } = e {
-                        throttled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(record.app_id);
-                    }
                     if tally.errors.len() < QUOTED_ERRORS {
                         tally.errors.push(format!("App {} installation {}: {e}", key.0, key.1));
                     }
@@ -313,16 +334,22 @@ impl RateLimitScanner {
                 }
                 Outcome::Deferred { out_of_time } => {
                     tally.deferred += 1;
-                    if out_of_time && tally.stopped_before.is_none() {
-                        // Start the next run here: after the installation before this one.
-                        tally.stopped_before = Some(previous.unwrap_or((key.0, key.1 - 1)));
-                    }
+                    tally.stopped |= out_of_time;
                 }
             }
-            previous = Some(key);
+            if !tally.stopped {
+                self.set_start(Start::After(key));
+            }
+        }
+        if !tally.stopped {
+            self.set_start(Start::Beginning);
         }
         tally.github_calls = github_calls.load(Ordering::Relaxed);
         tally
+    }
+
+    fn set_start(&self, start: Start) {
+        *self.start.lock().unwrap_or_else(PoisonError::into_inner) = start;
     }
 
     async fn scan_one(
@@ -372,8 +399,26 @@ struct Tally {
     github_calls: usize,
     /// The first few errors, for the summary line.
     errors: Vec<String>,
-    /// Set when time ran out: the last installation before the first one not started.
-    stopped_before: Option<(i64, i64)>,
+    /// Whether time ran out before every installation was scanned.
+    stopped: bool,
+}
+
+/// Hands `metrics` to the publisher, waiting no longer than the current deadline; whether it
+/// took them.
+async fn send_in_time(tx: &mpsc::Sender<Vec<Metric>>, metrics: Vec<Metric>) -> bool {
+    match deadline::current() {
+        Some(at) => matches!(tokio::time::timeout_at(at, tx.send(metrics)).await, Ok(Ok(()))),
+        None => tx.send(metrics).await.is_ok(),
+    }
+}
+
+/// A task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What the publisher did.

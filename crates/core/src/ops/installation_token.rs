@@ -40,15 +40,16 @@ impl Operation for InstallationToken {
             let installation = InstallationRef { node_id: &record.node_id, login: &record.name };
             judge.installation_token(req.app_id, &req.target, installation, requested)
         };
-        // The slug (best effort, bounded) is read while the token is minted.
+        // The slug (best effort, bounded) is read while the token is minted; a failed mint does
+        // not wait for it.
+        let slug = async { Ok::<_, Error>(self.tokens.app_slug(req.app_id).await) };
         let (issued, slug) =
-            tokio::join!(self.tokens.issue(req.app_id, &req.target, grant), self.tokens.app_slug(req.app_id));
-        let issued = match issued {
-            Err(unknown @ Error::UnknownInstallation { .. }) => {
-                return Err(judge.unknown_installation(req.app_id, &req.target, unknown));
-            }
-            other => other?,
-        };
+            match futures_util::future::try_join(self.tokens.issue(req.app_id, &req.target, grant), slug).await {
+                Err(unknown @ Error::UnknownInstallation { .. }) => {
+                    return Err(judge.unknown_installation(req.app_id, &req.target, unknown));
+                }
+                other => other?,
+            };
         let (token, record) = (issued.token, issued.record);
         audit::credential_issued(
             &call.caller,

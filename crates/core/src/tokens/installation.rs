@@ -12,6 +12,7 @@ use std::sync::Arc;
 use appcreds_wire::Target;
 use reqwest::Method;
 
+use crate::aws::installation_table::TablePosition;
 use crate::cache::{FlightCache, Limits};
 use crate::deadline;
 use crate::domain::clock::rfc3339;
@@ -167,8 +168,25 @@ impl InstallationTokens {
         match self.mint(app_id, resolved.record.installation_id, &scope).await {
             // A table row can be stale (uninstalled, reinstalled): ask GitHub once more.
             Err(Error::GitHubRejected { status: 404, .. }) if resolved.from_table => {
-                self.resolutions.invalidate(&(app_id, target.clone())).await;
-                let fresh = self.resolve_at_github(app_id, target).await?;
+                let key = (app_id, target.clone());
+                self.resolutions.invalidate(&key).await;
+                let fresh = match self.resolve_at_github(app_id, target).await {
+                    Ok(fresh) => fresh,
+                    Err(unknown @ Error::UnknownInstallation { .. }) => {
+                        // Uninstalled: the row goes (the sync would confirm and delete it too),
+                        // and "none" is kept like any other, so asking again costs nothing.
+                        let gone = TablePosition { app_id, node_id: resolved.record.node_id.clone() };
+                        if let Err(e) = self.store().write(Vec::new(), vec![gone], &rfc3339(self.now())).await {
+                            tracing::warn!(app_id, error = %e, "could not delete the row of an uninstalled installation");
+                        }
+                        let at = self.now();
+                        let fresh = |_: &Resolution| true;
+                        let _ =
+                            self.resolutions.get_or_fill(key, fresh, || async { Ok(Resolution::Unknown { at }) }).await;
+                        return Err(unknown);
+                    }
+                    Err(e) => return Err(e),
+                };
                 self.store().write(vec![fresh.clone()], Vec::new(), &rfc3339(self.now())).await?;
                 let (rule, scope) = grant(&fresh)?;
                 let token = self.mint(app_id, fresh.installation_id, &scope).await?;
@@ -193,8 +211,12 @@ impl InstallationTokens {
             Ok::<_, Error>(app.slug.unwrap_or_default())
         };
         let fill = || async {
-            let slug = match tokio::time::timeout(deadline::clamp(SLUG_BUDGET), fetch).await {
+            let budget = deadline::clamp(SLUG_BUDGET);
+            let slug = match tokio::time::timeout(budget, fetch).await {
                 Ok(Ok(slug)) => slug,
+                // Out of this request's time: nothing learnt about GitHub, nothing kept.
+                Ok(Err(Error::OutOfTime)) => return Err(Error::OutOfTime),
+                Err(_) if budget < SLUG_BUDGET => return Err(Error::OutOfTime),
                 Ok(Err(e)) => {
                     tracing::warn!(app_id, error = %e, "could not read the App's slug; answering without it");
                     String::new()

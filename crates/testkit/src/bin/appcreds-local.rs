@@ -6,6 +6,11 @@
 //! with the KMS public key and has the GitHub double accept it, and prints how to call things.
 //!
 //! `--smoke` stops after that check (exit status 0 if it passed); otherwise it runs until Ctrl-C.
+//!
+//! `--cold-starts N` then measures every function's cold start N times: the binary (from
+//! `--bin-dir`, e.g. `target/release`) is started afresh against a Runtime API endpoint that hands
+//! it one event; printed are spawn → ready (its first request for an invocation), spawn → first
+//! response, and the process's own peak RSS (VmHWM), as min / median / max.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -58,16 +63,22 @@ struct Options {
     app_id: i64,
     /// Where the function binaries are (default: next to this binary).
     bin_dir: Option<std::path::PathBuf>,
-    /// After the check, measure cold start, warm latency over this many requests, and peak RSS.
-    measure: Option<usize>,
+    /// After the check, measure each function's cold start this many times.
+    cold_starts: Option<usize>,
     lambda_port: u16,
     github_port: u16,
     smoke: bool,
 }
 
 fn options() -> Result<Options, String> {
-    let mut o =
-        Options { app_id: 123456, bin_dir: None, measure: None, lambda_port: 9000, github_port: 9001, smoke: false };
+    let mut o = Options {
+        app_id: 123456,
+        bin_dir: None,
+        cold_starts: None,
+        lambda_port: 9000,
+        github_port: 9001,
+        smoke: false,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -81,13 +92,14 @@ fn options() -> Result<Options, String> {
             }
             "--smoke" => o.smoke = true,
             "--bin-dir" => o.bin_dir = Some(value("--bin-dir")?.into()),
-            "--measure" => {
-                o.measure = Some(value("--measure")?.parse().map_err(|_| "--measure takes a request count")?);
+            "--cold-starts" => {
+                let n: usize = value("--cold-starts")?.parse().map_err(|_| "--cold-starts takes a count")?;
+                o.cold_starts = Some(n.max(1));
                 o.smoke = true;
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: appcreds-local [--app-id N] [--lambda-port 9000] [--github-port 9001] [--smoke] [--bin-dir DIR] [--measure N]"
+                    "usage: appcreds-local [--app-id N] [--lambda-port 9000] [--github-port 9001] [--smoke] [--bin-dir DIR] [--cold-starts N]"
                 );
                 std::process::exit(0);
             }
@@ -169,35 +181,22 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         Some(dir) => dir.clone(),
         None => std::env::current_exe()?.parent().ok_or("no binary directory")?.to_path_buf(),
     };
-    let spawned_at = Instant::now();
+    let env = FunctionEnv {
+        moto: moto.endpoint().to_string(),
+        app_table: app_table.to_string(),
+        installation_table: installation_table.to_string(),
+        github: github.url(),
+        pagination_key: pagination_key.clone(),
+        oidc_issuer: github.oidc_issuer(),
+    };
     for function in FUNCTIONS {
         let binary = bin_dir.join(function);
-        let child = spawn_isolated(
-            tokio::process::Command::new(&binary)
-                .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt/{function}"))
-                .env("AWS_LAMBDA_FUNCTION_NAME", function)
-                .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-                .env("AWS_ENDPOINT_URL", moto.endpoint())
-                .env("AWS_REGION", REGION)
-                .env("AWS_ACCESS_KEY_ID", "local")
-                .env("AWS_SECRET_ACCESS_KEY", "local")
-                .env("APP_TABLE_NAME", app_table)
-                .env("INSTALLATION_TABLE_NAME", installation_table)
-                .env("GITHUB_API_URL", github.url())
-                .env("PAGINATION_KEY_ID", &pagination_key)
-                .env("ACCESS_TABLE_NAME", ACCESS_TABLE)
-                // GitHub Actions OIDC tokens as the double issues them (audience "appcreds").
-                .env("OIDC_ISSUER", github.oidc_issuer())
-                .env("OIDC_AUDIENCE", "appcreds")
-                // cargo lambda watch does not check SigV4 and passes no IAM caller: the local
-                // stack states one, so that access rules work here as they do in AWS.
-                .env("REQUIRE_IAM_CALLER", "false")
-                .env("LOCAL_CALLER_ARN", LOCAL_CALLER)
-                .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-                .env("AWS_LAMBDA_LOG_LEVEL", "INFO"),
-        )
-        .map_err(|e| {
+        let mut command = tokio::process::Command::new(&binary);
+        command.env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt/{function}"));
+        // cargo lambda watch does not check SigV4 and passes no IAM caller: the local stack
+        // states one, so that access rules work here as they do in AWS.
+        command.env("REQUIRE_IAM_CALLER", "false").env("LOCAL_CALLER_ARN", LOCAL_CALLER);
+        let child = spawn_isolated(env.apply(&mut command, function)).map_err(|e| {
             format!("cannot start {} (build it with cargo build --workspace --bins): {e}", binary.display())
         })?;
         children.push(child);
@@ -209,9 +208,8 @@ async fn run(opts: Options) -> Result<(), BoxError> {
     if result.is_ok() {
         result = cli_key_list(moto.endpoint(), app_table, opts.app_id, &key.arn).await;
     }
-    if let (Ok(()), Some(requests)) = (&result, opts.measure) {
-        let cold = spawned_at.elapsed();
-        result = measure(&base, opts.app_id, requests, cold, children.last().and_then(|c| c.id())).await;
+    if let (Ok(()), Some(runs)) = (&result, opts.cold_starts) {
+        result = cold_starts(&env, &bin_dir, opts.app_id, runs).await;
     }
     match &result {
         Ok(()) if opts.smoke => {}
@@ -329,35 +327,119 @@ async fn demo(base: &str, app_id: i64, public_key_der: &[u8], github: &GitHubDou
     Ok(())
 }
 
-/// Prints the first response's time from process start, warm latency percentiles, and the
-/// function's peak resident memory (VmHWM).
-async fn measure(base: &str, app_id: i64, requests: usize, cold: Duration, pid: Option<u32>) -> Result<(), BoxError> {
-    let http = reqwest::Client::new();
-    let url = format!("{base}/appcreds-app-token/tokens/app");
-    let mut times = Vec::with_capacity(requests);
-    for _ in 0..requests {
-        let started = Instant::now();
-        let resp = http.post(&url).json(&json!({ "appId": app_id })).send().await?;
-        if !resp.status().is_success() {
-            return Err(format!("request failed: {}", resp.status()).into());
-        }
-        resp.bytes().await?;
-        times.push(started.elapsed());
+/// What every function process gets in its environment, as the template sets it.
+struct FunctionEnv {
+    moto: String,
+    app_table: String,
+    installation_table: String,
+    github: String,
+    pagination_key: String,
+    oidc_issuer: String,
+}
+
+impl FunctionEnv {
+    fn apply<'c>(&self, command: &'c mut tokio::process::Command, function: &str) -> &'c mut tokio::process::Command {
+        command
+            .env("AWS_LAMBDA_FUNCTION_NAME", function)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_ENDPOINT_URL", &self.moto)
+            .env("AWS_REGION", REGION)
+            .env("AWS_ACCESS_KEY_ID", "local")
+            .env("AWS_SECRET_ACCESS_KEY", "local")
+            .env("APP_TABLE_NAME", &self.app_table)
+            .env("INSTALLATION_TABLE_NAME", &self.installation_table)
+            .env("GITHUB_API_URL", &self.github)
+            .env("PAGINATION_KEY_ID", &self.pagination_key)
+            .env("ACCESS_TABLE_NAME", ACCESS_TABLE)
+            // GitHub Actions OIDC tokens as the double issues them (audience "appcreds").
+            .env("OIDC_ISSUER", &self.oidc_issuer)
+            .env("OIDC_AUDIENCE", "appcreds")
+            .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+            .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
     }
-    times.sort();
-    let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
-    let hwm = pid
-        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l["VmHWM:".len()..].trim().to_string()))
-        .unwrap_or_else(|| "unknown".into());
-    println!("measure: process start → first JWT through the Function URL: {:.1} ms", cold.as_secs_f64() * 1e3);
+}
+
+/// The event each function's measured invocation gets, and its `Timeout` in the template.
+fn cold_start_event(function: &str, app_id: i64) -> (Value, Duration) {
+    let url = |path: &str, body: Value| {
+        let mut req = appcreds_testkit::lambda::UrlRequest::post_json(path, &body);
+        req.caller_arn = Some(LOCAL_CALLER.to_string());
+        (req.event_json(), Duration::from_secs(15))
+    };
+    let scheduled = |timeout: u64| {
+        let event = json!({
+            "version": "0", "id": "c0ld5tar-0000-4000-8000-000000000002", "detail-type": "Scheduled Event",
+            "source": "aws.scheduler", "account": "123456789012", "time": "2026-11-26T00:00:00Z",
+            "region": REGION, "resources": [], "detail": "{}"
+        });
+        (event, Duration::from_secs(timeout))
+    };
+    match function {
+        "appcreds-app-token" => url("/tokens/app", json!({"appId": app_id})),
+        "appcreds-installation-token" => url(
+            "/tokens/installation",
+            json!({"appId": app_id, "owner": "octo-org", "scopeDown": {"permissions": {"contents": "read"}}}),
+        ),
+        "appcreds-get-installation" => url("/installations", json!({"maxResults": 10})),
+        "appcreds-refresh-cache" => {
+            let (event, _) = url("/installations/refresh", json!({}));
+            (event, Duration::from_secs(300))
+        }
+        "appcreds-installation-tracker" => scheduled(300),
+        _ => scheduled(120),
+    }
+}
+
+/// Starts each function's binary `runs` times against a Runtime API endpoint of its own and
+/// prints spawn → ready, spawn → first response and the process's peak RSS.
+async fn cold_starts(env: &FunctionEnv, bin_dir: &std::path::Path, app_id: i64, runs: usize) -> Result<(), BoxError> {
+    println!("cold starts: {runs} per function, binaries from {}", bin_dir.display());
     println!(
-        "measure: {requests} warm requests through the local Function URL: p50 {:.2} ms, p99 {:.2} ms",
-        pct(0.5).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3
+        "| function | spawn → ready (ms) min / median / max | spawn → first response (ms) min / median / max | peak RSS (MiB) min / median / max |"
     );
-    println!("measure: peak resident memory of the function (VmHWM): {hwm}");
+    println!("|---|---|---|---|");
+    let spread = |mut v: Vec<f64>, digits: usize| {
+        v.sort_by(f64::total_cmp);
+        let (min, mid, max) = (v[0], v[v.len() / 2], v[v.len() - 1]);
+        format!("{min:.digits$} / {mid:.digits$} / {max:.digits$}")
+    };
+    for function in FUNCTIONS {
+        let (mut ready, mut first, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let (event, timeout) = cold_start_event(function, app_id);
+            let api = appcreds_testkit::runtime_api::RuntimeApi::start(event, timeout).await?;
+            let mut command = tokio::process::Command::new(bin_dir.join(function));
+            command
+                .env("AWS_LAMBDA_RUNTIME_API", api.endpoint())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true);
+            let spawned = Instant::now();
+            let mut child = env.apply(&mut command, function).spawn()?;
+            let invocation = api.wait(Duration::from_secs(60)).await;
+            let hwm = child.id().and_then(peak_rss_mib);
+            let _ = child.kill().await;
+            let invocation = invocation.map_err(|e| format!("{function}: {e}"))?;
+            let ok = !invocation.failed && invocation.body.get("statusCode").is_none_or(|s| s == 200);
+            if !ok {
+                return Err(format!("{function} answered {}", invocation.body).into());
+            }
+            ready.push(invocation.ready.duration_since(spawned).as_secs_f64() * 1e3);
+            first.push(invocation.answered.duration_since(spawned).as_secs_f64() * 1e3);
+            rss.push(hwm.ok_or("no VmHWM")?);
+        }
+        println!("| {function} | {} | {} | {} |", spread(ready, 1), spread(first, 1), spread(rss, 1));
+    }
     Ok(())
+}
+
+/// A process's peak resident set size (`VmHWM`), in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// `appcreds token` as a GitHub Actions step would run it: SigV4-signed through the local Function
