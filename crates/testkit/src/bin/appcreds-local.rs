@@ -396,9 +396,9 @@ fn cold_start_event(function: &str, app_id: i64) -> (Value, Duration) {
 async fn cold_starts(env: &FunctionEnv, bin_dir: &std::path::Path, app_id: i64, runs: usize) -> Result<(), BoxError> {
     println!("cold starts: {runs} per function, binaries from {}", bin_dir.display());
     println!(
-        "| function | spawn → ready (ms) min / median / max | spawn → first response (ms) min / median / max | peak RSS (MiB) min / median / max |"
+        "| function | spawn → ready (ms) min / median / max | spawn → first response (ms) min / median / max | peak RSS (MiB) min / median / max | binary (MB) |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     let spread = |mut v: Vec<f64>, digits: usize| {
         v.sort_by(f64::total_cmp);
         let (min, mid, max) = (v[0], v[v.len() / 2], v[v.len() - 1]);
@@ -429,7 +429,8 @@ async fn cold_starts(env: &FunctionEnv, bin_dir: &std::path::Path, app_id: i64, 
             first.push(invocation.answered.duration_since(spawned).as_secs_f64() * 1e3);
             rss.push(hwm.ok_or("no VmHWM")?);
         }
-        println!("| {function} | {} | {} | {} |", spread(ready, 1), spread(first, 1), spread(rss, 1));
+        let size = std::fs::metadata(bin_dir.join(function)).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
+        println!("| {function} | {} | {} | {} | {size:.1} |", spread(ready, 1), spread(first, 1), spread(rss, 1));
     }
     Ok(())
 }
