@@ -60,13 +60,18 @@ async fn latest(
         [("Category", category.to_string()), ("AppID", app.to_string()), ("InstallationID", installation.to_string())]
             .map(|(n, v)| Dimension::builder().name(n).value(v).build());
     let metric = Metric::builder().namespace(NAMESPACE).metric_name(name).set_dimensions(Some(dims.to_vec())).build();
+    query(cw, metric, 60, "Maximum").await
+}
+
+/// The first value GetMetricData gives for `metric` over the last and next 10 minutes.
+async fn query(cw: &aws_sdk_cloudwatch::Client, metric: Metric, period: i32, stat: &str) -> Option<f64> {
     let now = SystemClock.now();
     let out = cw
         .get_metric_data()
         .metric_data_queries(
             MetricDataQuery::builder()
                 .id("m")
-                .metric_stat(MetricStat::builder().metric(metric).period(60).stat("Maximum").build())
+                .metric_stat(MetricStat::builder().metric(metric).period(period).stat(stat).build())
                 .build(),
         )
         .start_time(DateTime::from_secs(now - 600))
@@ -186,21 +191,7 @@ async fn a_failing_installation_does_not_stop_the_others() {
 async fn heartbeat(cw: &aws_sdk_cloudwatch::Client, scanner: &str, name: &str) -> Option<f64> {
     let dimension = Dimension::builder().name("FunctionName").value(scanner).build();
     let metric = Metric::builder().namespace(NAMESPACE).metric_name(name).dimensions(dimension).build();
-    let now = SystemClock.now();
-    let out = cw
-        .get_metric_data()
-        .metric_data_queries(
-            MetricDataQuery::builder()
-                .id("h")
-                .metric_stat(MetricStat::builder().metric(metric).period(600).stat("Sum").build())
-                .build(),
-        )
-        .start_time(DateTime::from_secs(now - 600))
-        .end_time(DateTime::from_secs(now + 600))
-        .send()
-        .await
-        .unwrap();
-    out.metric_data_results().first().and_then(|r| r.values().first().copied())
+    query(cw, metric, 600, "Sum").await
 }
 
 /// Many failures make one summary line quoting the first few, and a heartbeat that counts them;

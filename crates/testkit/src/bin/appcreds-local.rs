@@ -196,7 +196,8 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         // cargo lambda watch does not check SigV4 and passes no IAM caller: the local stack
         // states one, so that access rules work here as they do in AWS.
         command.env("REQUIRE_IAM_CALLER", "false").env("LOCAL_CALLER_ARN", LOCAL_CALLER);
-        let child = spawn_isolated(env.apply(&mut command, function)).map_err(|e| {
+        env.apply(command.as_std_mut(), function);
+        let child = spawn_isolated(&mut command).map_err(|e| {
             format!("cannot start {} (build it with cargo build --workspace --bins): {e}", binary.display())
         })?;
         children.push(child);
@@ -338,7 +339,7 @@ struct FunctionEnv {
 }
 
 impl FunctionEnv {
-    fn apply<'c>(&self, command: &'c mut tokio::process::Command, function: &str) -> &'c mut tokio::process::Command {
+    fn apply(&self, command: &mut std::process::Command, function: &str) {
         command
             .env("AWS_LAMBDA_FUNCTION_NAME", function)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
@@ -356,7 +357,7 @@ impl FunctionEnv {
             .env("OIDC_ISSUER", &self.oidc_issuer)
             .env("OIDC_AUDIENCE", "appcreds")
             .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-            .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
+            .env("AWS_LAMBDA_LOG_LEVEL", "INFO");
     }
 }
 
@@ -409,16 +410,19 @@ async fn cold_starts(env: &FunctionEnv, bin_dir: &std::path::Path, app_id: i64, 
         for _ in 0..runs {
             let (event, timeout) = cold_start_event(function, app_id);
             let api = appcreds_testkit::runtime_api::RuntimeApi::start(event, timeout).await?;
-            let mut command = tokio::process::Command::new(bin_dir.join(function));
+            let binary = bin_dir.join(function);
+            let mut command = tokio::process::Command::new(&binary);
             command
                 .env("AWS_LAMBDA_RUNTIME_API", api.endpoint())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .kill_on_drop(true);
+            env.apply(command.as_std_mut(), function);
+            let before = children();
             let spawned = Instant::now();
-            let mut child = env.apply(&mut command, function).spawn()?;
+            let mut child = command.spawn()?;
             let invocation = api.wait(Duration::from_secs(60)).await;
-            let hwm = child.id().and_then(peak_rss_mib);
+            let hwm = peak_rss_mib(&binary, &before);
             let _ = child.kill().await;
             let invocation = invocation.map_err(|e| format!("{function}: {e}"))?;
             let ok = !invocation.failed && invocation.body.get("statusCode").is_none_or(|s| s == 200);
@@ -435,8 +439,24 @@ async fn cold_starts(env: &FunctionEnv, bin_dir: &std::path::Path, app_id: i64, 
     Ok(())
 }
 
-/// A process's peak resident set size (`VmHWM`), in MiB.
-fn peak_rss_mib(pid: u32) -> Option<f64> {
+/// This process's children, as `/proc` numbers them (in a PID namespace whose `/proc` is the
+/// parent's, a child's own PID is not its number there).
+fn children() -> std::collections::BTreeSet<u32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Default::default() };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| list.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
+        .collect()
+}
+
+/// The peak resident set size (`VmHWM`), in MiB, of the child running `binary` that was not
+/// among `before`.
+fn peak_rss_mib(binary: &std::path::Path, before: &std::collections::BTreeSet<u32>) -> Option<f64> {
+    let pid = children().into_iter().filter(|p| !before.contains(p)).find(|p| {
+        let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        cmdline.split(|b| *b == 0).next() == Some(binary.as_os_str().as_encoded_bytes())
+    })?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 =
         status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
