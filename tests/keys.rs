@@ -461,6 +461,33 @@ async fn a_rotation_survives_tag_propagation_with_a_grace_period() {
     assert_ne!(rotated.key_arn, old);
 }
 
+/// Two stacks in one account: with a signing scope, a key is tagged `AppcredsScope` and its
+/// policy requires it, and a function of another scope (staging) cannot sign with it, even though
+/// both keys carry the managed tag and `Status=Active`.
+#[tokio::test]
+async fn a_signing_scope_keeps_one_stacks_functions_off_anothers_keys() {
+    let world = World::start().await;
+    let prod_roles = world.roles.clone().with_scope(Some("prod".into())).unwrap();
+    let prod_pem = pem(false);
+    let prod_key = world.manager.import(310, &prod_pem.key, &prod_roles, &|_: &str| {}).await.unwrap().key_arn;
+    assert_eq!(world.tags(&prod_key).await["AppcredsScope"], "prod");
+    let policy = world.stack.kms.get_key_policy().key_id(&prod_key).policy_name("default").send().await.unwrap();
+    let policy: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
+    let sign = policy["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == "FunctionsSignWhileTheKeyIsActive");
+    assert_eq!(sign.unwrap()["Condition"]["StringEquals"]["aws:ResourceTag/AppcredsScope"], "prod");
+    assert!(world.roles.clone().with_scope(Some("no spaces".into())).is_err());
+
+    let jwt = |scope: &str| {
+        world.kms_import.require_scope(Some(scope));
+        async { AppJwts::new(&world.stack.services_on(world.function_kms(), SystemClock)).get(310).await }
+    };
+    let signed = jwt("prod").await.unwrap();
+    assert_eq!(public_of(signed.token.expose(), &[&prod_pem]), [true]);
+    let refused = jwt("staging").await.unwrap_err();
+    assert!(matches!(refused, appcreds_core::Error::SigningKey(KeyProblem::AccessDenied)), "{refused:?}");
+    world.kms_import.require_scope(None);
+}
+
 /// A function that read the App row just before the switch signs after the old key stopped
 /// signing: it reads the row again and signs with the new key instead of failing.
 #[tokio::test]

@@ -31,6 +31,9 @@ use crate::{AwsFailure, CliError};
 /// The tag every appcreds App key carries (the functions may sign only with keys that have it).
 pub const MANAGED_TAG: &str = "FrameworkForGitHubAppOnAwsManaged";
 
+/// The tag that scopes a key to one stack's functions (the template's `SigningKeyScope`).
+pub const SCOPE_TAG: &str = "AppcredsScope";
+
 /// Days a failed key waits for deletion in the printed cleanup command.
 const CLEANUP_WINDOW_DAYS: u32 = 7;
 
@@ -51,6 +54,9 @@ pub struct SigningRoles {
     partition: String,
     account: String,
     roles: Vec<String>,
+    /// The stack's signing scope (`SigningKeyScope`): the `AppcredsScope` tag every key gets and
+    /// the functions' `kms:Sign` requires.
+    scope: Option<String>,
 }
 
 impl SigningRoles {
@@ -79,14 +85,41 @@ impl SigningRoles {
                 return Err(CliError::Usage("--function-role-arn: the roles are not all in one account".into()));
             }
         }
-        Ok(SigningRoles { partition, account, roles })
+        Ok(SigningRoles { partition, account, roles, scope: None })
     }
 
     /// The key policy: the account administers the key through IAM; the functions' roles may
     /// only `kms:Sign`, only with RSASSA_PKCS1_V1_5_SHA_256 over a RAW message (as the template's
     /// IAM grants it), and only while the key is tagged as an active appcreds key.
+    /// The same roles, for a stack whose functions sign only with keys tagged
+    /// `AppcredsScope=<scope>` (its `SigningKeyScope`); `None` or empty for no scope.
+    pub fn with_scope(mut self, scope: Option<String>) -> Result<Self, CliError> {
+        let scope = scope.filter(|s| !s.is_empty());
+        if let Some(s) = &scope
+            && (s.len() > 64 || !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(CliError::Usage(format!("--key-scope {s:?}: use up to 64 letters, digits, '.', '_' and '-'")));
+        }
+        self.scope = scope;
+        Ok(self)
+    }
+
+    /// The key's tags beyond the App's: the scope, if any.
+    fn scope_tags(&self) -> Vec<Tag> {
+        self.scope.iter().map(|s| tag(SCOPE_TAG, s)).collect()
+    }
+
     pub fn key_policy(&self) -> Value {
         let roles = &self.roles;
+        let mut sign_condition = json!({
+            "kms:SigningAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256",
+            "kms:MessageType": "RAW",
+            format!("aws:ResourceTag/{MANAGED_TAG}"): "true",
+            "aws:ResourceTag/Status": "Active"
+        });
+        if let Some(scope) = &self.scope {
+            sign_condition[format!("aws:ResourceTag/{SCOPE_TAG}")] = json!(scope);
+        }
         json!({
             "Version": "2012-10-17",
             "Id": "appcreds-github-app-key",
@@ -104,12 +137,7 @@ impl SigningRoles {
                     "Principal": {"AWS": roles},
                     "Action": "kms:Sign",
                     "Resource": "*",
-                    "Condition": {"StringEquals": {
-                        "kms:SigningAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256",
-                        "kms:MessageType": "RAW",
-                        format!("aws:ResourceTag/{MANAGED_TAG}"): "true",
-                        "aws:ResourceTag/Status": "Active"
-                    }}
+                    "Condition": {"StringEquals": sign_condition}
                 },
                 {
                     "Sid": "FunctionsDoNothingButSign",
@@ -413,6 +441,13 @@ impl KeyManager {
 
     async fn create_key(&self, app_id: i64, roles: &SigningRoles, progress: &dyn Progress) -> Result<String, CliError> {
         progress.step("creating the KMS key");
+        let mut tags = vec![
+            tag(MANAGED_TAG, "true"),
+            tag("Status", "Importing"),
+            tag("AppId", &app_id.to_string()),
+            tag("CreatedOn", &rfc3339(SystemClock.now())),
+        ];
+        tags.extend(roles.scope_tags());
         let created = self
             .kms
             .create_key()
@@ -421,10 +456,7 @@ impl KeyManager {
             .origin(OriginType::External)
             .description(format!("GitHub App {app_id} private key (appcreds)"))
             .policy(roles.key_policy().to_string())
-            .tags(tag(MANAGED_TAG, "true"))
-            .tags(tag("Status", "Importing"))
-            .tags(tag("AppId", &app_id.to_string()))
-            .tags(tag("CreatedOn", &rfc3339(SystemClock.now())))
+            .set_tags(Some(tags))
             .send()
             .await
             .map_err(aws("KMS CreateKey"))?;

@@ -266,6 +266,11 @@ struct ImportArgs {
     /// stack's FunctionRoleArns output).
     #[arg(long = "function-role-arn", value_name = "ARN", value_delimiter = ',', env = "APPCREDS_FUNCTION_ROLE_ARNS")]
     function_role_arns: Vec<String>,
+    /// The stack's signing scope (its SigningKeyScope parameter): the key is tagged
+    /// AppcredsScope=SCOPE, which that stack's functions require to sign (default: the stack's
+    /// SigningKeyScope output; none without a stack).
+    #[arg(long, env = "APPCREDS_KEY_SCOPE", value_name = "SCOPE")]
+    key_scope: Option<String>,
     #[command(flatten)]
     table: TableArgs,
 }
@@ -397,6 +402,10 @@ async fn call(cli: &Cli, json_out: bool) -> Result<(), CliError> {
     match &cli.command {
         Command::AppToken { app_id } => {
             let t = spin("asking for an App token", client.app_token(*app_id)).await?;
+            if std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true") {
+                // Before anything prints it: the job's log shows *** instead.
+                println!("::add-mask::{}", t.app_token.expose());
+            }
             print(
                 json_out,
                 json!({"appId": t.app_id, "appToken": t.app_token.expose(), "expirationTime": t.expiration_time}),
@@ -540,6 +549,12 @@ async fn key(cli: &Cli, command: &KeyCommand, json_out: bool) -> Result<(), CliE
     let pem = read_pem(&args.pem)?;
     let (manager, roles) = key_manager(cli, &args.table, Some(&args.function_role_arns)).await?;
     let roles = roles.ok_or_else(|| CliError::Usage("no roles for the key policy".into()))?;
+    let scope = match (&args.key_scope, &cli.stack) {
+        (Some(scope), _) => Some(scope.clone()),
+        (None, Some(_)) => outputs(cli, &aws_config().await).await?.get("SigningKeyScope").cloned(),
+        (None, None) => None,
+    };
+    let roles = roles.with_scope(scope)?;
     let spinner = Spinner::start("starting");
     let progress = |step: &str| spinner.set(step);
     if let KeyCommand::Rotate { grace_minutes, wait, schedule_deletion_days, .. } = command {

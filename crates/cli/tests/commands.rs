@@ -429,6 +429,9 @@ async fn in_github_actions_the_jobs_oidc_token_goes_along() {
     ];
     let out = appcreds("http://127.0.0.1:9", &["--app-token-url", &url, "app-token", "--app-id", "5"], &env).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The App JWT is masked in the job's log before it is printed.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout, "::add-mask::eyJ.test.jwt\neyJ.test.jwt\n");
     let (asked, bearer) = seen.lock().unwrap().pop().unwrap();
     assert_eq!(asked, "/token?api-version=2.0&audience=appcreds-prod");
     assert_eq!(bearer, "Bearer request-token");

@@ -114,6 +114,10 @@ struct State {
     status: HashMap<String, Vec<(std::time::Instant, String)>>,
     /// How long a tag change takes to affect authorization (AWS: up to five minutes).
     propagation: std::time::Duration,
+    /// The `AppcredsScope` tag of keys created with one.
+    scope: HashMap<String, String>,
+    /// The scope the functions' IAM policy requires (the template's `SigningKeyScope`), if any.
+    function_scope: Option<String>,
     parameters: Vec<ParametersRequest>,
     imports: Vec<ImportRequest>,
     fault: Option<ImportFault>,
@@ -188,6 +192,12 @@ impl KmsImport {
     /// AWS documents they may (up to five minutes); until then the previous `Status` counts.
     pub fn set_tag_propagation(&self, delay: std::time::Duration) {
         self.state().propagation = delay;
+    }
+
+    /// Makes the functions' `kms:Sign` require keys tagged `AppcredsScope=<scope>`, as the
+    /// template's IAM condition does for a stack with a `SigningKeyScope`.
+    pub fn require_scope(&self, scope: Option<&str>) {
+        self.state().function_scope = scope.map(str::to_string);
     }
 
     /// Makes the next import fail at `fault`.
@@ -332,6 +342,19 @@ impl KmsImport {
         let Some(imported) = state.imported.get(&key) else {
             return MockResponse::Error(SignError::generic(ErrorMetadata::builder().code("NotFoundException").build()));
         };
+        if caller == Caller::Function
+            && let Some(required) = &state.function_scope
+            && state.scope.get(&key) != Some(required)
+        {
+            return MockResponse::Error(SignError::generic(
+                ErrorMetadata::builder()
+                    .code("AccessDeniedException")
+                    .message(
+                        "not authorized to perform: kms:Sign (the key is not tagged with this stack's AppcredsScope)",
+                    )
+                    .build(),
+            ));
+        }
         if caller == Caller::Function && state.authorizing_status(&key) != Some("Active") {
             return MockResponse::Error(SignError::generic(
                 ErrorMetadata::builder()
@@ -394,9 +417,10 @@ fn now() -> i64 {
     appcreds_core::domain::clock::Clock::now(&appcreds_core::domain::clock::SystemClock)
 }
 
-/// The `Status` tag a `CreateKey` request carried, kept until its answer names the key.
+/// The `Status` and `AppcredsScope` tags a `CreateKey` request carried, kept until its answer
+/// names the key.
 #[derive(Debug, Clone)]
-struct CreatedStatus(Option<String>);
+struct CreatedStatus(Option<String>, Option<String>);
 
 impl Storable for CreatedStatus {
     type Storer = StoreReplace<Self>;
@@ -419,11 +443,13 @@ impl Intercept for Observer {
     ) -> Result<(), BoxError> {
         let input = context.input();
         let mut state = self.0.state();
-        let status_of = |tags: &[aws_sdk_kms::types::Tag]| {
-            tags.iter().find(|t| t.tag_key() == "Status").map(|t| t.tag_value().to_string())
+        let tag_of = |tags: &[aws_sdk_kms::types::Tag], name: &str| {
+            tags.iter().find(|t| t.tag_key() == name).map(|t| t.tag_value().to_string())
         };
+        let status_of = |tags: &[aws_sdk_kms::types::Tag]| tag_of(tags, "Status");
         if let Some(create) = input.downcast_ref::<CreateKeyInput>() {
-            cfg.interceptor_state().store_put(CreatedStatus(status_of(create.tags())));
+            let created = CreatedStatus(status_of(create.tags()), tag_of(create.tags(), "AppcredsScope"));
+            cfg.interceptor_state().store_put(created);
         } else if let Some(tag) = input.downcast_ref::<TagResourceInput>() {
             if let Some(status) = status_of(tag.tags()) {
                 state.set_status(key_id(tag.key_id().unwrap_or_default()), status);
@@ -453,7 +479,7 @@ impl Intercept for Observer {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let Some(CreatedStatus(Some(status))) = cfg.load::<CreatedStatus>().cloned() else {
+        let Some(CreatedStatus(Some(status), scope)) = cfg.load::<CreatedStatus>().cloned() else {
             return Ok(());
         };
         let created = context
@@ -463,7 +489,11 @@ impl Intercept for Observer {
             .and_then(|out| out.key_metadata())
             .map(|m| m.key_id().to_string());
         if let Some(key) = created {
-            self.0.state().set_status(key, status);
+            let mut state = self.0.state();
+            if let Some(scope) = scope {
+                state.scope.insert(key.clone(), scope);
+            }
+            state.set_status(key, status);
         }
         Ok(())
     }
