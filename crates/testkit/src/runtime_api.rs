@@ -1,7 +1,8 @@
-//! A Lambda Runtime API endpoint that hands one event to one function process, for measuring
-//! cold starts: when the process first asks for an invocation (`GET …/invocation/next`: it is
-//! ready) and when it answers (`POST …/invocation/{id}/response` or `…/error`). Later requests
-//! for the next invocation wait, as Lambda's do while it freezes the environment.
+//! A Lambda Runtime API endpoint that hands events to one function process, for measuring cold
+//! starts and what a process logs per request: when the process first asks for an invocation
+//! (`GET …/invocation/next`: it is ready) and when it answers each (`POST
+//! …/invocation/{id}/response` or `…/error`). Once the events are handed out, requests for the
+//! next invocation wait, as Lambda's do while it freezes the environment.
 //!
 //! The paths and headers are those of the Runtime API (version 2018-06-01) that the
 //! `lambda_runtime` crate speaks.
@@ -32,10 +33,11 @@ pub struct Invocation {
 }
 
 struct Inner {
-    /// The event still to hand out, with its deadline's distance.
-    event: Mutex<Option<(Value, Duration)>>,
+    /// The events still to hand out, with their deadlines' distance.
+    events: Mutex<std::collections::VecDeque<(Value, Duration)>>,
+    handed_out: Mutex<usize>,
     ready: Mutex<Option<Instant>>,
-    done: watch::Sender<Option<Invocation>>,
+    done: watch::Sender<Vec<Invocation>>,
 }
 
 /// The endpoint; dropping it stops the server.
@@ -51,14 +53,22 @@ impl Drop for RuntimeApi {
     }
 }
 
-const REQUEST_ID: &str = "c0ld5tar-0000-4000-8000-000000000001";
-
 impl RuntimeApi {
     /// Serves `event` once, with a deadline `timeout` after it is handed out (the function's
     /// `Timeout`), on a free loopback port.
     pub async fn start(event: Value, timeout: Duration) -> std::io::Result<RuntimeApi> {
-        let (done, _) = watch::channel(None);
-        let inner = Arc::new(Inner { event: Mutex::new(Some((event, timeout))), ready: Mutex::new(None), done });
+        Self::start_many(vec![event], timeout).await
+    }
+
+    /// Serves `events` in turn, each with a deadline `timeout` after it is handed out.
+    pub async fn start_many(events: Vec<Value>, timeout: Duration) -> std::io::Result<RuntimeApi> {
+        let (done, _) = watch::channel(Vec::new());
+        let inner = Arc::new(Inner {
+            events: Mutex::new(events.into_iter().map(|e| (e, timeout)).collect()),
+            handed_out: Mutex::new(0),
+            ready: Mutex::new(None),
+            done,
+        });
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
             .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
@@ -78,12 +88,16 @@ impl RuntimeApi {
         &self.endpoint
     }
 
-    /// The invocation's outcome, once the function answered (or `limit` passed).
+    /// The first invocation's outcome, once the function answered (or `limit` passed).
     pub async fn wait(&self, limit: Duration) -> Result<Invocation, String> {
+        Ok(self.wait_for(1, limit).await?.remove(0))
+    }
+
+    /// The first `n` invocations' outcomes, once the function answered them (or `limit` passed).
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> Result<Vec<Invocation>, String> {
         let mut done = self.inner.done.subscribe();
-        let answered = tokio::time::timeout(limit, done.wait_for(Option::is_some)).await;
-        match answered {
-            Ok(Ok(invocation)) => invocation.clone().ok_or_else(|| "no invocation".to_string()),
+        match tokio::time::timeout(limit, done.wait_for(|answered| answered.len() >= n)).await {
+            Ok(Ok(answered)) => Ok(answered.iter().take(n).cloned().collect()),
             Ok(Err(_)) => Err("the runtime API stopped".into()),
             Err(_) => {
                 let ready = self.inner.ready.lock().unwrap_or_else(PoisonError::into_inner).is_some();
@@ -96,17 +110,17 @@ impl RuntimeApi {
     }
 
     fn finish(inner: &Inner, body: &Bytes, failed: bool) {
-        let answered = Instant::now();
-        let ready = inner.ready.lock().unwrap_or_else(PoisonError::into_inner).unwrap_or(answered);
+        let at = Instant::now();
+        let ready = inner.ready.lock().unwrap_or_else(PoisonError::into_inner).unwrap_or(at);
         let body = serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into()));
-        inner.done.send_replace(Some(Invocation { ready, answered, body, failed }));
+        inner.done.send_modify(|answered| answered.push(Invocation { ready, answered: at, body, failed }));
     }
 }
 
 async fn next(State(inner): State<Arc<Inner>>) -> Response {
     let now = Instant::now();
     inner.ready.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(now);
-    let event = inner.event.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let event = inner.events.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
     let Some((event, timeout)) = event else {
         // The environment is frozen after its one invocation.
         std::future::pending::<()>().await;
@@ -114,7 +128,14 @@ async fn next(State(inner): State<Arc<Inner>>) -> Response {
     };
     let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + timeout;
     let mut headers = HeaderMap::new();
-    headers.insert("lambda-runtime-aws-request-id", HeaderValue::from_static(REQUEST_ID));
+    let n = {
+        let mut handed_out = inner.handed_out.lock().unwrap_or_else(PoisonError::into_inner);
+        *handed_out += 1;
+        *handed_out
+    };
+    if let Ok(id) = HeaderValue::from_str(&format!("c0ld5tar-0000-4000-8000-{n:012}")) {
+        headers.insert("lambda-runtime-aws-request-id", id);
+    }
     if let Ok(v) = HeaderValue::from_str(&deadline.as_millis().to_string()) {
         headers.insert("lambda-runtime-deadline-ms", v);
     }

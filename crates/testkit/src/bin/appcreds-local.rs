@@ -65,6 +65,8 @@ struct Options {
     bin_dir: Option<std::path::PathBuf>,
     /// After the check, measure each function's cold start this many times.
     cold_starts: Option<usize>,
+    /// After the check, measure what installation-token logs over this many warm requests.
+    log_bytes: Option<usize>,
     lambda_port: u16,
     github_port: u16,
     smoke: bool,
@@ -75,6 +77,7 @@ fn options() -> Result<Options, String> {
         app_id: 123456,
         bin_dir: None,
         cold_starts: None,
+        log_bytes: None,
         lambda_port: 9000,
         github_port: 9001,
         smoke: false,
@@ -92,6 +95,11 @@ fn options() -> Result<Options, String> {
             }
             "--smoke" => o.smoke = true,
             "--bin-dir" => o.bin_dir = Some(value("--bin-dir")?.into()),
+            "--log-bytes" => {
+                let n: usize = value("--log-bytes")?.parse().map_err(|_| "--log-bytes takes a count")?;
+                o.log_bytes = Some(n.max(1));
+                o.smoke = true;
+            }
             "--cold-starts" => {
                 let n: usize = value("--cold-starts")?.parse().map_err(|_| "--cold-starts takes a count")?;
                 o.cold_starts = Some(n.max(1));
@@ -99,7 +107,7 @@ fn options() -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: appcreds-local [--app-id N] [--lambda-port 9000] [--github-port 9001] [--smoke] [--bin-dir DIR] [--cold-starts N]"
+                    "usage: appcreds-local [--app-id N] [--lambda-port 9000] [--github-port 9001] [--smoke] [--bin-dir DIR] [--cold-starts N] [--log-bytes N]"
                 );
                 std::process::exit(0);
             }
@@ -211,6 +219,9 @@ async fn run(opts: Options) -> Result<(), BoxError> {
     }
     if let (Ok(()), Some(runs)) = (&result, opts.cold_starts) {
         result = cold_starts(&env, &bin_dir, opts.app_id, runs).await;
+    }
+    if let (Ok(()), Some(requests)) = (&result, opts.log_bytes) {
+        result = log_bytes(&env, &bin_dir, opts.app_id, requests).await;
     }
     match &result {
         Ok(()) if opts.smoke => {}
@@ -436,6 +447,37 @@ async fn cold_starts(env: &FunctionEnv, bin_dir: &std::path::Path, app_id: i64, 
         let size = std::fs::metadata(bin_dir.join(function)).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
         println!("| {function} | {} | {} | {} | {size:.1} |", spread(ready, 1), spread(first, 1), spread(rss, 1));
     }
+    Ok(())
+}
+
+/// What installation-token writes to its log (stdout, as Lambda collects it) per warm request:
+/// one process answers 1 request, another `requests + 1`; the difference over `requests`.
+async fn log_bytes(env: &FunctionEnv, bin_dir: &std::path::Path, app_id: i64, requests: usize) -> Result<(), BoxError> {
+    let function = "appcreds-installation-token";
+    let logged = |n: usize| async move {
+        let (event, timeout) = cold_start_event(function, app_id);
+        let api = appcreds_testkit::runtime_api::RuntimeApi::start_many(vec![event; n], timeout).await?;
+        let mut command = tokio::process::Command::new(bin_dir.join(function));
+        command.env("AWS_LAMBDA_RUNTIME_API", api.endpoint()).stdout(Stdio::piped()).stderr(Stdio::null());
+        env.apply(command.as_std_mut(), function);
+        let mut child = command.kill_on_drop(true).spawn()?;
+        let answered = api.wait_for(n, Duration::from_secs(120)).await;
+        let _ = child.start_kill();
+        let out = child.wait_with_output().await?;
+        let answered = answered.map_err(|e| format!("{function}: {e}"))?;
+        if let Some(bad) = answered.iter().find(|i| i.failed || i.body.get("statusCode").is_some_and(|s| s != 200)) {
+            return Err::<(usize, usize), BoxError>(format!("{function} answered {}", bad.body).into());
+        }
+        Ok((out.stdout.len(), out.stdout.iter().filter(|b| **b == b'\n').count()))
+    };
+    let (one_bytes, one_lines) = logged(1).await?;
+    let (many_bytes, many_lines) = logged(requests + 1).await?;
+    let per_request = (many_bytes - one_bytes) as f64 / requests as f64;
+    let lines = (many_lines - one_lines) as f64 / requests as f64;
+    println!(
+        "log bytes: installation-token, {requests} warm requests: {per_request:.0} bytes and {lines:.1} lines per request \
+         (a cold start's init and first request: {one_bytes} bytes, {one_lines} lines)"
+    );
     Ok(())
 }
 
