@@ -189,3 +189,65 @@ async fn a_live_installation_skipped_by_shifted_pages_is_never_deleted() {
     assert!(!rows.contains(&first) && rows.contains(&skipped) && rows.len() == 249);
     assert_eq!(stack.github.calls(&format!("GET /app/installations/{first}")), 1);
 }
+
+/// One sync at a time, whoever starts it, across processes (a DynamoDB lease): while one runs,
+/// another caller of refresh-cache is told when to retry (`ThrottlingException`), and the
+/// tracker skips its run; afterwards the next one runs; a lease left behind by a run that died
+/// is taken over once it expired.
+#[tokio::test]
+async fn one_sync_at_a_time() {
+    use appcreds_core::aws::lease_table::DynamoLeases;
+    use appcreds_core::jobs::sync::InstallationSync;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let stack = Stack::start().await;
+    stack.add_app(A).await;
+    install(&stack, A, 0..30);
+    let table = appcreds_testkit::unique("leases");
+    appcreds_testkit::aws::create_lease_table(&stack.ddb, &table).await.unwrap();
+    let mut services = stack.services();
+    services.leases = Some(Arc::new(DynamoLeases::new(stack.ddb.clone(), &table)));
+    // Two functions' syncs (refresh-cache's, the tracker's): separate processes, one table.
+    let (first, second) = (InstallationSync::new(&services), InstallationSync::new(&services));
+    stack.github.set_latency(Duration::from_millis(300));
+
+    let later = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let refused = second.run_exclusive().await;
+        let skipped = second.scheduled().await.unwrap();
+        (refused, skipped)
+    };
+    let (ran, (refused, skipped)) = tokio::join!(first.run_exclusive(), later);
+    assert_eq!(ran.unwrap().failed_apps(), Vec::<i64>::new());
+    let err = refused.unwrap_err();
+    assert!(
+        matches!(err, appcreds_core::Error::SyncRunning { retry_after_seconds } if (250..=301).contains(&retry_after_seconds)),
+        "{err:?}"
+    );
+    let (name, body) = appcreds_core::http::error_reply(&err);
+    assert_eq!((name.as_str(), name.status()), ("ThrottlingException", 429));
+    assert!(body.message.starts_with("an installation sync is already running; retry after"), "{}", body.message);
+    assert_eq!(skipped, json!({"skipped": "an installation sync is already running"}));
+    assert_eq!(stack.github.calls("GET /app/installations"), 1, "only the first listed");
+
+    // Released: the next sync runs.
+    stack.github.set_latency(Duration::ZERO);
+    second.run_exclusive().await.unwrap();
+    // A lease whose holder died (no release) blocks only until it expires.
+    let dead = |expires_at: i64| {
+        stack
+            .ddb
+            .put_item()
+            .table_name(&table)
+            .item("LeaseId", aws_sdk_dynamodb::types::AttributeValue::S("installation-sync".into()))
+            .item("Holder", aws_sdk_dynamodb::types::AttributeValue::S("a-run-lambda-stopped".into()))
+            .item("ExpiresAt", aws_sdk_dynamodb::types::AttributeValue::N(expires_at.to_string()))
+            .send()
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    dead(now + 60).await.unwrap();
+    assert!(matches!(first.run_exclusive().await, Err(appcreds_core::Error::SyncRunning { .. })));
+    dead(now - 1).await.unwrap();
+    first.run_exclusive().await.unwrap();
+}

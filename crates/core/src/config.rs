@@ -30,6 +30,8 @@ pub struct Config {
     /// emulated Function URLs; honoured only with `REQUIRE_IAM_CALLER=false`, which no deployed
     /// function has.
     pub local_caller: Option<String>,
+    /// `LEASE_TABLE_NAME`: the lease that keeps installation syncs apart.
+    pub lease_table: Option<String>,
     /// `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda): names the function in its own metrics.
     pub function_name: Option<String>,
 }
@@ -77,6 +79,7 @@ impl Config {
             access_mode,
             local_caller,
             function_name: non_empty("AWS_LAMBDA_FUNCTION_NAME"),
+            lease_table: non_empty("LEASE_TABLE_NAME"),
             app_table,
             installation_table: non_empty("INSTALLATION_TABLE_NAME"),
             pagination_key: non_empty("PAGINATION_KEY_ID"),

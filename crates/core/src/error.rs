@@ -89,6 +89,9 @@ pub enum Error {
     /// An upstream throttled us and bounded retries did not help (`ThrottlingException`).
     #[error("{service} is throttling requests; retry after {retry_after_seconds} s")]
     Throttled { service: &'static str, retry_after_seconds: u64 },
+    /// An installation sync is already running (`ThrottlingException`): one at a time.
+    #[error("an installation sync is already running; retry after {retry_after_seconds} s")]
+    SyncRunning { retry_after_seconds: u64 },
     /// The request could not finish before the invocation's deadline (`ServerSideError`).
     #[error("the request did not finish within the function's time limit; retry it")]
     OutOfTime,

@@ -79,6 +79,25 @@ pub trait AccessStore: Send + Sync {
     async fn list_rules(&self) -> Result<Vec<Rule>, Error>;
 }
 
+/// What [`Leases::acquire`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// The lease is the caller's until it releases it or it expires.
+    Acquired,
+    /// Another holder has it, until this time (Unix seconds).
+    HeldUntil(i64),
+}
+
+/// One-at-a-time leases (the installation sync's), held until released or expired.
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// Takes lease `name` for `holder` until `until` (Unix seconds), unless another holder's is
+    /// unexpired at `now`.
+    async fn acquire(&self, name: &str, holder: &str, now: i64, until: i64) -> Result<Lease, Error>;
+    /// Gives lease `name` back, if `holder` still has it.
+    async fn release(&self, name: &str, holder: &str) -> Result<(), Error>;
+}
+
 /// Verifies a caller's GitHub Actions OIDC token.
 #[async_trait]
 pub trait OidcVerifier: Send + Sync {
@@ -157,6 +176,8 @@ pub struct Services {
     pub oidc: Arc<dyn OidcVerifier>,
     /// GitHub's REST API, for the functions that call it.
     pub github: Option<GitHubClient>,
+    /// The sync's lease (`LEASE_TABLE_NAME`); without one, syncs are not kept apart.
+    pub leases: Option<Arc<dyn Leases>>,
 }
 
 impl Services {
@@ -174,6 +195,7 @@ impl Services {
             access_mode: AccessMode::Enforce,
             oidc: Arc::new(Unconfigured("GitHub OIDC tokens are not accepted here (no OIDC_AUDIENCE)")),
             github: None,
+            leases: None,
         }
     }
 

@@ -13,6 +13,7 @@ use crate::aws::app_table::DynamoAppStore;
 use crate::aws::aws_timeouts;
 use crate::aws::installation_table::DynamoInstallationStore;
 use crate::aws::kms::{KmsMac, KmsSigner};
+use crate::aws::lease_table::DynamoLeases;
 use crate::config::Config;
 use crate::deadline;
 use crate::error::Error;
@@ -81,6 +82,9 @@ impl ColdStart {
         services.apps = Arc::new(DynamoAppStore::new(dynamodb.clone(), &self.config.app_table));
         if let Some(table) = &self.config.installation_table {
             services.installations = Arc::new(DynamoInstallationStore::new(dynamodb.clone(), table));
+        }
+        if let Some(table) = &self.config.lease_table {
+            services.leases = Some(Arc::new(DynamoLeases::new(dynamodb.clone(), table)));
         }
         if let Some(table) = &self.config.access_table {
             services.access = Arc::new(DynamoAccessStore::new(dynamodb.clone(), table));

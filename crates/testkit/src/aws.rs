@@ -111,6 +111,11 @@ pub async fn create_access_table(ddb: &aws_sdk_dynamodb::Client, name: &str) -> 
     create_keyed_table(ddb, name, "RuleId", ScalarAttributeType::S).await
 }
 
+/// Creates the lease table: `LeaseId` (S).
+pub async fn create_lease_table(ddb: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), BoxError> {
+    create_keyed_table(ddb, name, "LeaseId", ScalarAttributeType::S).await
+}
+
 async fn create_keyed_table(
     ddb: &aws_sdk_dynamodb::Client,
     name: &str,

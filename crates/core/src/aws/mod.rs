@@ -17,6 +17,7 @@ pub mod app_table;
 pub mod cloudwatch;
 pub mod installation_table;
 pub mod kms;
+pub mod lease_table;
 
 /// Timeouts for every AWS call: a hung dependency fails the request well before Lambda's timeout.
 pub fn aws_timeouts() -> TimeoutConfig {

@@ -86,7 +86,7 @@ pub fn error_reply(err: &Error) -> (ErrorName, ErrorBody) {
         | Error::GitHubRefusedAppcreds { .. }
         | Error::GitHubUnavailable(_)
         | Error::OutOfTime => (ErrorName::ServerSide, message()),
-        Error::Throttled { retry_after_seconds, .. } => {
+        Error::Throttled { retry_after_seconds, .. } | Error::SyncRunning { retry_after_seconds } => {
             (ErrorName::Throttling, ErrorBody { retry_after_seconds: Some(*retry_after_seconds), ..message() })
         }
         Error::Internal { .. } => (ErrorName::ServerSide, ErrorBody::message("Internal server error")),

@@ -13,10 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use crate::deadline;
 use crate::domain::clock::rfc3339;
 use crate::error::Error;
 use crate::github::installations;
-use crate::ports::{InstallationRecord, Services, TablePosition};
+use crate::ports::{InstallationRecord, Lease, Services, TablePosition};
 use crate::tokens::app_jwt::AppJwts;
 
 /// What happened to one App.
@@ -70,6 +71,11 @@ impl SyncReport {
 pub(crate) const CONCURRENCY: usize = 4;
 /// Uninstalls confirmed at GitHub at once, per App.
 const CONFIRMATIONS: usize = 8;
+
+/// The lease that keeps syncs apart.
+const SYNC_LEASE: &str = "installation-sync";
+/// How long a sync's lease lasts without a deadline to bound it (the functions' 300 s timeout).
+const LEASE_SECS: i64 = 300;
 
 /// The sync, built once per cold start; refresh-cache runs it on demand, the tracker on schedule.
 pub struct InstallationSync {
@@ -182,9 +188,37 @@ impl InstallationSync {
         Ok(installations::lookup(self.services.github()?, app_id, &jwt.token, &path).await?.is_none())
     }
 
-    /// The installation tracker's run: a summary line, and an error only if no App could be synced.
+    /// [`InstallationSync::run`], unless another sync (refresh-cache's or the tracker's, in any
+    /// process) holds the lease: then `SyncRunning` with the time it has left. The lease lasts
+    /// until this run ends, or at most until the invocation's deadline, so a run Lambda stops
+    /// cannot hold it longer.
+    pub async fn run_exclusive(&self) -> Result<SyncReport, Error> {
+        let Some(leases) = &self.services.leases else { return self.run().await };
+        let holder = format!("{:032x}", fastrand::u128(..));
+        let now = self.services.now();
+        let ttl = deadline::remaining().map_or(LEASE_SECS, |left| left.as_secs() as i64 + 1);
+        match leases.acquire(SYNC_LEASE, &holder, now, now + ttl).await? {
+            Lease::HeldUntil(until) => Err(Error::SyncRunning { retry_after_seconds: (until - now).max(1) as u64 }),
+            Lease::Acquired => {
+                let report = self.run().await;
+                if let Err(e) = leases.release(SYNC_LEASE, &holder).await {
+                    tracing::warn!(error = %e, "could not release the sync's lease; it expires by itself");
+                }
+                report
+            }
+        }
+    }
+
+    /// The installation tracker's run: a summary line, and an error only if no App could be
+    /// synced. A sync already running (refresh-cache's) makes this run a no-op.
     pub async fn scheduled(&self) -> Result<Value, Error> {
-        let report = self.run().await?;
+        let report = match self.run_exclusive().await {
+            Err(Error::SyncRunning { retry_after_seconds }) => {
+                tracing::info!(retry_after_seconds, "installation tracker run skipped: a sync is already running");
+                return Ok(json!({ "skipped": "an installation sync is already running" }));
+            }
+            other => other?,
+        };
         let failed = report.failed_apps();
         let totals = report.totals();
         tracing::info!(

@@ -30,7 +30,8 @@ impl Operation for Refresh {
 
     async fn call(&self, call: Call) -> Result<Value, Error> {
         let rule = self.access.judge(&call).await?.allow(Action::Refresh, None)?;
-        let report = self.sync.run().await?;
+        // One sync at a time: a second caller is told when to retry (ThrottlingException).
+        let report = self.sync.run_exclusive().await?;
         let failed = report.failed_apps();
         let totals = report.totals();
         tracing::info!(

@@ -28,6 +28,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The function binaries served behind local Function URLs (their URL path segment is the name).
 /// The local access table, its demo rule, the role it names, and the caller local requests come from.
 const ACCESS_TABLE: &str = "appcreds-local-access";
+/// The lease that keeps installation syncs apart.
+const LEASE_TABLE: &str = "appcreds-local-leases";
 const DEMO_RULE: &str = "local-demo";
 const DEMO_ROLE: &str = "arn:aws:iam::123456789012:role/appcreds-local-demo";
 const LOCAL_CALLER: &str = "arn:aws:sts::123456789012:assumed-role/appcreds-local-demo/local";
@@ -146,6 +148,7 @@ async fn run(opts: Options) -> Result<(), BoxError> {
     aws::create_app_table(&ddb, app_table).await?;
     aws::create_installation_table(&ddb, installation_table).await?;
     aws::create_access_table(&ddb, ACCESS_TABLE).await?;
+    aws::create_lease_table(&ddb, LEASE_TABLE).await?;
     put_demo_rule(&ddb, opts.app_id).await?;
     step(&format!(
         "access table {ACCESS_TABLE}, enforced, with rule {DEMO_RULE:?} for {DEMO_ROLE}; local requests come from {LOCAL_CALLER}"
@@ -364,6 +367,7 @@ impl FunctionEnv {
             .env("GITHUB_API_URL", &self.github)
             .env("PAGINATION_KEY_ID", &self.pagination_key)
             .env("ACCESS_TABLE_NAME", ACCESS_TABLE)
+            .env("LEASE_TABLE_NAME", LEASE_TABLE)
             // GitHub Actions OIDC tokens as the double issues them (audience "appcreds").
             .env("OIDC_ISSUER", &self.oidc_issuer)
             .env("OIDC_AUDIENCE", "appcreds")
