@@ -1,16 +1,21 @@
 """The SAM template, transformed to plain CloudFormation offline with aws-sam-translator, checked
 for what the linters cannot see: dangling references, the exact IAM each function gets, Function
-URL auth, tables as the wire contract defines them, and resource tags.
+URL auth, tables as the wire contract defines them, resource tags, names that let two stacks share
+an account, logs, alarms and the dashboard.
 
 Run: .venv/bin/pytest -q tests/template   (scripts/test does)
+Write the transformed template (for checkov, which scripts/test runs on it):
+     .venv/bin/python tests/template/test_template.py OUT.json
 """
 
 import copy
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
+import tomllib
 
 import pytest
 import yaml
@@ -26,6 +31,10 @@ SIGN_CONDITION = {
         "kms:MessageType": "RAW",
     }
 }
+# With a SigningKeyScope, the same and the key's AppcredsScope tag.
+SCOPED_SIGN_CONDITION = {
+    "StringEquals": {**SIGN_CONDITION["StringEquals"], "aws:ResourceTag/AppcredsScope": {"Ref": "SigningKeyScope"}}
+}
 APP_TABLE = {"Fn::GetAtt": ["AppTable", "Arn"]}
 INSTALLATION_TABLE = {"Fn::GetAtt": ["InstallationTable", "Arn"]}
 ACCESS_TABLE = {"Fn::GetAtt": ["AccessTable", "Arn"]}
@@ -40,9 +49,14 @@ SYNC_GRANTS = {
     ("dynamodb:Scan", "InstallationTable"),
     ("dynamodb:BatchWriteItem", "InstallationTable"),
     ("kms:Sign", "AppKeys"),
+    # One sync at a time: the lease.
+    ("dynamodb:GetItem", "LeaseTable"),
+    ("dynamodb:PutItem", "LeaseTable"),
+    ("dynamodb:DeleteItem", "LeaseTable"),
 }
 
 NAMESPACE = "AppFrameworkGitHubAPICallMetrics"
+FAILURE_QUEUE = ("sqs:SendMessage", "ScheduledRunFailureQueue")
 
 # Per function: every (action, resource) its role may use, its Function URL, its binary, its tag.
 # A later function adds a row here.
@@ -52,6 +66,7 @@ EXPECTED = {
         "url": True,
         "binary": "appcreds-app-token",
         "tag": "AppToken",
+        "short": "app-token",
     },
     "InstallationTokenFunction": {
         "grants": {
@@ -64,6 +79,7 @@ EXPECTED = {
         "url": True,
         "binary": "appcreds-installation-token",
         "tag": "InstallationToken",
+        "short": "installation-token",
     },
     "GetInstallationFunction": {
         "grants": {
@@ -76,18 +92,21 @@ EXPECTED = {
         "url": True,
         "binary": "appcreds-get-installation",
         "tag": "GetInstallation",
+        "short": "get-installation",
     },
     "RefreshCacheFunction": {
         "grants": SYNC_GRANTS | {READ_RULES},
         "url": True,
         "binary": "appcreds-refresh-cache",
         "tag": "RefreshCache",
+        "short": "refresh-cache",
     },
     "InstallationTrackerFunction": {
-        "grants": SYNC_GRANTS,
+        "grants": SYNC_GRANTS | {FAILURE_QUEUE},
         "url": False,
         "binary": "appcreds-installation-tracker",
         "tag": "InstallationTracker",
+        "short": "installation-tracker",
         "schedule": "rate(30 minutes)",
     },
     "RateLimitScannerFunction": {
@@ -96,10 +115,12 @@ EXPECTED = {
             ("dynamodb:Scan", "InstallationTable"),
             ("kms:Sign", "AppKeys"),
             ("cloudwatch:PutMetricData", "*"),
+            FAILURE_QUEUE,
         },
         "url": False,
         "binary": "appcreds-rate-limit-scanner",
         "tag": "RateLimitScanner",
+        "short": "rate-limit-scanner",
         "schedule": "rate(5 minutes)",
     },
 }
@@ -138,19 +159,28 @@ class PolicyLoader:
         return {"AWSLambdaBasicExecutionRole": "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}
 
 
-@pytest.fixture(scope="module")
-def source():
+def load_source():
     return yaml.load((ROOT / "template.yaml").read_text(), Loader=CfnLoader)
 
 
-@pytest.fixture(scope="module")
-def cfn(source):
+def translate(source):
+    """The template as CloudFormation deploys it (SAM transformed), code taken from a stand-in bucket."""
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     template = copy.deepcopy(source)
     for resource in template["Resources"].values():
         if resource["Type"] == "AWS::Serverless::Function":
             resource["Properties"]["CodeUri"] = "s3://appcreds-artifacts/function.zip"
     return transform(template, {}, PolicyLoader())
+
+
+@pytest.fixture(scope="module")
+def source():
+    return load_source()
+
+
+@pytest.fixture(scope="module")
+def cfn(source):
+    return translate(source)
 
 
 def functions(cfn):
@@ -170,12 +200,16 @@ def resource_name(resource):
         return "InstallationTable"
     if resource == ACCESS_TABLE:
         return "AccessTable"
+    if resource == {"Fn::GetAtt": ["LeaseTable", "Arn"]}:
+        return "LeaseTable"
     if resource == {"Fn::Sub": "${InstallationTable.Arn}/index/NodeID"}:
         return "InstallationTable/index/NodeID"
     if resource == {"Fn::GetAtt": ["PaginationKey", "Arn"]}:
         return "PaginationKey"
     if resource == {"Fn::Sub": KMS_KEYS}:
         return "AppKeys"
+    if resource == {"Fn::GetAtt": ["ScheduledRunFailureQueue", "Arn"]}:
+        return "ScheduledRunFailureQueue"
     if resource == "*":
         return "*"
     return json.dumps(resource)
@@ -225,7 +259,9 @@ def test_each_function_gets_exactly_its_permissions(cfn, function):
                 grants.add((action, resource_name(resource)))
             if action == "kms:Sign":
                 assert s["Resource"] == {"Fn::Sub": KMS_KEYS}
-                assert s.get("Condition") == SIGN_CONDITION, f"{function}: kms:Sign must be tag-conditioned"
+                assert s.get("Condition") == {"Fn::If": ["HasSigningKeyScope", SCOPED_SIGN_CONDITION, SIGN_CONDITION]}, (
+                    f"{function}: kms:Sign must be tag-conditioned (and scoped when SigningKeyScope is set)"
+                )
     assert grants == EXPECTED[function]["grants"]
     assert role["Properties"]["ManagedPolicyArns"] == [
         "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
@@ -285,29 +321,109 @@ def render_sub(value, params):
     return text
 
 
-def test_dashboard_shows_remaining_percent_with_the_threshold(cfn, source):
+def dashboard(cfn, threshold):
+    """The dashboard body, its ${...} rendered: a resource's name as `name:<LogicalId>`, an ARN as
+    `arn:<LogicalId>`. Every placeholder must name a resource or a parameter of the template."""
+    body = cfn["Resources"]["RateLimitDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+
+    def value(match):
+        name = match.group(1)
+        if name == "AWS::Region":
+            return "eu-west-1"
+        if name == "RateLimitAlarmThreshold":
+            return str(threshold)
+        logical, _, attribute = name.partition(".")
+        assert logical in cfn["Resources"], f"the dashboard names {name}, which the template lacks"
+        assert attribute in ("", "Arn"), name
+        return f"arn:{logical}" if attribute else f"name:{logical}"
+
+    return json.loads(re.sub(r"\$\{([^}]+)\}", value, body))
+
+
+def metric_lines(widget):
+    """A metric widget's lines with CloudWatch's "." (same as the line above) filled in."""
+    lines, last = [], []
+    for line in widget["properties"]["metrics"]:
+        fields = [f for f in line if not isinstance(f, dict)]
+        fields = [last[i] if f == "." else f for i, f in enumerate(fields)]
+        lines.append(fields)
+        last = fields
+    return lines
+
+
+# One category per query: a Metrics Insights query processes at most 10,000 metrics (all categories of
+# 10,000 installations would be far more) and returns at most 500 series, the ORDER BY ones.
+LOWEST_CORE = (
+    f'SELECT MIN(GitHubAPICallsRemainingPercent) FROM SCHEMA("{NAMESPACE}", AppID, Category, InstallationID) '
+    "WHERE Category = 'core' GROUP BY AppID, InstallationID ORDER BY MIN() ASC LIMIT 10"
+)
+INSIGHTS = re.compile(
+    r'SELECT (MIN|MAX|SUM)\((GitHubAPICallsRemainingPercent|GitHubAPICalls)\) '
+    r'FROM SCHEMA\("AppFrameworkGitHubAPICallMetrics", AppID, Category, InstallationID\) '
+    r"WHERE Category = '([a-z_]+)' GROUP BY (AppID, InstallationID|AppID) ORDER BY (MIN|MAX|SUM)\(\) (ASC|DESC) LIMIT (\d+)"
+)
+
+
+def test_dashboard_shows_rate_limits_with_metrics_insights(cfn, source):
     dash = cfn["Resources"]["RateLimitDashboard"]["Properties"]
     assert dash["DashboardName"] == {"Fn::Sub": "${AWS::StackName}-github-rate-limits"}
     threshold = source["Parameters"]["RateLimitAlarmThreshold"]["Default"]
     assert threshold == 20
-    body = json.loads(render_sub(dash["DashboardBody"], {
-        "AWS::Region": "eu-west-1", "RateLimitAlarmThreshold": threshold, "CoreRateLimitAlarm.Arn": "arn:alarm",
-        "RateLimitScannerHeartbeatAlarm.Arn": "arn:heartbeat", "RateLimitScannerGapAlarm.Arn": "arn:gaps",
-        "RateLimitScannerFunction": "stack-scanner",
-    }))
+    body = dashboard(cfn, threshold)
+    assert "SEARCH(" not in json.dumps(body), "SEARCH returns an arbitrary 500 series: Metrics Insights instead"
     widgets = [w for w in body["widgets"] if w["type"] == "metric"]
-    expressions = [m[0]["expression"] for w in widgets for m in w["properties"]["metrics"] if isinstance(m[0], dict)]
-    assert any("GitHubAPICallsRemainingPercent" in e and 'Category="core"' in e and NAMESPACE in e for e in expressions)
-    assert all("AppID,Category,InstallationID" in e for e in expressions), "per installation and category"
-    assert widgets[0]["properties"]["annotations"]["horizontal"][0]["value"] == threshold
-    [alarms] = [w for w in body["widgets"] if w["type"] == "alarm"]
-    assert alarms["properties"]["alarms"] == ["arn:alarm", "arn:heartbeat", "arn:gaps"]
+    queries = {}
+    for w in widgets:
+        for line in w["properties"]["metrics"]:
+            if isinstance(line[0], dict):
+                [query] = line
+                match = INSIGHTS.fullmatch(query["expression"])
+                assert match, query["expression"]
+                function, metric, category, group, order, direction, limit = match.groups()
+                assert function == order, "ordered by what it shows"
+                assert int(limit) <= 500
+                assert query["period"] == 300
+                queries[w["properties"]["title"]] = (metric, category, group, direction, int(limit))
+    # The 10 installations with the least core left come first, with the alarm threshold.
+    first = widgets[0]["properties"]
+    assert first["metrics"] == [[{"expression": LOWEST_CORE, "id": "corelowest", "period": 300}]]
+    assert first["annotations"]["horizontal"][0]["value"] == threshold
+    assert first["yAxis"]["left"]["min"] == 0 and first["yAxis"]["left"]["max"] == 100
+    per_app = [q for q in queries.values() if q[2] == "AppID"]
+    per_installation = [q for q in queries.values() if q[2] == "AppID, InstallationID"]
+    assert ("GitHubAPICallsRemainingPercent", "core", "AppID", "ASC", 100) in per_app
+    assert ("GitHubAPICalls", "core", "AppID", "DESC", 100) in per_app
+    assert all(q[4] == 10 for q in per_installation), "the 10 lowest (or busiest) installations"
+    assert {q[1] for q in per_installation if q[0] == "GitHubAPICallsRemainingPercent"} == {"core", "graphql", "search"}
+    # The alarms of the rate limits and the scanner, and the scanner's runs.
+    alarm_widgets = {w["properties"]["title"]: w["properties"]["alarms"] for w in body["widgets"] if w["type"] == "alarm"}
+    assert alarm_widgets["Rate-limit and scanner alarms"] == [
+        "arn:CoreRateLimitAlarm", "arn:RateLimitScannerHeartbeatAlarm", "arn:RateLimitScannerGapAlarm"
+    ]
     [scanner] = [w for w in widgets if w["properties"]["title"].startswith("Rate-limit scanner")]
     lines = scanner["properties"]["metrics"]
-    assert lines[0][:4] == [NAMESPACE, "ScannerInstallations", "FunctionName", "stack-scanner"]
+    assert lines[0][:4] == [NAMESPACE, "ScannerInstallations", "FunctionName", "name:RateLimitScannerFunction"]
     assert [line[1] for line in lines[1:]] == [
         "ScannerInstallationsScanned", "ScannerInstallationsFailed", "ScannerInstallationsDeferred"
     ]
+
+
+def test_dashboard_shows_each_function_and_every_alarm(cfn):
+    body = dashboard(cfn, 20)
+    by_title = {w["properties"]["title"]: w for w in body["widgets"]}
+    for title, metric, stat in [
+        ("Functions: invocations", "Invocations", "Sum"),
+        ("Functions: errors", "Errors", "Sum"),
+        ("Functions: duration p99", "Duration", "p99"),
+    ]:
+        widget = by_title[title]
+        assert widget["properties"]["stat"] == stat and widget["properties"]["period"] == 300
+        assert metric_lines(widget) == [["AWS/Lambda", metric, "FunctionName", f"name:{f}"] for f in EXPECTED], title
+        assert widget["y"] == by_title["Functions: invocations"]["y"], "one row"
+    # Every alarm of the template is on the dashboard.
+    shown = [a for w in body["widgets"] if w["type"] == "alarm" for a in w["properties"]["alarms"]]
+    alarms = [k for k, r in cfn["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert sorted(shown) == sorted(f"arn:{a}" for a in alarms)
 
 
 SCANNER_DIMENSION = [{"Name": "FunctionName", "Value": {"Ref": "RateLimitScannerFunction"}}]
@@ -355,6 +471,16 @@ def test_alarm_watches_the_lowest_core_percent(cfn, source):
     )
     assert alarm["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "RateLimitAlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
     assert source["Parameters"]["RateLimitAlarmTopicArn"]["Default"] == ""
+
+
+def test_the_sync_lease_table_expires_its_leases(cfn):
+    table = cfn["Resources"]["LeaseTable"]["Properties"]
+    assert table["KeySchema"] == [{"AttributeName": "LeaseId", "KeyType": "HASH"}]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "ExpiresAt", "Enabled": True}
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    for function in ["RefreshCacheFunction", "InstallationTrackerFunction"]:
+        env = cfn["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert env["LEASE_TABLE_NAME"] == {"Ref": "LeaseTable"}, function
 
 
 def test_tables_are_the_contracts(cfn, source):
@@ -548,3 +674,288 @@ def test_the_oidc_provider_is_created_only_when_asked(source):
     assert source["Parameters"]["CreateGitHubOidcProvider"]["Default"] == "false", "an account has only one"
     assert provider["Properties"]["Url"] == "https://token.actions.githubusercontent.com"
     assert provider["Properties"]["ClientIdList"] == ["sts.amazonaws.com"]
+
+
+# --- Two stacks in one account ----------------------------------------------------------------------
+
+# Properties named *Name that name no resource of this stack.
+NOT_PHYSICAL_NAMES = {"MetricName"}
+
+
+def derived_from_the_stack(value, resources):
+    """A name CloudFormation makes unique per stack: a Fn::Sub with ${AWS::StackName}, or a reference
+    to another resource of this stack (whose name is generated from the stack's)."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
+        return "${AWS::StackName}" in text
+    if isinstance(value, dict) and "Ref" in value:
+        return value["Ref"] in resources
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return value["Fn::GetAtt"][0] in resources
+    return False
+
+
+def test_no_resource_has_a_fixed_name(cfn):
+    """Every physical name (and export name) is absent, so CloudFormation generates it, or derives
+    from the stack name: a second stack of the template deploys in the same account and region."""
+    resources = cfn["Resources"]
+    fixed = []
+    for logical, resource in resources.items():
+        for key, value in resource.get("Properties", {}).items():
+            if (key == "Name" or key.endswith("Name")) and key not in NOT_PHYSICAL_NAMES:
+                if not derived_from_the_stack(value, resources):
+                    fixed.append(f"{logical}.{key} = {json.dumps(value)}")
+    for name, output in cfn["Outputs"].items():
+        if "Export" in output and not derived_from_the_stack(output["Export"]["Name"], resources):
+            fixed.append(f"Outputs.{name}.Export.Name")
+    assert fixed == []
+
+
+def test_names_derived_from_the_stack_are_checked(cfn):
+    """The check above tells a fixed name from a derived one."""
+    resources = cfn["Resources"]
+    assert not derived_from_the_stack("appcreds-table", resources)
+    assert not derived_from_the_stack({"Fn::Sub": "appcreds-${AWS::Region}"}, resources)
+    assert derived_from_the_stack({"Fn::Sub": "${AWS::StackName}-x"}, resources)
+    assert derived_from_the_stack({"Ref": "AppTokenFunction"}, resources)
+    assert not derived_from_the_stack({"Ref": "GitHubApiUrl"}, resources), "a parameter is the same in both stacks"
+
+
+def test_schedules_are_named_by_cloudformation(source, cfn):
+    schedules = {k: r for k, r in cfn["Resources"].items() if r["Type"] == "AWS::Scheduler::Schedule"}
+    assert len(schedules) == 2
+    for name, schedule in schedules.items():
+        assert "Name" not in schedule["Properties"], name
+        assert "GroupName" not in schedule["Properties"], name
+    for function, e in EXPECTED.items():
+        if "schedule" in e:
+            [event] = source["Resources"][function]["Properties"]["Events"].values()
+            assert event["Type"] == "ScheduleV2" and event["Properties"]["OmitName"] is True
+
+
+# --- Scheduled runs: no retries that multiply, failures queued and alarmed --------------------------
+
+# Per scheduled function: (minutes between runs, scheduler delivery retries, scheduler event age,
+# Lambda event age). Lambda retries no failed run: the next one comes soon.
+SCHEDULED = {
+    "InstallationTrackerFunction": (30, 1, 300, 1200),
+    "RateLimitScannerFunction": (5, 0, 60, 180),
+}
+QUEUE_ARN = {"Fn::GetAtt": ["ScheduledRunFailureQueue", "Arn"]}
+
+
+@pytest.mark.parametrize("function", sorted(SCHEDULED))
+def test_a_failed_scheduled_run_is_queued_not_retried(cfn, function):
+    minutes, delivery_retries, delivery_age, run_age = SCHEDULED[function]
+    [config] = [r["Properties"] for r in cfn["Resources"].values()
+                if r["Type"] == "AWS::Lambda::EventInvokeConfig" and r["Properties"]["FunctionName"] == {"Ref": function}]
+    assert config["MaximumRetryAttempts"] == 0
+    assert config["MaximumEventAgeInSeconds"] == run_age
+    assert config["DestinationConfig"] == {"OnFailure": {"Destination": QUEUE_ARN}}
+    assert config["Qualifier"] == "$LATEST"
+    [schedule] = [r["Properties"] for r in cfn["Resources"].values()
+                  if r["Type"] == "AWS::Scheduler::Schedule" and r["Properties"]["Target"]["Arn"] == {"Fn::GetAtt": [function, "Arn"]}]
+    assert schedule["ScheduleExpression"] == f"rate({minutes} minutes)"
+    target = schedule["Target"]
+    # The scheduler retries delivery only (Lambda accepts an asynchronous invoke before running it).
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": delivery_retries, "MaximumEventAgeInSeconds": delivery_age}
+    assert target["DeadLetterConfig"] == {"Arn": QUEUE_ARN}
+    # A tick given up on is gone before the next one: at most one run per tick, never two at once.
+    assert delivery_age + run_age < minutes * 60
+    assert cfn["Resources"][function]["Properties"]["ReservedConcurrentExecutions"] == 1
+    # Both senders may send to the queue, and only there.
+    role = cfn["Resources"][target["RoleArn"]["Fn::GetAtt"][0]]
+    sends = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"] if s["Action"] == "sqs:SendMessage"]
+    assert sends == [{"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": QUEUE_ARN}]
+    _, statements = role_statements(cfn, function)
+    assert [s["Resource"] for s in statements if s["Action"] == "sqs:SendMessage"] == [QUEUE_ARN]
+
+
+def test_the_failure_queue_is_encrypted_and_alarmed(cfn, source):
+    queue = cfn["Resources"]["ScheduledRunFailureQueue"]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True
+    assert queue["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert "QueueName" not in queue
+    alarm = cfn["Resources"]["ScheduledRunFailureAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum")
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["ScheduledRunFailureQueue", "QueueName"]}}]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"], alarm["Period"], alarm["EvaluationPeriods"]) == (
+        "GreaterThanThreshold", 0, 300, 1
+    )
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert cfn["Outputs"]["ScheduledRunFailureQueueUrl"]["Value"] == {"Ref": "ScheduledRunFailureQueue"}
+
+
+def test_refresh_cache_has_reserved_concurrency(cfn, source):
+    parameter = source["Parameters"]["RefreshCacheReservedConcurrency"]
+    assert (parameter["Type"], parameter["Default"], parameter["MinValue"]) == ("Number", 2, 1)
+    props = cfn["Resources"]["RefreshCacheFunction"]["Properties"]
+    assert props["ReservedConcurrentExecutions"] == {"Ref": "RefreshCacheReservedConcurrency"}
+    for name in ["AppTokenFunction", "InstallationTokenFunction", "GetInstallationFunction"]:
+        assert "ReservedConcurrentExecutions" not in cfn["Resources"][name]["Properties"], f"{name}: the request path is not capped"
+
+
+# --- Per-stack signing scope -------------------------------------------------------------------------
+
+def resolve(value, params, conditions):
+    """A template fragment with !If chosen and parameter !Refs replaced by their values."""
+    if isinstance(value, dict) and "Fn::If" in value:
+        name, yes, no = value["Fn::If"]
+        return resolve(yes if conditions[name] else no, params, conditions)
+    if isinstance(value, dict) and value.keys() == {"Ref"} and value["Ref"] in params:
+        return params[value["Ref"]]
+    if isinstance(value, dict):
+        return {k: resolve(v, params, conditions) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v, params, conditions) for v in value]
+    return value
+
+
+def signing_statements(cfn):
+    """Every kms:Sign statement of every role in the template, by role."""
+    found = []
+    for name, resource in cfn["Resources"].items():
+        if resource["Type"] == "AWS::IAM::Role":
+            for policy in resource["Properties"].get("Policies", []):
+                for s in policy["PolicyDocument"]["Statement"]:
+                    if "kms:Sign" in as_list(s["Action"]):
+                        found.append((name, s))
+    return found
+
+
+def test_signing_key_scope_parameter(source):
+    parameter = source["Parameters"]["SigningKeyScope"]
+    assert (parameter["Type"], parameter["Default"]) == ("String", "")
+    assert parameter["AllowedPattern"] == "^[A-Za-z0-9._-]{0,64}$"
+    assert source["Conditions"]["HasSigningKeyScope"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "SigningKeyScope"}, ""]}]}
+
+
+@pytest.mark.parametrize("scope", ["", "team-a.prod_1"])
+def test_functions_sign_only_with_keys_of_their_scope(cfn, source, scope):
+    """Empty scope: exactly the statements of before (keys of the TypeScript framework carry no
+    AppcredsScope). A scope: the key must also be tagged AppcredsScope=<scope>."""
+    params = {"SigningKeyScope": scope}
+    pattern = source["Parameters"]["SigningKeyScope"]["AllowedPattern"]
+    assert re.fullmatch(pattern, scope)
+    conditions = {"HasSigningKeyScope": scope != ""}
+    signers = signing_statements(cfn)
+    assert sorted(role for role, _ in signers) == sorted(
+        f"{f}Role" for f, e in EXPECTED.items() if ("kms:Sign", "AppKeys") in e["grants"]
+    )
+    expected = copy.deepcopy(SIGN_CONDITION)
+    if scope:
+        expected["StringEquals"]["aws:ResourceTag/AppcredsScope"] = scope
+    for role, statement in signers:
+        rendered = resolve(statement, params, conditions)
+        assert rendered["Condition"] == expected, role
+        assert rendered["Action"] == "kms:Sign" and rendered["Effect"] == "Allow"
+    if scope:
+        assert resolve(cfn["Outputs"]["SigningKeyScope"]["Value"], params, conditions) == scope
+    assert cfn["Outputs"]["SigningKeyScope"]["Condition"] == "HasSigningKeyScope"
+
+
+# --- Outputs and samconfig ---------------------------------------------------------------------------
+
+def test_outputs_give_each_function_url_functions_arn(cfn):
+    for function, e in EXPECTED.items():
+        if e["url"]:
+            output = cfn["Outputs"][f"{function}Arn"]
+            assert output["Value"] == {"Fn::GetAtt": [function, "Arn"]}
+            assert output["Export"]["Name"] == {"Fn::Sub": f"${{AWS::StackName}}-{function}Arn"}
+
+
+def test_sam_sync_never_targets_the_production_stack():
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())["default"]
+    production = config["global"]["parameters"]["stack_name"]
+    assert production == "appcreds"
+    assert "stack_name" not in config["deploy"]["parameters"], "sam deploy deploys the production stack"
+    sync = config["sync"]["parameters"]
+    assert sync["watch"] is True
+    assert sync["stack_name"] == "appcreds-dev" != production
+
+
+# --- Logs ---------------------------------------------------------------------------------------------
+
+def test_every_function_logs_to_its_own_log_group(cfn, source):
+    parameter = source["Parameters"]["LogRetentionInDays"]
+    assert parameter["Type"] == "Number" and parameter["Default"] == 400
+    assert parameter["AllowedValues"] == [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
+                                          1827, 2192, 2557, 2922, 3288, 3653], "CloudWatch Logs' retention values"
+    groups = {k for k, r in cfn["Resources"].items() if r["Type"] == "AWS::Logs::LogGroup"}
+    used = set()
+    for function, e in EXPECTED.items():
+        logging = cfn["Resources"][function]["Properties"]["LoggingConfig"]
+        [group] = [g for g in groups if logging["LogGroup"] == {"Ref": g}]
+        assert group == function.removesuffix("Function") + "LogGroup"
+        used.add(group)
+        resource = cfn["Resources"][group]
+        assert resource["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+        assert "LogGroupName" not in resource["Properties"], "a kept group must not block the stack's next creation"
+        # The Function URL functions' logs are the audit trail: kept when the stack goes.
+        kept = "Retain" if e["url"] else "Delete"
+        assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == (kept, kept), group
+        assert cfn["Outputs"][f"{group}Name"]["Value"] == {"Ref": group}
+    assert used == groups, "one group per function"
+
+
+# The log levels from the most to the least verbose; the audit lines are written at INFO.
+LOG_LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+
+
+def test_no_log_level_drops_the_audit_lines(cfn, source):
+    parameter = source["Parameters"]["LogLevel"]
+    assert parameter["Default"] == "INFO"
+    assert parameter["AllowedValues"] == ["TRACE", "DEBUG", "INFO"]
+    assert all(LOG_LEVELS.index(level) <= LOG_LEVELS.index("INFO") for level in parameter["AllowedValues"])
+    assert "INFO" in parameter["Description"] and "audit" in parameter["Description"]
+    for function in EXPECTED:
+        logging = cfn["Resources"][function]["Properties"]["LoggingConfig"]
+        assert logging["ApplicationLogLevel"] == {"Ref": "LogLevel"}, function
+        assert logging["LogFormat"] == "JSON"
+
+
+# --- Alarms -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("function", sorted(EXPECTED))
+def test_every_function_has_error_and_throttle_alarms(cfn, function):
+    short = EXPECTED[function]["short"]
+    for metric in ["Errors", "Throttles"]:
+        alarm = cfn["Resources"][f"{function.removesuffix('Function')}{metric}Alarm"]["Properties"]
+        assert alarm["AlarmName"] == {"Fn::Sub": f"${{AWS::StackName}}-{short}-{metric.lower()}"}
+        assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == ("AWS/Lambda", metric, "Sum")
+        assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": function}}]
+        assert (alarm["Period"], alarm["EvaluationPeriods"], alarm["ComparisonOperator"], alarm["Threshold"]) == (
+            300, 1, "GreaterThanThreshold", 0
+        )
+        assert alarm["TreatMissingData"] == "notBreaching"
+
+
+def test_every_alarm_notifies_the_topic_the_same_way(cfn):
+    alarms = {k: r["Properties"] for k, r in cfn["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert len(alarms) == 3 + 1 + 2 * len(EXPECTED), sorted(alarms)
+    for name, alarm in alarms.items():
+        assert alarm["AlarmActions"] == ALARM_TOPIC, name
+        assert alarm["OKActions"] == ALARM_TOPIC, name
+        assert "InsufficientDataActions" not in alarm, name
+
+
+# --- checkov -----------------------------------------------------------------------------------------
+
+def test_checkov_skips_give_reasons_and_reach_the_transformed_template(source, cfn):
+    """scripts/test runs checkov on the transformed template; each finding left is skipped in the
+    resource's Metadata with the reason, and SAM carries a function's Metadata over."""
+    skipped = {}
+    for name, resource in source["Resources"].items():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            assert set(skip) == {"id", "comment"} and re.fullmatch(r"CKV_AWS_\d+", skip["id"]), (name, skip)
+            assert len(skip["comment"]) > 40, (name, skip)
+            skipped.setdefault(name, []).append(skip["id"])
+    assert skipped, "checkov's findings are fixed or skipped in the template"
+    for name, ids in skipped.items():
+        translated = cfn["Resources"][name]
+        assert [s["id"] for s in translated["Metadata"]["checkov"]["skip"]] == ids, name
+
+
+if __name__ == "__main__":
+    # Writes the transformed template where the first argument says (scripts/test runs checkov on it).
+    pathlib.Path(sys.argv[1]).write_text(json.dumps(translate(load_source()), indent=1))
