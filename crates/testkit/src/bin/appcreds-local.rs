@@ -333,6 +333,7 @@ async fn demo(base: &str, app_id: i64, public_key_der: &[u8], github: &GitHubDou
     }
     step(&format!("invoke rate-limit-scanner → {scanned} (CloudWatch namespace AppFrameworkGitHubAPICallMetrics)"));
     cli_token(base, app_id, github).await?;
+    curl_token(base, app_id, github).await?;
     step(&format!(
         "POST /tokens/installation (owner octo-org, scoped) → installation {}, actualScopeDown {}, double confirms repositories {:?}",
         token["installationId"],
@@ -507,6 +508,47 @@ fn peak_rss_mib(binary: &std::path::Path, before: &std::collections::BTreeSet<u3
     let kib: f64 =
         status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// The zero-install path of the README, run as written: `curl --aws-sigv4` (curl ≥ 7.75) with the
+/// job's AWS credentials, against the installation-token Function URL.
+const CURL_TOKEN: &str = r#"curl --silent --show-error --fail-with-body \
+  --aws-sigv4 "aws:amz:${AWS_REGION}:lambda" \
+  --user "${AWS_ACCESS_KEY_ID}:${AWS_SECRET_ACCESS_KEY}" \
+  -H "x-amz-security-token: ${AWS_SESSION_TOKEN}" \
+  -H 'content-type: application/json' \
+  -d "{\"appId\": ${APP_ID}, \"owner\": \"octocat\", \"scopeDown\": {\"permissions\": {\"metadata\": \"read\"}}}" \
+  "${INSTALLATION_TOKEN_URL}/tokens/installation""#;
+
+async fn curl_token(base: &str, app_id: i64, github: &GitHubDouble) -> Result<(), BoxError> {
+    let run = tokio::process::Command::new("bash")
+        .args(["-c", CURL_TOKEN])
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_SESSION_TOKEN", "local-session")
+        .env("APP_ID", app_id.to_string())
+        .env("INSTALLATION_TOKEN_URL", format!("{base}/appcreds-installation-token"))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run curl: {e}"))?;
+    if !run.status.success() {
+        return Err(format!(
+            "curl --aws-sigv4 failed: {}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        )
+        .into());
+    }
+    let body: Value = serde_json::from_slice(&run.stdout)?;
+    let token = body["installationToken"].as_str().ok_or("curl's answer has no installationToken")?;
+    let issued = github.issued(token).ok_or("the double did not issue curl's token")?;
+    step(&format!(
+        "curl --aws-sigv4 \"aws:amz:{REGION}:lambda\" … /tokens/installation (the README's zero-install path) → installation {}, scope {:?}",
+        body["installationId"], issued.permissions
+    ));
+    Ok(())
 }
 
 /// `appcreds token` as a GitHub Actions step would run it: SigV4-signed through the local Function
