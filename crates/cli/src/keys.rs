@@ -11,19 +11,14 @@ use std::collections::{BTreeMap, HashSet};
 use appcreds_core::aws::app_table::{AppRecord, DynamoAppStore, KeyWrite};
 use appcreds_core::domain::clock::{Clock, SystemClock, rfc3339};
 use appcreds_core::ports::AppStore;
+use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{
     AlgorithmSpec, ExpirationModelType, KeySpec, KeyUsageType, MessageType, OriginType, SigningAlgorithmSpec, Tag,
     WrappingKeySpec,
 };
-use rand_core::{OsRng, RngCore};
-use rsa::RsaPublicKey;
-use rsa::pkcs1v15::{Signature, VerifyingKey};
-use rsa::pkcs8::DecodePublicKey;
-use rsa::signature::Verifier;
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use crate::keywrap::{AppPrivateKey, wrap_for_import};
 use crate::{AwsFailure, CliError};
@@ -283,7 +278,8 @@ impl KeyManager {
                 rfc3339(previous.usable_until)
             )));
         }
-        if self.public_key(&old).await.is_some_and(|current| current == key.public_key()) {
+        let new_public = key.public_key()?;
+        if self.public_key(&old).await.is_some_and(|current| current == new_public) {
             return Err(CliError::Refused(format!("the PEM is App {app_id}'s current key ({old})")));
         }
         let until_secs = SystemClock.now() + grace.as_secs() as i64;
@@ -396,9 +392,10 @@ impl KeyManager {
     }
 
     /// The public key of `key`, if KMS gives it.
-    async fn public_key(&self, key: &str) -> Option<RsaPublicKey> {
+    /// The public key of `key` as DER SubjectPublicKeyInfo, if KMS gives it.
+    async fn public_key(&self, key: &str) -> Option<Vec<u8>> {
         let out = self.kms.get_public_key().key_id(key).send().await.ok()?;
-        RsaPublicKey::from_public_key_der(out.public_key()?.as_ref()).ok()
+        Some(out.public_key()?.as_ref().to_vec())
     }
 
     async fn describe(&self, arn: &str) -> Result<(String, BTreeMap<String, String>), CliError> {
@@ -493,7 +490,7 @@ impl KeyManager {
         };
         progress.step("wrapping and importing the key");
         let material = key.pkcs8_der()?;
-        let wrapped = wrap_for_import(material.as_bytes(), wrapping_key.as_ref(), &mut OsRng)?;
+        let wrapped = wrap_for_import(&material, wrapping_key.as_ref())?;
         drop(material);
         self.kms
             .import_key_material()
@@ -505,7 +502,7 @@ impl KeyManager {
             .await
             .map_err(aws("KMS ImportKeyMaterial"))?;
         progress.step("checking that KMS signs with the App's key");
-        self.prove(key_arn, app_id, &key.public_key()).await?;
+        self.prove(key_arn, app_id, &key.public_key()?).await?;
         self.kms
             .tag_resource()
             .key_id(key_arn)
@@ -517,9 +514,9 @@ impl KeyManager {
     }
 
     /// KMS signs a fresh challenge the way the functions sign JWTs; the PEM's public key must verify it.
-    async fn prove(&self, key_arn: &str, app_id: i64, public: &RsaPublicKey) -> Result<(), CliError> {
+    async fn prove(&self, key_arn: &str, app_id: i64, public_spki: &[u8]) -> Result<(), CliError> {
         let mut nonce = [0u8; 16];
-        OsRng.fill_bytes(&mut nonce);
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| CliError::Import("no random bytes".into()))?;
         let challenge = format!("appcreds import check: App {app_id}, nonce {}", hex::encode(nonce));
         let signed = self
             .kms
@@ -533,9 +530,9 @@ impl KeyManager {
             .map_err(aws("KMS Sign"))?;
         let signature = signed
             .signature()
-            .and_then(|s| Signature::try_from(s.as_ref()).ok())
             .ok_or_else(|| CliError::Aws(AwsFailure::other("KMS Sign", "the answer has no signature")))?;
-        VerifyingKey::<Sha256>::new(public.clone()).verify(challenge.as_bytes(), &signature).map_err(|_| {
+        let public = UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public_spki);
+        public.verify(challenge.as_bytes(), signature.as_ref()).map_err(|_| {
             CliError::Import(
                 "KMS signs with other key material than the PEM's: the import did not take this key".into(),
             )

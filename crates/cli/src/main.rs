@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aes_kw::zeroize::Zeroizing;
 use appcreds_cli::keys::{KeyManager, SigningRoles};
 use appcreds_cli::keywrap::AppPrivateKey;
 use appcreds_cli::{CliError, access};
@@ -22,6 +21,7 @@ use aws_config::SdkConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
+use zeroize::Zeroizing;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -78,7 +78,11 @@ async fn bad_pems_are_refused_with_a_clear_message_before_any_aws_call() {
     let small = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap().to_pkcs1_pem(LineEnding::LF).unwrap();
     let good = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap().to_pkcs1_pem(LineEnding::LF).unwrap();
     let cases = [
-        (write_pem(&dir, "small.pem", &small), 4, "bad key: the key is RSA-1024; GitHub App keys are RSA-2048"),
+        (
+            write_pem(&dir, "small.pem", &small),
+            4,
+            "bad key: the key is smaller than RSA-2048; GitHub App keys are RSA-2048",
+        ),
         (
             write_pem(&dir, "ec.pem", include_str!("data/ec-p256.pem")),
             4,
