@@ -485,7 +485,10 @@ async fn a_signing_scope_keeps_one_stacks_functions_off_anothers_keys() {
     assert_eq!(public_of(signed.token.expose(), &[&prod_pem]), [true]);
     let refused = jwt("staging").await.unwrap_err();
     assert!(matches!(refused, appcreds_core::Error::SigningKey(KeyProblem::AccessDenied)), "{refused:?}");
+    // An unscoped stack cannot sign with a scoped key either (the template's Null condition).
     world.kms_import.require_scope(None);
+    let unscoped = AppJwts::new(&world.stack.services_on(world.function_kms(), SystemClock)).get(310).await;
+    assert!(matches!(unscoped, Err(appcreds_core::Error::SigningKey(KeyProblem::AccessDenied))), "{unscoped:?}");
 }
 
 /// A function that read the App row just before the switch signs after the old key stopped

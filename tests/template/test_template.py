@@ -35,6 +35,8 @@ SIGN_CONDITION = {
 SCOPED_SIGN_CONDITION = {
     "StringEquals": {**SIGN_CONDITION["StringEquals"], "aws:ResourceTag/AppcredsScope": {"Ref": "SigningKeyScope"}}
 }
+# Without one, the same, and only keys that carry no scope (another stack's scoped keys stay theirs).
+UNSCOPED_SIGN_CONDITION = {**SIGN_CONDITION, "Null": {"aws:ResourceTag/AppcredsScope": "true"}}
 APP_TABLE = {"Fn::GetAtt": ["AppTable", "Arn"]}
 INSTALLATION_TABLE = {"Fn::GetAtt": ["InstallationTable", "Arn"]}
 ACCESS_TABLE = {"Fn::GetAtt": ["AccessTable", "Arn"]}
@@ -50,7 +52,6 @@ SYNC_GRANTS = {
     ("dynamodb:BatchWriteItem", "InstallationTable"),
     ("kms:Sign", "AppKeys"),
     # One sync at a time: the lease.
-    ("dynamodb:GetItem", "LeaseTable"),
     ("dynamodb:PutItem", "LeaseTable"),
     ("dynamodb:DeleteItem", "LeaseTable"),
 }
@@ -259,7 +260,7 @@ def test_each_function_gets_exactly_its_permissions(cfn, function):
                 grants.add((action, resource_name(resource)))
             if action == "kms:Sign":
                 assert s["Resource"] == {"Fn::Sub": KMS_KEYS}
-                assert s.get("Condition") == {"Fn::If": ["HasSigningKeyScope", SCOPED_SIGN_CONDITION, SIGN_CONDITION]}, (
+                assert s.get("Condition") == {"Fn::If": ["HasSigningKeyScope", SCOPED_SIGN_CONDITION, UNSCOPED_SIGN_CONDITION]}, (
                     f"{function}: kms:Sign must be tag-conditioned (and scoped when SigningKeyScope is set)"
                 )
     assert grants == EXPECTED[function]["grants"]
@@ -845,6 +846,8 @@ def test_functions_sign_only_with_keys_of_their_scope(cfn, source, scope):
     expected = copy.deepcopy(SIGN_CONDITION)
     if scope:
         expected["StringEquals"]["aws:ResourceTag/AppcredsScope"] = scope
+    else:
+        expected["Null"] = {"aws:ResourceTag/AppcredsScope": "true"}
     for role, statement in signers:
         rendered = resolve(statement, params, conditions)
         assert rendered["Condition"] == expected, role

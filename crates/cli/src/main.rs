@@ -549,10 +549,22 @@ async fn key(cli: &Cli, command: &KeyCommand, json_out: bool) -> Result<(), CliE
     let pem = read_pem(&args.pem)?;
     let (manager, roles) = key_manager(cli, &args.table, Some(&args.function_role_arns)).await?;
     let roles = roles.ok_or_else(|| CliError::Usage("no roles for the key policy".into()))?;
+    // The key's scope must be the stack's: a key its functions may not use fails only later, when
+    // they sign (the import's own proof signs as the operator).
     let scope = match (&args.key_scope, &cli.stack) {
-        (Some(scope), _) => Some(scope.clone()),
-        (None, Some(_)) => outputs(cli, &aws_config().await).await?.get("SigningKeyScope").cloned(),
-        (None, None) => None,
+        (given, Some(_)) => {
+            let stack_scope = outputs(cli, &aws_config().await).await?.get("SigningKeyScope").cloned();
+            if let Some(given) = given
+                && Some(given) != stack_scope.as_ref()
+            {
+                return Err(CliError::Usage(format!(
+                    "--key-scope {given:?} is not the stack's SigningKeyScope ({}); its functions could not sign with the key",
+                    stack_scope.as_deref().unwrap_or("none")
+                )));
+            }
+            stack_scope
+        }
+        (given, None) => given.clone(),
     };
     let roles = roles.with_scope(scope)?;
     let spinner = Spinner::start("starting");

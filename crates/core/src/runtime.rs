@@ -107,20 +107,43 @@ impl ColdStart {
 /// Logging as Lambda's log settings ask (`AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_LOG_LEVEL`), in the
 /// shape of the Lambda runtime's default subscriber, but compact: with JSON, one object per event,
 /// its fields at the top level, and the invocation's span (request ID, X-Ray trace ID) once, not
-/// twice (`span` and `spans`): an audit line is a quarter smaller (the README measures it).
+/// twice (`span` and `spans`). Each line names its target, so the audit lines are found by
+/// `target = "appcreds::audit"` (the README measures the bytes).
 fn init_logging() {
     use lambda_http::tracing::subscriber::EnvFilter;
     use lambda_http::tracing::subscriber::filter::LevelFilter;
+    use lambda_http::tracing::subscriber::util::SubscriberInitExt;
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").or_else(|_| std::env::var("RUST_LOG"));
     let level = level.ok().and_then(|l| l.parse::<LevelFilter>().ok()).unwrap_or(LevelFilter::INFO);
     let filter = EnvFilter::builder().with_default_directive(level.into()).from_env_lossy();
-    let fmt = lambda_http::tracing::subscriber::fmt().with_target(false).without_time().with_env_filter(filter);
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     if json {
-        fmt.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
+        json_logs(std::io::stdout).with_env_filter(filter).finish().init();
     } else {
-        fmt.init();
+        lambda_http::tracing::subscriber::fmt().with_target(false).without_time().with_env_filter(filter).init();
     }
+}
+
+/// The JSON log format of the functions, writing to `writer` (the tests capture it).
+pub fn json_logs<W>(
+    writer: W,
+) -> lambda_http::tracing::subscriber::fmt::SubscriberBuilder<
+    lambda_http::tracing::subscriber::fmt::format::JsonFields,
+    lambda_http::tracing::subscriber::fmt::format::Format<lambda_http::tracing::subscriber::fmt::format::Json, ()>,
+    lambda_http::tracing::subscriber::filter::LevelFilter,
+    W,
+>
+where
+    W: for<'w> lambda_http::tracing::subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    lambda_http::tracing::subscriber::fmt()
+        .without_time()
+        .with_target(true)
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(writer)
 }
 
 /// Runs `job` on every scheduled (EventBridge) event until the runtime stops the process. The job

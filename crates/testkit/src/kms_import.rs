@@ -342,10 +342,8 @@ impl KmsImport {
         let Some(imported) = state.imported.get(&key) else {
             return MockResponse::Error(SignError::generic(ErrorMetadata::builder().code("NotFoundException").build()));
         };
-        if caller == Caller::Function
-            && let Some(required) = &state.function_scope
-            && state.scope.get(&key) != Some(required)
-        {
+        // A scoped stack signs only with keys of its scope; an unscoped one only with unscoped keys.
+        if caller == Caller::Function && state.scope.get(&key) != state.function_scope.as_ref() {
             return MockResponse::Error(SignError::generic(
                 ErrorMetadata::builder()
                     .code("AccessDeniedException")

@@ -74,6 +74,8 @@ const CONFIRMATIONS: usize = 8;
 
 /// The lease that keeps syncs apart.
 const SYNC_LEASE: &str = "installation-sync";
+/// The most a caller refused by a running sync is told to wait.
+const MAX_RETRY_HINT_SECS: i64 = 30;
 /// How long a sync's lease lasts without a deadline to bound it (the functions' 300 s timeout).
 const LEASE_SECS: i64 = 300;
 
@@ -198,7 +200,10 @@ impl InstallationSync {
         let now = self.services.now();
         let ttl = deadline::remaining().map_or(LEASE_SECS, |left| left.as_secs() as i64 + 1);
         match leases.acquire(SYNC_LEASE, &holder, now, now + ttl).await? {
-            Lease::HeldUntil(until) => Err(Error::SyncRunning { retry_after_seconds: (until - now).max(1) as u64 }),
+            // The lease may run minutes; a running sync often ends sooner: ask again within 30 s.
+            Lease::HeldUntil(until) => {
+                Err(Error::SyncRunning { retry_after_seconds: (until - now).clamp(1, MAX_RETRY_HINT_SECS) as u64 })
+            }
             Lease::Acquired => {
                 let report = self.run().await;
                 if let Err(e) = leases.release(SYNC_LEASE, &holder).await {

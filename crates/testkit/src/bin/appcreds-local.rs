@@ -510,19 +510,20 @@ fn peak_rss_mib(binary: &std::path::Path, before: &std::collections::BTreeSet<u3
     Some(kib / 1024.0)
 }
 
-/// The zero-install path of the README, run as written: `curl --aws-sigv4` (curl ≥ 7.75) with the
-/// job's AWS credentials, against the installation-token Function URL.
-const CURL_TOKEN: &str = r#"curl --silent --show-error --fail-with-body \
-  --aws-sigv4 "aws:amz:${AWS_REGION}:lambda" \
-  --user "${AWS_ACCESS_KEY_ID}:${AWS_SECRET_ACCESS_KEY}" \
-  -H "x-amz-security-token: ${AWS_SESSION_TOKEN}" \
-  -H 'content-type: application/json' \
-  -d "{\"appId\": ${APP_ID}, \"owner\": \"octocat\", \"scopeDown\": {\"permissions\": {\"metadata\": \"read\"}}}" \
-  "${INSTALLATION_TOKEN_URL}/tokens/installation""#;
+/// The README, whose zero-install `curl --aws-sigv4` block the local stack runs verbatim.
+const README: &str = include_str!("../../../../README.md");
+
+/// The `sh` block after the README's marker line for the local stack.
+fn readme_curl() -> Result<&'static str, BoxError> {
+    let marker = "<!-- The local stack runs the next block verbatim";
+    let after = README.split_once(marker).ok_or("the README lost its curl block's marker")?.1;
+    let block = after.split_once("```sh\n").ok_or("no sh block after the marker")?.1;
+    Ok(block.split_once("\n```").ok_or("the sh block does not end")?.0)
+}
 
 async fn curl_token(base: &str, app_id: i64, github: &GitHubDouble) -> Result<(), BoxError> {
     let run = tokio::process::Command::new("bash")
-        .args(["-c", CURL_TOKEN])
+        .args(["-c", readme_curl()?])
         .env("AWS_REGION", REGION)
         .env("AWS_ACCESS_KEY_ID", "local")
         .env("AWS_SECRET_ACCESS_KEY", "local")

@@ -1,0 +1,51 @@
+#![allow(clippy::unwrap_used)]
+//! The functions' JSON log format (`runtime::json_logs`), as CloudWatch receives it: one object
+//! per event, fields at the top level, the target named (so the audit lines are found by
+//! `target = "appcreds::audit"`), no span list, and never a token. Its own test binary: no global
+//! subscriber here, so the thread's subscriber sees every event.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use appcreds_core::runtime::json_logs;
+use appcreds_tests::lambda::UrlRequest;
+use appcreds_tests::{Stack, send};
+use serde_json::{Value, json};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_audit_line_is_one_compact_object_with_its_target_and_no_token() {
+    const APP: i64 = 1200;
+    let stack = Stack::with_installations(APP).await;
+    let handler = stack.installation_token_handler();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let _guard = tracing::subscriber::set_default(json_logs(move || writer.clone()).finish());
+    let body = json!({"appId": APP, "owner": "octo-org"});
+    let reply = send(|r| handler.handle(r), UrlRequest::post_json("/tokens/installation", &body)).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let token = reply.body["installationToken"].as_str().unwrap().to_string();
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(!text.contains(&token), "the token never reaches the log");
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let audit: Vec<&Value> = lines.iter().filter(|l| l["target"] == "appcreds::audit").collect();
+    assert_eq!(audit.len(), 1, "{text}");
+    let line = audit[0];
+    assert_eq!((line["level"].as_str(), line["message"].as_str()), (Some("INFO"), Some("credential issued")));
+    assert_eq!(line["kind"], "installation-token");
+    assert_eq!(line["token_sha256"].as_str().map(str::len), Some(64));
+    assert!(line.get("fields").is_none() && line.get("spans").is_none(), "fields flattened, no span list: {line}");
+}
