@@ -76,9 +76,19 @@ function releaseRepository(env) {
   return repo;
 }
 
-/** The address of a release asset (APPCREDS_RELEASE_BASE_URL replaces https://github.com, for tests). */
+/**
+ * The address of a release asset. APPCREDS_RELEASE_BASE_URL replaces https://github.com for the
+ * tests, and only with a loopback server: a job's environment cannot point the download elsewhere.
+ */
 function assetUrl(env, repo, version, asset) {
-  const base = (env.APPCREDS_RELEASE_BASE_URL || 'https://github.com').replace(/\/+$/, '');
+  let base = 'https://github.com';
+  const override = env.APPCREDS_RELEASE_BASE_URL;
+  if (override) {
+    if (!/^http:\/\/127\.0\.0\.1:\d+\/?$/.test(override)) {
+      throw new Error('APPCREDS_RELEASE_BASE_URL is for the tests only (http://127.0.0.1:PORT)');
+    }
+    base = override.replace(/\/+$/, '');
+  }
   return `${base}/${repo}/releases/download/${encodeURIComponent(version)}/${asset}`;
 }
 

@@ -112,6 +112,10 @@ test('the release: the version input, else the action ref when it is a version t
     lib.assetUrl({ APPCREDS_RELEASE_BASE_URL: 'http://127.0.0.1:8080/' }, 'o/r', 'v1', 'a.tar.gz'),
     'http://127.0.0.1:8080/o/r/releases/download/v1/a.tar.gz'
   );
+  // A job's environment cannot send the download anywhere but GitHub (the hook is for loopback tests).
+  for (const elsewhere of ['https://evil.example', 'http://10.0.0.1:80', 'http://127.0.0.1.evil.example:80']) {
+    assert.throws(() => lib.assetUrl({ APPCREDS_RELEASE_BASE_URL: elsewhere }, 'o/r', 'v1', 'a'), /for the tests only/);
+  }
 });
 
 test('the checksum: sha256sum format, the right file, the right digest', () => {
