@@ -2,7 +2,7 @@
 
 use sha2::{Digest, Sha256};
 
-/// A credential (JWT, installation token). `Debug` prints `Secret(sha256:…)` with a short hash
+/// A credential (JWT, installation token, a secret's value), zeroed when dropped. `Debug` prints `Secret(sha256:…)` with a short hash
 /// prefix so that log lines can be correlated without revealing the value. There is no `Display`.
 #[derive(Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(transparent)]
@@ -21,6 +21,13 @@ impl Secret {
     /// Hex SHA-256 of the value, for audit lines.
     pub fn sha256_hex(&self) -> String {
         hex::encode(Sha256::digest(self.0.as_bytes()))
+    }
+}
+
+impl Drop for Secret {
+    /// The value is zeroed before its memory is given back.
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 

@@ -174,6 +174,19 @@ impl super::GitHubDouble {
         self.installations().issue(installation_id, permissions, None).token
     }
 
+    /// Issues a token with `permissions` for `repositories` (`None`: all of the installation's)
+    /// directly, for tests of token users, without an App JWT.
+    pub fn issue_scoped_token_for_test(
+        &self,
+        installation_id: i64,
+        permissions: &[(&str, &str)],
+        repositories: Option<&[&str]>,
+    ) -> String {
+        let permissions = permissions.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let repositories = repositories.map(|r| r.iter().map(|n| n.to_string()).collect());
+        self.installations().issue(installation_id, permissions, repositories).token
+    }
+
     /// The token record of `token`, if the double issued it.
     pub fn issued(&self, token: &str) -> Option<IssuedToken> {
         self.installations().tokens.get(token).cloned()

@@ -9,6 +9,7 @@
 pub mod installations;
 pub mod jwt;
 pub mod oidc;
+mod secrets;
 
 pub use installations::{Account, Fault, FaultKind, Installation, IssuedToken, Repo};
 
@@ -21,7 +22,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use rsa::RsaPublicKey;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -53,6 +54,7 @@ struct Inner {
     apps: RwLock<HashMap<i64, App>>,
     calls: Mutex<BTreeMap<String, usize>>,
     installations: Mutex<installations::Installations>,
+    secrets: Mutex<secrets::Secrets>,
 }
 
 /// The running double. Dropping it stops the server.
@@ -90,6 +92,12 @@ impl GitHubDouble {
     /// The API base URL, e.g. `http://127.0.0.1:PORT` (as `GITHUB_API_URL`).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The value a repository's Actions secret holds, opened with the repository's key: what
+    /// was sealed for it, byte for byte (`None` if never written).
+    pub fn repository_secret(&self, repository: &str, name: &str) -> Option<Vec<u8>> {
+        self.inner.secrets.lock().unwrap_or_else(PoisonError::into_inner).value(repository, name)
     }
 
     /// Registers an App with its public key (DER SubjectPublicKeyInfo, as from KMS `GetPublicKey`).
@@ -159,6 +167,9 @@ fn router(inner: Arc<Inner>) -> Router {
         .route("/repos/{owner}/{repo}/installation", get(installations::by_repo))
         .route("/installation/token", delete(installations::revoke))
         .route("/rate_limit", get(installations::rate_limit))
+        .route("/repos/{owner}/{repo}/actions/secrets", get(secrets::list))
+        .route("/repos/{owner}/{repo}/actions/secrets/public-key", get(secrets::public_key))
+        .route("/repos/{owner}/{repo}/actions/secrets/{name}", put(secrets::put))
         .route("/.well-known/openid-configuration", get(oidc::discovery))
         .route("/.well-known/jwks", get(oidc::jwks))
         .fallback(not_found)
