@@ -68,18 +68,34 @@ fn authorize(inner: &Inner, headers: &HeaderMap, owner: &str, repo: &str, write:
     Ok(())
 }
 
+/// A read of `owner/repo`'s secrets by an authorized caller: `answer` on the repository's state.
+fn read(
+    inner: &Inner,
+    headers: &HeaderMap,
+    owner: &str,
+    repo: &str,
+    answer: impl FnOnce(&RepoSecrets) -> Value,
+) -> Response {
+    if let Err(refusal) = authorize(inner, headers, owner, repo, false) {
+        return refusal.into_response();
+    }
+    let mut secrets = inner.secrets.lock().unwrap_or_else(PoisonError::into_inner);
+    axum::Json(answer(secrets.repo(&format!("{owner}/{repo}")))).into_response()
+}
+
 /// `GET /repos/{owner}/{repo}/actions/secrets/public-key` (schema `actions-public-key`).
 pub(super) async fn public_key(
     State(inner): State<Arc<Inner>>,
     Path((owner, repo)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refusal) = authorize(&inner, &headers, &owner, &repo, false) {
-        return refusal.into_response();
-    }
-    let mut secrets = inner.secrets.lock().unwrap_or_else(PoisonError::into_inner);
-    let repo = secrets.repo(&format!("{owner}/{repo}"));
-    axum::Json(json!({"key_id": repo.key_id, "key": STANDARD.encode(repo.key.public_key().as_bytes())})).into_response()
+    read(
+        &inner,
+        &headers,
+        &owner,
+        &repo,
+        |r| json!({"key_id": r.key_id, "key": STANDARD.encode(r.key.public_key().as_bytes())}),
+    )
 }
 
 /// `PUT /repos/{owner}/{repo}/actions/secrets/{secret_name}`: 201 created, 204 updated.
@@ -137,15 +153,14 @@ pub(super) async fn list(
     Path((owner, repo)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refusal) = authorize(&inner, &headers, &owner, &repo, false) {
-        return refusal.into_response();
-    }
-    let mut secrets = inner.secrets.lock().unwrap_or_else(PoisonError::into_inner);
-    let repo = secrets.repo(&format!("{owner}/{repo}"));
-    let listed: Vec<Value> = repo
-        .values
-        .iter()
-        .map(|(name, (_, created, updated))| json!({"name": name, "created_at": rfc3339(*created), "updated_at": rfc3339(*updated)}))
-        .collect();
-    axum::Json(json!({"total_count": listed.len(), "secrets": listed})).into_response()
+    read(&inner, &headers, &owner, &repo, |r| {
+        let listed: Vec<Value> = r
+            .values
+            .iter()
+            .map(|(name, (_, created, updated))| {
+                json!({"name": name, "created_at": rfc3339(*created), "updated_at": rfc3339(*updated)})
+            })
+            .collect();
+        json!({"total_count": listed.len(), "secrets": listed})
+    })
 }
