@@ -495,7 +495,7 @@ fn print_retired(json_out: bool, retired: &appcreds_cli::keys::Retired) {
 async fn key(cli: &Cli, command: &KeyCommand, json_out: bool) -> Result<(), CliError> {
     let args = match command {
         KeyCommand::List { table, all_keys: true } => {
-            let (manager, _) = key_manager(cli, table, None).await?;
+            let (manager, _, _) = key_manager(cli, table, None).await?;
             let keys = spin("reading KMS keys", manager.managed_keys()).await?;
             print(json_out, json!({"keys": keys}), || {
                 let mut out =
@@ -516,7 +516,7 @@ async fn key(cli: &Cli, command: &KeyCommand, json_out: bool) -> Result<(), CliE
             return Ok(());
         }
         KeyCommand::List { table, all_keys: false } => {
-            let (manager, _) = key_manager(cli, table, None).await?;
+            let (manager, _, _) = key_manager(cli, table, None).await?;
             let apps = spin("reading Apps and keys", manager.list()).await?;
             print(json_out, json!({"apps": apps}), || {
                 let mut out = format!("{:<10} {:<16} {:<9} {}\n", "APP", "KEY STATE", "STATUS", "KEY ARN");
@@ -535,7 +535,7 @@ async fn key(cli: &Cli, command: &KeyCommand, json_out: bool) -> Result<(), CliE
             return Ok(());
         }
         KeyCommand::Retire { app_id, schedule_deletion_days, early, table } => {
-            let (manager, _) = key_manager(cli, table, None).await?;
+            let (manager, _, _) = key_manager(cli, table, None).await?;
             let spinner = Spinner::start("starting");
             let progress = |step: &str| spinner.set(step);
             let retired = manager.retire(*app_id, *schedule_deletion_days, *early, &progress).await;
@@ -547,13 +547,13 @@ async fn key(cli: &Cli, command: &KeyCommand, json_out: bool) -> Result<(), CliE
     };
     // The PEM and the flags are checked before any AWS call.
     let pem = read_pem(&args.pem)?;
-    let (manager, roles) = key_manager(cli, &args.table, Some(&args.function_role_arns)).await?;
+    let (manager, roles, outputs) = key_manager(cli, &args.table, Some(&args.function_role_arns)).await?;
     let roles = roles.ok_or_else(|| CliError::Usage("no roles for the key policy".into()))?;
     // The key's scope must be the stack's: a key its functions may not use fails only later, when
     // they sign (the import's own proof signs as the operator).
     let scope = match (&args.key_scope, &cli.stack) {
         (given, Some(_)) => {
-            let stack_scope = outputs(cli, &aws_config().await).await?.get("SigningKeyScope").cloned();
+            let stack_scope = outputs.get("SigningKeyScope").cloned();
             if let Some(given) = given
                 && Some(given) != stack_scope.as_ref()
             {
@@ -715,13 +715,14 @@ async fn access(cli: &Cli, command: &AccessCommand, json_out: bool) -> Result<()
     Ok(())
 }
 
-/// The key manager on the App table, and (for imports) the roles for the key policy: from the
-/// flags, else from the stack's outputs. Flags are checked before any AWS call.
+/// The key manager on the App table, (for imports) the roles for the key policy, from the flags
+/// or else the stack's outputs, and those outputs (read once, only when a stack is named and
+/// something is needed from it). Flags are checked before any AWS call.
 async fn key_manager(
     cli: &Cli,
     table: &TableArgs,
     role_flags: Option<&[String]>,
-) -> Result<(KeyManager, Option<SigningRoles>), CliError> {
+) -> Result<(KeyManager, Option<SigningRoles>, BTreeMap<String, String>), CliError> {
     let mut roles = match role_flags {
         Some(flags) if !flags.is_empty() => Some(SigningRoles::new(flags.to_vec())?),
         _ => None,
@@ -738,7 +739,12 @@ async fn key_manager(
         }
     }
     let config = aws_config().await;
-    let outputs = if table.app_table.is_none() || need_roles { outputs(cli, &config).await? } else { BTreeMap::new() };
+    // Read once: an import or rotation also needs the stack's SigningKeyScope.
+    let outputs = if table.app_table.is_none() || need_roles || role_flags.is_some() {
+        outputs(cli, &config).await?
+    } else {
+        BTreeMap::new()
+    };
     let app_table = table
         .app_table
         .clone()
@@ -749,7 +755,7 @@ async fn key_manager(
         roles = Some(SigningRoles::new(listed.unwrap_or_default())?);
     }
     let apps = DynamoAppStore::new(aws_sdk_dynamodb::Client::new(&config), app_table);
-    Ok((KeyManager::new(aws_sdk_kms::Client::new(&config), apps), roles))
+    Ok((KeyManager::new(aws_sdk_kms::Client::new(&config), apps), roles, outputs))
 }
 
 /// Reads and checks a PEM. The text is read into one buffer of its size (no reallocation leaves
