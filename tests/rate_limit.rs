@@ -39,6 +39,21 @@ async fn stack(app: i64) -> Stack {
     stack
 }
 
+/// A stack with App `app` whose Installation table lists `ids` (accounts `org<id>`), installed at
+/// GitHub too if `at_github`.
+async fn stack_with(app: i64, ids: &[i64], at_github: bool) -> Stack {
+    let stack = Stack::start().await;
+    stack.add_app(app).await;
+    if at_github {
+        for &id in ids {
+            stack.github.install(Installation::org(app, id, &format!("org{id}"), &[(id * 10, "repo")]));
+        }
+    }
+    let rows: Vec<_> = ids.iter().map(|&id| record(app, id, &format!("org{id}"))).collect();
+    stack.installation_store().write(rows, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    stack
+}
+
 fn scanner(stack: &Stack) -> (RateLimitScanner, aws_sdk_cloudwatch::Client) {
     let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
         aws_sdk_cloudwatch::config::Builder::from(&stack.sdk).interceptor(stack.counter.clone()).build(),
@@ -201,11 +216,8 @@ async fn failures_are_summed_up_once_and_the_heartbeat_always_goes_out() {
     const APP: i64 = 704;
     const SCANNER: &str = "scanner-704";
     let logs = Logs::capture();
-    let stack = Stack::start().await;
-    stack.add_app(APP).await;
-    let rows: Vec<_> = (0..40).map(|i| record(APP, 7400 + i, &format!("gone{i}"))).collect();
-    stack.installation_store().write(rows, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
     // None of them is installed at GitHub any more: every mint is a 404.
+    let stack = stack_with(APP, &(7400..7440).collect::<Vec<_>>(), false).await;
     let (scanner, cw) = scanner(&stack);
     let scanner = scanner.named(SCANNER);
     let err = scanner.scheduled().await.unwrap_err();
@@ -229,14 +241,8 @@ async fn failures_are_summed_up_once_and_the_heartbeat_always_goes_out() {
 async fn a_run_cut_short_publishes_what_it_read_and_the_next_resumes() {
     const APP: i64 = 705;
     const SCANNER: &str = "scanner-705";
-    let stack = Stack::start().await;
-    stack.add_app(APP).await;
     let ids: Vec<i64> = (7500..7530).collect();
-    for &id in &ids {
-        stack.github.install(Installation::org(APP, id, &format!("org{id}"), &[(id * 10, "repo")]));
-    }
-    let rows: Vec<_> = ids.iter().map(|&id| record(APP, id, &format!("org{id}"))).collect();
-    stack.installation_store().write(rows, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    let stack = stack_with(APP, &ids, true).await;
     stack.github.set_latency(Duration::from_millis(100));
     let (scanner, cw) = scanner(&stack);
     let scanner = scanner.tuned(2, Duration::from_millis(300), Duration::from_millis(250)).named(SCANNER);
@@ -268,14 +274,8 @@ async fn a_run_cut_short_publishes_what_it_read_and_the_next_resumes() {
 #[tokio::test]
 async fn a_throttled_app_is_left_alone_for_the_rest_of_the_run() {
     const APP: i64 = 706;
-    let stack = Stack::start().await;
-    stack.add_app(APP).await;
     let ids: Vec<i64> = (7600..7620).collect();
-    for &id in &ids {
-        stack.github.install(Installation::org(APP, id, &format!("org{id}"), &[(id * 10, "repo")]));
-    }
-    let rows: Vec<_> = ids.iter().map(|&id| record(APP, id, &format!("org{id}"))).collect();
-    stack.installation_store().write(rows, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    let stack = stack_with(APP, &ids, true).await;
     stack.github.inject(Fault::new(
         "access_tokens",
         1000,

@@ -63,15 +63,9 @@ impl MetricSink for CountingSink {
     }
 }
 
-/// This process's peak resident set size, in MiB (`VmHWM`).
+/// This process's peak resident set size, in MiB.
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
+    appcreds_testkit::peak_rss_mib("/proc/self/status").unwrap_or(0.0)
 }
 
 fn main() {

@@ -20,3 +20,12 @@ pub fn unique(prefix: &str) -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}-{}-{n}", std::process::id())
 }
+
+/// The peak resident set size (`VmHWM`) of the process whose `/proc` status file is `status`
+/// (`/proc/self/status`, `/proc/<pid>/status`), in MiB; `None` if it cannot be read.
+pub fn peak_rss_mib(status: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(status).ok()?;
+    let kib: f64 =
+        text.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024.0)
+}

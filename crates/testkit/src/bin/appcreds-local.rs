@@ -504,10 +504,7 @@ fn peak_rss_mib(binary: &std::path::Path, before: &std::collections::BTreeSet<u3
         let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
         cmdline.split(|b| *b == 0).next() == Some(binary.as_os_str().as_encoded_bytes())
     })?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 =
-        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kib / 1024.0)
+    appcreds_testkit::peak_rss_mib(&format!("/proc/{pid}/status"))
 }
 
 /// The README, whose zero-install `curl --aws-sigv4` block the local stack runs verbatim.
