@@ -161,7 +161,7 @@ async fn refusals_of_appcreds_itself_are_server_errors() {
     let auth = Auth::App { app_id: APP, jwt: &jwt };
     stack.github.inject(Fault::new("GET /app", 1, FaultKind::Status(403)));
     let err = gh.get::<Value>("/app", auth).await.unwrap_err();
-    assert!(matches!(err, Error::GitHubRefusedAppcreds { status: 403 }), "{err:?}");
+    assert!(matches!(err, Error::GitHubRefusedAppcreds { status: 403, .. }), "{err:?}");
     let (name, body) = appcreds_core::http::error_reply(&err);
     assert_eq!(
         (name.as_str(), body.message.as_str()),
@@ -171,7 +171,7 @@ async fn refusals_of_appcreds_itself_are_server_errors() {
 
     stack.github.inject(Fault::new("GET /app/installations", 1, FaultKind::Status(404)));
     let err = gh.get_all::<Value>("/app/installations?per_page=100", auth, None).await.unwrap_err();
-    assert!(matches!(err, Error::GitHubRefusedAppcreds { status: 404 }), "{err:?}");
+    assert!(matches!(err, Error::GitHubRefusedAppcreds { status: 404, .. }), "{err:?}");
     // A 404 on an installation is still the caller's: it names one that is not there.
     let err = gh.get::<Value>("/orgs/nobody/installation", auth).await.unwrap_err();
     assert_eq!(appcreds_core::http::error_reply(&err).0.as_str(), "ClientSideError");

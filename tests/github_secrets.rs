@@ -6,7 +6,22 @@
 
 use appcreds_core::Error;
 use appcreds_core::Secret;
-use appcreds_core::github::secrets::{SecretsKey, Written, put_repository_secret, repository_key};
+use appcreds_core::github::secrets::{Place, SecretsKey, Written, public_key, put_secret};
+
+async fn repository_key(gh: &appcreds_core::github::GitHubClient, token: &Secret, repo: &str) -> Result<SecretsKey, Error> {
+    public_key(gh, token, &Place::Repository(repo)).await
+}
+
+async fn put_repository_secret(
+    gh: &appcreds_core::github::GitHubClient,
+    token: &Secret,
+    repo: &str,
+    key: &SecretsKey,
+    name: &str,
+    value: &Secret,
+) -> Result<Written, Error> {
+    put_secret(gh, token, &Place::Repository(repo), key, name, value).await
+}
 use appcreds_tests::Stack;
 use appcreds_tests::github::Installation;
 
@@ -57,7 +72,7 @@ async fn githubs_refusals_are_errors() {
     // Only `secrets: read`: GitHub's 403 "Resource not accessible by integration".
     let reader = Secret::new(stack.github.issue_scoped_token_for_test(1301, &[("secrets", "read")], None));
     let err = put_repository_secret(&gh, &reader, REPO, &key, "X", &value).await.unwrap_err();
-    assert!(matches!(err, Error::GitHubRefusedAppcreds { status: 403 }), "{err:?}");
+    assert!(matches!(err, Error::GitHubRefusedAppcreds { status: 403, .. }), "{err:?}");
     // A repository the token does not cover: 404.
     let err = put_repository_secret(&gh, &writer, "octo-org/docs", &key, "X", &value).await.unwrap_err();
     assert!(matches!(err, Error::GitHubRejected { status: 404, .. }), "{err:?}");

@@ -32,6 +32,13 @@ pub struct Config {
     pub local_caller: Option<String>,
     /// `LEASE_TABLE_NAME`: the lease that keeps installation syncs apart.
     pub lease_table: Option<String>,
+    /// `ROTATION_TABLE_NAME`: the access-key rotator's targets.
+    pub rotation_table: Option<String>,
+    /// `ROTATION_KMS_KEY_ID`: the symmetric KMS key that encrypts a pending secret access key.
+    pub rotation_kms_key: Option<String>,
+    /// `ROTATION_IAM_PATH` (default `/appcreds-rotated/`): the IAM path of the users the rotator
+    /// may manage.
+    pub rotation_iam_path: String,
     /// `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda): names the function in its own metrics.
     pub function_name: Option<String>,
 }
@@ -71,6 +78,10 @@ impl Config {
                 "LOCAL_CALLER_ARN is only for the local stack (REQUIRE_IAM_CALLER=false)",
             ));
         }
+        let rotation_iam_path = non_empty("ROTATION_IAM_PATH").unwrap_or_else(|| "/appcreds-rotated/".to_string());
+        if !(rotation_iam_path.starts_with('/') && rotation_iam_path.ends_with('/')) {
+            return Err(Error::Misconfigured("ROTATION_IAM_PATH must start and end with /"));
+        }
         let oidc_issuer = non_empty("OIDC_ISSUER").unwrap_or_else(|| crate::github::oidc::issuer_for(&github_api_url));
         Ok(Config {
             oidc_audience: non_empty("OIDC_AUDIENCE"),
@@ -80,6 +91,9 @@ impl Config {
             local_caller,
             function_name: non_empty("AWS_LAMBDA_FUNCTION_NAME"),
             lease_table: non_empty("LEASE_TABLE_NAME"),
+            rotation_table: non_empty("ROTATION_TABLE_NAME"),
+            rotation_kms_key: non_empty("ROTATION_KMS_KEY_ID"),
+            rotation_iam_path,
             app_table,
             installation_table: non_empty("INSTALLATION_TABLE_NAME"),
             pagination_key: non_empty("PAGINATION_KEY_ID"),

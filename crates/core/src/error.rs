@@ -82,7 +82,11 @@ pub enum Error {
     /// allow-list), or a 404 on an App endpoint (a wrong `GITHUB_API_URL`) (`ServerSideError`;
     /// GitHub's words are in the log).
     #[error("GitHub refused appcreds' request (HTTP {status}); see the function's log")]
-    GitHubRefusedAppcreds { status: u16 },
+    GitHubRefusedAppcreds {
+        status: u16,
+        /// GitHub's `message` (logged; never in a caller's answer).
+        message: String,
+    },
     /// GitHub failed or could not be reached, after retries (`ServerSideError`).
     #[error("GitHub is unavailable ({0})")]
     GitHubUnavailable(String),
@@ -92,6 +96,14 @@ pub enum Error {
     /// An installation sync is already running (`ThrottlingException`): one at a time.
     #[error("an installation sync is already running; retry after {retry_after_seconds} s")]
     SyncRunning { retry_after_seconds: u64 },
+    /// The access-key rotator refuses a target (`ClientSideError`): it is unknown, its user is
+    /// missing or outside the allowed IAM path, or both of the user's keys are live. The message
+    /// says which and what to do.
+    #[error("{0}")]
+    RotationRefused(String),
+    /// Another run is rotating this target's key (`ThrottlingException`): one at a time.
+    #[error("another run is rotating this key; retry after {retry_after_seconds} s")]
+    RotationRunning { retry_after_seconds: u64 },
     /// The request could not finish before the invocation's deadline (`ServerSideError`).
     #[error("the request did not finish within the function's time limit; retry it")]
     OutOfTime,

@@ -16,6 +16,8 @@ use crate::github::GitHubClient;
 pub use crate::aws::app_table::AppRecord;
 pub use crate::aws::installation_table::{InstallationRecord, TablePosition};
 use crate::domain::access::{Claims, Rule};
+pub use crate::domain::rotation::{AccessKeyInfo, RotationState, TargetSpec};
+use crate::domain::secret::Secret;
 pub use crate::domain::clock::Clock;
 use crate::domain::clock::SystemClock;
 
@@ -105,6 +107,96 @@ pub trait OidcVerifier: Send + Sync {
     async fn verify(&self, token: &str) -> Result<Claims, Error>;
 }
 
+/// Encrypts and decrypts a value under a key that never leaves KMS, bound to `context` (KMS
+/// encryption context): the rotator's pending secret access key, between runs.
+#[async_trait]
+pub trait Vault: Send + Sync {
+    /// `value` encrypted, bound to `context`.
+    async fn seal(&self, context: &[(&str, &str)], value: &Secret) -> Result<Vec<u8>, Error>;
+    /// The value `sealed` holds, if `context` is the one it was sealed with.
+    async fn open(&self, context: &[(&str, &str)], sealed: &[u8]) -> Result<Secret, Error>;
+}
+
+/// An IAM user, as far as the rotator needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IamUser {
+    /// Its ARN.
+    pub arn: String,
+    /// Its IAM path (`/appcreds-rotated/`).
+    pub path: String,
+}
+
+/// A new access key: its secret is shown once, at creation.
+#[derive(Debug)]
+pub struct NewAccessKey {
+    /// The access key ID.
+    pub key_id: String,
+    /// The secret access key.
+    pub secret: Secret,
+    /// When it was created (Unix seconds).
+    pub created: i64,
+}
+
+/// IAM access keys of users, and STS to prove that a key works.
+#[async_trait]
+pub trait AccessKeys: Send + Sync {
+    /// The user, or `None` if IAM has no such user.
+    async fn user(&self, user: &str) -> Result<Option<IamUser>, Error>;
+    /// The user's access keys.
+    async fn list(&self, user: &str) -> Result<Vec<AccessKeyInfo>, Error>;
+    /// Creates an access key for the user.
+    async fn create(&self, user: &str) -> Result<NewAccessKey, Error>;
+    /// Makes a key `Active` or `Inactive`.
+    async fn set_active(&self, user: &str, key_id: &str, active: bool) -> Result<(), Error>;
+    /// Deletes a key (gone already counts as deleted).
+    async fn delete(&self, user: &str, key_id: &str) -> Result<(), Error>;
+    /// The ARN STS `GetCallerIdentity` answers when called with this key, or `None` while AWS
+    /// does not accept the key (yet).
+    async fn identity(&self, key_id: &str, secret: &Secret) -> Result<Option<String>, Error>;
+}
+
+/// A rotation target as stored: the operator's spec, the rotator's state, and the pending
+/// secret access key (KMS ciphertext) while destinations are behind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetRecord {
+    /// What the operator asked for.
+    pub spec: TargetSpec,
+    /// What the rotator did.
+    pub state: RotationState,
+    /// The current key's secret, encrypted by the [`Vault`], while some destination lacks it.
+    pub pending: Option<Vec<u8>>,
+    /// Bumped by every state write (optimistic concurrency).
+    pub version: i64,
+}
+
+/// What a state write does with the pending secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// Leave it as it is.
+    Keep,
+    /// Store this ciphertext.
+    Set(Vec<u8>),
+    /// Remove it.
+    Clear,
+}
+
+/// The rotation table.
+#[async_trait]
+pub trait RotationStore: Send + Sync {
+    /// The target of IAM user `user`.
+    async fn get(&self, user: &str) -> Result<Option<TargetRecord>, Error>;
+    /// Every target.
+    async fn list(&self) -> Result<Vec<TargetRecord>, Error>;
+    /// Writes a target's spec (new, or replacing the spec and keeping the state).
+    async fn put_spec(&self, spec: &TargetSpec) -> Result<(), Error>;
+    /// Deletes a target; `false` if there was none.
+    async fn delete(&self, user: &str) -> Result<bool, Error>;
+    /// Writes the state if the record is still at `version`; the new version, or
+    /// `Error::Internal` if another writer got there first.
+    async fn save_state(&self, user: &str, state: &RotationState, pending: Pending, version: i64)
+    -> Result<i64, Error>;
+}
+
 /// Whether requests are checked against the access rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessMode {
@@ -123,6 +215,8 @@ pub enum Unit {
     Percent,
     /// Seconds.
     Seconds,
+    /// No unit (hours, which CloudWatch has no unit for).
+    None,
 }
 
 /// One metric value, as the rate-limit scanner publishes it.

@@ -155,15 +155,26 @@ where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Value, Error>> + Send,
 {
+    serve_events(move |_| job()).await
+}
+
+/// [`serve_scheduled`] for a job that reads its event (the access-key rotator: the schedule's
+/// event, or `{"userName": …}` from `appcreds rotation run`).
+pub async fn serve_events<F, Fut>(job: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(Value) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, Error>> + Send,
+{
     let job = Arc::new(job);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let job = job.clone();
         async move {
-            let outcome = match deadline::from_epoch_millis(event.context.deadline) {
-                None => job().await,
+            let (payload, context) = (event.payload, event.context);
+            let outcome = match deadline::from_epoch_millis(context.deadline) {
+                None => job(payload).await,
                 Some(deadline) => {
                     let answer_by = deadline.checked_sub(deadline::ANSWER_MARGIN).unwrap_or(deadline);
-                    match tokio::time::timeout_at(answer_by, deadline::within(answer_by, job())).await {
+                    match tokio::time::timeout_at(answer_by, deadline::within(answer_by, job(payload))).await {
                         Ok(outcome) => outcome,
                         Err(_) => Err(Error::OutOfTime),
                     }

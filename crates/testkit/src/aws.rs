@@ -116,6 +116,30 @@ pub async fn create_lease_table(ddb: &aws_sdk_dynamodb::Client, name: &str) -> R
     create_keyed_table(ddb, name, "LeaseId", ScalarAttributeType::S).await
 }
 
+/// Creates the access-key rotator's table (`UserName`).
+pub async fn create_rotation_table(ddb: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), BoxError> {
+    create_keyed_table(ddb, name, "UserName", ScalarAttributeType::S).await
+}
+
+/// Creates a symmetric KMS key (`ENCRYPT_DECRYPT`), as the template's rotation key; its ARN.
+pub async fn create_vault_key(kms: &aws_sdk_kms::Client) -> Result<String, BoxError> {
+    let key = kms.create_key().description("appcreds rotation pending secrets (test)").send().await?;
+    Ok(key.key_metadata().map(|m| m.arn().unwrap_or_default().to_string()).unwrap_or_default())
+}
+
+/// Creates IAM user `name` under `path` with one active access key (the key a rotation
+/// replaces); the user's ARN and that key's ID.
+pub async fn create_rotated_user(
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+    path: &str,
+) -> Result<(String, String), BoxError> {
+    let user = iam.create_user().user_name(name).path(path).send().await?;
+    let arn = user.user().map(|u| u.arn().to_string()).unwrap_or_default();
+    let key = iam.create_access_key().user_name(name).send().await?;
+    Ok((arn, key.access_key().map(|k| k.access_key_id().to_string()).unwrap_or_default()))
+}
+
 async fn create_keyed_table(
     ddb: &aws_sdk_dynamodb::Client,
     name: &str,

@@ -7,6 +7,7 @@
 //! - [`lambda`]: Function URL events as Lambda delivers them.
 
 pub mod aws;
+pub mod fault_proxy;
 pub mod github;
 pub mod kms_import;
 pub mod lambda;

@@ -7,16 +7,22 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use crate::error::Error;
 use crate::ports::{Metric, MetricSink, Unit};
 
-/// CloudWatch `PutMetricData` in namespace [`appcreds_wire::metrics::NAMESPACE`].
+/// CloudWatch `PutMetricData`, by default in namespace [`appcreds_wire::metrics::NAMESPACE`].
 #[derive(Debug, Clone)]
 pub struct CloudWatchSink {
     client: aws_sdk_cloudwatch::Client,
+    namespace: &'static str,
 }
 
 impl CloudWatchSink {
-    /// A sink on `client`.
+    /// A sink on `client`, in the contract's namespace.
     pub fn new(client: aws_sdk_cloudwatch::Client) -> Self {
-        Self { client }
+        Self { client, namespace: appcreds_wire::metrics::NAMESPACE }
+    }
+
+    /// A sink on `client` in `namespace`.
+    pub fn in_namespace(client: aws_sdk_cloudwatch::Client, namespace: &'static str) -> Self {
+        Self { client, namespace }
     }
 }
 
@@ -31,6 +37,7 @@ fn datum(metric: Metric) -> MetricDatum {
             Unit::Count => StandardUnit::Count,
             Unit::Percent => StandardUnit::Percent,
             Unit::Seconds => StandardUnit::Seconds,
+            Unit::None => StandardUnit::None,
         })
         .timestamp(DateTime::from_secs(metric.timestamp))
         .build()
@@ -41,7 +48,7 @@ impl MetricSink for CloudWatchSink {
     async fn put(&self, data: Vec<Metric>) -> Result<(), Error> {
         self.client
             .put_metric_data()
-            .namespace(appcreds_wire::metrics::NAMESPACE)
+            .namespace(self.namespace)
             .set_metric_data(Some(data.into_iter().map(datum).collect()))
             .send()
             .await

@@ -1,5 +1,6 @@
-//! KMS behind two ports: [`KmsSigner`] (`Sign` with an App's RSA key) and [`KmsMac`] (HMAC with the
-//! page-token key). Neither key ever leaves KMS.
+//! KMS behind three ports: [`KmsSigner`] (`Sign` with an App's RSA key), [`KmsMac`] (HMAC with the
+//! page-token key) and [`KmsVault`] (`Encrypt`/`Decrypt`, the rotator's pending secret). No key
+//! ever leaves KMS.
 
 use async_trait::async_trait;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
@@ -9,7 +10,8 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{MacAlgorithmSpec, MessageType, SigningAlgorithmSpec};
 
 use crate::error::{Error, KeyProblem};
-use crate::ports::{Mac, Signer};
+use crate::domain::secret::Secret;
+use crate::ports::{Mac, Signer, Vault};
 
 /// KMS `Sign` with `MessageType RAW` (KMS hashes the message) and RSASSA_PKCS1_V1_5_SHA_256.
 #[derive(Debug, Clone)]
@@ -115,5 +117,45 @@ impl Mac for KmsMac {
             Err(SdkError::ServiceError(e)) if matches!(e.err(), VerifyMacError::KmsInvalidMacException(_)) => Ok(false),
             Err(e) => Err(kms_error("KMS VerifyMac", e)),
         }
+    }
+}
+
+/// KMS `Encrypt`/`Decrypt` with a symmetric key, each bound to an encryption context: the
+/// [`Vault`] that keeps the rotator's pending secret between runs. The plaintext is at most
+/// 4 KiB (a secret access key is 40 bytes), so no data key is needed.
+#[derive(Debug, Clone)]
+pub struct KmsVault {
+    client: aws_sdk_kms::Client,
+    key_id: String,
+}
+
+impl KmsVault {
+    /// Encrypts with `key_id` on `client`.
+    pub fn new(client: aws_sdk_kms::Client, key_id: impl Into<String>) -> Self {
+        Self { client, key_id: key_id.into() }
+    }
+}
+
+#[async_trait]
+impl Vault for KmsVault {
+    async fn seal(&self, context: &[(&str, &str)], value: &Secret) -> Result<Vec<u8>, Error> {
+        let mut request = self.client.encrypt().key_id(&self.key_id).plaintext(Blob::new(value.expose().as_bytes()));
+        for (k, v) in context {
+            request = request.encryption_context(*k, *v);
+        }
+        let out = request.send().await.map_err(|e| kms_error("KMS Encrypt", e))?;
+        out.ciphertext_blob.map(Blob::into_inner).ok_or_else(|| Error::internal("KMS Encrypt", "no ciphertext"))
+    }
+
+    async fn open(&self, context: &[(&str, &str)], sealed: &[u8]) -> Result<Secret, Error> {
+        // The key is named, so a ciphertext of another key is refused, not decrypted.
+        let mut request = self.client.decrypt().key_id(&self.key_id).ciphertext_blob(Blob::new(sealed));
+        for (k, v) in context {
+            request = request.encryption_context(*k, *v);
+        }
+        let out = request.send().await.map_err(|e| kms_error("KMS Decrypt", e))?;
+        let plaintext = out.plaintext.map(Blob::into_inner).ok_or_else(|| Error::internal("KMS Decrypt", "no plaintext"))?;
+        let text = String::from_utf8(plaintext).map_err(|_| Error::internal("KMS Decrypt", "not UTF-8"))?;
+        Ok(Secret::new(text))
     }
 }

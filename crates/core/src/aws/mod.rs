@@ -15,9 +15,12 @@ pub mod access_table;
 pub mod app_table;
 #[cfg(feature = "cloudwatch")]
 pub mod cloudwatch;
+#[cfg(feature = "rotator")]
+pub mod iam;
 pub mod installation_table;
 pub mod kms;
 pub mod lease_table;
+pub mod rotation_table;
 
 /// Timeouts for every AWS call: a hung dependency fails the request well before Lambda's timeout.
 pub fn aws_timeouts() -> TimeoutConfig {

@@ -292,7 +292,7 @@ impl GitHubClient {
     /// words, answered as a `ServerSideError`.
     fn refused_appcreds(&self, url: &str, status: u16, message: &str) -> Error {
         tracing::error!(%url, status, github_message = message, "GitHub refused appcreds itself (SSO, IP allow-list, or a wrong GITHUB_API_URL?)");
-        Error::GitHubRefusedAppcreds { status }
+        Error::GitHubRefusedAppcreds { status, message: message.to_string() }
     }
 }
 

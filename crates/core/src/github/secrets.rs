@@ -1,11 +1,11 @@
-//! GitHub Actions secrets of a repository: its public key (`GET …/actions/secrets/public-key`)
-//! and writing a secret (`PUT …/actions/secrets/{name}`), the value sealed for that key with
+//! GitHub Actions secrets of a repository, an environment or an organisation: the place's public
+//! key (`GET …/secrets/public-key`) and writing a secret (`PUT …/secrets/{name}`), the value sealed for that key with
 //! libsodium's sealed box (X25519 + XSalsa20-Poly1305, through the `crypto_box` crate) as GitHub
 //! requires. A value exists only in [`Secret`]s, which are zeroed when dropped; it is never logged.
 //!
-//! The token needs the repository permission `secrets: write` (GitHub's App permission
-//! `secrets`, in the list `crates/core/data/app-permissions.json` derives from its OpenAPI
-//! description).
+//! The token needs `secrets: write` (repository), `environments: write` (environment) or
+//! `organization_secrets: write` (organisation): GitHub's App permissions, in the list
+//! `crates/core/data/app-permissions.json` derives from its OpenAPI description.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -13,6 +13,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::domain::rotation::Visibility;
 use crate::domain::secret::Secret;
 use crate::error::Error;
 use crate::github::{Auth, GitHubClient};
@@ -47,10 +48,48 @@ pub fn valid_secret_name(name: &str) -> bool {
         && !name.to_ascii_uppercase().starts_with("GITHUB_")
 }
 
-/// The public key of `repository`'s (`owner/name`) Actions secrets.
-pub async fn repository_key(github: &GitHubClient, token: &Secret, repository: &str) -> Result<SecretsKey, Error> {
+/// Where a secret lives: a repository's Actions secrets, an environment's secrets, or an
+/// organisation's Actions secrets (with which of its repositories may use them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place<'a> {
+    /// `owner/name`'s Actions secrets (`secrets: write`).
+    Repository(&'a str),
+    /// An environment of `owner/name` (`environments: write`).
+    Environment { repository: &'a str, environment: &'a str },
+    /// An organisation's Actions secrets (`organization_secrets: write`).
+    Organization { org: &'a str, visibility: Visibility, selected_repository_ids: Vec<i64> },
+}
+
+impl Place<'_> {
+    /// The path of the place's secrets collection.
+    fn collection(&self) -> String {
+        match self {
+            Place::Repository(repository) => format!("/repos/{repository}/actions/secrets"),
+            Place::Environment { repository, environment } => {
+                format!("/repos/{repository}/environments/{}/secrets", path_segment(environment))
+            }
+            Place::Organization { org, .. } => format!("/orgs/{org}/actions/secrets"),
+        }
+    }
+}
+
+/// `segment` percent-encoded for a URL path (environment names may hold spaces and more).
+fn path_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The public key that values written to `place` are sealed for.
+pub async fn public_key(github: &GitHubClient, token: &Secret, place: &Place<'_>) -> Result<SecretsKey, Error> {
     let body: PublicKeyBody =
-        github.get(&format!("/repos/{repository}/actions/secrets/public-key"), Auth::Installation(token)).await?;
+        github.get(&format!("{}/public-key", place.collection()), Auth::Installation(token)).await?;
     let key: [u8; 32] = STANDARD
         .decode(&body.key)
         .ok()
@@ -67,11 +106,11 @@ pub fn seal(key: &SecretsKey, value: &Secret) -> Result<String, Error> {
     Ok(STANDARD.encode(sealed))
 }
 
-/// Writes the Actions secret `name` of `repository` with `value`, sealed for `key`.
-pub async fn put_repository_secret(
+/// Writes the secret `name` of `place` with `value`, sealed for `key` (the place's public key).
+pub async fn put_secret(
     github: &GitHubClient,
     token: &Secret,
-    repository: &str,
+    place: &Place<'_>,
     key: &SecretsKey,
     name: &str,
     value: &Secret,
@@ -79,8 +118,14 @@ pub async fn put_repository_secret(
     if !valid_secret_name(name) {
         return Err(Error::internal("writing a secret", format!("{name:?} is not a GitHub secret name")));
     }
-    let body = json!({"encrypted_value": seal(key, value)?, "key_id": key.key_id});
-    let path = format!("/repos/{repository}/actions/secrets/{name}");
+    let mut body = json!({"encrypted_value": seal(key, value)?, "key_id": key.key_id});
+    if let Place::Organization { visibility, selected_repository_ids, .. } = place {
+        body["visibility"] = json!(visibility.as_str());
+        if *visibility == Visibility::Selected {
+            body["selected_repository_ids"] = json!(selected_repository_ids);
+        }
+    }
+    let path = format!("{}/{name}", place.collection());
     let reply = github.send(Method::PUT, &path, Auth::Installation(token), Some(&body)).await?;
     Ok(if reply.status.as_u16() == 201 { Written::Created } else { Written::Updated })
 }
@@ -101,6 +146,15 @@ mod tests {
         assert!(other.unseal(&sealed).is_err());
         // Two seals of one value differ (a fresh ephemeral key each time).
         assert_ne!(seal(&key, &value).unwrap(), seal(&key, &value).unwrap());
+    }
+
+    #[test]
+    fn places_and_their_paths() {
+        assert_eq!(Place::Repository("o/r").collection(), "/repos/o/r/actions/secrets");
+        let env = Place::Environment { repository: "o/r", environment: "prod eu/1" };
+        assert_eq!(env.collection(), "/repos/o/r/environments/prod%20eu%2F1/secrets");
+        let org = Place::Organization { org: "o", visibility: Visibility::All, selected_repository_ids: vec![] };
+        assert_eq!(org.collection(), "/orgs/o/actions/secrets");
     }
 
     #[test]

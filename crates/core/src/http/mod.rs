@@ -78,7 +78,9 @@ pub fn error_reply(err: &Error) -> (ErrorName, ErrorBody) {
         Error::GitHubRejected { documentation_url, .. } => {
             (ErrorName::ClientSide, ErrorBody { documentation_url: documentation_url.clone(), ..message() })
         }
-        Error::UnknownApp(_) | Error::UnknownInstallation { .. } => (ErrorName::ClientSide, message()),
+        Error::UnknownApp(_) | Error::UnknownInstallation { .. } | Error::RotationRefused(_) => {
+            (ErrorName::ClientSide, message())
+        }
         Error::AppKeyMissing(_)
         | Error::SigningKey(_)
         | Error::Misconfigured(_)
@@ -86,7 +88,9 @@ pub fn error_reply(err: &Error) -> (ErrorName, ErrorBody) {
         | Error::GitHubRefusedAppcreds { .. }
         | Error::GitHubUnavailable(_)
         | Error::OutOfTime => (ErrorName::ServerSide, message()),
-        Error::Throttled { retry_after_seconds, .. } | Error::SyncRunning { retry_after_seconds } => {
+        Error::Throttled { retry_after_seconds, .. }
+        | Error::SyncRunning { retry_after_seconds }
+        | Error::RotationRunning { retry_after_seconds } => {
             (ErrorName::Throttling, ErrorBody { retry_after_seconds: Some(*retry_after_seconds), ..message() })
         }
         Error::Internal { .. } => (ErrorName::ServerSide, ErrorBody::message("Internal server error")),

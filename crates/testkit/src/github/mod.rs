@@ -11,6 +11,8 @@ pub mod jwt;
 pub mod oidc;
 mod secrets;
 
+pub use secrets::StoredSecret;
+
 pub use installations::{Account, Fault, FaultKind, Installation, IssuedToken, Repo};
 
 use std::collections::{BTreeMap, HashMap};
@@ -97,7 +99,28 @@ impl GitHubDouble {
     /// The value a repository's Actions secret holds, opened with the repository's key: what
     /// was sealed for it, byte for byte (`None` if never written).
     pub fn repository_secret(&self, repository: &str, name: &str) -> Option<Vec<u8>> {
-        self.inner.secrets.lock().unwrap_or_else(PoisonError::into_inner).value(repository, name)
+        self.secret(&secrets::repository_id(repository), name).map(|s| s.value)
+    }
+
+    /// The value an environment's secret holds (`repository` is `owner/name`).
+    pub fn environment_secret(&self, repository: &str, environment: &str, name: &str) -> Option<Vec<u8>> {
+        self.secret(&secrets::environment_id(repository, environment), name).map(|s| s.value)
+    }
+
+    /// An organisation's Actions secret: its value, visibility and selected repositories.
+    pub fn organization_secret(&self, org: &str, name: &str) -> Option<StoredSecret> {
+        self.secret(&secrets::organization_id(org), name)
+    }
+
+    fn secret(&self, place: &str, name: &str) -> Option<StoredSecret> {
+        self.inner.secrets.lock().unwrap_or_else(PoisonError::into_inner).get(place, name)
+    }
+
+    /// Creates environment `environment` of `repository` (`owner/name`): its secrets can be
+    /// written from then on (GitHub answers 404 for an environment that does not exist).
+    pub fn add_environment(&self, repository: &str, environment: &str) {
+        let mut secrets = self.inner.secrets.lock().unwrap_or_else(PoisonError::into_inner);
+        secrets.environments.insert(secrets::environment_id(repository, environment));
     }
 
     /// Registers an App with its public key (DER SubjectPublicKeyInfo, as from KMS `GetPublicKey`).
@@ -167,9 +190,15 @@ fn router(inner: Arc<Inner>) -> Router {
         .route("/repos/{owner}/{repo}/installation", get(installations::by_repo))
         .route("/installation/token", delete(installations::revoke))
         .route("/rate_limit", get(installations::rate_limit))
-        .route("/repos/{owner}/{repo}/actions/secrets", get(secrets::list))
-        .route("/repos/{owner}/{repo}/actions/secrets/public-key", get(secrets::public_key))
-        .route("/repos/{owner}/{repo}/actions/secrets/{name}", put(secrets::put))
+        .route("/repos/{owner}/{repo}/actions/secrets", get(secrets::repo_list))
+        .route("/repos/{owner}/{repo}/actions/secrets/public-key", get(secrets::repo_public_key))
+        .route("/repos/{owner}/{repo}/actions/secrets/{name}", put(secrets::repo_put))
+        .route("/repos/{owner}/{repo}/environments/{environment}/secrets", get(secrets::env_list))
+        .route("/repos/{owner}/{repo}/environments/{environment}/secrets/public-key", get(secrets::env_public_key))
+        .route("/repos/{owner}/{repo}/environments/{environment}/secrets/{name}", put(secrets::env_put))
+        .route("/orgs/{org}/actions/secrets", get(secrets::org_list))
+        .route("/orgs/{org}/actions/secrets/public-key", get(secrets::org_public_key))
+        .route("/orgs/{org}/actions/secrets/{name}", put(secrets::org_put))
         .route("/.well-known/openid-configuration", get(oidc::discovery))
         .route("/.well-known/jwks", get(oidc::jwks))
         .fallback(not_found)

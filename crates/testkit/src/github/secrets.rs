@@ -1,10 +1,16 @@
-//! Repository Actions secrets, as GitHub serves them (`GET …/actions/secrets/public-key`,
-//! `PUT …/actions/secrets/{name}`, `GET …/actions/secrets`): each repository has a real X25519
-//! key pair, and every sealed value is **opened** with it, so that a test can compare what a
-//! repository holds with what was meant, byte for byte. Writing needs an installation token with
-//! `secrets: write` that covers the repository; a value that does not open is a 422.
+//! Actions secrets, as GitHub serves them, for repositories, environments and organisations:
+//! `GET …/secrets/public-key`, `PUT …/secrets/{name}` and `GET …/secrets`. Each place has a real
+//! X25519 key pair, and every sealed value is **opened** with it, so that a test can compare what
+//! a place holds with what was meant, byte for byte.
+//!
+//! Authorization is GitHub's: an installation token that covers the repository (or, for an
+//! organisation, belongs to the organisation's installation) and grants `secrets`,
+//! `environments` or `organization_secrets` (`write` to write). An environment must exist
+//! ([`super::GitHubDouble::add_environment`]); a value that does not open, a stale `key_id`, an
+//! organisation secret without a valid `visibility` or with repositories that are not the
+//! organisation's: 422.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, PoisonError};
 
 use axum::extract::{Path, State};
@@ -17,97 +23,160 @@ use serde_json::{Value, json};
 use super::installations::authenticate_installation;
 use super::{Inner, Refusal, gh_error, now, rfc3339};
 
-/// One repository's secrets.
-struct RepoSecrets {
-    key: crypto_box::SecretKey,
-    key_id: String,
-    /// Name (as GitHub keeps it, upper case) → the opened value, created and updated times.
-    values: BTreeMap<String, (Vec<u8>, i64, i64)>,
+/// One stored secret: the opened value, created and updated times, and (organisation secrets)
+/// the visibility and selected repository IDs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSecret {
+    pub value: Vec<u8>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub visibility: Option<String>,
+    pub selected_repository_ids: Vec<i64>,
 }
 
-/// Every repository's secrets, by `owner/name` in lower case.
+/// One place's secrets.
+struct PlaceSecrets {
+    key: crypto_box::SecretKey,
+    key_id: String,
+    /// Name (as GitHub keeps it, upper case) → the secret.
+    values: BTreeMap<String, StoredSecret>,
+}
+
+/// Every place's secrets, by place ID (`repo:owner/name`, `env:owner/name:environment`,
+/// `org:login`; owners and repositories in lower case), and the environments that exist.
 #[derive(Default)]
 pub(super) struct Secrets {
-    repos: HashMap<String, RepoSecrets>,
+    places: HashMap<String, PlaceSecrets>,
+    pub(super) environments: BTreeSet<String>,
+}
+
+/// Where a request points.
+enum Place {
+    Repository { owner: String, repo: String },
+    Environment { owner: String, repo: String, environment: String },
+    Organization { org: String },
+}
+
+impl Place {
+    fn id(&self) -> String {
+        match self {
+            Place::Repository { owner, repo } => format!("repo:{}/{}", owner.to_ascii_lowercase(), repo.to_ascii_lowercase()),
+            Place::Environment { owner, repo, environment } => {
+                format!("env:{}/{}:{environment}", owner.to_ascii_lowercase(), repo.to_ascii_lowercase())
+            }
+            Place::Organization { org } => format!("org:{}", org.to_ascii_lowercase()),
+        }
+    }
+
+    fn permission(&self) -> &'static str {
+        match self {
+            Place::Repository { .. } => "secrets",
+            Place::Environment { .. } => "environments",
+            Place::Organization { .. } => "organization_secrets",
+        }
+    }
 }
 
 impl Secrets {
-    fn repo(&mut self, repository: &str) -> &mut RepoSecrets {
-        let n = self.repos.len();
-        self.repos.entry(repository.to_ascii_lowercase()).or_insert_with(|| RepoSecrets {
+    fn place(&mut self, id: &str) -> &mut PlaceSecrets {
+        let n = self.places.len();
+        self.places.entry(id.to_string()).or_insert_with(|| PlaceSecrets {
             key: crypto_box::SecretKey::generate(&mut crypto_box::aead::OsRng),
             key_id: format!("568250167242549{n:03}"),
             values: BTreeMap::new(),
         })
     }
 
-    /// The opened value of secret `name` of `repository`, if it was written.
-    pub(super) fn value(&self, repository: &str, name: &str) -> Option<Vec<u8>> {
-        let repo = self.repos.get(&repository.to_ascii_lowercase())?;
-        repo.values.get(&name.to_ascii_uppercase()).map(|(v, _, _)| v.clone())
+    /// Secret `name` of the place `id`, if it was written.
+    pub(super) fn get(&self, id: &str, name: &str) -> Option<StoredSecret> {
+        self.places.get(id)?.values.get(&name.to_ascii_uppercase()).cloned()
     }
 }
 
-/// Whether the caller's installation token may read (or, with `write`, write) the secrets of
-/// `owner/repo`: its installation has the repository, the token covers it, and grants `secrets`.
-fn authorize(inner: &Inner, headers: &HeaderMap, owner: &str, repo: &str, write: bool) -> Result<(), Refusal> {
+/// The place ID of a repository (`owner/name`).
+pub(super) fn repository_id(repository: &str) -> String {
+    format!("repo:{}", repository.to_ascii_lowercase())
+}
+
+/// The place ID of an environment.
+pub(super) fn environment_id(repository: &str, environment: &str) -> String {
+    format!("env:{}:{environment}", repository.to_ascii_lowercase())
+}
+
+/// The place ID of an organisation.
+pub(super) fn organization_id(org: &str) -> String {
+    format!("org:{}", org.to_ascii_lowercase())
+}
+
+/// Whether the caller's installation token may read (or, with `write`, write) the place's
+/// secrets: its installation has the repository (or is the organisation's), the token covers it,
+/// and grants the place's permission. Returns the installation's repositories (ID, name).
+fn authorize(inner: &Inner, headers: &HeaderMap, place: &Place, write: bool) -> Result<Vec<(i64, String)>, Refusal> {
     let token = authenticate_installation(inner, headers)?;
     let state = inner.installations.lock().unwrap_or_else(PoisonError::into_inner);
     let installation = state.by_id.get(&token.installation_id).ok_or(Refusal(StatusCode::NOT_FOUND, "Not Found"))?;
-    let has_repo = installation.account.login.eq_ignore_ascii_case(owner)
-        && installation.repositories.iter().any(|r| r.name.eq_ignore_ascii_case(repo))
-        && token.repositories.as_ref().is_none_or(|names| names.iter().any(|n| n.eq_ignore_ascii_case(repo)));
-    if !has_repo {
+    let covered = match place {
+        Place::Repository { owner, repo } | Place::Environment { owner, repo, .. } => {
+            installation.account.login.eq_ignore_ascii_case(owner)
+                && installation.repositories.iter().any(|r| r.name.eq_ignore_ascii_case(repo))
+                && token.repositories.as_ref().is_none_or(|names| names.iter().any(|n| n.eq_ignore_ascii_case(repo)))
+        }
+        Place::Organization { org } => {
+            installation.account.login.eq_ignore_ascii_case(org) && installation.account.kind == "Organization"
+        }
+    };
+    if !covered {
         return Err(Refusal(StatusCode::NOT_FOUND, "Not Found"));
     }
-    let level = token.permissions.get("secrets").map(String::as_str);
+    let level = token.permissions.get(place.permission()).map(String::as_str);
     let allowed = if write { level == Some("write") } else { matches!(level, Some("read" | "write")) };
     if !allowed {
         return Err(Refusal(StatusCode::FORBIDDEN, "Resource not accessible by integration"));
     }
-    Ok(())
+    if let Place::Environment { .. } = place {
+        let secrets = inner.secrets.lock().unwrap_or_else(PoisonError::into_inner);
+        if !secrets.environments.contains(&place.id()) {
+            return Err(Refusal(StatusCode::NOT_FOUND, "Not Found"));
+        }
+    }
+    Ok(installation.repositories.iter().map(|r| (r.id, r.name.clone())).collect())
 }
 
-/// A read of `owner/repo`'s secrets by an authorized caller: `answer` on the repository's state.
-fn read(
-    inner: &Inner,
-    headers: &HeaderMap,
-    owner: &str,
-    repo: &str,
-    answer: impl FnOnce(&RepoSecrets) -> Value,
-) -> Response {
-    if let Err(refusal) = authorize(inner, headers, owner, repo, false) {
+fn public_key(inner: &Inner, headers: &HeaderMap, place: Place) -> Response {
+    if let Err(refusal) = authorize(inner, headers, &place, false) {
         return refusal.into_response();
     }
     let mut secrets = inner.secrets.lock().unwrap_or_else(PoisonError::into_inner);
-    axum::Json(answer(secrets.repo(&format!("{owner}/{repo}")))).into_response()
+    let p = secrets.place(&place.id());
+    axum::Json(json!({"key_id": p.key_id, "key": STANDARD.encode(p.key.public_key().as_bytes())})).into_response()
 }
 
-/// `GET /repos/{owner}/{repo}/actions/secrets/public-key` (schema `actions-public-key`).
-pub(super) async fn public_key(
-    State(inner): State<Arc<Inner>>,
-    Path((owner, repo)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    read(
-        &inner,
-        &headers,
-        &owner,
-        &repo,
-        |r| json!({"key_id": r.key_id, "key": STANDARD.encode(r.key.public_key().as_bytes())}),
-    )
-}
-
-/// `PUT /repos/{owner}/{repo}/actions/secrets/{secret_name}`: 201 created, 204 updated.
-pub(super) async fn put(
-    State(inner): State<Arc<Inner>>,
-    Path((owner, repo, name)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    body: Option<axum::Json<Value>>,
-) -> Response {
-    if let Err(refusal) = authorize(&inner, &headers, &owner, &repo, true) {
+fn list(inner: &Inner, headers: &HeaderMap, place: Place) -> Response {
+    if let Err(refusal) = authorize(inner, headers, &place, false) {
         return refusal.into_response();
     }
+    let mut secrets = inner.secrets.lock().unwrap_or_else(PoisonError::into_inner);
+    let is_org = matches!(place, Place::Organization { .. });
+    let listed: Vec<Value> = secrets
+        .place(&place.id())
+        .values
+        .iter()
+        .map(|(name, s)| {
+            let mut item = json!({"name": name, "created_at": rfc3339(s.created_at), "updated_at": rfc3339(s.updated_at)});
+            if is_org {
+                item["visibility"] = json!(s.visibility);
+            }
+            item
+        })
+        .collect();
+    axum::Json(json!({"total_count": listed.len(), "secrets": listed})).into_response()
+}
+
+fn put(inner: &Inner, headers: &HeaderMap, place: Place, name: &str, body: Option<axum::Json<Value>>) -> Response {
+    let repositories = match authorize(inner, headers, &place, true) {
+        Ok(repositories) => repositories,
+        Err(refusal) => return refusal.into_response(),
+    };
     let upper = name.to_ascii_uppercase();
     let valid_name = !upper.is_empty()
         && upper.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -126,41 +195,139 @@ pub(super) async fn put(
             "Invalid request.\n\n\"encrypted_value\", \"key_id\" wasn't supplied.",
         );
     };
+    let (mut visibility, mut selected) = (None, Vec::new());
+    if let Place::Organization { .. } = place {
+        match body["visibility"].as_str() {
+            Some(v @ ("all" | "private")) => visibility = Some(v.to_string()),
+            Some("selected") => {
+                visibility = Some("selected".into());
+                let ids: Option<Vec<i64>> = body["selected_repository_ids"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_i64).collect())
+                    .or(Some(Vec::new()));
+                selected = ids.unwrap_or_default();
+                if selected.iter().any(|id| !repositories.iter().any(|(r, _)| r == id)) {
+                    return gh_error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid repository ids");
+                }
+            }
+            _ => {
+                return gh_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid request.\n\n\"visibility\" wasn't supplied.",
+                );
+            }
+        }
+    }
     let mut secrets = inner.secrets.lock().unwrap_or_else(PoisonError::into_inner);
-    let repo = secrets.repo(&format!("{owner}/{repo}"));
-    if key_id != repo.key_id {
+    let p = secrets.place(&place.id());
+    if key_id != p.key_id {
         return gh_error(StatusCode::UNPROCESSABLE_ENTITY, "Bad key_id");
     }
-    let Some(value) = STANDARD.decode(sealed).ok().and_then(|s| repo.key.unseal(&s).ok()) else {
+    let Some(value) = STANDARD.decode(sealed).ok().and_then(|s| p.key.unseal(&s).ok()) else {
         return gh_error(StatusCode::UNPROCESSABLE_ENTITY, "Unable to decrypt the secret value");
     };
     let t = now();
-    match repo.values.get_mut(&upper) {
+    match p.values.get_mut(&upper) {
         Some(existing) => {
-            *existing = (value, existing.1, t);
+            *existing = StoredSecret {
+                value,
+                created_at: existing.created_at,
+                updated_at: t,
+                visibility,
+                selected_repository_ids: selected,
+            };
             StatusCode::NO_CONTENT.into_response()
         }
         None => {
-            repo.values.insert(upper, (value, t, t));
+            let stored =
+                StoredSecret { value, created_at: t, updated_at: t, visibility, selected_repository_ids: selected };
+            p.values.insert(upper, stored);
             (StatusCode::CREATED, axum::Json(json!({}))).into_response()
         }
     }
 }
 
-/// `GET /repos/{owner}/{repo}/actions/secrets` (names and times, never values).
-pub(super) async fn list(
+/// `GET /repos/{owner}/{repo}/actions/secrets/public-key` (schema `actions-public-key`).
+pub(super) async fn repo_public_key(
     State(inner): State<Arc<Inner>>,
     Path((owner, repo)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    read(&inner, &headers, &owner, &repo, |r| {
-        let listed: Vec<Value> = r
-            .values
-            .iter()
-            .map(|(name, (_, created, updated))| {
-                json!({"name": name, "created_at": rfc3339(*created), "updated_at": rfc3339(*updated)})
-            })
-            .collect();
-        json!({"total_count": listed.len(), "secrets": listed})
-    })
+    public_key(&inner, &headers, Place::Repository { owner, repo })
+}
+
+/// `PUT /repos/{owner}/{repo}/actions/secrets/{secret_name}`: 201 created, 204 updated.
+pub(super) async fn repo_put(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Option<axum::Json<Value>>,
+) -> Response {
+    put(&inner, &headers, Place::Repository { owner, repo }, &name, body)
+}
+
+/// `GET /repos/{owner}/{repo}/actions/secrets` (names and times, never values).
+pub(super) async fn repo_list(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    list(&inner, &headers, Place::Repository { owner, repo })
+}
+
+/// `GET /repos/{owner}/{repo}/environments/{environment_name}/secrets/public-key`.
+pub(super) async fn env_public_key(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, environment)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    public_key(&inner, &headers, Place::Environment { owner, repo, environment })
+}
+
+/// `PUT /repos/{owner}/{repo}/environments/{environment_name}/secrets/{secret_name}`.
+pub(super) async fn env_put(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, environment, name)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+    body: Option<axum::Json<Value>>,
+) -> Response {
+    put(&inner, &headers, Place::Environment { owner, repo, environment }, &name, body)
+}
+
+/// `GET /repos/{owner}/{repo}/environments/{environment_name}/secrets`.
+pub(super) async fn env_list(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, environment)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    list(&inner, &headers, Place::Environment { owner, repo, environment })
+}
+
+/// `GET /orgs/{org}/actions/secrets/public-key`.
+pub(super) async fn org_public_key(
+    State(inner): State<Arc<Inner>>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    public_key(&inner, &headers, Place::Organization { org })
+}
+
+/// `PUT /orgs/{org}/actions/secrets/{secret_name}` (with `visibility`, and
+/// `selected_repository_ids` for `selected`).
+pub(super) async fn org_put(
+    State(inner): State<Arc<Inner>>,
+    Path((org, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Option<axum::Json<Value>>,
+) -> Response {
+    put(&inner, &headers, Place::Organization { org }, &name, body)
+}
+
+/// `GET /orgs/{org}/actions/secrets` (names, times and visibility).
+pub(super) async fn org_list(
+    State(inner): State<Arc<Inner>>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    list(&inner, &headers, Place::Organization { org })
 }

@@ -1,0 +1,716 @@
+//! The access-key rotator: rotates IAM users' access keys into GitHub Actions secrets with the
+//! App's own installation tokens, **never leaving a working destination without a working key**.
+//!
+//! Per target, one run at a time (a lease):
+//! 1. A replaced key whose grace period is over is deleted.
+//! 2. If the key is due (older than its maximum age, none yet, forced, or a destination needs a
+//!    key whose secret is no longer held), room is made (an inactive key that is neither current
+//!    nor in its grace period is deleted; two live keys stop the run with a clear error) and a new
+//!    key is created. Its secret is encrypted with KMS ([`Vault`]) and recorded before anything
+//!    else happens, so a run that dies later loses nothing.
+//! 3. The key is proven to work (STS `GetCallerIdentity` with it answers the user's ARN), within
+//!    a bound: IAM is eventually consistent.
+//! 4. Each destination that does not hold the current key is written: the place's public key,
+//!    both secrets sealed for it, written back to back. One destination failing does not stop
+//!    the others; its error (GitHub's message) is recorded. Writes are paced under GitHub's
+//!    secondary rate limits for content-creating requests (80 a minute, 500 an hour), and a
+//!    `retry-after` stops the run's writes (the rest wait for the next run).
+//! 5. Only when every destination holds the new key is the old one deactivated (it is deleted
+//!    after the grace period, on a later run) and the encrypted secret dropped. Until then the
+//!    old key stays active, and the next run writes only the destinations that are behind.
+//!
+//! The GitHub tokens are minted in process, one per owner, scoped to exactly the destinations'
+//! repositories and the least permission each kind needs, and revoked when the run ends.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use appcreds_wire::Target;
+use reqwest::Method;
+
+use crate::deadline;
+use crate::domain::rotation::{
+    Destination, DestinationState, KeyRef, RotationState, TargetSpec, Visibility, key_to_make_room, token_scope,
+};
+use crate::domain::secret::Secret;
+use crate::error::Error;
+use crate::github::Auth;
+use crate::github::secrets::{self, Place};
+use crate::ports::{AccessKeys, Lease, Metric, Pending, RotationStore, Services, TargetRecord, Unit, Vault};
+use crate::tokens::installation::InstallationTokens;
+
+/// The CloudWatch namespace of the rotator's metrics.
+pub const NAMESPACE: &str = "appcreds/AccessKeyRotator";
+
+/// GitHub's documented secondary limits for content-creating requests.
+pub const WRITES_PER_MINUTE: u32 = 80;
+/// …and per hour.
+pub const WRITES_PER_HOUR: usize = 500;
+/// How long a new key is given to start working.
+pub const KEY_WAIT: Duration = Duration::from_secs(60);
+/// A run starts a target only with this much time left.
+const PER_TARGET: Duration = Duration::from_secs(30);
+/// How long a target's lease lasts without a deadline to bound it (the function's timeout).
+const LEASE_SECS: i64 = 900;
+
+/// What the rotator reaches beyond [`Services`].
+#[derive(Clone)]
+pub struct RotatorPorts {
+    /// IAM access keys and STS.
+    pub keys: Arc<dyn AccessKeys>,
+    /// The rotation table.
+    pub targets: Arc<dyn RotationStore>,
+    /// KMS, for the pending secret.
+    pub vault: Arc<dyn Vault>,
+}
+
+/// The rotator's settings.
+#[derive(Debug, Clone)]
+pub struct RotatorSettings {
+    /// Only users under this IAM path are rotated (`/appcreds-rotated/`); the template's policy
+    /// says the same.
+    pub allowed_path: String,
+    /// Content-creating GitHub requests per minute and per hour, at most.
+    pub writes_per_minute: u32,
+    pub writes_per_hour: usize,
+    /// How long a new key is given to start working.
+    pub key_wait: Duration,
+}
+
+impl Default for RotatorSettings {
+    fn default() -> Self {
+        RotatorSettings {
+            allowed_path: "/appcreds-rotated/".into(),
+            writes_per_minute: WRITES_PER_MINUTE,
+            writes_per_hour: WRITES_PER_HOUR,
+            key_wait: KEY_WAIT,
+        }
+    }
+}
+
+/// What happened to one destination in a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationReport {
+    /// [`Destination::id`].
+    pub destination: String,
+    /// `written`, `failed`, `not-attempted` or `up-to-date`.
+    pub status: &'static str,
+    /// The key it holds, as far as appcreds knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What one run did to one target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetReport {
+    /// The IAM user.
+    pub user_name: String,
+    /// `rotated`, `caught-up`, `partial`, `up-to-date` or `failed`.
+    pub outcome: &'static str,
+    /// The current key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_key_id: Option<String>,
+    /// The key deactivated by this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deactivated_key_id: Option<String>,
+    /// Keys deleted by this run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deleted_key_ids: Vec<String>,
+    /// Each destination's outcome.
+    pub destinations: Vec<DestinationReport>,
+    /// Why the run failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// GitHub writes in this run, and how long pacing held them back (ms).
+    pub github_writes: usize,
+    pub paced_ms: u64,
+}
+
+impl TargetReport {
+    fn new(user: &str) -> Self {
+        TargetReport {
+            user_name: user.to_string(),
+            outcome: "up-to-date",
+            current_key_id: None,
+            deactivated_key_id: None,
+            deleted_key_ids: Vec::new(),
+            destinations: Vec::new(),
+            error: None,
+            github_writes: 0,
+            paced_ms: 0,
+        }
+    }
+
+    /// Destinations that failed in this run.
+    pub fn failures(&self) -> usize {
+        self.destinations.iter().filter(|d| d.status != "written" && d.status != "up-to-date").count()
+            + usize::from(self.error.is_some())
+    }
+}
+
+/// Spaces content-creating GitHub requests (GitHub's secondary rate limits): at most
+/// `per_minute` a minute, evenly, and `per_hour` in any hour; shared by every run of the process.
+struct Pacer {
+    interval: Duration,
+    per_hour: usize,
+    state: Mutex<PacerState>,
+}
+
+struct PacerState {
+    next: Instant,
+    sent: VecDeque<Instant>,
+}
+
+impl Pacer {
+    fn new(per_minute: u32, per_hour: usize) -> Self {
+        Pacer {
+            interval: Duration::from_secs(60) / per_minute.max(1),
+            per_hour,
+            state: Mutex::new(PacerState { next: Instant::now(), sent: VecDeque::new() }),
+        }
+    }
+
+    /// Waits for room for `n` writes; the wait, or why there is none in this run.
+    async fn permit(&self, n: usize) -> Result<Duration, Error> {
+        let wait = {
+            let mut s = self.state.lock().await;
+            let now = Instant::now();
+            while s.sent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(3600)) {
+                s.sent.pop_front();
+            }
+            if s.sent.len() + n > self.per_hour {
+                let free_at = s.sent.front().map_or(Duration::ZERO, |t| Duration::from_secs(3600) - now.duration_since(*t));
+                return Err(Error::Throttled { service: "GitHub (writes this hour)", retry_after_seconds: free_at.as_secs().max(1) });
+            }
+            let start = s.next.max(now);
+            let wait = start - now;
+            if !deadline::allows(wait, Duration::from_secs(2)) {
+                return Err(Error::OutOfTime);
+            }
+            s.next = start + self.interval * n as u32;
+            s.sent.extend(std::iter::repeat_n(start, n));
+            wait
+        };
+        tokio::time::sleep(wait).await;
+        Ok(wait)
+    }
+
+    /// GitHub asked to wait: nothing more is written before then.
+    async fn hold_off(&self, secs: u64) {
+        let mut s = self.state.lock().await;
+        s.next = s.next.max(Instant::now() + Duration::from_secs(secs));
+    }
+}
+
+/// The rotator, built once per cold start.
+pub struct Rotator {
+    services: Services,
+    ports: RotatorPorts,
+    settings: RotatorSettings,
+    tokens: InstallationTokens,
+    pacer: Pacer,
+}
+
+/// One owner's token for a run.
+struct OwnerToken {
+    token: Secret,
+    /// Repository name (lower case) → ID, as GitHub granted them.
+    repository_ids: Vec<(String, i64)>,
+}
+
+impl Rotator {
+    /// The rotator on `services` (signer, App and Installation tables, GitHub, leases, metrics)
+    /// and `ports`.
+    pub fn new(services: &Services, ports: RotatorPorts, settings: RotatorSettings) -> Self {
+        let pacer = Pacer::new(settings.writes_per_minute, settings.writes_per_hour);
+        Rotator { tokens: InstallationTokens::new(services), services: services.clone(), ports, settings, pacer }
+    }
+
+    /// Handles an invocation: `{"userName": "…", "force": bool}` runs one target now (`force`
+    /// rotates even a young key); anything else (the schedule's event) runs every target that is due.
+    pub async fn handle(&self, event: Value) -> Result<Value, Error> {
+        match event.get("userName") {
+            Some(Value::String(user)) => {
+                let force = event.get("force").and_then(Value::as_bool).unwrap_or(false);
+                let report = Box::pin(self.run_target(user, force)).await?;
+                self.publish(std::slice::from_ref(&report), None).await;
+                serde_json::to_value(report).map_err(|e| Error::internal("writing the report", e))
+            }
+            Some(_) => Err(Error::invalid("/userName", "must be a string")),
+            None => Box::pin(self.scheduled()).await,
+        }
+    }
+
+    /// Every target, one after another; a target that fails does not stop the others.
+    pub async fn scheduled(&self) -> Result<Value, Error> {
+        let records = self.ports.targets.list().await?;
+        let mut reports = Vec::new();
+        let mut not_started = 0;
+        for record in &records {
+            if !deadline::allows(Duration::ZERO, PER_TARGET) {
+                not_started += 1;
+                continue;
+            }
+            let user = &record.spec.user_name;
+            let report = match self.run_target(user, false).await {
+                Ok(report) => report,
+                Err(e) => {
+                    tracing::error!(user_name = %user, error = %e, "rotation failed");
+                    let mut report = TargetReport::new(user);
+                    report.outcome = "failed";
+                    report.error = Some(e.to_string());
+                    report
+                }
+            };
+            reports.push(report);
+        }
+        let over_max = self.publish(&reports, Some(&records)).await;
+        let failures: usize = reports.iter().map(TargetReport::failures).sum();
+        tracing::info!(targets = records.len(), failures, not_started, keys_over_max_age = over_max, "rotation run done");
+        Ok(json!({"targets": records.len(), "failures": failures, "notStarted": not_started, "keysOverMaxAge": over_max}))
+    }
+
+    /// Rotates (or catches up) one target, holding its lease.
+    pub async fn run_target(&self, user: &str, force: bool) -> Result<TargetReport, Error> {
+        let holder = format!("{:016x}", fastrand::u64(..));
+        let now = self.services.now();
+        let until = now + deadline::remaining().map_or(LEASE_SECS, |d| d.as_secs() as i64 + 1);
+        let lease = format!("access-key-rotation/{user}");
+        if let Some(leases) = &self.services.leases {
+            if let Lease::HeldUntil(t) = leases.acquire(&lease, &holder, now, until).await? {
+                return Err(Error::RotationRunning { retry_after_seconds: (t - now).clamp(1, 900) as u64 });
+            }
+        }
+        // Boxed: the state machine is deep, and the functions' futures stay small.
+        let outcome = Box::pin(self.locked(user, force)).await;
+        if let Some(leases) = &self.services.leases
+            && let Err(e) = leases.release(&lease, &holder).await
+        {
+            tracing::warn!(user_name = %user, error = %e, "could not release the rotation lease; it expires by itself");
+        }
+        match &outcome {
+            Ok(report) => tracing::info!(
+                user_name = %user,
+                outcome = report.outcome,
+                current_key_id = report.current_key_id.as_deref().unwrap_or(""),
+                failures = report.failures(),
+                github_writes = report.github_writes,
+                paced_ms = report.paced_ms,
+                "rotation target done"
+            ),
+            Err(e) => tracing::warn!(user_name = %user, error = %e, "rotation target refused or failed"),
+        }
+        outcome
+    }
+
+    async fn locked(&self, user: &str, force: bool) -> Result<TargetReport, Error> {
+        let record = self.ports.targets.get(user).await?.ok_or_else(|| {
+            Error::RotationRefused(format!("no rotation target for IAM user {user:?}; add one with `appcreds rotation put`"))
+        })?;
+        let TargetRecord { spec, mut state, pending, mut version } = record;
+        let mut report = TargetReport::new(user);
+        let now = self.services.now();
+        let grace = i64::from(spec.grace_hours) * 3600;
+        state.last_run = Some(now);
+
+        let iam_user = self.ports.keys.user(user).await?.ok_or_else(|| {
+            Error::RotationRefused(format!("IAM has no user {user:?}"))
+        })?;
+        if !iam_user.path.starts_with(&self.settings.allowed_path) {
+            return Err(Error::RotationRefused(format!(
+                "IAM user {user:?} has path {:?}, outside {:?}, the only path this rotator may manage",
+                iam_user.path, self.settings.allowed_path
+            )));
+        }
+        let mut keys = self.ports.keys.list(user).await?;
+
+        // What IAM no longer has is forgotten.
+        let exists = |id: &str, keys: &[crate::ports::AccessKeyInfo]| keys.iter().any(|k| k.key_id == id);
+        if state.current.as_ref().is_some_and(|k| !exists(&k.key_id, &keys)) {
+            state.current = None;
+        }
+        if state.retiring.as_ref().is_some_and(|k| !exists(&k.key_id, &keys)) {
+            state.retiring = None;
+        }
+        // 1. A replaced key whose grace period is over goes.
+        if let Some(previous) = state.previous.clone() {
+            let listed = keys.iter().find(|k| k.key_id == previous.key_id);
+            match listed {
+                None => state.previous = None,
+                Some(k) if !k.active && now >= previous.at + grace => {
+                    self.ports.keys.delete(user, &previous.key_id).await?;
+                    report.deleted_key_ids.push(previous.key_id.clone());
+                    keys.retain(|k| k.key_id != previous.key_id);
+                    state.previous = None;
+                }
+                Some(_) => {}
+            }
+        }
+
+        let current_active =
+            state.current.as_ref().is_some_and(|c| keys.iter().any(|k| k.key_id == c.key_id && k.active));
+        let behind: Vec<Destination> = state.behind(&spec).into_iter().cloned().collect();
+        let aged = state.current.as_ref().is_some_and(|c| now - c.at >= i64::from(spec.max_age_hours) * 3600);
+        let can_catch_up = current_active && pending.is_some();
+        let rotate = !current_active
+            || (force && behind.is_empty())
+            || (behind.is_empty() && aged)
+            || (!behind.is_empty() && !can_catch_up);
+
+        let context = |key_id: &str| [("appcreds:UserName", user.to_string()), ("appcreds:AccessKeyId", key_id.to_string())];
+        let secret = if rotate {
+            // 2. Room, then the new key, recorded (encrypted) before anything else.
+            match key_to_make_room(&keys, &state, grace, now) {
+                Err(why) => {
+                    state.last_error = Some(why.clone());
+                    self.save(user, &state, Pending::Keep, &mut version).await?;
+                    return Err(Error::RotationRefused(why));
+                }
+                Ok(Some(id)) => {
+                    self.ports.keys.delete(user, &id).await?;
+                    report.deleted_key_ids.push(id.clone());
+                    keys.retain(|k| k.key_id != id);
+                    if state.previous.as_ref().is_some_and(|p| p.key_id == id) {
+                        state.previous = None;
+                    }
+                }
+                Ok(None) => {}
+            }
+            let old = keys.iter().find(|k| k.active).map(|k| KeyRef { key_id: k.key_id.clone(), at: k.created });
+            let new = self.ports.keys.create(user).await?;
+            let ctx = context(&new.key_id);
+            let ctx: Vec<(&str, &str)> = ctx.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let sealed = match self.ports.vault.seal(&ctx, &new.secret).await {
+                Ok(sealed) => sealed,
+                Err(e) => {
+                    // Nothing holds the key yet: it goes, and the old one stays as it was.
+                    self.undo_create(user, &new.key_id).await;
+                    return Err(e);
+                }
+            };
+            let created = if new.created > 0 { new.created } else { now };
+            state.current = Some(KeyRef { key_id: new.key_id.clone(), at: created });
+            // The key being replaced: still active until every destination holds the new one.
+            if state.retiring.is_none() {
+                state.retiring = old;
+            }
+            state.last_error = None;
+            if let Err(e) = self.save(user, &state, Pending::Set(sealed), &mut version).await {
+                self.undo_create(user, &new.key_id).await;
+                return Err(e);
+            }
+            report.outcome = "rotated";
+            Some(new.secret)
+        } else if !behind.is_empty() {
+            let current = state.current.as_ref().map(|c| c.key_id.clone()).unwrap_or_default();
+            let ctx = context(&current);
+            let ctx: Vec<(&str, &str)> = ctx.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let sealed = pending.as_deref().unwrap_or_default();
+            report.outcome = "caught-up";
+            Some(self.ports.vault.open(&ctx, sealed).await?)
+        } else {
+            None
+        };
+        let current = state.current.clone().ok_or_else(|| Error::internal("rotating a key", "no current key"))?;
+        report.current_key_id = Some(current.key_id.clone());
+
+        if let Some(secret) = secret {
+            // 3. The key works before any destination gets it.
+            if let Err(e) = self.wait_until_works(&current.key_id, &secret, &iam_user.arn).await {
+                state.last_error = Some(e.to_string());
+                self.save(user, &state, Pending::Keep, &mut version).await?;
+                return Err(e);
+            }
+            // 4. Every destination that is behind.
+            let targets: Vec<Destination> = if rotate { spec.destinations.clone() } else { behind };
+            Box::pin(self.write_destinations(&spec, &targets, &current.key_id, &secret, &mut state, &mut report)).await;
+            drop(secret);
+        }
+        for d in &spec.destinations {
+            let id = d.id();
+            if !report.destinations.iter().any(|r| r.destination == id) {
+                let key_id = state.destinations.get(&id).and_then(|s| s.key_id.clone());
+                report.destinations.push(DestinationReport { destination: id, status: "up-to-date", key_id, error: None });
+            }
+        }
+        // Forget destinations no longer in the spec.
+        state.destinations.retain(|id, _| spec.destinations.iter().any(|d| &d.id() == id));
+
+        // 5. All caught up: the old key is deactivated, the encrypted secret dropped.
+        let pending_after = if state.behind(&spec).is_empty() {
+            if let Some(old) = state.retiring.take() {
+                self.ports.keys.set_active(user, &old.key_id, false).await?;
+                report.deactivated_key_id = Some(old.key_id.clone());
+                state.previous = Some(KeyRef { key_id: old.key_id, at: now });
+            }
+            if pending.is_some() || rotate { Pending::Clear } else { Pending::Keep }
+        } else {
+            report.outcome = "partial";
+            Pending::Keep
+        };
+        self.save(user, &state, pending_after, &mut version).await?;
+        Ok(report)
+    }
+
+    async fn save(&self, user: &str, state: &RotationState, pending: Pending, version: &mut i64) -> Result<(), Error> {
+        *version = self.ports.targets.save_state(user, state, pending, *version).await?;
+        Ok(())
+    }
+
+    async fn undo_create(&self, user: &str, key_id: &str) {
+        if let Err(e) = self.ports.keys.delete(user, key_id).await {
+            tracing::error!(user_name = %user, key_id, error = %e, "could not delete a new key that was never handed out; delete it by hand");
+        }
+    }
+
+    /// Until STS answers the user's ARN for the key, within [`RotatorSettings::key_wait`] and the
+    /// deadline.
+    async fn wait_until_works(&self, key_id: &str, secret: &Secret, user_arn: &str) -> Result<(), Error> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self.ports.keys.identity(key_id, secret).await {
+                Ok(Some(arn)) if arn == user_arn => return Ok(()),
+                Ok(_) => {}
+                Err(Error::Throttled { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            let waited = started.elapsed();
+            if waited + delay > self.settings.key_wait || !deadline::allows(delay, PER_TARGET) {
+                return Err(Error::Internal {
+                    context: "waiting for the new access key",
+                    source: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(format!(
+                        "AWS did not accept key {key_id} within {} s; it is kept and retried on the next run",
+                        waited.as_secs()
+                    ))),
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn write_destinations(
+        &self,
+        spec: &TargetSpec,
+        destinations: &[Destination],
+        key_id: &str,
+        secret: &Secret,
+        state: &mut RotationState,
+        report: &mut TargetReport,
+    ) {
+        let key_id_value = Secret::new(key_id);
+        let now = self.services.now();
+        let mut stop: Option<String> = None;
+        for (owner, group) in TargetSpec::by_owner(destinations) {
+            let token = match stop {
+                Some(_) => None,
+                None => match self.owner_token(spec.app_id, &owner, &group).await {
+                    Ok(token) => Some(token),
+                    Err(e) => {
+                        let message = github_message(&e);
+                        for d in &group {
+                            record(state, report, d, Err(format!("no token for {owner}: {message}")), key_id, now);
+                        }
+                        if matches!(e, Error::OutOfTime | Error::Throttled { .. }) {
+                            stop = Some(message);
+                        }
+                        continue;
+                    }
+                },
+            };
+            for d in &group {
+                let Some(token) = &token else {
+                    record(state, report, d, Err(format!("not attempted: {}", stop.clone().unwrap_or_default())), key_id, now);
+                    continue;
+                };
+                if let Some(why) = &stop {
+                    record(state, report, d, Err(format!("not attempted: {why}")), key_id, now);
+                    continue;
+                }
+                let before = report.github_writes;
+                let written = self.write_one(spec, d, token, &key_id_value, secret, report).await;
+                let mut outcome = written.as_ref().map(|_| ()).map_err(github_message);
+                if let Err(e) = &written {
+                    if let Error::Throttled { retry_after_seconds, .. } = e {
+                        self.pacer.hold_off(*retry_after_seconds).await;
+                    }
+                    if matches!(e, Error::OutOfTime | Error::Throttled { .. }) {
+                        let why = github_message(e);
+                        if report.github_writes == before {
+                            // Held back before anything was sent: not a failure of this destination.
+                            outcome = Err(format!("not attempted: {why}"));
+                        }
+                        stop = Some(why);
+                    }
+                }
+                record(state, report, d, outcome, key_id, now);
+            }
+            if let Some(token) = token {
+                self.revoke(&token.token).await;
+            }
+        }
+    }
+
+    /// A token for `owner`'s destinations: exactly their repositories, least permissions.
+    async fn owner_token(&self, app_id: i64, owner: &str, group: &[&Destination]) -> Result<OwnerToken, Error> {
+        let scope = token_scope(group);
+        let issued = self.tokens.issue(app_id, &Target::Owner(owner.to_string()), |_| Ok((None, scope.clone()))).await?;
+        let granted = &issued.token.granted;
+        let repository_ids = granted
+            .repository_names
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .zip(granted.repository_ids.iter().copied())
+            .collect();
+        tracing::info!(
+            target: "appcreds::audit",
+            app_id,
+            installation_id = issued.record.installation_id,
+            owner,
+            token_sha256 = %issued.token.token.sha256_hex(),
+            purpose = "access-key-rotation",
+            "installation token minted for the rotator"
+        );
+        Ok(OwnerToken { token: issued.token.token, repository_ids })
+    }
+
+    async fn write_one(
+        &self,
+        spec: &TargetSpec,
+        destination: &Destination,
+        token: &OwnerToken,
+        key_id: &Secret,
+        secret: &Secret,
+        report: &mut TargetReport,
+    ) -> Result<(), Error> {
+        let github = self.services.github()?;
+        let place = match destination {
+            Destination::Repository { repository } => Place::Repository(repository),
+            Destination::Environment { repository, environment } => Place::Environment { repository, environment },
+            Destination::Organization { org, visibility, selected_repositories } => {
+                let mut ids = Vec::new();
+                if *visibility == Visibility::Selected {
+                    for name in selected_repositories {
+                        let id = token.repository_ids.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, id)| *id);
+                        ids.push(id.ok_or_else(|| Error::GitHubRejected {
+                            status: 404,
+                            message: format!("repository {name} is not in the App's installation on {org}"),
+                            documentation_url: None,
+                        })?);
+                    }
+                }
+                Place::Organization { org, visibility: *visibility, selected_repository_ids: ids }
+            }
+        };
+        let key = secrets::public_key(github, &token.token, &place).await?;
+        // Both secrets back to back: the pair is mismatched for one request's time at most.
+        let waited = self.pacer.permit(2).await?;
+        report.paced_ms += waited.as_millis() as u64;
+        report.github_writes += 1;
+        secrets::put_secret(github, &token.token, &place, &key, &spec.secret_names.access_key_id, key_id).await?;
+        report.github_writes += 1;
+        secrets::put_secret(github, &token.token, &place, &key, &spec.secret_names.secret_access_key, secret).await?;
+        Ok(())
+    }
+
+    async fn revoke(&self, token: &Secret) {
+        let Ok(github) = self.services.github() else { return };
+        if let Err(e) = github.send(Method::DELETE, "/installation/token", Auth::Installation(token), None).await {
+            tracing::warn!(error = %e, "could not revoke the rotator's installation token; it expires within the hour");
+        }
+    }
+
+    /// Publishes `KeyAgeHours` per target, `RotationFailures` and `KeysOverMaxAge`, and (for a
+    /// scheduled run) the heartbeat `RotationRuns`; returns the keys over their maximum age.
+    async fn publish(&self, reports: &[TargetReport], all: Option<&[TargetRecord]>) -> usize {
+        let now = self.services.now();
+        let mut data = Vec::new();
+        let metric = |name: &'static str, dimensions: Vec<(&'static str, String)>, value: f64, unit: Unit| Metric {
+            name,
+            dimensions,
+            value,
+            unit,
+            timestamp: now,
+        };
+        let mut over_max = 0;
+        let users: Vec<&str> = match all {
+            Some(records) => records.iter().map(|r| r.spec.user_name.as_str()).collect(),
+            None => reports.iter().map(|r| r.user_name.as_str()).collect(),
+        };
+        for user in users {
+            let Ok(Some(record)) = self.ports.targets.get(user).await else { continue };
+            let age = record.state.key_age_hours(now);
+            if record.state.current.is_some() {
+                data.push(metric("KeyAgeHours", vec![("UserName", user.to_string())], age, Unit::None));
+            }
+            if record.state.current.is_none() || age > f64::from(record.spec.max_age_hours) {
+                over_max += 1;
+            }
+        }
+        let failures: usize = reports.iter().map(TargetReport::failures).sum();
+        data.push(metric("RotationFailures", Vec::new(), failures as f64, Unit::Count));
+        data.push(metric("KeysOverMaxAge", Vec::new(), over_max as f64, Unit::Count));
+        if all.is_some() {
+            data.push(metric("RotationRuns", Vec::new(), 1.0, Unit::Count));
+        }
+        for chunk in data.chunks(crate::ports::METRICS_PER_PUT) {
+            if let Err(e) = self.services.metrics.put(chunk.to_vec()).await {
+                tracing::warn!(error = %e, "could not publish the rotation metrics");
+            }
+        }
+        over_max
+    }
+}
+
+/// GitHub's own message for a failure, or the error's (neither ever holds a secret).
+fn github_message(e: &Error) -> String {
+    match e {
+        Error::GitHubRejected { status, message, .. } | Error::GitHubRefusedAppcreds { status, message } => {
+            format!("GitHub {status}: {message}")
+        }
+        Error::Internal { context, .. } => format!("{context} failed"),
+        other => other.to_string(),
+    }
+}
+
+fn record(
+    state: &mut RotationState,
+    report: &mut TargetReport,
+    destination: &Destination,
+    outcome: Result<(), String>,
+    key_id: &str,
+    now: i64,
+) {
+    let entry = state.destinations.entry(destination.id()).or_insert_with(DestinationState::default);
+    let (status, error) = match outcome {
+        Ok(()) => {
+            entry.key_id = Some(key_id.to_string());
+            entry.written_at = Some(now);
+            entry.error = None;
+            ("written", None)
+        }
+        Err(message) => {
+            entry.error = Some(message.clone());
+            (if message.starts_with("not attempted") { "not-attempted" } else { "failed" }, Some(message))
+        }
+    };
+    report.destinations.push(DestinationReport {
+        destination: destination.id(),
+        status,
+        key_id: entry.key_id.clone(),
+        error,
+    });
+}
+

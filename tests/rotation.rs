@@ -1,0 +1,486 @@
+#![allow(clippy::unwrap_used)]
+//! The access-key rotator with real parts: IAM, STS, KMS and DynamoDB on moto (through the real
+//! SDK clients, and a fault proxy for throttling), and the GitHub double, which opens every
+//! sealed secret with the place's own X25519 key. What a destination holds is compared with the
+//! key IAM created, byte for byte.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use appcreds_core::Error;
+use appcreds_core::Secret;
+use appcreds_core::aws::iam::IamAccessKeys;
+use appcreds_core::aws::kms::KmsVault;
+use appcreds_core::aws::lease_table::DynamoLeases;
+use appcreds_core::aws::rotation_table::DynamoRotationStore;
+use appcreds_core::domain::rotation::{Destination, KeyRef, SecretNames, TargetSpec, Visibility};
+use appcreds_core::jobs::rotation::{Rotator, RotatorPorts, RotatorSettings, TargetReport};
+use appcreds_core::ports::{AccessKeyInfo, AccessKeys, IamUser, NewAccessKey, Pending, RotationStore};
+use appcreds_tests::Stack;
+use appcreds_tests::github::{Fault, FaultKind, Installation};
+use appcreds_testkit::aws;
+use appcreds_testkit::fault_proxy::FaultProxy;
+use appcreds_testkit::unique;
+use async_trait::async_trait;
+
+const APP: i64 = 1400;
+const PATH: &str = "/appcreds-rotated/";
+
+/// The real IAM adapter, with every created secret kept for the test to compare against.
+struct Recording {
+    inner: IamAccessKeys,
+    created: Mutex<Vec<(String, Secret)>>,
+}
+
+#[async_trait]
+impl AccessKeys for Recording {
+    async fn user(&self, user: &str) -> Result<Option<IamUser>, Error> {
+        self.inner.user(user).await
+    }
+    async fn list(&self, user: &str) -> Result<Vec<AccessKeyInfo>, Error> {
+        self.inner.list(user).await
+    }
+    async fn create(&self, user: &str) -> Result<NewAccessKey, Error> {
+        let key = self.inner.create(user).await?;
+        self.created.lock().unwrap().push((key.key_id.clone(), key.secret.clone()));
+        Ok(key)
+    }
+    async fn set_active(&self, user: &str, key_id: &str, active: bool) -> Result<(), Error> {
+        self.inner.set_active(user, key_id, active).await
+    }
+    async fn delete(&self, user: &str, key_id: &str) -> Result<(), Error> {
+        self.inner.delete(user, key_id).await
+    }
+    async fn identity(&self, key_id: &str, secret: &Secret) -> Result<Option<String>, Error> {
+        self.inner.identity(key_id, secret).await
+    }
+}
+
+struct Fixture {
+    stack: Stack,
+    iam: aws_sdk_iam::Client,
+    user: String,
+    old_key: String,
+    store: DynamoRotationStore,
+    table: String,
+    keys: Arc<Recording>,
+    vault_key: String,
+    lease_table: String,
+}
+
+impl Fixture {
+    /// App 1400 installed on `octo-org` (repos api 1401, web 1402, tools 1403; environment
+    /// `production` of api) and on the user `octocat` (dotfiles 1411), both granting the three
+    /// secret permissions; a user under the allowed path with one active key; the tables.
+    async fn start() -> Fixture {
+        Self::start_with(PATH, None).await
+    }
+
+    async fn start_with(path: &str, iam_endpoint: Option<&str>) -> Fixture {
+        let stack = Stack::start().await;
+        stack.add_app(APP).await;
+        let grants = [("secrets", "write"), ("environments", "write"), ("organization_secrets", "write")];
+        let mut org = Installation::org(APP, 1410, "octo-org", &[(1401, "api"), (1402, "web"), (1403, "tools")]);
+        let mut user = Installation::user(APP, 1420, "octocat", &[(1411, "dotfiles")]);
+        for (p, l) in grants {
+            org.permissions.insert(p.into(), l.into());
+            user.permissions.insert(p.into(), l.into());
+        }
+        stack.github.install(org);
+        stack.github.install(user);
+        stack.github.add_environment("octo-org/api", "production");
+        let iam_sdk = match iam_endpoint {
+            Some(url) => aws::sdk_config(url).await,
+            None => stack.sdk.clone(),
+        };
+        let iam = aws_sdk_iam::Client::new(&stack.sdk);
+        let name = unique("deployer");
+        let (_, old_key) = aws::create_rotated_user(&iam, &name, path).await.unwrap();
+        let table = unique("rotation");
+        aws::create_rotation_table(&stack.ddb, &table).await.unwrap();
+        let lease_table = unique("leases");
+        aws::create_lease_table(&stack.ddb, &lease_table).await.unwrap();
+        let vault_key = aws::create_vault_key(&stack.kms).await.unwrap();
+        let keys = Arc::new(Recording { inner: IamAccessKeys::new(&iam_sdk), created: Mutex::new(Vec::new()) });
+        let store = DynamoRotationStore::new(stack.ddb.clone(), &table);
+        Fixture { stack, iam, user: name, old_key, store, table, keys, vault_key, lease_table }
+    }
+
+    fn spec(&self, destinations: Vec<Destination>) -> TargetSpec {
+        TargetSpec {
+            user_name: self.user.clone(),
+            app_id: APP,
+            destinations,
+            secret_names: SecretNames::default(),
+            max_age_hours: 24,
+            grace_hours: 1,
+        }
+    }
+
+    fn rotator_with(&self, settings: RotatorSettings, vault_key: &str) -> Rotator {
+        let mut services = self.stack.services();
+        services.leases = Some(Arc::new(DynamoLeases::new(self.stack.ddb.clone(), &self.lease_table)));
+        services.metrics = Arc::new(appcreds_core::aws::cloudwatch::CloudWatchSink::in_namespace(
+            aws_sdk_cloudwatch::Client::new(&self.stack.sdk),
+            appcreds_core::jobs::rotation::NAMESPACE,
+        ));
+        let ports = RotatorPorts {
+            keys: self.keys.clone(),
+            targets: Arc::new(self.store.clone()),
+            vault: Arc::new(KmsVault::new(self.stack.kms.clone(), vault_key)),
+        };
+        Rotator::new(&services, ports, settings)
+    }
+
+    fn rotator(&self) -> Rotator {
+        self.rotator_with(fast(), &self.vault_key)
+    }
+
+    /// The user's keys as IAM lists them: ID → active.
+    async fn keys(&self) -> BTreeMap<String, bool> {
+        let out = self.iam.list_access_keys().user_name(&self.user).send().await.unwrap();
+        out.access_key_metadata()
+            .iter()
+            .map(|k| (k.access_key_id().unwrap().to_string(), k.status().unwrap().as_str() == "Active"))
+            .collect()
+    }
+
+    /// The last key the rotator created, with its secret.
+    fn created(&self) -> (String, Secret) {
+        self.keys.created.lock().unwrap().last().cloned().expect("a key was created")
+    }
+
+    fn secret_pair(&self, repository: &str) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        (
+            self.stack.github.repository_secret(repository, "AWS_ACCESS_KEY_ID"),
+            self.stack.github.repository_secret(repository, "AWS_SECRET_ACCESS_KEY"),
+        )
+    }
+}
+
+/// No pacing to speak of, and a short wait for new keys: the tests are about correctness.
+fn fast() -> RotatorSettings {
+    RotatorSettings {
+        writes_per_minute: 60_000,
+        key_wait: std::time::Duration::from_secs(5),
+        ..RotatorSettings::default()
+    }
+}
+
+fn repo(r: &str) -> Destination {
+    Destination::Repository { repository: r.into() }
+}
+
+fn statuses(report: &TargetReport) -> BTreeMap<String, &'static str> {
+    report.destinations.iter().map(|d| (d.destination.clone(), d.status)).collect()
+}
+
+#[tokio::test]
+async fn a_key_is_rotated_into_every_kind_of_destination_byte_for_byte() {
+    let f = Fixture::start().await;
+    let spec = f.spec(vec![
+        repo("octo-org/api"),
+        Destination::Environment { repository: "octo-org/api".into(), environment: "production".into() },
+        Destination::Organization {
+            org: "octo-org".into(),
+            visibility: Visibility::Selected,
+            selected_repositories: vec!["web".into(), "tools".into()],
+        },
+        repo("octocat/dotfiles"),
+    ]);
+    spec.validate().unwrap();
+    f.store.put_spec(&spec).await.unwrap();
+
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.outcome, "rotated", "{report:?}");
+    let (new_id, secret) = f.created();
+    assert_eq!(report.current_key_id.as_deref(), Some(new_id.as_str()));
+    assert_eq!(report.deactivated_key_id.as_deref(), Some(f.old_key.as_str()));
+    assert!(report.destinations.iter().all(|d| d.status == "written"), "{report:?}");
+
+    // Every destination holds exactly the new key.
+    for r in ["octo-org/api", "octocat/dotfiles"] {
+        assert_eq!(f.secret_pair(r), (Some(new_id.as_bytes().to_vec()), Some(secret.expose().as_bytes().to_vec())));
+    }
+    let env = f.stack.github.environment_secret("octo-org/api", "production", "AWS_SECRET_ACCESS_KEY").unwrap();
+    assert_eq!(env, secret.expose().as_bytes());
+    let org = f.stack.github.organization_secret("octo-org", "AWS_SECRET_ACCESS_KEY").unwrap();
+    assert_eq!(org.value, secret.expose().as_bytes());
+    assert_eq!(org.visibility.as_deref(), Some("selected"));
+    assert_eq!(org.selected_repository_ids, [1402, 1403]);
+    let org_id = f.stack.github.organization_secret("octo-org", "AWS_ACCESS_KEY_ID").unwrap();
+    assert_eq!(org_id.value, new_id.as_bytes());
+
+    // The new key works (STS answers the user), the old one is inactive, not deleted (grace).
+    let arn = f.keys.identity(&new_id, &secret).await.unwrap().unwrap();
+    assert!(arn.ends_with(&format!("user{PATH}{}", f.user)), "{arn}");
+    assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), false), (new_id.clone(), true)]));
+
+    // One token per owner: exactly the destinations' repositories, least permissions, revoked.
+    let tokens = f.stack.github.issued_tokens();
+    assert_eq!(tokens.len(), 2, "{tokens:?}");
+    for t in &tokens {
+        assert!(t.revoked, "{t:?}");
+        let (repos, perms): (Vec<&str>, Vec<(&str, &str)>) = if t.installation_id == 1410 {
+            (
+                vec!["api", "tools", "web"],
+                vec![("environments", "write"), ("organization_secrets", "write"), ("secrets", "write")],
+            )
+        } else {
+            (vec!["dotfiles"], vec![("secrets", "write")])
+        };
+        let mut got = t.repositories.clone().unwrap();
+        got.sort();
+        assert_eq!(got, repos);
+        let want: BTreeMap<String, String> = perms.iter().map(|(p, l)| (p.to_string(), l.to_string())).collect();
+        let granted: BTreeMap<String, String> =
+            t.permissions.iter().filter(|(p, _)| *p != "metadata").map(|(p, l)| (p.clone(), l.clone())).collect();
+        assert_eq!(granted, want);
+    }
+
+    // The table holds the state and no secret: not in clear, and no pending ciphertext left.
+    let record = f.store.get(&f.user).await.unwrap().unwrap();
+    assert_eq!(record.pending, None);
+    assert_eq!(record.state.previous.as_ref().map(|k| k.key_id.as_str()), Some(f.old_key.as_str()));
+    let item = f.stack.ddb.scan().table_name(&f.table).send().await.unwrap();
+    assert!(!format!("{:?}", item.items()).contains(secret.expose()));
+
+    // A second run does nothing: the key is young and every destination holds it.
+    // (As `appcreds rotation run` invokes it, which also publishes the metrics.)
+    let again = f.rotator().handle(serde_json::json!({"userName": f.user})).await.unwrap();
+    assert_eq!(again["outcome"], "up-to-date");
+    assert_eq!(f.keys.created.lock().unwrap().len(), 1);
+
+    // KeyAgeHours is published for the user.
+    let metrics = aws_sdk_cloudwatch::Client::new(&f.stack.sdk)
+        .list_metrics()
+        .namespace(appcreds_core::jobs::rotation::NAMESPACE)
+        .metric_name("KeyAgeHours")
+        .dimensions(aws_sdk_cloudwatch::types::DimensionFilter::builder().name("UserName").value(&f.user).build())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.metrics().len(), 1);
+}
+
+#[tokio::test]
+async fn a_partial_failure_keeps_the_old_key_and_the_rerun_writes_only_what_is_behind() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web"), repo("octo-org/tools")])).await.unwrap();
+    // web answers 502 every time; tools answers 404 (as for a repository the App lost).
+    f.stack.github.inject(Fault::new("/repos/octo-org/web/actions/secrets/public-key", 100, FaultKind::Status(502)));
+    f.stack.github.inject(Fault::new("/repos/octo-org/tools/actions/secrets/public-key", 1, FaultKind::Status(404)));
+
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.outcome, "partial");
+    let s = statuses(&report);
+    assert_eq!(s["repo:octo-org/api"], "written");
+    assert_eq!(s["repo:octo-org/web"], "failed");
+    assert_eq!(s["repo:octo-org/tools"], "failed");
+    let tools = report.destinations.iter().find(|d| d.destination == "repo:octo-org/tools").unwrap();
+    assert_eq!(tools.error.as_deref(), Some("GitHub 404: Injected failure"), "GitHub's message is recorded");
+    let (new_id, secret) = f.created();
+    // Both keys stay active: web and tools still hold (nothing, here, or) the old key.
+    assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), true), (new_id.clone(), true)]));
+    let record = f.store.get(&f.user).await.unwrap().unwrap();
+    assert!(record.pending.is_some(), "the secret is kept, encrypted, for the next run");
+    assert!(!String::from_utf8_lossy(record.pending.as_ref().unwrap()).contains(secret.expose()));
+    assert_eq!(record.state.destinations["repo:octo-org/web"].error.as_deref(), Some("GitHub is unavailable (HTTP 502)"));
+
+    // The next run writes only web and tools, with the same key, then retires the old key.
+    f.stack.github.clear_faults();
+    let puts_api = f.stack.github.calls("PUT /repos/octo-org/api/actions/secrets/AWS_SECRET_ACCESS_KEY");
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.outcome, "caught-up", "{report:?}");
+    assert_eq!(f.stack.github.calls("PUT /repos/octo-org/api/actions/secrets/AWS_SECRET_ACCESS_KEY"), puts_api);
+    assert_eq!(statuses(&report)["repo:octo-org/api"], "up-to-date");
+    assert_eq!(f.keys.created.lock().unwrap().len(), 1, "no second key");
+    for r in ["octo-org/api", "octo-org/web", "octo-org/tools"] {
+        assert_eq!(f.secret_pair(r), (Some(new_id.as_bytes().to_vec()), Some(secret.expose().as_bytes().to_vec())));
+    }
+    assert_eq!(report.deactivated_key_id.as_deref(), Some(f.old_key.as_str()));
+    assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), false), (new_id, true)]));
+    assert_eq!(f.store.get(&f.user).await.unwrap().unwrap().pending, None);
+}
+
+#[tokio::test]
+async fn a_refused_owner_does_not_stop_the_others() {
+    let f = Fixture::start().await;
+    // octocat's installation does not grant `secrets`: GitHub refuses the token's scope.
+    let mut user = Installation::user(APP, 1420, "octocat", &[(1411, "dotfiles")]);
+    user.permissions.remove("secrets");
+    f.stack.github.install(user);
+    f.store.put_spec(&f.spec(vec![repo("octocat/dotfiles"), repo("octo-org/api")])).await.unwrap();
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.outcome, "partial");
+    let s = statuses(&report);
+    assert_eq!((s["repo:octo-org/api"], s["repo:octocat/dotfiles"]), ("written", "failed"));
+    let dotfiles = report.destinations.iter().find(|d| d.destination == "repo:octocat/dotfiles").unwrap();
+    assert!(dotfiles.error.as_deref().unwrap().starts_with("no token for octocat: GitHub 422"), "{dotfiles:?}");
+    assert!(f.keys().await[&f.old_key], "the old key stays active");
+
+    // A 403 on the write itself (the token lacks the permission GitHub wants): recorded too.
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web")])).await.unwrap();
+    f.stack.github.inject(Fault::new("PUT /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID", 1, FaultKind::Status(403)));
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    let web = report.destinations.iter().find(|d| d.destination == "repo:octo-org/web").unwrap();
+    assert_eq!((web.status, web.error.as_deref()), ("failed", Some("GitHub 403: Injected failure")));
+    assert_eq!(statuses(&report)["repo:octo-org/api"], "written");
+}
+
+#[tokio::test]
+async fn two_live_keys_stop_the_run_and_nothing_is_deleted() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api")])).await.unwrap();
+    let second = f.iam.create_access_key().user_name(&f.user).send().await.unwrap();
+    let second = second.access_key().unwrap().access_key_id().to_string();
+    let err = f.rotator().run_target(&f.user, false).await.unwrap_err();
+    let Error::RotationRefused(message) = &err else { panic!("{err:?}") };
+    assert!(message.contains("two live access keys") && message.contains(&second), "{message}");
+    assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), true), (second.clone(), true)]));
+    assert_eq!(f.stack.github.calls("PUT /repos/octo-org/api/actions/secrets/AWS_ACCESS_KEY_ID"), 0);
+    assert!(f.store.get(&f.user).await.unwrap().unwrap().state.last_error.unwrap().contains("two live"));
+
+    // An inactive key nobody uses is not live: it makes room.
+    f.iam.update_access_key().user_name(&f.user).access_key_id(&second).status("Inactive".into()).send().await.unwrap();
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.deleted_key_ids, [second]);
+    assert_eq!(report.outcome, "rotated");
+}
+
+#[tokio::test]
+async fn the_replaced_key_is_deleted_only_after_its_grace_period_and_an_aged_key_is_rotated_again() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api")])).await.unwrap();
+    f.rotator().run_target(&f.user, false).await.unwrap();
+    let (first, _) = f.created();
+    // Within the grace period (1 h): the old key stays, inactive.
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert!(report.deleted_key_ids.is_empty());
+    assert_eq!(f.keys().await.len(), 2);
+
+    // Two hours on (the state says so), and the key is 25 hours old: the old key goes, a new one comes.
+    let mut record = f.store.get(&f.user).await.unwrap().unwrap();
+    let now = appcreds_core::domain::clock::Clock::now(&appcreds_core::domain::clock::SystemClock);
+    record.state.previous = record.state.previous.map(|p| KeyRef { at: p.at - 2 * 3600, ..p });
+    record.state.current = record.state.current.map(|c| KeyRef { at: now - 25 * 3600, ..c });
+    f.store.save_state(&f.user, &record.state, Pending::Keep, record.version).await.unwrap();
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.deleted_key_ids, [f.old_key.clone()]);
+    assert_eq!(report.outcome, "rotated");
+    let (second, secret) = f.created();
+    assert_eq!(report.deactivated_key_id.as_deref(), Some(first.as_str()));
+    assert_eq!(f.keys().await, BTreeMap::from([(first, false), (second.clone(), true)]));
+    assert_eq!(f.secret_pair("octo-org/api").1.unwrap(), secret.expose().as_bytes());
+}
+
+#[tokio::test]
+async fn a_user_outside_the_allowed_path_is_refused() {
+    let f = Fixture::start_with("/humans/", None).await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api")])).await.unwrap();
+    let err = f.rotator().run_target(&f.user, false).await.unwrap_err();
+    let Error::RotationRefused(message) = &err else { panic!("{err:?}") };
+    assert!(message.contains("\"/humans/\"") && message.contains("outside \"/appcreds-rotated/\""), "{message}");
+    assert_eq!(f.keys().await.len(), 1, "no key was created");
+    // And an unknown target.
+    let err = f.rotator().run_target("nobody", false).await.unwrap_err();
+    assert!(matches!(&err, Error::RotationRefused(m) if m.contains("no rotation target")), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_concurrent_run_for_the_same_target_is_turned_away() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web")])).await.unwrap();
+    // Slow GitHub: the first run holds the lease while the second arrives.
+    f.stack.github.set_latency(std::time::Duration::from_millis(150));
+    let (a, b) = (f.rotator(), f.rotator());
+    let (ra, rb) = tokio::join!(a.run_target(&f.user, false), async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        b.run_target(&f.user, false).await
+    });
+    let outcomes = [ra, rb];
+    let busy = outcomes.iter().filter(|r| matches!(r, Err(Error::RotationRunning { .. }))).count();
+    let rotated = outcomes.iter().filter(|r| matches!(r, Ok(rep) if rep.outcome == "rotated")).count();
+    assert_eq!((busy, rotated), (1, 1), "{outcomes:?}");
+    assert_eq!(f.keys.created.lock().unwrap().len(), 1);
+    assert_eq!(f.keys().await.len(), 2);
+}
+
+#[tokio::test]
+async fn throttled_iam_fails_the_run_cleanly_and_the_next_one_rotates() {
+    let moto = appcreds_testkit::moto::Moto::shared();
+    let proxy = FaultProxy::start(moto.endpoint()).await.unwrap();
+    let f = Fixture::start_with(PATH, Some(&proxy.url())).await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api")])).await.unwrap();
+    // As many refusals as the SDK's attempts (3).
+    proxy.inject("CreateAccessKey", 3, 400, "Throttling");
+    let err = f.rotator().run_target(&f.user, false).await.unwrap_err();
+    assert!(matches!(err, Error::Throttled { service: "IAM", .. }), "{err:?}");
+    assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), true)]));
+    assert_eq!(f.stack.github.repository_secret("octo-org/api", "AWS_ACCESS_KEY_ID"), None);
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.outcome, "rotated");
+}
+
+#[tokio::test]
+async fn a_kms_failure_takes_the_new_key_back_and_leaves_the_old_one() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api")])).await.unwrap();
+    let missing = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000";
+    let err = f.rotator_with(fast(), missing).run_target(&f.user, false).await.unwrap_err();
+    assert!(matches!(err, Error::Internal { context: "KMS Encrypt", .. }), "{err:?}");
+    assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), true)]), "the new key was deleted");
+    assert_eq!(f.store.get(&f.user).await.unwrap().unwrap().state.current, None);
+}
+
+#[tokio::test]
+async fn writes_are_paced_and_a_spent_hourly_budget_leaves_the_rest_for_the_next_run() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web"), repo("octo-org/tools")])).await.unwrap();
+    // Two destinations' worth of writes this hour, 120 a minute (500 ms apart, pairs 1 s apart).
+    let settings = RotatorSettings { writes_per_minute: 120, writes_per_hour: 4, ..fast() };
+    let report = f.rotator_with(settings, &f.vault_key).run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.outcome, "partial");
+    assert_eq!(report.github_writes, 4);
+    assert!(report.paced_ms >= 900, "the second pair waited about a second: {report:?}");
+    let s = statuses(&report);
+    assert_eq!(s.values().filter(|v| **v == "written").count(), 2, "{s:?}");
+    let held = report.destinations.iter().find(|d| d.status == "not-attempted").unwrap();
+    assert!(held.error.as_deref().unwrap().contains("writes this hour"), "{held:?}");
+    assert!(f.keys().await[&f.old_key], "the old key stays active");
+
+    // GitHub's own retry-after stops the run's writes too.
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web"), repo("octo-org/tools")])).await.unwrap();
+    let limit = FaultKind::RateLimit { status: 403, retry_after: Some(120) };
+    f.stack.github.inject(Fault::new("PUT /repos/octo-org/api/actions/secrets/AWS_ACCESS_KEY_ID", 5, limit));
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    let s = statuses(&report);
+    assert_eq!((s["repo:octo-org/api"], s["repo:octo-org/tools"], s["repo:octo-org/web"]), ("failed", "not-attempted", "not-attempted"));
+    assert_eq!(f.stack.github.calls("PUT /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID"), 0);
+}
+
+#[test]
+fn no_secret_reaches_a_log() {
+    let logs = appcreds_tests::Logs::capture();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (secrets, text) = rt.block_on(async {
+        let f = Fixture::start().await;
+        f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web")])).await.unwrap();
+        f.stack.github.inject(Fault::new("/repos/octo-org/web/actions/secrets/public-key", 1, FaultKind::Status(500)));
+        let report = f.rotator().run_target(&f.user, false).await.unwrap();
+        let report_json = serde_json::to_string(&report).unwrap();
+        f.stack.github.clear_faults();
+        f.rotator().run_target(&f.user, false).await.unwrap();
+        let tokens: Vec<String> = f.stack.github.issued_tokens().into_iter().map(|t| t.token).collect();
+        let (_, secret) = f.created();
+        let mut secrets = vec![secret.expose().to_string()];
+        secrets.extend(tokens);
+        (secrets, format!("{}\n{report_json}\n{:?}", logs.text(), f.store.get(&f.user).await.unwrap()))
+    });
+    assert!(text.contains("rotation target done"), "the logs were captured");
+    for s in &secrets {
+        assert!(!text.contains(s.as_str()), "a secret reached the logs, the report or a Debug print");
+    }
+}
