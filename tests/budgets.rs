@@ -82,3 +82,32 @@ fn the_heartbeat_alarms_watch_the_metrics_the_scanner_publishes() {
         gaps.as_sequence().unwrap().iter().filter_map(|m| m["MetricStat"]["Metric"]["MetricName"].as_str()).collect();
     assert_eq!(names, [heartbeat::FAILED, heartbeat::DEFERRED]);
 }
+
+#[test]
+fn the_rotator_finishes_before_its_next_run_and_its_alarms_watch_what_it_publishes() {
+    use appcreds_core::jobs::rotation::{KEY_WAIT, NAMESPACE, metrics};
+    let t = template();
+    let (rotator, url) = functions(&t)["AccessKeyRotatorFunction"];
+    assert!(!url, "the rotator has no Function URL");
+    let schedule = t["Parameters"]["RotatorSchedule"]["Default"].as_str().unwrap();
+    assert_eq!(schedule, "rate(1 hour)");
+    assert!(rotator < Duration::from_secs(3600), "runs never overlap");
+    // A new key's wait leaves most of the run for writing; `appcreds rotation run` waits longer
+    // than the function may run, so it gets the report.
+    assert!(KEY_WAIT * 10 <= rotator);
+    assert!(appcreds_client::INVOKE_TIMEOUT > rotator);
+    let alarm = |name: &str| &t["Resources"][name]["Properties"];
+    let watched: Vec<(&str, &str)> =
+        ["AccessKeyRotationFailureAlarm", "AccessKeyOverMaxAgeAlarm", "AccessKeyRotatorHeartbeatAlarm"]
+            .iter()
+            .map(|a| (alarm(a)["Namespace"].as_str().unwrap(), alarm(a)["MetricName"].as_str().unwrap()))
+            .collect();
+    assert_eq!(
+        watched,
+        [
+            (NAMESPACE, metrics::ROTATION_FAILURES),
+            (NAMESPACE, metrics::KEYS_OVER_MAX_AGE),
+            (NAMESPACE, metrics::ROTATION_RUNS)
+        ]
+    );
+}

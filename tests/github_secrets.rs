@@ -8,7 +8,11 @@ use appcreds_core::Error;
 use appcreds_core::Secret;
 use appcreds_core::github::secrets::{Place, SecretsKey, Written, public_key, put_secret};
 
-async fn repository_key(gh: &appcreds_core::github::GitHubClient, token: &Secret, repo: &str) -> Result<SecretsKey, Error> {
+async fn repository_key(
+    gh: &appcreds_core::github::GitHubClient,
+    token: &Secret,
+    repo: &str,
+) -> Result<SecretsKey, Error> {
     public_key(gh, token, &Place::Repository(repo)).await
 }
 

@@ -16,11 +16,11 @@ use appcreds_core::aws::rotation_table::DynamoRotationStore;
 use appcreds_core::domain::rotation::{Destination, KeyRef, SecretNames, TargetSpec, Visibility};
 use appcreds_core::jobs::rotation::{Rotator, RotatorPorts, RotatorSettings, TargetReport};
 use appcreds_core::ports::{AccessKeyInfo, AccessKeys, IamUser, NewAccessKey, Pending, RotationStore};
-use appcreds_tests::Stack;
-use appcreds_tests::github::{Fault, FaultKind, Installation};
 use appcreds_testkit::aws;
 use appcreds_testkit::fault_proxy::FaultProxy;
 use appcreds_testkit::unique;
+use appcreds_tests::Stack;
+use appcreds_tests::github::{Fault, FaultKind, Installation};
 use async_trait::async_trait;
 
 const APP: i64 = 1400;
@@ -285,7 +285,10 @@ async fn a_partial_failure_keeps_the_old_key_and_the_rerun_writes_only_what_is_b
     let record = f.store.get(&f.user).await.unwrap().unwrap();
     assert!(record.pending.is_some(), "the secret is kept, encrypted, for the next run");
     assert!(!String::from_utf8_lossy(record.pending.as_ref().unwrap()).contains(secret.expose()));
-    assert_eq!(record.state.destinations["repo:octo-org/web"].error.as_deref(), Some("GitHub is unavailable (HTTP 502)"));
+    assert_eq!(
+        record.state.destinations["repo:octo-org/web"].error.as_deref(),
+        Some("GitHub is unavailable (HTTP 502)")
+    );
 
     // The next run writes only web and tools, with the same key, then retires the old key.
     f.stack.github.clear_faults();
@@ -322,7 +325,11 @@ async fn a_refused_owner_does_not_stop_the_others() {
     // A 403 on the write itself (the token lacks the permission GitHub wants): recorded too.
     let f = Fixture::start().await;
     f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web")])).await.unwrap();
-    f.stack.github.inject(Fault::new("PUT /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID", 1, FaultKind::Status(403)));
+    f.stack.github.inject(Fault::new(
+        "PUT /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID",
+        1,
+        FaultKind::Status(403),
+    ));
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
     let web = report.destinations.iter().find(|d| d.destination == "repo:octo-org/web").unwrap();
     assert_eq!((web.status, web.error.as_deref()), ("failed", Some("GitHub 403: Injected failure")));
@@ -367,7 +374,7 @@ async fn the_replaced_key_is_deleted_only_after_its_grace_period_and_an_aged_key
     record.state.current = record.state.current.map(|c| KeyRef { at: now - 25 * 3600, ..c });
     f.store.save_state(&f.user, &record.state, Pending::Keep, record.version).await.unwrap();
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.deleted_key_ids, [f.old_key.clone()]);
+    assert_eq!(report.deleted_key_ids, std::slice::from_ref(&f.old_key));
     assert_eq!(report.outcome, "rotated");
     let (second, secret) = f.created();
     assert_eq!(report.deactivated_key_id.as_deref(), Some(first.as_str()));
@@ -457,7 +464,10 @@ async fn writes_are_paced_and_a_spent_hourly_budget_leaves_the_rest_for_the_next
     f.stack.github.inject(Fault::new("PUT /repos/octo-org/api/actions/secrets/AWS_ACCESS_KEY_ID", 5, limit));
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
     let s = statuses(&report);
-    assert_eq!((s["repo:octo-org/api"], s["repo:octo-org/tools"], s["repo:octo-org/web"]), ("failed", "not-attempted", "not-attempted"));
+    assert_eq!(
+        (s["repo:octo-org/api"], s["repo:octo-org/tools"], s["repo:octo-org/web"]),
+        ("failed", "not-attempted", "not-attempted")
+    );
     assert_eq!(f.stack.github.calls("PUT /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID"), 0);
 }
 

@@ -59,6 +59,21 @@ SYNC_GRANTS = {
 NAMESPACE = "AppFrameworkGitHubAPICallMetrics"
 FAILURE_QUEUE = ("sqs:SendMessage", "ScheduledRunFailureQueue")
 
+# The access-key rotator: its own namespace, table and KMS key, and IAM on users under one path only.
+ROTATOR_NAMESPACE = "appcreds/AccessKeyRotator"
+ROTATION_TABLE = {"Fn::GetAtt": ["RotationTable", "Arn"]}
+# The operator manages targets (the rotator never deletes one, nor creates one).
+OPERATOR_ROTATION_ACTIONS = {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Scan"}
+ROTATION_KEY = {"Fn::GetAtt": ["RotationKey", "Arn"]}
+ROTATED_USERS = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:user${RotatedUsersPath}*"}
+ROTATOR_IAM = {"iam:GetUser", "iam:ListAccessKeys", "iam:CreateAccessKey", "iam:UpdateAccessKey", "iam:DeleteAccessKey"}
+ROTATOR_TABLE_ACTIONS = {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Scan"}
+# The code always sends both keys: every key given is one of these, and some key is given.
+ROTATION_CONTEXT_CONDITION = {
+    "ForAllValues:StringEquals": {"kms:EncryptionContextKeys": ["appcreds:UserName", "appcreds:AccessKeyId"]},
+    "Null": {"kms:EncryptionContextKeys": "false"},
+}
+
 # Per function: every (action, resource) its role may use, its Function URL, its binary, its tag.
 # A later function adds a row here.
 EXPECTED = {
@@ -123,6 +138,30 @@ EXPECTED = {
         "tag": "RateLimitScanner",
         "short": "rate-limit-scanner",
         "schedule": "rate(5 minutes)",
+    },
+    "AccessKeyRotatorFunction": {
+        "grants": {
+            ("dynamodb:GetItem", "AppTable"),
+            # Installations resolved by owner and remembered, as installation-token does.
+            ("dynamodb:GetItem", "InstallationTable"),
+            ("dynamodb:BatchWriteItem", "InstallationTable"),
+            # A lease per target.
+            ("dynamodb:PutItem", "LeaseTable"),
+            ("dynamodb:DeleteItem", "LeaseTable"),
+            *((a, "RotationTable") for a in ROTATOR_TABLE_ACTIONS),
+            *((a, "RotatedUsers") for a in ROTATOR_IAM),
+            ("kms:Encrypt", "RotationKey"),
+            ("kms:Decrypt", "RotationKey"),
+            ("kms:Sign", "AppKeys"),
+            ("cloudwatch:PutMetricData", "*"),
+            FAILURE_QUEUE,
+        },
+        "url": False,
+        "binary": "appcreds-access-key-rotator",
+        "tag": "AccessKeyRotator",
+        "short": "access-key-rotator",
+        "schedule": {"Ref": "RotatorSchedule"},
+        "namespace": ROTATOR_NAMESPACE,
     },
 }
 
@@ -211,6 +250,12 @@ def resource_name(resource):
         return "AppKeys"
     if resource == {"Fn::GetAtt": ["ScheduledRunFailureQueue", "Arn"]}:
         return "ScheduledRunFailureQueue"
+    if resource == ROTATION_TABLE:
+        return "RotationTable"
+    if resource == ROTATION_KEY:
+        return "RotationKey"
+    if resource == ROTATED_USERS:
+        return "RotatedUsers"
     if resource == "*":
         return "*"
     return json.dumps(resource)
@@ -256,7 +301,8 @@ def test_each_function_gets_exactly_its_permissions(cfn, function):
                 if resource == "*":
                     # Only PutMetricData (no resource-level permissions), confined to our namespace.
                     assert action == "cloudwatch:PutMetricData", f"{function}: {action} on every resource"
-                    assert s.get("Condition") == {"StringEquals": {"cloudwatch:namespace": NAMESPACE}}
+                    namespace = EXPECTED[function].get("namespace", NAMESPACE)
+                    assert s.get("Condition") == {"StringEquals": {"cloudwatch:namespace": namespace}}
                 grants.add((action, resource_name(resource)))
             if action == "kms:Sign":
                 assert s["Resource"] == {"Fn::Sub": KMS_KEYS}
@@ -378,6 +424,8 @@ def test_dashboard_shows_rate_limits_with_metrics_insights(cfn, source):
         for line in w["properties"]["metrics"]:
             if isinstance(line[0], dict):
                 [query] = line
+                if f'SCHEMA("{ROTATOR_NAMESPACE}"' in query["expression"]:
+                    continue  # the rotator's row, below
                 match = INSIGHTS.fullmatch(query["expression"])
                 assert match, query["expression"]
                 function, metric, category, group, order, direction, limit = match.groups()
@@ -577,7 +625,10 @@ def policy_statements(cfn, name):
     ("OperatorPolicy", "RefreshCacheFunction"),
 ])
 def test_caller_policies_invoke_only_through_the_function_url(cfn, policy, function):
-    statements = [s for s in policy_statements(cfn, policy) if str(s["Action"]).startswith("lambda:")]
+    statements = [
+        s for s in policy_statements(cfn, policy)
+        if str(s["Action"]).startswith("lambda:") and s.get("Sid") != "RunTheRotator"
+    ]
     by_action = {s["Action"]: s for s in statements}
     assert set(by_action) == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}, "both, since October 2025"
     for s in statements:
@@ -594,8 +645,18 @@ def test_no_policy_grants_invoke_without_its_condition(source):
     """Any statement of the template that allows lambda:InvokeFunction carries InvokedViaFunctionUrl."""
     for v in each_mapping(source["Resources"]):
         if v.get("Effect") == "Allow" and "lambda:InvokeFunction" in as_list(v.get("Action", [])):
+            if v.get("Sid") == "RunTheRotator":
+                # The rotator has no Function URL; its event carries no caller to forge.
+                assert v["Resource"] == {"Fn::GetAtt": [ROTATOR, "Arn"]} and "Condition" not in v, v
+                continue
             assert v.get("Condition") == {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}, v
-    assert "ForAllValues" not in json.dumps(source["Resources"]), "no ForAllValues: an absent key satisfies it"
+    # ForAllValues alone is satisfied by an absent key: each use comes with a "Null" false on its keys.
+    for v in each_mapping(source["Resources"]):
+        for operator, keys in v.items():
+            if operator.startswith("ForAllValues:"):
+                assert set(keys) <= {k for k, absent in v.get("Null", {}).items() if absent == "false"}, v
+    uses = [v for v in each_mapping(source["Resources"]) if any(k.startswith("ForAllValues") for k in v)]
+    assert uses == [ROTATION_CONTEXT_CONDITION], "only the rotator's encryption context"
 
 
 def test_operator_policy_manages_keys_rules_and_apps_only(cfn):
@@ -611,6 +672,9 @@ def test_operator_policy_manages_keys_rules_and_apps_only(cfn):
     assert keys["Resource"] == {"Fn::Sub": KMS_KEYS}
     assert keys["Condition"] == {"StringEquals": {"aws:ResourceTag/FrameworkForGitHubAppOnAwsManaged": "true"}}
     assert by_sid["ManageAccessRules"]["Resource"] == ACCESS_TABLE
+    assert by_sid["ManageRotationTargets"]["Resource"] == ROTATION_TABLE
+    assert set(by_sid["ManageRotationTargets"]["Action"]) == OPERATOR_ROTATION_ACTIONS
+    assert by_sid["RunTheRotator"]["Action"] == "lambda:InvokeFunction"
     assert by_sid["RegisterAndRotateApps"]["Resource"] == APP_TABLE
     for s in statements:
         for action in as_list(s["Action"]):
@@ -724,7 +788,7 @@ def test_names_derived_from_the_stack_are_checked(cfn):
 
 def test_schedules_are_named_by_cloudformation(source, cfn):
     schedules = {k: r for k, r in cfn["Resources"].items() if r["Type"] == "AWS::Scheduler::Schedule"}
-    assert len(schedules) == 2
+    assert len(schedules) == len(SCHEDULED) == len([e for e in EXPECTED.values() if "schedule" in e])
     for name, schedule in schedules.items():
         assert "Name" not in schedule["Properties"], name
         assert "GroupName" not in schedule["Properties"], name
@@ -736,17 +800,27 @@ def test_schedules_are_named_by_cloudformation(source, cfn):
 
 # --- Scheduled runs: no retries that multiply, failures queued and alarmed --------------------------
 
-# Per scheduled function: (minutes between runs, scheduler delivery retries, scheduler event age,
-# Lambda event age). Lambda retries no failed run: the next one comes soon.
+# Per scheduled function: (minutes between runs, at the default, scheduler delivery retries,
+# scheduler event age, Lambda event age). Lambda retries no failed run: the next one comes soon.
 SCHEDULED = {
     "InstallationTrackerFunction": (30, 1, 300, 1200),
     "RateLimitScannerFunction": (5, 0, 60, 180),
+    "AccessKeyRotatorFunction": (60, 1, 300, 1800),
 }
+RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")
+
+
+def schedule_minutes(expression, source):
+    """Minutes between runs of a rate expression (a parameter's default for a !Ref)."""
+    if isinstance(expression, dict):
+        expression = source["Parameters"][expression["Ref"]]["Default"]
+    count, unit = RATE.fullmatch(expression).groups()
+    return int(count) * {"minute": 1, "hour": 60, "day": 1440}[unit.removesuffix("s")]
 QUEUE_ARN = {"Fn::GetAtt": ["ScheduledRunFailureQueue", "Arn"]}
 
 
 @pytest.mark.parametrize("function", sorted(SCHEDULED))
-def test_a_failed_scheduled_run_is_queued_not_retried(cfn, function):
+def test_a_failed_scheduled_run_is_queued_not_retried(cfn, source, function):
     minutes, delivery_retries, delivery_age, run_age = SCHEDULED[function]
     [config] = [r["Properties"] for r in cfn["Resources"].values()
                 if r["Type"] == "AWS::Lambda::EventInvokeConfig" and r["Properties"]["FunctionName"] == {"Ref": function}]
@@ -756,7 +830,8 @@ def test_a_failed_scheduled_run_is_queued_not_retried(cfn, function):
     assert config["Qualifier"] == "$LATEST"
     [schedule] = [r["Properties"] for r in cfn["Resources"].values()
                   if r["Type"] == "AWS::Scheduler::Schedule" and r["Properties"]["Target"]["Arn"] == {"Fn::GetAtt": [function, "Arn"]}]
-    assert schedule["ScheduleExpression"] == f"rate({minutes} minutes)"
+    assert schedule["ScheduleExpression"] == EXPECTED[function]["schedule"]
+    assert schedule_minutes(schedule["ScheduleExpression"], source) == minutes
     target = schedule["Target"]
     # The scheduler retries delivery only (Lambda accepts an asynchronous invoke before running it).
     assert target["RetryPolicy"] == {"MaximumRetryAttempts": delivery_retries, "MaximumEventAgeInSeconds": delivery_age}
@@ -935,11 +1010,178 @@ def test_every_function_has_error_and_throttle_alarms(cfn, function):
 
 def test_every_alarm_notifies_the_topic_the_same_way(cfn):
     alarms = {k: r["Properties"] for k, r in cfn["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
-    assert len(alarms) == 3 + 1 + 2 * len(EXPECTED), sorted(alarms)
+    # The rate limit and the scanner's two, the failure queue's, the rotator's three, and per function two.
+    assert len(alarms) == 3 + 1 + 3 + 2 * len(EXPECTED), sorted(alarms)
     for name, alarm in alarms.items():
         assert alarm["AlarmActions"] == ALARM_TOPIC, name
         assert alarm["OKActions"] == ALARM_TOPIC, name
         assert "InsufficientDataActions" not in alarm, name
+
+
+# --- The access-key rotator ---------------------------------------------------------------------------
+
+ROTATOR = "AccessKeyRotatorFunction"
+ROTATOR_ALARMS = {
+    # logical ID: (metric, statistic, comparison, threshold, evaluation periods, missing data)
+    "AccessKeyRotationFailureAlarm": ("RotationFailures", "Sum", "GreaterThanThreshold", 0, 1, "notBreaching"),
+    "AccessKeyOverMaxAgeAlarm": ("KeysOverMaxAge", "Maximum", "GreaterThanThreshold", 0, 1, "notBreaching"),
+    # Silence is an alarm: every scheduled run publishes RotationRuns.
+    "AccessKeyRotatorHeartbeatAlarm": ("RotationRuns", "Sum", "LessThanThreshold", 1, 2, "breaching"),
+}
+
+
+def every_statement(cfn):
+    """(resource, statement) for every statement of every role (inline and trust) and managed policy."""
+    for name, resource in cfn["Resources"].items():
+        for v in each_mapping(resource.get("Properties", {})):
+            if "Effect" in v and ("Action" in v or "NotAction" in v):
+                yield name, v
+
+
+def test_the_rotator_manages_access_keys_only_of_users_under_its_path(cfn, source):
+    _, statements = role_statements(cfn, ROTATOR)
+    [iam] = [s for s in statements if any(a.startswith("iam:") for a in as_list(s["Action"]))]
+    assert set(as_list(iam["Action"])) == ROTATOR_IAM
+    assert iam["Resource"] == ROTATED_USERS and "Condition" not in iam
+    # No other IAM action anywhere in the template, and none on every resource.
+    for name, s in every_statement(cfn):
+        assert "NotAction" not in s, name
+        for action in as_list(s["Action"]):
+            if action.lower().startswith("iam:"):
+                assert (name, s) == (f"{ROTATOR}Role", iam), f"{name}: {action}"
+                assert "*" not in as_list(s["Resource"]) and "*" not in action
+    rendered = render_sub(ROTATED_USERS, {"AWS::Partition": "aws", "AWS::AccountId": "123456789012",
+                                          "RotatedUsersPath": source["Parameters"]["RotatedUsersPath"]["Default"]})
+    assert rendered == "arn:aws:iam::123456789012:user/appcreds-rotated/*"
+    env = cfn["Resources"][ROTATOR]["Properties"]["Environment"]["Variables"]
+    assert env["ROTATION_IAM_PATH"] == {"Ref": "RotatedUsersPath"}, "the code checks the path it is allowed"
+
+
+@pytest.mark.parametrize("path,allowed", [
+    ("/appcreds-rotated/", True),
+    ("/team/ci-users/", True),
+    ("/", False),  # every user of the account
+    ("appcreds-rotated/", False),
+    ("/appcreds-rotated", False),
+    ("/a//b/", False),
+    ("/with space/", False),
+    # The path goes into the policy's resource ARN: no wildcard, no policy variable.
+    ("/*/", False),
+    ("/app?/", False),
+    ("/${aws:username}/", False),
+])
+def test_the_rotated_users_path_is_an_iam_path_below_the_root(source, path, allowed):
+    parameter = source["Parameters"]["RotatedUsersPath"]
+    assert (parameter["Type"], parameter["Default"], parameter["MaxLength"]) == ("String", "/appcreds-rotated/", 512)
+    assert bool(re.fullmatch(parameter["AllowedPattern"], path)) is allowed
+
+
+def test_the_rotator_signs_like_the_other_signers(cfn):
+    signing = {role: s for role, s in signing_statements(cfn)}
+    rotator = signing[f"{ROTATOR}Role"]
+    for role, s in signing.items():
+        assert s == rotator, role
+    assert rotator["Condition"] == {"Fn::If": ["HasSigningKeyScope", SCOPED_SIGN_CONDITION, UNSCOPED_SIGN_CONDITION]}
+
+
+def test_the_rotator_encrypts_only_with_its_key_under_its_context(cfn, source):
+    uses = [(name, s) for name, s in every_statement(cfn)
+            if {"kms:Encrypt", "kms:Decrypt"} & set(as_list(s["Action"])) or "RotationKey" in json.dumps(s)]
+    uses = [(name, s) for name, s in uses if name != "RotationKey"]  # the key's own policy, below
+    assert [name for name, _ in uses] == [f"{ROTATOR}Role"]
+    [(_, s)] = uses
+    assert sorted(as_list(s["Action"])) == ["kms:Decrypt", "kms:Encrypt"]
+    assert s["Resource"] == ROTATION_KEY
+    assert s["Condition"] == ROTATION_CONTEXT_CONDITION
+    key = source["Resources"]["RotationKey"]["Properties"]
+    assert (key["KeySpec"], key["KeyUsage"], key["EnableKeyRotation"]) == ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", True)
+    assert "pending secret access key" in key["Description"]
+    [admin] = key["KeyPolicy"]["Statement"]
+    assert admin["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+    assert not [r for r in cfn["Resources"].values() if r["Type"] == "AWS::KMS::Alias"], "no fixed alias"
+    assert cfn["Resources"][ROTATOR]["Properties"]["Environment"]["Variables"]["ROTATION_KMS_KEY_ID"] == ROTATION_KEY
+
+
+def test_only_the_rotator_reaches_the_rotation_table(cfn, source):
+    reach = [(name, s) for name, s in every_statement(cfn) if "RotationTable" in json.dumps(s.get("Resource"))]
+    assert sorted(name for name, _ in reach) == sorted([f"{ROTATOR}Role", "OperatorPolicy"])
+    for name, s in reach:
+        expected = ROTATOR_TABLE_ACTIONS if name == f"{ROTATOR}Role" else OPERATOR_ROTATION_ACTIONS
+        assert set(as_list(s["Action"])) == expected and s["Resource"] == ROTATION_TABLE, (name, s)
+    table = cfn["Resources"]["RotationTable"]["Properties"]
+    assert table["KeySchema"] == [{"AttributeName": "UserName", "KeyType": "HASH"}]
+    assert table["AttributeDefinitions"] == [{"AttributeName": "UserName", "AttributeType": "S"}]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["SSESpecification"] == {"SSEEnabled": True}
+    assert "TableName" not in table
+    assert {"Key": "CredentialManager", "Value": "RotationTable"} in table["Tags"]
+    resource = source["Resources"]["RotationTable"]
+    assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain"), "targets outlive the stack"
+
+
+def test_the_rotator_publishes_only_to_its_namespace(cfn):
+    _, statements = role_statements(cfn, ROTATOR)
+    [put] = [s for s in statements if "cloudwatch:PutMetricData" in as_list(s["Action"])]
+    assert put["Action"] == "cloudwatch:PutMetricData" and put["Resource"] == "*"
+    assert put["Condition"] == {"StringEquals": {"cloudwatch:namespace": ROTATOR_NAMESPACE}}
+
+
+def test_the_rotators_environment(cfn):
+    env = cfn["Resources"][ROTATOR]["Properties"]["Environment"]["Variables"]
+    assert env["ROTATION_TABLE_NAME"] == {"Ref": "RotationTable"}
+    assert env["INSTALLATION_TABLE_NAME"] == {"Ref": "InstallationTable"}
+    assert env["LEASE_TABLE_NAME"] == {"Ref": "LeaseTable"}
+    assert env["APP_TABLE_NAME"] == {"Ref": "AppTable"}
+
+
+def test_the_rotator_runs_hourly_and_ends_before_its_next_run(cfn, source):
+    parameter = source["Parameters"]["RotatorSchedule"]
+    assert (parameter["Type"], parameter["Default"]) == ("String", "rate(1 hour)")
+    assert re.fullmatch(parameter["AllowedPattern"], parameter["Default"])
+    assert re.fullmatch(parameter["AllowedPattern"], "cron(0 * * * ? *)")
+    assert not re.fullmatch(parameter["AllowedPattern"], "1 hour")
+    interval = schedule_minutes({"Ref": "RotatorSchedule"}, source) * 60
+    timeout = cfn["Resources"][ROTATOR]["Properties"]["Timeout"]
+    assert timeout == 900 < interval
+    # A tick delivered and run as late as allowed still ends before the next tick.
+    _, _, delivery_age, run_age = SCHEDULED[ROTATOR]
+    assert delivery_age + run_age + timeout < interval
+
+
+def test_the_rotators_alarms(cfn):
+    for name, (metric, statistic, comparison, threshold, periods, missing) in ROTATOR_ALARMS.items():
+        alarm = cfn["Resources"][name]["Properties"]
+        assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == (ROTATOR_NAMESPACE, metric, statistic), name
+        assert "Dimensions" not in alarm, name
+        assert (alarm["Period"], alarm["ComparisonOperator"], alarm["Threshold"]) == (3600, comparison, threshold), name
+        assert (alarm["EvaluationPeriods"], alarm.get("DatapointsToAlarm", periods)) == (periods, periods), name
+        assert alarm["TreatMissingData"] == missing, name
+        assert alarm["AlarmActions"] == ALARM_TOPIC and alarm["OKActions"] == ALARM_TOPIC, name
+        assert derived_from_the_stack(alarm["AlarmName"], cfn["Resources"]), name
+
+
+def test_the_dashboard_shows_the_rotator(cfn):
+    body = dashboard(cfn, 20)
+    by_title = {w["properties"]["title"]: w for w in body["widgets"]}
+    [ages] = [w for t, w in by_title.items() if t.startswith("Access-key rotator: key age")]
+    assert ages["properties"]["metrics"] == [[{
+        "expression": f'SELECT MAX(KeyAgeHours) FROM SCHEMA("{ROTATOR_NAMESPACE}", UserName) GROUP BY UserName '
+                      "ORDER BY MAX() DESC LIMIT 100",
+        "id": "keyage", "period": 3600,
+    }]]
+    [runs] = [w for t, w in by_title.items() if t.startswith("Access-key rotator: runs")]
+    assert metric_lines(runs) == [[ROTATOR_NAMESPACE, m] for m in ["RotationRuns", "RotationFailures", "KeysOverMaxAge"]]
+    assert by_title["Access-key rotator alarms"]["properties"]["alarms"] == [f"arn:{a}" for a in ROTATOR_ALARMS]
+
+
+def test_the_outputs_give_the_cli_the_rotator(cfn):
+    outputs = cfn["Outputs"]
+    assert outputs["AccessKeyRotatorFunctionArn"]["Value"] == {"Fn::GetAtt": [ROTATOR, "Arn"]}
+    assert outputs["RotationTableName"]["Value"] == {"Ref": "RotationTable"}
+    assert outputs["RotationKeyArn"]["Value"] == ROTATION_KEY
+    for name in ["AccessKeyRotatorFunctionArn", "RotationTableName"]:
+        assert outputs[name]["Export"]["Name"] == {"Fn::Sub": f"${{AWS::StackName}}-{name}"}
 
 
 # --- checkov -----------------------------------------------------------------------------------------

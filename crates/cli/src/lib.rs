@@ -1,9 +1,10 @@
 //! The `appcreds` operator and caller CLI: App keys in KMS ([`keys`], [`keywrap`]), access rules
-//! ([`access`]), and the errors of all, with the exit code each one ends the process with.
+//! ([`access`]), access-key rotation targets ([`rotation`]), and the errors of all, with the exit code each one ends the process with.
 
 pub mod access;
 pub mod keys;
 pub mod keywrap;
+pub mod rotation;
 
 use appcreds_client::ClientError;
 use aws_smithy_runtime_api::client::result::SdkError;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use appcreds_cli::keys::{KeyManager, SigningRoles};
 use appcreds_cli::keywrap::AppPrivateKey;
-use appcreds_cli::{CliError, access};
+use appcreds_cli::{CliError, access, rotation};
 use appcreds_client::{Client, ClientError, ScopeDown, Target, Urls, stack_outputs};
 use appcreds_core::aws::app_table::DynamoAppStore;
 use aws_config::SdkConfig;
@@ -101,6 +101,9 @@ enum Command {
     /// Access rules: who may get which credential (operators).
     #[command(subcommand)]
     Access(AccessCommand),
+    /// IAM user access keys the access-key-rotator rotates into GitHub secrets (operators).
+    #[command(subcommand)]
+    Rotation(RotationCommand),
     /// A GitHub App JWT (valid at least 5 minutes), for calls made as the App.
     AppToken {
         /// The GitHub App's ID.
@@ -244,6 +247,92 @@ enum AccessCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum RotationCommand {
+    /// Add or change a target: an IAM user (under the rotator's IAM path), the App whose
+    /// installations write its key, and where the key goes. Everything is checked first,
+    /// the App included; nothing is written if anything is wrong. The target's state is kept.
+    Put {
+        /// The IAM user whose access key is rotated.
+        #[arg(long, value_name = "NAME")]
+        user: String,
+        /// The GitHub App whose installation writes the secrets.
+        #[arg(long)]
+        app_id: i64,
+        /// A repository's Actions secrets: owner/name (repeatable).
+        #[arg(long, value_name = "OWNER/NAME")]
+        repository: Vec<String>,
+        /// An environment's secrets: owner/name:environment (repeatable).
+        #[arg(long, value_name = "OWNER/NAME:ENV")]
+        environment: Vec<String>,
+        /// An organisation's Actions secrets: org:all, org:private or org:selected:repo,repo
+        /// (repeatable).
+        #[arg(long, value_name = "ORG:VISIBILITY[:REPOS]")]
+        organization: Vec<String>,
+        /// The secret that holds the access key ID.
+        #[arg(long, value_name = "NAME")]
+        key_id_secret: Option<String>,
+        /// The secret that holds the secret access key.
+        #[arg(long, value_name = "NAME")]
+        secret_key_secret: Option<String>,
+        /// Replace a key older than this.
+        #[arg(long, default_value_t = 720)]
+        max_age_hours: u32,
+        /// Keep a replaced key (inactive) this long before deleting it.
+        #[arg(long, default_value_t = 24)]
+        grace_hours: u32,
+        #[command(flatten)]
+        tables: RotationTableArgs,
+    },
+    /// One target: what it asks for and what the rotator recorded.
+    Get {
+        #[arg(long, value_name = "NAME")]
+        user: String,
+        #[command(flatten)]
+        tables: RotationTableArgs,
+    },
+    /// Every target.
+    List {
+        #[command(flatten)]
+        tables: RotationTableArgs,
+    },
+    /// Delete a target (its user's keys and the secrets written stay as they are).
+    Delete {
+        #[arg(long, value_name = "NAME")]
+        user: String,
+        #[command(flatten)]
+        tables: RotationTableArgs,
+    },
+    /// Each target's key age and destinations behind; with --user, each destination.
+    Status {
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        #[command(flatten)]
+        tables: RotationTableArgs,
+    },
+    /// Run the rotator for one target now (Lambda Invoke): write the destinations that are
+    /// behind, or rotate a key that is due; --force rotates even a young key.
+    Run {
+        #[arg(long, value_name = "NAME")]
+        user: String,
+        #[arg(long)]
+        force: bool,
+        /// The access-key-rotator function (default: the stack's AccessKeyRotatorFunctionArn).
+        #[arg(long, env = "APPCREDS_ROTATOR_FUNCTION", value_name = "NAME_OR_ARN")]
+        function: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RotationTableArgs {
+    /// The rotation table (default: the stack's RotationTableName output).
+    #[arg(long, env = "APPCREDS_ROTATION_TABLE", value_name = "TABLE")]
+    rotation_table: Option<String>,
+    /// The App table (default: the stack's AppTableName output).
+    #[arg(long, env = "APPCREDS_APP_TABLE", value_name = "TABLE")]
+    app_table: Option<String>,
+}
+
 #[derive(Args, Debug)]
 struct AccessTableArgs {
     /// The access table (default: the stack's AccessTableName output).
@@ -341,6 +430,7 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Key(command) => key(cli, command, json_out).await,
         Command::Access(command) => access(cli, command, json_out).await,
+        Command::Rotation(command) => rotation(cli, command, json_out).await,
         Command::Revoke { token_env, github_api_url } => {
             revoke(token_env.as_deref(), github_api_url, json_out).await.map_err(CliError::from)
         }
@@ -379,7 +469,7 @@ async fn call(cli: &Cli, json_out: bool) -> Result<(), CliError> {
         Command::Token(_) => urls.installation_token.is_none(),
         Command::Installations { .. } => urls.get_installation.is_none(),
         Command::Refresh => urls.refresh_cache.is_none(),
-        Command::Key(_) | Command::Access(_) | Command::Revoke { .. } => false,
+        Command::Key(_) | Command::Access(_) | Command::Rotation(_) | Command::Revoke { .. } => false,
     };
     let send_oidc = !cli.oidc.no_github_oidc && github_oidc_available();
     let need_audience = send_oidc && cli.oidc.github_oidc_audience.is_none();
@@ -467,7 +557,7 @@ async fn call(cli: &Cli, json_out: bool) -> Result<(), CliError> {
             let out = spin("syncing installations with GitHub", client.refresh()).await?;
             print(json_out, serde_json::to_value(&out).unwrap_or_default(), || format!("{}\n", out.message));
         }
-        Command::Key(_) | Command::Access(_) | Command::Revoke { .. } => {}
+        Command::Key(_) | Command::Access(_) | Command::Rotation(_) | Command::Revoke { .. } => {}
     }
     Ok(())
 }
@@ -711,6 +801,142 @@ async fn access(cli: &Cli, command: &AccessCommand, json_out: bool) -> Result<()
                 }
             }
         }
+    }
+    Ok(())
+}
+
+async fn rotation(cli: &Cli, command: &RotationCommand, json_out: bool) -> Result<(), CliError> {
+    // Flags are checked before any AWS call.
+    let spec = match command {
+        RotationCommand::Put {
+            user,
+            app_id,
+            repository,
+            environment,
+            organization,
+            key_id_secret,
+            secret_key_secret,
+            max_age_hours,
+            grace_hours,
+            ..
+        } => Some(rotation::spec_of(&rotation::PutInput {
+            user_name: user.clone(),
+            app_id: *app_id,
+            repositories: repository.clone(),
+            environments: environment.clone(),
+            organizations: organization.clone(),
+            access_key_id_name: key_id_secret.clone(),
+            secret_access_key_name: secret_key_secret.clone(),
+            max_age_hours: *max_age_hours,
+            grace_hours: *grace_hours,
+        })?),
+        _ => None,
+    };
+    let config = aws_config().await;
+    if let RotationCommand::Run { user, force, function } = command {
+        let function = match function {
+            Some(f) => f.clone(),
+            None if cli.stack.is_some() => {
+                outputs(cli, &config).await?.get("AccessKeyRotatorFunctionArn").cloned().ok_or_else(|| {
+                    CliError::Usage("the stack has no AccessKeyRotatorFunctionArn output: give --function".into())
+                })?
+            }
+            None => return Err(CliError::Usage("no rotator: give --stack NAME or --function NAME".into())),
+        };
+        let client = Client::from_config(&config, Urls::default())?;
+        let report = spin("rotating", client.invoke(&function, &json!({"userName": user, "force": force}))).await?;
+        let failed = report["destinations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["status"] != "written" && d["status"] != "up-to-date")
+            .count();
+        print(json_out, report.clone(), || {
+            let mut out = format!(
+                "{}: {} (key {})\n",
+                user,
+                report["outcome"].as_str().unwrap_or("-"),
+                report["currentKeyId"].as_str().unwrap_or("-")
+            );
+            for d in report["destinations"].as_array().into_iter().flatten() {
+                out += &format!(
+                    "  {:<48} {:<14} {}\n",
+                    d["destination"].as_str().unwrap_or("-"),
+                    d["status"].as_str().unwrap_or("-"),
+                    d["error"].as_str().unwrap_or("")
+                );
+            }
+            out
+        });
+        if failed > 0 {
+            return Err(CliError::Partial(format!(
+                "{failed} destination(s) still hold the old key, which stays active; the next run retries them"
+            )));
+        }
+        return Ok(());
+    }
+    let tables = match command {
+        RotationCommand::Put { tables, .. }
+        | RotationCommand::Get { tables, .. }
+        | RotationCommand::List { tables }
+        | RotationCommand::Delete { tables, .. }
+        | RotationCommand::Status { tables, .. } => tables,
+        RotationCommand::Run { .. } => unreachable!("handled above"),
+    };
+    let need_stack = tables.rotation_table.is_none() || tables.app_table.is_none();
+    if need_stack && cli.stack.is_none() {
+        return Err(CliError::Usage(
+            "no rotation table: give --stack NAME, or --rotation-table TABLE and --app-table TABLE".into(),
+        ));
+    }
+    let stack = if need_stack { outputs(cli, &config).await? } else { BTreeMap::new() };
+    let from = |flag: &Option<String>, output: &str| {
+        flag.clone()
+            .or_else(|| stack.get(output).cloned())
+            .ok_or_else(|| CliError::Usage(format!("the stack has no {output} output: give the table with its flag")))
+    };
+    let targets = rotation::Targets::new(
+        aws_sdk_dynamodb::Client::new(&config),
+        &from(&tables.rotation_table, "RotationTableName")?,
+        &from(&tables.app_table, "AppTableName")?,
+    );
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    match command {
+        RotationCommand::Put { .. } => {
+            let spec = spec.ok_or_else(|| CliError::Usage("no target".into()))?;
+            let written = spin("writing the target", targets.put(&spec)).await?;
+            print(json_out, written, || {
+                format!(
+                    "target {} written: {} destination(s); the next rotator run (or `appcreds rotation run --user {}`) acts on it\n",
+                    spec.user_name,
+                    spec.destinations.len(),
+                    spec.user_name
+                )
+            });
+        }
+        RotationCommand::Get { user, .. } => {
+            let target = spin("reading the target", targets.get(user)).await?;
+            print(json_out, target.clone(), || serde_yaml_ng::to_string(&target).unwrap_or_default());
+        }
+        RotationCommand::List { .. } | RotationCommand::Status { user: None, .. } => {
+            let all = spin("reading targets", targets.list()).await?;
+            print(json_out, json!({"targets": all}), || rotation::status_table(&all, now));
+        }
+        RotationCommand::Status { user: Some(user), .. } => {
+            let target = spin("reading the target", targets.get(user)).await?;
+            print(json_out, target.clone(), || {
+                rotation::status_table(std::slice::from_ref(&target), now)
+                    + "\n"
+                    + &rotation::destinations_table(&target)
+            });
+        }
+        RotationCommand::Delete { user, .. } => {
+            spin("deleting the target", targets.delete(user)).await?;
+            print(json_out, json!({"deleted": user}), || {
+                format!("target {user:?} deleted (its keys and secrets are untouched)\n")
+            });
+        }
+        RotationCommand::Run { .. } => {}
     }
     Ok(())
 }

@@ -452,3 +452,77 @@ async fn in_github_actions_the_jobs_oidc_token_goes_along() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(headers_seen.lock().unwrap().pop().unwrap().0, "", "--no-github-oidc sends none");
 }
+
+/// `rotation put`'s bad inputs are refused before any AWS call (a tripwire endpoint counts
+/// connections); an unknown App is refused after reading the App table only; a good target is
+/// written and read back by get, list and status; delete removes it.
+#[tokio::test]
+async fn rotation_targets_are_checked_before_anything_is_written() {
+    let (tripwire, hits) = tripwire().await;
+    let base =
+        ["rotation", "put", "--rotation-table", "t", "--app-table", "a", "--user", "ci-deployer", "--app-id", "7"];
+    let cases: &[(&[&str], &str)] = &[
+        (&["--repository", "octo-org/api"][..0], "/destinations: names no destination"),
+        (&["--repository", "no-slash"], "must be owner/name"),
+        (&["--repository", "octo-org/bad name"], "the name may contain only"),
+        (
+            &["--repository", "octo-org/api", "--key-id-secret", "GITHUB_KEY"],
+            "\"GITHUB_KEY\" is not a name GitHub takes",
+        ),
+        (&["--repository", "octo-org/api", "--secret-key-secret", "1ABC"], "\"1ABC\" is not a name GitHub takes"),
+        (&["--environment", "octo-org/api"], "give owner/name:environment"),
+        (&["--organization", "octo-org:selected"], "visibility selected needs selectedRepositories"),
+        (&["--repository", "octo-org/api", "--grace-hours", "800"], "/graceHours"),
+    ];
+    for (extra, expected) in cases {
+        let args: Vec<&str> = base.iter().chain(extra.iter()).copied().collect();
+        let out = appcreds(&tripwire, &args, &[]).await;
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("nothing was written"), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(expected), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(*hits.lock().unwrap(), 0, "no AWS call for a bad target");
+
+    let moto = Moto::shared();
+    let sdk = aws::sdk_config(moto.endpoint()).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let (apps, rotation) = (unique("apps"), unique("rotation"));
+    aws::create_app_table(&ddb, &apps).await.unwrap();
+    aws::create_rotation_table(&ddb, &rotation).await.unwrap();
+    aws::put_app(&ddb, &apps, 77, None).await.unwrap();
+    let tables = ["--rotation-table", rotation.as_str(), "--app-table", apps.as_str()];
+    let put = |app: &'static str| {
+        let mut args = vec!["rotation", "put", "--user", "ci-deployer", "--app-id", app];
+        args.extend(["--repository", "octo-org/api", "--environment", "octo-org/api:production"]);
+        args.extend(["--organization", "octo-org:selected:web,tools", "--max-age-hours", "48", "--grace-hours", "2"]);
+        args.extend(tables);
+        args
+    };
+    let out = appcreds(moto.endpoint(), &put("78"), &[]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("App 78 is not registered"), "{}", stderr(&out));
+    let scanned = ddb.scan().table_name(&rotation).send().await.unwrap();
+    assert_eq!(scanned.count(), 0, "nothing was written");
+
+    let out = appcreds(moto.endpoint(), &put("77"), &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut get = vec!["--output", "json", "rotation", "get", "--user", "ci-deployer"];
+    get.extend(tables);
+    let out = appcreds(moto.endpoint(), &get, &[]).await;
+    let target: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(target["spec"]["destinations"].as_array().unwrap().len(), 3);
+    assert_eq!(target["spec"]["secretNames"]["accessKeyId"], "AWS_ACCESS_KEY_ID");
+    assert_eq!(target["spec"]["maxAgeHours"], 48);
+    assert_eq!(target["pendingSecret"], false);
+    assert_eq!(target["behind"].as_array().unwrap().len(), 3, "no key written yet");
+    let mut status = vec!["rotation", "status", "--user", "ci-deployer"];
+    status.extend(tables);
+    let out = appcreds(moto.endpoint(), &status, &[]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("env:octo-org/api:production") && text.contains("org:octo-org"), "{text}");
+    let mut delete = vec!["rotation", "delete", "--user", "ci-deployer"];
+    delete.extend(tables);
+    assert_eq!(appcreds(moto.endpoint(), &delete, &[]).await.status.code(), Some(0));
+    let out = appcreds(moto.endpoint(), &delete, &[]).await;
+    assert_eq!(out.status.code(), Some(4), "a second delete finds nothing: {}", stderr(&out));
+}

@@ -143,6 +143,9 @@ pub async fn stack_outputs(
 /// included, rather than giving up first.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(330);
 
+/// How long `invoke` waits: longer than the access-key rotator's 900 s `Timeout`.
+pub const INVOKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(910);
+
 /// The client.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -229,6 +232,61 @@ impl Client {
     pub async fn refresh(&self) -> Result<RefreshResponse, ClientError> {
         let url = need(&self.urls.refresh_cache, "refresh-cache")?;
         self.call(url, paths::REFRESH, &RefreshRequest {}).await
+    }
+
+    /// **(ext)** Invokes a function directly (Lambda `Invoke`, which needs `lambda:InvokeFunction`),
+    /// for functions without a Function URL: `appcreds rotation run`. `function` is a name or ARN;
+    /// the endpoint is `AWS_ENDPOINT_URL_LAMBDA`, else `AWS_ENDPOINT_URL`, else Lambda's regional
+    /// one. A function that answers `{"error": {"type": …, "message": …}}` (the contract's error
+    /// names) fails with the matching error; an unhandled failure is a `ServerSide` error.
+    pub async fn invoke(&self, function: &str, payload: &Value) -> Result<Value, ClientError> {
+        let region = function
+            .strip_prefix("arn:")
+            .and_then(|arn| arn.split(':').nth(2).map(str::to_string))
+            .filter(|r| !r.is_empty())
+            .or_else(|| self.default_region.clone())
+            .ok_or_else(|| ClientError::Config("no AWS region for Lambda: set AWS_REGION".into()))?;
+        let endpoint = std::env::var("AWS_ENDPOINT_URL_LAMBDA")
+            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+            .unwrap_or_else(|_| format!("https://lambda.{region}.amazonaws.com"));
+        let name: String = function
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let url = format!("{}/2015-03-31/functions/{name}/invocations", endpoint.trim_end_matches('/'));
+        let body = serde_json::to_vec(payload).map_err(|e| ClientError::Config(e.to_string()))?;
+        let credentials =
+            self.credentials.provide_credentials().await.map_err(|e| ClientError::Credentials(e.to_string()))?;
+        let headers = sign_request(&url, &body, &[], credentials.into(), &region, SystemTime::now())?;
+        let mut req = self.http.post(&url).body(body).timeout(INVOKE_TIMEOUT);
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+        let status = resp.status().as_u16();
+        let unhandled = resp.headers().contains_key("x-amz-function-error");
+        let error_type = resp.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let bytes =
+            resp.bytes().await.map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if !(200..300).contains(&status) {
+            return Err(error_of(status, error_type.as_deref(), &value, &url));
+        }
+        if unhandled {
+            let message = value.get("errorMessage").and_then(Value::as_str).unwrap_or("the function failed");
+            return Err(ClientError::ServerSide(message.to_string()));
+        }
+        if let Some(error) = value.get("error").filter(|e| e.is_object()) {
+            let name = error.get("type").and_then(Value::as_str);
+            return Err(error_of(status, name, error, &url));
+        }
+        Ok(value)
     }
 
     /// Signs and sends `body` to `base` + `path`, and reads the answer.

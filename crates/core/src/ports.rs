@@ -16,10 +16,10 @@ use crate::github::GitHubClient;
 pub use crate::aws::app_table::AppRecord;
 pub use crate::aws::installation_table::{InstallationRecord, TablePosition};
 use crate::domain::access::{Claims, Rule};
-pub use crate::domain::rotation::{AccessKeyInfo, RotationState, TargetSpec};
-use crate::domain::secret::Secret;
 pub use crate::domain::clock::Clock;
 use crate::domain::clock::SystemClock;
+pub use crate::domain::rotation::{AccessKeyInfo, RotationState, TargetSpec};
+use crate::domain::secret::Secret;
 
 /// Signs bytes with RSASSA-PKCS1-v1_5 / SHA-256 under a key named by ARN (KMS `Sign`).
 #[async_trait]

@@ -67,13 +67,12 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     let text = String::from_utf8_lossy(&body);
     let hit = {
         let mut injected = shared.injected.lock().unwrap_or_else(PoisonError::into_inner);
-        injected
-            .iter_mut()
-            .find(|i| i.times > 0 && text.split('&').any(|kv| kv == format!("Action={}", i.action)))
-            .map(|i| {
+        injected.iter_mut().find(|i| i.times > 0 && text.split('&').any(|kv| kv == format!("Action={}", i.action))).map(
+            |i| {
                 i.times -= 1;
                 i.clone()
-            })
+            },
+        )
     };
     if let Some(i) = hit {
         let xml = format!(

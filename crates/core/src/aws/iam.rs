@@ -56,7 +56,8 @@ impl AccessKeys for IamAccessKeys {
     }
 
     async fn list(&self, user: &str) -> Result<Vec<AccessKeyInfo>, Error> {
-        let out = self.iam.list_access_keys().user_name(user).send().await.map_err(|e| iam_error("IAM ListAccessKeys", e))?;
+        let out =
+            self.iam.list_access_keys().user_name(user).send().await.map_err(|e| iam_error("IAM ListAccessKeys", e))?;
         Ok(out
             .access_key_metadata()
             .iter()

@@ -9,8 +9,8 @@ use aws_sdk_kms::operation::verify_mac::VerifyMacError;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{MacAlgorithmSpec, MessageType, SigningAlgorithmSpec};
 
-use crate::error::{Error, KeyProblem};
 use crate::domain::secret::Secret;
+use crate::error::{Error, KeyProblem};
 use crate::ports::{Mac, Signer, Vault};
 
 /// KMS `Sign` with `MessageType RAW` (KMS hashes the message) and RSASSA_PKCS1_V1_5_SHA_256.
@@ -154,7 +154,8 @@ impl Vault for KmsVault {
             request = request.encryption_context(*k, *v);
         }
         let out = request.send().await.map_err(|e| kms_error("KMS Decrypt", e))?;
-        let plaintext = out.plaintext.map(Blob::into_inner).ok_or_else(|| Error::internal("KMS Decrypt", "no plaintext"))?;
+        let plaintext =
+            out.plaintext.map(Blob::into_inner).ok_or_else(|| Error::internal("KMS Decrypt", "no plaintext"))?;
         let text = String::from_utf8(plaintext).map_err(|_| Error::internal("KMS Decrypt", "not UTF-8"))?;
         Ok(Secret::new(text))
     }

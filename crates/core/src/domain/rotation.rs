@@ -171,7 +171,10 @@ impl TargetSpec {
             && self.user_name.len() <= MAX_USER_NAME
             && self.user_name.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
         if !user_ok {
-            bad("/userName".into(), format!("{:?} is not an IAM user name (1 to 64 of A-Z a-z 0-9 +=,.@_-)", self.user_name));
+            bad(
+                "/userName".into(),
+                format!("{:?} is not an IAM user name (1 to 64 of A-Z a-z 0-9 +=,.@_-)", self.user_name),
+            );
         }
         if self.app_id <= 0 {
             bad("/appId".into(), format!("{} is not a GitHub App ID", self.app_id));
@@ -180,7 +183,10 @@ impl TargetSpec {
             bad("/destinations".into(), "names no destination; give at least one".into());
         }
         if self.destinations.len() > MAX_DESTINATIONS {
-            bad("/destinations".into(), format!("has {} destinations; at most {MAX_DESTINATIONS}", self.destinations.len()));
+            bad(
+                "/destinations".into(),
+                format!("has {} destinations; at most {MAX_DESTINATIONS}", self.destinations.len()),
+            );
         }
         let mut seen = BTreeSet::new();
         for (i, destination) in self.destinations.iter().enumerate() {
@@ -222,7 +228,9 @@ impl TargetSpec {
     }
 
     /// The destinations by owner (whose installation writes them), owners in lower case.
-    pub fn by_owner<'a>(destinations: impl IntoIterator<Item = &'a Destination>) -> BTreeMap<String, Vec<&'a Destination>> {
+    pub fn by_owner<'a>(
+        destinations: impl IntoIterator<Item = &'a Destination>,
+    ) -> BTreeMap<String, Vec<&'a Destination>> {
         let mut owners: BTreeMap<String, Vec<&Destination>> = BTreeMap::new();
         for d in destinations {
             owners.entry(d.owner().to_ascii_lowercase()).or_default().push(d);
@@ -282,9 +290,9 @@ fn destination_problem(destination: &Destination) -> Option<String> {
                 _ => None,
             })
             .or_else(|| {
-                selected_repositories
-                    .iter()
-                    .find_map(|n| repository_name_problem(n).map(|p| format!("selected repository {n:?}: the name {p}")))
+                selected_repositories.iter().find_map(|n| {
+                    repository_name_problem(n).map(|p| format!("selected repository {n:?}: the name {p}"))
+                })
             }),
     }
 }
@@ -344,7 +352,9 @@ impl RotationState {
         let current = self.current.as_ref().map(|k| k.key_id.as_str());
         spec.destinations
             .iter()
-            .filter(|d| current.is_none() || self.destinations.get(&d.id()).and_then(|s| s.key_id.as_deref()) != current)
+            .filter(|d| {
+                current.is_none() || self.destinations.get(&d.id()).and_then(|s| s.key_id.as_deref()) != current
+            })
             .collect()
     }
 
@@ -388,7 +398,11 @@ pub fn key_to_make_room(
             if k.active {
                 format!("{} is active", k.key_id)
             } else if let Some(p) = state.previous.as_ref().filter(|p| p.key_id == k.key_id) {
-                format!("{} is in its grace period until {}", k.key_id, crate::domain::clock::rfc3339(p.at + grace_secs))
+                format!(
+                    "{} is in its grace period until {}",
+                    k.key_id,
+                    crate::domain::clock::rfc3339(p.at + grace_secs)
+                )
             } else {
                 format!("{} is the current key", k.key_id)
             }
@@ -440,7 +454,10 @@ mod tests {
         ]);
         s.validate().unwrap();
         let json = serde_json::to_value(&s).unwrap();
-        assert_eq!(json["destinations"][1], serde_json::json!({"type": "environment", "repository": "octo-org/api", "environment": "Production"}));
+        assert_eq!(
+            json["destinations"][1],
+            serde_json::json!({"type": "environment", "repository": "octo-org/api", "environment": "Production"})
+        );
         assert_eq!(json["destinations"][2]["selectedRepositories"], serde_json::json!(["web"]));
         assert_eq!(serde_json::from_value::<TargetSpec>(json).unwrap(), s);
     }
@@ -453,7 +470,11 @@ mod tests {
             repo("-bad-owner/x"),
             repo("octo/ok"),
             repo("OCTO/OK"),
-            Destination::Organization { org: "octo".into(), visibility: Visibility::Selected, selected_repositories: vec![] },
+            Destination::Organization {
+                org: "octo".into(),
+                visibility: Visibility::Selected,
+                selected_repositories: vec![],
+            },
             Destination::Environment { repository: "octo/ok".into(), environment: "".into() },
         ]);
         s.user_name = "has space".into();
@@ -493,7 +514,11 @@ mod tests {
             repo("octo/web"),
             Destination::Environment { repository: "octo/api".into(), environment: "prod".into() },
             repo("other/tool"),
-            Destination::Organization { org: "third".into(), visibility: Visibility::All, selected_repositories: vec![] },
+            Destination::Organization {
+                org: "third".into(),
+                visibility: Visibility::All,
+                selected_repositories: vec![],
+            },
         ]);
         let owners = TargetSpec::by_owner(&s.destinations);
         assert_eq!(owners.keys().collect::<Vec<_>>(), ["octo", "other", "third"]);
@@ -542,8 +567,12 @@ mod tests {
         let mut state = RotationState::default();
         assert_eq!(state.behind(&s).len(), 2, "no key yet: all behind");
         state.current = Some(KeyRef { key_id: "K2".into(), at: 0 });
-        state.destinations.insert("repo:octo/a".into(), DestinationState { key_id: Some("K2".into()), ..Default::default() });
-        state.destinations.insert("repo:octo/b".into(), DestinationState { key_id: Some("K1".into()), ..Default::default() });
+        state
+            .destinations
+            .insert("repo:octo/a".into(), DestinationState { key_id: Some("K2".into()), ..Default::default() });
+        state
+            .destinations
+            .insert("repo:octo/b".into(), DestinationState { key_id: Some("K1".into()), ..Default::default() });
         assert_eq!(state.behind(&s), [&s.destinations[1]]);
     }
 }

@@ -36,7 +36,7 @@ use reqwest::Method;
 
 use crate::deadline;
 use crate::domain::rotation::{
-    Destination, DestinationState, KeyRef, RotationState, TargetSpec, Visibility, key_to_make_room, token_scope,
+    Destination, KeyRef, RotationState, TargetSpec, Visibility, key_to_make_room, token_scope,
 };
 use crate::domain::secret::Secret;
 use crate::error::Error;
@@ -47,6 +47,18 @@ use crate::tokens::installation::InstallationTokens;
 
 /// The CloudWatch namespace of the rotator's metrics.
 pub const NAMESPACE: &str = "appcreds/AccessKeyRotator";
+
+/// The metrics the rotator publishes (in [`NAMESPACE`]); the template's alarms watch them.
+pub mod metrics {
+    /// The current key's age, per target (dimension `UserName`).
+    pub const KEY_AGE_HOURS: &str = "KeyAgeHours";
+    /// Destinations and targets that failed in a run.
+    pub const ROTATION_FAILURES: &str = "RotationFailures";
+    /// Targets whose key is older than its maximum age, or that have none.
+    pub const KEYS_OVER_MAX_AGE: &str = "KeysOverMaxAge";
+    /// One per scheduled run: the heartbeat.
+    pub const ROTATION_RUNS: &str = "RotationRuns";
+}
 
 /// GitHub's documented secondary limits for content-creating requests.
 pub const WRITES_PER_MINUTE: u32 = 80;
@@ -190,8 +202,12 @@ impl Pacer {
                 s.sent.pop_front();
             }
             if s.sent.len() + n > self.per_hour {
-                let free_at = s.sent.front().map_or(Duration::ZERO, |t| Duration::from_secs(3600) - now.duration_since(*t));
-                return Err(Error::Throttled { service: "GitHub (writes this hour)", retry_after_seconds: free_at.as_secs().max(1) });
+                let free_at =
+                    s.sent.front().map_or(Duration::ZERO, |t| Duration::from_secs(3600) - now.duration_since(*t));
+                return Err(Error::Throttled {
+                    service: "GitHub (writes this hour)",
+                    retry_after_seconds: free_at.as_secs().max(1),
+                });
             }
             let start = s.next.max(now);
             let wait = start - now;
@@ -243,9 +259,20 @@ impl Rotator {
         match event.get("userName") {
             Some(Value::String(user)) => {
                 let force = event.get("force").and_then(Value::as_bool).unwrap_or(false);
-                let report = Box::pin(self.run_target(user, force)).await?;
-                self.publish(std::slice::from_ref(&report), None).await;
-                serde_json::to_value(report).map_err(|e| Error::internal("writing the report", e))
+                match Box::pin(self.run_target(user, force)).await {
+                    Ok(report) => {
+                        self.publish(std::slice::from_ref(&report), None).await;
+                        serde_json::to_value(report).map_err(|e| Error::internal("writing the report", e))
+                    }
+                    // An operator's run: the refusal is the answer, named as the contract names it.
+                    Err(e) => {
+                        let (name, body) = crate::http::error_reply(&e);
+                        let mut error =
+                            serde_json::to_value(body).map_err(|e| Error::internal("writing the report", e))?;
+                        error["type"] = json!(name.as_str());
+                        Ok(json!({"userName": user, "error": error}))
+                    }
+                }
             }
             Some(_) => Err(Error::invalid("/userName", "must be a string")),
             None => Box::pin(self.scheduled()).await,
@@ -277,8 +304,16 @@ impl Rotator {
         }
         let over_max = self.publish(&reports, Some(&records)).await;
         let failures: usize = reports.iter().map(TargetReport::failures).sum();
-        tracing::info!(targets = records.len(), failures, not_started, keys_over_max_age = over_max, "rotation run done");
-        Ok(json!({"targets": records.len(), "failures": failures, "notStarted": not_started, "keysOverMaxAge": over_max}))
+        tracing::info!(
+            targets = records.len(),
+            failures,
+            not_started,
+            keys_over_max_age = over_max,
+            "rotation run done"
+        );
+        Ok(
+            json!({"targets": records.len(), "failures": failures, "notStarted": not_started, "keysOverMaxAge": over_max}),
+        )
     }
 
     /// Rotates (or catches up) one target, holding its lease.
@@ -287,10 +322,10 @@ impl Rotator {
         let now = self.services.now();
         let until = now + deadline::remaining().map_or(LEASE_SECS, |d| d.as_secs() as i64 + 1);
         let lease = format!("access-key-rotation/{user}");
-        if let Some(leases) = &self.services.leases {
-            if let Lease::HeldUntil(t) = leases.acquire(&lease, &holder, now, until).await? {
-                return Err(Error::RotationRunning { retry_after_seconds: (t - now).clamp(1, 900) as u64 });
-            }
+        if let Some(leases) = &self.services.leases
+            && let Lease::HeldUntil(t) = leases.acquire(&lease, &holder, now, until).await?
+        {
+            return Err(Error::RotationRunning { retry_after_seconds: (t - now).clamp(1, 900) as u64 });
         }
         // Boxed: the state machine is deep, and the functions' futures stay small.
         let outcome = Box::pin(self.locked(user, force)).await;
@@ -316,7 +351,9 @@ impl Rotator {
 
     async fn locked(&self, user: &str, force: bool) -> Result<TargetReport, Error> {
         let record = self.ports.targets.get(user).await?.ok_or_else(|| {
-            Error::RotationRefused(format!("no rotation target for IAM user {user:?}; add one with `appcreds rotation put`"))
+            Error::RotationRefused(format!(
+                "no rotation target for IAM user {user:?}; add one with `appcreds rotation put`"
+            ))
         })?;
         let TargetRecord { spec, mut state, pending, mut version } = record;
         let mut report = TargetReport::new(user);
@@ -324,9 +361,12 @@ impl Rotator {
         let grace = i64::from(spec.grace_hours) * 3600;
         state.last_run = Some(now);
 
-        let iam_user = self.ports.keys.user(user).await?.ok_or_else(|| {
-            Error::RotationRefused(format!("IAM has no user {user:?}"))
-        })?;
+        let iam_user = self
+            .ports
+            .keys
+            .user(user)
+            .await?
+            .ok_or_else(|| Error::RotationRefused(format!("IAM has no user {user:?}")))?;
         if !iam_user.path.starts_with(&self.settings.allowed_path) {
             return Err(Error::RotationRefused(format!(
                 "IAM user {user:?} has path {:?}, outside {:?}, the only path this rotator may manage",
@@ -368,7 +408,8 @@ impl Rotator {
             || (behind.is_empty() && aged)
             || (!behind.is_empty() && !can_catch_up);
 
-        let context = |key_id: &str| [("appcreds:UserName", user.to_string()), ("appcreds:AccessKeyId", key_id.to_string())];
+        let context =
+            |key_id: &str| [("appcreds:UserName", user.to_string()), ("appcreds:AccessKeyId", key_id.to_string())];
         let secret = if rotate {
             // 2. Room, then the new key, recorded (encrypted) before anything else.
             match key_to_make_room(&keys, &state, grace, now) {
@@ -441,7 +482,12 @@ impl Rotator {
             let id = d.id();
             if !report.destinations.iter().any(|r| r.destination == id) {
                 let key_id = state.destinations.get(&id).and_then(|s| s.key_id.clone());
-                report.destinations.push(DestinationReport { destination: id, status: "up-to-date", key_id, error: None });
+                report.destinations.push(DestinationReport {
+                    destination: id,
+                    status: "up-to-date",
+                    key_id,
+                    error: None,
+                });
             }
         }
         // Forget destinations no longer in the spec.
@@ -532,7 +578,14 @@ impl Rotator {
             };
             for d in &group {
                 let Some(token) = &token else {
-                    record(state, report, d, Err(format!("not attempted: {}", stop.clone().unwrap_or_default())), key_id, now);
+                    record(
+                        state,
+                        report,
+                        d,
+                        Err(format!("not attempted: {}", stop.clone().unwrap_or_default())),
+                        key_id,
+                        now,
+                    );
                     continue;
                 };
                 if let Some(why) = &stop {
@@ -566,7 +619,8 @@ impl Rotator {
     /// A token for `owner`'s destinations: exactly their repositories, least permissions.
     async fn owner_token(&self, app_id: i64, owner: &str, group: &[&Destination]) -> Result<OwnerToken, Error> {
         let scope = token_scope(group);
-        let issued = self.tokens.issue(app_id, &Target::Owner(owner.to_string()), |_| Ok((None, scope.clone()))).await?;
+        let issued =
+            self.tokens.issue(app_id, &Target::Owner(owner.to_string()), |_| Ok((None, scope.clone()))).await?;
         let granted = &issued.token.granted;
         let repository_ids = granted
             .repository_names
@@ -603,7 +657,8 @@ impl Rotator {
                 let mut ids = Vec::new();
                 if *visibility == Visibility::Selected {
                     for name in selected_repositories {
-                        let id = token.repository_ids.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, id)| *id);
+                        let id =
+                            token.repository_ids.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, id)| *id);
                         ids.push(id.ok_or_else(|| Error::GitHubRejected {
                             status: 404,
                             message: format!("repository {name} is not in the App's installation on {org}"),
@@ -653,17 +708,17 @@ impl Rotator {
             let Ok(Some(record)) = self.ports.targets.get(user).await else { continue };
             let age = record.state.key_age_hours(now);
             if record.state.current.is_some() {
-                data.push(metric("KeyAgeHours", vec![("UserName", user.to_string())], age, Unit::None));
+                data.push(metric(metrics::KEY_AGE_HOURS, vec![("UserName", user.to_string())], age, Unit::None));
             }
             if record.state.current.is_none() || age > f64::from(record.spec.max_age_hours) {
                 over_max += 1;
             }
         }
         let failures: usize = reports.iter().map(TargetReport::failures).sum();
-        data.push(metric("RotationFailures", Vec::new(), failures as f64, Unit::Count));
-        data.push(metric("KeysOverMaxAge", Vec::new(), over_max as f64, Unit::Count));
+        data.push(metric(metrics::ROTATION_FAILURES, Vec::new(), failures as f64, Unit::Count));
+        data.push(metric(metrics::KEYS_OVER_MAX_AGE, Vec::new(), over_max as f64, Unit::Count));
         if all.is_some() {
-            data.push(metric("RotationRuns", Vec::new(), 1.0, Unit::Count));
+            data.push(metric(metrics::ROTATION_RUNS, Vec::new(), 1.0, Unit::Count));
         }
         for chunk in data.chunks(crate::ports::METRICS_PER_PUT) {
             if let Err(e) = self.services.metrics.put(chunk.to_vec()).await {
@@ -693,7 +748,7 @@ fn record(
     key_id: &str,
     now: i64,
 ) {
-    let entry = state.destinations.entry(destination.id()).or_insert_with(DestinationState::default);
+    let entry = state.destinations.entry(destination.id()).or_default();
     let (status, error) = match outcome {
         Ok(()) => {
             entry.key_id = Some(key_id.to_string());
@@ -713,4 +768,3 @@ fn record(
         error,
     });
 }
-

@@ -60,7 +60,9 @@ enum Place {
 impl Place {
     fn id(&self) -> String {
         match self {
-            Place::Repository { owner, repo } => format!("repo:{}/{}", owner.to_ascii_lowercase(), repo.to_ascii_lowercase()),
+            Place::Repository { owner, repo } => {
+                format!("repo:{}/{}", owner.to_ascii_lowercase(), repo.to_ascii_lowercase())
+            }
             Place::Environment { owner, repo, environment } => {
                 format!("env:{}/{}:{environment}", owner.to_ascii_lowercase(), repo.to_ascii_lowercase())
             }
@@ -162,7 +164,8 @@ fn list(inner: &Inner, headers: &HeaderMap, place: Place) -> Response {
         .values
         .iter()
         .map(|(name, s)| {
-            let mut item = json!({"name": name, "created_at": rfc3339(s.created_at), "updated_at": rfc3339(s.updated_at)});
+            let mut item =
+                json!({"name": name, "created_at": rfc3339(s.created_at), "updated_at": rfc3339(s.updated_at)});
             if is_org {
                 item["visibility"] = json!(s.visibility);
             }
@@ -324,10 +327,6 @@ pub(super) async fn org_put(
 }
 
 /// `GET /orgs/{org}/actions/secrets` (names, times and visibility).
-pub(super) async fn org_list(
-    State(inner): State<Arc<Inner>>,
-    Path(org): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+pub(super) async fn org_list(State(inner): State<Arc<Inner>>, Path(org): Path<String>, headers: HeaderMap) -> Response {
     list(&inner, &headers, Place::Organization { org })
 }
