@@ -30,11 +30,13 @@ const PATH: &str = "/appcreds-rotated/";
 struct Recording {
     inner: IamAccessKeys,
     created: Mutex<Vec<(String, Secret)>>,
+    user_reads: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait]
 impl AccessKeys for Recording {
     async fn user(&self, user: &str) -> Result<Option<IamUser>, Error> {
+        self.user_reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.user(user).await
     }
     async fn list(&self, user: &str) -> Result<Vec<AccessKeyInfo>, Error> {
@@ -101,7 +103,11 @@ impl Fixture {
         let lease_table = unique("leases");
         aws::create_lease_table(&stack.ddb, &lease_table).await.unwrap();
         let vault_key = aws::create_vault_key(&stack.kms).await.unwrap();
-        let keys = Arc::new(Recording { inner: IamAccessKeys::new(&iam_sdk), created: Mutex::new(Vec::new()) });
+        let keys = Arc::new(Recording {
+            inner: IamAccessKeys::new(&iam_sdk),
+            created: Mutex::new(Vec::new()),
+            user_reads: Default::default(),
+        });
         let store = DynamoRotationStore::new(stack.ddb.clone(), &table);
         Fixture { stack, iam, user: name, old_key, store, table, keys, vault_key, lease_table }
     }
@@ -250,6 +256,13 @@ async fn a_key_is_rotated_into_every_kind_of_destination_byte_for_byte() {
     let again = f.rotator().handle(serde_json::json!({"userName": f.user})).await.unwrap();
     assert_eq!(again["outcome"], "up-to-date");
     assert_eq!(f.keys.created.lock().unwrap().len(), 1);
+
+    // A scheduled run skips it without asking IAM or GitHub.
+    let (reads, calls) = (f.keys.user_reads.load(std::sync::atomic::Ordering::SeqCst), f.stack.github.all_calls());
+    let summary = f.rotator().handle(serde_json::json!({"source": "aws.scheduler"})).await.unwrap();
+    assert!(summary["targets"].as_u64().unwrap() >= 1 && summary["failures"] == 0, "{summary}");
+    assert_eq!(f.keys.user_reads.load(std::sync::atomic::Ordering::SeqCst), reads);
+    assert_eq!(f.stack.github.all_calls(), calls);
 
     // KeyAgeHours is published for the user.
     let metrics = aws_sdk_cloudwatch::Client::new(&f.stack.sdk)

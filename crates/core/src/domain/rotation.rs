@@ -358,6 +358,19 @@ impl RotationState {
             .collect()
     }
 
+    /// Whether a run at `now` has nothing to do for `spec` by this state alone: a current key
+    /// younger than its maximum age that every destination holds, no old key still active, and
+    /// no replaced key whose grace period is over. The scheduled run skips such a target without
+    /// an IAM or GitHub call (a key changed behind the rotator's back is seen when it is due).
+    pub fn nothing_due(&self, spec: &TargetSpec, now: i64) -> bool {
+        let young = self.current.as_ref().is_some_and(|c| now - c.at < i64::from(spec.max_age_hours) * 3600);
+        let grace = i64::from(spec.grace_hours) * 3600;
+        young
+            && self.retiring.is_none()
+            && self.previous.as_ref().is_none_or(|p| now < p.at + grace)
+            && self.behind(spec).is_empty()
+    }
+
     /// The current key's age in hours at `now` (0 without one).
     pub fn key_age_hours(&self, now: i64) -> f64 {
         self.current.as_ref().map_or(0.0, |k| (now - k.at).max(0) as f64 / 3600.0)

@@ -290,6 +290,12 @@ impl Rotator {
                 continue;
             }
             let user = &record.spec.user_name;
+            if record.state.nothing_due(&record.spec, self.services.now()) {
+                let mut report = TargetReport::new(user);
+                report.current_key_id = record.state.current.as_ref().map(|k| k.key_id.clone());
+                reports.push(report);
+                continue;
+            }
             let report = match self.run_target(user, false).await {
                 Ok(report) => report,
                 Err(e) => {
@@ -451,6 +457,14 @@ impl Rotator {
                 self.undo_create(user, &new.key_id).await;
                 return Err(e);
             }
+            tracing::info!(
+                target: "appcreds::audit",
+                user_name = %user,
+                key_id = %new.key_id,
+                secret_sha256 = %new.secret.sha256_hex(),
+                replaces = state.retiring.as_ref().map_or("", |k| k.key_id.as_str()),
+                "access key created for rotation"
+            );
             report.outcome = "rotated";
             Some(new.secret)
         } else if !behind.is_empty() {

@@ -59,7 +59,12 @@ const FUNCTIONS: &[&str] = &[
     "appcreds-refresh-cache",
     "appcreds-installation-tracker",
     "appcreds-rate-limit-scanner",
+    "appcreds-access-key-rotator",
 ];
+
+/// The access-key rotator's table, and the demo IAM user it rotates into two repositories.
+const ROTATION_TABLE: &str = "appcreds-local-rotation";
+const DEMO_USER: &str = "appcreds-demo-deployer";
 
 struct Options {
     app_id: i64,
@@ -149,6 +154,7 @@ async fn run(opts: Options) -> Result<(), BoxError> {
     aws::create_installation_table(&ddb, installation_table).await?;
     aws::create_access_table(&ddb, ACCESS_TABLE).await?;
     aws::create_lease_table(&ddb, LEASE_TABLE).await?;
+    aws::create_rotation_table(&ddb, ROTATION_TABLE).await?;
     put_demo_rule(&ddb, opts.app_id).await?;
     step(&format!(
         "access table {ACCESS_TABLE}, enforced, with rule {DEMO_RULE:?} for {DEMO_ROLE}; local requests come from {LOCAL_CALLER}"
@@ -165,10 +171,19 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         .and_then(|m| m.arn)
         .ok_or("no HMAC key ARN")?;
     step(&format!("tables {app_table} and {installation_table}; App {} → {}", opts.app_id, key.arn));
+    let rotation_key = aws::create_vault_key(&kms).await?;
+    let iam = aws_sdk_iam::Client::new(&sdk);
+    let (_, first_key) = aws::create_rotated_user(&iam, DEMO_USER, "/appcreds-rotated/").await?;
+    step(&format!(
+        "IAM user /appcreds-rotated/{DEMO_USER} with key {first_key}; rotation table {ROTATION_TABLE}, its KMS key {rotation_key}"
+    ));
 
     let github = GitHubDouble::start_on(&format!("127.0.0.1:{}", opts.github_port)).await?;
     github.register_app(opts.app_id, &key.public_key_der)?;
-    github.install(Installation::org(opts.app_id, 4001, "octo-org", &[(40011, "hello-world"), (40012, "docs")]));
+    let mut org = Installation::org(opts.app_id, 4001, "octo-org", &[(40011, "hello-world"), (40012, "docs")]);
+    // The rotator writes Actions secrets into these repositories.
+    org.permissions.insert("secrets".into(), "write".into());
+    github.install(org);
     github.install(Installation::user(opts.app_id, 4002, "octocat", &[(40021, "dotfiles")]));
     step(&format!("GitHub double at {}", github.url()));
 
@@ -199,6 +214,7 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         github: github.url(),
         pagination_key: pagination_key.clone(),
         oidc_issuer: github.oidc_issuer(),
+        rotation_key: rotation_key.clone(),
     };
     for function in FUNCTIONS {
         let binary = bin_dir.join(function);
@@ -219,6 +235,10 @@ async fn run(opts: Options) -> Result<(), BoxError> {
     let mut result = demo(&base, opts.app_id, &key.public_key_der, &github).await;
     if result.is_ok() {
         result = cli_key_list(moto.endpoint(), app_table, opts.app_id, &key.arn).await;
+    }
+    if result.is_ok() {
+        let lambda = format!("http://127.0.0.1:{port}");
+        result = rotation(moto.endpoint(), &lambda, app_table, opts.app_id, &iam, &first_key, &github).await;
     }
     if let (Ok(()), Some(runs)) = (&result, opts.cold_starts) {
         result = cold_starts(&env, &bin_dir, opts.app_id, runs).await;
@@ -351,6 +371,7 @@ struct FunctionEnv {
     github: String,
     pagination_key: String,
     oidc_issuer: String,
+    rotation_key: String,
 }
 
 impl FunctionEnv {
@@ -369,6 +390,8 @@ impl FunctionEnv {
             .env("PAGINATION_KEY_ID", &self.pagination_key)
             .env("ACCESS_TABLE_NAME", ACCESS_TABLE)
             .env("LEASE_TABLE_NAME", LEASE_TABLE)
+            .env("ROTATION_TABLE_NAME", ROTATION_TABLE)
+            .env("ROTATION_KMS_KEY_ID", &self.rotation_key)
             // GitHub Actions OIDC tokens as the double issues them (audience "appcreds").
             .env("OIDC_ISSUER", &self.oidc_issuer)
             .env("OIDC_AUDIENCE", "appcreds")
@@ -404,6 +427,7 @@ fn cold_start_event(function: &str, app_id: i64) -> (Value, Duration) {
             (event, Duration::from_secs(300))
         }
         "appcreds-installation-tracker" => scheduled(300),
+        "appcreds-access-key-rotator" => scheduled(900),
         _ => scheduled(120),
     }
 }
@@ -610,6 +634,90 @@ async fn cli_token(base: &str, app_id: i64, github: &GitHubDouble) -> Result<(),
         return Err(format!("appcreds revoke failed: {}", String::from_utf8_lossy(&revoke.stderr)).into());
     }
     step("appcreds revoke --token-env … → GitHub revoked the token");
+    Ok(())
+}
+
+/// The CLI with the local AWS (moto, and the Lambda Invoke API of `cargo lambda watch`).
+async fn cli(endpoint: &str, lambda: &str, args: &[&str]) -> Result<std::process::Output, BoxError> {
+    let cli = std::env::current_exe()?.with_file_name("appcreds");
+    Ok(tokio::process::Command::new(&cli)
+        .args(args)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ENDPOINT_URL_LAMBDA", lambda)
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("APPCREDS_STACK")
+        .stdin(Stdio::null())
+        .output()
+        .await?)
+}
+
+/// An operator puts a rotation target for the demo user (two repositories) and runs the rotator
+/// for it: both repositories then hold the user's new key (opened by the double, the same pair in
+/// both), IAM has the new key active and the old one inactive, and the rotator's tokens are revoked.
+async fn rotation(
+    endpoint: &str,
+    lambda: &str,
+    app_table: &str,
+    app_id: i64,
+    iam: &aws_sdk_iam::Client,
+    first_key: &str,
+    github: &GitHubDouble,
+) -> Result<(), BoxError> {
+    let app = app_id.to_string();
+    let tables = ["--rotation-table", ROTATION_TABLE, "--app-table", app_table];
+    let mut put = vec!["rotation", "put", "--user", DEMO_USER, "--app-id", &app];
+    put.extend(["--repository", "octo-org/hello-world", "--repository", "octo-org/docs"]);
+    put.extend(tables);
+    let out = cli(endpoint, lambda, &put).await?;
+    if !out.status.success() {
+        return Err(format!("appcreds rotation put: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    step(&format!(
+        "appcreds rotation put --user {DEMO_USER} --repository octo-org/hello-world --repository octo-org/docs"
+    ));
+    let run = ["--output", "json", "rotation", "run", "--user", DEMO_USER, "--function", "appcreds-access-key-rotator"];
+    let out = cli(endpoint, lambda, &run).await?;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    if !out.status.success() || report["outcome"] != "rotated" {
+        return Err(format!("appcreds rotation run: {report} {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let listed = iam.list_access_keys().user_name(DEMO_USER).send().await?;
+    let keys: std::collections::BTreeMap<String, bool> = listed
+        .access_key_metadata()
+        .iter()
+        .map(|k| {
+            (k.access_key_id().unwrap_or_default().to_string(), k.status().is_some_and(|s| s.as_str() == "Active"))
+        })
+        .collect();
+    let new_key = report["currentKeyId"].as_str().unwrap_or_default().to_string();
+    let expected = std::collections::BTreeMap::from([(first_key.to_string(), false), (new_key.clone(), true)]);
+    if keys != expected {
+        return Err(format!("IAM keys after the rotation: {keys:?}, expected {expected:?}").into());
+    }
+    let pair = |repo: &str| {
+        (
+            github.repository_secret(repo, "AWS_ACCESS_KEY_ID").map(|v| String::from_utf8_lossy(&v).into_owned()),
+            github.repository_secret(repo, "AWS_SECRET_ACCESS_KEY").map(|v| v.len()),
+        )
+    };
+    let (a, b) = (pair("octo-org/hello-world"), pair("octo-org/docs"));
+    let same_secret = github.repository_secret("octo-org/hello-world", "AWS_SECRET_ACCESS_KEY")
+        == github.repository_secret("octo-org/docs", "AWS_SECRET_ACCESS_KEY");
+    if a.0.as_deref() != Some(new_key.as_str()) || a != b || !same_secret || a.1.unwrap_or(0) < 20 {
+        return Err(format!("the repositories' secrets after the rotation: {a:?} / {b:?}").into());
+    }
+    let unrevoked =
+        github.issued_tokens().iter().filter(|t| t.permissions.contains_key("secrets") && !t.revoked).count();
+    if unrevoked > 0 {
+        return Err(format!("{unrevoked} rotator token(s) not revoked").into());
+    }
+    step(&format!(
+        "appcreds rotation run --user {DEMO_USER} → key {first_key} → {new_key}: both repositories hold the new pair \
+         (opened by the double), the old key is inactive, the rotator's token is revoked"
+    ));
     Ok(())
 }
 
