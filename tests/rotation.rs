@@ -81,7 +81,12 @@ impl Fixture {
     async fn start_with(path: &str, iam_endpoint: Option<&str>) -> Fixture {
         let stack = Stack::start().await;
         stack.add_app(APP).await;
-        let grants = [("secrets", "write"), ("environments", "write"), ("organization_secrets", "write")];
+        let grants = [
+            ("secrets", "write"),
+            ("environments", "write"),
+            ("organization_secrets", "write"),
+            ("actions_variables", "write"),
+        ];
         let mut org = Installation::org(APP, 1410, "octo-org", &[(1401, "api"), (1402, "web"), (1403, "tools")]);
         let mut user = Installation::user(APP, 1420, "octocat", &[(1411, "dotfiles")]);
         for (p, l) in grants {
@@ -120,6 +125,7 @@ impl Fixture {
             secret_names: SecretNames::default(),
             max_age_hours: 24,
             grace_hours: 1,
+            region: None,
         }
     }
 
@@ -194,11 +200,18 @@ async fn a_key_is_rotated_into_every_kind_of_destination_byte_for_byte() {
         },
         repo("octocat/dotfiles"),
     ]);
+    let spec = TargetSpec { region: Some("eu-west-1".into()), ..spec };
     spec.validate().unwrap();
     f.store.put_spec(&spec).await.unwrap();
 
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
     assert_eq!(report.outcome, "rotated", "{report:?}");
+    // The region, as an Actions variable, where the key went into a repository or environment.
+    for r in ["octo-org/api", "octocat/dotfiles"] {
+        assert_eq!(f.stack.github.repository_variable(r, "AWS_REGION").as_deref(), Some("eu-west-1"), "{r}");
+    }
+    let env_region = f.stack.github.environment_variable("octo-org/api", "production", "AWS_REGION");
+    assert_eq!(env_region.as_deref(), Some("eu-west-1"));
     let (new_id, secret) = f.created();
     assert_eq!(report.current_key_id.as_deref(), Some(new_id.as_str()));
     assert_eq!(report.deactivated_key_id.as_deref(), Some(f.old_key.as_str()));
@@ -230,10 +243,15 @@ async fn a_key_is_rotated_into_every_kind_of_destination_byte_for_byte() {
         let (repos, perms): (Vec<&str>, Vec<(&str, &str)>) = if t.installation_id == 1410 {
             (
                 vec!["api", "tools", "web"],
-                vec![("environments", "write"), ("organization_secrets", "write"), ("secrets", "write")],
+                vec![
+                    ("actions_variables", "write"),
+                    ("environments", "write"),
+                    ("organization_secrets", "write"),
+                    ("secrets", "write"),
+                ],
             )
         } else {
-            (vec!["dotfiles"], vec![("secrets", "write")])
+            (vec!["dotfiles"], vec![("actions_variables", "write"), ("secrets", "write")])
         };
         let mut got = t.repositories.clone().unwrap();
         got.sort();

@@ -56,6 +56,7 @@ async fn main() {
             secret_names: SecretNames::default(),
             max_age_hours: 720,
             grace_hours: 24,
+            region: None,
         })
         .await
         .unwrap();

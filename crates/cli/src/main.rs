@@ -281,6 +281,10 @@ enum RotationCommand {
         /// Keep a replaced key (inactive) this long before deleting it.
         #[arg(long, default_value_t = 24)]
         grace_hours: u32,
+        /// Also set the Actions variable AWS_REGION to this region in each repository and
+        /// environment destination.
+        #[arg(long, value_name = "REGION")]
+        region: Option<String>,
         #[command(flatten)]
         tables: RotationTableArgs,
     },
@@ -818,6 +822,7 @@ async fn rotation(cli: &Cli, command: &RotationCommand, json_out: bool) -> Resul
             secret_key_secret,
             max_age_hours,
             grace_hours,
+            region,
             ..
         } => Some(rotation::spec_of(&rotation::PutInput {
             user_name: user.clone(),
@@ -829,6 +834,7 @@ async fn rotation(cli: &Cli, command: &RotationCommand, json_out: bool) -> Resul
             secret_access_key_name: secret_key_secret.clone(),
             max_age_hours: *max_age_hours,
             grace_hours: *grace_hours,
+            region: region.clone(),
         })?),
         _ => None,
     };

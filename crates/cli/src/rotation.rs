@@ -26,6 +26,8 @@ pub struct PutInput {
     pub secret_access_key_name: Option<String>,
     pub max_age_hours: u32,
     pub grace_hours: u32,
+    /// Also set the `AWS_REGION` Actions variable.
+    pub region: Option<String>,
 }
 
 /// The spec `input` describes, checked; every problem is named, and nothing is written.
@@ -71,6 +73,7 @@ pub fn spec_of(input: &PutInput) -> Result<TargetSpec, CliError> {
         },
         max_age_hours: input.max_age_hours,
         grace_hours: input.grace_hours,
+        region: input.region.clone(),
     };
     if let Err(appcreds_core::Error::Validation { fields, .. }) = spec.validate() {
         problems.extend(fields.into_iter().map(|f| format!("{}: {}", f.path, f.message)));

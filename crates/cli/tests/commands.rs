@@ -473,6 +473,7 @@ async fn rotation_targets_are_checked_before_anything_is_written() {
         (&["--environment", "octo-org/api"], "give owner/name:environment"),
         (&["--organization", "octo-org:selected"], "visibility selected needs selectedRepositories"),
         (&["--repository", "octo-org/api", "--grace-hours", "800"], "/graceHours"),
+        (&["--repository", "octo-org/api", "--region", "Mars"], "\"Mars\" is not an AWS region"),
     ];
     for (extra, expected) in cases {
         let args: Vec<&str> = base.iter().chain(extra.iter()).copied().collect();

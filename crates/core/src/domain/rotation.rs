@@ -15,6 +15,11 @@ use crate::github::secrets::valid_secret_name;
 pub const DEFAULT_KEY_ID_NAME: &str = "AWS_ACCESS_KEY_ID";
 /// The default name of the secret holding the secret access key.
 pub const DEFAULT_SECRET_KEY_NAME: &str = "AWS_SECRET_ACCESS_KEY";
+/// The Actions variable that holds the region, when a target names one.
+pub const REGION_VARIABLE: &str = "AWS_REGION";
+/// GitHub's App permission for repository Actions variables. GitHub reports and grants it
+/// (`actions_variables`), though `@octokit/openapi`'s `app-permissions` schema does not list it.
+pub const VARIABLES_PERMISSION: &str = "actions_variables";
 /// The most destinations one target may have (each costs three GitHub calls per rotation).
 pub const MAX_DESTINATIONS: usize = 500;
 /// The longest maximum key age, a year.
@@ -159,6 +164,10 @@ pub struct TargetSpec {
     pub max_age_hours: u32,
     /// How long a replaced key stays (inactive) before it is deleted, so it can be reactivated.
     pub grace_hours: u32,
+    /// **Optional**: also set the Actions variable [`REGION_VARIABLE`] to this AWS region in each
+    /// repository and environment destination (organisations: set it once by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 impl TargetSpec {
@@ -214,6 +223,18 @@ impl TargetSpec {
         if self.secret_names.access_key_id.eq_ignore_ascii_case(&self.secret_names.secret_access_key) {
             bad("/secretNames".into(), "the two secrets must have different names".into());
         }
+        if let Some(region) = &self.region {
+            let parts: Vec<&str> = region.split('-').collect();
+            let ok = parts.len() >= 3
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+                && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
+                && region.len() <= 32;
+            if !ok {
+                bad("/region".into(), format!("{region:?} is not an AWS region (like eu-west-1)"));
+            }
+        }
         if self.max_age_hours == 0 || self.max_age_hours > MAX_AGE_HOURS {
             bad("/maxAgeHours".into(), format!("must be 1 to {MAX_AGE_HOURS}"));
         }
@@ -242,14 +263,20 @@ impl TargetSpec {
 /// The token scope that writes `destinations` (all of one owner): exactly their repositories,
 /// and for each kind of destination its one permission at `write`. Organisation destinations
 /// without selected repositories add no repository.
-pub fn token_scope(destinations: &[&Destination]) -> ScopeDown {
+///
+/// With `variables`, repository destinations also get [`VARIABLES_PERMISSION`] (environment
+/// variables come with `environments`).
+pub fn token_scope(destinations: &[&Destination], variables: bool) -> ScopeDown {
     let mut repositories = BTreeSet::new();
     let mut permissions = BTreeMap::new();
     for d in destinations {
         repositories.extend(d.repositories().into_iter().map(str::to_ascii_lowercase));
         permissions.insert(d.permission().to_string(), "write".to_string());
+        if variables && matches!(d, Destination::Repository { .. }) {
+            permissions.insert(VARIABLES_PERMISSION.to_string(), "write".to_string());
+        }
     }
-    debug_assert!(permissions.keys().all(|p| permission_levels().contains_key(p)));
+    debug_assert!(permissions.keys().all(|p| p == VARIABLES_PERMISSION || permission_levels().contains_key(p)));
     ScopeDown { repository_ids: Vec::new(), repository_names: repositories.into_iter().collect(), permissions }
 }
 
@@ -440,6 +467,7 @@ mod tests {
             secret_names: SecretNames::default(),
             max_age_hours: 24,
             grace_hours: 2,
+            region: None,
         }
     }
 
@@ -495,6 +523,7 @@ mod tests {
         s.secret_names.access_key_id = "GITHUB_KEY".into();
         s.secret_names.secret_access_key = "1ABC".into();
         s.grace_hours = 24;
+        s.region = Some("Mars-1".into());
         let m = messages(s.validate().unwrap_err());
         let paths: Vec<&str> = m.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(
@@ -510,6 +539,7 @@ mod tests {
                 "/destinations/6",
                 "/secretNames/accessKeyId",
                 "/secretNames/secretAccessKey",
+                "/region",
                 "/graceHours"
             ]
         );
@@ -535,13 +565,19 @@ mod tests {
         ]);
         let owners = TargetSpec::by_owner(&s.destinations);
         assert_eq!(owners.keys().collect::<Vec<_>>(), ["octo", "other", "third"]);
-        let octo = token_scope(&owners["octo"]);
+        let octo = token_scope(&owners["octo"], false);
         assert_eq!(octo.repository_names, ["api", "web"]);
         assert_eq!(
             octo.permissions,
             BTreeMap::from([("environments".into(), "write".into()), ("secrets".into(), "write".into())])
         );
-        let third = token_scope(&owners["third"]);
+        let other = token_scope(&owners["other"], true);
+        assert_eq!(
+            other.permissions,
+            BTreeMap::from([("actions_variables".into(), "write".into()), ("secrets".into(), "write".into())]),
+            "with a region, repositories also get their variables' permission"
+        );
+        let third = token_scope(&owners["third"], true);
         assert!(third.repository_names.is_empty());
         assert_eq!(third.permissions, BTreeMap::from([("organization_secrets".into(), "write".into())]));
         // The permission names are GitHub's (data/app-permissions.json).

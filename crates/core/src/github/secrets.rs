@@ -73,6 +73,44 @@ impl Place<'_> {
     }
 }
 
+impl Place<'_> {
+    /// The path of the place's Actions variables, where GitHub has them for Apps (repositories:
+    /// `actions_variables: write`; environments: `environments: write`).
+    fn variables(&self) -> Option<String> {
+        match self {
+            Place::Repository(repository) => Some(format!("/repos/{repository}/actions/variables")),
+            Place::Environment { repository, environment } => {
+                Some(format!("/repos/{repository}/environments/{}/variables", path_segment(environment)))
+            }
+            Place::Organization { .. } => None,
+        }
+    }
+}
+
+/// Sets the Actions variable `name` of `place` to `value` (not a secret: variables are shown in
+/// clear by GitHub): `PATCH` the variable, or `POST` it where it does not exist yet.
+pub async fn put_variable(
+    github: &GitHubClient,
+    token: &Secret,
+    place: &Place<'_>,
+    name: &str,
+    value: &str,
+) -> Result<Written, Error> {
+    let collection = place
+        .variables()
+        .ok_or_else(|| Error::internal("writing a variable", "organisation variables are not written"))?;
+    let body = json!({"name": name, "value": value});
+    let auth = Auth::Installation(token);
+    match github.send(Method::PATCH, &format!("{collection}/{name}"), auth, Some(&body)).await {
+        Ok(_) => Ok(Written::Updated),
+        Err(Error::GitHubRejected { status: 404, .. }) => {
+            github.send(Method::POST, &collection, Auth::Installation(token), Some(&body)).await?;
+            Ok(Written::Created)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// `segment` percent-encoded for a URL path (environment names may hold spaces and more).
 fn path_segment(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());

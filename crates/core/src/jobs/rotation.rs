@@ -36,7 +36,7 @@ use reqwest::Method;
 
 use crate::deadline;
 use crate::domain::rotation::{
-    Destination, KeyRef, RotationState, TargetSpec, Visibility, key_to_make_room, token_scope,
+    Destination, KeyRef, REGION_VARIABLE, RotationState, TargetSpec, Visibility, key_to_make_room, token_scope,
 };
 use crate::domain::secret::Secret;
 use crate::error::Error;
@@ -576,7 +576,7 @@ impl Rotator {
         for (owner, group) in TargetSpec::by_owner(destinations) {
             let token = match stop {
                 Some(_) => None,
-                None => match self.owner_token(spec.app_id, &owner, &group).await {
+                None => match self.owner_token(spec.app_id, &owner, &group, spec.region.is_some()).await {
                     Ok(token) => Some(token),
                     Err(e) => {
                         let message = github_message(&e);
@@ -631,8 +631,14 @@ impl Rotator {
     }
 
     /// A token for `owner`'s destinations: exactly their repositories, least permissions.
-    async fn owner_token(&self, app_id: i64, owner: &str, group: &[&Destination]) -> Result<OwnerToken, Error> {
-        let scope = token_scope(group);
+    async fn owner_token(
+        &self,
+        app_id: i64,
+        owner: &str,
+        group: &[&Destination],
+        variables: bool,
+    ) -> Result<OwnerToken, Error> {
+        let scope = token_scope(group, variables);
         let issued =
             self.tokens.issue(app_id, &Target::Owner(owner.to_string()), |_| Ok((None, scope.clone()))).await?;
         let granted = &issued.token.granted;
@@ -691,6 +697,11 @@ impl Rotator {
         secrets::put_secret(github, &token.token, &place, &key, &spec.secret_names.access_key_id, key_id).await?;
         report.github_writes += 1;
         secrets::put_secret(github, &token.token, &place, &key, &spec.secret_names.secret_access_key, secret).await?;
+        if let (Some(region), false) = (&spec.region, matches!(place, Place::Organization { .. })) {
+            report.paced_ms += self.pacer.permit(1).await?.as_millis() as u64;
+            report.github_writes += 1;
+            secrets::put_variable(github, &token.token, &place, REGION_VARIABLE, region).await?;
+        }
         Ok(())
     }
 

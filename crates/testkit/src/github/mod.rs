@@ -24,7 +24,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use rsa::RsaPublicKey;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -112,6 +112,21 @@ impl GitHubDouble {
         self.secret(&secrets::organization_id(org), name)
     }
 
+    /// A repository's Actions variable (`repository` is `owner/name`).
+    pub fn repository_variable(&self, repository: &str, name: &str) -> Option<String> {
+        self.inner
+            .secrets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .variable(&secrets::repository_id(repository), name)
+    }
+
+    /// An environment's variable.
+    pub fn environment_variable(&self, repository: &str, environment: &str, name: &str) -> Option<String> {
+        let secrets = self.inner.secrets.lock().unwrap_or_else(PoisonError::into_inner);
+        secrets.variable(&secrets::environment_id(repository, environment), name)
+    }
+
     fn secret(&self, place: &str, name: &str) -> Option<StoredSecret> {
         self.inner.secrets.lock().unwrap_or_else(PoisonError::into_inner).get(place, name)
     }
@@ -196,6 +211,10 @@ fn router(inner: Arc<Inner>) -> Router {
         .route("/repos/{owner}/{repo}/environments/{environment}/secrets", get(secrets::env_list))
         .route("/repos/{owner}/{repo}/environments/{environment}/secrets/public-key", get(secrets::env_public_key))
         .route("/repos/{owner}/{repo}/environments/{environment}/secrets/{name}", put(secrets::env_put))
+        .route("/repos/{owner}/{repo}/actions/variables", post(secrets::repo_variable_create))
+        .route("/repos/{owner}/{repo}/actions/variables/{name}", patch(secrets::repo_variable_update))
+        .route("/repos/{owner}/{repo}/environments/{environment}/variables", post(secrets::env_variable_create))
+        .route("/repos/{owner}/{repo}/environments/{environment}/variables/{name}", patch(secrets::env_variable_update))
         .route("/orgs/{org}/actions/secrets", get(secrets::org_list))
         .route("/orgs/{org}/actions/secrets/public-key", get(secrets::org_public_key))
         .route("/orgs/{org}/actions/secrets/{name}", put(secrets::org_put))

@@ -48,6 +48,8 @@ struct PlaceSecrets {
 pub(super) struct Secrets {
     places: HashMap<String, PlaceSecrets>,
     pub(super) environments: BTreeSet<String>,
+    /// Actions variables: place ID → name (upper case) → value.
+    variables: HashMap<String, BTreeMap<String, String>>,
 }
 
 /// Where a request points.
@@ -89,6 +91,11 @@ impl Secrets {
         })
     }
 
+    /// Variable `name` of the place `id`, if it was set.
+    pub(super) fn variable(&self, id: &str, name: &str) -> Option<String> {
+        self.variables.get(id)?.get(&name.to_ascii_uppercase()).cloned()
+    }
+
     /// Secret `name` of the place `id`, if it was written.
     pub(super) fn get(&self, id: &str, name: &str) -> Option<StoredSecret> {
         self.places.get(id)?.values.get(&name.to_ascii_uppercase()).cloned()
@@ -114,6 +121,17 @@ pub(super) fn organization_id(org: &str) -> String {
 /// secrets: its installation has the repository (or is the organisation's), the token covers it,
 /// and grants the place's permission. Returns the installation's repositories (ID, name).
 fn authorize(inner: &Inner, headers: &HeaderMap, place: &Place, write: bool) -> Result<Vec<(i64, String)>, Refusal> {
+    authorize_for(inner, headers, place, place.permission(), write)
+}
+
+/// [`authorize`] with the permission named.
+fn authorize_for(
+    inner: &Inner,
+    headers: &HeaderMap,
+    place: &Place,
+    permission: &str,
+    write: bool,
+) -> Result<Vec<(i64, String)>, Refusal> {
     let token = authenticate_installation(inner, headers)?;
     let state = inner.installations.lock().unwrap_or_else(PoisonError::into_inner);
     let installation = state.by_id.get(&token.installation_id).ok_or(Refusal(StatusCode::NOT_FOUND, "Not Found"))?;
@@ -130,7 +148,7 @@ fn authorize(inner: &Inner, headers: &HeaderMap, place: &Place, write: bool) -> 
     if !covered {
         return Err(Refusal(StatusCode::NOT_FOUND, "Not Found"));
     }
-    let level = token.permissions.get(place.permission()).map(String::as_str);
+    let level = token.permissions.get(permission).map(String::as_str);
     let allowed = if write { level == Some("write") } else { matches!(level, Some("read" | "write")) };
     if !allowed {
         return Err(Refusal(StatusCode::FORBIDDEN, "Resource not accessible by integration"));
@@ -329,4 +347,88 @@ pub(super) async fn org_put(
 /// `GET /orgs/{org}/actions/secrets` (names, times and visibility).
 pub(super) async fn org_list(State(inner): State<Arc<Inner>>, Path(org): Path<String>, headers: HeaderMap) -> Response {
     list(&inner, &headers, Place::Organization { org })
+}
+
+/// The permission that writes a place's variables: `actions_variables` for a repository,
+/// `environments` for an environment.
+fn variables_permission(place: &Place) -> &'static str {
+    match place {
+        Place::Environment { .. } => "environments",
+        _ => "actions_variables",
+    }
+}
+
+/// `POST …/variables` (create: 201, or 409 if it exists) and `PATCH …/variables/{name}` (update:
+/// 204, or 404 if it does not).
+fn set_variable(
+    inner: &Inner,
+    headers: &HeaderMap,
+    place: Place,
+    name: Option<&str>,
+    body: Option<axum::Json<Value>>,
+) -> Response {
+    if let Err(refusal) = authorize_for(inner, headers, &place, variables_permission(&place), true) {
+        return refusal.into_response();
+    }
+    let body = body.map(|b| b.0).unwrap_or(Value::Null);
+    let (Some(given), Some(value)) = (body["name"].as_str().or(name), body["value"].as_str()) else {
+        return gh_error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid request.\n\n\"name\", \"value\" wasn't supplied.");
+    };
+    let upper = given.to_ascii_uppercase();
+    let mut secrets = inner.secrets.lock().unwrap_or_else(PoisonError::into_inner);
+    let vars = secrets.variables.entry(place.id()).or_default();
+    match name {
+        None if vars.contains_key(&upper) => gh_error(StatusCode::CONFLICT, "Already exists - Variable already exists"),
+        None => {
+            vars.insert(upper, value.to_string());
+            (StatusCode::CREATED, axum::Json(json!({}))).into_response()
+        }
+        Some(existing) => match vars.get_mut(&existing.to_ascii_uppercase()) {
+            Some(v) => {
+                *v = value.to_string();
+                StatusCode::NO_CONTENT.into_response()
+            }
+            None => gh_error(StatusCode::NOT_FOUND, "Not Found"),
+        },
+    }
+}
+
+/// `POST /repos/{owner}/{repo}/actions/variables`.
+pub(super) async fn repo_variable_create(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Option<axum::Json<Value>>,
+) -> Response {
+    set_variable(&inner, &headers, Place::Repository { owner, repo }, None, body)
+}
+
+/// `PATCH /repos/{owner}/{repo}/actions/variables/{name}`.
+pub(super) async fn repo_variable_update(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Option<axum::Json<Value>>,
+) -> Response {
+    set_variable(&inner, &headers, Place::Repository { owner, repo }, Some(&name), body)
+}
+
+/// `POST /repos/{owner}/{repo}/environments/{environment_name}/variables`.
+pub(super) async fn env_variable_create(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, environment)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Option<axum::Json<Value>>,
+) -> Response {
+    set_variable(&inner, &headers, Place::Environment { owner, repo, environment }, None, body)
+}
+
+/// `PATCH /repos/{owner}/{repo}/environments/{environment_name}/variables/{name}`.
+pub(super) async fn env_variable_update(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, environment, name)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+    body: Option<axum::Json<Value>>,
+) -> Response {
+    set_variable(&inner, &headers, Place::Environment { owner, repo, environment }, Some(&name), body)
 }
