@@ -431,7 +431,7 @@ async fn a_concurrent_run_for_the_same_target_is_turned_away() {
     let f = Fixture::start().await;
     f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web")])).await.unwrap();
     // Slow GitHub: the first run holds the lease while the second arrives.
-    f.stack.github.set_latency(std::time::Duration::from_millis(150));
+    f.stack.github.set_latency(std::time::Duration::from_millis(400));
     let (a, b) = (f.rotator(), f.rotator());
     let (ra, rb) = tokio::join!(a.run_target(&f.user, false), async {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -451,8 +451,9 @@ async fn throttled_iam_fails_the_run_cleanly_and_the_next_one_rotates() {
     let proxy = FaultProxy::start(moto.endpoint()).await.unwrap();
     let f = Fixture::start_with(PATH, Some(&proxy.url())).await;
     f.store.put_spec(&f.spec(vec![repo("octo-org/api")])).await.unwrap();
-    // As many refusals as the SDK's attempts (3).
-    proxy.inject("CreateAccessKey", 3, 400, "Throttling");
+    // CreateAccessKey is sent once, never retried (a retry after a lost answer would make a
+    // second key nobody records): one refusal fails the run.
+    proxy.inject("CreateAccessKey", 1, 400, "Throttling");
     let err = f.rotator().run_target(&f.user, false).await.unwrap_err();
     assert!(matches!(err, Error::Throttled { service: "IAM", .. }), "{err:?}");
     assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), true)]));
@@ -469,7 +470,29 @@ async fn a_kms_failure_takes_the_new_key_back_and_leaves_the_old_one() {
     let err = f.rotator_with(fast(), missing).run_target(&f.user, false).await.unwrap_err();
     assert!(matches!(err, Error::Internal { context: "KMS Encrypt", .. }), "{err:?}");
     assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), true)]), "the new key was deleted");
-    assert_eq!(f.store.get(&f.user).await.unwrap().unwrap().state.current, None);
+    // The next run, with KMS back, rotates; the old key (which existed before) is not taken for
+    // an orphan of the failed run.
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!((report.outcome, report.deleted_key_ids.len()), ("rotated", 0), "{report:?}");
+    assert_eq!(report.deactivated_key_id.as_deref(), Some(f.old_key.as_str()));
+}
+
+#[tokio::test]
+async fn a_key_created_by_a_run_that_died_before_recording_it_is_deleted_by_the_next() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api")])).await.unwrap();
+    // What a run that died right after CreateAccessKey leaves: the marker, and a key nobody holds.
+    let record = f.store.get(&f.user).await.unwrap().unwrap();
+    let mut state = record.state.clone();
+    state.creating = Some(appcreds_core::domain::rotation::Creating { at: 0, existing: vec![f.old_key.clone()] });
+    f.store.save_state(&f.user, &state, Pending::Keep, record.version).await.unwrap();
+    let orphan = f.iam.create_access_key().user_name(&f.user).send().await.unwrap();
+    let orphan = orphan.access_key().unwrap().access_key_id().to_string();
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.deleted_key_ids, [orphan]);
+    assert_eq!(report.outcome, "rotated");
+    let (new_id, _) = f.created();
+    assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), false), (new_id, true)]));
 }
 
 #[tokio::test]
@@ -516,7 +539,9 @@ fn no_secret_reaches_a_log() {
         f.rotator().run_target(&f.user, false).await.unwrap();
         let tokens: Vec<String> = f.stack.github.issued_tokens().into_iter().map(|t| t.token).collect();
         let (_, secret) = f.created();
-        let mut secrets = vec![secret.expose().to_string()];
+        use base64::Engine;
+        let mut secrets =
+            vec![secret.expose().to_string(), base64::engine::general_purpose::STANDARD.encode(secret.expose())];
         secrets.extend(tokens);
         (secrets, format!("{}\n{report_json}\n{:?}", logs.text(), f.store.get(&f.user).await.unwrap()))
     });
@@ -524,4 +549,117 @@ fn no_secret_reaches_a_log() {
     for s in &secrets {
         assert!(!text.contains(s.as_str()), "a secret reached the logs, the report or a Debug print");
     }
+}
+
+#[tokio::test]
+async fn a_failed_second_secret_puts_the_key_id_back_so_the_pair_still_matches() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web")])).await.unwrap();
+    f.rotator().run_target(&f.user, false).await.unwrap();
+    let (first, first_secret) = f.created();
+    // A forced rotation whose second write to web fails, every time.
+    f.stack.github.inject(Fault::new(
+        "PUT /repos/octo-org/web/actions/secrets/AWS_SECRET_ACCESS_KEY",
+        100,
+        FaultKind::Status(500),
+    ));
+    let mut record = f.store.get(&f.user).await.unwrap().unwrap();
+    record.state.previous = record.state.previous.map(|p| KeyRef { at: p.at - 2 * 3600, ..p });
+    f.store.save_state(&f.user, &record.state, Pending::Keep, record.version).await.unwrap();
+    let report = f.rotator().run_target(&f.user, true).await.unwrap();
+    assert_eq!(report.outcome, "partial", "{report:?}");
+    let (second, second_secret) = f.created();
+    assert_ne!(first, second);
+    // api holds the new pair; web still holds the first pair, whole: its key ID was put back.
+    assert_eq!(
+        f.secret_pair("octo-org/api"),
+        (Some(second.as_bytes().to_vec()), Some(second_secret.expose().as_bytes().to_vec()))
+    );
+    assert_eq!(
+        f.secret_pair("octo-org/web"),
+        (Some(first.as_bytes().to_vec()), Some(first_secret.expose().as_bytes().to_vec()))
+    );
+    assert_eq!(f.keys().await, BTreeMap::from([(first.clone(), true), (second, true)]), "the first key still works");
+}
+
+#[tokio::test]
+async fn an_edited_target_is_written_again_and_a_replaced_keys_grace_period_is_waited_out_not_alarmed() {
+    let f = Fixture::start().await;
+    let spec = f.spec(vec![repo("octo-org/api")]);
+    f.store.put_spec(&spec).await.unwrap();
+    f.rotator().run_target(&f.user, false).await.unwrap();
+    // New secret names: the destination is behind, the secret is no longer held, so a new key is
+    // due; the replaced key is in its grace period, so the run waits, without counting a failure.
+    let renamed = TargetSpec {
+        secret_names: SecretNames { access_key_id: "DEPLOY_KEY_ID".into(), secret_access_key: "DEPLOY_SECRET".into() },
+        ..spec
+    };
+    f.store.put_spec(&renamed).await.unwrap();
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!((report.outcome, report.failures()), ("waiting", 0), "{report:?}");
+    assert!(report.error.as_deref().unwrap().contains("grace period"), "{report:?}");
+    // The grace period over: rotated, under the new names.
+    let mut record = f.store.get(&f.user).await.unwrap().unwrap();
+    record.state.previous = record.state.previous.map(|p| KeyRef { at: p.at - 2 * 3600, ..p });
+    f.store.save_state(&f.user, &record.state, Pending::Keep, record.version).await.unwrap();
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.outcome, "rotated", "{report:?}");
+    let (id, secret) = f.created();
+    assert_eq!(f.stack.github.repository_secret("octo-org/api", "DEPLOY_KEY_ID").unwrap(), id.as_bytes());
+    assert_eq!(f.stack.github.repository_secret("octo-org/api", "DEPLOY_SECRET").unwrap(), secret.expose().as_bytes());
+}
+
+#[tokio::test]
+async fn a_current_key_deactivated_outside_the_rotator_is_replaced_at_the_next_scheduled_run() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api")])).await.unwrap();
+    f.rotator().run_target(&f.user, false).await.unwrap();
+    let (exposed, _) = f.created();
+    // A responder deactivates the current key (exposed); the old key is inactive in its grace.
+    f.iam
+        .update_access_key()
+        .user_name(&f.user)
+        .access_key_id(&exposed)
+        .status("Inactive".into())
+        .send()
+        .await
+        .unwrap();
+    let summary = f.rotator().handle(serde_json::json!({"source": "aws.scheduler"})).await.unwrap();
+    assert_eq!(summary["failures"], 0, "{summary}");
+    let (replacement, secret) = f.created();
+    assert_ne!(replacement, exposed);
+    assert_eq!(
+        f.secret_pair("octo-org/api"),
+        (Some(replacement.as_bytes().to_vec()), Some(secret.expose().as_bytes().to_vec()))
+    );
+    let keys = f.keys().await;
+    assert_eq!(keys.get(&replacement), Some(&true));
+    assert!(!keys.contains_key(&exposed), "the deactivated key made room: {keys:?}");
+}
+
+#[tokio::test]
+async fn an_environment_only_owner_gets_environments_and_secrets_and_a_failed_region_variable_does_not_block_retirement()
+ {
+    let f = Fixture::start().await;
+    let mut spec = f.spec(vec![
+        Destination::Environment { repository: "octo-org/api".into(), environment: "production".into() },
+        repo("octocat/dotfiles"),
+    ]);
+    spec.region = Some("eu-west-1".into());
+    f.store.put_spec(&spec).await.unwrap();
+    f.stack.github.inject(Fault::new("/repos/octocat/dotfiles/actions/variables", 100, FaultKind::Status(500)));
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.outcome, "rotated", "{report:?}");
+    let dotfiles = report.destinations.iter().find(|d| d.destination == "repo:octocat/dotfiles").unwrap();
+    assert_eq!(dotfiles.status, "written");
+    assert!(dotfiles.error.as_deref().unwrap().starts_with("AWS_REGION variable:"), "{dotfiles:?}");
+    assert_eq!(report.failures(), 1, "the variable's failure is counted (and alarmed)");
+    assert_eq!(report.deactivated_key_id.as_deref(), Some(f.old_key.as_str()), "the key itself is everywhere");
+    let org_token = f.stack.github.issued_tokens().into_iter().find(|t| t.installation_id == 1410).unwrap();
+    let perms: Vec<&str> = org_token.permissions.keys().map(String::as_str).filter(|p| *p != "metadata").collect();
+    assert_eq!(perms, ["environments", "secrets"]);
+    assert_eq!(
+        f.stack.github.environment_variable("octo-org/api", "production", "AWS_REGION").as_deref(),
+        Some("eu-west-1")
+    );
 }

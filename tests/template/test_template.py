@@ -64,6 +64,11 @@ ROTATOR_NAMESPACE = "appcreds/AccessKeyRotator"
 ROTATION_TABLE = {"Fn::GetAtt": ["RotationTable", "Arn"]}
 # The operator manages targets (the rotator never deletes one, nor creates one).
 OPERATOR_ROTATION_ACTIONS = {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Scan"}
+# ... and its UpdateItem touches only these attributes (not State, not Pending).
+OPERATOR_SPEC_CONDITION = {
+    "ForAllValues:StringEquals": {"dynamodb:Attributes": ["UserName", "Spec", "Version"]},
+    "Null": {"dynamodb:Attributes": "false"},
+}
 ROTATION_KEY = {"Fn::GetAtt": ["RotationKey", "Arn"]}
 ROTATED_USERS = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:user${RotatedUsersPath}*"}
 ROTATOR_IAM = {"iam:GetUser", "iam:ListAccessKeys", "iam:CreateAccessKey", "iam:UpdateAccessKey", "iam:DeleteAccessKey"}
@@ -656,7 +661,7 @@ def test_no_policy_grants_invoke_without_its_condition(source):
             if operator.startswith("ForAllValues:"):
                 assert set(keys) <= {k for k, absent in v.get("Null", {}).items() if absent == "false"}, v
     uses = [v for v in each_mapping(source["Resources"]) if any(k.startswith("ForAllValues") for k in v)]
-    assert uses == [ROTATION_CONTEXT_CONDITION], "only the rotator's encryption context"
+    assert uses == [ROTATION_CONTEXT_CONDITION, OPERATOR_SPEC_CONDITION], "the rotator's encryption context, the operator's spec writes"
 
 
 def test_operator_policy_manages_keys_rules_and_apps_only(cfn):
@@ -673,7 +678,8 @@ def test_operator_policy_manages_keys_rules_and_apps_only(cfn):
     assert keys["Condition"] == {"StringEquals": {"aws:ResourceTag/FrameworkForGitHubAppOnAwsManaged": "true"}}
     assert by_sid["ManageAccessRules"]["Resource"] == ACCESS_TABLE
     assert by_sid["ManageRotationTargets"]["Resource"] == ROTATION_TABLE
-    assert set(by_sid["ManageRotationTargets"]["Action"]) == OPERATOR_ROTATION_ACTIONS
+    assert set(by_sid["ManageRotationTargets"]["Action"]) == OPERATOR_ROTATION_ACTIONS - {"dynamodb:UpdateItem"}
+    assert by_sid["WriteRotationSpecs"]["Condition"] == OPERATOR_SPEC_CONDITION
     assert by_sid["RunTheRotator"]["Action"] == "lambda:InvokeFunction"
     assert by_sid["RegisterAndRotateApps"]["Resource"] == APP_TABLE
     for s in statements:
@@ -1104,10 +1110,17 @@ def test_the_rotator_encrypts_only_with_its_key_under_its_context(cfn, source):
 
 def test_only_the_rotator_reaches_the_rotation_table(cfn, source):
     reach = [(name, s) for name, s in every_statement(cfn) if "RotationTable" in json.dumps(s.get("Resource"))]
-    assert sorted(name for name, _ in reach) == sorted([f"{ROTATOR}Role", "OperatorPolicy"])
+    assert sorted(name for name, _ in reach) == sorted([f"{ROTATOR}Role", "OperatorPolicy", "OperatorPolicy"])
+    operator = set()
     for name, s in reach:
-        expected = ROTATOR_TABLE_ACTIONS if name == f"{ROTATOR}Role" else OPERATOR_ROTATION_ACTIONS
-        assert set(as_list(s["Action"])) == expected and s["Resource"] == ROTATION_TABLE, (name, s)
+        assert s["Resource"] == ROTATION_TABLE, (name, s)
+        if name == f"{ROTATOR}Role":
+            assert set(as_list(s["Action"])) == ROTATOR_TABLE_ACTIONS
+        else:
+            operator |= set(as_list(s["Action"]))
+            if "dynamodb:UpdateItem" in as_list(s["Action"]):
+                assert as_list(s["Action"]) == ["dynamodb:UpdateItem"] and s["Condition"] == OPERATOR_SPEC_CONDITION
+    assert operator == OPERATOR_ROTATION_ACTIONS
     table = cfn["Resources"]["RotationTable"]["Properties"]
     assert table["KeySchema"] == [{"AttributeName": "UserName", "KeyType": "HASH"}]
     assert table["AttributeDefinitions"] == [{"AttributeName": "UserName", "AttributeType": "S"}]

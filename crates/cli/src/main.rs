@@ -304,6 +304,9 @@ enum RotationCommand {
     Delete {
         #[arg(long, value_name = "NAME")]
         user: String,
+        /// Delete it even in the middle of a rotation.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         tables: RotationTableArgs,
     },
@@ -936,8 +939,8 @@ async fn rotation(cli: &Cli, command: &RotationCommand, json_out: bool) -> Resul
                     + &rotation::destinations_table(&target)
             });
         }
-        RotationCommand::Delete { user, .. } => {
-            spin("deleting the target", targets.delete(user)).await?;
+        RotationCommand::Delete { user, force, .. } => {
+            spin("deleting the target", targets.delete(user, *force)).await?;
             print(json_out, json!({"deleted": user}), || {
                 format!("target {user:?} deleted (its keys and secrets are untouched)\n")
             });

@@ -128,8 +128,20 @@ impl Targets {
         Ok(self.store.list().await.map_err(failed)?.iter().map(view).collect())
     }
 
-    /// Deletes a target (the user's keys and the secrets stay as they are).
-    pub async fn delete(&self, user: &str) -> Result<(), CliError> {
+    /// Deletes a target (the user's keys and the secrets stay as they are). A target in the
+    /// middle of a rotation (destinations behind, the old key still active) is kept unless
+    /// `force`: deleting it would drop the encrypted new secret and leave two active keys.
+    pub async fn delete(&self, user: &str, force: bool) -> Result<(), CliError> {
+        if !force
+            && let Some(record) = self.store.get(user).await.map_err(failed)?
+            && (record.pending.is_some() || record.state.retiring.is_some())
+        {
+            return Err(CliError::Refused(format!(
+                "target {user:?} is in the middle of a rotation (destinations behind: {}); run it until it \
+                 completes, or delete with --force (the user keeps two active keys to sort out by hand)",
+                record.state.behind(&record.spec).len()
+            )));
+        }
         if self.store.delete(user).await.map_err(failed)? {
             Ok(())
         } else {

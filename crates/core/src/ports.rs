@@ -120,6 +120,8 @@ pub trait Vault: Send + Sync {
 /// An IAM user, as far as the rotator needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IamUser {
+    /// Its name, as IAM spells it (names are unique regardless of case).
+    pub name: String,
     /// Its ARN.
     pub arn: String,
     /// Its IAM path (`/appcreds-rotated/`).

@@ -115,13 +115,44 @@ fn init_logging() {
     use lambda_http::tracing::subscriber::util::SubscriberInitExt;
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").or_else(|_| std::env::var("RUST_LOG"));
     let level = level.ok().and_then(|l| l.parse::<LevelFilter>().ok()).unwrap_or(LevelFilter::INFO);
-    let filter = EnvFilter::builder().with_default_directive(level.into()).from_env_lossy();
+    let filter = capped(EnvFilter::builder().with_default_directive(level.into()).from_env_lossy(), level);
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     if json {
         json_logs(std::io::stdout).with_env_filter(filter).finish().init();
     } else {
         lambda_http::tracing::subscriber::fmt().with_target(false).without_time().with_env_filter(filter).init();
     }
+}
+
+/// The crates that log request and response bodies at TRACE (the AWS SDK's orchestrator logs
+/// every request it sends, KMS `Encrypt`'s plaintext included): held at the function's level but
+/// never beyond DEBUG, whatever `RUST_LOG` says, so no secret reaches a log even with
+/// `LogLevel=TRACE`.
+pub const CAPPED_AT_DEBUG: &[&str] = &[
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http_client",
+    "aws_sigv4",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "reqwest",
+    "rustls",
+];
+
+/// `filter` with [`CAPPED_AT_DEBUG`] held at `level`, and never beyond DEBUG.
+pub fn capped(
+    mut filter: lambda_http::tracing::subscriber::EnvFilter,
+    level: lambda_http::tracing::subscriber::filter::LevelFilter,
+) -> lambda_http::tracing::subscriber::EnvFilter {
+    use lambda_http::tracing::subscriber::filter::LevelFilter;
+    let cap = level.min(LevelFilter::DEBUG);
+    for target in CAPPED_AT_DEBUG {
+        if let Ok(directive) = format!("{target}={cap}").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
 }
 
 /// The JSON log format of the functions, writing to `writer` (the tests capture it).
@@ -187,4 +218,57 @@ where
         }
     }))
     .await
+}
+
+#[cfg(test)]
+mod log_cap_tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use lambda_http::tracing::subscriber::EnvFilter;
+    use lambda_http::tracing::subscriber::filter::LevelFilter;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(level: LevelFilter, rust_log: &str) -> String {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let filter =
+            super::capped(EnvFilter::builder().with_default_directive(level.into()).parse_lossy(rust_log), level);
+        let subscriber = lambda_http::tracing::subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::trace!(target: "aws_smithy_runtime::client::orchestrator", "sdk-trace Plaintext=c2VjcmV0");
+            tracing::debug!(target: "aws_smithy_runtime::client::orchestrator", "sdk-debug");
+            tracing::trace!(target: "appcreds_core::jobs::rotation", "own-trace");
+            tracing::info!(target: "hyper::proto", "hyper-info");
+        });
+        let bytes = buffer.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn the_sdk_and_http_crates_never_log_beyond_debug() {
+        let trace = logged(LevelFilter::TRACE, "");
+        assert!(!trace.contains("sdk-trace") && trace.contains("sdk-debug") && trace.contains("own-trace"), "{trace}");
+        // RUST_LOG asking for the SDK's TRACE gets DEBUG.
+        let asked = logged(LevelFilter::TRACE, "aws_smithy_runtime=trace");
+        assert!(!asked.contains("sdk-trace"), "{asked}");
+        // At INFO they stay at INFO (the cap never raises a level).
+        let info = logged(LevelFilter::INFO, "");
+        assert!(!info.contains("sdk-debug") && info.contains("hyper-info") && !info.contains("own-trace"), "{info}");
+    }
 }

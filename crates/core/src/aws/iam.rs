@@ -49,8 +49,19 @@ fn is_no_such_entity<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
 impl AccessKeys for IamAccessKeys {
     async fn user(&self, user: &str) -> Result<Option<IamUser>, Error> {
         match self.iam.get_user().user_name(user).send().await {
-            Ok(out) => Ok(out.user().map(|u| IamUser { arn: u.arn().to_string(), path: u.path().to_string() })),
+            Ok(out) => Ok(out.user().map(|u| IamUser {
+                name: u.user_name().to_string(),
+                arn: u.arn().to_string(),
+                path: u.path().to_string(),
+            })),
             Err(e) if is_no_such_entity(&e) => Ok(None),
+            // The role may read only users under the rotator's path.
+            Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("AccessDenied") => {
+                Err(Error::RotationRefused(format!(
+                    "IAM refused to show user {user:?}: the rotator may manage only users under its IAM path \
+                     (template parameter RotatedUsersPath)"
+                )))
+            }
             Err(e) => Err(iam_error("IAM GetUser", e)),
         }
     }
@@ -72,12 +83,20 @@ impl AccessKeys for IamAccessKeys {
     }
 
     async fn create(&self, user: &str) -> Result<NewAccessKey, Error> {
-        let out = self.iam.create_access_key().user_name(user).send().await.map_err(|e| {
-            if e.as_service_error().and_then(|s| s.code()) == Some("LimitExceeded") {
-                return Error::internal("IAM CreateAccessKey", "the user already has two access keys (IAM's limit)");
-            }
-            iam_error("IAM CreateAccessKey", e)
-        })?;
+        // Never sent twice: a retry after a lost answer would make a second key nobody records.
+        let once =
+            aws_sdk_iam::config::Builder::default().retry_config(aws_sdk_iam::config::retry::RetryConfig::disabled());
+        let out = self.iam.create_access_key().user_name(user).customize().config_override(once).send().await.map_err(
+            |e| {
+                if e.as_service_error().and_then(|s| s.code()) == Some("LimitExceeded") {
+                    return Error::internal(
+                        "IAM CreateAccessKey",
+                        "the user already has two access keys (IAM's limit)",
+                    );
+                }
+                iam_error("IAM CreateAccessKey", e)
+            },
+        )?;
         let key = out.access_key().ok_or_else(|| Error::internal("IAM CreateAccessKey", "no key in the answer"))?;
         Ok(NewAccessKey {
             key_id: key.access_key_id().to_string(),
@@ -88,15 +107,13 @@ impl AccessKeys for IamAccessKeys {
 
     async fn set_active(&self, user: &str, key_id: &str, active: bool) -> Result<(), Error> {
         let status = if active { StatusType::Active } else { StatusType::Inactive };
-        self.iam
-            .update_access_key()
-            .user_name(user)
-            .access_key_id(key_id)
-            .status(status)
-            .send()
-            .await
-            .map_err(|e| iam_error("IAM UpdateAccessKey", e))?;
-        Ok(())
+        let updated = self.iam.update_access_key().user_name(user).access_key_id(key_id).status(status).send().await;
+        match updated {
+            Ok(_) => Ok(()),
+            // Gone already: nothing left to (de)activate.
+            Err(e) if is_no_such_entity(&e) => Ok(()),
+            Err(e) => Err(iam_error("IAM UpdateAccessKey", e)),
+        }
     }
 
     async fn delete(&self, user: &str, key_id: &str) -> Result<(), Error> {

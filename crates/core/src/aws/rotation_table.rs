@@ -33,6 +33,13 @@ fn record(item: &Item) -> Result<TargetRecord, Error> {
     let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
     let spec: TargetSpec = serde_json::from_str(text("Spec").ok_or_else(|| bad("no Spec"))?)
         .map_err(|e| Error::internal("reading a rotation target's Spec", e))?;
+    // Held to the rules the CLI checks: a row written past it reaches no GitHub URL.
+    if let Err(e) = spec.validate() {
+        return Err(Error::RotationRefused(format!("the stored target of {:?} is invalid: {e}", spec.user_name)));
+    }
+    if text("UserName").map(String::as_str) != Some(spec.user_name.as_str()) {
+        return Err(Error::RotationRefused("a stored target's UserName differs from its Spec".into()));
+    }
     let state: RotationState = match text("State") {
         Some(s) => serde_json::from_str(s).map_err(|e| Error::internal("reading a rotation target's State", e))?,
         None => RotationState::default(),
@@ -63,7 +70,18 @@ impl RotationStore for DynamoRotationStore {
 
     async fn list(&self) -> Result<Vec<TargetRecord>, Error> {
         let items = scan_all(&self.client, &self.table, None, "reading the rotation table").await?;
-        let mut records = items.iter().map(record).collect::<Result<Vec<_>, _>>()?;
+        // One bad row (written past the CLI) is skipped and logged; it does not stop the others.
+        let mut records: Vec<TargetRecord> = items
+            .iter()
+            .filter_map(|item| match record(item) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    let user = item.get("UserName").and_then(|v| v.as_s().ok()).map_or("?", String::as_str);
+                    tracing::error!(user_name = user, error = %e, "skipping a rotation target that does not validate");
+                    None
+                }
+            })
+            .collect();
         records.sort_by(|a, b| a.spec.user_name.cmp(&b.spec.user_name));
         Ok(records)
     }

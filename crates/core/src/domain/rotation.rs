@@ -119,15 +119,24 @@ impl Destination {
         }
     }
 
-    /// The least permission GitHub documents for writing it: `secrets` (repository secrets),
-    /// `environments` (environment secrets) or `organization_secrets` (organisation secrets),
-    /// each `write` (which includes reading the public key).
-    pub fn permission(&self) -> &'static str {
+    /// The least permissions for writing it: `secrets` (repository secrets), `environments` and
+    /// `secrets` (environment secrets: GitHub documents both for them), `organization_secrets`
+    /// (organisation secrets); each `write`, which includes reading the public key.
+    pub fn permissions(&self) -> &'static [&'static str] {
         match self {
-            Destination::Repository { .. } => "secrets",
-            Destination::Environment { .. } => "environments",
-            Destination::Organization { .. } => "organization_secrets",
+            Destination::Repository { .. } => &["secrets"],
+            Destination::Environment { .. } => &["environments", "secrets"],
+            Destination::Organization { .. } => &["organization_secrets"],
         }
+    }
+
+    /// What a destination holds besides the key: its kind and place, the secret names and the
+    /// region. A destination written under another fingerprint is behind, so an edited target
+    /// is written again.
+    pub fn fingerprint(&self, spec: &TargetSpec) -> String {
+        use sha2::Digest;
+        let described = serde_json::json!([self, spec.secret_names, spec.region]).to_string();
+        hex::encode(&sha2::Sha256::digest(described.as_bytes())[..8])
     }
 }
 
@@ -271,7 +280,9 @@ pub fn token_scope(destinations: &[&Destination], variables: bool) -> ScopeDown 
     let mut permissions = BTreeMap::new();
     for d in destinations {
         repositories.extend(d.repositories().into_iter().map(str::to_ascii_lowercase));
-        permissions.insert(d.permission().to_string(), "write".to_string());
+        for p in d.permissions() {
+            permissions.insert((*p).to_string(), "write".to_string());
+        }
         if variables && matches!(d, Destination::Repository { .. }) {
             permissions.insert(VARIABLES_PERMISSION.to_string(), "write".to_string());
         }
@@ -337,6 +348,9 @@ pub struct DestinationState {
     /// Why the last attempt to write it failed (GitHub's message), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// [`Destination::fingerprint`] of what was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// A key the rotator made or replaced.
@@ -347,6 +361,16 @@ pub struct KeyRef {
     pub key_id: String,
     /// When it was created, or (for a replaced key) deactivated (Unix seconds).
     pub at: i64,
+}
+
+/// A key creation in progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Creating {
+    /// When (Unix seconds).
+    pub at: i64,
+    /// The user's keys just before.
+    pub existing: Vec<String>,
 }
 
 /// What the rotator recorded about a target.
@@ -366,6 +390,11 @@ pub struct RotationState {
     /// Each destination's state, by [`Destination::id`].
     #[serde(default)]
     pub destinations: BTreeMap<String, DestinationState>,
+    /// Set just before a key is created (with the keys the user had then), cleared when the new
+    /// key is recorded: a run that dies in between leaves it, and the next run deletes the key
+    /// that is in neither (it was never handed out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creating: Option<Creating>,
     /// When the rotator last looked at the target, and what went wrong then, if anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<i64>,
@@ -380,7 +409,10 @@ impl RotationState {
         spec.destinations
             .iter()
             .filter(|d| {
-                current.is_none() || self.destinations.get(&d.id()).and_then(|s| s.key_id.as_deref()) != current
+                let held = self.destinations.get(&d.id());
+                current.is_none()
+                    || held.and_then(|s| s.key_id.as_deref()) != current
+                    || held.and_then(|s| s.fingerprint.as_deref()) != Some(d.fingerprint(spec).as_str())
             })
             .collect()
     }
@@ -428,8 +460,10 @@ pub fn key_to_make_room(
         return Ok(None);
     }
     let current = state.current.as_ref().map(|k| k.key_id.as_str());
+    let retiring = state.retiring.as_ref().map(|k| k.key_id.as_str());
     let in_grace = |id: &str| state.previous.as_ref().is_some_and(|p| p.key_id == id && now < p.at + grace_secs);
-    if let Some(k) = keys.iter().find(|k| !k.active && Some(k.key_id.as_str()) != current && !in_grace(&k.key_id)) {
+    let live = |id: &str| Some(id) == current || Some(id) == retiring || in_grace(id);
+    if let Some(k) = keys.iter().find(|k| !k.active && !live(&k.key_id)) {
         return Ok(Some(k.key_id.clone()));
     }
     let described: Vec<String> = keys
@@ -437,6 +471,8 @@ pub fn key_to_make_room(
         .map(|k| {
             if k.active {
                 format!("{} is active", k.key_id)
+            } else if Some(k.key_id.as_str()) == retiring {
+                format!("{} still serves destinations that are behind", k.key_id)
             } else if let Some(p) = state.previous.as_ref().filter(|p| p.key_id == k.key_id) {
                 format!(
                     "{} is in its grace period until {}",
@@ -571,6 +607,12 @@ mod tests {
             octo.permissions,
             BTreeMap::from([("environments".into(), "write".into()), ("secrets".into(), "write".into())])
         );
+        // An owner with environment destinations only still gets `secrets`.
+        let env_only = Destination::Environment { repository: "solo/app".into(), environment: "prod".into() };
+        assert_eq!(
+            token_scope(&[&env_only], false).permissions.keys().collect::<Vec<_>>(),
+            ["environments", "secrets"]
+        );
         let other = token_scope(&owners["other"], true);
         assert_eq!(
             other.permissions,
@@ -608,6 +650,10 @@ mod tests {
         // The current key is never deleted, even inactive.
         state.previous = None;
         assert!(key_to_make_room(&[key("B", false), key("X", true)], &state, 3600, 2000).is_err());
+        // Nor the key being replaced, which destinations that are behind still hold.
+        state.retiring = Some(KeyRef { key_id: "R".into(), at: 0 });
+        let err = key_to_make_room(&[key("B", true), key("R", false)], &state, 3600, 2000).unwrap_err();
+        assert!(err.contains("R still serves destinations that are behind"), "{err}");
     }
 
     #[test]
@@ -616,12 +662,19 @@ mod tests {
         let mut state = RotationState::default();
         assert_eq!(state.behind(&s).len(), 2, "no key yet: all behind");
         state.current = Some(KeyRef { key_id: "K2".into(), at: 0 });
-        state
-            .destinations
-            .insert("repo:octo/a".into(), DestinationState { key_id: Some("K2".into()), ..Default::default() });
-        state
-            .destinations
-            .insert("repo:octo/b".into(), DestinationState { key_id: Some("K1".into()), ..Default::default() });
+        let held = |d: &Destination, key: &str| DestinationState {
+            key_id: Some(key.into()),
+            fingerprint: Some(d.fingerprint(&s)),
+            ..Default::default()
+        };
+        state.destinations.insert("repo:octo/a".into(), held(&s.destinations[0], "K2"));
+        state.destinations.insert("repo:octo/b".into(), held(&s.destinations[1], "K1"));
         assert_eq!(state.behind(&s), [&s.destinations[1]]);
+        // An edited target (other secret names, a region) is written again.
+        let names = SecretNames { access_key_id: "KEY".into(), ..SecretNames::default() };
+        let renamed = TargetSpec { secret_names: names, ..s.clone() };
+        assert_eq!(state.behind(&renamed).len(), 2);
+        let regional = TargetSpec { region: Some("eu-west-1".into()), ..s.clone() };
+        assert_eq!(state.behind(&regional).len(), 2);
     }
 }

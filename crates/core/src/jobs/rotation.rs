@@ -36,7 +36,8 @@ use reqwest::Method;
 
 use crate::deadline;
 use crate::domain::rotation::{
-    Destination, KeyRef, REGION_VARIABLE, RotationState, TargetSpec, Visibility, key_to_make_room, token_scope,
+    Creating, Destination, KeyRef, REGION_VARIABLE, RotationState, TargetSpec, Visibility, key_to_make_room,
+    token_scope,
 };
 use crate::domain::secret::Secret;
 use crate::error::Error;
@@ -66,8 +67,16 @@ pub const WRITES_PER_MINUTE: u32 = 80;
 pub const WRITES_PER_HOUR: usize = 500;
 /// How long a new key is given to start working.
 pub const KEY_WAIT: Duration = Duration::from_secs(60);
-/// A run starts a target only with this much time left.
-const PER_TARGET: Duration = Duration::from_secs(30);
+/// Kept at the end of a run: the last state save, deactivating the old key, revoking tokens,
+/// publishing the metrics.
+const END_RESERVE: Duration = Duration::from_secs(15);
+/// A destination's writes are started only with time for two whole GitHub attempts and a third
+/// (putting the key ID back) left, beside [`END_RESERVE`].
+const PAIR_RESERVE: Duration = Duration::from_secs(3 * 13);
+/// A run starts a target only with this much time left: a new key's wait and one destination.
+const PER_TARGET: Duration = Duration::from_secs(60 + 15 + 39);
+/// The state is saved every this many destinations written.
+const SAVE_EVERY: usize = 25;
 /// How long a target's lease lasts without a deadline to bound it (the function's timeout).
 const LEASE_SECS: i64 = 900;
 
@@ -147,6 +156,9 @@ pub struct TargetReport {
     /// GitHub writes in this run, and how long pacing held them back (ms).
     pub github_writes: usize,
     pub paced_ms: u64,
+    /// Why the run's writes stopped (throttled, out of time), if they did.
+    #[serde(skip)]
+    stop_reason: Option<String>,
 }
 
 impl TargetReport {
@@ -161,13 +173,14 @@ impl TargetReport {
             error: None,
             github_writes: 0,
             paced_ms: 0,
+            stop_reason: None,
         }
     }
 
     /// Destinations that failed in this run.
     pub fn failures(&self) -> usize {
-        self.destinations.iter().filter(|d| d.status != "written" && d.status != "up-to-date").count()
-            + usize::from(self.error.is_some())
+        self.destinations.iter().filter(|d| d.error.is_some()).count()
+            + usize::from(self.error.is_some() && self.outcome != "waiting")
     }
 }
 
@@ -211,7 +224,7 @@ impl Pacer {
             }
             let start = s.next.max(now);
             let wait = start - now;
-            if !deadline::allows(wait, Duration::from_secs(2)) {
+            if !deadline::allows(wait, END_RESERVE + PAIR_RESERVE) {
                 return Err(Error::OutOfTime);
             }
             s.next = start + self.interval * n as u32;
@@ -223,9 +236,10 @@ impl Pacer {
     }
 
     /// GitHub asked to wait: nothing more is written before then.
-    async fn hold_off(&self, secs: u64) {
-        let mut s = self.state.lock().await;
-        s.next = s.next.max(Instant::now() + Duration::from_secs(secs));
+    fn hold_off_now(&self, secs: u64) {
+        if let Ok(mut s) = self.state.try_lock() {
+            s.next = s.next.max(Instant::now() + Duration::from_secs(secs));
+        }
     }
 }
 
@@ -290,7 +304,7 @@ impl Rotator {
                 continue;
             }
             let user = &record.spec.user_name;
-            if record.state.nothing_due(&record.spec, self.services.now()) {
+            if record.state.nothing_due(&record.spec, self.services.now()) && self.current_key_is_active(record).await {
                 let mut report = TargetReport::new(user);
                 report.current_key_id = record.state.current.as_ref().map(|k| k.key_id.clone());
                 reports.push(report);
@@ -320,6 +334,17 @@ impl Rotator {
         Ok(
             json!({"targets": records.len(), "failures": failures, "notStarted": not_started, "keysOverMaxAge": over_max}),
         )
+    }
+
+    /// Whether IAM still has the target's current key, active: one `ListAccessKeys`, so that a key
+    /// deactivated or deleted behind the rotator's back (an exposed key, say) is replaced at the
+    /// next run, not when it would have been due. An IAM failure counts as "look closer".
+    async fn current_key_is_active(&self, record: &TargetRecord) -> bool {
+        let Some(current) = &record.state.current else { return false };
+        match self.ports.keys.list(&record.spec.user_name).await {
+            Ok(keys) => keys.iter().any(|k| k.key_id == current.key_id && k.active),
+            Err(_) => false,
+        }
     }
 
     /// Rotates (or catches up) one target, holding its lease.
@@ -373,6 +398,13 @@ impl Rotator {
             .user(user)
             .await?
             .ok_or_else(|| Error::RotationRefused(format!("IAM has no user {user:?}")))?;
+        if iam_user.name != user {
+            // IAM names ignore case: two spellings would be two targets fighting over one user's keys.
+            return Err(Error::RotationRefused(format!(
+                "the target names IAM user {user:?}, which IAM spells {:?}: put the target under that exact name",
+                iam_user.name
+            )));
+        }
         if !iam_user.path.starts_with(&self.settings.allowed_path) {
             return Err(Error::RotationRefused(format!(
                 "IAM user {user:?} has path {:?}, outside {:?}, the only path this rotator may manage",
@@ -388,6 +420,30 @@ impl Rotator {
         }
         if state.retiring.as_ref().is_some_and(|k| !exists(&k.key_id, &keys)) {
             state.retiring = None;
+        }
+        // A run that died between creating a key and recording it: that key was never handed
+        // out (destinations are written only after it is recorded), so it goes.
+        if let Some(creating) = state.creating.take() {
+            let known = |id: &str| {
+                creating.existing.iter().any(|e| e == id)
+                    || state.current.as_ref().is_some_and(|k| k.key_id == id)
+                    || state.retiring.as_ref().is_some_and(|k| k.key_id == id)
+            };
+            let orphans: Vec<String> = keys.iter().filter(|k| !known(&k.key_id)).map(|k| k.key_id.clone()).collect();
+            for id in orphans {
+                tracing::warn!(user_name = %user, key_id = %id, "deleting a key an interrupted run created and never recorded");
+                self.ports.keys.delete(user, &id).await?;
+                report.deleted_key_ids.push(id.clone());
+                keys.retain(|k| k.key_id != id);
+            }
+        }
+        // A current key deactivated outside the rotator (an exposed key, say) is no longer the
+        // current one: it is replaced now, and as an inactive key it may make room.
+        if let Some(current) = state.current.clone()
+            && keys.iter().any(|k| k.key_id == current.key_id && !k.active)
+        {
+            tracing::warn!(user_name = %user, key_id = %current.key_id, "the current key was deactivated outside the rotator; replacing it");
+            state.current = None;
         }
         // 1. A replaced key whose grace period is over goes.
         if let Some(previous) = state.previous.clone() {
@@ -417,11 +473,24 @@ impl Rotator {
         let context =
             |key_id: &str| [("appcreds:UserName", user.to_string()), ("appcreds:AccessKeyId", key_id.to_string())];
         let secret = if rotate {
+            // A key is made only with time to prove it and write at least one destination.
+            if !deadline::allows(Duration::ZERO, self.settings.key_wait + END_RESERVE + PAIR_RESERVE) {
+                return Err(Error::OutOfTime);
+            }
             // 2. Room, then the new key, recorded (encrypted) before anything else.
             match key_to_make_room(&keys, &state, grace, now) {
                 Err(why) => {
                     state.last_error = Some(why.clone());
                     self.save(user, &state, Pending::Keep, &mut version).await?;
+                    // Only a replaced key's grace period in the way: this clears by itself.
+                    let waiting =
+                        current_active && state.retiring.is_none() && keys.iter().filter(|k| k.active).count() < 2;
+                    if waiting {
+                        report.outcome = "waiting";
+                        report.current_key_id = state.current.as_ref().map(|k| k.key_id.clone());
+                        report.error = Some(why);
+                        return Ok(report);
+                    }
                     return Err(Error::RotationRefused(why));
                 }
                 Ok(Some(id)) => {
@@ -435,6 +504,8 @@ impl Rotator {
                 Ok(None) => {}
             }
             let old = keys.iter().find(|k| k.active).map(|k| KeyRef { key_id: k.key_id.clone(), at: k.created });
+            state.creating = Some(Creating { at: now, existing: keys.iter().map(|k| k.key_id.clone()).collect() });
+            self.save(user, &state, Pending::Keep, &mut version).await?;
             let new = self.ports.keys.create(user).await?;
             let ctx = context(&new.key_id);
             let ctx: Vec<(&str, &str)> = ctx.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -452,6 +523,7 @@ impl Rotator {
             if state.retiring.is_none() {
                 state.retiring = old;
             }
+            state.creating = None;
             state.last_error = None;
             if let Err(e) = self.save(user, &state, Pending::Set(sealed), &mut version).await {
                 self.undo_create(user, &new.key_id).await;
@@ -487,9 +559,10 @@ impl Rotator {
                 self.save(user, &state, Pending::Keep, &mut version).await?;
                 return Err(e);
             }
-            // 4. Every destination that is behind.
+            // 4. Every destination that is behind (all of them for a new key).
             let targets: Vec<Destination> = if rotate { spec.destinations.clone() } else { behind };
-            Box::pin(self.write_destinations(&spec, &targets, &current.key_id, &secret, &mut state, &mut report)).await;
+            let run = Run { user, spec: &spec, key_id: &current.key_id, secret: &secret };
+            Box::pin(self.write_destinations(&run, &targets, &mut state, &mut report, &mut version)).await?;
             drop(secret);
         }
         for d in &spec.destinations {
@@ -507,19 +580,23 @@ impl Rotator {
         // Forget destinations no longer in the spec.
         state.destinations.retain(|id, _| spec.destinations.iter().any(|d| &d.id() == id));
 
-        // 5. All caught up: the old key is deactivated, the encrypted secret dropped.
-        let pending_after = if state.behind(&spec).is_empty() {
-            if let Some(old) = state.retiring.take() {
+        // 5. All caught up: the old key is deactivated, the encrypted secret dropped. What was
+        // written is saved first, so a failure to deactivate loses nothing.
+        if state.behind(&spec).is_empty() {
+            if let Some(old) = state.retiring.clone() {
+                self.save(user, &state, Pending::Keep, &mut version).await?;
                 self.ports.keys.set_active(user, &old.key_id, false).await?;
                 report.deactivated_key_id = Some(old.key_id.clone());
+                state.retiring = None;
                 state.previous = Some(KeyRef { key_id: old.key_id, at: now });
             }
-            if pending.is_some() || rotate { Pending::Clear } else { Pending::Keep }
+            state.last_error = None;
+            let pending_after = if pending.is_some() || rotate { Pending::Clear } else { Pending::Keep };
+            self.save(user, &state, pending_after, &mut version).await?;
         } else {
             report.outcome = "partial";
-            Pending::Keep
-        };
-        self.save(user, &state, pending_after, &mut version).await?;
+            self.save(user, &state, Pending::Keep, &mut version).await?;
+        }
         Ok(report)
     }
 
@@ -547,7 +624,7 @@ impl Rotator {
                 Err(e) => return Err(e),
             }
             let waited = started.elapsed();
-            if waited + delay > self.settings.key_wait || !deadline::allows(delay, PER_TARGET) {
+            if waited + delay > self.settings.key_wait || !deadline::allows(delay, END_RESERVE + PAIR_RESERVE) {
                 return Err(Error::Internal {
                     context: "waiting for the new access key",
                     source: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(format!(
@@ -561,27 +638,35 @@ impl Rotator {
         }
     }
 
+    /// Writes `destinations`, owner by owner, saving the state every [`SAVE_EVERY`] destinations
+    /// so that a run cut short keeps what it did.
     async fn write_destinations(
         &self,
-        spec: &TargetSpec,
+        run: &Run<'_>,
         destinations: &[Destination],
-        key_id: &str,
-        secret: &Secret,
         state: &mut RotationState,
         report: &mut TargetReport,
-    ) {
-        let key_id_value = Secret::new(key_id);
+        version: &mut i64,
+    ) -> Result<(), Error> {
         let now = self.services.now();
         let mut stop: Option<String> = None;
+        let mut since_save = 0;
         for (owner, group) in TargetSpec::by_owner(destinations) {
-            let token = match stop {
+            let token = match &stop {
                 Some(_) => None,
-                None => match self.owner_token(spec.app_id, &owner, &group, spec.region.is_some()).await {
+                None => match self.owner_token(run.spec.app_id, &owner, &group, run.spec.region.is_some()).await {
                     Ok(token) => Some(token),
                     Err(e) => {
                         let message = github_message(&e);
                         for d in &group {
-                            record(state, report, d, Err(format!("no token for {owner}: {message}")), key_id, now);
+                            record(
+                                state,
+                                report,
+                                run,
+                                d,
+                                Outcome::Failed(format!("no token for {owner}: {message}")),
+                                now,
+                            );
                         }
                         if matches!(e, Error::OutOfTime | Error::Throttled { .. }) {
                             stop = Some(message);
@@ -591,43 +676,29 @@ impl Rotator {
                 },
             };
             for d in &group {
-                let Some(token) = &token else {
-                    record(
-                        state,
-                        report,
-                        d,
-                        Err(format!("not attempted: {}", stop.clone().unwrap_or_default())),
-                        key_id,
-                        now,
-                    );
+                let (Some(token), None) = (&token, &stop) else {
+                    let why = stop.clone().unwrap_or_default();
+                    record(state, report, run, d, Outcome::NotAttempted(why), now);
                     continue;
                 };
-                if let Some(why) = &stop {
-                    record(state, report, d, Err(format!("not attempted: {why}")), key_id, now);
-                    continue;
+                let outcome = self.write_one(run, d, token, state, report).await;
+                if let Outcome::Failed(_) | Outcome::NotAttempted(_) = &outcome
+                    && let Some(why) = &report.stop_reason
+                {
+                    stop = Some(why.clone());
                 }
-                let before = report.github_writes;
-                let written = self.write_one(spec, d, token, &key_id_value, secret, report).await;
-                let mut outcome = written.as_ref().map(|_| ()).map_err(github_message);
-                if let Err(e) = &written {
-                    if let Error::Throttled { retry_after_seconds, .. } = e {
-                        self.pacer.hold_off(*retry_after_seconds).await;
-                    }
-                    if matches!(e, Error::OutOfTime | Error::Throttled { .. }) {
-                        let why = github_message(e);
-                        if report.github_writes == before {
-                            // Held back before anything was sent: not a failure of this destination.
-                            outcome = Err(format!("not attempted: {why}"));
-                        }
-                        stop = Some(why);
-                    }
+                record(state, report, run, d, outcome, now);
+                since_save += 1;
+                if since_save >= SAVE_EVERY {
+                    since_save = 0;
+                    self.save(run.user, state, Pending::Keep, version).await?;
                 }
-                record(state, report, d, outcome, key_id, now);
             }
             if let Some(token) = token {
                 self.revoke(&token.token).await;
             }
         }
+        Ok(())
     }
 
     /// A token for `owner`'s destinations: exactly their repositories, least permissions.
@@ -660,49 +731,97 @@ impl Rotator {
         Ok(OwnerToken { token: issued.token.token, repository_ids })
     }
 
+    /// Writes one destination. The two secrets go back to back; if the second fails after the
+    /// first was written, the first is put back to the key the destination held (still active),
+    /// so the destination never holds a mismatched pair. A failed `AWS_REGION` variable does not
+    /// undo the key: it is reported, and the destination counts as written.
     async fn write_one(
         &self,
-        spec: &TargetSpec,
+        run: &Run<'_>,
         destination: &Destination,
         token: &OwnerToken,
-        key_id: &Secret,
-        secret: &Secret,
+        state: &RotationState,
         report: &mut TargetReport,
-    ) -> Result<(), Error> {
-        let github = self.services.github()?;
-        let place = match destination {
-            Destination::Repository { repository } => Place::Repository(repository),
-            Destination::Environment { repository, environment } => Place::Environment { repository, environment },
-            Destination::Organization { org, visibility, selected_repositories } => {
-                let mut ids = Vec::new();
-                if *visibility == Visibility::Selected {
-                    for name in selected_repositories {
-                        let id =
-                            token.repository_ids.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, id)| *id);
-                        ids.push(id.ok_or_else(|| Error::GitHubRejected {
-                            status: 404,
-                            message: format!("repository {name} is not in the App's installation on {org}"),
-                            documentation_url: None,
-                        })?);
-                    }
-                }
-                Place::Organization { org, visibility: *visibility, selected_repository_ids: ids }
-            }
+    ) -> Outcome {
+        let held = state.destinations.get(&destination.id()).and_then(|s| s.key_id.clone());
+        let github = match self.services.github() {
+            Ok(github) => github,
+            Err(e) => return Outcome::Failed(e.to_string()),
         };
-        let key = secrets::public_key(github, &token.token, &place).await?;
-        // Both secrets back to back: the pair is mismatched for one request's time at most.
-        let waited = self.pacer.permit(2).await?;
-        report.paced_ms += waited.as_millis() as u64;
-        report.github_writes += 1;
-        secrets::put_secret(github, &token.token, &place, &key, &spec.secret_names.access_key_id, key_id).await?;
-        report.github_writes += 1;
-        secrets::put_secret(github, &token.token, &place, &key, &spec.secret_names.secret_access_key, secret).await?;
-        if let (Some(region), false) = (&spec.region, matches!(place, Place::Organization { .. })) {
-            report.paced_ms += self.pacer.permit(1).await?.as_millis() as u64;
-            report.github_writes += 1;
-            secrets::put_variable(github, &token.token, &place, REGION_VARIABLE, region).await?;
+        let place = match place_of(destination, token) {
+            Ok(place) => place,
+            Err(e) => return Outcome::Failed(github_message(&e)),
+        };
+        let key = match secrets::public_key(github, &token.token, &place).await {
+            Ok(key) => key,
+            Err(e) => return self.failed(report, e),
+        };
+        let names = &run.spec.secret_names;
+        match self.pacer.permit(2).await {
+            Ok(waited) => report.paced_ms += waited.as_millis() as u64,
+            Err(e) => {
+                report.stop_reason = Some(github_message(&e));
+                return Outcome::NotAttempted(github_message(&e));
+            }
         }
-        Ok(())
+        report.github_writes += 1;
+        let new_id = Secret::new(run.key_id);
+        if let Err(e) = secrets::put_secret(github, &token.token, &place, &key, &names.access_key_id, &new_id).await {
+            return self.failed(report, e);
+        }
+        report.github_writes += 1;
+        if let Err(e) =
+            secrets::put_secret(github, &token.token, &place, &key, &names.secret_access_key, run.secret).await
+        {
+            // The pair must match: the ID goes back to the key the destination holds.
+            let restored = match &held {
+                Some(old) => {
+                    report.github_writes += 1;
+                    secrets::put_secret(
+                        github,
+                        &token.token,
+                        &place,
+                        &key,
+                        &names.access_key_id,
+                        &Secret::new(old.clone()),
+                    )
+                    .await
+                    .map(|_| ())
+                }
+                None => Ok(()),
+            };
+            if let Err(again) = restored {
+                tracing::error!(
+                    user_name = %run.user,
+                    destination = %destination.id(),
+                    error = %again,
+                    "the access key ID could not be put back after the secret failed; the destination holds a mismatched pair until the next run"
+                );
+            }
+            return self.failed(report, e);
+        }
+        if let (Some(region), false) = (&run.spec.region, matches!(place, Place::Organization { .. })) {
+            let variable = async {
+                report.paced_ms += self.pacer.permit(2).await?.as_millis() as u64;
+                report.github_writes += 1;
+                secrets::put_variable(github, &token.token, &place, REGION_VARIABLE, region).await
+            };
+            if let Err(e) = variable.await {
+                return Outcome::WrittenWithWarning(format!("{REGION_VARIABLE} variable: {}", github_message(&e)));
+            }
+        }
+        Outcome::Written
+    }
+
+    /// A failed write: throttling holds the pacer back and stops the run's writes.
+    fn failed(&self, report: &mut TargetReport, e: Error) -> Outcome {
+        if let Error::Throttled { retry_after_seconds, .. } = &e {
+            self.pacer.hold_off_now(*retry_after_seconds);
+        }
+        if matches!(e, Error::OutOfTime | Error::Throttled { .. }) {
+            report.stop_reason = Some(github_message(&e));
+        }
+        Outcome::Failed(github_message(&e))
     }
 
     async fn revoke(&self, token: &Secret) {
@@ -765,25 +884,73 @@ fn github_message(e: &Error) -> String {
     }
 }
 
+/// What happened to one destination.
+enum Outcome {
+    Written,
+    /// The key was written; something beside it (the region variable) was not.
+    WrittenWithWarning(String),
+    Failed(String),
+    /// Held back before anything was sent (pacing, the deadline, an earlier throttle).
+    NotAttempted(String),
+}
+
+/// What a run writes.
+struct Run<'a> {
+    user: &'a str,
+    spec: &'a TargetSpec,
+    key_id: &'a str,
+    secret: &'a Secret,
+}
+
+fn place_of<'a>(destination: &'a Destination, token: &OwnerToken) -> Result<Place<'a>, Error> {
+    Ok(match destination {
+        Destination::Repository { repository } => Place::Repository(repository),
+        Destination::Environment { repository, environment } => Place::Environment { repository, environment },
+        Destination::Organization { org, visibility, selected_repositories } => {
+            let mut ids = Vec::new();
+            if *visibility == Visibility::Selected {
+                for name in selected_repositories {
+                    let id = token.repository_ids.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, id)| *id);
+                    ids.push(id.ok_or_else(|| Error::GitHubRejected {
+                        status: 404,
+                        message: format!("repository {name} is not in the App's installation on {org}"),
+                        documentation_url: None,
+                    })?);
+                }
+            }
+            Place::Organization { org, visibility: *visibility, selected_repository_ids: ids }
+        }
+    })
+}
+
 fn record(
     state: &mut RotationState,
     report: &mut TargetReport,
+    run: &Run<'_>,
     destination: &Destination,
-    outcome: Result<(), String>,
-    key_id: &str,
+    outcome: Outcome,
     now: i64,
 ) {
     let entry = state.destinations.entry(destination.id()).or_default();
     let (status, error) = match outcome {
-        Ok(()) => {
-            entry.key_id = Some(key_id.to_string());
+        Outcome::Written | Outcome::WrittenWithWarning(_) => {
+            entry.key_id = Some(run.key_id.to_string());
+            entry.fingerprint = Some(destination.fingerprint(run.spec));
             entry.written_at = Some(now);
-            entry.error = None;
-            ("written", None)
+            entry.error = match outcome {
+                Outcome::WrittenWithWarning(w) => Some(w),
+                _ => None,
+            };
+            ("written", entry.error.clone())
         }
-        Err(message) => {
+        Outcome::Failed(message) => {
             entry.error = Some(message.clone());
-            (if message.starts_with("not attempted") { "not-attempted" } else { "failed" }, Some(message))
+            ("failed", Some(message))
+        }
+        Outcome::NotAttempted(why) => {
+            let message = format!("not attempted: {why}");
+            entry.error = Some(message.clone());
+            ("not-attempted", Some(message))
         }
     };
     report.destinations.push(DestinationReport {

@@ -4,8 +4,8 @@
 //! a place holds with what was meant, byte for byte.
 //!
 //! Authorization is GitHub's: an installation token that covers the repository (or, for an
-//! organisation, belongs to the organisation's installation) and grants `secrets`,
-//! `environments` or `organization_secrets` (`write` to write). An environment must exist
+//! organisation, belongs to the organisation's installation) and grants `secrets` (repository),
+//! `environments` and `secrets` (environment) or `organization_secrets` (`write` to write). An environment must exist
 //! ([`super::GitHubDouble::add_environment`]); a value that does not open, a stale `key_id`, an
 //! organisation secret without a valid `visibility` or with repositories that are not the
 //! organisation's: 422.
@@ -121,6 +121,10 @@ pub(super) fn organization_id(org: &str) -> String {
 /// secrets: its installation has the repository (or is the organisation's), the token covers it,
 /// and grants the place's permission. Returns the installation's repositories (ID, name).
 fn authorize(inner: &Inner, headers: &HeaderMap, place: &Place, write: bool) -> Result<Vec<(i64, String)>, Refusal> {
+    // GitHub documents `environments` and `secrets` for environment secrets: both are required.
+    if let Place::Environment { .. } = place {
+        authorize_for(inner, headers, place, "secrets", write)?;
+    }
     authorize_for(inner, headers, place, place.permission(), write)
 }
 
