@@ -663,3 +663,49 @@ async fn an_environment_only_owner_gets_environments_and_secrets_and_a_failed_re
         Some("eu-west-1")
     );
 }
+
+#[tokio::test]
+async fn a_first_secret_whose_outcome_is_unknown_leaves_the_pair_as_it_was() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/web")])).await.unwrap();
+    f.rotator().run_target(&f.user, false).await.unwrap();
+    let (first, first_secret) = f.created();
+    let mut record = f.store.get(&f.user).await.unwrap().unwrap();
+    record.state.previous = record.state.previous.map(|p| KeyRef { at: p.at - 2 * 3600, ..p });
+    f.store.save_state(&f.user, &record.state, Pending::Keep, record.version).await.unwrap();
+    // GitHub fails the key ID's PUT with 5xx (did it land?): the ID is put back, the secret untouched.
+    f.stack.github.inject(Fault::new(
+        "PUT /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID",
+        4,
+        FaultKind::Status(502),
+    ));
+    let report = f.rotator().run_target(&f.user, true).await.unwrap();
+    assert_eq!(report.outcome, "partial", "{report:?}");
+    assert_eq!(
+        f.secret_pair("octo-org/web"),
+        (Some(first.as_bytes().to_vec()), Some(first_secret.expose().as_bytes().to_vec()))
+    );
+    assert_eq!(
+        f.stack.github.calls("PUT /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID"),
+        1 + 4 + 1,
+        "the first rotation, 4 failed attempts, the put-back"
+    );
+    assert!(f.keys().await[&first], "the first key still works");
+}
+
+#[tokio::test]
+async fn a_retiring_key_deactivated_by_a_run_that_could_not_record_it_counts_as_replaced() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api")])).await.unwrap();
+    f.rotator().run_target(&f.user, false).await.unwrap();
+    // As if the last save had failed after the old key was deactivated: still "retiring".
+    let mut record = f.store.get(&f.user).await.unwrap().unwrap();
+    record.state.retiring = record.state.previous.take();
+    f.store.save_state(&f.user, &record.state, Pending::Keep, record.version).await.unwrap();
+    // A forced run: the inactive old key is taken as replaced (in its grace period), so the run
+    // waits instead of refusing for a key that "still serves destinations".
+    let report = f.rotator().run_target(&f.user, true).await.unwrap();
+    assert_eq!((report.outcome, report.failures()), ("waiting", 0), "{report:?}");
+    let state = f.store.get(&f.user).await.unwrap().unwrap().state;
+    assert_eq!((state.retiring, state.previous.map(|p| p.key_id)), (None, Some(f.old_key.clone())));
+}

@@ -134,11 +134,15 @@ impl Targets {
     pub async fn delete(&self, user: &str, force: bool) -> Result<(), CliError> {
         if !force
             && let Some(record) = self.store.get(user).await.map_err(failed)?
-            && (record.pending.is_some() || record.state.retiring.is_some())
+            && (record.pending.is_some()
+                || record.state.retiring.is_some()
+                || record.state.creating.is_some()
+                || record.state.previous.is_some())
         {
             return Err(CliError::Refused(format!(
-                "target {user:?} is in the middle of a rotation (destinations behind: {}); run it until it \
-                 completes, or delete with --force (the user keeps two active keys to sort out by hand)",
+                "target {user:?} is in the middle of a rotation (destinations behind: {}), or its replaced key \
+                 is in its grace period; run it until that is over, or delete with --force (its keys are then \
+                 yours to sort out by hand)",
                 record.state.behind(&record.spec).len()
             )));
         }

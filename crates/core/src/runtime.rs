@@ -138,6 +138,10 @@ pub const CAPPED_AT_DEBUG: &[&str] = &[
     "h2",
     "reqwest",
     "rustls",
+    // The Lambda runtime logs each raw event at TRACE: a caller's OIDC token header included.
+    "lambda_runtime",
+    "lambda_runtime_api_client",
+    "lambda_http",
 ];
 
 /// `filter` with [`CAPPED_AT_DEBUG`] held at `level`, and never beyond DEBUG.

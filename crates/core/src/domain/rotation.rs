@@ -412,19 +412,20 @@ impl RotationState {
                 let held = self.destinations.get(&d.id());
                 current.is_none()
                     || held.and_then(|s| s.key_id.as_deref()) != current
-                    || held.and_then(|s| s.fingerprint.as_deref()) != Some(d.fingerprint(spec).as_str())
+                    || held.and_then(|s| s.fingerprint.as_deref()).is_some_and(|f| f != d.fingerprint(spec))
             })
             .collect()
     }
 
     /// Whether a run at `now` has nothing to do for `spec` by this state alone: a current key
     /// younger than its maximum age that every destination holds, no old key still active, and
-    /// no replaced key whose grace period is over. The scheduled run skips such a target without
-    /// an IAM or GitHub call (a key changed behind the rotator's back is seen when it is due).
+    /// no replaced key whose grace period is over, and no key creation interrupted. The scheduled
+    /// run skips such a target after checking only that IAM still has its current key active.
     pub fn nothing_due(&self, spec: &TargetSpec, now: i64) -> bool {
         let young = self.current.as_ref().is_some_and(|c| now - c.at < i64::from(spec.max_age_hours) * 3600);
         let grace = i64::from(spec.grace_hours) * 3600;
         young
+            && self.creating.is_none()
             && self.retiring.is_none()
             && self.previous.as_ref().is_none_or(|p| now < p.at + grace)
             && self.behind(spec).is_empty()

@@ -70,11 +70,12 @@ pub const KEY_WAIT: Duration = Duration::from_secs(60);
 /// Kept at the end of a run: the last state save, deactivating the old key, revoking tokens,
 /// publishing the metrics.
 const END_RESERVE: Duration = Duration::from_secs(15);
-/// A destination's writes are started only with time for two whole GitHub attempts and a third
-/// (putting the key ID back) left, beside [`END_RESERVE`].
-const PAIR_RESERVE: Duration = Duration::from_secs(3 * 13);
+/// A destination's writes are started only with time for four whole GitHub calls (the two
+/// secrets, the second once more if its outcome is unknown, and putting the key ID back), each
+/// with all its retries (4 attempts of at most 10 s, 5 s of waits), beside [`END_RESERVE`].
+const PAIR_RESERVE: Duration = Duration::from_secs(4 * 45);
 /// A run starts a target only with this much time left: a new key's wait and one destination.
-const PER_TARGET: Duration = Duration::from_secs(60 + 15 + 39);
+const PER_TARGET: Duration = Duration::from_secs(60 + 15 + 180);
 /// The state is saved every this many destinations written.
 const SAVE_EVERY: usize = 25;
 /// How long a target's lease lasts without a deadline to bound it (the function's timeout).
@@ -429,13 +430,34 @@ impl Rotator {
                     || state.current.as_ref().is_some_and(|k| k.key_id == id)
                     || state.retiring.as_ref().is_some_and(|k| k.key_id == id)
             };
-            let orphans: Vec<String> = keys.iter().filter(|k| !known(&k.key_id)).map(|k| k.key_id.clone()).collect();
+            // Created at or after the marker (a minute's clock skew allowed), and only one: a key
+            // made by hand since is not the rotator's to delete.
+            let orphans: Vec<String> = keys
+                .iter()
+                .filter(|k| !known(&k.key_id) && k.created >= creating.at - 60)
+                .map(|k| k.key_id.clone())
+                .collect();
+            if orphans.len() > 1 {
+                return Err(Error::RotationRefused(format!(
+                    "keys {orphans:?} were created since an interrupted run and none is recorded; delete the one \
+                     nobody uses by hand"
+                )));
+            }
             for id in orphans {
                 tracing::warn!(user_name = %user, key_id = %id, "deleting a key an interrupted run created and never recorded");
                 self.ports.keys.delete(user, &id).await?;
                 report.deleted_key_ids.push(id.clone());
                 keys.retain(|k| k.key_id != id);
             }
+        }
+        // A retiring key already inactive with nothing behind: a run deactivated it and could not
+        // record that. It is the replaced key, in its grace period from now.
+        if let Some(retiring) = state.retiring.clone()
+            && state.behind(&spec).is_empty()
+            && keys.iter().any(|k| k.key_id == retiring.key_id && !k.active)
+        {
+            state.retiring = None;
+            state.previous = Some(KeyRef { key_id: retiring.key_id, at: now });
         }
         // A current key deactivated outside the rotator (an exposed key, say) is no longer the
         // current one: it is replaced now, and as an inactive key it may make room.
@@ -766,38 +788,30 @@ impl Rotator {
         }
         report.github_writes += 1;
         let new_id = Secret::new(run.key_id);
-        if let Err(e) = secrets::put_secret(github, &token.token, &place, &key, &names.access_key_id, &new_id).await {
+        let first = secrets::put_secret(github, &token.token, &place, &key, &names.access_key_id, &new_id).await;
+        if let Err(e) = first {
+            // A refusal wrote nothing; anything else (a timeout, a 5xx) may have: the ID goes back,
+            // which is safe, as the secret beside it was not touched.
+            if !is_refusal(&e) {
+                self.put_back(run, destination, &place, &key, &token.token, held.as_deref(), report).await;
+            }
             return self.failed(report, e);
         }
         report.github_writes += 1;
-        if let Err(e) =
-            secrets::put_secret(github, &token.token, &place, &key, &names.secret_access_key, run.secret).await
+        let mut second =
+            secrets::put_secret(github, &token.token, &place, &key, &names.secret_access_key, run.secret).await;
+        if let Err(e) = &second
+            && !is_refusal(e)
+            && !matches!(e, Error::OutOfTime)
         {
+            // It may or may not have landed: a PUT is safe to repeat, and landing it keeps the pair.
+            report.github_writes += 1;
+            second =
+                secrets::put_secret(github, &token.token, &place, &key, &names.secret_access_key, run.secret).await;
+        }
+        if let Err(e) = second {
             // The pair must match: the ID goes back to the key the destination holds.
-            let restored = match &held {
-                Some(old) => {
-                    report.github_writes += 1;
-                    secrets::put_secret(
-                        github,
-                        &token.token,
-                        &place,
-                        &key,
-                        &names.access_key_id,
-                        &Secret::new(old.clone()),
-                    )
-                    .await
-                    .map(|_| ())
-                }
-                None => Ok(()),
-            };
-            if let Err(again) = restored {
-                tracing::error!(
-                    user_name = %run.user,
-                    destination = %destination.id(),
-                    error = %again,
-                    "the access key ID could not be put back after the secret failed; the destination holds a mismatched pair until the next run"
-                );
-            }
+            self.put_back(run, destination, &place, &key, &token.token, held.as_deref(), report).await;
             return self.failed(report, e);
         }
         if let (Some(region), false) = (&run.spec.region, matches!(place, Place::Organization { .. })) {
@@ -811,6 +825,32 @@ impl Rotator {
             }
         }
         Outcome::Written
+    }
+
+    /// Puts the key ID the destination held back (nothing if it held none).
+    #[allow(clippy::too_many_arguments)]
+    async fn put_back(
+        &self,
+        run: &Run<'_>,
+        destination: &Destination,
+        place: &Place<'_>,
+        key: &secrets::SecretsKey,
+        token: &Secret,
+        held: Option<&str>,
+        report: &mut TargetReport,
+    ) {
+        let (Some(old), Ok(github)) = (held, self.services.github()) else { return };
+        report.github_writes += 1;
+        let old = Secret::new(old);
+        if let Err(e) = secrets::put_secret(github, token, place, key, &run.spec.secret_names.access_key_id, &old).await
+        {
+            tracing::error!(
+                user_name = %run.user,
+                destination = %destination.id(),
+                error = %e,
+                "the access key ID could not be put back; the destination may hold a mismatched pair until the next run"
+            );
+        }
     }
 
     /// A failed write: throttling holds the pacer back and stops the run's writes.
@@ -871,6 +911,11 @@ impl Rotator {
         }
         over_max
     }
+}
+
+/// GitHub answered, and refused: nothing was written.
+fn is_refusal(e: &Error) -> bool {
+    matches!(e, Error::GitHubRejected { .. } | Error::GitHubRefusedAppcreds { .. } | Error::Throttled { .. })
 }
 
 /// GitHub's own message for a failure, or the error's (neither ever holds a secret).
