@@ -157,6 +157,13 @@ impl Fixture {
             .collect()
     }
 
+    /// Changes the stored state as time or a crash would have (the grace period over, say).
+    async fn edit_state(&self, edit: impl FnOnce(&mut appcreds_core::ports::RotationState)) {
+        let mut record = self.store.get(&self.user).await.unwrap().unwrap();
+        edit(&mut record.state);
+        self.store.save_state(&self.user, &record.state, Pending::Keep, record.version).await.unwrap();
+    }
+
     /// The last key the rotator created, with its secret.
     fn created(&self) -> (String, Secret) {
         self.keys.created.lock().unwrap().last().cloned().expect("a key was created")
@@ -399,11 +406,12 @@ async fn the_replaced_key_is_deleted_only_after_its_grace_period_and_an_aged_key
     assert_eq!(f.keys().await.len(), 2);
 
     // Two hours on (the state says so), and the key is 25 hours old: the old key goes, a new one comes.
-    let mut record = f.store.get(&f.user).await.unwrap().unwrap();
     let now = appcreds_core::domain::clock::Clock::now(&appcreds_core::domain::clock::SystemClock);
-    record.state.previous = record.state.previous.map(|p| KeyRef { at: p.at - 2 * 3600, ..p });
-    record.state.current = record.state.current.map(|c| KeyRef { at: now - 25 * 3600, ..c });
-    f.store.save_state(&f.user, &record.state, Pending::Keep, record.version).await.unwrap();
+    f.edit_state(|state| {
+        state.previous = state.previous.take().map(|p| KeyRef { at: p.at - 2 * 3600, ..p });
+        state.current = state.current.take().map(|c| KeyRef { at: now - 25 * 3600, ..c });
+    })
+    .await;
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
     assert_eq!(report.deleted_key_ids, std::slice::from_ref(&f.old_key));
     assert_eq!(report.outcome, "rotated");
@@ -482,10 +490,8 @@ async fn a_key_created_by_a_run_that_died_before_recording_it_is_deleted_by_the_
     let f = Fixture::start().await;
     f.store.put_spec(&f.spec(vec![repo("octo-org/api")])).await.unwrap();
     // What a run that died right after CreateAccessKey leaves: the marker, and a key nobody holds.
-    let record = f.store.get(&f.user).await.unwrap().unwrap();
-    let mut state = record.state.clone();
-    state.creating = Some(appcreds_core::domain::rotation::Creating { at: 0, existing: vec![f.old_key.clone()] });
-    f.store.save_state(&f.user, &state, Pending::Keep, record.version).await.unwrap();
+    let existing = vec![f.old_key.clone()];
+    f.edit_state(|state| state.creating = Some(appcreds_core::domain::rotation::Creating { at: 0, existing })).await;
     let orphan = f.iam.create_access_key().user_name(&f.user).send().await.unwrap();
     let orphan = orphan.access_key().unwrap().access_key_id().to_string();
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
@@ -563,9 +569,7 @@ async fn a_failed_second_secret_puts_the_key_id_back_so_the_pair_still_matches()
         100,
         FaultKind::Status(500),
     ));
-    let mut record = f.store.get(&f.user).await.unwrap().unwrap();
-    record.state.previous = record.state.previous.map(|p| KeyRef { at: p.at - 2 * 3600, ..p });
-    f.store.save_state(&f.user, &record.state, Pending::Keep, record.version).await.unwrap();
+    f.edit_state(|state| state.previous = state.previous.take().map(|p| KeyRef { at: p.at - 2 * 3600, ..p })).await;
     let report = f.rotator().run_target(&f.user, true).await.unwrap();
     assert_eq!(report.outcome, "partial", "{report:?}");
     let (second, second_secret) = f.created();
@@ -599,9 +603,7 @@ async fn an_edited_target_is_written_again_and_a_replaced_keys_grace_period_is_w
     assert_eq!((report.outcome, report.failures()), ("waiting", 0), "{report:?}");
     assert!(report.error.as_deref().unwrap().contains("grace period"), "{report:?}");
     // The grace period over: rotated, under the new names.
-    let mut record = f.store.get(&f.user).await.unwrap().unwrap();
-    record.state.previous = record.state.previous.map(|p| KeyRef { at: p.at - 2 * 3600, ..p });
-    f.store.save_state(&f.user, &record.state, Pending::Keep, record.version).await.unwrap();
+    f.edit_state(|state| state.previous = state.previous.take().map(|p| KeyRef { at: p.at - 2 * 3600, ..p })).await;
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
     assert_eq!(report.outcome, "rotated", "{report:?}");
     let (id, secret) = f.created();
@@ -670,9 +672,7 @@ async fn a_first_secret_whose_outcome_is_unknown_leaves_the_pair_as_it_was() {
     f.store.put_spec(&f.spec(vec![repo("octo-org/web")])).await.unwrap();
     f.rotator().run_target(&f.user, false).await.unwrap();
     let (first, first_secret) = f.created();
-    let mut record = f.store.get(&f.user).await.unwrap().unwrap();
-    record.state.previous = record.state.previous.map(|p| KeyRef { at: p.at - 2 * 3600, ..p });
-    f.store.save_state(&f.user, &record.state, Pending::Keep, record.version).await.unwrap();
+    f.edit_state(|state| state.previous = state.previous.take().map(|p| KeyRef { at: p.at - 2 * 3600, ..p })).await;
     // GitHub fails the key ID's PUT with 5xx (did it land?): the ID is put back, the secret untouched.
     f.stack.github.inject(Fault::new(
         "PUT /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID",
@@ -699,9 +699,7 @@ async fn a_retiring_key_deactivated_by_a_run_that_could_not_record_it_counts_as_
     f.store.put_spec(&f.spec(vec![repo("octo-org/api")])).await.unwrap();
     f.rotator().run_target(&f.user, false).await.unwrap();
     // As if the last save had failed after the old key was deactivated: still "retiring".
-    let mut record = f.store.get(&f.user).await.unwrap().unwrap();
-    record.state.retiring = record.state.previous.take();
-    f.store.save_state(&f.user, &record.state, Pending::Keep, record.version).await.unwrap();
+    f.edit_state(|state| state.retiring = state.previous.take()).await;
     // A forced run: the inactive old key is taken as replaced (in its grace period), so the run
     // waits instead of refusing for a key that "still serves destinations".
     let report = f.rotator().run_target(&f.user, true).await.unwrap();
