@@ -707,3 +707,26 @@ async fn a_retiring_key_deactivated_by_a_run_that_could_not_record_it_counts_as_
     let state = f.store.get(&f.user).await.unwrap().unwrap().state;
     assert_eq!((state.retiring, state.previous.map(|p| p.key_id)), (None, Some(f.old_key.clone())));
 }
+
+#[tokio::test]
+async fn a_row_written_past_the_cli_is_not_rotated_and_is_counted_as_a_failure() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api")])).await.unwrap();
+    // A row the CLI would refuse: a repository path that would leave the API's URL space.
+    let mut bad = f.spec(vec![repo("octo-org/../../orgs/x")]);
+    bad.user_name = "someone-else".into();
+    let item = aws_sdk_dynamodb::types::AttributeValue::S(serde_json::to_string(&bad).unwrap());
+    f.stack
+        .ddb
+        .put_item()
+        .table_name(&f.table)
+        .item("UserName", aws_sdk_dynamodb::types::AttributeValue::S("someone-else".into()))
+        .item("Spec", item)
+        .send()
+        .await
+        .unwrap();
+    let summary = f.rotator().handle(serde_json::json!({"source": "aws.scheduler"})).await.unwrap();
+    assert_eq!((summary["targets"].as_u64(), summary["failures"].as_u64()), (Some(1), Some(1)), "{summary}");
+    assert_eq!(f.keys.created.lock().unwrap().len(), 1, "the valid target was rotated");
+    assert_eq!(f.stack.github.all_calls().keys().filter(|r| r.contains("..")).count(), 0, "the bad row reached no URL");
+}

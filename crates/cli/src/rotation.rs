@@ -123,9 +123,14 @@ impl Targets {
         }
     }
 
-    /// Every target.
+    /// Every target; a row that is not a valid target is listed with why.
     pub async fn list(&self) -> Result<Vec<Value>, CliError> {
-        Ok(self.store.list().await.map_err(failed)?.iter().map(view).collect())
+        let listed = self.store.list().await.map_err(failed)?;
+        let mut all: Vec<Value> = listed.records.iter().map(view).collect();
+        all.extend(listed.invalid.into_iter().map(|(user, why)| {
+            json!({"spec": {"userName": user}, "state": {"lastError": format!("invalid target, not rotated: {why}")}, "behind": []})
+        }));
+        Ok(all)
     }
 
     /// Deletes a target (the user's keys and the secrets stay as they are). A target in the

@@ -171,6 +171,15 @@ pub struct TargetRecord {
     pub version: i64,
 }
 
+/// Every target of the rotation table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetList {
+    /// The valid targets, by user name.
+    pub records: Vec<TargetRecord>,
+    /// Rows that are not valid targets: their `UserName` and why.
+    pub invalid: Vec<(String, String)>,
+}
+
 /// What a state write does with the pending secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pending {
@@ -187,8 +196,8 @@ pub enum Pending {
 pub trait RotationStore: Send + Sync {
     /// The target of IAM user `user`.
     async fn get(&self, user: &str) -> Result<Option<TargetRecord>, Error>;
-    /// Every target.
-    async fn list(&self) -> Result<Vec<TargetRecord>, Error>;
+    /// Every target, and the rows that are not valid targets (written past the CLI).
+    async fn list(&self) -> Result<TargetList, Error>;
     /// Writes a target's spec (new, or replacing the spec and keeping the state).
     async fn put_spec(&self, spec: &TargetSpec) -> Result<(), Error>;
     /// Deletes a target; `false` if there was none.

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use crate::aws::{Item, dynamo_error, scan_all};
 use crate::domain::rotation::{RotationState, TargetSpec};
 use crate::error::Error;
-use crate::ports::{Pending, RotationStore, TargetRecord};
+use crate::ports::{Pending, RotationStore, TargetList, TargetRecord};
 
 /// The rotation table.
 #[derive(Debug, Clone)]
@@ -68,22 +68,22 @@ impl RotationStore for DynamoRotationStore {
         out.item.as_ref().map(record).transpose()
     }
 
-    async fn list(&self) -> Result<Vec<TargetRecord>, Error> {
+    async fn list(&self) -> Result<TargetList, Error> {
         let items = scan_all(&self.client, &self.table, None, "reading the rotation table").await?;
-        // One bad row (written past the CLI) is skipped and logged; it does not stop the others.
-        let mut records: Vec<TargetRecord> = items
-            .iter()
-            .filter_map(|item| match record(item) {
-                Ok(r) => Some(r),
+        // One bad row (written past the CLI) is set aside; it does not stop the others.
+        let mut records = Vec::new();
+        let mut invalid = Vec::new();
+        for item in &items {
+            match record(item) {
+                Ok(r) => records.push(r),
                 Err(e) => {
                     let user = item.get("UserName").and_then(|v| v.as_s().ok()).map_or("?", String::as_str);
-                    tracing::error!(user_name = user, error = %e, "skipping a rotation target that does not validate");
-                    None
+                    invalid.push((user.to_string(), e.to_string()));
                 }
-            })
-            .collect();
+            }
+        }
         records.sort_by(|a, b| a.spec.user_name.cmp(&b.spec.user_name));
-        Ok(records)
+        Ok(TargetList { records, invalid })
     }
 
     async fn put_spec(&self, spec: &TargetSpec) -> Result<(), Error> {

@@ -296,8 +296,17 @@ impl Rotator {
 
     /// Every target, one after another; a target that fails does not stop the others.
     pub async fn scheduled(&self) -> Result<Value, Error> {
-        let records = self.ports.targets.list().await?;
+        let listed = self.ports.targets.list().await?;
+        let records = listed.records;
         let mut reports = Vec::new();
+        // A row that is not a valid target is not rotated, and counts as a failure (alarmed).
+        for (user, why) in listed.invalid {
+            tracing::error!(user_name = %user, error = %why, "a rotation target that does not validate is not rotated");
+            let mut report = TargetReport::new(&user);
+            report.outcome = "failed";
+            report.error = Some(why);
+            reports.push(report);
+        }
         let mut not_started = 0;
         for record in &records {
             if !deadline::allows(Duration::ZERO, PER_TARGET) {
