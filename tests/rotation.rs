@@ -230,6 +230,21 @@ async fn a_key_is_rotated_into_every_kind_of_destination_byte_for_byte() {
     }
     let env = f.stack.github.environment_secret("octo-org/api", "production", "AWS_SECRET_ACCESS_KEY").unwrap();
     assert_eq!(env, secret.expose().as_bytes());
+    // The listings name the secrets (never their values), as GitHub's do.
+    let reader = Secret::new(f.stack.github.issue_scoped_token_for_test(
+        1410,
+        &[("environments", "read"), ("secrets", "read"), ("organization_secrets", "read")],
+        None,
+    ));
+    let gh = f.stack.github_client();
+    let auth = appcreds_core::github::Auth::Installation(&reader);
+    let env_list: serde_json::Value =
+        gh.get("/repos/octo-org/api/environments/production/secrets", auth).await.unwrap();
+    let org_list: serde_json::Value = gh.get("/orgs/octo-org/actions/secrets", auth).await.unwrap();
+    assert_eq!(env_list["total_count"], 2);
+    assert_eq!(org_list["secrets"][0]["name"], "AWS_ACCESS_KEY_ID");
+    assert_eq!(org_list["secrets"][0]["visibility"], "selected");
+    assert!(!format!("{env_list}{org_list}").contains(secret.expose()));
     let org = f.stack.github.organization_secret("octo-org", "AWS_SECRET_ACCESS_KEY").unwrap();
     assert_eq!(org.value, secret.expose().as_bytes());
     assert_eq!(org.visibility.as_deref(), Some("selected"));
@@ -243,7 +258,7 @@ async fn a_key_is_rotated_into_every_kind_of_destination_byte_for_byte() {
     assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), false), (new_id.clone(), true)]));
 
     // One token per owner: exactly the destinations' repositories, least permissions, revoked.
-    let tokens = f.stack.github.issued_tokens();
+    let tokens: Vec<_> = f.stack.github.issued_tokens().into_iter().filter(|t| t.token != reader.expose()).collect();
     assert_eq!(tokens.len(), 2, "{tokens:?}");
     for t in &tokens {
         assert!(t.revoked, "{t:?}");
@@ -282,7 +297,7 @@ async fn a_key_is_rotated_into_every_kind_of_destination_byte_for_byte() {
     assert_eq!(again["outcome"], "up-to-date");
     assert_eq!(f.keys.created.lock().unwrap().len(), 1);
 
-    // A scheduled run skips it without asking IAM or GitHub.
+    // A scheduled run skips it after one ListAccessKeys: no GetUser, no GitHub call.
     let (reads, calls) = (f.keys.user_reads.load(std::sync::atomic::Ordering::SeqCst), f.stack.github.all_calls());
     let summary = f.rotator().handle(serde_json::json!({"source": "aws.scheduler"})).await.unwrap();
     assert!(summary["targets"].as_u64().unwrap() >= 1 && summary["failures"] == 0, "{summary}");

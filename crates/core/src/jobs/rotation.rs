@@ -722,7 +722,11 @@ impl Rotator {
                 since_save += 1;
                 if since_save >= SAVE_EVERY {
                     since_save = 0;
-                    self.save(run.user, state, Pending::Keep, version).await?;
+                    if let Err(e) = self.save(run.user, state, Pending::Keep, version).await {
+                        // The token goes even so.
+                        self.revoke(&token.token).await;
+                        return Err(e);
+                    }
                 }
             }
             if let Some(token) = token {
