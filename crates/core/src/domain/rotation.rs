@@ -373,6 +373,11 @@ pub struct Creating {
     pub existing: Vec<String>,
 }
 
+/// Hours from `at` to `now` (Unix seconds; 0 if `at` is later): a key's age.
+pub fn hours_since(at: i64, now: i64) -> f64 {
+    (now - at).max(0) as f64 / 3600.0
+}
+
 /// What the rotator recorded about a target.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -429,11 +434,6 @@ impl RotationState {
             && self.retiring.is_none()
             && self.previous.as_ref().is_none_or(|p| now < p.at + grace)
             && self.behind(spec).is_empty()
-    }
-
-    /// The current key's age in hours at `now` (0 without one).
-    pub fn key_age_hours(&self, now: i64) -> f64 {
-        self.current.as_ref().map_or(0.0, |k| (now - k.at).max(0) as f64 / 3600.0)
     }
 }
 

@@ -36,8 +36,8 @@ use reqwest::Method;
 
 use crate::deadline;
 use crate::domain::rotation::{
-    Creating, Destination, KeyRef, REGION_VARIABLE, RotationState, TargetSpec, Visibility, key_to_make_room,
-    token_scope,
+    Creating, Destination, KeyRef, REGION_VARIABLE, RotationState, TargetSpec, Visibility, hours_since,
+    key_to_make_room, token_scope,
 };
 use crate::domain::secret::Secret;
 use crate::error::Error;
@@ -140,9 +140,11 @@ pub struct TargetReport {
     pub user_name: String,
     /// `rotated`, `caught-up`, `partial`, `up-to-date` or `failed`.
     pub outcome: &'static str,
-    /// The current key.
+    /// The current key, and when it was created (Unix seconds).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_key_created: Option<i64>,
     /// The key deactivated by this run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deactivated_key_id: Option<String>,
@@ -168,6 +170,7 @@ impl TargetReport {
             user_name: user.to_string(),
             outcome: "up-to-date",
             current_key_id: None,
+            current_key_created: None,
             deactivated_key_id: None,
             deleted_key_ids: Vec::new(),
             destinations: Vec::new(),
@@ -176,6 +179,17 @@ impl TargetReport {
             paced_ms: 0,
             stop_reason: None,
         }
+    }
+
+    /// A target that failed as a whole (refused, or an invalid row), and why.
+    fn failed(user: &str, why: String) -> Self {
+        TargetReport { outcome: "failed", error: Some(why), ..TargetReport::new(user) }
+    }
+
+    /// Notes the current key.
+    fn current(&mut self, key: Option<&KeyRef>) {
+        self.current_key_id = key.map(|k| k.key_id.clone());
+        self.current_key_created = key.map(|k| k.at);
     }
 
     /// Destinations that failed in this run.
@@ -302,10 +316,7 @@ impl Rotator {
         // A row that is not a valid target is not rotated, and counts as a failure (alarmed).
         for (user, why) in listed.invalid {
             tracing::error!(user_name = %user, error = %why, "a rotation target that does not validate is not rotated");
-            let mut report = TargetReport::new(&user);
-            report.outcome = "failed";
-            report.error = Some(why);
-            reports.push(report);
+            reports.push(TargetReport::failed(&user, why));
         }
         let mut not_started = 0;
         for record in &records {
@@ -316,7 +327,7 @@ impl Rotator {
             let user = &record.spec.user_name;
             if record.state.nothing_due(&record.spec, self.services.now()) && self.current_key_is_active(record).await {
                 let mut report = TargetReport::new(user);
-                report.current_key_id = record.state.current.as_ref().map(|k| k.key_id.clone());
+                report.current(record.state.current.as_ref());
                 reports.push(report);
                 continue;
             }
@@ -324,10 +335,7 @@ impl Rotator {
                 Ok(report) => report,
                 Err(e) => {
                     tracing::error!(user_name = %user, error = %e, "rotation failed");
-                    let mut report = TargetReport::new(user);
-                    report.outcome = "failed";
-                    report.error = Some(e.to_string());
-                    report
+                    TargetReport::failed(user, e.to_string())
                 }
             };
             reports.push(report);
@@ -454,9 +462,7 @@ impl Rotator {
             }
             for id in orphans {
                 tracing::warn!(user_name = %user, key_id = %id, "deleting a key an interrupted run created and never recorded");
-                self.ports.keys.delete(user, &id).await?;
-                report.deleted_key_ids.push(id.clone());
-                keys.retain(|k| k.key_id != id);
+                self.delete_key(user, id, &mut keys, &mut report).await?;
             }
         }
         // A retiring key already inactive with nothing behind: a run deactivated it and could not
@@ -482,9 +488,7 @@ impl Rotator {
             match listed {
                 None => state.previous = None,
                 Some(k) if !k.active && now >= previous.at + grace => {
-                    self.ports.keys.delete(user, &previous.key_id).await?;
-                    report.deleted_key_ids.push(previous.key_id.clone());
-                    keys.retain(|k| k.key_id != previous.key_id);
+                    self.delete_key(user, previous.key_id, &mut keys, &mut report).await?;
                     state.previous = None;
                 }
                 Some(_) => {}
@@ -501,8 +505,7 @@ impl Rotator {
             || (behind.is_empty() && aged)
             || (!behind.is_empty() && !can_catch_up);
 
-        let context =
-            |key_id: &str| [("appcreds:UserName", user.to_string()), ("appcreds:AccessKeyId", key_id.to_string())];
+        let context = |key_id| [("appcreds:UserName", user), ("appcreds:AccessKeyId", key_id)];
         let secret = if rotate {
             // A key is made only with time to prove it and write at least one destination.
             if !deadline::allows(Duration::ZERO, self.settings.key_wait + END_RESERVE + PAIR_RESERVE) {
@@ -518,19 +521,17 @@ impl Rotator {
                         current_active && state.retiring.is_none() && keys.iter().filter(|k| k.active).count() < 2;
                     if waiting {
                         report.outcome = "waiting";
-                        report.current_key_id = state.current.as_ref().map(|k| k.key_id.clone());
+                        report.current(state.current.as_ref());
                         report.error = Some(why);
                         return Ok(report);
                     }
                     return Err(Error::RotationRefused(why));
                 }
                 Ok(Some(id)) => {
-                    self.ports.keys.delete(user, &id).await?;
-                    report.deleted_key_ids.push(id.clone());
-                    keys.retain(|k| k.key_id != id);
                     if state.previous.as_ref().is_some_and(|p| p.key_id == id) {
                         state.previous = None;
                     }
+                    self.delete_key(user, id, &mut keys, &mut report).await?;
                 }
                 Ok(None) => {}
             }
@@ -538,9 +539,7 @@ impl Rotator {
             state.creating = Some(Creating { at: now, existing: keys.iter().map(|k| k.key_id.clone()).collect() });
             self.save(user, &state, Pending::Keep, &mut version).await?;
             let new = self.ports.keys.create(user).await?;
-            let ctx = context(&new.key_id);
-            let ctx: Vec<(&str, &str)> = ctx.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let sealed = match self.ports.vault.seal(&ctx, &new.secret).await {
+            let sealed = match self.ports.vault.seal(&context(&new.key_id), &new.secret).await {
                 Ok(sealed) => sealed,
                 Err(e) => {
                     // Nothing holds the key yet: it goes, and the old one stays as it was.
@@ -571,17 +570,15 @@ impl Rotator {
             report.outcome = "rotated";
             Some(new.secret)
         } else if !behind.is_empty() {
-            let current = state.current.as_ref().map(|c| c.key_id.clone()).unwrap_or_default();
-            let ctx = context(&current);
-            let ctx: Vec<(&str, &str)> = ctx.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let current = state.current.as_ref().map_or("", |c| c.key_id.as_str());
             let sealed = pending.as_deref().unwrap_or_default();
             report.outcome = "caught-up";
-            Some(self.ports.vault.open(&ctx, sealed).await?)
+            Some(self.ports.vault.open(&context(current), sealed).await?)
         } else {
             None
         };
         let current = state.current.clone().ok_or_else(|| Error::internal("rotating a key", "no current key"))?;
-        report.current_key_id = Some(current.key_id.clone());
+        report.current(Some(&current));
 
         if let Some(secret) = secret {
             // 3. The key works before any destination gets it.
@@ -633,6 +630,20 @@ impl Rotator {
 
     async fn save(&self, user: &str, state: &RotationState, pending: Pending, version: &mut i64) -> Result<(), Error> {
         *version = self.ports.targets.save_state(user, state, pending, *version).await?;
+        Ok(())
+    }
+
+    /// Deletes key `id` of `user`, and takes it off `keys` and into the report.
+    async fn delete_key(
+        &self,
+        user: &str,
+        id: String,
+        keys: &mut Vec<crate::ports::AccessKeyInfo>,
+        report: &mut TargetReport,
+    ) -> Result<(), Error> {
+        self.ports.keys.delete(user, &id).await?;
+        keys.retain(|k| k.key_id != id);
+        report.deleted_key_ids.push(id);
         Ok(())
     }
 
@@ -902,12 +913,22 @@ impl Rotator {
             None => reports.iter().map(|r| r.user_name.as_str()).collect(),
         };
         for user in users {
-            let Ok(Some(record)) = self.ports.targets.get(user).await else { continue };
-            let age = record.state.key_age_hours(now);
-            if record.state.current.is_some() {
+            // The run's own view of the key; the table only for a target whose run failed (it
+            // may have made a key before failing) or a single run's target.
+            let seen = reports.iter().find(|r| r.user_name == user).and_then(|r| r.current_key_created);
+            let listed = all.and_then(|records| records.iter().find(|r| r.spec.user_name == user));
+            let (created, max_age_hours) = match (seen, listed) {
+                (Some(created), Some(record)) => (Some(created), record.spec.max_age_hours),
+                _ => match self.ports.targets.get(user).await {
+                    Ok(Some(record)) => (record.state.current.map(|k| k.at), record.spec.max_age_hours),
+                    _ => continue,
+                },
+            };
+            let age = created.map_or(0.0, |at| hours_since(at, now));
+            if created.is_some() {
                 data.push(metric(metrics::KEY_AGE_HOURS, vec![("UserName", user.to_string())], age, Unit::None));
             }
-            if record.state.current.is_none() || age > f64::from(record.spec.max_age_hours) {
+            if created.is_none() || age > f64::from(max_age_hours) {
                 over_max += 1;
             }
         }
