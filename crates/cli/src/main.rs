@@ -461,6 +461,18 @@ async fn outputs(cli: &Cli, config: &SdkConfig) -> Result<BTreeMap<String, Strin
     }
 }
 
+/// The value of a flag, else the stack's output `output`; a usage error naming both if neither.
+fn flag_or_output(
+    flag: &Option<String>,
+    outputs: &BTreeMap<String, String>,
+    output: &str,
+    flag_usage: &str,
+) -> Result<String, CliError> {
+    flag.clone()
+        .or_else(|| outputs.get(output).cloned())
+        .ok_or_else(|| CliError::Usage(format!("the stack has no {output} output: give {flag_usage}")))
+}
+
 /// Calls a function through its Function URL.
 async fn call(cli: &Cli, json_out: bool) -> Result<(), CliError> {
     let config = aws_config().await;
@@ -746,12 +758,8 @@ async fn access(cli: &Cli, command: &AccessCommand, json_out: bool) -> Result<()
         return Err(CliError::Usage("no access table: give --stack NAME or --access-table TABLE".into()));
     }
     let config = aws_config().await;
-    let table_name = match &table.access_table {
-        Some(t) => t.clone(),
-        None => outputs(cli, &config).await?.get("AccessTableName").cloned().ok_or_else(|| {
-            CliError::Usage("the stack has no AccessTableName output: give --access-table TABLE".into())
-        })?,
-    };
+    let stack = if table.access_table.is_none() { outputs(cli, &config).await? } else { BTreeMap::new() };
+    let table_name = flag_or_output(&table.access_table, &stack, "AccessTableName", "--access-table TABLE")?;
     let rules = access::Rules::new(aws_sdk_dynamodb::Client::new(&config), &table_name);
     match command {
         AccessCommand::Put { expect_version, .. } => {
@@ -843,15 +851,11 @@ async fn rotation(cli: &Cli, command: &RotationCommand, json_out: bool) -> Resul
     };
     let config = aws_config().await;
     if let RotationCommand::Run { user, force, function } = command {
-        let function = match function {
-            Some(f) => f.clone(),
-            None if cli.stack.is_some() => {
-                outputs(cli, &config).await?.get("AccessKeyRotatorFunctionArn").cloned().ok_or_else(|| {
-                    CliError::Usage("the stack has no AccessKeyRotatorFunctionArn output: give --function".into())
-                })?
-            }
-            None => return Err(CliError::Usage("no rotator: give --stack NAME or --function NAME".into())),
-        };
+        if function.is_none() && cli.stack.is_none() {
+            return Err(CliError::Usage("no rotator: give --stack NAME or --function NAME".into()));
+        }
+        let stack = if function.is_none() { outputs(cli, &config).await? } else { BTreeMap::new() };
+        let function = flag_or_output(function, &stack, "AccessKeyRotatorFunctionArn", "--function")?;
         let client = Client::from_config(&config, Urls::default())?;
         let report = spin("rotating", client.invoke(&function, &json!({"userName": user, "force": force}))).await?;
         let failed = report["destinations"]
@@ -899,15 +903,10 @@ async fn rotation(cli: &Cli, command: &RotationCommand, json_out: bool) -> Resul
         ));
     }
     let stack = if need_stack { outputs(cli, &config).await? } else { BTreeMap::new() };
-    let from = |flag: &Option<String>, output: &str| {
-        flag.clone()
-            .or_else(|| stack.get(output).cloned())
-            .ok_or_else(|| CliError::Usage(format!("the stack has no {output} output: give the table with its flag")))
-    };
     let targets = rotation::Targets::new(
         aws_sdk_dynamodb::Client::new(&config),
-        &from(&tables.rotation_table, "RotationTableName")?,
-        &from(&tables.app_table, "AppTableName")?,
+        &flag_or_output(&tables.rotation_table, &stack, "RotationTableName", "--rotation-table TABLE")?,
+        &flag_or_output(&tables.app_table, &stack, "AppTableName", "--app-table TABLE")?,
     );
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     match command {
@@ -980,11 +979,7 @@ async fn key_manager(
     } else {
         BTreeMap::new()
     };
-    let app_table = table
-        .app_table
-        .clone()
-        .or_else(|| outputs.get("AppTableName").cloned())
-        .ok_or_else(|| CliError::Usage("the stack has no AppTableName output: give --app-table TABLE".into()))?;
+    let app_table = flag_or_output(&table.app_table, &outputs, "AppTableName", "--app-table TABLE")?;
     if need_roles {
         let listed = outputs.get("FunctionRoleArns").map(|r| r.split(',').map(str::to_string).collect());
         roles = Some(SigningRoles::new(listed.unwrap_or_default())?);
