@@ -62,13 +62,9 @@ enum Place {
 impl Place {
     fn id(&self) -> String {
         match self {
-            Place::Repository { owner, repo } => {
-                format!("repo:{}/{}", owner.to_ascii_lowercase(), repo.to_ascii_lowercase())
-            }
-            Place::Environment { owner, repo, environment } => {
-                format!("env:{}/{}:{environment}", owner.to_ascii_lowercase(), repo.to_ascii_lowercase())
-            }
-            Place::Organization { org } => format!("org:{}", org.to_ascii_lowercase()),
+            Place::Repository { owner, repo } => repository_id(&format!("{owner}/{repo}")),
+            Place::Environment { owner, repo, environment } => environment_id(&format!("{owner}/{repo}"), environment),
+            Place::Organization { org } => organization_id(org),
         }
     }
 
