@@ -86,6 +86,7 @@ impl Fixture {
             ("environments", "write"),
             ("organization_secrets", "write"),
             ("actions_variables", "write"),
+            ("organization_actions_variables", "write"),
         ];
         let mut org = Installation::org(APP, 1410, "octo-org", &[(1401, "api"), (1402, "web"), (1403, "tools")]);
         let mut user = Installation::user(APP, 1420, "octocat", &[(1411, "dotfiles")]);
@@ -213,12 +214,17 @@ async fn a_key_is_rotated_into_every_kind_of_destination_byte_for_byte() {
 
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
     assert_eq!(report.outcome, "rotated", "{report:?}");
-    // The region, as an Actions variable, where the key went into a repository or environment.
+    // The region, as an Actions variable, wherever the key went; the organisation's is visible to
+    // the same repositories as its secrets.
     for r in ["octo-org/api", "octocat/dotfiles"] {
         assert_eq!(f.stack.github.repository_variable(r, "AWS_REGION").as_deref(), Some("eu-west-1"), "{r}");
     }
     let env_region = f.stack.github.environment_variable("octo-org/api", "production", "AWS_REGION");
     assert_eq!(env_region.as_deref(), Some("eu-west-1"));
+    let org_region = f.stack.github.organization_variable("octo-org", "AWS_REGION").unwrap();
+    assert_eq!(org_region.value, "eu-west-1");
+    assert_eq!(org_region.visibility.as_deref(), Some("selected"));
+    assert_eq!(org_region.selected_repository_ids, [1402, 1403]);
     let (new_id, secret) = f.created();
     assert_eq!(report.current_key_id.as_deref(), Some(new_id.as_str()));
     assert_eq!(report.deactivated_key_id.as_deref(), Some(f.old_key.as_str()));
@@ -268,6 +274,7 @@ async fn a_key_is_rotated_into_every_kind_of_destination_byte_for_byte() {
                 vec![
                     ("actions_variables", "write"),
                     ("environments", "write"),
+                    ("organization_actions_variables", "write"),
                     ("organization_secrets", "write"),
                     ("secrets", "write"),
                 ],
@@ -624,6 +631,45 @@ async fn an_edited_target_is_written_again_and_a_replaced_keys_grace_period_is_w
     let (id, secret) = f.created();
     assert_eq!(f.stack.github.repository_secret("octo-org/api", "DEPLOY_KEY_ID").unwrap(), id.as_bytes());
     assert_eq!(f.stack.github.repository_secret("octo-org/api", "DEPLOY_SECRET").unwrap(), secret.expose().as_bytes());
+}
+
+#[tokio::test]
+async fn an_organisations_region_variable_follows_the_visibility_of_its_secrets() {
+    let f = Fixture::start().await;
+    let org = |visibility, selected: &[&str]| Destination::Organization {
+        org: "octo-org".into(),
+        visibility,
+        selected_repositories: selected.iter().map(|r| r.to_string()).collect(),
+    };
+    let mut spec = f.spec(vec![org(Visibility::Selected, &["web"])]);
+    spec.region = Some("eu-west-1".into());
+    f.store.put_spec(&spec).await.unwrap();
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.outcome, "rotated", "{report:?}");
+    let variable = f.stack.github.organization_variable("octo-org", "AWS_REGION").unwrap();
+    assert_eq!((variable.value.as_str(), variable.visibility.as_deref()), ("eu-west-1", Some("selected")));
+    assert_eq!(variable.selected_repository_ids, [1402]);
+
+    // The organisation's secrets opened to its private repositories: written again (a new key,
+    // once the replaced one's grace period is over), and the variable (updated, not created) too.
+    let spec =
+        TargetSpec { destinations: vec![org(Visibility::Private, &[])], region: Some("us-east-2".into()), ..spec };
+    f.store.put_spec(&spec).await.unwrap();
+    f.edit_state(|state| state.previous = state.previous.take().map(|p| KeyRef { at: p.at - 2 * 3600, ..p })).await;
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.outcome, "rotated", "{report:?}");
+    assert!(report.destinations.iter().all(|d| d.status == "written" && d.error.is_none()), "{report:?}");
+    let variable = f.stack.github.organization_variable("octo-org", "AWS_REGION").unwrap();
+    assert_eq!((variable.value.as_str(), variable.visibility.as_deref()), ("us-east-2", Some("private")));
+    assert!(variable.selected_repository_ids.is_empty());
+    let secret = f.stack.github.organization_secret("octo-org", "AWS_SECRET_ACCESS_KEY").unwrap();
+    assert_eq!(secret.visibility.as_deref(), Some("private"));
+    assert_eq!(secret.value, f.created().1.expose().as_bytes());
+    // Each token asked for the organisation's two permissions, no more.
+    for t in f.stack.github.issued_tokens() {
+        let perms: Vec<&str> = t.permissions.keys().map(String::as_str).filter(|p| *p != "metadata").collect();
+        assert_eq!(perms, ["organization_actions_variables", "organization_secrets"], "{t:?}");
+    }
 }
 
 #[tokio::test]

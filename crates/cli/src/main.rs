@@ -281,8 +281,8 @@ enum RotationCommand {
         /// Keep a replaced key (inactive) this long before deleting it.
         #[arg(long, default_value_t = 24)]
         grace_hours: u32,
-        /// Also set the Actions variable AWS_REGION to this region in each repository and
-        /// environment destination.
+        /// Also set the Actions variable AWS_REGION to this region in each destination (the App
+        /// needs actions_variables / organization_actions_variables: write).
         #[arg(long, value_name = "REGION")]
         region: Option<String>,
         #[command(flatten)]

@@ -20,6 +20,9 @@ pub const REGION_VARIABLE: &str = "AWS_REGION";
 /// GitHub's App permission for repository Actions variables. GitHub reports and grants it
 /// (`actions_variables`), though `@octokit/openapi`'s `app-permissions` schema does not list it.
 pub const VARIABLES_PERMISSION: &str = "actions_variables";
+/// GitHub's App permission for organisation Actions variables (`organization_actions_variables`,
+/// named by GitHub's REST reference for the variables endpoints; not in `app-permissions` either).
+pub const ORG_VARIABLES_PERMISSION: &str = "organization_actions_variables";
 /// The most destinations one target may have (each costs three GitHub calls per rotation).
 pub const MAX_DESTINATIONS: usize = 500;
 /// The longest maximum key age, a year.
@@ -174,7 +177,7 @@ pub struct TargetSpec {
     /// How long a replaced key stays (inactive) before it is deleted, so it can be reactivated.
     pub grace_hours: u32,
     /// **Optional**: also set the Actions variable [`REGION_VARIABLE`] to this AWS region in each
-    /// repository and environment destination (organisations: set it once by hand).
+    /// destination (an organisation's with the visibility of its secrets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
 }
@@ -273,8 +276,8 @@ impl TargetSpec {
 /// and for each kind of destination its one permission at `write`. Organisation destinations
 /// without selected repositories add no repository.
 ///
-/// With `variables`, repository destinations also get [`VARIABLES_PERMISSION`] (environment
-/// variables come with `environments`).
+/// With `variables`, repository destinations also get [`VARIABLES_PERMISSION`], organisation
+/// destinations [`ORG_VARIABLES_PERMISSION`] (environment variables come with `environments`).
 pub fn token_scope(destinations: &[&Destination], variables: bool) -> ScopeDown {
     let mut repositories = BTreeSet::new();
     let mut permissions = BTreeMap::new();
@@ -283,11 +286,18 @@ pub fn token_scope(destinations: &[&Destination], variables: bool) -> ScopeDown 
         for p in d.permissions() {
             permissions.insert((*p).to_string(), "write".to_string());
         }
-        if variables && matches!(d, Destination::Repository { .. }) {
-            permissions.insert(VARIABLES_PERMISSION.to_string(), "write".to_string());
+        let variables_permission = match d {
+            Destination::Repository { .. } => Some(VARIABLES_PERMISSION),
+            Destination::Organization { .. } => Some(ORG_VARIABLES_PERMISSION),
+            Destination::Environment { .. } => None,
+        };
+        if let (true, Some(p)) = (variables, variables_permission) {
+            permissions.insert(p.to_string(), "write".to_string());
         }
     }
-    debug_assert!(permissions.keys().all(|p| p == VARIABLES_PERMISSION || permission_levels().contains_key(p)));
+    debug_assert!(permissions.keys().all(|p| {
+        p == VARIABLES_PERMISSION || p == ORG_VARIABLES_PERMISSION || permission_levels().contains_key(p)
+    }));
     ScopeDown { repository_ids: Vec::new(), repository_names: repositories.into_iter().collect(), permissions }
 }
 
@@ -622,7 +632,18 @@ mod tests {
         );
         let third = token_scope(&owners["third"], true);
         assert!(third.repository_names.is_empty());
+        assert_eq!(
+            third.permissions,
+            BTreeMap::from([
+                ("organization_actions_variables".into(), "write".into()),
+                ("organization_secrets".into(), "write".into())
+            ]),
+            "with a region, organisations get theirs"
+        );
+        let third = token_scope(&owners["third"], false);
         assert_eq!(third.permissions, BTreeMap::from([("organization_secrets".into(), "write".into())]));
+        // Environment variables need nothing beyond `environments`.
+        assert_eq!(token_scope(&[&env_only], true).permissions.keys().collect::<Vec<_>>(), ["environments", "secrets"]);
         // The permission names are GitHub's (data/app-permissions.json).
         for p in ["secrets", "environments", "organization_secrets"] {
             assert_eq!(permission_levels()[p], ["read", "write"]);

@@ -3,9 +3,11 @@
 //! libsodium's sealed box (X25519 + XSalsa20-Poly1305, through the `crypto_box` crate) as GitHub
 //! requires. A value exists only in [`Secret`]s, which are zeroed when dropped; it is never logged.
 //!
-//! The token needs `secrets: write` (repository), `environments: write` (environment) or
-//! `organization_secrets: write` (organisation): GitHub's App permissions, in the list
-//! `crates/core/data/app-permissions.json` derives from its OpenAPI description.
+//! The token needs `secrets: write` (repository), `environments` and `secrets: write`
+//! (environment) or `organization_secrets: write` (organisation): GitHub's App permissions, in the
+//! list `crates/core/data/app-permissions.json` derives from its OpenAPI description. Actions
+//! variables (not secret) need `actions_variables`, `environments` or
+//! `organization_actions_variables` at `write`.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -74,21 +76,33 @@ impl Place<'_> {
 }
 
 impl Place<'_> {
-    /// The path of the place's Actions variables, where GitHub has them for Apps (repositories:
-    /// `actions_variables: write`; environments: `environments: write`).
-    fn variables(&self) -> Option<String> {
+    /// The path of the place's Actions variables (repositories: `actions_variables: write`;
+    /// environments: `environments: write`; organisations: `organization_actions_variables: write`).
+    fn variables(&self) -> String {
         match self {
-            Place::Repository(repository) => Some(format!("/repos/{repository}/actions/variables")),
+            Place::Repository(repository) => format!("/repos/{repository}/actions/variables"),
             Place::Environment { repository, environment } => {
-                Some(format!("/repos/{repository}/environments/{}/variables", path_segment(environment)))
+                format!("/repos/{repository}/environments/{}/variables", path_segment(environment))
             }
-            Place::Organization { .. } => None,
+            Place::Organization { org, .. } => format!("/orgs/{org}/actions/variables"),
+        }
+    }
+
+    /// An organisation's `visibility` (and `selected_repository_ids` for `selected`), which its
+    /// secrets and variables carry; nothing for the other places.
+    fn add_visibility(&self, body: &mut serde_json::Value) {
+        if let Place::Organization { visibility, selected_repository_ids, .. } = self {
+            body["visibility"] = json!(visibility.as_str());
+            if *visibility == Visibility::Selected {
+                body["selected_repository_ids"] = json!(selected_repository_ids);
+            }
         }
     }
 }
 
 /// Sets the Actions variable `name` of `place` to `value` (not a secret: variables are shown in
-/// clear by GitHub): `PATCH` the variable, or `POST` it where it does not exist yet.
+/// clear by GitHub): `PATCH` the variable, or `POST` it where it does not exist yet. An
+/// organisation's variable gets the same visibility (and selected repositories) as its secrets.
 pub async fn put_variable(
     github: &GitHubClient,
     token: &Secret,
@@ -96,10 +110,9 @@ pub async fn put_variable(
     name: &str,
     value: &str,
 ) -> Result<Written, Error> {
-    let collection = place
-        .variables()
-        .ok_or_else(|| Error::internal("writing a variable", "organisation variables are not written"))?;
-    let body = json!({"name": name, "value": value});
+    let collection = place.variables();
+    let mut body = json!({"name": name, "value": value});
+    place.add_visibility(&mut body);
     let auth = Auth::Installation(token);
     match github.send(Method::PATCH, &format!("{collection}/{name}"), auth, Some(&body)).await {
         Ok(_) => Ok(Written::Updated),
@@ -157,12 +170,7 @@ pub async fn put_secret(
         return Err(Error::internal("writing a secret", format!("{name:?} is not a GitHub secret name")));
     }
     let mut body = json!({"encrypted_value": seal(key, value)?, "key_id": key.key_id});
-    if let Place::Organization { visibility, selected_repository_ids, .. } = place {
-        body["visibility"] = json!(visibility.as_str());
-        if *visibility == Visibility::Selected {
-            body["selected_repository_ids"] = json!(selected_repository_ids);
-        }
-    }
+    place.add_visibility(&mut body);
     let path = format!("{}/{name}", place.collection());
     let reply = github.send(Method::PUT, &path, Auth::Installation(token), Some(&body)).await?;
     Ok(if reply.status.as_u16() == 201 { Written::Created } else { Written::Updated })
@@ -193,6 +201,18 @@ mod tests {
         assert_eq!(env.collection(), "/repos/o/r/environments/prod%20eu%2F1/secrets");
         let org = Place::Organization { org: "o", visibility: Visibility::All, selected_repository_ids: vec![] };
         assert_eq!(org.collection(), "/orgs/o/actions/secrets");
+        assert_eq!(org.variables(), "/orgs/o/actions/variables");
+        assert_eq!(env.variables(), "/repos/o/r/environments/prod%20eu%2F1/variables");
+        let selected =
+            Place::Organization { org: "o", visibility: Visibility::Selected, selected_repository_ids: vec![7, 9] };
+        let mut body = json!({"name": "AWS_REGION"});
+        selected.add_visibility(&mut body);
+        assert_eq!(body, json!({"name": "AWS_REGION", "visibility": "selected", "selected_repository_ids": [7, 9]}));
+        let mut body = json!({});
+        org.add_visibility(&mut body);
+        assert_eq!(body, json!({"visibility": "all"}), "no repository list unless selected");
+        Place::Repository("o/r").add_visibility(&mut body);
+        assert_eq!(body, json!({"visibility": "all"}), "nothing added for a repository");
     }
 
     #[test]

@@ -838,7 +838,7 @@ impl Rotator {
             self.put_back(run, destination, &place, &key, &token.token, held.as_deref(), report).await;
             return self.failed(report, e);
         }
-        if let (Some(region), false) = (&run.spec.region, matches!(place, Place::Organization { .. })) {
+        if let Some(region) = &run.spec.region {
             let variable = async {
                 report.paced_ms += self.pacer.permit(2).await?.as_millis() as u64;
                 report.github_writes += 1;

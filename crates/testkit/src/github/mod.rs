@@ -11,7 +11,7 @@ pub mod jwt;
 pub mod oidc;
 mod secrets;
 
-pub use secrets::StoredSecret;
+pub use secrets::{StoredSecret, StoredVariable};
 
 pub use installations::{Account, Fault, FaultKind, Installation, IssuedToken, Repo};
 
@@ -119,12 +119,19 @@ impl GitHubDouble {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .variable(&secrets::repository_id(repository), name)
+            .map(|v| v.value)
     }
 
     /// An environment's variable.
     pub fn environment_variable(&self, repository: &str, environment: &str, name: &str) -> Option<String> {
         let secrets = self.inner.secrets.lock().unwrap_or_else(PoisonError::into_inner);
-        secrets.variable(&secrets::environment_id(repository, environment), name)
+        secrets.variable(&secrets::environment_id(repository, environment), name).map(|v| v.value)
+    }
+
+    /// An organisation's Actions variable: its value, visibility and selected repositories.
+    pub fn organization_variable(&self, org: &str, name: &str) -> Option<StoredVariable> {
+        let secrets = self.inner.secrets.lock().unwrap_or_else(PoisonError::into_inner);
+        secrets.variable(&secrets::organization_id(org), name)
     }
 
     fn secret(&self, place: &str, name: &str) -> Option<StoredSecret> {
@@ -218,6 +225,8 @@ fn router(inner: Arc<Inner>) -> Router {
         .route("/orgs/{org}/actions/secrets", get(secrets::org_list))
         .route("/orgs/{org}/actions/secrets/public-key", get(secrets::org_public_key))
         .route("/orgs/{org}/actions/secrets/{name}", put(secrets::org_put))
+        .route("/orgs/{org}/actions/variables", post(secrets::org_variable_create))
+        .route("/orgs/{org}/actions/variables/{name}", patch(secrets::org_variable_update))
         .route("/.well-known/openid-configuration", get(oidc::discovery))
         .route("/.well-known/jwks", get(oidc::jwks))
         .fallback(not_found)

@@ -9,6 +9,9 @@
 //! ([`super::GitHubDouble::add_environment`]); a value that does not open, a stale `key_id`, an
 //! organisation secret without a valid `visibility` or with repositories that are not the
 //! organisation's: 422.
+//!
+//! Actions variables too (`POST …/variables`, `PATCH …/variables/{name}`), kept in clear as GitHub
+//! keeps them, under `actions_variables`, `environments` or `organization_actions_variables`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, PoisonError};
@@ -48,8 +51,17 @@ struct PlaceSecrets {
 pub(super) struct Secrets {
     places: HashMap<String, PlaceSecrets>,
     pub(super) environments: BTreeSet<String>,
-    /// Actions variables: place ID → name (upper case) → value.
-    variables: HashMap<String, BTreeMap<String, String>>,
+    /// Actions variables: place ID → name (upper case) → the variable.
+    variables: HashMap<String, BTreeMap<String, StoredVariable>>,
+}
+
+/// One Actions variable: its value (in clear, as GitHub keeps variables) and, for an
+/// organisation's, the visibility and selected repository IDs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVariable {
+    pub value: String,
+    pub visibility: Option<String>,
+    pub selected_repository_ids: Vec<i64>,
 }
 
 /// Where a request points.
@@ -88,7 +100,7 @@ impl Secrets {
     }
 
     /// Variable `name` of the place `id`, if it was set.
-    pub(super) fn variable(&self, id: &str, name: &str) -> Option<String> {
+    pub(super) fn variable(&self, id: &str, name: &str) -> Option<StoredVariable> {
         self.variables.get(id)?.get(&name.to_ascii_uppercase()).cloned()
     }
 
@@ -216,29 +228,10 @@ fn put(inner: &Inner, headers: &HeaderMap, place: Place, name: &str, body: Optio
             "Invalid request.\n\n\"encrypted_value\", \"key_id\" wasn't supplied.",
         );
     };
-    let (mut visibility, mut selected) = (None, Vec::new());
-    if let Place::Organization { .. } = place {
-        match body["visibility"].as_str() {
-            Some(v @ ("all" | "private")) => visibility = Some(v.to_string()),
-            Some("selected") => {
-                visibility = Some("selected".into());
-                let ids: Option<Vec<i64>> = body["selected_repository_ids"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_i64).collect())
-                    .or(Some(Vec::new()));
-                selected = ids.unwrap_or_default();
-                if selected.iter().any(|id| !repositories.iter().any(|(r, _)| r == id)) {
-                    return gh_error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid repository ids");
-                }
-            }
-            _ => {
-                return gh_error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "Invalid request.\n\n\"visibility\" wasn't supplied.",
-                );
-            }
-        }
-    }
+    let (visibility, selected) = match visibility_of(&place, &body, &repositories, true) {
+        Ok(v) => v,
+        Err(refusal) => return refusal.into_response(),
+    };
     let mut secrets = inner.secrets.lock().unwrap_or_else(PoisonError::into_inner);
     let p = secrets.place(&place.id());
     if key_id != p.key_id {
@@ -265,6 +258,35 @@ fn put(inner: &Inner, headers: &HeaderMap, place: Place, name: &str, body: Optio
             p.values.insert(upper, stored);
             (StatusCode::CREATED, axum::Json(json!({}))).into_response()
         }
+    }
+}
+
+/// An organisation's `visibility` and `selected_repository_ids` from a request body (`None` and
+/// none for other places): `all`, `private` or `selected` with repositories of the organisation's
+/// installation; 422 otherwise, or if `required` and missing (a variable's `PATCH` may leave it).
+fn visibility_of(
+    place: &Place,
+    body: &Value,
+    repositories: &[(i64, String)],
+    required: bool,
+) -> Result<(Option<String>, Vec<i64>), Refusal> {
+    if !matches!(place, Place::Organization { .. }) {
+        return Ok((None, Vec::new()));
+    }
+    match body["visibility"].as_str() {
+        Some(v @ ("all" | "private")) => Ok((Some(v.to_string()), Vec::new())),
+        Some("selected") => {
+            let selected: Vec<i64> = body["selected_repository_ids"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_i64).collect())
+                .unwrap_or_default();
+            if selected.iter().any(|id| !repositories.iter().any(|(r, _)| r == id)) {
+                return Err(Refusal(StatusCode::UNPROCESSABLE_ENTITY, "Invalid repository ids"));
+            }
+            Ok((Some("selected".into()), selected))
+        }
+        None if !required => Ok((None, Vec::new())),
+        _ => Err(Refusal(StatusCode::UNPROCESSABLE_ENTITY, "Invalid request.\n\n\"visibility\" wasn't supplied.")),
     }
 }
 
@@ -350,16 +372,18 @@ pub(super) async fn org_list(State(inner): State<Arc<Inner>>, Path(org): Path<St
 }
 
 /// The permission that writes a place's variables: `actions_variables` for a repository,
-/// `environments` for an environment.
+/// `environments` for an environment, `organization_actions_variables` for an organisation.
 fn variables_permission(place: &Place) -> &'static str {
     match place {
+        Place::Repository { .. } => "actions_variables",
         Place::Environment { .. } => "environments",
-        _ => "actions_variables",
+        Place::Organization { .. } => "organization_actions_variables",
     }
 }
 
 /// `POST …/variables` (create: 201, or 409 if it exists) and `PATCH …/variables/{name}` (update:
-/// 204, or 404 if it does not).
+/// 204, or 404 if it does not). An organisation's variable needs a `visibility` to be created;
+/// an update without one keeps the one it had.
 fn set_variable(
     inner: &Inner,
     headers: &HeaderMap,
@@ -367,12 +391,17 @@ fn set_variable(
     name: Option<&str>,
     body: Option<axum::Json<Value>>,
 ) -> Response {
-    if let Err(refusal) = authorize_for(inner, headers, &place, variables_permission(&place), true) {
-        return refusal.into_response();
-    }
+    let repositories = match authorize_for(inner, headers, &place, variables_permission(&place), true) {
+        Ok(repositories) => repositories,
+        Err(refusal) => return refusal.into_response(),
+    };
     let body = body.map(|b| b.0).unwrap_or(Value::Null);
     let (Some(given), Some(value)) = (body["name"].as_str().or(name), body["value"].as_str()) else {
         return gh_error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid request.\n\n\"name\", \"value\" wasn't supplied.");
+    };
+    let (visibility, selected) = match visibility_of(&place, &body, &repositories, name.is_none()) {
+        Ok(v) => v,
+        Err(refusal) => return refusal.into_response(),
     };
     let upper = given.to_ascii_uppercase();
     let mut secrets = inner.secrets.lock().unwrap_or_else(PoisonError::into_inner);
@@ -380,12 +409,16 @@ fn set_variable(
     match name {
         None if vars.contains_key(&upper) => gh_error(StatusCode::CONFLICT, "Already exists - Variable already exists"),
         None => {
-            vars.insert(upper, value.to_string());
+            let stored = StoredVariable { value: value.to_string(), visibility, selected_repository_ids: selected };
+            vars.insert(upper, stored);
             (StatusCode::CREATED, axum::Json(json!({}))).into_response()
         }
         Some(existing) => match vars.get_mut(&existing.to_ascii_uppercase()) {
             Some(v) => {
-                *v = value.to_string();
+                v.value = value.to_string();
+                if visibility.is_some() {
+                    (v.visibility, v.selected_repository_ids) = (visibility, selected);
+                }
                 StatusCode::NO_CONTENT.into_response()
             }
             None => gh_error(StatusCode::NOT_FOUND, "Not Found"),
@@ -431,4 +464,25 @@ pub(super) async fn env_variable_update(
     body: Option<axum::Json<Value>>,
 ) -> Response {
     set_variable(&inner, &headers, Place::Environment { owner, repo, environment }, Some(&name), body)
+}
+
+/// `POST /orgs/{org}/actions/variables` (with `visibility`, and `selected_repository_ids` for
+/// `selected`).
+pub(super) async fn org_variable_create(
+    State(inner): State<Arc<Inner>>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    body: Option<axum::Json<Value>>,
+) -> Response {
+    set_variable(&inner, &headers, Place::Organization { org }, None, body)
+}
+
+/// `PATCH /orgs/{org}/actions/variables/{name}`.
+pub(super) async fn org_variable_update(
+    State(inner): State<Arc<Inner>>,
+    Path((org, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Option<axum::Json<Value>>,
+) -> Response {
+    set_variable(&inner, &headers, Place::Organization { org }, Some(&name), body)
 }
