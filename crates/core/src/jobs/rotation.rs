@@ -250,6 +250,16 @@ impl Pacer {
         Ok(wait)
     }
 
+    /// Counts `n` writes that go now whatever the budget (a key ID put back, a second secret sent
+    /// again: the pair must match), so that the writes after them are spaced and counted as GitHub
+    /// counts them.
+    async fn record(&self, n: usize) {
+        let mut s = self.state.lock().await;
+        let now = Instant::now();
+        s.next = s.next.max(now) + self.interval * n as u32;
+        s.sent.extend(std::iter::repeat_n(now, n));
+    }
+
     /// GitHub asked to wait: nothing more is written before then.
     fn hold_off_now(&self, secs: u64) {
         if let Ok(mut s) = self.state.try_lock() {
@@ -829,6 +839,7 @@ impl Rotator {
             && !matches!(e, Error::OutOfTime)
         {
             // It may or may not have landed: a PUT is safe to repeat, and landing it keeps the pair.
+            self.pacer.record(1).await;
             report.github_writes += 1;
             second =
                 secrets::put_secret(github, &token.token, &place, &key, &names.secret_access_key, run.secret).await;
@@ -864,6 +875,7 @@ impl Rotator {
         report: &mut TargetReport,
     ) {
         let (Some(old), Ok(github)) = (held, self.services.github()) else { return };
+        self.pacer.record(1).await;
         report.github_writes += 1;
         let old = Secret::new(old);
         if let Err(e) = secrets::put_secret(github, token, place, key, &run.spec.secret_names.access_key_id, &old).await
@@ -1038,4 +1050,29 @@ fn record(
         key_id: entry.key_id.clone(),
         error,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_that_must_go_are_counted_and_spaced_like_the_others() {
+        // 120 a minute: one every 500 ms.
+        let pacer = Pacer::new(120, 4);
+        assert_eq!(pacer.permit(2).await.unwrap(), Duration::ZERO);
+        // A key ID put back goes at once, and the next write waits for the three before it
+        // (1.5 s from the first, less the moments these lines took).
+        pacer.record(1).await;
+        let waited = pacer.permit(1).await.unwrap();
+        assert!(waited > Duration::from_millis(1000) && waited <= Duration::from_millis(1500), "{waited:?}");
+        // Four writes this hour, one of them recorded: no room for a fifth.
+        match pacer.permit(1).await {
+            Err(Error::Throttled { retry_after_seconds, .. }) => assert!(retry_after_seconds > 3500),
+            other => panic!("{other:?}"),
+        }
+        // A write that must go still goes, and is counted.
+        pacer.record(1).await;
+        assert_eq!(pacer.state.lock().await.sent.len(), 5);
+    }
 }
