@@ -513,7 +513,8 @@ async fn a_key_created_by_a_run_that_died_before_recording_it_is_deleted_by_the_
     f.store.put_spec(&f.spec(vec![repo("octo-org/api")])).await.unwrap();
     // What a run that died right after CreateAccessKey leaves: the marker, and a key nobody holds.
     let existing = vec![f.old_key.clone()];
-    f.edit_state(|state| state.creating = Some(appcreds_core::domain::rotation::Creating { at: 0, existing })).await;
+    let at = chrono_now();
+    f.edit_state(|state| state.creating = Some(appcreds_core::domain::rotation::Creating { at, existing })).await;
     let orphan = f.iam.create_access_key().user_name(&f.user).send().await.unwrap();
     let orphan = orphan.access_key().unwrap().access_key_id().to_string();
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
@@ -521,6 +522,26 @@ async fn a_key_created_by_a_run_that_died_before_recording_it_is_deleted_by_the_
     assert_eq!(report.outcome, "rotated");
     let (new_id, _) = f.created();
     assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), false), (new_id, true)]));
+}
+
+#[tokio::test]
+async fn a_key_made_by_hand_long_after_an_interrupted_creation_is_not_deleted() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api")])).await.unwrap();
+    // The marker of a creation that failed ten minutes ago (CreateAccessKey refused, say), and a
+    // key an operator made since and uses: not the rotator's to delete.
+    let existing = vec![f.old_key.clone()];
+    let at = chrono_now() - 600;
+    f.edit_state(|state| state.creating = Some(appcreds_core::domain::rotation::Creating { at, existing })).await;
+    let by_hand = f.iam.create_access_key().user_name(&f.user).send().await.unwrap();
+    let by_hand = by_hand.access_key().unwrap().access_key_id().to_string();
+    let refused = f.rotator().run_target(&f.user, false).await.unwrap_err();
+    assert!(matches!(refused, Error::RotationRefused(ref why) if why.contains(&by_hand)), "{refused:?}");
+    assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), true), (by_hand, true)]));
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 #[tokio::test]
@@ -585,7 +606,9 @@ async fn a_failed_second_secret_puts_the_key_id_back_so_the_pair_still_matches()
     f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web")])).await.unwrap();
     f.rotator().run_target(&f.user, false).await.unwrap();
     let (first, first_secret) = f.created();
-    // A forced rotation whose second write to web fails, every time.
+    // A forced rotation whose second write to web fails, every time. (A second later: GitHub's
+    // `updated_at`, which tells whether a write landed, has whole seconds.)
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     f.stack.github.inject(Fault::new(
         "PUT /repos/octo-org/web/actions/secrets/AWS_SECRET_ACCESS_KEY",
         100,
@@ -606,6 +629,148 @@ async fn a_failed_second_secret_puts_the_key_id_back_so_the_pair_still_matches()
         (Some(first.as_bytes().to_vec()), Some(first_secret.expose().as_bytes().to_vec()))
     );
     assert_eq!(f.keys().await, BTreeMap::from([(first.clone(), true), (second, true)]), "the first key still works");
+}
+
+#[tokio::test]
+async fn a_throttled_second_secret_is_waited_out_and_the_pair_completes() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web")])).await.unwrap();
+    f.rotator().run_target(&f.user, false).await.unwrap();
+    f.edit_state(|state| state.previous = state.previous.take().map(|p| KeyRef { at: p.at - 2 * 3600, ..p })).await;
+    // GitHub's secondary limit on web's second secret, for longer than the client's own retry
+    // budget (3 s): the rotator waits it out rather than leave the key ID without its secret.
+    let put = "PUT /repos/octo-org/web/actions/secrets/AWS_SECRET_ACCESS_KEY";
+    f.stack.github.inject(Fault::new(put, 1, FaultKind::RateLimit { status: 429, retry_after: Some(4) }));
+    let report = f.rotator().run_target(&f.user, true).await.unwrap();
+    assert_eq!(report.outcome, "rotated", "{report:?}");
+    let (id, secret) = f.created();
+    for r in ["octo-org/api", "octo-org/web"] {
+        assert_eq!(f.secret_pair(r), (Some(id.as_bytes().to_vec()), Some(secret.expose().as_bytes().to_vec())), "{r}");
+    }
+    assert_eq!(f.stack.github.calls(put), 1 + 2, "the first rotation, the throttled PUT, the one after the wait");
+    assert!(report.paced_ms >= 4000, "{report:?}");
+}
+
+#[tokio::test]
+async fn a_second_secret_that_landed_behind_a_gateway_error_counts_as_written() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web")])).await.unwrap();
+    f.rotator().run_target(&f.user, false).await.unwrap();
+    f.edit_state(|state| state.previous = state.previous.take().map(|p| KeyRef { at: p.at - 2 * 3600, ..p })).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Every PUT of web's second secret lands, and GitHub's gateway answers 502: its `updated_at`
+    // tells that it landed, so the new key ID stays (putting it back would break the pair).
+    let put = "PUT /repos/octo-org/web/actions/secrets/AWS_SECRET_ACCESS_KEY";
+    f.stack.github.inject(Fault::new(put, 100, FaultKind::LandThenFail(502)));
+    let report = f.rotator().run_target(&f.user, true).await.unwrap();
+    assert_eq!(report.outcome, "rotated", "{report:?}");
+    assert!(report.destinations.iter().all(|d| d.status == "written"), "{report:?}");
+    let (id, secret) = f.created();
+    assert_eq!(
+        f.secret_pair("octo-org/web"),
+        (Some(id.as_bytes().to_vec()), Some(secret.expose().as_bytes().to_vec()))
+    );
+    assert_eq!(f.stack.github.calls("PUT /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID"), 2, "no put-back");
+    let first = f.keys.created.lock().unwrap()[0].0.clone();
+    assert_eq!(report.deactivated_key_id, Some(first), "every destination holds the new key");
+}
+
+#[tokio::test]
+async fn after_a_run_that_stopped_while_writing_no_key_id_is_put_back_on_what_it_may_have_written() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web")])).await.unwrap();
+    f.rotator().run_target(&f.user, false).await.unwrap();
+    let (first, _) = f.created();
+    f.edit_state(|state| state.previous = state.previous.take().map(|p| KeyRef { at: p.at - 2 * 3600, ..p })).await;
+    // A rotation that leaves web behind (still on the first key, recorded so).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let fail_web =
+        || Fault::new("PUT /repos/octo-org/web/actions/secrets/AWS_SECRET_ACCESS_KEY", 100, FaultKind::Status(500));
+    f.stack.github.inject(fail_web());
+    let report = f.rotator().run_target(&f.user, true).await.unwrap();
+    assert_eq!(report.outcome, "partial", "{report:?}");
+    f.stack.github.clear_faults();
+    let (second, second_secret) = f.created();
+    // Then a run that wrote web's new pair and stopped before recording it: the state still says
+    // web holds the first key, and "writing".
+    let writer = Secret::new(f.stack.github.issue_scoped_token_for_test(1410, &[("secrets", "write")], None));
+    let gh = f.stack.github_client();
+    let place = appcreds_core::github::secrets::Place::Repository("octo-org/web");
+    let key = appcreds_core::github::secrets::public_key(&gh, &writer, &place).await.unwrap();
+    for (name, value) in [("AWS_ACCESS_KEY_ID", Secret::new(second.as_str())), ("AWS_SECRET_ACCESS_KEY", second_secret)]
+    {
+        appcreds_core::github::secrets::put_secret(&gh, &writer, &place, &key, name, &value).await.unwrap();
+    }
+    f.edit_state(|state| state.writing = Some(0)).await;
+    assert_eq!(
+        f.store.get(&f.user).await.unwrap().unwrap().state.destinations["repo:octo-org/web"].key_id,
+        Some(first)
+    );
+    // The next run's second write fails again: the first key's ID is not put back on web, which
+    // holds the second pair, whole.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    f.stack.github.inject(fail_web());
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    let web = report.destinations.iter().find(|d| d.destination == "repo:octo-org/web").unwrap();
+    assert_eq!(web.status, "failed");
+    assert!(web.error.as_deref().unwrap().contains("not known"), "{web:?}");
+    let (_, second_secret) = f.keys.created.lock().unwrap()[1].clone();
+    assert_eq!(
+        f.secret_pair("octo-org/web"),
+        (Some(second.as_bytes().to_vec()), Some(second_secret.expose().as_bytes().to_vec()))
+    );
+    let state = f.store.get(&f.user).await.unwrap().unwrap().state;
+    assert_eq!((state.destinations["repo:octo-org/web"].key_id.as_ref(), state.writing), (None, None));
+    // And the run after it writes web and retires the first key.
+    f.stack.github.clear_faults();
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.outcome, "caught-up", "{report:?}");
+    assert!(report.deactivated_key_id.is_some(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_repository_gone_from_the_installation_does_not_stop_the_owners_other_destinations() {
+    let f = Fixture::start().await;
+    // `archive` is not (or no longer) in the App's installation: GitHub refuses a token naming it.
+    let spec = f.spec(vec![repo("octo-org/api"), repo("octo-org/archive"), repo("octo-org/web")]);
+    f.store.put_spec(&spec).await.unwrap();
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.outcome, "partial", "{report:?}");
+    let s = statuses(&report);
+    assert_eq!(
+        (s["repo:octo-org/api"], s["repo:octo-org/archive"], s["repo:octo-org/web"]),
+        ("written", "failed", "written")
+    );
+    let archive = report.destinations.iter().find(|d| d.destination == "repo:octo-org/archive").unwrap();
+    assert!(archive.error.as_deref().unwrap().contains("not accessible to the parent installation"), "{archive:?}");
+    // Each token after the refused one named one repository, and all were revoked.
+    let tokens = f.stack.github.issued_tokens();
+    assert_eq!(tokens.len(), 2, "{tokens:?}");
+    assert!(tokens.iter().all(|t| t.revoked && t.repositories.as_ref().is_some_and(|r| r.len() == 1)), "{tokens:?}");
+    assert!(f.keys().await[&f.old_key], "the old key stays active while archive is behind");
+}
+
+#[tokio::test]
+async fn a_region_without_the_variables_permission_still_rotates_the_key() {
+    let f = Fixture::start().await;
+    // octo-org's installation does not grant `actions_variables`.
+    let mut org = Installation::org(APP, 1410, "octo-org", &[(1401, "api"), (1402, "web")]);
+    org.permissions.insert("secrets".into(), "write".into());
+    f.stack.github.install(org);
+    let mut spec = f.spec(vec![repo("octo-org/api"), repo("octo-org/web")]);
+    spec.region = Some("eu-west-1".into());
+    f.store.put_spec(&spec).await.unwrap();
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.outcome, "rotated", "{report:?}");
+    for d in &report.destinations {
+        assert_eq!(d.status, "written");
+        assert!(d.error.as_deref().unwrap().contains("did not grant the variables' permission"), "{d:?}");
+    }
+    assert_eq!(report.failures(), 2, "the variables are reported (and alarmed)");
+    let (id, _) = f.created();
+    assert_eq!(f.stack.github.repository_secret("octo-org/web", "AWS_ACCESS_KEY_ID").unwrap(), id.as_bytes());
+    assert_eq!(f.stack.github.repository_variable("octo-org/web", "AWS_REGION"), None);
+    assert_eq!(report.deactivated_key_id.as_deref(), Some(f.old_key.as_str()));
 }
 
 #[tokio::test]

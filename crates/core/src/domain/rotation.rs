@@ -410,6 +410,11 @@ pub struct RotationState {
     /// that is in neither (it was never handed out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creating: Option<Creating>,
+    /// Set (saved) when a run starts writing destinations, cleared when it records the end: a run
+    /// that finds it set knows that one before it may have written destinations without recording
+    /// it, so what those hold is not known and no key ID is put back on them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writing: Option<i64>,
     /// When the rotator last looked at the target, and what went wrong then, if anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<i64>,

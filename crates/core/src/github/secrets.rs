@@ -149,6 +149,19 @@ pub async fn public_key(github: &GitHubClient, token: &Secret, place: &Place<'_>
     Ok(SecretsKey { key_id: body.key_id, key })
 }
 
+#[derive(Deserialize)]
+struct SecretMetadata {
+    updated_at: String,
+}
+
+/// When GitHub last wrote the secret `name` of `place` (`updated_at`, RFC 3339 in GitHub's own
+/// clock; never the value, which GitHub does not give back).
+pub async fn updated_at(github: &GitHubClient, token: &Secret, place: &Place<'_>, name: &str) -> Result<String, Error> {
+    let path = format!("{}/{name}", place.collection());
+    let metadata: SecretMetadata = github.get(&path, Auth::Installation(token)).await?;
+    Ok(metadata.updated_at)
+}
+
 /// `value` sealed for `key`, base64-encoded, as `encrypted_value` takes it.
 pub fn seal(key: &SecretsKey, value: &Secret) -> Result<String, Error> {
     let sealed = crypto_box::PublicKey::from(key.key)

@@ -70,12 +70,16 @@ pub const KEY_WAIT: Duration = Duration::from_secs(60);
 /// Kept at the end of a run: the last state save, deactivating the old key, revoking tokens,
 /// publishing the metrics.
 const END_RESERVE: Duration = Duration::from_secs(15);
-/// A destination's writes are started only with time for four whole GitHub calls (the two
-/// secrets, the second once more if its outcome is unknown, and putting the key ID back), each
-/// with all its retries (4 attempts of at most 10 s, 5 s of waits), beside [`END_RESERVE`].
-const PAIR_RESERVE: Duration = Duration::from_secs(4 * 45);
+/// One GitHub call with all its retries (4 attempts of at most 10 s, 5 s of waits).
+const CALL: Duration = Duration::from_secs(45);
+/// A destination is started only with time for five whole GitHub calls (its public key, the two
+/// secrets, the second once more if its outcome is unknown, and putting the key ID back) beside
+/// [`END_RESERVE`]; a `retry-after` is waited out only where it leaves time for the call after it.
+const PAIR_RESERVE: Duration = Duration::from_secs(5 * 45);
 /// A run starts a target only with this much time left: a new key's wait and one destination.
-const PER_TARGET: Duration = Duration::from_secs(60 + 15 + 180);
+const PER_TARGET: Duration = Duration::from_secs(60 + 15 + 225);
+/// How long revoking a token may take (it expires within the hour anyway).
+const REVOKE_BUDGET: Duration = Duration::from_secs(5);
 /// The state is saved every this many destinations written.
 const SAVE_EVERY: usize = 25;
 /// How long a target's lease lasts without a deadline to bound it (the function's timeout).
@@ -282,6 +286,33 @@ struct OwnerToken {
     token: Secret,
     /// Repository name (lower case) → ID, as GitHub granted them.
     repository_ids: Vec<(String, i64)>,
+    /// Whether it carries the variables' permissions (asked for with a region, and granted).
+    variables: bool,
+}
+
+/// What a destination's secret goes with before this run writes it.
+enum Held {
+    /// The state recorded this key ID for it.
+    Key(String),
+    /// Nothing was ever written there.
+    Nothing,
+    /// The state cannot vouch for it (written under other names, or by a run that stopped
+    /// before recording what it wrote).
+    Unknown,
+}
+
+/// One destination's secrets, with the token and public key that write them.
+struct Put<'a> {
+    github: &'a crate::github::GitHubClient,
+    token: &'a Secret,
+    place: &'a Place<'a>,
+    key: &'a secrets::SecretsKey,
+}
+
+impl Put<'_> {
+    async fn secret(&self, name: &str, value: &Secret) -> Result<secrets::Written, Error> {
+        secrets::put_secret(self.github, self.token, self.place, self.key, name, value).await
+    }
 }
 
 impl Rotator {
@@ -457,11 +488,11 @@ impl Rotator {
                     || state.current.as_ref().is_some_and(|k| k.key_id == id)
                     || state.retiring.as_ref().is_some_and(|k| k.key_id == id)
             };
-            // Created at or after the marker (a minute's clock skew allowed), and only one: a key
-            // made by hand since is not the rotator's to delete.
+            // Created around the marker (a minute's clock skew allowed, and the call's own time),
+            // and only one: a key made by hand since is not the rotator's to delete.
             let orphans: Vec<String> = keys
                 .iter()
-                .filter(|k| !known(&k.key_id) && k.created >= creating.at - 60)
+                .filter(|k| !known(&k.key_id) && (creating.at - 60..=creating.at + 120).contains(&k.created))
                 .map(|k| k.key_id.clone())
                 .collect();
             if orphans.len() > 1 {
@@ -691,7 +722,8 @@ impl Rotator {
     }
 
     /// Writes `destinations`, owner by owner, saving the state every [`SAVE_EVERY`] destinations
-    /// so that a run cut short keeps what it did.
+    /// so that a run cut short keeps what it did. The state says "writing" (saved) while it does:
+    /// a run that finds it so does not trust what the state says its destinations hold.
     async fn write_destinations(
         &self,
         run: &Run<'_>,
@@ -701,63 +733,85 @@ impl Rotator {
         version: &mut i64,
     ) -> Result<(), Error> {
         let now = self.services.now();
+        let trusted = state.writing.is_none();
+        if !trusted {
+            tracing::warn!(user_name = %run.user, "a run before this one stopped while writing destinations; no key ID is put back on them in this run");
+        }
+        state.writing = Some(now);
+        self.save(run.user, state, Pending::Keep, version).await?;
         let mut stop: Option<String> = None;
         let mut since_save = 0;
         for (owner, group) in TargetSpec::by_owner(destinations) {
-            let token = match &stop {
-                Some(_) => None,
-                None => match self.owner_token(run.spec.app_id, &owner, &group, run.spec.region.is_some()).await {
-                    Ok(token) => Some(token),
-                    Err(e) => {
-                        let message = github_message(&e);
-                        for d in &group {
-                            record(
-                                state,
-                                report,
-                                run,
-                                d,
-                                Outcome::Failed(format!("no token for {owner}: {message}")),
-                                now,
-                            );
-                        }
-                        if matches!(e, Error::OutOfTime | Error::Throttled { .. }) {
-                            stop = Some(message);
-                        }
-                        continue;
+            // One token for the owner's destinations; if GitHub refuses it (a repository gone from
+            // the installation, a permission not granted), one per destination, so that the others
+            // still get the key.
+            let mut batches = VecDeque::from([group]);
+            while let Some(batch) = batches.pop_front() {
+                let token = match &stop {
+                    Some(_) => None,
+                    None if !deadline::allows(Duration::ZERO, END_RESERVE + PAIR_RESERVE + CALL) => {
+                        stop = Some(Error::OutOfTime.to_string());
+                        None
                     }
-                },
-            };
-            for d in &group {
-                let (Some(token), None) = (&token, &stop) else {
-                    let why = stop.clone().unwrap_or_default();
-                    record(state, report, run, d, Outcome::NotAttempted(why), now);
-                    continue;
+                    None => match self.owner_token(run.spec.app_id, &owner, &batch, run.spec.region.is_some()).await {
+                        Ok(token) => Some(token),
+                        Err(Error::GitHubRejected { status: 422, .. }) if batch.len() > 1 => {
+                            tracing::warn!(user_name = %run.user, owner, "GitHub refused a token for all of the owner's destinations; asking for one per destination");
+                            for d in batch.into_iter().rev() {
+                                batches.push_front(vec![d]);
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            let message = github_message(&e);
+                            for d in &batch {
+                                let outcome = Outcome::Failed(format!("no token for {owner}: {message}"));
+                                record(state, report, run, d, outcome, now);
+                            }
+                            if matches!(e, Error::OutOfTime | Error::Throttled { .. }) {
+                                stop = Some(message);
+                            }
+                            continue;
+                        }
+                    },
                 };
-                let outcome = self.write_one(run, d, token, state, report).await;
-                if let Outcome::Failed(_) | Outcome::NotAttempted(_) = &outcome
-                    && let Some(why) = &report.stop_reason
-                {
-                    stop = Some(why.clone());
-                }
-                record(state, report, run, d, outcome, now);
-                since_save += 1;
-                if since_save >= SAVE_EVERY {
-                    since_save = 0;
-                    if let Err(e) = self.save(run.user, state, Pending::Keep, version).await {
-                        // The token goes even so.
-                        self.revoke(&token.token).await;
-                        return Err(e);
+                for d in &batch {
+                    let (Some(token), None) = (&token, &stop) else {
+                        let why = stop.clone().unwrap_or_default();
+                        record(state, report, run, d, Outcome::NotAttempted(why), now);
+                        continue;
+                    };
+                    let outcome = self.write_one(run, d, token, state, trusted, report).await;
+                    if let Outcome::Failed(_) | Outcome::NotAttempted(_) | Outcome::Unknown(_) = &outcome
+                        && let Some(why) = &report.stop_reason
+                    {
+                        stop = Some(why.clone());
+                    }
+                    record(state, report, run, d, outcome, now);
+                    since_save += 1;
+                    if since_save >= SAVE_EVERY {
+                        since_save = 0;
+                        if let Err(e) = self.save(run.user, state, Pending::Keep, version).await {
+                            // The token goes even so.
+                            self.revoke(&token.token).await;
+                            return Err(e);
+                        }
                     }
                 }
-            }
-            if let Some(token) = token {
-                self.revoke(&token.token).await;
+                if let Some(token) = token {
+                    self.revoke(&token.token).await;
+                }
             }
         }
+        // Recorded by the caller's next save, with what was written.
+        state.writing = None;
         Ok(())
     }
 
-    /// A token for `owner`'s destinations: exactly their repositories, least permissions.
+    /// A token for `owner`'s destinations: exactly their repositories, least permissions. With
+    /// `variables` (a region to write) it also asks for the variables' permissions; if GitHub
+    /// refuses that (422: not granted to the installation), it asks again without them, and the
+    /// variables are reported as not written.
     async fn owner_token(
         &self,
         app_id: i64,
@@ -765,9 +819,17 @@ impl Rotator {
         group: &[&Destination],
         variables: bool,
     ) -> Result<OwnerToken, Error> {
-        let scope = token_scope(group, variables);
-        let issued =
-            self.tokens.issue(app_id, &Target::Owner(owner.to_string()), |_| Ok((None, scope.clone()))).await?;
+        let mint = |variables: bool| {
+            let scope = token_scope(group, variables);
+            async move { self.tokens.issue(app_id, &Target::Owner(owner.to_string()), |_| Ok((None, scope.clone()))).await }
+        };
+        let (issued, variables) = match mint(variables).await {
+            Err(Error::GitHubRejected { status: 422, message, .. }) if variables => {
+                tracing::warn!(owner, %message, "GitHub refused a token with the variables' permission; asking without it");
+                (mint(false).await?, false)
+            }
+            other => (other?, variables),
+        };
         let granted = &issued.token.granted;
         let repository_ids = granted
             .repository_names
@@ -784,22 +846,35 @@ impl Rotator {
             purpose = "access-key-rotation",
             "installation token minted for the rotator"
         );
-        Ok(OwnerToken { token: issued.token.token, repository_ids })
+        Ok(OwnerToken { token: issued.token.token, repository_ids, variables })
     }
 
-    /// Writes one destination. The two secrets go back to back; if the second fails after the
-    /// first was written, the first is put back to the key the destination held (still active),
-    /// so the destination never holds a mismatched pair. A failed `AWS_REGION` variable does not
-    /// undo the key: it is reported, and the destination counts as written.
+    /// Writes one destination. The two secrets go back to back. If the second does not land
+    /// after the first was written, the first is put back to the key the destination's secret
+    /// goes with (still active), so that the destination never holds a mismatched pair; whether
+    /// it landed, when GitHub's answer does not say, is read from the secrets' `updated_at`. A
+    /// failed `AWS_REGION` variable does not undo the key: it is reported, and the destination
+    /// counts as written.
     async fn write_one(
         &self,
         run: &Run<'_>,
         destination: &Destination,
         token: &OwnerToken,
         state: &RotationState,
+        trusted: bool,
         report: &mut TargetReport,
     ) -> Outcome {
-        let held = state.destinations.get(&destination.id()).and_then(|s| s.key_id.clone());
+        // The key ID the destination's secret goes with now, if the state can vouch for it: the
+        // one recorded, written under the names and place the spec has now, and no run since
+        // may have written it without recording that.
+        let recorded = state.destinations.get(&destination.id());
+        let same_place =
+            recorded.and_then(|s| s.fingerprint.as_deref()).is_none_or(|f| f == destination.fingerprint(run.spec));
+        let held = match recorded.and_then(|s| s.key_id.clone()) {
+            _ if !trusted || !same_place => Held::Unknown,
+            Some(id) => Held::Key(id),
+            None => Held::Nothing,
+        };
         let github = match self.services.github() {
             Ok(github) => github,
             Err(e) => return Outcome::Failed(e.to_string()),
@@ -808,11 +883,7 @@ impl Rotator {
             Ok(place) => place,
             Err(e) => return Outcome::Failed(github_message(&e)),
         };
-        let key = match secrets::public_key(github, &token.token, &place).await {
-            Ok(key) => key,
-            Err(e) => return self.failed(report, e),
-        };
-        let names = &run.spec.secret_names;
+        // Room for the public key's read and the writes, within the pace and the deadline.
         match self.pacer.permit(2).await {
             Ok(waited) => report.paced_ms += waited.as_millis() as u64,
             Err(e) => {
@@ -820,36 +891,48 @@ impl Rotator {
                 return Outcome::NotAttempted(github_message(&e));
             }
         }
+        let key = match secrets::public_key(github, &token.token, &place).await {
+            Ok(key) => key,
+            Err(e) => return self.failed(report, e),
+        };
+        let names = &run.spec.secret_names;
+        let put = Put { github, token: &token.token, place: &place, key: &key };
         report.github_writes += 1;
         let new_id = Secret::new(run.key_id);
-        let first = secrets::put_secret(github, &token.token, &place, &key, &names.access_key_id, &new_id).await;
-        if let Err(e) = first {
+        if let Err(e) = put.secret(&names.access_key_id, &new_id).await {
             // A refusal wrote nothing; anything else (a timeout, a 5xx) may have: the ID goes back,
             // which is safe, as the secret beside it was not touched.
-            if !is_refusal(&e) {
-                self.put_back(run, destination, &place, &key, &token.token, held.as_deref(), report).await;
+            if is_refusal(&e) {
+                return self.failed(report, e);
             }
-            return self.failed(report, e);
+            return self.put_back(run, destination, &put, &held, e, report).await;
         }
-        report.github_writes += 1;
-        let mut second =
-            secrets::put_secret(github, &token.token, &place, &key, &names.secret_access_key, run.secret).await;
+        let mut maybe_landed = false;
+        let mut second = self.put_waiting(&put, &names.secret_access_key, run.secret, report).await;
         if let Err(e) = &second
             && !is_refusal(e)
             && !matches!(e, Error::OutOfTime)
         {
             // It may or may not have landed: a PUT is safe to repeat, and landing it keeps the pair.
+            maybe_landed = true;
             self.pacer.record(1).await;
-            report.github_writes += 1;
-            second =
-                secrets::put_secret(github, &token.token, &place, &key, &names.secret_access_key, run.secret).await;
+            second = self.put_waiting(&put, &names.secret_access_key, run.secret, report).await;
         }
         if let Err(e) = second {
-            // The pair must match: the ID goes back to the key the destination holds.
-            self.put_back(run, destination, &place, &key, &token.token, held.as_deref(), report).await;
-            return self.failed(report, e);
+            let landed = match maybe_landed || !is_refusal(&e) {
+                false => Some(false),
+                true => self.landed(&put, names).await,
+            };
+            if landed != Some(true) {
+                return self.put_back(run, destination, &put, &held, e, report).await;
+            }
+            tracing::info!(user_name = %run.user, destination = %destination.id(), "the second secret landed though GitHub's answer did not say so");
         }
         if let Some(region) = &run.spec.region {
+            if !token.variables {
+                let why = "the App's installation did not grant the variables' permission";
+                return Outcome::WrittenWithWarning(format!("{REGION_VARIABLE} variable: {why}"));
+            }
             let variable = async {
                 report.paced_ms += self.pacer.permit(2).await?.as_millis() as u64;
                 report.github_writes += 1;
@@ -862,48 +945,107 @@ impl Rotator {
         Outcome::Written
     }
 
-    /// Puts the key ID the destination held back (nothing if it held none).
-    #[allow(clippy::too_many_arguments)]
+    /// A `PUT` of one secret that waits out GitHub's `retry-after` once, where the wait leaves
+    /// time for the call and the end of the run: for the writes that keep a pair matching. (The
+    /// caller has paced the first attempt.)
+    async fn put_waiting(
+        &self,
+        put: &Put<'_>,
+        name: &str,
+        value: &Secret,
+        report: &mut TargetReport,
+    ) -> Result<secrets::Written, Error> {
+        report.github_writes += 1;
+        match put.secret(name, value).await {
+            Err(Error::Throttled { retry_after_seconds, .. })
+                if deadline::allows(Duration::from_secs(retry_after_seconds), END_RESERVE + CALL) =>
+            {
+                self.pacer.hold_off_now(retry_after_seconds);
+                tokio::time::sleep(Duration::from_secs(retry_after_seconds)).await;
+                report.paced_ms += retry_after_seconds * 1000;
+                self.pacer.record(1).await;
+                report.github_writes += 1;
+                put.secret(name, value).await
+            }
+            other => other,
+        }
+    }
+
+    /// Whether the second secret landed after the first (GitHub's `updated_at` of both, in its
+    /// own clock); `None` if GitHub does not say.
+    async fn landed(&self, put: &Put<'_>, names: &crate::domain::rotation::SecretNames) -> Option<bool> {
+        let first = updated_secs(put, &names.access_key_id).await?;
+        let second = updated_secs(put, &names.secret_access_key).await?;
+        Some(second >= first)
+    }
+
+    /// After a write that did not complete the pair: the key ID goes back to the key the
+    /// destination's secret goes with, if the state knows it. If it does not, what the
+    /// destination holds is not known, and it is written again at the next run.
     async fn put_back(
         &self,
         run: &Run<'_>,
         destination: &Destination,
-        place: &Place<'_>,
-        key: &secrets::SecretsKey,
-        token: &Secret,
-        held: Option<&str>,
+        put: &Put<'_>,
+        held: &Held,
+        e: Error,
         report: &mut TargetReport,
-    ) {
-        let (Some(old), Ok(github)) = (held, self.services.github()) else { return };
+    ) -> Outcome {
+        let old = match held {
+            Held::Nothing => return self.failed(report, e),
+            Held::Unknown => {
+                tracing::error!(
+                    user_name = %run.user,
+                    destination = %destination.id(),
+                    error = %e,
+                    "a pair was not completed where what the destination held is not known; it is written again at the next run"
+                );
+                return Outcome::Unknown(self.failure(report, e));
+            }
+            Held::Key(old) => Secret::new(old.as_str()),
+        };
         self.pacer.record(1).await;
-        report.github_writes += 1;
-        let old = Secret::new(old);
-        if let Err(e) = secrets::put_secret(github, token, place, key, &run.spec.secret_names.access_key_id, &old).await
-        {
+        if let Err(put_back) = self.put_waiting(put, &run.spec.secret_names.access_key_id, &old, report).await {
             tracing::error!(
                 user_name = %run.user,
                 destination = %destination.id(),
-                error = %e,
+                error = %put_back,
                 "the access key ID could not be put back; the destination may hold a mismatched pair until the next run"
             );
+            return Outcome::Unknown(self.failure(report, e));
         }
+        self.failed(report, e)
     }
 
     /// A failed write: throttling holds the pacer back and stops the run's writes.
     fn failed(&self, report: &mut TargetReport, e: Error) -> Outcome {
+        Outcome::Failed(self.failure(report, e))
+    }
+
+    /// [`Self::failed`]'s message.
+    fn failure(&self, report: &mut TargetReport, e: Error) -> String {
         if let Error::Throttled { retry_after_seconds, .. } = &e {
             self.pacer.hold_off_now(*retry_after_seconds);
         }
         if matches!(e, Error::OutOfTime | Error::Throttled { .. }) {
             report.stop_reason = Some(github_message(&e));
         }
-        Outcome::Failed(github_message(&e))
+        github_message(&e)
     }
 
+    /// Revokes a token, within [`REVOKE_BUDGET`] (part of [`END_RESERVE`]): one that is not
+    /// revoked expires within the hour.
     async fn revoke(&self, token: &Secret) {
         let Ok(github) = self.services.github() else { return };
-        if let Err(e) = github.send(Method::DELETE, "/installation/token", Auth::Installation(token), None).await {
-            tracing::warn!(error = %e, "could not revoke the rotator's installation token; it expires within the hour");
+        let revoke = github.send(Method::DELETE, "/installation/token", Auth::Installation(token), None);
+        match tokio::time::timeout(deadline::clamp(REVOKE_BUDGET), revoke).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not revoke the rotator's installation token; it expires within the hour")
+            }
+            Err(_) => {
+                tracing::warn!("revoking the rotator's installation token took too long; it expires within the hour")
+            }
         }
     }
 
@@ -983,6 +1125,9 @@ enum Outcome {
     Failed(String),
     /// Held back before anything was sent (pacing, the deadline, an earlier throttle).
     NotAttempted(String),
+    /// Failed where what the destination holds now is not known: it is written again (both
+    /// secrets) at the next run.
+    Unknown(String),
 }
 
 /// What a run writes.
@@ -1014,6 +1159,13 @@ fn place_of<'a>(destination: &'a Destination, token: &OwnerToken) -> Result<Plac
     })
 }
 
+/// A secret's `updated_at` in Unix seconds (GitHub's clock), if GitHub says.
+async fn updated_secs(put: &Put<'_>, name: &str) -> Option<i64> {
+    let at = secrets::updated_at(put.github, put.token, put.place, name).await.ok()?;
+    let at = aws_smithy_types::DateTime::from_str(&at, aws_smithy_types::date_time::Format::DateTime).ok()?;
+    Some(at.secs())
+}
+
 fn record(
     state: &mut RotationState,
     report: &mut TargetReport,
@@ -1037,6 +1189,11 @@ fn record(
         Outcome::Failed(message) => {
             entry.error = Some(message.clone());
             ("failed", Some(message))
+        }
+        Outcome::Unknown(message) => {
+            entry.key_id = None;
+            entry.error = Some(format!("{message} (what it holds is not known; written again at the next run)"));
+            ("failed", entry.error.clone())
         }
         Outcome::NotAttempted(why) => {
             let message = format!("not attempted: {why}");

@@ -102,6 +102,9 @@ pub enum FaultKind {
     /// Act on the request (mint the token), then wait this long before answering: a caller that
     /// times out cannot know whether anything happened.
     AnswerLate(Duration),
+    /// Act on the request, then answer with this status (a gateway's 502 after the write landed):
+    /// the caller cannot tell from the answer whether anything happened.
+    LandThenFail(u16),
 }
 
 impl Fault {
@@ -247,6 +250,11 @@ pub(super) async fn faults(State(inner): State<Arc<Inner>>, req: Request, next: 
             let resp = next.run(req).await;
             tokio::time::sleep(d).await;
             resp
+        }
+        Some(FaultKind::LandThenFail(code)) => {
+            let _landed = next.run(req).await;
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+            gh_error(status, "Server Error")
         }
         Some(FaultKind::Status(code)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -214,17 +214,20 @@ fn router(inner: Arc<Inner>) -> Router {
         .route("/rate_limit", get(installations::rate_limit))
         .route("/repos/{owner}/{repo}/actions/secrets", get(secrets::repo_list))
         .route("/repos/{owner}/{repo}/actions/secrets/public-key", get(secrets::repo_public_key))
-        .route("/repos/{owner}/{repo}/actions/secrets/{name}", put(secrets::repo_put))
+        .route("/repos/{owner}/{repo}/actions/secrets/{name}", put(secrets::repo_put).get(secrets::repo_get))
         .route("/repos/{owner}/{repo}/environments/{environment}/secrets", get(secrets::env_list))
         .route("/repos/{owner}/{repo}/environments/{environment}/secrets/public-key", get(secrets::env_public_key))
-        .route("/repos/{owner}/{repo}/environments/{environment}/secrets/{name}", put(secrets::env_put))
+        .route(
+            "/repos/{owner}/{repo}/environments/{environment}/secrets/{name}",
+            put(secrets::env_put).get(secrets::env_get),
+        )
         .route("/repos/{owner}/{repo}/actions/variables", post(secrets::repo_variable_create))
         .route("/repos/{owner}/{repo}/actions/variables/{name}", patch(secrets::repo_variable_update))
         .route("/repos/{owner}/{repo}/environments/{environment}/variables", post(secrets::env_variable_create))
         .route("/repos/{owner}/{repo}/environments/{environment}/variables/{name}", patch(secrets::env_variable_update))
         .route("/orgs/{org}/actions/secrets", get(secrets::org_list))
         .route("/orgs/{org}/actions/secrets/public-key", get(secrets::org_public_key))
-        .route("/orgs/{org}/actions/secrets/{name}", put(secrets::org_put))
+        .route("/orgs/{org}/actions/secrets/{name}", put(secrets::org_put).get(secrets::org_get))
         .route("/orgs/{org}/actions/variables", post(secrets::org_variable_create))
         .route("/orgs/{org}/actions/variables/{name}", patch(secrets::org_variable_update))
         .route("/.well-known/openid-configuration", get(oidc::discovery))

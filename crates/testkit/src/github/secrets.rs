@@ -205,6 +205,27 @@ fn list(inner: &Inner, headers: &HeaderMap, place: Place) -> Response {
     axum::Json(json!({"total_count": listed.len(), "secrets": listed})).into_response()
 }
 
+/// One secret's metadata (never its value): `name`, `created_at`, `updated_at`, and an
+/// organisation's `visibility`; 404 if it was never written.
+fn get_one(inner: &Inner, headers: &HeaderMap, place: Place, name: &str) -> Response {
+    if let Err(refusal) = authorize(inner, headers, &place, false) {
+        return refusal.into_response();
+    }
+    let mut secrets = inner.secrets.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(s) = secrets.place(&place.id()).values.get(&name.to_ascii_uppercase()) else {
+        return gh_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let mut item = json!({
+        "name": name.to_ascii_uppercase(),
+        "created_at": rfc3339(s.created_at),
+        "updated_at": rfc3339(s.updated_at),
+    });
+    if let Place::Organization { .. } = place {
+        item["visibility"] = json!(s.visibility);
+    }
+    axum::Json(item).into_response()
+}
+
 fn put(inner: &Inner, headers: &HeaderMap, place: Place, name: &str, body: Option<axum::Json<Value>>) -> Response {
     let repositories = match authorize(inner, headers, &place, true) {
         Ok(repositories) => repositories,
@@ -485,4 +506,31 @@ pub(super) async fn org_variable_update(
     body: Option<axum::Json<Value>>,
 ) -> Response {
     set_variable(&inner, &headers, Place::Organization { org }, Some(&name), body)
+}
+
+/// `GET /repos/{owner}/{repo}/actions/secrets/{secret_name}` (schema `actions-secret`).
+pub(super) async fn repo_get(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    get_one(&inner, &headers, Place::Repository { owner, repo }, &name)
+}
+
+/// `GET /repos/{owner}/{repo}/environments/{environment_name}/secrets/{secret_name}`.
+pub(super) async fn env_get(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, environment, name)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    get_one(&inner, &headers, Place::Environment { owner, repo, environment }, &name)
+}
+
+/// `GET /orgs/{org}/actions/secrets/{secret_name}` (schema `organization-actions-secret`).
+pub(super) async fn org_get(
+    State(inner): State<Arc<Inner>>,
+    Path((org, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    get_one(&inner, &headers, Place::Organization { org }, &name)
 }
