@@ -156,7 +156,13 @@ impl Vault for KmsVault {
         let out = request.send().await.map_err(|e| kms_error("KMS Decrypt", e))?;
         let plaintext =
             out.plaintext.map(Blob::into_inner).ok_or_else(|| Error::internal("KMS Decrypt", "no plaintext"))?;
-        let text = String::from_utf8(plaintext).map_err(|_| Error::internal("KMS Decrypt", "not UTF-8"))?;
-        Ok(Secret::new(text))
+        match String::from_utf8(plaintext) {
+            Ok(text) => Ok(Secret::new(text)),
+            Err(not_text) => {
+                // Not what was sealed, but maybe secret all the same: zeroed before it goes.
+                zeroize::Zeroize::zeroize(&mut not_text.into_bytes());
+                Err(Error::internal("KMS Decrypt", "not UTF-8"))
+            }
+        }
     }
 }
