@@ -676,6 +676,50 @@ async fn a_second_secret_that_landed_behind_a_gateway_error_counts_as_written() 
 }
 
 #[tokio::test]
+async fn a_second_secret_that_landed_before_a_throttle_is_not_undone() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/web")])).await.unwrap();
+    f.rotator().run_target(&f.user, false).await.unwrap();
+    f.edit_state(|state| state.previous = state.previous.take().map(|p| KeyRef { at: p.at - 2 * 3600, ..p })).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // The second secret lands behind a 502; the client's retry of it, and every PUT after, is
+    // throttled for longer than the client waits: the last answer is a throttle, not the truth.
+    let put = "PUT /repos/octo-org/web/actions/secrets/AWS_SECRET_ACCESS_KEY";
+    f.stack.github.inject(Fault::new(put, 1, FaultKind::LandThenFail(502)));
+    f.stack.github.inject(Fault::new(put, 100, FaultKind::RateLimit { status: 429, retry_after: Some(4) }));
+    let report = f.rotator().run_target(&f.user, true).await.unwrap();
+    assert_eq!(report.outcome, "rotated", "{report:?}");
+    let (id, secret) = f.created();
+    assert_eq!(
+        f.secret_pair("octo-org/web"),
+        (Some(id.as_bytes().to_vec()), Some(secret.expose().as_bytes().to_vec()))
+    );
+}
+
+#[tokio::test]
+async fn a_second_secret_whose_landing_github_cannot_tell_puts_the_known_key_id_back() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/web")])).await.unwrap();
+    f.rotator().run_target(&f.user, false).await.unwrap();
+    let (first, first_secret) = f.created();
+    f.edit_state(|state| state.previous = state.previous.take().map(|p| KeyRef { at: p.at - 2 * 3600, ..p })).await;
+    // The second secret fails with 500 and so does reading its metadata: the key ID goes back to
+    // the first key, whose secret the destination still holds.
+    let put = "PUT /repos/octo-org/web/actions/secrets/AWS_SECRET_ACCESS_KEY";
+    f.stack.github.inject(Fault::new(put, 100, FaultKind::Status(500)));
+    f.stack.github.inject(Fault::new("GET /repos/octo-org/web/actions/secrets/AWS_", 100, FaultKind::Status(500)));
+    let report = f.rotator().run_target(&f.user, true).await.unwrap();
+    assert_eq!(report.outcome, "partial", "{report:?}");
+    assert_eq!(
+        f.secret_pair("octo-org/web"),
+        (Some(first.as_bytes().to_vec()), Some(first_secret.expose().as_bytes().to_vec()))
+    );
+    assert!(f.stack.github.calls("GET /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID") >= 1, "it asked");
+    let state = f.store.get(&f.user).await.unwrap().unwrap().state;
+    assert_eq!(state.destinations["repo:octo-org/web"].key_id.as_deref(), Some(first.as_str()));
+}
+
+#[tokio::test]
 async fn after_a_run_that_stopped_while_writing_no_key_id_is_put_back_on_what_it_may_have_written() {
     let f = Fixture::start().await;
     f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web")])).await.unwrap();

@@ -72,12 +72,21 @@ pub const KEY_WAIT: Duration = Duration::from_secs(60);
 const END_RESERVE: Duration = Duration::from_secs(15);
 /// One GitHub call with all its retries (4 attempts of at most 10 s, 5 s of waits).
 const CALL: Duration = Duration::from_secs(45);
-/// A destination is started only with time for five whole GitHub calls (its public key, the two
-/// secrets, the second once more if its outcome is unknown, and putting the key ID back) beside
-/// [`END_RESERVE`]; a `retry-after` is waited out only where it leaves time for the call after it.
-const PAIR_RESERVE: Duration = Duration::from_secs(5 * 45);
+/// The most reading whether a second secret landed may take (two reads of its metadata).
+const PROBE: Duration = Duration::from_secs(10);
+/// A destination is started only with time for six whole GitHub calls (its public key, the two
+/// secrets, the second twice more if its outcome is unknown, and putting the key ID back) and the
+/// probe between them, beside [`END_RESERVE`]. A `retry-after` is waited out only where it leaves
+/// time for what may still follow it.
+const PAIR_RESERVE: Duration = Duration::from_secs(6 * CALL.as_secs() + PROBE.as_secs());
+/// What the first destination of a run needs: its owner's token, then its writes.
+const FIRST_DESTINATION: Duration = Duration::from_secs(CALL.as_secs() + PAIR_RESERVE.as_secs());
 /// A run starts a target only with this much time left: a new key's wait and one destination.
-const PER_TARGET: Duration = Duration::from_secs(60 + 15 + 225);
+const PER_TARGET: Duration =
+    Duration::from_secs(KEY_WAIT.as_secs() + END_RESERVE.as_secs() + FIRST_DESTINATION.as_secs());
+/// The longest `retry-after` waited out to complete a pair (GitHub's secondary limits ask for
+/// about a minute).
+const MAX_PAIR_WAIT: Duration = Duration::from_secs(120);
 /// How long revoking a token may take (it expires within the hour anyway).
 const REVOKE_BUDGET: Duration = Duration::from_secs(5);
 /// The state is saved every this many destinations written.
@@ -539,6 +548,11 @@ impl Rotator {
         let current_active =
             state.current.as_ref().is_some_and(|c| keys.iter().any(|k| k.key_id == c.key_id && k.active));
         let behind: Vec<Destination> = state.behind(&spec).into_iter().cloned().collect();
+        // A run stopped while writing, but everything it wrote was recorded: the state can vouch
+        // for every destination again.
+        if behind.is_empty() {
+            state.writing = None;
+        }
         let aged = state.current.as_ref().is_some_and(|c| now - c.at >= i64::from(spec.max_age_hours) * 3600);
         let can_catch_up = current_active && pending.is_some();
         let rotate = !current_active
@@ -549,7 +563,7 @@ impl Rotator {
         let context = |key_id| [("appcreds:UserName", user), ("appcreds:AccessKeyId", key_id)];
         let secret = if rotate {
             // A key is made only with time to prove it and write at least one destination.
-            if !deadline::allows(Duration::ZERO, self.settings.key_wait + END_RESERVE + PAIR_RESERVE) {
+            if !deadline::allows(Duration::ZERO, self.settings.key_wait + END_RESERVE + FIRST_DESTINATION) {
                 return Err(Error::OutOfTime);
             }
             // 2. Room, then the new key, recorded (encrypted) before anything else.
@@ -707,7 +721,7 @@ impl Rotator {
                 Err(e) => return Err(e),
             }
             let waited = started.elapsed();
-            if waited + delay > self.settings.key_wait || !deadline::allows(delay, END_RESERVE + PAIR_RESERVE) {
+            if waited + delay > self.settings.key_wait || !deadline::allows(delay, END_RESERVE + FIRST_DESTINATION) {
                 return Err(Error::Internal {
                     context: "waiting for the new access key",
                     source: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(format!(
@@ -742,6 +756,8 @@ impl Rotator {
         let mut stop: Option<String> = None;
         let mut since_save = 0;
         for (owner, group) in TargetSpec::by_owner(destinations) {
+            // With a region, the variables' permissions are asked for, until GitHub refuses them.
+            let mut variables = run.spec.region.is_some();
             // One token for the owner's destinations; if GitHub refuses it (a repository gone from
             // the installation, a permission not granted), one per destination, so that the others
             // still get the key.
@@ -749,12 +765,15 @@ impl Rotator {
             while let Some(batch) = batches.pop_front() {
                 let token = match &stop {
                     Some(_) => None,
-                    None if !deadline::allows(Duration::ZERO, END_RESERVE + PAIR_RESERVE + CALL) => {
+                    None if !deadline::allows(Duration::ZERO, END_RESERVE + FIRST_DESTINATION) => {
                         stop = Some(Error::OutOfTime.to_string());
                         None
                     }
-                    None => match self.owner_token(run.spec.app_id, &owner, &batch, run.spec.region.is_some()).await {
-                        Ok(token) => Some(token),
+                    None => match self.owner_token(run.spec.app_id, &owner, &batch, variables).await {
+                        Ok(token) => {
+                            variables = token.variables;
+                            Some(token)
+                        }
                         Err(Error::GitHubRejected { status: 422, .. }) if batch.len() > 1 => {
                             tracing::warn!(user_name = %run.user, owner, "GitHub refused a token for all of the owner's destinations; asking for one per destination");
                             for d in batch.into_iter().rev() {
@@ -823,8 +842,10 @@ impl Rotator {
             let scope = token_scope(group, variables);
             async move { self.tokens.issue(app_id, &Target::Owner(owner.to_string()), |_| Ok((None, scope.clone()))).await }
         };
+        // Environment variables need no permission beyond the secrets': nothing to ask without.
+        let variables_asked = variables && token_scope(group, true) != token_scope(group, false);
         let (issued, variables) = match mint(variables).await {
-            Err(Error::GitHubRejected { status: 422, message, .. }) if variables => {
+            Err(Error::GitHubRejected { status: 422, message, .. }) if variables_asked => {
                 tracing::warn!(owner, %message, "GitHub refused a token with the variables' permission; asking without it");
                 (mint(false).await?, false)
             }
@@ -900,26 +921,31 @@ impl Rotator {
         report.github_writes += 1;
         let new_id = Secret::new(run.key_id);
         if let Err(e) = put.secret(&names.access_key_id, &new_id).await {
-            // A refusal wrote nothing; anything else (a timeout, a 5xx) may have: the ID goes back,
-            // which is safe, as the secret beside it was not touched.
-            if is_refusal(&e) {
+            // A refusal wrote nothing; anything else (a timeout, a 5xx, or a throttle after the
+            // client's retry of one of those) may have: the ID goes back, which is safe, as the
+            // secret beside it was not touched.
+            if refused_outright(&e) {
                 return self.failed(report, e);
             }
             return self.put_back(run, destination, &put, &held, e, report).await;
         }
+        // After the second secret's wait: its PUT, once more, the probe and a put-back.
+        let then = END_RESERVE + CALL * 3 + PROBE;
         let mut maybe_landed = false;
-        let mut second = self.put_waiting(&put, &names.secret_access_key, run.secret, report).await;
+        let mut second = self.put_waiting(&put, &names.secret_access_key, run.secret, then, report).await;
         if let Err(e) = &second
-            && !is_refusal(e)
+            && !refused_outright(e)
             && !matches!(e, Error::OutOfTime)
         {
             // It may or may not have landed: a PUT is safe to repeat, and landing it keeps the pair.
             maybe_landed = true;
             self.pacer.record(1).await;
-            second = self.put_waiting(&put, &names.secret_access_key, run.secret, report).await;
+            let then = END_RESERVE + CALL * 2 + PROBE;
+            second = self.put_waiting(&put, &names.secret_access_key, run.secret, then, report).await;
         }
         if let Err(e) = second {
-            let landed = match maybe_landed || !is_refusal(&e) {
+            // Only an outright refusal of the first attempt says for sure that nothing landed.
+            let landed = match maybe_landed || !refused_outright(&e) {
                 false => Some(false),
                 true => self.landed(&put, names).await,
             };
@@ -945,20 +971,22 @@ impl Rotator {
         Outcome::Written
     }
 
-    /// A `PUT` of one secret that waits out GitHub's `retry-after` once, where the wait leaves
-    /// time for the call and the end of the run: for the writes that keep a pair matching. (The
-    /// caller has paced the first attempt.)
+    /// A `PUT` of one secret that waits out GitHub's `retry-after` once (up to
+    /// [`MAX_PAIR_WAIT`]), where the wait leaves `then` before the deadline: for the writes that
+    /// keep a pair matching. (The caller has paced the first attempt.)
     async fn put_waiting(
         &self,
         put: &Put<'_>,
         name: &str,
         value: &Secret,
+        then: Duration,
         report: &mut TargetReport,
     ) -> Result<secrets::Written, Error> {
         report.github_writes += 1;
         match put.secret(name, value).await {
             Err(Error::Throttled { retry_after_seconds, .. })
-                if deadline::allows(Duration::from_secs(retry_after_seconds), END_RESERVE + CALL) =>
+                if Duration::from_secs(retry_after_seconds) <= MAX_PAIR_WAIT
+                    && deadline::allows(Duration::from_secs(retry_after_seconds), then) =>
             {
                 self.pacer.hold_off_now(retry_after_seconds);
                 tokio::time::sleep(Duration::from_secs(retry_after_seconds)).await;
@@ -972,11 +1000,14 @@ impl Rotator {
     }
 
     /// Whether the second secret landed after the first (GitHub's `updated_at` of both, in its
-    /// own clock); `None` if GitHub does not say.
+    /// own clock); `None` if GitHub does not say within [`PROBE`].
     async fn landed(&self, put: &Put<'_>, names: &crate::domain::rotation::SecretNames) -> Option<bool> {
-        let first = updated_secs(put, &names.access_key_id).await?;
-        let second = updated_secs(put, &names.secret_access_key).await?;
-        Some(second >= first)
+        let read = async {
+            let first = updated_secs(put, &names.access_key_id).await?;
+            let second = updated_secs(put, &names.secret_access_key).await?;
+            Some(second >= first)
+        };
+        tokio::time::timeout(deadline::clamp(PROBE), read).await.ok().flatten()
     }
 
     /// After a write that did not complete the pair: the key ID goes back to the key the
@@ -1005,7 +1036,8 @@ impl Rotator {
             Held::Key(old) => Secret::new(old.as_str()),
         };
         self.pacer.record(1).await;
-        if let Err(put_back) = self.put_waiting(put, &run.spec.secret_names.access_key_id, &old, report).await {
+        let then = END_RESERVE + CALL;
+        if let Err(put_back) = self.put_waiting(put, &run.spec.secret_names.access_key_id, &old, then, report).await {
             tracing::error!(
                 user_name = %run.user,
                 destination = %destination.id(),
@@ -1101,9 +1133,10 @@ impl Rotator {
     }
 }
 
-/// GitHub answered, and refused: nothing was written.
-fn is_refusal(e: &Error) -> bool {
-    matches!(e, Error::GitHubRejected { .. } | Error::GitHubRefusedAppcreds { .. } | Error::Throttled { .. })
+/// GitHub answered, and refused: nothing was written. (Not a throttle: the client retries a
+/// `PUT` whose outcome was unknown, and a throttle may answer the retry of one that landed.)
+fn refused_outright(e: &Error) -> bool {
+    matches!(e, Error::GitHubRejected { .. } | Error::GitHubRefusedAppcreds { .. })
 }
 
 /// GitHub's own message for a failure, or the error's (neither ever holds a secret).
@@ -1215,14 +1248,14 @@ mod tests {
 
     #[tokio::test]
     async fn writes_that_must_go_are_counted_and_spaced_like_the_others() {
-        // 120 a minute: one every 500 ms.
-        let pacer = Pacer::new(120, 4);
+        // 60 a minute: one a second.
+        let pacer = Pacer::new(60, 4);
         assert_eq!(pacer.permit(2).await.unwrap(), Duration::ZERO);
         // A key ID put back goes at once, and the next write waits for the three before it
-        // (1.5 s from the first, less the moments these lines took).
+        // (3 s from the first, less the moments these lines took).
         pacer.record(1).await;
         let waited = pacer.permit(1).await.unwrap();
-        assert!(waited > Duration::from_millis(1000) && waited <= Duration::from_millis(1500), "{waited:?}");
+        assert!(waited > Duration::from_secs(2) && waited <= Duration::from_secs(3), "{waited:?}");
         // Four writes this hour, one of them recorded: no room for a fifth.
         match pacer.permit(1).await {
             Err(Error::Throttled { retry_after_seconds, .. }) => assert!(retry_after_seconds > 3500),
