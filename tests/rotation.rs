@@ -574,6 +574,19 @@ async fn writes_are_paced_and_a_spent_hourly_budget_leaves_the_rest_for_the_next
     assert_eq!(f.stack.github.calls("PUT /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID"), 0);
 }
 
+#[tokio::test]
+async fn a_throttled_token_stops_the_runs_writes_for_the_owners_after_it() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octocat/dotfiles")])).await.unwrap();
+    let limit = FaultKind::RateLimit { status: 403, retry_after: Some(120) };
+    f.stack.github.inject(Fault::new("POST /app/installations/1410/access_tokens", 10, limit));
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    let s = statuses(&report);
+    assert_eq!((s["repo:octo-org/api"], s["repo:octocat/dotfiles"]), ("failed", "not-attempted"), "{report:?}");
+    assert_eq!(f.stack.github.calls("POST /app/installations/1420/access_tokens"), 0, "no token for octocat");
+    assert!(f.keys().await[&f.old_key], "the old key stays active");
+}
+
 #[test]
 fn no_secret_reaches_a_log() {
     let logs = appcreds_tests::Logs::capture();
