@@ -473,6 +473,47 @@ async fn a_user_outside_the_allowed_path_is_refused() {
     assert!(matches!(&err, Error::RotationRefused(m) if m.contains("no rotation target")), "{err:?}");
 }
 
+/// An invocation is trusted to come from the schedule or an operator, but what it asks is still
+/// checked: a malformed request touches nothing (no lease, no table, no IAM) and is answered with
+/// what was wrong, without quoting back a name too long to be one.
+#[tokio::test]
+async fn a_malformed_run_request_is_refused_before_anything_is_touched() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api")])).await.unwrap();
+    let huge = "a".repeat(100_000);
+    let cases = [
+        (serde_json::json!({"userName": 7}), vec!["/userName"]),
+        (serde_json::json!({"userName": null}), vec!["/userName"]),
+        (serde_json::json!({"userName": "has space"}), vec!["/userName"]),
+        (serde_json::json!({"userName": "../../etc"}), vec!["/userName"]),
+        (serde_json::json!({"userName": huge}), vec!["/userName"]),
+        (serde_json::json!({"userName": f.user, "force": "yes"}), vec!["/force"]),
+        (serde_json::json!({"userName": [f.user.clone()], "force": 1}), vec!["/userName", "/force"]),
+    ];
+    for (event, paths) in cases {
+        let answer = f.rotator().handle(event.clone()).await.unwrap();
+        let text = answer.to_string();
+        assert!(text.len() < 2_000, "the answer quotes what it was sent: {} bytes", text.len());
+        assert_eq!(answer["error"]["type"], "ValidationException", "{event:.200}: {answer}");
+        let fields: Vec<&str> =
+            answer["error"]["fieldList"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+        assert_eq!(fields, paths, "{answer}");
+        assert!(answer.get("userName").is_none(), "{answer}");
+    }
+    // A well-formed name that is no target is refused as such, before IAM is asked about it.
+    let answer = f.rotator().handle(serde_json::json!({"userName": "nobody-here"})).await.unwrap();
+    assert_eq!(answer["error"]["type"], "ClientSideError", "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("no rotation target"), "{answer}");
+    assert_eq!(f.keys.user_reads.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(f.keys.created.lock().unwrap().is_empty());
+    assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), true)]));
+    let record = f.store.get(&f.user).await.unwrap().unwrap();
+    assert_eq!(record.state.last_run, None, "the target was not run");
+    // The same target, asked properly, rotates.
+    let answer = f.rotator().handle(serde_json::json!({"userName": f.user, "force": false})).await.unwrap();
+    assert_eq!(answer["outcome"], "rotated", "{answer}");
+}
+
 #[tokio::test]
 async fn a_concurrent_run_for_the_same_target_is_turned_away() {
     let f = Fixture::start().await;

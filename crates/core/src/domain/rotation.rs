@@ -188,14 +188,8 @@ impl TargetSpec {
     pub fn validate(&self) -> Result<(), Error> {
         let mut problems = Vec::new();
         let mut bad = |path: String, message: String| problems.push(FieldError::new(path, message));
-        let user_ok = !self.user_name.is_empty()
-            && self.user_name.len() <= MAX_USER_NAME
-            && self.user_name.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
-        if !user_ok {
-            bad(
-                "/userName".into(),
-                format!("{:?} is not an IAM user name (1 to 64 of A-Z a-z 0-9 +=,.@_-)", self.user_name),
-            );
+        if let Some(problem) = user_name_problem(&self.user_name) {
+            bad("/userName".into(), problem);
         }
         if self.app_id <= 0 {
             bad("/appId".into(), format!("{} is not a GitHub App ID", self.app_id));
@@ -299,6 +293,22 @@ pub fn token_scope(destinations: &[&Destination], variables: bool) -> ScopeDown 
         p == VARIABLES_PERMISSION || p == ORG_VARIABLES_PERMISSION || permission_levels().contains_key(p)
     }));
     ScopeDown { repository_ids: Vec::new(), repository_names: repositories.into_iter().collect(), permissions }
+}
+
+/// What is wrong with `name` as an IAM user name, if anything. A name far too long to be one is
+/// not quoted back.
+pub fn user_name_problem(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_USER_NAME
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+    let rule = "1 to 64 of A-Z a-z 0-9 +=,.@_-";
+    match ok {
+        true => None,
+        false if name.len() > 4 * MAX_USER_NAME => {
+            Some(format!("a name of {} bytes is not an IAM user name ({rule})", name.len()))
+        }
+        false => Some(format!("{name:?} is not an IAM user name ({rule})")),
+    }
 }
 
 fn owner_problem(owner: &str) -> Option<String> {

@@ -40,7 +40,7 @@ use crate::domain::rotation::{
     key_to_make_room, token_scope,
 };
 use crate::domain::secret::Secret;
-use crate::error::Error;
+use crate::error::{Error, FieldError};
 use crate::github::Auth;
 use crate::github::secrets::{self, Place};
 use crate::ports::{AccessKeys, Lease, Metric, Pending, RotationStore, Services, TargetRecord, Unit, Vault};
@@ -333,28 +333,34 @@ impl Rotator {
     }
 
     /// Handles an invocation: `{"userName": "…", "force": bool}` runs one target now (`force`
-    /// rotates even a young key); anything else (the schedule's event) runs every target that is due.
+    /// rotates even a young key); an event without `userName` (the schedule's) runs every target
+    /// that is due. A run request is checked before anything is touched (no lease, no table read):
+    /// an IAM user name, and `force` a boolean if given. The answer to a run request is its report,
+    /// or `{"error": …}` named as the contract names errors.
     pub async fn handle(&self, event: Value) -> Result<Value, Error> {
-        match event.get("userName") {
-            Some(Value::String(user)) => {
-                let force = event.get("force").and_then(Value::as_bool).unwrap_or(false);
-                match Box::pin(self.run_target(user, force)).await {
-                    Ok(report) => {
-                        self.publish(std::slice::from_ref(&report), None).await;
-                        serde_json::to_value(report).map_err(|e| Error::internal("writing the report", e))
-                    }
-                    // An operator's run: the refusal is the answer, named as the contract names it.
-                    Err(e) => {
-                        let (name, body) = crate::http::error_reply(&e);
-                        let mut error =
-                            serde_json::to_value(body).map_err(|e| Error::internal("writing the report", e))?;
-                        error["type"] = json!(name.as_str());
-                        Ok(json!({"userName": user, "error": error}))
-                    }
-                }
+        if event.get("userName").is_none() {
+            return Box::pin(self.scheduled()).await;
+        }
+        let (user, outcome) = match run_request(&event) {
+            Ok((user, force)) => (Some(user), Box::pin(self.run_target(user, force)).await),
+            Err(e) => (None, Err(e)),
+        };
+        match outcome {
+            Ok(report) => {
+                self.publish(std::slice::from_ref(&report), None).await;
+                serde_json::to_value(report).map_err(|e| Error::internal("writing the report", e))
             }
-            Some(_) => Err(Error::invalid("/userName", "must be a string")),
-            None => Box::pin(self.scheduled()).await,
+            // An operator's run: the refusal is the answer.
+            Err(e) => {
+                let (name, body) = crate::http::error_reply(&e);
+                let mut error = serde_json::to_value(body).map_err(|e| Error::internal("writing the report", e))?;
+                error["type"] = json!(name.as_str());
+                let mut answer = json!({"error": error});
+                if let Some(user) = user {
+                    answer["userName"] = json!(user);
+                }
+                Ok(answer)
+            }
         }
     }
 
@@ -1135,6 +1141,36 @@ impl Rotator {
 
 /// GitHub answered, and refused: nothing was written. (Not a throttle: the client retries a
 /// `PUT` whose outcome was unknown, and a throttle may answer the retry of one that landed.)
+/// The user and `force` of a run request, or every way it is malformed.
+fn run_request(event: &Value) -> Result<(&str, bool), Error> {
+    let mut problems = Vec::new();
+    let user = match event.get("userName") {
+        Some(Value::String(user)) => match crate::domain::rotation::user_name_problem(user) {
+            None => Some(user.as_str()),
+            Some(problem) => {
+                problems.push(FieldError::new("/userName", problem));
+                None
+            }
+        },
+        _ => {
+            problems.push(FieldError::new("/userName", "must be a string"));
+            None
+        }
+    };
+    let force = match event.get("force") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(force)) => *force,
+        Some(_) => {
+            problems.push(FieldError::new("/force", "must be true or false"));
+            false
+        }
+    };
+    match user {
+        Some(user) if problems.is_empty() => Ok((user, force)),
+        _ => Err(Error::invalid_fields(problems)),
+    }
+}
+
 fn refused_outright(e: &Error) -> bool {
     matches!(e, Error::GitHubRejected { .. } | Error::GitHubRefusedAppcreds { .. })
 }
