@@ -96,6 +96,8 @@ fn the_rotator_finishes_before_its_next_run_and_its_alarms_watch_what_it_publish
     // than the function may run, so it gets the report.
     assert!(KEY_WAIT * 10 <= rotator);
     assert!(appcreds_client::INVOKE_TIMEOUT > rotator);
+    // A key made late in one run is due at the run one maximum age later.
+    assert!(Duration::from_secs(appcreds_core::domain::rotation::DUE_EARLY_SECS as u64) >= rotator);
     let alarm = |name: &str| &t["Resources"][name]["Properties"];
     let watched: Vec<(&str, &str)> =
         ["AccessKeyRotationFailureAlarm", "AccessKeyOverMaxAgeAlarm", "AccessKeyRotatorHeartbeatAlarm"]

@@ -622,7 +622,7 @@ async fn writes_are_paced_and_a_spent_hourly_budget_leaves_the_rest_for_the_next
     let f = Fixture::start().await;
     f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web"), repo("octo-org/tools")])).await.unwrap();
     let limit = FaultKind::RateLimit { status: 403, retry_after: Some(120) };
-    f.stack.github.inject(Fault::new("PUT /repos/octo-org/api/actions/secrets/AWS_ACCESS_KEY_ID", 5, limit));
+    f.stack.github.inject(Fault::new("/repos/octo-org/api/actions/secrets/public-key", 5, limit));
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
     let s = statuses(&report);
     assert_eq!(
@@ -693,6 +693,34 @@ async fn a_failed_second_secret_puts_the_key_id_back_so_the_pair_still_matches()
     assert_eq!(f.secret_pair("octo-org/api"), pair(second.as_str(), &second_secret));
     assert_eq!(f.secret_pair("octo-org/web"), pair(first.as_str(), &first_secret));
     assert_eq!(f.keys().await, BTreeMap::from([(first.clone(), true), (second, true)]), "the first key still works");
+}
+
+/// A destination the rotator never wrote may hold the user's key, put there by hand or by the
+/// tool the rotator replaces: when its first rotation cannot complete the pair, the key ID goes
+/// back to the key being replaced (still active), the one the secret beside it goes with.
+#[tokio::test]
+async fn a_pair_put_there_by_hand_stays_whole_when_its_first_rotation_fails() {
+    let f = Fixture::start().await;
+    let by_hand = b"the old key's secret, put there by hand".to_vec();
+    f.stack.github.set_repository_secret("octo-org/web", "AWS_ACCESS_KEY_ID", f.old_key.as_bytes());
+    f.stack.github.set_repository_secret("octo-org/web", "AWS_SECRET_ACCESS_KEY", &by_hand);
+    // (GitHub's `updated_at` has whole seconds: the hand-made pair is older than the rotation.)
+    next_second().await;
+    let put = "PUT /repos/octo-org/web/actions/secrets/AWS_SECRET_ACCESS_KEY";
+    f.stack.github.inject(Fault::new(put, 100, FaultKind::Status(500)));
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web")])).await.unwrap();
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.outcome, "partial", "{report:?}");
+    let (new, new_secret) = f.created();
+    assert_eq!(f.secret_pair("octo-org/api"), pair(&new, &new_secret));
+    assert_eq!(f.secret_pair("octo-org/web"), (Some(f.old_key.as_bytes().to_vec()), Some(by_hand)));
+    assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), true), (new.clone(), true)]));
+    // The next run writes web with the same key, and only then retires the old one.
+    f.stack.github.clear_faults();
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.outcome, "caught-up", "{report:?}");
+    assert_eq!(f.secret_pair("octo-org/web"), pair(&new, &new_secret));
+    assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), false), (new, true)]));
 }
 
 #[tokio::test]

@@ -29,6 +29,8 @@ pub const MAX_DESTINATIONS: usize = 500;
 pub const MAX_AGE_HOURS: u32 = 24 * 366;
 /// IAM user names: 1 to 64 of `[\w+=,.@-]`.
 const MAX_USER_NAME: usize = 64;
+/// How early a key is due before its maximum age: the longest run (the rotator's timeout).
+pub const DUE_EARLY_SECS: i64 = 15 * 60;
 /// GitHub's longest environment name.
 const MAX_ENVIRONMENT_NAME: usize = 255;
 
@@ -371,6 +373,10 @@ pub struct DestinationState {
     /// [`Destination::fingerprint`] of what was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// A pair was left incomplete where what the destination held was not known: it may hold
+    /// anything until it is written whole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
 }
 
 /// A key the rotator made or replaced.
@@ -447,12 +453,20 @@ impl RotationState {
             .collect()
     }
 
+    /// Whether the current key is due by its age at `now`: it reaches its maximum age within
+    /// [`DUE_EARLY_SECS`]. A key is made up to a run's length after the run starts, so without
+    /// that margin the run one maximum age later would find it a few minutes short, and it would
+    /// live a whole schedule period longer.
+    pub fn aged(&self, spec: &TargetSpec, now: i64) -> bool {
+        self.current.as_ref().is_some_and(|c| now - c.at + DUE_EARLY_SECS >= i64::from(spec.max_age_hours) * 3600)
+    }
+
     /// Whether a run at `now` has nothing to do for `spec` by this state alone: a current key
     /// younger than its maximum age that every destination holds, no old key still active, and
     /// no replaced key whose grace period is over, and no key creation interrupted. The scheduled
     /// run skips such a target after checking only that IAM still has its current key active.
     pub fn nothing_due(&self, spec: &TargetSpec, now: i64) -> bool {
-        let young = self.current.as_ref().is_some_and(|c| now - c.at < i64::from(spec.max_age_hours) * 3600);
+        let young = self.current.is_some() && !self.aged(spec, now);
         let grace = i64::from(spec.grace_hours) * 3600;
         young
             && self.creating.is_none()
@@ -713,5 +727,29 @@ mod tests {
         assert_eq!(state.behind(&renamed).len(), 2);
         let regional = TargetSpec { region: Some("eu-west-1".into()), ..s.clone() };
         assert_eq!(state.behind(&regional).len(), 2);
+    }
+
+    #[test]
+    fn a_key_is_due_when_it_reaches_its_maximum_age_within_one_run() {
+        let s = spec(vec![repo("octo/a")]);
+        let created = 1_000_000;
+        let mut state =
+            RotationState { current: Some(KeyRef { key_id: "K".into(), at: created }), ..Default::default() };
+        state.destinations.insert(
+            "repo:octo/a".into(),
+            DestinationState {
+                key_id: Some("K".into()),
+                fingerprint: Some(s.destinations[0].fingerprint(&s)),
+                ..Default::default()
+            },
+        );
+        let max = 24 * 3600;
+        // Made ten minutes into a run: the run a maximum age later rotates it, not the one after.
+        let next_run = created - 10 * 60 + max;
+        assert!(state.aged(&s, next_run) && !state.nothing_due(&s, next_run));
+        // Earlier than one run's length before its maximum age, it is not due.
+        let early = created + max - DUE_EARLY_SECS - 1;
+        assert!(!state.aged(&s, early) && state.nothing_due(&s, early));
+        assert!(!RotationState::default().aged(&s, next_run), "no key: nothing aged (but everything behind)");
     }
 }

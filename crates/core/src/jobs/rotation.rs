@@ -36,8 +36,8 @@ use reqwest::Method;
 
 use crate::deadline;
 use crate::domain::rotation::{
-    Creating, Destination, KeyRef, REGION_VARIABLE, RotationState, TargetSpec, Visibility, hours_since,
-    key_to_make_room, token_scope,
+    Creating, Destination, DestinationState, KeyRef, REGION_VARIABLE, RotationState, TargetSpec, Visibility,
+    hours_since, key_to_make_room, token_scope,
 };
 use crate::domain::secret::Secret;
 use crate::error::{Error, FieldError};
@@ -300,14 +300,32 @@ struct OwnerToken {
 }
 
 /// What a destination's secret goes with before this run writes it.
+#[derive(Debug, PartialEq, Eq)]
 enum Held {
     /// The state recorded this key ID for it.
     Key(String),
-    /// Nothing was ever written there.
-    Nothing,
+    /// The rotator never wrote it, or only failed to: if it holds a working pair of the user,
+    /// that is the key being replaced (a user has two keys at most, and the other is the new one).
+    NeverWritten,
     /// The state cannot vouch for it (written under other names, or by a run that stopped
     /// before recording what it wrote).
     Unknown,
+}
+
+impl Held {
+    /// The key ID the destination's secret goes with now, if the state can vouch for it: the one
+    /// recorded, written under the names and place the spec has now (`fingerprint`), not left
+    /// unknown by a failed put-back, and no run since may have written it without recording that
+    /// (`trusted`).
+    fn of(recorded: Option<&DestinationState>, fingerprint: &str, trusted: bool) -> Held {
+        let same_place = recorded.and_then(|s| s.fingerprint.as_deref()).is_none_or(|f| f == fingerprint);
+        match recorded {
+            _ if !trusted || !same_place => Held::Unknown,
+            Some(s) if s.unknown => Held::Unknown,
+            Some(DestinationState { key_id: Some(id), .. }) => Held::Key(id.clone()),
+            _ => Held::NeverWritten,
+        }
+    }
 }
 
 /// One destination's secrets, with the token and public key that write them.
@@ -559,7 +577,7 @@ impl Rotator {
         if behind.is_empty() {
             state.writing = None;
         }
-        let aged = state.current.as_ref().is_some_and(|c| now - c.at >= i64::from(spec.max_age_hours) * 3600);
+        let aged = state.aged(&spec, now);
         let can_catch_up = current_active && pending.is_some();
         let rotate = !current_active
             || (force && behind.is_empty())
@@ -650,7 +668,9 @@ impl Rotator {
             }
             // 4. Every destination that is behind (all of them for a new key).
             let targets: Vec<Destination> = if rotate { spec.destinations.clone() } else { behind };
-            let run = Run { user, spec: &spec, key_id: &current.key_id, secret: &secret };
+            let retiring = state.retiring.as_ref().map(|k| k.key_id.clone());
+            let run =
+                Run { user, spec: &spec, key_id: &current.key_id, secret: &secret, retiring: retiring.as_deref() };
             Box::pin(self.write_destinations(&run, &targets, &mut state, &mut report, &mut version)).await?;
             drop(secret);
         }
@@ -891,17 +911,7 @@ impl Rotator {
         trusted: bool,
         report: &mut TargetReport,
     ) -> Outcome {
-        // The key ID the destination's secret goes with now, if the state can vouch for it: the
-        // one recorded, written under the names and place the spec has now, and no run since
-        // may have written it without recording that.
-        let recorded = state.destinations.get(&destination.id());
-        let same_place =
-            recorded.and_then(|s| s.fingerprint.as_deref()).is_none_or(|f| f == destination.fingerprint(run.spec));
-        let held = match recorded.and_then(|s| s.key_id.clone()) {
-            _ if !trusted || !same_place => Held::Unknown,
-            Some(id) => Held::Key(id),
-            None => Held::Nothing,
-        };
+        let held = Held::of(state.destinations.get(&destination.id()), &destination.fingerprint(run.spec), trusted);
         let github = match self.services.github() {
             Ok(github) => github,
             Err(e) => return Outcome::Failed(e.to_string()),
@@ -1029,7 +1039,12 @@ impl Rotator {
         report: &mut TargetReport,
     ) -> Outcome {
         let old = match held {
-            Held::Nothing => return self.failed(report, e),
+            // A pair put there by hand (or by the tool the rotator replaces) works only with the
+            // key being replaced; anything else was broken before, and stays no worse.
+            Held::NeverWritten => match run.retiring.filter(|id| *id != run.key_id) {
+                Some(id) => Secret::new(id),
+                None => return self.failed(report, e),
+            },
             Held::Unknown => {
                 tracing::error!(
                     user_name = %run.user,
@@ -1100,17 +1115,23 @@ impl Rotator {
             timestamp: now,
         };
         let mut over_max = 0;
-        let users: Vec<&str> = match all {
-            Some(records) => records.iter().map(|r| r.spec.user_name.as_str()).collect(),
-            None => reports.iter().map(|r| r.user_name.as_str()).collect(),
+        let reported: std::collections::HashMap<&str, &TargetReport> =
+            reports.iter().map(|r| (r.user_name.as_str(), r)).collect();
+        let users: Vec<(&str, Option<&TargetRecord>)> = match all {
+            Some(records) => records.iter().map(|r| (r.spec.user_name.as_str(), Some(r))).collect(),
+            None => reports.iter().map(|r| (r.user_name.as_str(), None)).collect(),
         };
-        for user in users {
-            // The run's own view of the key; the table only for a target whose run failed (it
-            // may have made a key before failing) or a single run's target.
-            let seen = reports.iter().find(|r| r.user_name == user).and_then(|r| r.current_key_created);
-            let listed = all.and_then(|records| records.iter().find(|r| r.spec.user_name == user));
+        for (user, listed) in users {
+            // The run's own view of the key, or the table's as the run's scan read it for a
+            // target it did not start. Read again only for a target whose run failed (it may have
+            // made a key before failing) or a single run's target, and only while time allows.
+            let report = reported.get(user);
+            let seen = report.and_then(|r| r.current_key_created);
             let (created, max_age_hours) = match (seen, listed) {
                 (Some(created), Some(record)) => (Some(created), record.spec.max_age_hours),
+                (None, Some(record)) if report.is_none() || !deadline::allows(Duration::ZERO, END_RESERVE) => {
+                    (record.state.current.as_ref().map(|k| k.at), record.spec.max_age_hours)
+                }
                 _ => match self.ports.targets.get(user).await {
                     Ok(Some(record)) => (record.state.current.map(|k| k.at), record.spec.max_age_hours),
                     _ => continue,
@@ -1139,8 +1160,6 @@ impl Rotator {
     }
 }
 
-/// GitHub answered, and refused: nothing was written. (Not a throttle: the client retries a
-/// `PUT` whose outcome was unknown, and a throttle may answer the retry of one that landed.)
 /// The user and `force` of a run request, or every way it is malformed.
 fn run_request(event: &Value) -> Result<(&str, bool), Error> {
     let mut problems = Vec::new();
@@ -1171,6 +1190,8 @@ fn run_request(event: &Value) -> Result<(&str, bool), Error> {
     }
 }
 
+/// GitHub answered, and refused: nothing was written. (Not a throttle: the client retries a
+/// `PUT` whose outcome was unknown, and a throttle may answer the retry of one that landed.)
 fn refused_outright(e: &Error) -> bool {
     matches!(e, Error::GitHubRejected { .. } | Error::GitHubRefusedAppcreds { .. })
 }
@@ -1205,6 +1226,8 @@ struct Run<'a> {
     spec: &'a TargetSpec,
     key_id: &'a str,
     secret: &'a Secret,
+    /// The key being replaced, still active.
+    retiring: Option<&'a str>,
 }
 
 fn place_of<'a>(destination: &'a Destination, token: &OwnerToken) -> Result<Place<'a>, Error> {
@@ -1249,6 +1272,7 @@ fn record(
             entry.key_id = Some(run.key_id.to_string());
             entry.fingerprint = Some(destination.fingerprint(run.spec));
             entry.written_at = Some(now);
+            entry.unknown = false;
             entry.error = match outcome {
                 Outcome::WrittenWithWarning(w) => Some(w),
                 _ => None,
@@ -1261,6 +1285,7 @@ fn record(
         }
         Outcome::Unknown(message) => {
             entry.key_id = None;
+            entry.unknown = true;
             entry.error = Some(format!("{message} (what it holds is not known; written again at the next run)"));
             ("failed", entry.error.clone())
         }
@@ -1281,6 +1306,26 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_destination_holds_is_vouched_for_only_by_a_trusted_record_of_the_same_place() {
+        let written = |unknown: bool| DestinationState {
+            key_id: (!unknown).then(|| "AKIAOLD".to_string()),
+            fingerprint: Some("f1".into()),
+            unknown,
+            ..DestinationState::default()
+        };
+        assert_eq!(Held::of(Some(&written(false)), "f1", true), Held::Key("AKIAOLD".into()));
+        // Never written (no record, or only failures recorded): the key being replaced, if any.
+        assert_eq!(Held::of(None, "f1", true), Held::NeverWritten);
+        assert_eq!(Held::of(Some(&DestinationState::default()), "f1", true), Held::NeverWritten);
+        // A put-back that failed: it may hold the new pair already, or half of it.
+        assert_eq!(Held::of(Some(&written(true)), "f1", true), Held::Unknown);
+        // Written under other names, or a run before stopped while writing.
+        assert_eq!(Held::of(Some(&written(false)), "f2", true), Held::Unknown);
+        assert_eq!(Held::of(Some(&written(false)), "f1", false), Held::Unknown);
+        assert_eq!(Held::of(None, "f1", false), Held::Unknown);
+    }
 
     #[tokio::test]
     async fn writes_that_must_go_are_counted_and_spaced_like_the_others() {

@@ -102,6 +102,15 @@ impl GitHubDouble {
         self.secret(&secrets::repository_id(repository), name).map(|s| s.value)
     }
 
+    /// Puts a value into a repository's Actions secret, as someone would by hand.
+    pub fn set_repository_secret(&self, repository: &str, name: &str, value: &[u8]) {
+        self.inner.secrets.lock().unwrap_or_else(PoisonError::into_inner).set(
+            &secrets::repository_id(repository),
+            name,
+            value,
+        );
+    }
+
     /// The value an environment's secret holds (`repository` is `owner/name`).
     pub fn environment_secret(&self, repository: &str, environment: &str, name: &str) -> Option<Vec<u8>> {
         self.secret(&secrets::environment_id(repository, environment), name).map(|s| s.value)
