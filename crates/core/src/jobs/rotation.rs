@@ -67,9 +67,11 @@ pub const WRITES_PER_MINUTE: u32 = 80;
 pub const WRITES_PER_HOUR: usize = 500;
 /// How long a new key is given to start working.
 pub const KEY_WAIT: Duration = Duration::from_secs(60);
-/// Kept at the end of a run: the last state save, deactivating the old key, revoking tokens,
-/// publishing the metrics.
-const END_RESERVE: Duration = Duration::from_secs(15);
+/// The longest one AWS call may take (the SDK clients' operation timeout).
+const AWS_CALL: Duration = Duration::from_secs(8);
+/// Kept at the end of a run, for the worst case of each step: two state saves around deactivating
+/// the old key, revoking the last token, publishing the metrics and releasing the lease.
+const END_RESERVE: Duration = Duration::from_secs(5 * AWS_CALL.as_secs() + REVOKE_BUDGET.as_secs());
 /// One GitHub call with all its retries (4 attempts of at most 10 s, 5 s of waits).
 const CALL: Duration = Duration::from_secs(45);
 /// The most reading whether a second secret landed may take (two reads of its metadata).
@@ -1306,6 +1308,12 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_end_reserve_counts_aws_calls_as_long_as_the_sdk_lets_them_take() {
+        assert_eq!(crate::aws::aws_timeouts().operation_timeout(), Some(AWS_CALL));
+        assert_eq!(END_RESERVE, Duration::from_secs(45));
+    }
 
     #[test]
     fn what_a_destination_holds_is_vouched_for_only_by_a_trusted_record_of_the_same_place() {
