@@ -1032,7 +1032,10 @@ ROTATOR_ALARMS = {
     "AccessKeyRotationFailureAlarm": ("RotationFailures", "Sum", "GreaterThanThreshold", 0, 1, "notBreaching"),
     "AccessKeyOverMaxAgeAlarm": ("KeysOverMaxAge", "Maximum", "GreaterThanThreshold", 0, 1, "notBreaching"),
     # Silence is an alarm: every scheduled run publishes RotationRuns.
-    "AccessKeyRotatorHeartbeatAlarm": ("RotationRuns", "Sum", "LessThanThreshold", 1, 2, "breaching"),
+    # Over RotatorSilentHours hours (2 by default), so that a slower schedule can raise it.
+    "AccessKeyRotatorHeartbeatAlarm": (
+        "RotationRuns", "Sum", "LessThanThreshold", 1, {"Ref": "RotatorSilentHours"}, "breaching"
+    ),
 }
 
 
@@ -1160,6 +1163,16 @@ def test_the_rotator_runs_hourly_and_ends_before_its_next_run(cfn, source):
     # A tick delivered and run as late as allowed still ends before the next tick.
     _, _, delivery_age, run_age = SCHEDULED[ROTATOR]
     assert delivery_age + run_age + timeout < interval
+
+
+def test_the_rotators_silence_window_outlasts_its_schedule(source):
+    parameter = source["Parameters"]["RotatorSilentHours"]
+    assert (parameter["Type"], parameter["Default"], parameter["MinValue"]) == ("Number", 2, 2)
+    # CloudWatch evaluates an hourly alarm over at most 7 days.
+    assert parameter["MaxValue"] == 168
+    # The default schedule runs at least once in every default window, with a run to spare.
+    interval_hours = schedule_minutes({"Ref": "RotatorSchedule"}, source) / 60
+    assert parameter["Default"] >= 2 * interval_hours
 
 
 def test_the_rotators_alarms(cfn):
