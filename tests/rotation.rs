@@ -802,37 +802,124 @@ async fn a_second_secret_whose_landing_github_cannot_tell_puts_the_known_key_id_
     assert_eq!(state.destinations["repo:octo-org/web"].key_id.as_deref(), Some(first.as_str()));
 }
 
+/// A run after one that stopped while writing, and that does not reach web itself (no token),
+/// leaves web unknown: the run after it, trusted again, still puts no key ID back on web.
 #[tokio::test]
-async fn after_a_run_that_stopped_while_writing_no_key_id_is_put_back_on_what_it_may_have_written() {
+async fn the_distrust_after_a_stopped_run_lasts_until_the_destination_is_written() {
     let f = Fixture::start().await;
+    let (_, second, second_secret) = web_written_by_a_run_that_stopped(&f).await;
+    let limit = FaultKind::RateLimit { status: 403, retry_after: Some(120) };
+    f.stack.github.inject(Fault::new("POST /app/installations/1410/access_tokens", 10, limit));
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(statuses(&report)["repo:octo-org/web"], "failed", "{report:?}");
+    let state = f.store.get(&f.user).await.unwrap().unwrap().state;
+    assert!(state.destinations["repo:octo-org/web"].unknown && state.writing.is_none(), "{state:?}");
+    f.stack.github.clear_faults();
+    next_second().await;
+    f.stack.github.inject(fail_web());
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(statuses(&report)["repo:octo-org/web"], "failed", "{report:?}");
+    assert_eq!(f.secret_pair("octo-org/web"), pair(&second, &second_secret), "no key ID put back");
+}
+
+/// A destination the state knows nothing of, in a run that did not make the key (one removed from
+/// the target and added back while a rotation was partial, say), may hold the new pair already:
+/// no key ID is put back on it, and it is recorded as unknown.
+#[tokio::test]
+async fn a_destination_unknown_to_the_state_gets_no_key_id_put_back_in_a_catch_up_run() {
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web")])).await.unwrap();
+    let put = "PUT /repos/octo-org/api/actions/secrets/AWS_SECRET_ACCESS_KEY";
+    f.stack.github.inject(Fault::new(put, 100, FaultKind::Status(500)));
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(report.outcome, "partial", "{report:?}");
+    let (new, new_secret) = f.created();
+    assert_eq!(f.secret_pair("octo-org/web"), pair(&new, &new_secret));
+    // api, never written before, got the replaced key's ID back, and the state says so.
+    let state = f.store.get(&f.user).await.unwrap().unwrap().state;
+    assert_eq!(state.destinations["repo:octo-org/api"].key_id.as_deref(), Some(f.old_key.as_str()));
+    f.stack.github.clear_faults();
+    // web's record is lost, as when it is removed from the target and added back.
+    f.edit_state(|state| {
+        state.destinations.remove("repo:octo-org/web");
+    })
+    .await;
+    next_second().await;
+    f.stack.github.inject(fail_web());
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    let s = statuses(&report);
+    assert_eq!((s["repo:octo-org/api"], s["repo:octo-org/web"]), ("written", "failed"), "{report:?}");
+    assert_eq!(f.secret_pair("octo-org/web"), pair(&new, &new_secret), "web's pair is whole");
+    let state = f.store.get(&f.user).await.unwrap().unwrap().state;
+    assert!(state.destinations["repo:octo-org/web"].unknown, "{state:?}");
+}
+
+/// GitHub's secondary limit on a first write's key ID (which may have landed): the ID of the key
+/// being replaced goes back after the wait, so a pair put there by hand stays whole, and the run
+/// writes nothing more.
+#[tokio::test]
+async fn a_throttled_first_key_id_over_a_pair_put_there_by_hand_is_put_back_after_the_wait() {
+    let f = Fixture::start().await;
+    let by_hand = b"put there by hand".to_vec();
+    f.stack.github.set_repository_secret("octo-org/web", "AWS_ACCESS_KEY_ID", f.old_key.as_bytes());
+    f.stack.github.set_repository_secret("octo-org/web", "AWS_SECRET_ACCESS_KEY", &by_hand);
+    next_second().await;
+    let put = "PUT /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID";
+    f.stack.github.inject(Fault::new(put, 2, FaultKind::RateLimit { status: 429, retry_after: Some(4) }));
+    f.store.put_spec(&f.spec(vec![repo("octo-org/web"), repo("octo-org/tools")])).await.unwrap();
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    let s = statuses(&report);
+    assert_eq!((s["repo:octo-org/web"], s["repo:octo-org/tools"]), ("failed", "not-attempted"), "{report:?}");
+    assert_eq!(f.secret_pair("octo-org/web"), (Some(f.old_key.as_bytes().to_vec()), Some(by_hand)));
+    assert!(report.paced_ms >= 4000, "the put-back waited out GitHub's retry-after: {report:?}");
+    assert_eq!(
+        f.stack.github.calls(put),
+        3,
+        "the throttled write, the throttled put-back, the put-back after the wait"
+    );
+    let state = f.store.get(&f.user).await.unwrap().unwrap().state;
+    assert_eq!(state.destinations["repo:octo-org/web"].key_id.as_deref(), Some(f.old_key.as_str()));
+    assert!(f.keys().await[&f.old_key], "the old key stays active");
+}
+
+/// Web left behind on the first key by a partial rotation, then written whole with the second
+/// key by a run that stopped before recording it: the state still says web holds the first key,
+/// and "writing". Returns the first key's ID and the second key.
+async fn web_written_by_a_run_that_stopped(f: &Fixture) -> (String, String, Secret) {
     f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web")])).await.unwrap();
     f.rotator().run_target(&f.user, false).await.unwrap();
     let (first, _) = f.created();
     f.end_grace_period().await;
-    // A rotation that leaves web behind (still on the first key, recorded so).
     next_second().await;
-    let fail_web =
-        || Fault::new("PUT /repos/octo-org/web/actions/secrets/AWS_SECRET_ACCESS_KEY", 100, FaultKind::Status(500));
     f.stack.github.inject(fail_web());
     let report = f.rotator().run_target(&f.user, true).await.unwrap();
     assert_eq!(report.outcome, "partial", "{report:?}");
     f.stack.github.clear_faults();
     let (second, second_secret) = f.created();
-    // Then a run that wrote web's new pair and stopped before recording it: the state still says
-    // web holds the first key, and "writing".
     let writer = Secret::new(f.stack.github.issue_scoped_token_for_test(1410, &[("secrets", "write")], None));
     let gh = f.stack.github_client();
     let place = appcreds_core::github::secrets::Place::Repository("octo-org/web");
     let key = appcreds_core::github::secrets::public_key(&gh, &writer, &place).await.unwrap();
-    for (name, value) in [("AWS_ACCESS_KEY_ID", Secret::new(second.as_str())), ("AWS_SECRET_ACCESS_KEY", second_secret)]
+    for (name, value) in
+        [("AWS_ACCESS_KEY_ID", Secret::new(second.as_str())), ("AWS_SECRET_ACCESS_KEY", second_secret.clone())]
     {
         appcreds_core::github::secrets::put_secret(&gh, &writer, &place, &key, name, &value).await.unwrap();
     }
     f.edit_state(|state| state.writing = Some(0)).await;
-    assert_eq!(
-        f.store.get(&f.user).await.unwrap().unwrap().state.destinations["repo:octo-org/web"].key_id,
-        Some(first)
-    );
+    let state = f.store.get(&f.user).await.unwrap().unwrap().state;
+    assert_eq!(state.destinations["repo:octo-org/web"].key_id.as_deref(), Some(first.as_str()));
+    (first, second, second_secret)
+}
+
+/// Every write of web's second secret fails.
+fn fail_web() -> Fault {
+    Fault::new("PUT /repos/octo-org/web/actions/secrets/AWS_SECRET_ACCESS_KEY", 100, FaultKind::Status(500))
+}
+
+#[tokio::test]
+async fn after_a_run_that_stopped_while_writing_no_key_id_is_put_back_on_what_it_may_have_written() {
+    let f = Fixture::start().await;
+    let (_, second, second_secret) = web_written_by_a_run_that_stopped(&f).await;
     // The next run's second write fails again: the first key's ID is not put back on web, which
     // holds the second pair, whole.
     next_second().await;
@@ -841,7 +928,6 @@ async fn after_a_run_that_stopped_while_writing_no_key_id_is_put_back_on_what_it
     let web = report.destinations.iter().find(|d| d.destination == "repo:octo-org/web").unwrap();
     assert_eq!(web.status, "failed");
     assert!(web.error.as_deref().unwrap().contains("not known"), "{web:?}");
-    let (_, second_secret) = f.keys.created.lock().unwrap()[1].clone();
     assert_eq!(f.secret_pair("octo-org/web"), pair(second.as_str(), &second_secret));
     let state = f.store.get(&f.user).await.unwrap().unwrap().state;
     assert_eq!((state.destinations["repo:octo-org/web"].key_id.as_ref(), state.writing), (None, None));

@@ -210,7 +210,8 @@ impl TargetSpec {
             let path = format!("/destinations/{i}");
             if let Some(problem) = destination_problem(destination) {
                 bad(path.clone(), problem);
-            } else if !seen.insert(destination.id()) {
+            } else if !seen.insert(destination.id().to_ascii_lowercase()) {
+                // (Environment names too: GitHub does not tell `Prod` from `prod`.)
                 bad(path, format!("{} is listed twice", destination.id()));
             }
         }
@@ -751,5 +752,13 @@ mod tests {
         let early = created + max - DUE_EARLY_SECS - 1;
         assert!(!state.aged(&s, early) && state.nothing_due(&s, early));
         assert!(!RotationState::default().aged(&s, next_run), "no key: nothing aged (but everything behind)");
+    }
+
+    #[test]
+    fn one_environment_named_in_two_cases_is_listed_twice() {
+        let env = |e: &str| Destination::Environment { repository: "Octo/API".into(), environment: e.into() };
+        let err = spec(vec![env("Prod"), env("prod")]).validate().unwrap_err().to_string();
+        assert!(err.contains("listed twice"), "{err}");
+        spec(vec![env("prod"), env("staging")]).validate().unwrap();
     }
 }

@@ -671,8 +671,15 @@ impl Rotator {
             // 4. Every destination that is behind (all of them for a new key).
             let targets: Vec<Destination> = if rotate { spec.destinations.clone() } else { behind };
             let retiring = state.retiring.as_ref().map(|k| k.key_id.clone());
-            let run =
-                Run { user, spec: &spec, key_id: &current.key_id, secret: &secret, retiring: retiring.as_deref() };
+            let run = Run {
+                user,
+                spec: &spec,
+                key_id: &current.key_id,
+                secret: &secret,
+                made_key: rotate,
+                retiring: retiring.as_deref(),
+                trusted: state.writing.is_none(),
+            };
             Box::pin(self.write_destinations(&run, &targets, &mut state, &mut report, &mut version)).await?;
             drop(secret);
         }
@@ -775,7 +782,7 @@ impl Rotator {
         version: &mut i64,
     ) -> Result<(), Error> {
         let now = self.services.now();
-        let trusted = state.writing.is_none();
+        let trusted = run.trusted;
         if !trusted {
             tracing::warn!(user_name = %run.user, "a run before this one stopped while writing destinations; no key ID is put back on them in this run");
         }
@@ -828,8 +835,8 @@ impl Rotator {
                         record(state, report, run, d, Outcome::NotAttempted(why), now);
                         continue;
                     };
-                    let outcome = self.write_one(run, d, token, state, trusted, report).await;
-                    if let Outcome::Failed(_) | Outcome::NotAttempted(_) | Outcome::Unknown(_) = &outcome
+                    let outcome = self.write_one(run, d, token, state, report).await;
+                    if !matches!(outcome, Outcome::Written | Outcome::WrittenWithWarning(_))
                         && let Some(why) = &report.stop_reason
                     {
                         stop = Some(why.clone());
@@ -910,10 +917,9 @@ impl Rotator {
         destination: &Destination,
         token: &OwnerToken,
         state: &RotationState,
-        trusted: bool,
         report: &mut TargetReport,
     ) -> Outcome {
-        let held = Held::of(state.destinations.get(&destination.id()), &destination.fingerprint(run.spec), trusted);
+        let held = Held::of(state.destinations.get(&destination.id()), &destination.fingerprint(run.spec), run.trusted);
         let github = match self.services.github() {
             Ok(github) => github,
             Err(e) => return Outcome::Failed(e.to_string()),
@@ -1041,13 +1047,15 @@ impl Rotator {
         report: &mut TargetReport,
     ) -> Outcome {
         let old = match held {
-            // A pair put there by hand (or by the tool the rotator replaces) works only with the
-            // key being replaced; anything else was broken before, and stays no worse.
-            Held::NeverWritten => match run.retiring.filter(|id| *id != run.key_id) {
+            // In the run that made the key, a pair put there by hand (or by the tool the rotator
+            // replaces) can work only with the key being replaced: the user's other key is the
+            // new one, which nothing held before. Anything else was broken before, and stays no
+            // worse. (In a later run, the destination may hold the new pair already: unknown.)
+            Held::NeverWritten if run.made_key => match run.retiring.filter(|id| *id != run.key_id) {
                 Some(id) => Secret::new(id),
                 None => return self.failed(report, e),
             },
-            Held::Unknown => {
+            Held::NeverWritten | Held::Unknown => {
                 tracing::error!(
                     user_name = %run.user,
                     destination = %destination.id(),
@@ -1069,7 +1077,8 @@ impl Rotator {
             );
             return Outcome::Unknown(self.failure(report, e));
         }
-        self.failed(report, e)
+        // What the key ID now says is recorded: the next run can put it back again.
+        Outcome::PutBack { error: self.failure(report, e), key_id: old.expose().to_string() }
     }
 
     /// A failed write: throttling holds the pacer back and stops the run's writes.
@@ -1220,6 +1229,11 @@ enum Outcome {
     /// Failed where what the destination holds now is not known: it is written again (both
     /// secrets) at the next run.
     Unknown(String),
+    /// Failed, and the key ID was put back to `key_id`, which the secret beside it goes with.
+    PutBack {
+        error: String,
+        key_id: String,
+    },
 }
 
 /// What a run writes.
@@ -1228,8 +1242,13 @@ struct Run<'a> {
     spec: &'a TargetSpec,
     key_id: &'a str,
     secret: &'a Secret,
+    /// Whether this run made the key: then no destination can hold it before this run writes it.
+    made_key: bool,
     /// The key being replaced, still active.
     retiring: Option<&'a str>,
+    /// Whether the state can vouch for what the destinations hold (no run before this one
+    /// stopped while writing them).
+    trusted: bool,
 }
 
 fn place_of<'a>(destination: &'a Destination, token: &OwnerToken) -> Result<Place<'a>, Error> {
@@ -1285,6 +1304,12 @@ fn record(
             entry.error = Some(message.clone());
             ("failed", Some(message))
         }
+        Outcome::PutBack { error, key_id } => {
+            entry.key_id = Some(key_id);
+            entry.fingerprint = Some(destination.fingerprint(run.spec));
+            entry.error = Some(error.clone());
+            ("failed", Some(error))
+        }
         Outcome::Unknown(message) => {
             entry.key_id = None;
             entry.unknown = true;
@@ -1297,6 +1322,11 @@ fn record(
             ("not-attempted", Some(message))
         }
     };
+    // A run after one that stopped while writing cannot vouch for what it did not write itself:
+    // until written, such a destination gets no key ID put back (the distrust outlives this run).
+    if !run.trusted && status != "written" {
+        entry.unknown = true;
+    }
     report.destinations.push(DestinationReport {
         destination: destination.id(),
         status,
