@@ -176,6 +176,17 @@ impl Fixture {
             .await;
     }
 
+    /// The user's key, put into web by hand (the old key's ID, and a stand-in for its secret, which
+    /// IAM never tells again); returns that secret. A second later, so that GitHub's `updated_at`,
+    /// in whole seconds, has the pair older than anything a rotation writes.
+    async fn old_pair_by_hand_in_web(&self) -> Vec<u8> {
+        let by_hand = b"the old key's secret, put there by hand".to_vec();
+        self.stack.github.set_repository_secret("octo-org/web", "AWS_ACCESS_KEY_ID", self.old_key.as_bytes());
+        self.stack.github.set_repository_secret("octo-org/web", "AWS_SECRET_ACCESS_KEY", &by_hand);
+        next_second().await;
+        by_hand
+    }
+
     fn secret_pair(&self, repository: &str) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
         (
             self.stack.github.repository_secret(repository, "AWS_ACCESS_KEY_ID"),
@@ -701,11 +712,7 @@ async fn a_failed_second_secret_puts_the_key_id_back_so_the_pair_still_matches()
 #[tokio::test]
 async fn a_pair_put_there_by_hand_stays_whole_when_its_first_rotation_fails() {
     let f = Fixture::start().await;
-    let by_hand = b"the old key's secret, put there by hand".to_vec();
-    f.stack.github.set_repository_secret("octo-org/web", "AWS_ACCESS_KEY_ID", f.old_key.as_bytes());
-    f.stack.github.set_repository_secret("octo-org/web", "AWS_SECRET_ACCESS_KEY", &by_hand);
-    // (GitHub's `updated_at` has whole seconds: the hand-made pair is older than the rotation.)
-    next_second().await;
+    let by_hand = f.old_pair_by_hand_in_web().await;
     let put = "PUT /repos/octo-org/web/actions/secrets/AWS_SECRET_ACCESS_KEY";
     f.stack.github.inject(Fault::new(put, 100, FaultKind::Status(500)));
     f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web")])).await.unwrap();
@@ -860,10 +867,7 @@ async fn a_destination_unknown_to_the_state_gets_no_key_id_put_back_in_a_catch_u
 #[tokio::test]
 async fn a_throttled_first_key_id_over_a_pair_put_there_by_hand_is_put_back_after_the_wait() {
     let f = Fixture::start().await;
-    let by_hand = b"put there by hand".to_vec();
-    f.stack.github.set_repository_secret("octo-org/web", "AWS_ACCESS_KEY_ID", f.old_key.as_bytes());
-    f.stack.github.set_repository_secret("octo-org/web", "AWS_SECRET_ACCESS_KEY", &by_hand);
-    next_second().await;
+    let by_hand = f.old_pair_by_hand_in_web().await;
     let put = "PUT /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID";
     f.stack.github.inject(Fault::new(put, 2, FaultKind::RateLimit { status: 429, retry_after: Some(4) }));
     f.store.put_spec(&f.spec(vec![repo("octo-org/web"), repo("octo-org/tools")])).await.unwrap();
