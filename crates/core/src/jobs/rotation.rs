@@ -306,8 +306,9 @@ struct OwnerToken {
 enum Held {
     /// The state recorded this key ID for it.
     Key(String),
-    /// The rotator never wrote it, or only failed to: if it holds a working pair of the user,
-    /// that is the key being replaced (a user has two keys at most, and the other is the new one).
+    /// The rotator never wrote it, or only failed to. In the run that made the new key, a working
+    /// pair of the user there can only be the key being replaced (a user has two keys at most);
+    /// in a later run it may be the new pair.
     NeverWritten,
     /// The state cannot vouch for it (written under other names, or by a run that stopped
     /// before recording what it wrote).
@@ -782,9 +783,8 @@ impl Rotator {
         version: &mut i64,
     ) -> Result<(), Error> {
         let now = self.services.now();
-        let trusted = run.trusted;
-        if !trusted {
-            tracing::warn!(user_name = %run.user, "a run before this one stopped while writing destinations; no key ID is put back on them in this run");
+        if !run.trusted {
+            tracing::warn!(user_name = %run.user, "a run before this one stopped while writing destinations; no key ID is put back on them until each is written");
         }
         state.writing = Some(now);
         self.save(run.user, state, Pending::Keep, version).await?;

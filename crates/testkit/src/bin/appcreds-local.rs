@@ -655,8 +655,9 @@ async fn cli(endpoint: &str, lambda: &str, args: &[&str]) -> Result<std::process
 }
 
 /// An operator puts a rotation target for the demo user (two repositories) and runs the rotator
-/// for it: both repositories then hold the user's new key (opened by the double, the secret equal to
-/// the one moto's IAM holds), IAM has the new key active and the old one inactive, and the rotator's tokens are revoked.
+/// for it: both repositories then hold the user's new key (opened by the double, the secret equal
+/// to the one moto's IAM holds), IAM has the new key active and the old one inactive, and the
+/// rotator's tokens are revoked.
 async fn rotation(
     endpoint: &str,
     lambda: &str,

@@ -104,7 +104,6 @@ impl Secrets {
         self.variables.get(id)?.get(&name.to_ascii_uppercase()).cloned()
     }
 
-    /// Secret `name` of the place `id`, if it was written.
     /// Stores a secret as if someone had put it there by hand (not through the rotator).
     pub(super) fn set(&mut self, id: &str, name: &str, value: &[u8]) {
         let t = now();
@@ -118,6 +117,7 @@ impl Secrets {
         self.place(id).values.insert(name.to_ascii_uppercase(), stored);
     }
 
+    /// Secret `name` of the place `id`, if it was written.
     pub(super) fn get(&self, id: &str, name: &str) -> Option<StoredSecret> {
         self.places.get(id)?.values.get(&name.to_ascii_uppercase()).cloned()
     }
