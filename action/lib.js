@@ -1,6 +1,8 @@
 'use strict';
 // The appcreds action's logic, on Node's built-in modules only: nothing is installed at run time.
 // main.js and post.js are thin wrappers; the tests call these functions and run both scripts.
+// The binary it runs is the one whose SHA-256 this commit of the action has in action/digests.json
+// (or the workflow's own input sha256): a release asset replaced after the fact is refused.
 
 const crypto = require('node:crypto');
 const fs = require('node:fs');
@@ -16,6 +18,7 @@ class ActionError extends Error {}
 const MAX_REDIRECTS = 5;
 const MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024;
 const DOWNLOAD_TIMEOUT_MS = 120 * 1000;
+const REVOKE_TIMEOUT_MS = 30 * 1000;
 
 /** The input `name` as the runner passes it: INPUT_<NAME>, upper case, hyphens kept. */
 function input(env, name, fallback = '') {
@@ -36,13 +39,112 @@ function list(value) {
   return value.split(/[\s,]+/).map((s) => s.trim()).filter(Boolean);
 }
 
-/** The release asset built for this runner. */
-function assetName(platform, arch) {
-  if (platform === 'linux' && arch === 'x64') return 'appcreds-x86_64-unknown-linux-gnu.tar.gz';
-  if (platform === 'linux' && arch === 'arm64') return 'appcreds-aarch64-unknown-linux-gnu.tar.gz';
+/** The Rust target appcreds is released for, by runner platform/arch. */
+const TARGETS = Object.freeze({ 'linux/x64': 'x86_64-unknown-linux-gnu', 'linux/arm64': 'aarch64-unknown-linux-gnu' });
+
+/** The Rust target built for this runner. */
+function target(platform, arch) {
+  const found = TARGETS[`${platform}/${arch}`];
+  if (found) return found;
   throw new ActionError(
     `appcreds is released for Linux on x64 and arm64 runners only, not ${platform}/${arch}: ` +
       'use a Linux runner, or build the CLI (cargo install) and run `appcreds token` yourself'
+  );
+}
+
+/** The release asset built for this runner. */
+function assetName(platform, arch) {
+  return `appcreds-${target(platform, arch)}.tar.gz`;
+}
+
+/** This action's own digests.json: it travels with the action's commit, never with a release. */
+const DIGESTS_FILE = path.join(__dirname, 'digests.json');
+const DIGESTS_NAME = 'action/digests.json';
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+/** What the release workflow accepts as a version to release (and so what digests.json may hold). */
+const RELEASE_VERSION = /^v\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$/;
+
+/**
+ * Parses digests.json: `{ "<version tag>": { "<target>": "<sha256 of appcreds-<target>.tar.gz>" } }`.
+ * The release's prepare workflow writes it (scripts/release-digests add); anything else in it is an
+ * error, so that a mistyped entry is caught by the tests rather than by a refused job.
+ */
+function parseDigests(text) {
+  const fail = (message) => new ActionError(`${DIGESTS_NAME}: ${message}`);
+  let digests;
+  try {
+    digests = JSON.parse(text);
+  } catch (err) {
+    throw fail(`is not JSON (${err.message})`);
+  }
+  if (!digests || typeof digests !== 'object' || Array.isArray(digests)) throw fail('is not an object of versions');
+  const known = new Set(Object.values(TARGETS));
+  for (const [version, byTarget] of Object.entries(digests)) {
+    if (!RELEASE_VERSION.test(version)) throw fail(`${JSON.stringify(version)} is not a version tag (vX.Y.Z)`);
+    if (!byTarget || typeof byTarget !== 'object' || Array.isArray(byTarget)) throw fail(`${version} is not an object of targets`);
+    if (Object.keys(byTarget).length === 0) throw fail(`${version} has no digest`);
+    for (const [name, digest] of Object.entries(byTarget)) {
+      if (!known.has(name)) throw fail(`${version}: ${JSON.stringify(name)} is not a target appcreds is released for`);
+      if (typeof digest !== 'string' || !SHA256_HEX.test(digest)) {
+        throw fail(`${version} ${name}: ${JSON.stringify(digest)} is not a SHA-256 digest (64 lower-case hex digits)`);
+      }
+    }
+  }
+  return digests;
+}
+
+/** Reads and parses digests.json (by default this action's own). */
+function loadDigests(file = DIGESTS_FILE) {
+  let text;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ActionError(`cannot read ${DIGESTS_NAME}: ${err.message}`);
+  }
+  return parseDigests(text);
+}
+
+/**
+ * The digest the input sha256 pins for `asset`, or null without the input: one digest (the job runs
+ * on one kind of runner), or sha256sum's lines (`<digest>  <asset>`), one per asset, of which the
+ * one naming `asset` counts.
+ */
+function pinnedDigest(value, asset) {
+  const lines = String(value || '').split('\n').map((l) => l.trim()).filter(Boolean);
+  if (lines.length === 0) return null;
+  const entries = lines.map((line) => {
+    const match = /^([0-9a-fA-F]{64})(?:\s+\*?(\S+))?$/.exec(line);
+    if (!match) {
+      throw new ActionError(`input sha256: ${JSON.stringify(line)} is not a SHA-256 digest (64 hex digits, or sha256sum's "<digest>  <file>")`);
+    }
+    return { digest: match[1].toLowerCase(), name: match[2] && path.basename(match[2]) };
+  });
+  if (entries.length === 1 && !entries[0].name) return entries[0].digest;
+  if (entries.some((e) => !e.name)) {
+    throw new ActionError('input sha256: give one digest, or sha256sum lines that name each asset ("<digest>  appcreds-<target>.tar.gz")');
+  }
+  const mine = entries.filter((e) => e.name === asset);
+  if (mine.length === 0) throw new ActionError(`input sha256 has no digest for ${asset} (this runner's asset)`);
+  if (mine.length > 1) throw new ActionError(`input sha256 has two digests for ${asset}`);
+  return mine[0].digest;
+}
+
+/**
+ * The digest the downloaded asset must have: the input sha256 when the workflow gives one (it pins
+ * the binary itself), else the one committed in this action's digests.json for the version. Neither
+ * is an error: a release's own .sha256 proves nothing, since whoever can replace the archive can
+ * replace it too.
+ */
+function expectedDigest(digests, version, targetName, pinned) {
+  if (pinned) return { digest: pinned, from: 'the input sha256' };
+  const committed = Object.prototype.hasOwnProperty.call(digests, version) ? digests[version][targetName] : undefined;
+  if (committed) return { digest: committed, from: `committed in this action's ${DIGESTS_NAME}` };
+  const newest = Object.keys(digests).at(-1);
+  throw new ActionError(
+    `this action has no digest of appcreds ${version} for ${targetName} in its ${DIGESTS_NAME}: ` +
+      (newest ? `use a version it has (the newest is ${newest}), ` : '') +
+      `use the action at a commit whose ${DIGESTS_NAME} has ${version} (its release tag), ` +
+      'or give the input sha256 (the SHA-256 of the release asset, pinned in your workflow)'
   );
 }
 
@@ -191,31 +293,35 @@ function download(url, redirectsLeft = MAX_REDIRECTS) {
   });
 }
 
-/** Checks `data` against a `sha256sum` line for `asset`; throws unless they match. */
-function verifySha256(data, checksumText, asset) {
-  const line = checksumText.toString('utf8').split('\n').map((l) => l.trim()).find(Boolean) || '';
-  const match = /^([0-9a-fA-F]{64})(?:\s+\*?(\S+))?$/.exec(line);
-  if (!match) throw new ActionError(`${asset}.sha256 is not a sha256sum line`);
-  if (match[2] && path.basename(match[2]) !== asset) {
-    throw new ActionError(`${asset}.sha256 is the checksum of ${match[2]}, not of ${asset}`);
-  }
-  const actual = crypto.createHash('sha256').update(data).digest('hex');
-  if (actual !== match[1].toLowerCase()) {
-    throw new ActionError(`checksum mismatch for ${asset}: expected ${match[1].toLowerCase()}, got ${actual}; not running it`);
-  }
-}
-
 /**
- * Downloads the runner's asset and its .sha256, verifies it, and extracts `appcreds` into a new
- * directory under RUNNER_TEMP. Returns the binary's path.
+ * Downloads the runner's asset, checks its SHA-256 against the expected digest (the input sha256, else
+ * this action's committed digests.json: see expectedDigest), and extracts `appcreds` into a new
+ * directory under RUNNER_TEMP. Everything is checked before the download. Returns the binary's path
+ * and the archive's digest. The release's .sha256 is never downloaded.
  */
 async function installCli(env, platform = process.platform, arch = process.arch) {
+  const targetName = target(platform, arch);
   const asset = assetName(platform, arch);
   const version = releaseVersion(env);
   const repo = releaseRepository(env);
+  const pinned = pinnedDigest(input(env, 'sha256'), asset);
+  const digests = loadDigests();
+  const expected = expectedDigest(digests, version, targetName, pinned);
+  const committed = Object.prototype.hasOwnProperty.call(digests, version) ? digests[version][targetName] : undefined;
+  if (pinned && committed && committed !== pinned) {
+    process.stdout.write(
+      `::warning::${escapeMessage(`the input sha256 (${pinned}) is not the digest of ${version} committed in ${DIGESTS_NAME} (${committed}): the input decides`)}${os.EOL}`
+    );
+  }
+
   const url = assetUrl(env, repo, version, asset);
-  const [archive, checksum] = await Promise.all([download(url), download(`${url}.sha256`)]);
-  verifySha256(archive, checksum, asset);
+  const archive = await download(url);
+  const actual = crypto.createHash('sha256').update(archive).digest('hex');
+  if (actual !== expected.digest) {
+    throw new ActionError(
+      `checksum mismatch for ${asset} of ${version}: expected ${expected.digest} (${expected.from}), got ${actual}; not running it`
+    );
+  }
 
   const dir = fs.mkdtempSync(path.join(env.RUNNER_TEMP || os.tmpdir(), 'appcreds-'));
   const archivePath = path.join(dir, asset);
@@ -233,7 +339,60 @@ async function installCli(env, platform = process.platform, arch = process.arch)
   const stat = fs.lstatSync(binary, { throwIfNoEntry: false });
   if (!stat || !stat.isFile()) throw new ActionError(`${asset} holds no file named appcreds at its root`);
   fs.chmodSync(binary, 0o755);
-  return binary;
+  process.stdout.write(`appcreds ${version}: ${asset} has the SHA-256 ${actual} (${expected.from})${os.EOL}`);
+  return { binary, digest: actual };
+}
+
+/**
+ * The GitHub REST API base: GITHUB_API_URL (the runner sets it; GitHub Enterprise Server's is
+ * https://HOST/api/v3), else https://api.github.com. Only https, since the token goes there; plain
+ * http only to 127.0.0.1, for the tests.
+ */
+function apiUrl(env) {
+  const url = (env.GITHUB_API_URL || 'https://api.github.com').trim().replace(/\/+$/, '');
+  if (!/^https:\/\/[^/\s?#]+(\/[^\s?#]*)?$/.test(url) && !/^http:\/\/127\.0\.0\.1:\d+$/.test(url)) {
+    throw new ActionError(`GITHUB_API_URL ${JSON.stringify(url)} is not an https URL: the token was not revoked; it stays valid until it expires`);
+  }
+  return url;
+}
+
+/**
+ * Revokes an installation token at GitHub: `DELETE /installation/token`, authenticated with the token
+ * itself (what `appcreds revoke` does), without running any program. Resolves to a line for the log;
+ * rejects with an ActionError whose message never holds the token.
+ */
+async function revokeToken(env, token) {
+  // A token is one printable word; anything else would not be a valid header (and the error would quote it).
+  if (!/^[\x21-\x7e]+$/.test(token)) throw new ActionError('the saved token is not a token: nothing was revoked');
+  const url = `${apiUrl(env)}/installation/token`;
+  let res;
+  try {
+    res = await fetch(url, {
+      method: 'DELETE',
+      headers: {
+        authorization: `Bearer ${token}`,
+        accept: 'application/vnd.github+json',
+        'x-github-api-version': '2022-11-28',
+        'user-agent': 'appcreds-action',
+      },
+      // A redirect would take the token elsewhere: GitHub answers this request itself.
+      redirect: 'error',
+      signal: AbortSignal.timeout(REVOKE_TIMEOUT_MS),
+    });
+  } catch (err) {
+    const cause = err && err.cause ? err.cause.code || err.cause.message : '';
+    const reason = err && err.name === 'TimeoutError' ? 'timed out' : [err && err.message, cause].filter(Boolean).join(': ');
+    throw new ActionError(`revoking the token failed: ${redact(reason, token)}; it stays valid until it expires`);
+  }
+  await res.arrayBuffer().catch(() => undefined);
+  if (res.status === 204) return 'the token is revoked';
+  if (res.status === 401) throw new ActionError('GitHub does not accept the token (already revoked or expired)');
+  throw new ActionError(`revoking the token failed: GitHub answered HTTP ${res.status}; it stays valid until it expires`);
+}
+
+/** `text` with every occurrence of `secret` replaced. */
+function redact(text, secret) {
+  return secret ? String(text).split(secret).join('***') : String(text);
 }
 
 /** The value of `name` among `name=value` lines (the last one wins), as the CLI writes GITHUB_OUTPUT. */
@@ -271,20 +430,30 @@ async function runStep(fn) {
 
 module.exports = {
   ActionError,
+  DIGESTS_FILE,
   MAX_REDIRECTS,
+  RELEASE_VERSION,
+  TARGETS,
+  apiUrl,
   appendFileCommand,
   assetName,
   assetUrl,
   booleanInput,
   download,
   escapeMessage,
+  expectedDigest,
   input,
   installCli,
   list,
+  loadDigests,
   outputValue,
+  parseDigests,
+  pinnedDigest,
+  redact,
   releaseRepository,
   releaseVersion,
+  revokeToken,
   runStep,
+  target,
   tokenInvocation,
-  verifySha256,
 };

@@ -1,5 +1,6 @@
 'use strict';
-// The action's main step: download and verify the appcreds CLI, run `appcreds token`, keep the
+// The action's main step: download the appcreds CLI and check it against the digest this commit of
+// the action has for it (action/digests.json, or the input sha256), run `appcreds token`, keep the
 // token for the post step (which revokes it). The CLI itself masks the token and writes the outputs.
 
 const fs = require('node:fs');
@@ -15,7 +16,8 @@ lib.runStep(async () => {
   if (!outputFile) throw new lib.ActionError('GITHUB_OUTPUT is not set: this runs as a step of a GitHub Actions job');
   const stateFile = env.GITHUB_STATE;
 
-  const binary = await lib.installCli(env);
+  const { binary } = await lib.installCli(env);
+  // For the post step's clean-up only: it never runs what is at this path (see post.js).
   if (stateFile) lib.appendFileCommand(stateFile, 'binary', binary);
 
   const before = fs.statSync(outputFile, { throwIfNoEntry: false })?.size ?? 0;

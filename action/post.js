@@ -1,18 +1,28 @@
 'use strict';
 // The action's post step: revoke the token main.js saved (unless skip-revoke), then remove the
 // downloaded CLI. Nothing here fails the job: a token that cannot be revoked expires by itself.
+//
+// The revocation is GitHub's `DELETE /installation/token`, authenticated with the token itself (what
+// `appcreds revoke` sends), made here with Node's fetch: the post step runs no program at all. The
+// downloaded CLI sat in RUNNER_TEMP, the job's shared scratch directory, through every later step of
+// the job, and any of them (or a tool it ran) could have replaced it; running it here would hand the
+// token to whatever is there now. Hashing it again against the digest main.js saw, just before
+// running it, would narrow that to the moment between the check and the exec without closing it (a
+// process a step left running can swap the file in between), and would still hand the token to a
+// program. This script is the action's own file, which the runner loaded from the action's commit.
+// The token goes only in the Authorization header, to GITHUB_API_URL over https, and never into a
+// log line: errors are redacted.
 
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { execFileSync } = require('node:child_process');
 const lib = require('./lib.js');
 
 function warn(message) {
   process.stdout.write(`::warning::${lib.escapeMessage(message)}\n`);
 }
 
-function revoke(env, binary) {
+async function revoke(env) {
   if (lib.booleanInput(env, 'skip-revoke', false)) {
     process.stdout.write('skip-revoke: the token is left valid until it expires\n');
     return;
@@ -22,18 +32,11 @@ function revoke(env, binary) {
     process.stdout.write('no token to revoke\n');
     return;
   }
-  if (!binary || !fs.existsSync(binary)) {
-    warn('the appcreds CLI is gone: the token was not revoked and stays valid until it expires');
-    return;
-  }
-  // The token goes in the environment, never on the command line (the process list shows that).
-  const childEnv = { ...env, APPCREDS_TOKEN: token };
-  delete childEnv.STATE_token;
   try {
-    execFileSync(binary, ['revoke', '--token-env', 'APPCREDS_TOKEN'], { env: childEnv, stdio: ['ignore', 'inherit', 'inherit'] });
+    process.stdout.write(`${await lib.revokeToken(env, token)}\n`);
   } catch (err) {
-    const how = err.status != null ? `exit code ${err.status}` : err.signal ? `signal ${err.signal}` : err.message;
-    warn(`revoking the token failed (${how}): it stays valid until it expires`);
+    const message = err instanceof lib.ActionError ? err.message : `revoking the token failed: ${String((err && err.message) || err)}`;
+    warn(lib.redact(message, token));
   }
 }
 
@@ -47,16 +50,18 @@ function cleanUp(env, binary) {
   }
 }
 
-const env = process.env;
-const binary = env.STATE_binary || '';
-try {
-  revoke(env, binary);
-} catch (err) {
-  warn(err instanceof lib.ActionError ? err.message : String((err && err.stack) || err));
-} finally {
+(async () => {
+  const env = process.env;
+  const binary = env.STATE_binary || '';
   try {
-    cleanUp(env, binary);
+    await revoke(env);
   } catch (err) {
-    warn(`cannot remove the downloaded CLI: ${err.message}`);
+    warn(lib.redact(err instanceof lib.ActionError ? err.message : String((err && err.stack) || err), env.STATE_token || ''));
+  } finally {
+    try {
+      cleanUp(env, binary);
+    } catch (err) {
+      warn(`cannot remove the downloaded CLI: ${err.message}`);
+    }
   }
-}
+})();

@@ -1,9 +1,11 @@
 'use strict';
 // The whole action with real parts: main.js and post.js run as the runner runs them (node, inputs
-// in INPUT_*, GITHUB_OUTPUT / GITHUB_STATE files, RUNNER_TEMP), downloading a real tar.gz and its
-// .sha256 from a loopback HTTP server (through a redirect, as GitHub's release downloads go). The
-// archive holds a stand-in `appcreds`: a shell script that records its arguments and environment
-// and answers as the CLI does in Actions (::add-mask::, the four outputs).
+// in INPUT_*, GITHUB_OUTPUT / GITHUB_STATE files, RUNNER_TEMP), downloading a real tar.gz from a
+// loopback HTTP server (through a redirect, as GitHub's release downloads go), and revoking the token
+// at that server's DELETE /installation/token (GITHUB_API_URL). The scripts run from a copy of
+// action/ whose digests.json holds the digests of this test's own archives. The archive holds a
+// stand-in `appcreds`: a shell script that records its arguments and environment and answers as the
+// CLI does in Actions (::add-mask::, the four outputs).
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -20,6 +22,9 @@ const REPO = 'octo/appcreds';
 const TOKEN = 'ghs_TESTtoken0123456789abcdefghijklmnop';
 const supported = process.platform === 'linux' && ['x64', 'arm64'].includes(process.arch);
 const ASSET = supported ? lib.assetName(process.platform, process.arch) : 'unsupported';
+const TARGET = ASSET.replace(/^appcreds-/, '').replace(/\.tar\.gz$/, '');
+const OTHER_TARGET = TARGET === 'x86_64-unknown-linux-gnu' ? 'aarch64-unknown-linux-gnu' : 'x86_64-unknown-linux-gnu';
+const sha256 = (data) => crypto.createHash('sha256').update(data).digest('hex');
 
 const FAKE_CLI = `#!/bin/sh
 # A stand-in for the appcreds CLI: records its arguments and environment, answers like the real one.
@@ -47,6 +52,12 @@ revoke)
 esac
 `;
 
+/** Another build's CLI, as a replaced release asset would hold: it only leaves a mark that it ran. */
+const EVIL_CLI = `#!/bin/sh
+: > "$FAKE_RECORD_DIR/evil-ran"
+printf 'token=ghs_evil\\n' >> "$GITHUB_OUTPUT"
+`;
+
 /** The multi-line and name=value forms of GITHUB_STATE / GITHUB_OUTPUT, parsed. */
 function parseFileCommands(text) {
   const values = {};
@@ -66,22 +77,35 @@ function parseFileCommands(text) {
 }
 
 let root;
+let actionDir;
 let server;
 let baseUrl;
 const requests = [];
+/** Every DELETE /installation/token the server saw: method, path and headers. */
+const revocations = [];
+/** What the server answers to DELETE /installation/token. */
+let revokeStatus = 204;
 
-/** Serves `files` (name → bytes) at /objects/NAME, and releases that redirect there. */
+/** Serves `files` (name → bytes) at /objects/NAME, releases that redirect there, and the revoke endpoint. */
 function releaseServer(files) {
   const releases = {
     // v1.2.3: the good release, both files behind a redirect.
     'v1.2.3': { [ASSET]: 'good.tar.gz', [`${ASSET}.sha256`]: 'good.sha256' },
-    // v6.6.6: the archive does not match its checksum.
-    'v6.6.6': { [ASSET]: 'good.tar.gz', [`${ASSET}.sha256`]: 'other.sha256' },
+    // v6.6.6: replaced after it was built: another archive, with a .sha256 that matches it.
+    'v6.6.6': { [ASSET]: 'evil.tar.gz', [`${ASSET}.sha256`]: 'evil.sha256' },
     // v2.0.0: a verified archive without appcreds at its root.
     'v2.0.0': { [ASSET]: 'nested.tar.gz', [`${ASSET}.sha256`]: 'nested.sha256' },
+    // v3.0.0: a release this action has no digest for, and without any .sha256.
+    'v3.0.0': { [ASSET]: 'good.tar.gz' },
   };
   return http.createServer((req, res) => {
     requests.push(req.url);
+    if (req.url === '/installation/token' || req.method !== 'GET') {
+      revocations.push({ method: req.method, path: req.url, headers: req.headers });
+      req.resume();
+      res.writeHead(req.method === 'DELETE' && req.url === '/installation/token' ? revokeStatus : 404).end();
+      return;
+    }
     const release = /^\/octo\/appcreds\/releases\/download\/([^/]+)\/([^/]+)$/.exec(req.url);
     if (release && release[1] === 'v9.9.9') {
       // A redirect loop: the download must give up.
@@ -102,15 +126,32 @@ test.before(async () => {
   fs.mkdirSync(path.join(build, 'bin'), { recursive: true });
   fs.writeFileSync(path.join(build, 'appcreds'), FAKE_CLI, { mode: 0o755 });
   fs.writeFileSync(path.join(build, 'bin', 'appcreds'), FAKE_CLI, { mode: 0o755 });
+  const evil = path.join(root, 'evil');
+  fs.mkdirSync(evil);
+  fs.writeFileSync(path.join(evil, 'appcreds'), EVIL_CLI, { mode: 0o755 });
   execFileSync('tar', ['-czf', path.join(root, 'good.tar.gz'), '-C', build, 'appcreds']);
   execFileSync('tar', ['-czf', path.join(root, 'nested.tar.gz'), '-C', build, 'bin']);
+  execFileSync('tar', ['-czf', path.join(root, 'evil.tar.gz'), '-C', evil, 'appcreds']);
   const files = {};
-  for (const name of ['good', 'nested']) {
+  for (const name of ['good', 'nested', 'evil']) {
     files[`${name}.tar.gz`] = fs.readFileSync(path.join(root, `${name}.tar.gz`));
     // The checksum files in sha256sum's own format, as the release workflow writes them.
     files[`${name}.sha256`] = execFileSync('sha256sum', [`${name}.tar.gz`], { cwd: root }).toString().replace(`${name}.tar.gz`, ASSET);
   }
-  files['other.sha256'] = `${crypto.createHash('sha256').update('something else').digest('hex')}  ${ASSET}\n`;
+  // The action as committed, but with the digests of this test's archives in its digests.json.
+  actionDir = path.join(root, 'action');
+  fs.mkdirSync(actionDir);
+  for (const f of ['lib.js', 'main.js', 'post.js']) fs.copyFileSync(path.join(ACTION, f), path.join(actionDir, f));
+  const digests = {
+    'v1.2.3': { [TARGET]: sha256(files['good.tar.gz']), [OTHER_TARGET]: sha256('the other runner\'s build') },
+    // What v6.6.6 was built as; its release now holds evil.tar.gz.
+    'v6.6.6': { [TARGET]: sha256(files['good.tar.gz']) },
+    'v2.0.0': { [TARGET]: sha256(files['nested.tar.gz']) },
+    // Committed, but never published (404), or published behind a redirect loop.
+    'v0.0.1': { [TARGET]: sha256('never published') },
+    'v9.9.9': { [TARGET]: sha256('behind a redirect loop') },
+  };
+  fs.writeFileSync(path.join(actionDir, 'digests.json'), `${JSON.stringify(digests, null, 2)}\n`);
   server = releaseServer(files);
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   baseUrl = `http://127.0.0.1:${server.address().port}`;
@@ -124,7 +165,7 @@ test.after(async () => {
 /** Runs `node script` with exactly `env` (no variable of the test's own), asynchronously: the server answers meanwhile. */
 function runNode(script, env) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(ACTION, script)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [path.join(actionDir, script)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -163,6 +204,7 @@ function newJob() {
       GITHUB_STATE: job.state,
       RUNNER_TEMP: job.temp,
       APPCREDS_RELEASE_BASE_URL: baseUrl,
+      GITHUB_API_URL: baseUrl,
       FAKE_RECORD_DIR: job.records,
       FAKE_TOKEN: TOKEN,
       // The runner passes every input that has a default.
@@ -205,7 +247,7 @@ function assertMaskedFirst(result) {
 
 const opts = { skip: !supported && 'the release assets are for Linux x64 and arm64' };
 
-test('owner, scope-down lists and permissions: the exact CLI call, masked token, outputs, state; post revokes', opts, async () => {
+test('owner, scope-down lists and permissions: the exact CLI call, masked token, outputs, state; post revokes over HTTP', opts, async () => {
   const job = newJob();
   const before = requests.length;
   const result = await job.main({
@@ -227,11 +269,11 @@ test('owner, scope-down lists and permissions: the exact CLI call, masked token,
   assert.equal(cliEnv.GITHUB_ACTIONS, 'true');
   assert.equal(cliEnv.AWS_REGION, undefined);
 
-  // Both files came through the redirect.
+  // The archive came through the redirect; the release's .sha256 is not even read.
   const seen = requests.slice(before);
   assert.ok(seen.includes(`/octo/appcreds/releases/download/v1.2.3/${ASSET}`));
-  assert.ok(seen.includes(`/octo/appcreds/releases/download/v1.2.3/${ASSET}.sha256`));
-  assert.ok(seen.includes('/objects/good.tar.gz') && seen.includes('/objects/good.sha256'));
+  assert.ok(seen.includes('/objects/good.tar.gz'));
+  assert.ok(!seen.some((u) => u.endsWith('.sha256')), 'the release\'s .sha256 is not downloaded');
 
   assert.deepEqual(job.outputs(), { token: TOKEN, 'installation-id': '4001', 'app-slug': 'my-app', 'expires-at': '2026-11-24T16:52:05Z' });
   const state = job.state_();
@@ -241,13 +283,16 @@ test('owner, scope-down lists and permissions: the exact CLI call, masked token,
   assert.match(fs.readFileSync(job.state, 'utf8'), /^binary<<ghadelimiter_[^\n]+\n[^\n]+\nghadelimiter_[^\n]+\ntoken<<ghadelimiter_/);
   assert.deepEqual(fs.readdirSync(path.dirname(state.binary)), ['appcreds'], 'the archive is not kept');
 
+  const revoked = revocations.length;
   const post = await job.post({});
   assert.equal(post.code, 0, post.stdout + post.stderr);
-  assert.deepEqual(job.argv('revoke'), ['revoke', '--token-env', 'APPCREDS_TOKEN'], 'the token is not an argument');
-  const revokeEnv = job.cliEnv('revoke');
-  assert.equal(revokeEnv.APPCREDS_TOKEN, TOKEN);
-  assert.equal(revokeEnv.STATE_token, undefined);
-  assert.match(post.stdout, /^revoked$/m);
+  assert.equal(job.argv('revoke'), null, 'post runs no binary');
+  assert.equal(revocations.length, revoked + 1);
+  const call = revocations.at(-1);
+  assert.equal(call.method, 'DELETE');
+  assert.equal(call.path, '/installation/token');
+  assert.equal(call.headers.authorization, `Bearer ${TOKEN}`);
+  assert.match(post.stdout, /^the token is revoked$/m);
   assert.ok(!post.stdout.includes(TOKEN) && !post.stderr.includes(TOKEN), 'post never prints the token');
   assert.ok(!fs.existsSync(path.dirname(state.binary)), 'post removes the downloaded CLI');
 });
@@ -274,15 +319,76 @@ test('node-id, installation-token-url, OIDC audience; the version input over a b
   ]);
 });
 
-test('a wrong checksum: nothing is extracted, nothing runs', opts, async () => {
+test('a replaced release asset (with a .sha256 that matches it) is refused: its digest is not the committed one', opts, async () => {
   const job = newJob();
   const result = await job.main({ 'app-id': '7', owner: 'octo-org', version: 'v6.6.6' });
-  assert.equal(result.code, 1);
-  assert.match(result.stdout, new RegExp(`^::error::checksum mismatch for ${ASSET.replace(/\./g, '\\.')}: expected [0-9a-f]{64}, got [0-9a-f]{64}; not running it$`, 'm'));
+  assert.equal(result.code, 1, result.stdout + result.stderr);
+  const committed = JSON.parse(fs.readFileSync(path.join(actionDir, 'digests.json'), 'utf8'))['v6.6.6'][TARGET];
+  assert.match(
+    result.stdout,
+    new RegExp(
+      `^::error::checksum mismatch for ${ASSET.replace(/\./g, '\\.')} of v6\\.6\\.6: expected ${committed} ` +
+        `\\(committed in this action's action/digests\\.json\\), got [0-9a-f]{64}; not running it`,
+      'm'
+    )
+  );
+  assert.ok(!fs.existsSync(path.join(job.records, 'evil-ran')), 'the replaced binary never ran');
   assert.equal(job.argv('token'), null);
   assert.deepEqual(fs.readdirSync(job.temp), [], 'nothing was written under RUNNER_TEMP');
   assert.equal(fs.readFileSync(job.state, 'utf8'), '');
   assert.equal(fs.readFileSync(job.output, 'utf8'), '');
+});
+
+test('a version without a committed digest is refused before any download, without the input sha256', opts, async () => {
+  const job = newJob();
+  const before = requests.length;
+  const refused = await job.main({ 'app-id': '7', owner: 'octo-org', version: 'v3.0.0' });
+  assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+  assert.match(refused.stdout, /^::error::this action has no digest of appcreds v3\.0\.0 for \S+ in its action\/digests\.json: .*give the input sha256/m);
+  assert.equal(requests.length, before, 'nothing was downloaded');
+  assert.equal(job.argv('token'), null);
+});
+
+test('the input sha256 pins a version without a committed digest (its release has no .sha256 at all)', opts, async () => {
+  const good = sha256(fs.readFileSync(path.join(root, 'good.tar.gz')));
+  // A bare digest, and sha256sum's own lines naming each runner's asset.
+  for (const pin of [good, `${sha256('the other runner')}  appcreds-${OTHER_TARGET}.tar.gz\n${good.toUpperCase()} *${ASSET}\n`]) {
+    const job = newJob();
+    const result = await job.main({ 'app-id': '7', owner: 'octo-org', version: 'v3.0.0', sha256: pin });
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    assert.deepEqual(job.argv('token'), ['token', '--app-id', '7', '--owner', 'octo-org']);
+    assert.equal(job.outputs().token, TOKEN);
+  }
+});
+
+test('a wrong input sha256 is refused, also for a version with a committed digest (the input is authoritative)', opts, async () => {
+  const wrong = sha256('not the archive');
+  for (const version of ['v3.0.0', 'v1.2.3']) {
+    const job = newJob();
+    const result = await job.main({ 'app-id': '7', owner: 'octo-org', version, sha256: wrong });
+    assert.equal(result.code, 1, result.stdout + result.stderr);
+    assert.match(
+      result.stdout,
+      new RegExp(`^::error::checksum mismatch for ${ASSET.replace(/\./g, '\\.')} of ${version.replace(/\./g, '\\.')}: expected ${wrong} \\(the input sha256\\), got [0-9a-f]{64}; not running it`, 'm')
+    );
+    assert.equal(job.argv('token'), null);
+    assert.deepEqual(fs.readdirSync(job.temp), []);
+  }
+});
+
+test('an input sha256 that is not a digest, or names no digest for this runner, is refused before any download', opts, async () => {
+  const job = newJob();
+  const before = requests.length;
+  const cases = [
+    ['abc', /^::error::input sha256: "abc" is not a SHA-256 digest/m],
+    [`${sha256('x')}  appcreds-${OTHER_TARGET}.tar.gz`, new RegExp(`^::error::input sha256 has no digest for ${ASSET.replace(/\./g, '\\.')}`, 'm')],
+  ];
+  for (const [pin, message] of cases) {
+    const result = await job.main({ 'app-id': '7', owner: 'octo-org', version: 'v1.2.3', sha256: pin });
+    assert.equal(result.code, 1, result.stdout + result.stderr);
+    assert.match(result.stdout, message);
+  }
+  assert.equal(requests.length, before, 'nothing was downloaded');
 });
 
 test('an archive without appcreds at its root is refused', opts, async () => {
@@ -345,21 +451,84 @@ test('skip-revoke: the token is not kept, post revokes nothing', opts, async () 
   const state = job.state_();
   assert.equal(state.token, undefined);
   assert.ok(!fs.readFileSync(job.state, 'utf8').includes(TOKEN));
+  const revoked = revocations.length;
   const post = await job.post({ 'skip-revoke': 'true' });
   assert.equal(post.code, 0);
+  assert.equal(revocations.length, revoked, 'nothing was sent to GitHub');
   assert.match(post.stdout, /skip-revoke: the token is left valid until it expires/);
   assert.equal(job.argv('revoke'), null);
   assert.ok(!fs.existsSync(path.dirname(state.binary)), 'the downloaded CLI is removed all the same');
 });
 
-test('a failed revoke is a warning, not a failure', opts, async () => {
+test('post never runs the binary: one replaced after the main step does not run, and the token is still revoked', opts, async () => {
   const job = newJob();
   assert.equal((await job.main({ 'app-id': '7', owner: 'octo-org' })).code, 0);
-  const post = await job.post({}, { FAKE_REVOKE_EXIT: '4' });
-  assert.equal(post.code, 0);
-  assert.match(post.stdout, /^::warning::revoking the token failed \(exit code 4\): it stays valid until it expires$/m);
-  assert.match(post.stderr, /GitHub does not accept this token/);
-  assert.ok(!post.stdout.includes(TOKEN) && !post.stderr.includes(TOKEN));
+  const binary = job.state_().binary;
+  // A later step of the job swaps the downloaded CLI for something of its own.
+  fs.writeFileSync(binary, `#!/bin/sh\n: > "$FAKE_RECORD_DIR/replaced-ran"\n`, { mode: 0o755 });
+  const revoked = revocations.length;
+  const post = await job.post({});
+  assert.equal(post.code, 0, post.stdout + post.stderr);
+  assert.ok(!fs.existsSync(path.join(job.records, 'replaced-ran')), 'the replaced binary did not run');
+  assert.equal(revocations.length, revoked + 1);
+  assert.deepEqual(
+    [revocations.at(-1).method, revocations.at(-1).path, revocations.at(-1).headers.authorization],
+    ['DELETE', '/installation/token', `Bearer ${TOKEN}`]
+  );
+  assert.ok(!fs.existsSync(path.dirname(binary)), 'the downloaded CLI is removed');
+
+  // Removed altogether: revoked all the same.
+  const job2 = newJob();
+  assert.equal((await job2.main({ 'app-id': '7', owner: 'octo-org' })).code, 0);
+  fs.rmSync(path.dirname(job2.state_().binary), { recursive: true });
+  const post2 = await job2.post({});
+  assert.equal(post2.code, 0);
+  assert.equal(revocations.length, revoked + 2);
+  assert.match(post2.stdout, /^the token is revoked$/m);
+});
+
+test('a failed revoke is a warning, not a failure, and never shows the token', opts, async () => {
+  const job = newJob();
+  assert.equal((await job.main({ 'app-id': '7', owner: 'octo-org' })).code, 0);
+  try {
+    revokeStatus = 401;
+    const post = await job.post({});
+    assert.equal(post.code, 0);
+    assert.match(post.stdout, /^::warning::GitHub does not accept the token \(already revoked or expired\)$/m);
+    assert.ok(!post.stdout.includes(TOKEN) && !post.stderr.includes(TOKEN));
+    revokeStatus = 500;
+    const again = await job.post({});
+    assert.match(again.stdout, /^::warning::revoking the token failed: GitHub answered HTTP 500; it stays valid until it expires$/m);
+    assert.ok(!again.stdout.includes(TOKEN) && !again.stderr.includes(TOKEN));
+  } finally {
+    revokeStatus = 204;
+  }
+  // Nothing listens there: a warning, without the token.
+  const closed = http.createServer();
+  await new Promise((resolve) => closed.listen(0, '127.0.0.1', resolve));
+  const port = closed.address().port;
+  await new Promise((resolve) => closed.close(resolve));
+  const job2 = newJob();
+  assert.equal((await job2.main({ 'app-id': '7', owner: 'octo-org' })).code, 0);
+  const down = await job2.post({}, { GITHUB_API_URL: `http://127.0.0.1:${port}` });
+  assert.equal(down.code, 0);
+  assert.match(down.stdout, /^::warning::revoking the token failed: .*ECONNREFUSED.*; it stays valid until it expires$/m);
+  assert.ok(!down.stdout.includes(TOKEN) && !down.stderr.includes(TOKEN));
+});
+
+test('post sends the token only to an https GITHUB_API_URL (GitHub Enterprise Server: its /api/v3)', opts, async () => {
+  const job = newJob();
+  assert.equal((await job.main({ 'app-id': '7', owner: 'octo-org' })).code, 0);
+  const revoked = revocations.length;
+  for (const url of ['http://api.github.example', 'ftp://127.0.0.1:1', 'not a url']) {
+    const post = await job.post({}, { GITHUB_API_URL: url });
+    assert.equal(post.code, 0);
+    assert.match(post.stdout, /^::warning::GITHUB_API_URL .* is not an https URL: the token was not revoked; it stays valid until it expires$/m);
+    assert.ok(!post.stdout.includes(TOKEN) && !post.stderr.includes(TOKEN));
+  }
+  assert.equal(revocations.length, revoked);
+  assert.equal(lib.apiUrl({}), 'https://api.github.com');
+  assert.equal(lib.apiUrl({ GITHUB_API_URL: 'https://ghe.example.com/api/v3/' }), 'https://ghe.example.com/api/v3');
 });
 
 test('the CLI refuses: the step fails with its exit code, post has nothing to revoke', opts, async () => {
@@ -370,9 +539,11 @@ test('the CLI refuses: the step fails with its exit code, post has nothing to re
   assert.match(result.stdout, /^::error::appcreds token failed \(exit code 4\); its own message is above$/m);
   const state = job.state_();
   assert.equal(state.token, undefined);
+  const revoked = revocations.length;
   const post = await job.post({});
   assert.equal(post.code, 0);
   assert.match(post.stdout, /^no token to revoke$/m);
+  assert.equal(revocations.length, revoked, 'nothing was sent to GitHub');
   assert.equal(job.argv('revoke'), null);
   assert.ok(!fs.existsSync(path.dirname(state.binary)));
 });
@@ -384,11 +555,12 @@ test('action.yml declares exactly the inputs the scripts read, and the outputs t
     const end = yml.slice(start + 1).search(/\n\S/);
     return yml.slice(start, start + 1 + end);
   };
-  const names = (text) => [...text.matchAll(/^ {2}([a-z-]+):\s*$/gm)].map((m) => m[1]).sort();
+  const names = (text) => [...text.matchAll(/^ {2}([a-z0-9-]+):\s*$/gm)].map((m) => m[1]).sort();
   const source = ['lib.js', 'main.js', 'post.js'].map((f) => fs.readFileSync(path.join(ACTION, f), 'utf8')).join('\n');
-  const read = new Set([...source.matchAll(/(?:input|booleanInput)\(env, '([a-z-]+)'/g)].map((m) => m[1]));
+  const read = new Set([...source.matchAll(/(?:input|booleanInput)\(env, '([a-z0-9-]+)'/g)].map((m) => m[1]));
   for (const target of ['owner', 'repository', 'node-id']) read.add(target); // read through a list
   assert.deepEqual(names(section('inputs')), [...read].sort());
+  assert.ok(read.has('sha256'), 'the input sha256 is read');
   assert.deepEqual(names(section('outputs')), ['app-slug', 'expires-at', 'installation-id', 'token']);
   assert.match(yml, /\n {2}oidc:\n(?: {4}.*\n)*? {4}default: "true"\n/);
   assert.match(yml, /\n {2}skip-revoke:\n(?: {4}.*\n)*? {4}default: "false"\n/);

@@ -4,7 +4,6 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -118,17 +117,74 @@ test('the release: the version input, else the action ref when it is a version t
   }
 });
 
-test('the checksum: sha256sum format, the right file, the right digest', () => {
-  const data = Buffer.from('the archive');
-  const digest = crypto.createHash('sha256').update(data).digest('hex');
+test('digests.json: each version tag maps runner targets to the SHA-256 of their archive, checked strictly', () => {
+  const a = 'a'.repeat(64);
+  const b = 'b'.repeat(64);
+  const text = JSON.stringify({ 'v1.2.3': { 'x86_64-unknown-linux-gnu': a, 'aarch64-unknown-linux-gnu': b }, 'v1.3.0-rc.1': { 'x86_64-unknown-linux-gnu': b } });
+  assert.deepEqual(lib.parseDigests(text), JSON.parse(text));
+  assert.deepEqual(lib.parseDigests('{}\n'), {});
+  const bad = [
+    ['', /is not JSON/],
+    ['[]', /is not an object/],
+    [JSON.stringify({ main: { 'x86_64-unknown-linux-gnu': a } }), /"main" is not a version tag/],
+    [JSON.stringify({ 'v1.2.3': {} }), /v1\.2\.3 has no digest/],
+    [JSON.stringify({ 'v1.2.3': a }), /v1\.2\.3 is not an object/],
+    [JSON.stringify({ 'v1.2.3': { 'x86_64-apple-darwin': a } }), /v1\.2\.3: "x86_64-apple-darwin" is not a target appcreds is released for/],
+    [JSON.stringify({ 'v1.2.3': { 'x86_64-unknown-linux-gnu': a.toUpperCase() } }), /v1\.2\.3 x86_64-unknown-linux-gnu: "A{64}" is not a SHA-256 digest \(64 lower-case hex digits\)/],
+    [JSON.stringify({ 'v1.2.3': { 'x86_64-unknown-linux-gnu': 'a'.repeat(63) } }), /is not a SHA-256 digest/],
+  ];
+  for (const [textOf, message] of bad) {
+    assert.throws(() => lib.parseDigests(textOf), (err) => err instanceof lib.ActionError && /^action\/digests\.json/.test(err.message) && message.test(err.message), textOf);
+  }
+});
+
+test('the committed action/digests.json is valid', () => {
+  const digests = lib.loadDigests();
+  for (const version of Object.keys(digests)) assert.match(version, /^v\d/);
+  assert.deepEqual(lib.loadDigests(path.join(__dirname, '..', 'digests.json')), digests);
+});
+
+test('the input sha256: one digest, or sha256sum lines naming the assets', () => {
   const asset = 'appcreds-x86_64-unknown-linux-gnu.tar.gz';
-  lib.verifySha256(data, Buffer.from(`${digest}  ${asset}\n`), asset);
-  lib.verifySha256(data, Buffer.from(`${digest.toUpperCase()} *${asset}\n`), asset);
-  lib.verifySha256(data, Buffer.from(`${digest}\n`), asset);
-  assert.throws(() => lib.verifySha256(Buffer.from('another'), Buffer.from(`${digest}  ${asset}\n`), asset), /checksum mismatch for appcreds-x86_64/);
-  assert.throws(() => lib.verifySha256(data, Buffer.from(`${digest}  other.tar.gz\n`), asset), /is the checksum of other.tar.gz/);
-  assert.throws(() => lib.verifySha256(data, Buffer.from('<html>Not Found</html>'), asset), /is not a sha256sum line/);
-  assert.throws(() => lib.verifySha256(data, Buffer.from(''), asset), /is not a sha256sum line/);
+  const a = 'a'.repeat(64);
+  const b = 'b'.repeat(64);
+  assert.equal(lib.pinnedDigest('', asset), null);
+  assert.equal(lib.pinnedDigest(a, asset), a);
+  assert.equal(lib.pinnedDigest(`  ${a.toUpperCase()}\n`, asset), a);
+  assert.equal(lib.pinnedDigest(`${b}  appcreds-aarch64-unknown-linux-gnu.tar.gz\n${a} *${asset}\n`, asset), a);
+  assert.equal(lib.pinnedDigest(`${a}  ${asset}`, asset), a);
+  const bad = [
+    ['abc', /^input sha256: "abc" is not a SHA-256 digest/],
+    [`${a}  ${asset} extra`, /is not a SHA-256 digest/],
+    [`${b}  appcreds-aarch64-unknown-linux-gnu.tar.gz`, /^input sha256 has no digest for appcreds-x86_64-unknown-linux-gnu\.tar\.gz/],
+    [`${a}\n${b}`, /^input sha256: give one digest, or sha256sum lines that name each asset/],
+    [`${a}  ${asset}\n${b}  ${asset}`, /^input sha256 has two digests for appcreds-x86_64/],
+  ];
+  for (const [value, message] of bad) {
+    assert.throws(() => lib.pinnedDigest(value, asset), (err) => err instanceof lib.ActionError && message.test(err.message), value);
+  }
+});
+
+test('the expected digest: the input sha256 if given, else the one committed for the version; else refused', () => {
+  const a = 'a'.repeat(64);
+  const b = 'b'.repeat(64);
+  const digests = { 'v1.2.3': { 'x86_64-unknown-linux-gnu': a } };
+  const target = 'x86_64-unknown-linux-gnu';
+  assert.deepEqual(lib.expectedDigest(digests, 'v1.2.3', target, null), { digest: a, from: "committed in this action's action/digests.json" });
+  assert.deepEqual(lib.expectedDigest(digests, 'v1.2.3', target, b), { digest: b, from: 'the input sha256' });
+  assert.deepEqual(lib.expectedDigest(digests, 'v9.0.0', target, b), { digest: b, from: 'the input sha256' });
+  assert.throws(
+    () => lib.expectedDigest(digests, 'v9.0.0', target, null),
+    (err) => err instanceof lib.ActionError && /^this action has no digest of appcreds v9\.0\.0 for x86_64-unknown-linux-gnu in its action\/digests\.json: .*give the input sha256/.test(err.message)
+  );
+  assert.throws(() => lib.expectedDigest(digests, 'v1.2.3', 'aarch64-unknown-linux-gnu', null), /no digest of appcreds v1\.2\.3 for aarch64-unknown-linux-gnu/);
+});
+
+test('the runner target of each platform', () => {
+  assert.equal(lib.target('linux', 'x64'), 'x86_64-unknown-linux-gnu');
+  assert.equal(lib.target('linux', 'arm64'), 'aarch64-unknown-linux-gnu');
+  assert.deepEqual(Object.values(lib.TARGETS).sort(), ['aarch64-unknown-linux-gnu', 'x86_64-unknown-linux-gnu']);
+  assert.throws(() => lib.target('darwin', 'arm64'), /Linux on x64 and arm64 runners only/);
 });
 
 test('file commands: the multi-line form round-trips any value; outputs are read back', () => {
