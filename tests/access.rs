@@ -237,3 +237,66 @@ async fn unknown_and_uncovered_installations_are_refused_alike() {
     let private = post(&handler, "/tokens/installation", json!({"appId": APP, "repository": "octocat/secret"})).await;
     assert!(denied(&private).ends_with("on repository octocat/secret"));
 }
+
+/// A caller granted one repository of an owner names others: a private one that exists and one
+/// that does not. Both are refused before any lookup, in the same words (the oracle closed), and
+/// none of it costs GitHub a call.
+#[tokio::test(flavor = "current_thread")]
+async fn repositories_not_granted_are_refused_alike_before_any_lookup() {
+    let (stack, handler) = release_stack().await;
+    let ask = |repository: &str| json!({"appId": APP, "repository": repository});
+    let exists = post(&handler, "/tokens/installation", ask("octo-org/docs")).await;
+    let missing = post(&handler, "/tokens/installation", ask("octo-org/no-such-repository")).await;
+    assert_eq!(denied(&exists), "repository docs is not granted");
+    assert_eq!(denied(&missing), "repository no-such-repository is not granted");
+    assert_eq!((exists.status, &exists.error_type), (missing.status, &missing.error_type));
+    assert_eq!(
+        stack.github.all_calls().values().sum::<usize>(),
+        0,
+        "no lookup, no mint: {:?}",
+        stack.github.all_calls()
+    );
+
+    let granted = post(&handler, "/tokens/installation", ask("octo-org/hello-world")).await;
+    assert_eq!(granted.status, 200, "{:?}", granted.body);
+    assert_eq!(
+        stack.github.issued(granted.body["installationToken"].as_str().unwrap()).unwrap().repositories,
+        Some(vec!["hello-world".to_string()])
+    );
+}
+
+/// A caller granted every repository of an owner (by a pattern) tries many names: each costs the
+/// mint it asked for and no lookup of its own (the owner's installation is looked up once), and a
+/// repository target gets a token for that repository only, never the whole grant.
+#[tokio::test(flavor = "current_thread")]
+async fn repository_names_cost_github_no_lookups_and_narrow_the_token() {
+    let stack = stack().await;
+    let mut rule = release_rule();
+    rule["repositories"] = json!(["*"]);
+    stack.put_rule(rule).await;
+    let handler = endpoint(InstallationToken::new(&stack.enforcing(SystemClock)));
+
+    let docs = post(&handler, "/tokens/installation", json!({"appId": APP, "repository": "octo-org/docs"})).await;
+    assert_eq!(docs.status, 200, "{:?}", docs.body);
+    let issued = stack.github.issued(docs.body["installationToken"].as_str().unwrap()).unwrap();
+    assert_eq!(issued.repositories, Some(vec!["docs".to_string()]), "the repository named, not every one");
+    assert_eq!(docs.body["actualScopeDown"]["repositoryNames"], json!(["docs"]));
+
+    for i in 0..20 {
+        let reply =
+            post(&handler, "/tokens/installation", json!({"appId": APP, "repository": format!("octo-org/guess-{i}")}))
+                .await;
+        assert_eq!(reply.status, 400, "{:?}", reply.body);
+        assert!(reply.body["message"].as_str().unwrap().contains("at least one repository"), "{:?}", reply.body);
+    }
+    let calls = stack.github.all_calls();
+    let lookups: usize = calls.iter().filter(|(route, _)| route.ends_with("/installation")).map(|(_, n)| n).sum();
+    assert_eq!(
+        (stack.github.calls("GET /users/octo-org/installation"), stack.github.calls("GET /orgs/octo-org/installation")),
+        (1, 1),
+        "the owner's installation, looked up once (users, then orgs)"
+    );
+    assert_eq!(lookups, 2, "and nothing else for 21 names: {calls:?}");
+    assert!(calls.keys().all(|route| !route.starts_with("GET /repos/")), "{calls:?}");
+    assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 21, "one mint per request");
+}

@@ -102,14 +102,20 @@ async fn a_token_by_owner_and_by_repository() {
     assert_eq!((by_user["installationId"].as_i64(), by_user["nodeId"].as_str()), (Some(72), Some("U_kgDOoctocat")));
     let by_repo = ok(&post(&handler, json!({"appId": APP, "repository": "octocat/dotfiles"})).await).clone();
     assert_eq!(by_repo["installationId"], 72);
+    assert_eq!(by_repo["actualScopeDown"]["repositoryNames"], json!(["dotfiles"]), "narrowed to the repository");
     assert_eq!(stack.github.calls("GET /users/octo-org/installation"), 1, "users first");
     assert_eq!(stack.github.calls("GET /orgs/octo-org/installation"), 1, "then orgs");
-    assert_eq!(stack.github.calls("GET /repos/octocat/dotfiles/installation"), 1);
+    assert_eq!(stack.github.calls("GET /users/octocat/installation"), 1, "a repository by its owner's, kept");
+    assert_eq!(stack.github.calls("GET /repos/octocat/dotfiles/installation"), 0, "names are never looked up");
     assert_eq!(stack.installation_rows().await.len(), 2, "both accounts written back");
 
+    // A repository the installation lacks (or that does not exist): GitHub's refusal of the mint.
     let reply = post(&handler, json!({"appId": APP, "repository": "octocat/missing"})).await;
     assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")));
-    assert_eq!(reply.body["message"], format!("App {APP} has no installation for repository octocat/missing"));
+    assert!(reply.body["message"].as_str().unwrap().contains("at least one repository"), "{:?}", reply.body);
+    let reply = post(&handler, json!({"appId": APP, "repository": "nobody/missing"})).await;
+    assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")));
+    assert_eq!(reply.body["message"], format!("App {APP} has no installation for owner nobody"));
 }
 
 #[tokio::test]

@@ -214,3 +214,68 @@ async fn rules_bind_a_shared_role_to_the_calling_repository() {
         (403, "the GitHub OIDC token is refused: its signature does not verify")
     );
 }
+
+/// GitHub's issuer signs a token for any repository on GitHub, with the audience a workflow asks
+/// for. A rule whose claims pin no owner (here, only an environment) would be met by a job in an
+/// attacker's own account: such a row (written by hand, or by an older version) grants nothing, and
+/// a rule anchored by the owner's immutable ID refuses the attacker's job and serves the owner's.
+#[tokio::test]
+async fn a_job_of_another_owner_with_a_matching_environment_is_refused() {
+    let stack = token_stack().await;
+    let logs = appcreds_tests::Logs::capture();
+    let rule = |id: &str, github: Value| {
+        json!({
+            "id": id, "principals": ["arn:aws:iam::123456789012:role/ci-deployer"], "github": github,
+            "operations": ["installation-token"], "apps": [APP], "owners": ["octo-org"],
+            "repositories": ["*"], "permissions": {"contents": "read"}
+        })
+    };
+    // Past `access put`, which refuses it: the row as an older version would have written it.
+    stack.put_rule(rule("deploy-anywhere", json!({"environment": "production"}))).await;
+    let mut services = stack.enforcing(SystemClock);
+    services.oidc = verifier(&stack);
+    let handler = endpoint(InstallationToken::new(&services));
+    let body = json!({"appId": APP, "owner": "octo-org"});
+    let production = json!({"environment": "production"});
+    let attacker = stack.github.oidc_token(&stack.github.oidc_claims("evil-org/deploy", AUDIENCE, {
+        let mut c = production.clone();
+        c["repository_owner_id"] = json!("666");
+        c
+    }));
+    let genuine = stack.github.oidc_token(&stack.github.oidc_claims("octo-org/hello-world", AUDIENCE, production));
+
+    let reply = post(&handler, body.clone(), Some(&attacker)).await;
+    assert_eq!(reply.status, 403, "the attacker's job: {:?}", reply.body);
+    let reply = post(&handler, body.clone(), Some(&genuine)).await;
+    assert_eq!(reply.status, 403, "the unanchored row is no rule, for anyone: {:?}", reply.body);
+    assert!(logs.text().contains("no condition pins the owner"), "the row's problem is logged");
+
+    // Anchored by the owner's immutable ID (the double's octo-org is 17): the owner's job passes.
+    stack.put_rule(rule("deploy-octo-org", json!({"environment": "production", "repository_owner_id": "17"}))).await;
+    let handler = endpoint(InstallationToken::new(&services));
+    let reply = post(&handler, body.clone(), Some(&attacker)).await;
+    assert_eq!(reply.status, 403, "another owner, the same environment: {:?}", reply.body);
+    let reply = post(&handler, body.clone(), Some(&genuine)).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(stack.github.issued_tokens().len(), 1, "only the owner's job got a token");
+
+    // GitHub's immutable subject (repo:OWNER@ID/NAME@ID:…) anchors a rule too.
+    stack
+        .put_rule(rule("by-subject", json!({"sub": "repo:octo-org@17/hello-world@4242:environment:production"})))
+        .await;
+    let immutable = |owner: &str, owner_id: &str| {
+        stack.github.oidc_token(&stack.github.oidc_claims(
+            &format!("{owner}/hello-world"),
+            AUDIENCE,
+            json!({"sub": format!("repo:{owner}@{owner_id}/hello-world@4242:environment:production"),
+                   "repository_owner_id": owner_id, "environment": "staging"}),
+        ))
+    };
+    let handler = endpoint(InstallationToken::new(&services));
+    assert_eq!(post(&handler, body.clone(), Some(&immutable("octo-org", "17"))).await.status, 200);
+    assert_eq!(
+        post(&handler, body, Some(&immutable("octo-org", "666"))).await.status,
+        403,
+        "the login octo-org held by another account (its ID differs)"
+    );
+}

@@ -151,10 +151,16 @@ impl Rules {
         }
     }
 
-    /// Judges `request` from `principal` (with `claims`) by the table's rules.
-    pub async fn test(&self, principal: &str, claims: Option<&Claims>, request: &Value) -> Result<Decision, CliError> {
-        let policy = Policy::new(self.store.list_rules().await.map_err(core_error)?);
-        judge(&policy, principal, claims, request)
+    /// Judges `request` from `principal` (with `claims`) by the table's rules, as the functions
+    /// do; with it, why each row that is no valid rule grants nothing.
+    pub async fn test(
+        &self,
+        principal: &str,
+        claims: Option<&Claims>,
+        request: &Value,
+    ) -> Result<(Decision, Vec<String>), CliError> {
+        let (rules, ignored) = self.store.read_rules().await.map_err(core_error)?;
+        Ok((judge(&Policy::new(rules), principal, claims, request)?, ignored))
     }
 }
 
@@ -190,10 +196,12 @@ pub fn judge(policy: &Policy, principal: &str, claims: Option<&Claims>, request:
                 Target::NodeId(n) => (String::new(), n.clone()),
             };
             let installation = InstallationRef { node_id: &node_id, login: &login };
-            // As the function judges: the App first, then the installation and the scope.
-            policy.may_mint(subject, req.app_id, &req.target).and_then(|()| {
+            // As the function judges: the App first, then the installation and the scope (a
+            // repository target narrows the scope to it).
+            let requested = appcreds_core::domain::scope::requested_scope(&req.target, req.scope_down.as_ref());
+            policy.may_mint(subject, req.app_id, &req.target, requested.as_ref()).and_then(|()| {
                 policy
-                    .installation_token(subject, req.app_id, &req.target, installation, req.scope_down.as_ref())
+                    .installation_token(subject, req.app_id, &req.target, installation, requested.as_ref())
                     .map(|(rule, scope)| Decision::Allow { rule: rule.id.clone(), scope: Some(json!(scope)) })
             })
         }

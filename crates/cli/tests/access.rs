@@ -138,6 +138,24 @@ async fn bad_rule_files_are_refused_with_a_clear_message_and_nothing_is_written(
             "rule \"release\" appears twice",
         ),
         ("oversized", format!("{RULE}description: {}\n", "x".repeat(300 * 1024)), 2, "at most 262144 are read"),
+        (
+            "claims that pin no owner (a job in anyone's account meets them)",
+            format!("{RULE}github: {{environment: production, ref: refs/heads/main}}\n"),
+            4,
+            "no condition pins the owner",
+        ),
+        (
+            "an owner pattern is no anchor",
+            format!("{RULE}github: {{repository: \"*/deploy\"}}\n"),
+            4,
+            "add repository_owner_id (immutable, preferred)",
+        ),
+        (
+            "organization permissions without the opt-in",
+            RULE.replace("metadata: read", "metadata: read, organization_secrets: read"),
+            4,
+            "organization_secrets act on the whole account",
+        ),
     ];
     for (what, text, code, expected) in cases {
         let path = file("rules.yaml", &text);
@@ -184,6 +202,56 @@ async fn access_test_says_allow_or_deny_and_why() {
     assert_eq!(stranger.status.code(), Some(4));
     let bad = test(json!({"operation": "everything"}), caller).await;
     assert_eq!(bad.status.code(), Some(2));
+}
+
+/// A row that today's checks refuse (written by hand, or by an older version): `access test`
+/// judges without it, as the functions do, and says why it grants nothing.
+#[tokio::test]
+async fn access_test_judges_without_a_row_that_pins_no_owner_and_says_so() {
+    let (table, ddb) = table().await;
+    let loose = json!({
+        "id": "loose", "principals": ["arn:aws:iam::123456789012:role/release"],
+        "github": {"environment": "production"}, "operations": ["installation-token"], "apps": [7],
+        "owners": ["octo-org"], "repositories": ["*"], "permissions": {"contents": "read"}
+    });
+    let s = |v: &str| aws_sdk_dynamodb::types::AttributeValue::S(v.into());
+    ddb.put_item()
+        .table_name(&table)
+        .item("RuleId", s("loose"))
+        .item("Version", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
+        .item("Document", s(&loose.to_string()))
+        .send()
+        .await
+        .unwrap();
+    let claims = file(
+        "claims.json",
+        r#"{"repository": "evil-org/deploy", "repository_owner": "evil-org", "environment": "production"}"#,
+    );
+    let request = json!({"operation": "installation-token", "appId": 7, "owner": "octo-org"}).to_string();
+    let out = appcreds(
+        &table,
+        &[
+            "access",
+            "test",
+            "--principal",
+            "arn:aws:sts::123456789012:assumed-role/release/run-1",
+            "--claims",
+            claims.to_str().unwrap(),
+            "--request",
+            &request,
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(stdout_json(&out)["decision"], "deny");
+    assert!(
+        stderr(&out).contains("grants nothing")
+            && stderr(&out).contains("rule loose: github: no condition pins the owner"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The README's three worked examples, with its files, give the README's answers.

@@ -128,12 +128,18 @@ impl Judge<'_> {
     }
 
     /// Refuses the caller early if no rule could grant it an installation token of `app_id` on
-    /// the installation it names, before the installation is looked up.
-    pub(crate) fn may_mint(&self, app_id: i64, target: &Target) -> Result<(), Error> {
+    /// the installation it names with the scope it asks for, before the installation is looked up.
+    pub(crate) fn may_mint(&self, app_id: i64, target: &Target, requested: Option<&ScopeDown>) -> Result<(), Error> {
         let Some(policy) = &self.policy else { return Ok(()) };
+        // The audit line names the installation as the caller named it (nothing was looked up).
+        let named = match target {
+            Target::Owner(login) => login.as_str(),
+            Target::Repository(repository) => repository.split('/').next().unwrap_or(repository),
+            Target::NodeId(node_id) => node_id.as_str(),
+        };
         policy
-            .may_mint(self.subject()?, app_id, target)
-            .map_err(|why| self.refuse(Some(Action::InstallationToken), Some(app_id), None, why))
+            .may_mint(self.subject()?, app_id, target, requested)
+            .map_err(|why| self.refuse(Some(Action::InstallationToken), Some(app_id), Some(named), why))
     }
 
     /// The answer to a lookup that found no installation: for a caller whose rules do not cover

@@ -121,17 +121,29 @@ impl DynamoAccessStore {
 #[async_trait]
 impl AccessStore for DynamoAccessStore {
     async fn list_rules(&self) -> Result<Vec<Rule>, Error> {
+        let (rules, problems) = self.read_rules().await?;
+        for problem in problems {
+            tracing::error!(%problem, "an access-table row is not a valid rule; it grants nothing");
+        }
+        Ok(rules)
+    }
+}
+
+impl DynamoAccessStore {
+    /// Every row of the table: the valid rules, and why each other row grants nothing (a row
+    /// written by hand or by an older version that today's checks refuse).
+    pub async fn read_rules(&self) -> Result<(Vec<Rule>, Vec<String>), Error> {
         let items = scan_all(&self.client, &self.table, None, "reading the access table").await?;
         if items.len() > MAX_RULES {
             return Err(Error::Misconfigured("the access table holds more than 10,000 rules"));
         }
-        Ok(items
-            .iter()
-            .filter_map(|item| {
-                rule_of(item)
-                    .map_err(|problem| tracing::error!(%problem, "an access-table row is not a valid rule; it grants nothing"))
-                    .ok()
-            })
-            .collect())
+        let (mut rules, mut problems) = (Vec::new(), Vec::new());
+        for item in &items {
+            match rule_of(item) {
+                Ok(rule) => rules.push(rule),
+                Err(problem) => problems.push(problem),
+            }
+        }
+        Ok((rules, problems))
     }
 }

@@ -16,7 +16,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::scope::{ScopeDown, permission_levels, repository_name_problem};
+use crate::domain::scope::{ScopeDown, acts_on_the_account, permission_levels, repository_name_problem};
 pub use appcreds_wire::Target;
 
 /// What a rule may grant.
@@ -120,6 +120,11 @@ pub struct RuleDocument {
     /// The permission ceiling: permission → highest level.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub permissions: BTreeMap<String, String>,
+    /// The ceiling may name organization and account permissions (`members`,
+    /// `organization_secrets`, …), which no `repositories` or `callerRepositoryOnly` confines:
+    /// a token with one acts on the whole account. Off unless set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub organization_permissions: bool,
 }
 
 /// An App ID, or `"*"` for any App.
@@ -133,7 +138,8 @@ pub enum AppRef {
 }
 
 /// The claims GitHub Actions OIDC tokens carry that rules may require.
-pub const CLAIMS: [&str; 9] = [
+pub const CLAIMS: [&str; 10] = [
+    "sub",
     "repository",
     "repository_id",
     "repository_owner",
@@ -144,6 +150,26 @@ pub const CLAIMS: [&str; 9] = [
     "event_name",
     "workflow_ref",
 ];
+
+/// The claims that can anchor a rule to one owner on GitHub. GitHub's issuer signs tokens for
+/// every repository on GitHub, with whatever audience a workflow asks for, so a rule whose claims
+/// name no owner exactly is met by a job in anyone's account.
+pub const ANCHORS: [&str; 5] = ["repository_owner_id", "repository_id", "repository_owner", "repository", "sub"];
+
+/// Whether the condition `claim: pattern` pins the owner of the calling repository: an ID or an
+/// owner login with no `*`; a `repository` (`OWNER/NAME`) or a `sub` (`repo:OWNER/…`, or the
+/// immutable `repo:OWNER@ID/NAME@ID:…`) whose owner part has no `*`.
+pub fn anchors_an_owner(claim: &str, pattern: &str) -> bool {
+    let exact = |text: &str| !text.is_empty() && !text.contains('*');
+    match claim {
+        "repository_owner_id" | "repository_id" | "repository_owner" => exact(pattern),
+        "repository" => pattern.split_once('/').is_some_and(|(owner, _)| exact(owner)),
+        "sub" => {
+            pattern.strip_prefix("repo:").and_then(|rest| rest.split_once('/')).is_some_and(|(owner, _)| exact(owner))
+        }
+        _ => false,
+    }
+}
 
 /// Most rules a policy holds; a larger table is refused rather than judged slowly.
 pub const MAX_RULES: usize = 10_000;
@@ -339,6 +365,15 @@ impl Rule {
                 problems.push(format!("github: {claim} must not be empty"));
             }
         }
+        if !d.github.is_empty() && !d.github.iter().any(|(claim, pattern)| anchors_an_owner(claim, pattern)) {
+            problems.push(
+                "github: no condition pins the owner, and GitHub signs OIDC tokens for every repository on GitHub \
+                 with any audience a workflow asks for, so a job in anyone's account would meet these; add \
+                 repository_owner_id (immutable, preferred), repository_id, repository_owner, or a repository \
+                 (OWNER/NAME) or sub (repo:OWNER/…) whose owner has no *"
+                    .into(),
+            );
+        }
         if d.operations.is_empty() {
             problems.push(
                 "operations: name at least one of installation-token, app-token, read-installations, refresh".into(),
@@ -418,6 +453,16 @@ impl Rule {
             }
         };
         let known = permission_levels();
+        if !d.organization_permissions {
+            let wide: Vec<&str> = d.permissions.keys().map(String::as_str).filter(|p| acts_on_the_account(p)).collect();
+            if !wide.is_empty() {
+                problems.push(format!(
+                    "permissions: {} act on the whole account, beyond any repositories or callerRepositoryOnly; \
+                     set organizationPermissions: true to grant them",
+                    wide.join(", ")
+                ));
+            }
+        }
         let mut ceiling = BTreeMap::new();
         for (name, level) in &d.permissions {
             match (known.get(name), Level::parse(level)) {
@@ -602,11 +647,20 @@ impl Policy {
         Ok(Readable { rules })
     }
 
-    /// Whether some rule could grant `subject` an installation token of `app_id` (checked before
-    /// the installation is looked up, so that a refused caller learns nothing about it).
-    /// Checked with the installation as the caller named it (`target`): a rule must name the
-    /// caller, `installation-token` and the App, and could cover that installation.
-    pub fn may_mint(&self, subject: Subject<'_>, app_id: i64, target: &Target) -> Result<(), Denial> {
+    /// Whether some rule could grant `subject` an installation token of `app_id` with the scope
+    /// `requested` (checked before the installation is looked up, so that a refused caller learns
+    /// nothing about it and costs GitHub nothing). Checked with the installation as the caller
+    /// named it (`target`): a rule must name the caller, `installation-token` and the App, could
+    /// cover that installation, and, where the target names the owner (a login, or the owner of a
+    /// repository), must grant the scope asked for on it, repositories included, so that a name
+    /// the caller may not have is refused in the same words whether or not it exists.
+    pub fn may_mint(
+        &self,
+        subject: Subject<'_>,
+        app_id: i64,
+        target: &Target,
+        requested: Option<&ScopeDown>,
+    ) -> Result<(), Denial> {
         let rules = self.candidates(subject, Action::InstallationToken, Some(app_id));
         if rules.is_empty() {
             return Err(Denial(format!("no access rule allows {} installation-token for App {app_id}", subject.arn)));
@@ -618,15 +672,33 @@ impl Policy {
         };
         // What cannot be told before the lookup (a login behind a node ID, a node ID behind a
         // login) counts as possibly covered; the lookup's answer is judged again.
-        let possible = rules.iter().any(|r| match &r.owners {
-            None => true,
-            Some(owners) => match (login, node_id) {
-                (Some(login), _) => owners.contains(&login.to_ascii_lowercase()) || !r.node_ids.is_empty(),
-                (None, Some(node)) => r.node_ids.contains(node) || !owners.is_empty(),
-                (None, None) => false,
-            },
-        });
-        if possible { Ok(()) } else { Err(self.not_covered(subject, app_id, target)) }
+        let covering: Vec<&Rule> = rules
+            .into_iter()
+            .filter(|r| match &r.owners {
+                None => true,
+                Some(owners) => match (login, node_id) {
+                    (Some(login), _) => owners.contains(&login.to_ascii_lowercase()) || !r.node_ids.is_empty(),
+                    (None, Some(node)) => r.node_ids.contains(node) || !owners.is_empty(),
+                    (None, None) => false,
+                },
+            })
+            .collect();
+        if covering.is_empty() {
+            return Err(self.not_covered(subject, app_id, target));
+        }
+        let Some(login) = login else { return Ok(()) };
+        // The owner is known: the scope is judged now, as it will be on the installation found.
+        let installation = InstallationRef { node_id: "", login };
+        let mut first_refusal = None;
+        for rule in covering {
+            match scope_within(rule, subject.claims, installation, requested) {
+                Ok(_) => return Ok(()),
+                Err(why) => {
+                    first_refusal.get_or_insert(why);
+                }
+            }
+        }
+        Err(first_refusal.unwrap_or_else(|| self.not_covered(subject, app_id, target)))
     }
 
     /// Whether some rule grants `subject` tokens of every installation of `app_id` (so that "no
@@ -816,7 +888,7 @@ mod tests {
     #[test]
     fn assumed_roles_match_by_role_never_by_session() {
         let policy = Policy::new(vec![rule(release("release", json!(["hello-world"])))]);
-        let ok = |arn: &str| policy.may_mint(subject(arn), 7, &owner("octo-org")).is_ok();
+        let ok = |arn: &str| policy.may_mint(subject(arn), 7, &owner("octo-org"), None).is_ok();
         assert!(ok(CALLER));
         assert!(ok("arn:aws:sts::123456789012:assumed-role/release/anything-the-caller-chose"));
         assert!(!ok("arn:aws:sts::123456789012:assumed-role/other/release"), "the session name is not the role");
@@ -826,7 +898,7 @@ mod tests {
         assert!(!ok("arn:aws:iam::123456789012:root"));
         assert!(!ok("arn:aws:sts::123456789012:assumed-role/release"), "no session: not an assumed-role ARN");
         assert!(!ok("not an arn"));
-        assert!(policy.may_mint(subject(CALLER), 8, &owner("octo-org")).is_err(), "another App");
+        assert!(policy.may_mint(subject(CALLER), 8, &owner("octo-org"), None).is_err(), "another App");
         assert!(policy.allow(subject(CALLER), Action::AppToken, Some(7)).is_err(), "another operation");
     }
 
@@ -899,9 +971,9 @@ mod tests {
     fn an_installation_outside_the_rules_is_refused_before_any_lookup_and_in_the_same_words() {
         let policy = Policy::new(vec![rule(release("release", json!(["*"])))]);
         let s = subject(CALLER);
-        assert!(policy.may_mint(s, 7, &owner("Octo-Org")).is_ok());
-        assert!(policy.may_mint(s, 7, &Target::Repository("octo-org/anything".into())).is_ok());
-        let other = policy.may_mint(s, 7, &Target::Repository("other-org/secret".into())).unwrap_err();
+        assert!(policy.may_mint(s, 7, &owner("Octo-Org"), None).is_ok());
+        assert!(policy.may_mint(s, 7, &Target::Repository("octo-org/anything".into()), None).is_ok());
+        let other = policy.may_mint(s, 7, &Target::Repository("other-org/secret".into()), None).unwrap_err();
         assert_eq!(
             other.0,
             format!("no access rule allows {CALLER} installation-token for App 7 on repository other-org/secret")
@@ -909,7 +981,7 @@ mod tests {
         // A node ID's login is unknown before the lookup; afterwards the refusal names the node ID,
         // not the login behind it, and is the one an unknown node ID gets.
         let node = Target::NodeId("O_other".into());
-        assert!(policy.may_mint(s, 7, &node).is_ok());
+        assert!(policy.may_mint(s, 7, &node, None).is_ok());
         assert!(!policy.covers_every_installation(s, 7));
         let after = InstallationRef { node_id: "O_other", login: "other-org" };
         let refused = policy.installation_token(s, 7, &node, after, None).unwrap_err();
@@ -918,6 +990,123 @@ mod tests {
         let mut everything = release("all", json!(["*"]));
         everything["owners"] = json!(["*"]);
         assert!(Policy::new(vec![rule(everything)]).covers_every_installation(s, 7));
+    }
+
+    /// A caller granted one repository of an owner asks for others by name: a private one that
+    /// exists and one that does not. Both are refused before any lookup, in the same words, and
+    /// so are repositories asked for in the scope; the granted one passes.
+    #[test]
+    fn a_repository_not_granted_is_refused_before_any_lookup_whether_or_not_it_exists() {
+        let policy = Policy::new(vec![rule(release("release", json!(["hello-world", "docs-*"])))]);
+        let s = subject(CALLER);
+        let ask = |repository: &str, scope_down: Option<ScopeDown>| {
+            let target = Target::Repository(repository.into());
+            let requested = crate::domain::scope::requested_scope(&target, scope_down.as_ref());
+            policy.may_mint(s, 7, &target, requested.as_ref()).map_err(|Denial(why)| why)
+        };
+        assert_eq!(ask("octo-org/hello-world", None), Ok(()));
+        assert_eq!(ask("Octo-Org/Docs-Site", None), Ok(()), "a pattern, without case");
+        let exists = ask("octo-org/private-plans", None).unwrap_err();
+        let missing = ask("octo-org/no-such-repo", None).unwrap_err();
+        assert_eq!(exists, "repository private-plans is not granted");
+        assert_eq!(missing, "repository no-such-repo is not granted");
+        assert_eq!(
+            exists.replace("private-plans", "X"),
+            missing.replace("no-such-repo", "X"),
+            "the same refusal, whatever GitHub has"
+        );
+        // A scope that names other repositories is judged before the lookup too.
+        let other = scope(json!({"repositoryNames": ["private-plans"]}));
+        assert_eq!(ask("octo-org/hello-world", Some(other)).unwrap_err(), "repository private-plans is not granted");
+        let too_much = scope(json!({"permissions": {"administration": "write"}}));
+        assert_eq!(
+            ask("octo-org/hello-world", Some(too_much)).unwrap_err(),
+            "permission administration: write is not granted"
+        );
+        // An owner target is judged on its scope before the lookup as well.
+        let by_owner = policy.may_mint(s, 7, &owner("octo-org"), Some(&scope(json!({"repositoryNames": ["secret"]}))));
+        assert_eq!(by_owner.unwrap_err().0, "repository secret is not granted");
+    }
+
+    /// GitHub's issuer signs a token for any repository on GitHub with the audience a workflow asks
+    /// for: a rule whose claims pin no owner is met by a job in an attacker's own account.
+    #[test]
+    fn a_rule_whose_claims_pin_no_owner_is_refused() {
+        let with = |github: serde_json::Value| {
+            let mut doc = release("oidc", json!(["*"]));
+            doc["github"] = github;
+            Rule::from_document(document(doc), 1)
+        };
+        for unanchored in [
+            json!({"environment": "production"}),
+            json!({"ref": "refs/heads/main"}),
+            json!({"repository": "*/deploy"}),
+            json!({"repository": "octo-*/deploy"}),
+            json!({"repository": "deploy"}),
+            json!({"repository_owner": "octo-*"}),
+            json!({"repository_owner_id": "*"}),
+            json!({"sub": "repo:*/deploy:environment:production"}),
+            json!({"sub": "*:environment:production"}),
+            json!({"job_workflow_ref": "octo-org/workflows/.github/workflows/deploy.yml@refs/heads/main"}),
+            json!({"environment": "production", "event_name": "push", "workflow_ref": "*"}),
+        ] {
+            let problems = with(unanchored.clone()).unwrap_err().join("\n");
+            assert!(problems.contains("no condition pins the owner"), "{unanchored}: {problems}");
+            assert!(problems.contains("repository_owner_id"), "the message names the fix: {problems}");
+        }
+        for anchored in [
+            json!({"environment": "production", "repository_owner_id": "9919"}),
+            json!({"repository_id": "1296269"}),
+            json!({"repository_owner": "octo-org", "environment": "production"}),
+            json!({"repository": "octo-org/*"}),
+            json!({"sub": "repo:octo-org/deploy:environment:production"}),
+            json!({"sub": "repo:octo-org@9919/deploy@1296269:environment:production"}),
+            json!({"sub": "repo:octo-org@9919/*"}),
+        ] {
+            assert!(with(anchored.clone()).is_ok(), "{anchored}");
+        }
+        // The attacker's job: its own account, the stack's audience, the environment the rule names.
+        let loose = RuleDocument {
+            github: [("environment".to_string(), "production".to_string())].into(),
+            ..document(release("loose", json!(["*"])))
+        };
+        assert!(Rule::from_document(loose, 1).is_err(), "such a rule never reaches a policy");
+        let anchored = with(json!({"repository_owner_id": "9919", "environment": "production"})).unwrap();
+        let policy = Policy::new(vec![anchored]);
+        let claims = |owner_id: &str, owner: &str| -> Claims {
+            [
+                ("repository_owner_id", owner_id),
+                ("repository_owner", owner),
+                ("repository", &format!("{owner}/deploy")),
+                ("environment", "production"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+        };
+        let attacker = claims("666", "evil-org");
+        let renamed_squatter = claims("666", "octo-org");
+        let genuine = claims("9919", "octo-org");
+        let may = |c: &Claims| policy.may_mint(Subject { arn: CALLER, claims: Some(c) }, 7, &owner("octo-org"), None);
+        assert!(may(&attacker).is_err(), "another owner's job with a matching environment");
+        assert!(may(&renamed_squatter).is_err(), "a login taken over by another account (its ID differs)");
+        assert!(may(&genuine).is_ok());
+    }
+
+    #[test]
+    fn organization_permissions_need_an_explicit_opt_in() {
+        let mut doc = release("org", json!(["hello-world"]));
+        doc["permissions"] = json!({"contents": "read", "organization_secrets": "write", "members": "read"});
+        let problems = Rule::from_document(document(doc.clone()), 1).unwrap_err();
+        assert_eq!(
+            problems,
+            ["permissions: members, organization_secrets act on the whole account, beyond any repositories or \
+              callerRepositoryOnly; set organizationPermissions: true to grant them"]
+        );
+        doc["organizationPermissions"] = json!(true);
+        let opted_in = Rule::from_document(document(doc), 1).unwrap();
+        assert_eq!(opted_in.ceiling.get("organization_secrets"), Some(&Level::Write));
+        assert!(!rule(release("repo-only", json!(["hello-world"]))).document.organization_permissions);
     }
 
     #[test]
@@ -959,8 +1148,9 @@ mod tests {
         let branch =
             claims(&[("repository", "octo-org/hello-world"), ("ref", "refs/heads/main"), ("event_name", "push")]);
         let missing = claims(&[("repository", "octo-org/hello-world"), ("ref", "refs/tags/v1")]);
-        let with =
-            |c: Option<&Claims>| policy.may_mint(Subject { arn: CALLER, claims: c }, 7, &owner("octo-org")).is_ok();
+        let with = |c: Option<&Claims>| {
+            policy.may_mint(Subject { arn: CALLER, claims: c }, 7, &owner("octo-org"), None).is_ok()
+        };
         assert!(with(Some(&good)));
         assert!(!with(Some(&branch)));
         assert!(!with(Some(&missing)), "a required claim that is absent");
@@ -1010,7 +1200,7 @@ mod tests {
         let bad = problems(json!({
             "id": "x", "principals": ["arn:aws:iam::123:role/x", "arn:aws:s3:::bucket", "arn:aws:iam::123456789012:group/g",
                                       "arn:aws:iam::123456789012:role/team/*"],
-            "github": {"sub": "repo:x"}, "operations": ["installation-token"], "apps": [0, "*"],
+            "github": {"subject": "repo:x"}, "operations": ["installation-token"], "apps": [0, "*"],
             "owners": ["-bad"], "repositories": ["a/b"], "permissions": {"contents": "owner", "nope": "read", "metadata": "admin"}
         }));
         let joined = bad.join("\n");
@@ -1019,7 +1209,7 @@ mod tests {
             "\"arn:aws:iam::123456789012:role/team/*\": a role pattern with * cannot have a path",
             "\"arn:aws:s3:::bucket\" is not an IAM role or user ARN",
             "\"arn:aws:iam::123456789012:group/g\" is not an IAM role or user ARN",
-            "\"sub\" is not a claim rules can require",
+            "\"subject\" is not a claim rules can require",
             "apps: Id(0) is not an App ID",
             "apps: Any(\"*\") is not an App ID",
             "owners: \"-bad\" is not a GitHub login",

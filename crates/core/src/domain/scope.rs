@@ -28,6 +28,95 @@ pub(crate) fn permission_levels() -> &'static BTreeMap<String, Vec<String>> {
     })
 }
 
+/// GitHub's organization, enterprise and user (account) permissions: a token with one acts on the
+/// account itself, so no repository list confines it. Every other permission of
+/// `data/app-permissions.json` is a repository permission (a unit test holds the two lists to the
+/// file, so a permission GitHub adds is classified before it can be granted).
+pub(crate) const ACCOUNT_PERMISSIONS: &[&str] = &[
+    "custom_properties_for_organizations",
+    "email_addresses",
+    "enterprise_custom_properties_for_organizations",
+    "followers",
+    "git_ssh_keys",
+    "gpg_keys",
+    "interaction_limits",
+    "members",
+    "organization_administration",
+    "organization_announcement_banners",
+    "organization_copilot_agent_settings",
+    "organization_copilot_seat_management",
+    "organization_custom_org_roles",
+    "organization_custom_properties",
+    "organization_custom_roles",
+    "organization_events",
+    "organization_hooks",
+    "organization_packages",
+    "organization_personal_access_token_requests",
+    "organization_personal_access_tokens",
+    "organization_plan",
+    "organization_projects",
+    "organization_secrets",
+    "organization_self_hosted_runners",
+    "organization_user_blocking",
+    "profile",
+    "starring",
+];
+
+/// GitHub's repository permissions, which a token's repository list confines.
+#[cfg(test)]
+pub(crate) const REPOSITORY_PERMISSIONS: &[&str] = &[
+    "actions",
+    "administration",
+    "artifact_metadata",
+    "attestations",
+    "checks",
+    "code_quality",
+    "codespaces",
+    "contents",
+    "dependabot_secrets",
+    "deployments",
+    "discussions",
+    "environments",
+    "issues",
+    "merge_queues",
+    "metadata",
+    "packages",
+    "pages",
+    "pull_requests",
+    "repository_custom_properties",
+    "repository_hooks",
+    "repository_projects",
+    "secret_scanning_alerts",
+    "secrets",
+    "security_events",
+    "single_file",
+    "statuses",
+    "vulnerability_alerts",
+    "workflows",
+];
+
+/// Whether `permission` acts on the account (organization, enterprise or user) rather than on
+/// repositories, so that no repository list confines it.
+pub fn acts_on_the_account(permission: &str) -> bool {
+    ACCOUNT_PERMISSIONS.contains(&permission)
+}
+
+/// The scope a request asks for: its `scopeDown`, where a request that names its installation by
+/// a repository (`owner/name`) and no repositories is narrowed to that repository, so that naming
+/// one repository never gets a token for others.
+pub fn requested_scope(target: &appcreds_wire::Target, scope_down: Option<&ScopeDown>) -> Option<ScopeDown> {
+    let names_none = scope_down.is_none_or(|s| s.repository_ids.is_empty() && s.repository_names.is_empty());
+    match target {
+        appcreds_wire::Target::Repository(repository) if names_none => {
+            let name = repository.split_once('/').map_or(repository.as_str(), |(_, name)| name);
+            let mut scope = scope_down.cloned().unwrap_or_default();
+            scope.repository_names = vec![name.to_string()];
+            Some(scope)
+        }
+        _ => scope_down.cloned(),
+    }
+}
+
 /// The fields of GitHub's `POST /app/installations/{id}/access_tokens` body.
 pub(crate) fn github_body(scope: &ScopeDown) -> Value {
     let mut body = Map::new();
@@ -70,6 +159,31 @@ pub(crate) fn repository_name_problem(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_permission_is_classified_as_repository_or_account() {
+        let known: std::collections::BTreeSet<&str> = permission_levels().keys().map(String::as_str).collect();
+        let classified: std::collections::BTreeSet<&str> =
+            ACCOUNT_PERMISSIONS.iter().chain(REPOSITORY_PERMISSIONS).copied().collect();
+        assert_eq!(classified, known, "classify each permission GitHub lists (and only those)");
+        assert_eq!(classified.len(), ACCOUNT_PERMISSIONS.len() + REPOSITORY_PERMISSIONS.len(), "in one list each");
+        assert!(!acts_on_the_account("contents") && acts_on_the_account("organization_secrets"));
+        assert!(acts_on_the_account("members") && !acts_on_the_account("no-such-permission"));
+    }
+
+    #[test]
+    fn naming_a_repository_narrows_the_request_to_it() {
+        use appcreds_wire::Target;
+        let repo = Target::Repository("octo-org/hello-world".into());
+        let perms: ScopeDown = serde_json::from_value(json!({"permissions": {"contents": "read"}})).unwrap();
+        let narrowed = requested_scope(&repo, Some(&perms)).unwrap();
+        assert_eq!(narrowed.repository_names, ["hello-world"]);
+        assert_eq!(narrowed.permissions, perms.permissions, "the permissions asked for stay");
+        assert_eq!(requested_scope(&repo, None).unwrap().repository_names, ["hello-world"]);
+        let named: ScopeDown = serde_json::from_value(json!({"repositoryIds": [5]})).unwrap();
+        assert_eq!(requested_scope(&repo, Some(&named)), Some(named.clone()), "repositories asked for are kept");
+        assert_eq!(requested_scope(&Target::Owner("octo-org".into()), None), None, "an owner is not narrowed");
+    }
 
     #[test]
     fn the_permission_list_is_githubs() {

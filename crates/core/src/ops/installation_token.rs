@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::access::AccessControl;
 use crate::domain::access::InstallationRef;
+use crate::domain::scope;
 use crate::error::Error;
 use crate::http::{Call, Operation, reply, request};
 use crate::ops::audit;
@@ -33,9 +34,12 @@ impl Operation for InstallationToken {
     async fn call(&self, call: Call) -> Result<Value, Error> {
         let req = request::installation_token(&call.body)?;
         let judge = self.access.judge(&call).await?;
-        // A caller no rule could serve learns nothing about the installation it names.
-        judge.may_mint(req.app_id, &req.target)?;
-        let requested = req.scope_down.as_ref();
+        // Naming one repository asks for a token of that repository only.
+        let requested = scope::requested_scope(&req.target, req.scope_down.as_ref());
+        let requested = requested.as_ref();
+        // A caller no rule could serve (installation, repositories, permissions) learns nothing
+        // about what it names, and costs GitHub nothing.
+        judge.may_mint(req.app_id, &req.target, requested)?;
         let grant = |record: &crate::ports::InstallationRecord| {
             let installation = InstallationRef { node_id: &record.node_id, login: &record.name };
             judge.installation_token(req.app_id, &req.target, installation, requested)

@@ -2,7 +2,8 @@
 //!
 //! The installation is named by node ID (the account's node ID; looked up in the Installation
 //! table, then in GitHub's listing, and written back), or **(ext)** by owner (login) or
-//! repository (`owner/name`) through GitHub's lookup endpoints; resolutions are kept for 10
+//! repository (`owner/name`) through GitHub's account lookup endpoints (a repository by its
+//! owner's installation: names are never looked up one by one); resolutions are kept for 10
 //! minutes, App JWTs while they have 5 minutes left. Every caller's request mints a token of its
 //! own (one GitHub call on a warm function, and no AWS call); only the rate-limit scanner's
 //! internal tokens are cached.
@@ -62,6 +63,19 @@ fn target_bytes(target: &Target) -> usize {
 
 fn record_bytes(record: &InstallationRecord) -> usize {
     record.node_id.len() + record.target_type.len() + record.name.len()
+}
+
+/// The target an installation is looked up by: a repository's is its owner's, since an App is
+/// installed on the account that owns the repository. So a repository costs no lookup of its own:
+/// the names a caller tries cost GitHub one lookup per owner (kept like any other), never one per
+/// name, and whether a repository exists is never asked (the mint, scoped to it, tells).
+fn lookup_target(target: &Target) -> Target {
+    match target {
+        Target::Repository(repository) => {
+            Target::Owner(repository.split('/').next().unwrap_or(repository.as_str()).to_string())
+        }
+        other => other.clone(),
+    }
 }
 
 /// A token handed out, what it was minted for, and under which access rule.
@@ -161,6 +175,7 @@ impl InstallationTokens {
     where
         G: Fn(&InstallationRecord) -> Result<(Option<String>, ScopeDown), Error> + Send + Sync,
     {
+        let target = &lookup_target(target);
         let resolved = self.resolve(app_id, target).await?;
         let (rule, scope) = grant(&resolved.record)?;
         // Every caller gets a token of its own, with GitHub's full lifetime: one that is shared
@@ -329,11 +344,11 @@ impl InstallationTokens {
                 .iter()
                 .find(|i| i.account.as_ref().is_some_and(|a| &a.node_id == node_id))
                 .cloned(),
-            Target::Owner(login) => match self.lookup(app_id, &format!("/users/{login}/installation")).await? {
-                Some(i) => Some(i),
-                None => self.lookup(app_id, &format!("/orgs/{login}/installation")).await?,
-            },
-            Target::Repository(repository) => self.lookup(app_id, &format!("/repos/{repository}/installation")).await?,
+            Target::Owner(login) => self.by_owner(app_id, login).await?,
+            // A repository's installation is its owner's (see `lookup_target`).
+            Target::Repository(repository) => {
+                self.by_owner(app_id, repository.split('/').next().unwrap_or(repository)).await?
+            }
         };
         found.and_then(|i| i.record(app_id)).ok_or_else(unknown)
     }
@@ -350,6 +365,14 @@ impl InstallationTokens {
             })
             .await?;
         Ok(listing)
+    }
+
+    /// The installation on the account `login` (a user's or an organization's), or `None`.
+    async fn by_owner(&self, app_id: i64, login: &str) -> Result<Option<GitHubInstallation>, Error> {
+        match self.lookup(app_id, &format!("/users/{login}/installation")).await? {
+            Some(i) => Ok(Some(i)),
+            None => self.lookup(app_id, &format!("/orgs/{login}/installation")).await,
+        }
     }
 
     /// A lookup endpoint's installation, or `None` on 404.
