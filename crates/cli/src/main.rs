@@ -499,6 +499,13 @@ async fn call(cli: &Cli, json_out: bool) -> Result<(), CliError> {
     let mut client = Client::from_config(&config, urls)?;
     if send_oidc {
         match cli.oidc.github_oidc_audience.as_ref().or(stack.get("GitHubOidcAudience")) {
+            // A token for STS is the one every job hands to AWS: it must not open appcreds too.
+            Some(audience) if audience.eq_ignore_ascii_case(appcreds_core::config::STS_AUDIENCE) => {
+                return Err(CliError::Usage(
+                    "the GitHub OIDC audience must be the stack's own (its GitHubOidcAudience output), not sts.amazonaws.com"
+                        .into(),
+                ));
+            }
             Some(audience) => {
                 let token = spin("getting the job's OIDC token", github_oidc_token(audience)).await?;
                 client = client.with_github_oidc_token(token);
@@ -802,7 +809,10 @@ async fn access(cli: &Cli, command: &AccessCommand, json_out: bool) -> Result<()
         }
         AccessCommand::Test { principal, .. } => {
             let request = request.unwrap_or_default();
-            let decision = spin("reading rules", rules.test(principal, claims.as_ref(), &request)).await?;
+            let (decision, ignored) = spin("reading rules", rules.test(principal, claims.as_ref(), &request)).await?;
+            for problem in &ignored {
+                eprintln!("appcreds: warning: grants nothing, as the functions read it: {problem}");
+            }
             match decision {
                 access::Decision::Allow { rule, scope } => {
                     print(json_out, json!({"decision": "allow", "rule": rule, "scope": scope}), || match &scope {

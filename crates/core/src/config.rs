@@ -3,6 +3,10 @@
 use crate::error::Error;
 use crate::ports::AccessMode;
 
+/// The audience of the OIDC tokens GitHub Actions jobs hand to AWS STS, which appcreds refuses as
+/// its own.
+pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
+
 /// Settings every function reads from its environment (set by `template.yaml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -23,9 +27,10 @@ pub struct Config {
     /// `OIDC_AUDIENCE`: the audience GitHub Actions OIDC tokens must be issued for; without it
     /// no token is accepted.
     pub oidc_audience: Option<String>,
-    /// `OIDC_ISSUER`: the issuer of those tokens (default: GitHub's, or the GHES one derived from
-    /// `GITHUB_API_URL`).
-    pub oidc_issuer: String,
+    /// `OIDC_ISSUER`: the issuer of those tokens (default: the one `GITHUB_API_URL` names, see
+    /// [`crate::github::oidc::issuer_for`]); `None` where neither says, and then no OIDC token is
+    /// accepted.
+    pub oidc_issuer: Option<String>,
     /// `LOCAL_CALLER_ARN`: the caller of requests that carry none, for the local stack's
     /// emulated Function URLs; honoured only with `REQUIRE_IAM_CALLER=false`, which no deployed
     /// function has.
@@ -82,9 +87,18 @@ impl Config {
         if !(rotation_iam_path.starts_with('/') && rotation_iam_path.ends_with('/')) {
             return Err(Error::Misconfigured("ROTATION_IAM_PATH must start and end with /"));
         }
-        let oidc_issuer = non_empty("OIDC_ISSUER").unwrap_or_else(|| crate::github::oidc::issuer_for(&github_api_url));
+        let oidc_issuer = non_empty("OIDC_ISSUER").or_else(|| crate::github::oidc::issuer_for(&github_api_url));
+        if oidc_issuer.as_deref().is_some_and(|i| !i.starts_with("https://") && require_iam_caller) {
+            return Err(Error::Misconfigured("OIDC_ISSUER must be an https URL"));
+        }
+        let oidc_audience = non_empty("OIDC_AUDIENCE");
+        if oidc_audience.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(STS_AUDIENCE)) {
+            // Every job that assumes an AWS role asks GitHub for a token with this audience and
+            // hands it to STS (and to whatever else it runs): appcreds must not accept those.
+            return Err(Error::Misconfigured("OIDC_AUDIENCE must be appcreds' own, not sts.amazonaws.com"));
+        }
         Ok(Config {
-            oidc_audience: non_empty("OIDC_AUDIENCE"),
+            oidc_audience,
             oidc_issuer,
             access_table: non_empty("ACCESS_TABLE_NAME"),
             access_mode,
@@ -126,6 +140,30 @@ mod tests {
         let open = Config::from_lookup(env(&[("APP_TABLE_NAME", "A"), ("ACCESS_MODE", "open")])).unwrap();
         assert_eq!(open.access_mode, AccessMode::Open);
         assert!(Config::from_lookup(env(&[("APP_TABLE_NAME", "A"), ("ACCESS_MODE", "off")])).is_err());
+        // The OIDC issuer: GitHub's for github.com, GHE.com's own, none for an unknown API URL
+        // unless OIDC_ISSUER names it; STS's audience is never appcreds'.
+        let issuer =
+            |pairs: &'static [(&'static str, &'static str)]| Config::from_lookup(env(pairs)).unwrap().oidc_issuer;
+        assert_eq!(issuer(&[("APP_TABLE_NAME", "A")]).as_deref(), Some("https://token.actions.githubusercontent.com"));
+        assert_eq!(
+            issuer(&[("APP_TABLE_NAME", "A"), ("GITHUB_API_URL", "https://api.octocorp.ghe.com")]).as_deref(),
+            Some("https://token.actions.octocorp.ghe.com")
+        );
+        assert_eq!(issuer(&[("APP_TABLE_NAME", "A"), ("GITHUB_API_URL", "https://git.example.com")]), None);
+        assert_eq!(
+            issuer(&[
+                ("APP_TABLE_NAME", "A"),
+                ("GITHUB_API_URL", "https://git.example.com"),
+                ("OIDC_ISSUER", "https://token.actions.githubusercontent.com/octo-enterprise")
+            ])
+            .as_deref(),
+            Some("https://token.actions.githubusercontent.com/octo-enterprise")
+        );
+        for sts in ["sts.amazonaws.com", "STS.amazonaws.com"] {
+            let pairs = [("APP_TABLE_NAME", "A"), ("OIDC_AUDIENCE", sts)];
+            let lookup = move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+            assert!(matches!(Config::from_lookup(lookup), Err(Error::Misconfigured(_))), "{sts}");
+        }
         // A caller identity from the environment exists only where the platform gives none.
         let forged = env(&[("APP_TABLE_NAME", "A"), ("LOCAL_CALLER_ARN", "arn:aws:iam::123456789012:role/admin")]);
         assert!(matches!(Config::from_lookup(forged), Err(Error::Misconfigured(_))));

@@ -90,8 +90,18 @@ impl ColdStart {
             services.access = Arc::new(DynamoAccessStore::new(dynamodb.clone(), table));
         }
         services.access_mode = self.config.access_mode;
-        if let Some(audience) = &self.config.oidc_audience {
-            services.oidc = Arc::new(GitHubOidc::new(&self.config.oidc_issuer, audience, services.clock.clone())?);
+        match (&self.config.oidc_audience, &self.config.oidc_issuer) {
+            (Some(audience), Some(issuer)) => {
+                services.oidc = Arc::new(GitHubOidc::new(issuer, audience, services.clock.clone())?);
+            }
+            // Fail closed: an issuer guessed wrongly would accept another GitHub's tokens.
+            (Some(_), None) => {
+                services.oidc = Arc::new(crate::ports::Unconfigured(
+                    "GitHub OIDC tokens are not accepted here: no issuer is known for GITHUB_API_URL (set the \
+                     stack's GitHubOidcIssuer)",
+                ));
+            }
+            (None, _) => {}
         }
         if let Some(key) = &self.config.pagination_key {
             services.mac = Arc::new(KmsMac::new(kms, key));

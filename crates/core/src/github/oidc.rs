@@ -33,14 +33,34 @@ pub const SKEW_SECS: u64 = 60;
 /// The longest token accepted (GitHub's are about 1.2 KB).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// The issuer of Actions OIDC tokens for a GitHub REST API URL: github.com's, or a GitHub
-/// Enterprise Server's `https://HOST/_services/token`.
-pub fn issuer_for(github_api_url: &str) -> String {
+/// The issuer of Actions OIDC tokens for a GitHub REST API URL, where it can be told from it:
+/// github.com's (`https://api.github.com`); a GitHub Enterprise Server's
+/// `https://HOST/_services/token` (`https://HOST/api/v3`); a GitHub Enterprise Cloud with data
+/// residency's `https://token.actions.SUBDOMAIN.ghe.com` (`https://api.SUBDOMAIN.ghe.com`).
+/// Any other URL has none: the functions then accept no OIDC token unless `OIDC_ISSUER` names
+/// the issuer (falling back to github.com's would accept every github.com job and refuse the
+/// genuine ones). An enterprise that asked GitHub for its own issuer
+/// (`include_enterprise_slug`) sets `OIDC_ISSUER` too.
+pub fn issuer_for(github_api_url: &str) -> Option<String> {
     let url = github_api_url.trim_end_matches('/');
-    match url.strip_suffix("/api/v3") {
-        Some(host) if url != "https://api.github.com" => format!("{host}/_services/token"),
-        _ => GITHUB_ISSUER.to_string(),
+    if url == "https://api.github.com" {
+        return Some(GITHUB_ISSUER.to_string());
     }
+    let host = url.strip_prefix("https://")?;
+    if let Some(server) = host.strip_suffix("/api/v3")
+        && !server.is_empty()
+        && !server.contains('/')
+    {
+        return Some(format!("https://{server}/_services/token"));
+    }
+    let subdomain = host.strip_prefix("api.")?.strip_suffix(".ghe.com")?;
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !s.starts_with('-')
+    };
+    label(subdomain).then(|| format!("https://token.actions.{subdomain}.ghe.com"))
 }
 
 /// The state of JWKS fetching (one fetch at a time).
@@ -220,10 +240,27 @@ mod tests {
 
     #[test]
     fn issuers_follow_the_github_url() {
-        assert_eq!(issuer_for("https://api.github.com"), GITHUB_ISSUER);
-        assert_eq!(issuer_for("https://api.github.com/"), GITHUB_ISSUER);
-        assert_eq!(issuer_for("https://ghe.example/api/v3"), "https://ghe.example/_services/token");
-        assert_eq!(issuer_for("https://ghe.example/api/v3/"), "https://ghe.example/_services/token");
+        let issuer = |url: &str| issuer_for(url);
+        assert_eq!(issuer("https://api.github.com").as_deref(), Some(GITHUB_ISSUER));
+        assert_eq!(issuer("https://api.github.com/").as_deref(), Some(GITHUB_ISSUER));
+        assert_eq!(issuer("https://ghe.example/api/v3").as_deref(), Some("https://ghe.example/_services/token"));
+        assert_eq!(issuer("https://ghe.example/api/v3/").as_deref(), Some("https://ghe.example/_services/token"));
+        // GitHub Enterprise Cloud with data residency: its own issuer, never github.com's.
+        assert_eq!(issuer("https://api.octocorp.ghe.com").as_deref(), Some("https://token.actions.octocorp.ghe.com"));
+        assert_eq!(issuer("https://api.octocorp.ghe.com/").as_deref(), Some("https://token.actions.octocorp.ghe.com"));
+        // Anything else is unknown (no fallback to github.com's issuer).
+        for unknown in [
+            "https://github.example.com",
+            "https://api.ghe.com",
+            "https://api.a.b.ghe.com",
+            "https://api.octocorp.ghe.com.evil.example",
+            "http://api.github.com",
+            "http://ghe.example/api/v3",
+            "https://ghe.example/x/api/v3",
+            "https://api.github.com.evil.example",
+        ] {
+            assert_eq!(issuer(unknown), None, "{unknown}");
+        }
     }
 
     #[test]
