@@ -169,7 +169,7 @@ impl Stack {
         let mut rows = Vec::new();
         let mut after = None;
         loop {
-            let (page, next) = store.page(100, after).await.expect("scan");
+            let (page, next) = store.page(100, after, &|_| true).await.expect("scan");
             rows.extend(page);
             if next.is_none() {
                 rows.sort_by(|a, b| (a.app_id, &a.node_id).cmp(&(b.app_id, &b.node_id)));

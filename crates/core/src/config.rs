@@ -18,7 +18,7 @@ pub struct Config {
     pub github_api_url: String,
     /// `REQUIRE_IAM_CALLER` (default `true`): refuse requests without an IAM caller.
     pub require_iam_caller: bool,
-    /// `PAGINATION_KEY_ID`: the KMS HMAC key that makes `nextToken`s tamper-evident.
+    /// `PAGINATION_KEY_ID`: the KMS HMAC key from which each `nextToken`'s encryption key is derived.
     pub pagination_key: Option<String>,
     /// `ACCESS_TABLE_NAME`: the access rules.
     pub access_table: Option<String>,

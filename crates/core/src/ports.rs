@@ -28,7 +28,7 @@ pub trait Signer: Send + Sync {
     async fn sign(&self, key_id: &str, message: &[u8]) -> Result<Vec<u8>, Error>;
 }
 
-/// Makes and checks MACs (KMS HMAC), for tamper-evident page tokens.
+/// Makes and checks MACs (KMS HMAC): page tokens derive their encryption keys with it.
 #[async_trait]
 pub trait Mac: Send + Sync {
     /// The MAC of `message`.
@@ -55,11 +55,17 @@ pub trait InstallationStore: Send + Sync {
     async fn by_node_id(&self, node_id: &str) -> Result<Vec<InstallationRecord>, Error>;
     /// Every row of one App.
     async fn list_app(&self, app_id: i64) -> Result<Vec<InstallationRecord>, Error>;
-    /// Up to `limit` rows after `after`, and the position to continue from if there may be more.
+    /// The next rows after `after` that `keep` admits, up to `limit` (at least one), and the
+    /// position to continue from while more admitted rows may follow: `None` once the table
+    /// ended. Rows `keep` refuses are scanned past, not returned. The scan stops early, with
+    /// fewer rows (maybe none), at a bound of its own or when the invocation's deadline nears;
+    /// the position is then the last row scanned, which `keep` may refuse (so it must not be
+    /// shown to whoever `keep` stands for).
     async fn page(
         &self,
         limit: usize,
         after: Option<TablePosition>,
+        keep: &(dyn for<'r> Fn(&'r InstallationRecord) -> bool + Send + Sync),
     ) -> Result<(Vec<InstallationRecord>, Option<TablePosition>), Error>;
     /// Every row, all Apps.
     async fn all(&self) -> Result<Vec<InstallationRecord>, Error>;
@@ -269,7 +275,7 @@ pub struct Services {
     pub apps: Arc<dyn AppStore>,
     /// The Installation table.
     pub installations: Arc<dyn InstallationStore>,
-    /// The MAC key of page tokens.
+    /// The KMS HMAC key page tokens' encryption keys are derived with.
     pub mac: Arc<dyn Mac>,
     /// Where rate-limit metrics go.
     pub metrics: Arc<dyn MetricSink>,
@@ -361,6 +367,7 @@ impl InstallationStore for Unconfigured {
         &self,
         _: usize,
         _: Option<TablePosition>,
+        _: &(dyn for<'r> Fn(&'r InstallationRecord) -> bool + Send + Sync),
     ) -> Result<(Vec<InstallationRecord>, Option<TablePosition>), Error> {
         Err(Error::Misconfigured(self.0))
     }

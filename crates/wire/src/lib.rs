@@ -216,7 +216,8 @@ pub struct ListInstallationsRequest {
     /// Page size, 1 to 100 (default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_results: Option<i64>,
-    /// Where the previous page ended.
+    /// Where the previous page ended: its `nextToken`, opaque, and valid only for the caller it
+    /// was returned to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
 }
@@ -225,7 +226,7 @@ pub struct ListInstallationsRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListInstallationsResponse {
-    /// This page's records.
+    /// This page's records: only those the caller may read.
     pub installations: Vec<InstallationRecord>,
     /// Present while there may be more.
     #[serde(default, skip_serializing_if = "Option::is_none")]

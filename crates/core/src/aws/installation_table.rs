@@ -29,12 +29,25 @@ pub struct TablePosition {
 pub struct DynamoInstallationStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    scans_per_page: usize,
 }
+
+/// The most `Scan` requests one [`InstallationStore::page`] makes (by default): with requests
+/// of 2 rows and then 4 times more each time (at most 1,000), at `maxResults` 1 that is up to
+/// 3,682 rows scanned for one page.
+pub const SCANS_PER_PAGE: usize = 8;
 
 impl DynamoInstallationStore {
     /// The Installation table `table` on `client`.
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self { client, table: table.into(), scans_per_page: SCANS_PER_PAGE }
+    }
+
+    /// The same store, making at most `scans` (at least one) `Scan` requests a page instead of
+    /// [`SCANS_PER_PAGE`].
+    pub fn scans_per_page(mut self, scans: usize) -> Self {
+        self.scans_per_page = scans.max(1);
+        self
     }
 }
 
@@ -77,6 +90,11 @@ const BATCH: usize = 25;
 /// Time kept for one more `BatchWriteItem` (the SDK's operation timeout, its retries included).
 fn write_budget() -> Duration {
     crate::aws::aws_timeouts().operation_timeout().unwrap_or(Duration::from_secs(8))
+}
+/// Time kept for one more `Scan` of a page (one attempt: a listing that is short of time
+/// answers with what it found rather than wait on a retry).
+fn scan_budget() -> Duration {
+    crate::aws::aws_timeouts().operation_attempt_timeout().unwrap_or(Duration::from_secs(3))
 }
 /// What a failed scan of the table was doing.
 const LISTING: &str = "listing the Installation table";
@@ -134,28 +152,48 @@ impl InstallationStore for DynamoInstallationStore {
         &self,
         limit: usize,
         after: Option<TablePosition>,
+        keep: &(dyn for<'r> Fn(&'r InstallationRecord) -> bool + Send + Sync),
     ) -> Result<(Vec<InstallationRecord>, Option<TablePosition>), Error> {
+        let limit = limit.max(1);
         let mut out: Vec<InstallationRecord> = Vec::with_capacity(limit);
         let mut start = after.as_ref().map(key_item);
-        // A Scan page may hold fewer items than asked for: keep going until `limit` or the end.
-        while out.len() < limit {
+        // The last row looked at: once `limit` rows are found, the next admitted row is left
+        // for the next page, which starts after the row before it.
+        let mut last: Option<TablePosition> = None;
+        // One row more than a page, to see whether another follows; larger while rows are
+        // refused, so that a caller who may read few rows is not answered in many small scans.
+        let mut batch = (limit + 1).min(PAGE as usize);
+        for scan in 0..self.scans_per_page {
+            // The first scan always runs, so every page gets on; another only if it fits the deadline.
+            if scan > 0 && !deadline::allows(Duration::ZERO, scan_budget()) {
+                break;
+            }
             let page = self
                 .client
                 .scan()
                 .table_name(&self.table)
-                .limit((limit - out.len()) as i32)
+                .limit(batch as i32)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| dynamo_error(LISTING, e))?;
-            out.extend(page.items.unwrap_or_default().iter().filter_map(record));
+            for item in page.items.unwrap_or_default() {
+                if let Some(row) = record(&item).filter(|r| keep(r)) {
+                    if out.len() == limit {
+                        return Ok((out, last));
+                    }
+                    out.push(row);
+                }
+                last = position(&item).or(last);
+            }
             start = page.last_evaluated_key;
             if start.is_none() {
                 return Ok((out, None));
             }
+            batch = (batch * 4).min(PAGE as usize);
         }
-        let next = out.last().map(|r| TablePosition { app_id: r.app_id, node_id: r.node_id.clone() });
-        Ok((out, next))
+        // Stopped short, by the bound or the deadline: the next page goes on after the last row scanned.
+        Ok((out, start.as_ref().and_then(position)))
     }
 
     async fn all(&self) -> Result<Vec<InstallationRecord>, Error> {

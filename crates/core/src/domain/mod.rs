@@ -1,6 +1,6 @@
 //! The domain: what appcreds knows without doing I/O. GitHub App JWT claims ([`jwt`]),
 //! installation-token scopes ([`scope`]), credentials that never print ([`secret`]), time
-//! ([`clock`]), access-key rotation targets ([`rotation`]) and the tamper-evident page tokens of the installation listing ([`page_token`]).
+//! ([`clock`]), access-key rotation targets ([`rotation`]) and the opaque, caller-bound page tokens of the installation listing ([`page_token`]).
 
 pub mod access;
 pub mod clock;

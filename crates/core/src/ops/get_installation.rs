@@ -1,11 +1,15 @@
 //! get-installation: `POST /installations/info` (by node ID, GSI `NodeID`) and
-//! `POST /installations` (the whole table, paginated with a tamper-evident `nextToken`).
+//! `POST /installations` (the rows the caller may read, paginated with an opaque `nextToken`
+//! bound to the caller, [`page_token`]).
+
+use std::time::Duration;
 
 use appcreds_wire::{InstallationInfoResponse, ListInstallationsResponse, paths};
 use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::access::AccessControl;
+use crate::deadline;
 use crate::domain::access::{InstallationRef, Readable};
 use crate::domain::page_token;
 use crate::error::Error;
@@ -14,6 +18,10 @@ use crate::ports::{InstallationRecord, Services};
 
 /// Page size when the request names none.
 pub(crate) const DEFAULT_MAX_RESULTS: i64 = 50;
+
+/// Kept back from the listing's scans for the nextToken's key (one KMS call, one attempt of the
+/// SDK's timeouts).
+const TOKEN_RESERVE: Duration = Duration::from_secs(3);
 
 /// The get-installation operations.
 pub struct GetInstallation {
@@ -50,16 +58,25 @@ impl Operation for GetInstallation {
             let req = request::list_installations(&call.body)?;
             let can = judge.readable()?;
             let mac = self.services.mac.as_ref();
+            // A token serves only the caller it was given to.
+            let caller = call.caller.arn.as_deref().unwrap_or_default();
             let after = match req.next_token {
                 None => None,
-                Some(token) => Some(page_token::decode(mac, &token).await?),
+                Some(token) => Some(page_token::decode(mac, caller, &token).await?),
             };
             let max = req.max_results.unwrap_or(DEFAULT_MAX_RESULTS) as usize;
-            let (mut installations, next) = store.page(max, after).await?;
-            installations.retain(|r| readable(&can, r));
+            // Only readable rows fill a page, so a page is short (or empty) only where the scan
+            // stopped at its bound: the caller learns nothing of the rows it may not read. The
+            // position to go on from may be such a row's; the token hides it.
+            let keep = |r: &InstallationRecord| readable(&can, r);
+            let listing = store.page(max, after, &keep);
+            let (installations, next) = match deadline::current() {
+                Some(d) => deadline::within(d.checked_sub(TOKEN_RESERVE).unwrap_or(d), listing).await?,
+                None => listing.await?,
+            };
             let next_token = match next {
                 None => None,
-                Some(next) => Some(page_token::encode(mac, &next).await?),
+                Some(next) => Some(page_token::encode(mac, caller, &next).await?),
             };
             reply(ListInstallationsResponse { installations, next_token })
         }
