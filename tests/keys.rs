@@ -491,6 +491,85 @@ async fn a_signing_scope_keeps_one_stacks_functions_off_anothers_keys() {
     assert!(matches!(unscoped, Err(appcreds_core::Error::SigningKey(KeyProblem::AccessDenied))), "{unscoped:?}");
 }
 
+/// Two stacks in one account, and their operators: a staging operator holds the staging stack's
+/// `OperatorPolicy`, which reaches only keys tagged `AppcredsScope=staging`. It can neither sign a
+/// JWT with prod's App key, nor retire it (tag it `Status=Inactive`), nor delete it, nor take it
+/// into its own scope: not through the SDK, and not through `appcreds key retire` even with prod's
+/// App table at hand. The refused requests never reach KMS: the key stays Active and Enabled, and
+/// prod's functions keep signing with it. Prod's own operator retires it (and signs with it no
+/// more than the staging one: its only signature is an import's proof).
+#[tokio::test]
+async fn another_stacks_operator_is_refused_sign_retag_and_deletion() {
+    use aws_sdk_kms::error::ProvideErrorMetadata;
+    use aws_sdk_kms::primitives::Blob;
+    use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec, Tag};
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    const APP: i64 = 320;
+    let world = World::start().await;
+    let operator_of = |scope: Option<&'static str>| {
+        let kms = world.kms_import.client(&world.stack.sdk, Caller::StackOperator(scope), &CallCounter::default());
+        (kms.clone(), KeyManager::new(kms, DynamoAppStore::new(world.stack.ddb.clone(), &world.stack.app_table)))
+    };
+    let prod_roles = world.roles.clone().with_scope(Some("prod".into())).unwrap();
+    let (prod_kms, prod) = operator_of(Some("prod"));
+    let (old_pem, new_pem) = (pem(false), pem(true));
+    let old = prod.import(APP, &old_pem.key, &prod_roles, &|_: &str| {}).await.unwrap().key_arn;
+    let new = prod.rotate(APP, &new_pem.key, &prod_roles, GRACE, &|_: &str| {}).await.unwrap().key_arn;
+
+    // A JWT for prod's App, signed the way the functions sign.
+    let part = |value: Value| URL_SAFE_NO_PAD.encode(value.to_string());
+    let unsigned = format!("{}.{}", part(json!({"alg": "RS256", "typ": "JWT"})), part(json!({"iss": APP.to_string()})));
+    let sign = |kms: &aws_sdk_kms::Client| {
+        kms.sign()
+            .key_id(&old)
+            .message(Blob::new(unsigned.as_bytes()))
+            .message_type(MessageType::Raw)
+            .signing_algorithm(SigningAlgorithmSpec::RsassaPkcs1V15Sha256)
+            .send()
+    };
+    let tag = |key: &str, value: &str| Tag::builder().tag_key(key).tag_value(value).build().unwrap();
+
+    let (staging_kms, staging) = operator_of(Some("staging"));
+    let (unscoped_kms, _) = operator_of(None);
+    for kms in [&staging_kms, &unscoped_kms] {
+        let err = sign(kms).await.unwrap_err();
+        assert_eq!(err.as_service_error().and_then(|e| e.code()), Some("AccessDeniedException"), "{err:?}");
+        let err = kms.tag_resource().key_id(&old).tags(tag("Status", "Inactive")).send().await.unwrap_err();
+        assert_eq!(err.as_service_error().and_then(|e| e.code()), Some("AccessDeniedException"), "{err:?}");
+        let err = kms.schedule_key_deletion().key_id(&old).pending_window_in_days(7).send().await.unwrap_err();
+        assert_eq!(err.as_service_error().and_then(|e| e.code()), Some("AccessDeniedException"), "{err:?}");
+    }
+    let err = staging_kms.tag_resource().key_id(&old).tags(tag("AppcredsScope", "staging")).send().await.unwrap_err();
+    assert_eq!(err.as_service_error().and_then(|e| e.code()), Some("AccessDeniedException"), "{err:?}");
+    let err = staging.retire(APP, Some(7), true, &|_: &str| {}).await.unwrap_err();
+    assert_eq!(err.exit_code(), 3, "{err}");
+    assert!(err.to_string().starts_with("KMS TagResource failed: AccessDeniedException"), "{err}");
+    // Prod's own operator signs only an import's proof, with a key still Importing: not with it.
+    let err = sign(&prod_kms).await.unwrap_err();
+    assert_eq!(err.as_service_error().and_then(|e| e.code()), Some("AccessDeniedException"), "{err:?}");
+
+    // None of it reached KMS or changed what the functions' authorization sees.
+    let tags = world.tags(&old).await;
+    assert_eq!((tags["Status"].as_str(), tags["AppcredsScope"].as_str()), ("Active", "prod"));
+    assert!(!tags.contains_key("ReplacedBy"));
+    let described = world.stack.kms.describe_key().key_id(&old).send().await.unwrap().key_metadata.unwrap();
+    assert_eq!(described.key_state(), Some(&KeyState::Enabled));
+    assert_eq!(world.app_row(APP).await.unwrap().previous_key.map(|p| p.arn), Some(old.clone()));
+    world.kms_import.require_scope(Some("prod"));
+    let signature = sign(&world.function_kms()).await.unwrap().signature.unwrap();
+    let jwt = format!("{unsigned}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()));
+    assert!(signed_by(&jwt, &old_pem), "prod's functions still sign with prod's key");
+
+    // Prod's own operator retires it.
+    let retired = prod.retire(APP, Some(7), true, &|_: &str| {}).await.unwrap();
+    assert_eq!((retired.key_arn.as_str(), retired.replaced_by.as_str()), (old.as_str(), new.as_str()));
+    assert_eq!(world.tags(&old).await["Status"], "Inactive");
+    let described = world.stack.kms.describe_key().key_id(&old).send().await.unwrap().key_metadata.unwrap();
+    assert_eq!(described.key_state(), Some(&KeyState::PendingDeletion));
+}
+
 /// A function that read the App row just before the switch signs after the old key stopped
 /// signing: it reads the row again and signs with the new key instead of failing.
 #[tokio::test]

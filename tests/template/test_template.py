@@ -1,7 +1,9 @@
 """The SAM template, transformed to plain CloudFormation offline with aws-sam-translator, checked
-for what the linters cannot see: dangling references, the exact IAM each function gets, Function
-URL auth, tables as the wire contract defines them, resource tags, names that let two stacks share
-an account, logs, alarms and the dashboard.
+for what the linters cannot see: dangling references, the exact IAM each function and managed
+policy gets (and, rendered for given parameters, what a small IAM evaluator says they allow),
+Function URL auth, the GitHub Actions role's trust, tables as the wire contract defines them,
+resource tags, names that let two stacks share an account, logs, alarms and the dashboard, and the
+direct-invoke guard in docs/guards.
 
 Run: .venv/bin/pytest -q tests/template   (scripts/test does)
 Write the transformed template (for checkov, which scripts/test runs on it):
@@ -107,7 +109,6 @@ EXPECTED = {
             ("dynamodb:Scan", "InstallationTable"),
             ("dynamodb:Query", "InstallationTable/index/NodeID"),
             ("kms:GenerateMac", "PaginationKey"),
-            ("kms:VerifyMac", "PaginationKey"),
             READ_RULES,
         },
         "url": True,
@@ -614,8 +615,9 @@ def test_access_rules_are_enforced_by_default(cfn, source):
         # A stack's own audience by default: a token made for another deployment is refused here.
         assert env["OIDC_AUDIENCE"] == {"Fn::If": ["HasOidcAudience", {"Ref": "GitHubOidcAudience"},
                                                    {"Fn::Sub": "appcreds:${AWS::AccountId}:${AWS::StackName}"}]}, name
-        # The issuer follows GITHUB_API_URL; no deployed function names another.
-        assert "OIDC_ISSUER" not in env, name
+        # The issuer follows GITHUB_API_URL unless GitHubOidcIssuer names one (GHE.com, an
+        # enterprise's own issuer): see test_the_functions_get_the_oidc_issuer_only_when_it_is_set.
+        assert env["OIDC_ISSUER"]["Fn::If"][0] == "HasOidcIssuer", name
         # Only the local stack states a caller; a deployed function takes it from Lambda alone.
         assert "LOCAL_CALLER_ARN" not in env and "REQUIRE_IAM_CALLER" not in env, name
 
@@ -661,21 +663,49 @@ def test_no_policy_grants_invoke_without_its_condition(source):
             if operator.startswith("ForAllValues:"):
                 assert set(keys) <= {k for k, absent in v.get("Null", {}).items() if absent == "false"}, v
     uses = [v for v in each_mapping(source["Resources"]) if any(k.startswith("ForAllValues") for k in v)]
-    assert uses == [ROTATION_CONTEXT_CONDITION, OPERATOR_SPEC_CONDITION], "the rotator's encryption context, the operator's spec writes"
+    # The rotator's encryption context, the operator's spec writes, and the tag keys the operator
+    # gives a new App key (scoped and unscoped) or an existing one (the same).
+    tag_keys = [v for v in uses if list(v["ForAllValues:StringEquals"]) == ["aws:TagKeys"]]
+    assert [v for v in uses if v not in tag_keys] == [ROTATION_CONTEXT_CONDITION, OPERATOR_SPEC_CONDITION]
+    assert len(tag_keys) == 4
 
 
 def test_operator_policy_manages_keys_rules_and_apps_only(cfn):
     statements = policy_statements(cfn, "OperatorPolicy")
     by_sid = {s["Sid"]: s for s in statements}
-    assert by_sid["CreateAppKeys"]["Action"] == "kms:CreateKey"
-    assert by_sid["CreateAppKeys"]["Condition"] == {"StringEquals": {
-        "aws:RequestTag/FrameworkForGitHubAppOnAwsManaged": "true",
-        "kms:KeyOrigin": "EXTERNAL", "kms:KeySpec": "RSA_2048", "kms:KeyUsage": "SIGN_VERIFY",
-    }}, "only App keys: imported RSA-2048 signing keys, tagged at creation"
-    assert by_sid["TagNewAppKeys"]["Condition"] == {"StringEquals": {"aws:RequestTag/FrameworkForGitHubAppOnAwsManaged": "true"}}
-    keys = by_sid["ImportProveRetireAppKeys"]
-    assert keys["Resource"] == {"Fn::Sub": KMS_KEYS}
-    assert keys["Condition"] == {"StringEquals": {"aws:ResourceTag/FrameworkForGitHubAppOnAwsManaged": "true"}}
+    app_key = {"kms:KeyOrigin": "EXTERNAL", "kms:KeySpec": "RSA_2048", "kms:KeyUsage": "SIGN_VERIFY"}
+    for scope in ["", "team-a.prod_1"]:
+        rendered = {s["Sid"]: s for s in render(cfn, statements, SigningKeyScope=scope)}
+        # A scoped stack's operator: keys tagged with its scope; an unscoped one's: keys with none.
+        scoped = {"aws:ResourceTag/AppcredsScope": scope} if scope else {}
+        unscoped = {"Null": {"aws:ResourceTag/AppcredsScope": "true"}} if not scope else {}
+        on_keys = {"aws:ResourceTag/FrameworkForGitHubAppOnAwsManaged": "true", **scoped, **app_key}
+        assert rendered["ImportAndRetireAppKeys"]["Condition"] == {"StringEquals": on_keys, **unscoped}
+        assert rendered["ProveAppKeys"]["Condition"] == {"StringEquals": {
+            **on_keys, "aws:ResourceTag/Status": "Importing",
+            "kms:SigningAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256", "kms:MessageType": "RAW"}, **unscoped}
+        retag = {"ForAllValues:StringEquals": {"aws:TagKeys": ["Status", "ReplacedBy", "ReplacedOn"]}}
+        assert rendered["RetagAppKeys"]["Condition"] == {
+            "StringEquals": {**on_keys, "aws:RequestTag/Status": ["Active", "Inactive", "Failed"]}, **retag,
+            "Null": {"aws:TagKeys": "false", **unscoped.get("Null", {})}}
+        # Created: only imported RSA-2048 signing keys, tagged at creation with the stack's scope.
+        request_scope = {"aws:RequestTag/AppcredsScope": scope} if scope else {}
+        no_request_scope = {"aws:RequestTag/AppcredsScope": "true"} if not scope else {}
+        assert rendered["CreateAppKeys"]["Condition"] == {
+            "StringEquals": {"aws:RequestTag/FrameworkForGitHubAppOnAwsManaged": "true", **request_scope, **app_key},
+            **({"Null": no_request_scope} if no_request_scope else {}),
+        }
+        new_tags = ["FrameworkForGitHubAppOnAwsManaged", "Status", "AppId", "CreatedOn"] + (["AppcredsScope"] if scope else [])
+        assert rendered["TagNewAppKeys"]["Condition"] == {
+            "StringEquals": {"aws:RequestTag/FrameworkForGitHubAppOnAwsManaged": "true",
+                             "aws:RequestTag/Status": "Importing", **request_scope},
+            "ForAllValues:StringEquals": {"aws:TagKeys": new_tags},
+            "Null": {"aws:TagKeys": "false", **no_request_scope},
+        }
+    assert by_sid["KeepAppKeysInTheirScope"]["Condition"] == {
+        "ForAnyValue:StringEquals": {"aws:TagKeys": ["AppcredsScope", "FrameworkForGitHubAppOnAwsManaged"]},
+        "Null": {"aws:ResourceTag/FrameworkForGitHubAppOnAwsManaged": "false"},
+    }
     assert by_sid["ManageAccessRules"]["Resource"] == ACCESS_TABLE
     assert by_sid["ManageRotationTargets"]["Resource"] == ROTATION_TABLE
     assert set(by_sid["ManageRotationTargets"]["Action"]) == OPERATOR_ROTATION_ACTIONS - {"dynamodb:UpdateItem"}
@@ -685,41 +715,6 @@ def test_operator_policy_manages_keys_rules_and_apps_only(cfn):
     for s in statements:
         for action in as_list(s["Action"]):
             assert "*" not in action, action
-
-
-def github_role(source, **params):
-    """The GitHub Actions role's trust condition, with the template's !If and !Sub evaluated."""
-    values = {"GitHubActionsOrganization": "octo-org", "GitHubActionsRepository": "", "GitHubActionsEnvironment": "",
-              "CreateGitHubOidcProvider": "false", "GitHubOidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"}
-    values.update(params)
-    conditions = {
-        "HasGitHubActionsRepository": values["GitHubActionsRepository"] != "",
-        "HasGitHubActionsEnvironment": values["GitHubActionsEnvironment"] != "",
-        "CreateOidcProvider": values["CreateGitHubOidcProvider"] == "true",
-    }
-
-    def evaluate(v):
-        if isinstance(v, dict) and "Fn::If" in v:
-            name, yes, no = v["Fn::If"]
-            return evaluate(yes if conditions[name] else no)
-        if isinstance(v, dict) and "Ref" in v:
-            return values.get(v["Ref"], v)
-        if isinstance(v, dict) and "Fn::Sub" in v:
-            text, local = v["Fn::Sub"]
-            local = {k: evaluate(x) for k, x in local.items()}
-            for k, x in {**values, **local}.items():
-                text = text.replace("${" + k + "}", x)
-            return text
-        if isinstance(v, dict):
-            return {k: evaluate(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [evaluate(x) for x in v]
-        return v
-
-    role = source["Resources"]["GitHubActionsCallerRole"]
-    assert role["Condition"] == "HasGitHubActionsRole"
-    [statement] = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-    return role, evaluate(statement)
 
 
 def test_github_actions_role_trusts_only_the_configured_subject(source):
@@ -735,7 +730,7 @@ def test_github_actions_role_trusts_only_the_configured_subject(source):
     _, s = github_role(source, GitHubActionsRepository="hello-world", GitHubActionsEnvironment="release")
     assert s["Condition"]["StringLike"] == {"token.actions.githubusercontent.com:sub": "repo:octo-org/hello-world:environment:release"}
     _, s = github_role(source, CreateGitHubOidcProvider="true")
-    assert s["Principal"]["Federated"] == {"Ref": "GitHubOidcProvider"}
+    assert s["Principal"]["Federated"] == "ref:GitHubOidcProvider", "the provider the stack creates"
     assert role["Properties"]["ManagedPolicyArns"] == [{"Ref": "CallerPolicy"}]
 
 
@@ -743,7 +738,7 @@ def test_the_oidc_provider_is_created_only_when_asked(source):
     provider = source["Resources"]["GitHubOidcProvider"]
     assert provider["Condition"] == "CreateOidcProvider"
     assert source["Parameters"]["CreateGitHubOidcProvider"]["Default"] == "false", "an account has only one"
-    assert provider["Properties"]["Url"] == "https://token.actions.githubusercontent.com"
+    assert render(source, provider["Properties"]["Url"]) == "https://token.actions.githubusercontent.com"
     assert provider["Properties"]["ClientIdList"] == ["sts.amazonaws.com"]
 
 
@@ -879,17 +874,45 @@ def test_refresh_cache_has_reserved_concurrency(cfn, source):
 
 # --- Per-stack signing scope -------------------------------------------------------------------------
 
+# What a !Ref AWS::NoValue resolves to: resolve() drops the mapping key or list item that has it.
+NO_VALUE = object()
+SUB_NAME = re.compile(r"\$\{([^}!][^}]*)\}")
+
+
 def resolve(value, params, conditions):
-    """A template fragment with !If chosen and parameter !Refs replaced by their values."""
-    if isinstance(value, dict) and "Fn::If" in value:
-        name, yes, no = value["Fn::If"]
-        return resolve(yes if conditions[name] else no, params, conditions)
-    if isinstance(value, dict) and value.keys() == {"Ref"} and value["Ref"] in params:
-        return params[value["Ref"]]
+    """A template fragment with !If chosen and !Ref, !GetAtt (as "Logical.Attribute"), !Sub, !Join,
+    !Split and !Select evaluated with the values in params. What params lacks stays as it is (a
+    !Sub is rendered only when every name in it is known); AWS::NoValue removes its key or item."""
+    if isinstance(value, dict) and len(value) == 1:
+        [(fn, arg)] = value.items()
+        if fn == "Fn::If":
+            name, yes, no = arg
+            return resolve(yes if conditions[name] else no, params, conditions)
+        if fn == "Ref" and arg in params:
+            return params[arg]
+        if fn == "Fn::GetAtt":
+            key = arg if isinstance(arg, str) else ".".join(arg)
+            return params.get(key, value)
+        if fn == "Fn::Sub":
+            text, local = (arg, {}) if isinstance(arg, str) else arg
+            known = {**params, **{k: resolve(v, params, conditions) for k, v in local.items()}}
+            if all(isinstance(known.get(n), (str, int)) for n in SUB_NAME.findall(text)):
+                return SUB_NAME.sub(lambda m: str(known[m.group(1)]), text)
+            return value
+        if fn == "Fn::Join":
+            delimiter, items = arg[0], resolve(arg[1], params, conditions)
+            return delimiter.join(items) if all(isinstance(i, str) for i in items) else value
+        if fn == "Fn::Split":
+            delimiter, text = arg[0], resolve(arg[1], params, conditions)
+            return text.split(delimiter) if isinstance(text, str) else value
+        if fn == "Fn::Select":
+            index, items = arg[0], resolve(arg[1], params, conditions)
+            return items[int(index)] if isinstance(items, list) else value
     if isinstance(value, dict):
-        return {k: resolve(v, params, conditions) for k, v in value.items()}
+        resolved = {k: resolve(v, params, conditions) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not NO_VALUE}
     if isinstance(value, list):
-        return [resolve(v, params, conditions) for v in value]
+        return [r for r in (resolve(v, params, conditions) for v in value) if r is not NO_VALUE]
     return value
 
 
@@ -965,7 +988,8 @@ def test_every_function_logs_to_its_own_log_group(cfn, source):
     assert parameter["Type"] == "Number" and parameter["Default"] == 400
     assert parameter["AllowedValues"] == [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
                                           1827, 2192, 2557, 2922, 3288, 3653], "CloudWatch Logs' retention values"
-    groups = {k for k, r in cfn["Resources"].items() if r["Type"] == "AWS::Logs::LogGroup"}
+    # The App-key signer log (CloudTrail records through EventBridge) is no function's.
+    groups = {k for k, r in cfn["Resources"].items() if r["Type"] == "AWS::Logs::LogGroup"} - {"AppKeySignerLogGroup"}
     used = set()
     for function, e in EXPECTED.items():
         logging = cfn["Resources"][function]["Properties"]["LoggingConfig"]
@@ -1016,8 +1040,9 @@ def test_every_function_has_error_and_throttle_alarms(cfn, function):
 
 def test_every_alarm_notifies_the_topic_the_same_way(cfn):
     alarms = {k: r["Properties"] for k, r in cfn["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
-    # The rate limit and the scanner's two, the failure queue's, the rotator's three, and per function two.
-    assert len(alarms) == 3 + 1 + 3 + 2 * len(EXPECTED), sorted(alarms)
+    # The rate limit and the scanner's two, the failure queue's, the rotator's three, the App-key
+    # signers', and per function two.
+    assert len(alarms) == 3 + 1 + 3 + 1 + 2 * len(EXPECTED), sorted(alarms)
     for name, alarm in alarms.items():
         assert alarm["AlarmActions"] == ALARM_TOPIC, name
         assert alarm["OKActions"] == ALARM_TOPIC, name
@@ -1208,6 +1233,881 @@ def test_the_outputs_give_the_cli_the_rotator(cfn):
     assert outputs["RotationKeyArn"]["Value"] == ROTATION_KEY
     for name in ["AccessKeyRotatorFunctionArn", "RotationTableName"]:
         assert outputs[name]["Export"]["Name"] == {"Fn::Sub": f"${{AWS::StackName}}-{name}"}
+
+
+# --- Rendering the template for given parameter values -----------------------------------------------
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+# Placeholder ARNs of this stack's resources, by type (what !GetAtt X.Arn renders to).
+ARN_OF = {
+    "AWS::Lambda::Function": "arn:aws:lambda:{region}:{account}:function:appcreds-{name}",
+    "AWS::IAM::Role": "arn:aws:iam::{account}:role/appcreds-{name}",
+    "AWS::DynamoDB::Table": "arn:aws:dynamodb:{region}:{account}:table/appcreds-{name}",
+    "AWS::KMS::Key": "arn:aws:kms:{region}:{account}:key/{name}",
+    "AWS::Logs::LogGroup": "arn:aws:logs:{region}:{account}:log-group:appcreds-{name}:*",
+    "AWS::Events::Rule": "arn:aws:events:{region}:{account}:rule/appcreds-{name}",
+}
+
+
+def stack_values(template, **params):
+    """What !Ref and !GetAtt resolve to in a stack "appcreds" of account ACCOUNT: pseudo
+    parameters, each parameter's default (or the value given here), and placeholders for the
+    resources (a resource's !Ref is `ref:<LogicalId>`, its Arn as in ARN_OF)."""
+    values = {
+        "AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::StackName": "appcreds",
+        "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/appcreds/0a1b2c3d",
+        "AWS::URLSuffix": "amazonaws.com", "AWS::NoValue": NO_VALUE,
+    }
+    for name, parameter in template.get("Parameters", {}).items():
+        default = parameter.get("Default", "")
+        if parameter["Type"] == "CommaDelimitedList":
+            default = str(default).split(",")
+        values[name] = default
+    for name, resource in template["Resources"].items():
+        values[name] = f"ref:{name}"
+        pattern = ARN_OF.get(resource["Type"], "arn:aws:test:{region}:{account}:{name}")
+        values[f"{name}.Arn"] = pattern.format(region=REGION, account=ACCOUNT, name=name)
+    for name, value in params.items():
+        assert name in values, f"{name} is no parameter of the template"
+        values[name] = value.split(",") if template["Parameters"][name]["Type"] == "CommaDelimitedList" else value
+    return values
+
+
+def evaluate_condition(expression, values, conditions):
+    """A condition function (Fn::Equals, Fn::Not, Fn::And, Fn::Or, Condition) for these values."""
+    [(fn, arg)] = expression.items()
+    if fn == "Fn::Equals":
+        a, b = (resolve(v, values, conditions) for v in arg)
+        return (",".join(a) if isinstance(a, list) else str(a)) == (",".join(b) if isinstance(b, list) else str(b))
+    if fn == "Fn::Not":
+        return not evaluate_condition(arg[0], values, conditions)
+    if fn == "Fn::And":
+        return all(evaluate_condition(c, values, conditions) for c in arg)
+    if fn == "Fn::Or":
+        return any(evaluate_condition(c, values, conditions) for c in arg)
+    if fn == "Condition":
+        return conditions[arg]
+    raise NotImplementedError(fn)
+
+
+class Conditions(dict):
+    """The template's conditions for given values, each evaluated when first asked for."""
+
+    def __init__(self, template, values):
+        super().__init__()
+        self.template, self.values = template, values
+
+    def __missing__(self, name):
+        self[name] = evaluate_condition(self.template["Conditions"][name], self.values, self)
+        return self[name]
+
+
+def render(template, fragment, **params):
+    """A fragment of the template as CloudFormation would deploy it with these parameter values."""
+    values = stack_values(template, **params)
+    return resolve(fragment, values, Conditions(template, values))
+
+
+def intrinsics_left(value):
+    """The intrinsic functions a rendered fragment still has (none, when fully rendered)."""
+    return [m for m in each_mapping(value) if len(m) == 1 and next(iter(m)) in ("Ref", "Condition")
+            or any(k.startswith("Fn::") for k in m)]
+
+
+def rules_hold(template, **params):
+    """Whether every Rules assertion holds for these parameter values (CloudFormation refuses
+    the stack when one does not); the descriptions of those that fail."""
+    values = stack_values(template, **params)
+    conditions = Conditions(template, values)
+    failed = []
+    for name, rule in template.get("Rules", {}).items():
+        if "RuleCondition" in rule and not evaluate_condition(rule["RuleCondition"], values, conditions):
+            continue
+        for assertion in rule["Assertions"]:
+            if not evaluate_condition(assertion["Assert"], values, conditions):
+                failed.append(f"{name}: {assertion['AssertDescription']}")
+    return failed
+
+
+# --- A small IAM policy evaluator ---------------------------------------------------------------------
+# Enough of IAM's documented evaluation for the template's own policies and the guard: an explicit
+# Deny wins, then an Allow, else the request is refused (implicitly). Action and NotAction with
+# wildcards (case-insensitive), Resource and NotResource (an ARN's six parts matched one by one),
+# and the condition operators the template uses. Condition keys are case-insensitive; a key the
+# request lacks makes every operator false except the negated ones (true), ...IfExists (true),
+# Null, ForAllValues (true: nothing to contradict) and ForAnyValue (false). A multi-valued key
+# under a single-valued operator, a policy variable or an operator it lacks is an error here,
+# never a guess.
+
+NEGATED = {"StringNotEquals": "StringEquals", "StringNotLike": "StringLike",
+           "ArnNotLike": "ArnLike", "ArnNotEquals": "ArnEquals"}
+POSITIVE = {"StringEquals", "StringLike", "Bool", "ArnLike", "ArnEquals"}
+
+
+def wildcard(pattern, text, ignore_case=False):
+    """IAM's * (any run of characters) and ? (one character)."""
+    if "${" in pattern:
+        raise NotImplementedError(f"policy variable in {pattern!r}")
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, text, re.DOTALL | (re.IGNORECASE if ignore_case else 0)) is not None
+
+
+def arn_like(pattern, arn):
+    """An ARN against a pattern, each of its six colon-separated parts on its own (a wildcard
+    does not reach across a colon, except in the last part, the resource, which keeps its colons)."""
+    if pattern == "*":
+        return True
+    parts, wanted = arn.split(":", 5), pattern.split(":", 5)
+    return len(parts) == len(wanted) == 6 and all(wildcard(w, p) for w, p in zip(wanted, parts))
+
+
+def operator_matches(operator, policy_value, request_value):
+    if operator == "StringEquals":
+        return request_value == policy_value
+    if operator == "StringLike":
+        return wildcard(policy_value, request_value)
+    if operator == "Bool":
+        return request_value.lower() == policy_value.lower()
+    return arn_like(policy_value, request_value)  # ArnLike, ArnEquals (both take wildcards)
+
+
+def condition_holds(operator, key, wanted, context):
+    present = key.lower() in context
+    request = context.get(key.lower())
+    wanted = [str(w).lower() if isinstance(w, bool) else str(w) for w in as_list(wanted)]
+    if any("${" in w for w in wanted):
+        raise NotImplementedError(f"policy variable in {wanted!r}")
+    if operator == "Null":
+        [absent] = wanted
+        return (not present) == (absent.lower() == "true")
+    qualifier, _, base = operator.rpartition(":")
+    if_exists, base = base.endswith("IfExists"), base.removesuffix("IfExists")
+    negated, positive = base in NEGATED, NEGATED.get(base, base)
+    if positive not in POSITIVE or qualifier not in ("", "ForAllValues", "ForAnyValue"):
+        raise NotImplementedError(operator)
+    if qualifier:
+        if negated or if_exists:
+            raise NotImplementedError(operator)
+        matched = [any(operator_matches(positive, w, r) for w in wanted) for r in as_list(request or [])]
+        return all(matched) if qualifier == "ForAllValues" else present and any(matched)
+    if not present:
+        return negated or if_exists
+    if isinstance(request, list):
+        raise ValueError(f"{key} has several values in the request: a set operator decides how they compare")
+    matched = any(operator_matches(positive, w, request) for w in wanted)
+    return matched != negated
+
+
+def statement_applies(statement, action, resource, context):
+    if "Action" in statement:
+        acts = any(wildcard(a, action, ignore_case=True) for a in as_list(statement["Action"]))
+    else:
+        acts = not any(wildcard(a, action, ignore_case=True) for a in as_list(statement["NotAction"]))
+    if "Resource" in statement:
+        on = any(arn_like(r, resource) for r in as_list(statement["Resource"]))
+    else:
+        on = not any(arn_like(r, resource) for r in as_list(statement["NotResource"]))
+    return acts and on and all(
+        condition_holds(operator, key, wanted, context)
+        for operator, block in statement.get("Condition", {}).items()
+        for key, wanted in block.items()
+    )
+
+
+def decide(statements, action, resource, context=None):
+    """"Deny" (explicit), "Allow", or "ImplicitDeny" for one request."""
+    assert not intrinsics_left(statements), intrinsics_left(statements)
+    context = {k.lower(): v for k, v in (context or {}).items()}
+    effects = {s["Effect"] for s in statements if statement_applies(s, action, resource, context)}
+    return "Deny" if "Deny" in effects else "Allow" if "Allow" in effects else "ImplicitDeny"
+
+
+def test_the_policy_evaluator_follows_iam():
+    """The evaluator itself, against the rules IAM documents."""
+    allow = {"Effect": "Allow", "Action": "kms:Sign", "Resource": "arn:aws:kms:*:123456789012:key/*"}
+    key = "arn:aws:kms:us-east-1:123456789012:key/k1"
+    assert decide([allow], "kms:Sign", key) == "Allow"
+    assert decide([allow], "KMS:sign", key) == "Allow", "actions are case-insensitive"
+    assert decide([allow], "kms:Verify", key) == "ImplicitDeny"
+    assert decide([allow], "kms:Sign", "arn:aws:kms:us-east-1:210987654321:key/k1") == "ImplicitDeny"
+    assert decide([allow], "kms:Sign", "*") == "ImplicitDeny", "a key pattern is not every resource"
+    assert not arn_like("arn:aws:kms:*:123456789012:key/*", "arn:aws:kms:us-east-1:1:2:123456789012:key/k")
+    deny = {"Effect": "Deny", "NotAction": "kms:Sign", "Resource": "*"}
+    assert decide([allow, deny], "kms:Sign", key) == "Allow"
+    assert decide([{**allow, "Action": "kms:*"}, deny], "kms:Decrypt", key) == "Deny", "an explicit deny wins"
+
+    def holds(condition, context):
+        return decide([{**allow, "Condition": condition}], "kms:Sign", key, context) == "Allow"
+
+    tag = "aws:ResourceTag/Scope"
+    assert holds({"StringEquals": {tag: "prod"}}, {tag: "prod"})
+    assert holds({"StringEquals": {tag: "prod"}}, {"AWS:resourcetag/scope": "prod"}), "keys are case-insensitive"
+    assert not holds({"StringEquals": {tag: "prod"}}, {tag: "Prod"}), "values are not"
+    assert holds({"StringEquals": {tag: ["a", "prod"]}}, {tag: "prod"}), "any of the values"
+    assert not holds({"StringEquals": {tag: "prod", "kms:MessageType": "RAW"}}, {tag: "prod"}), "every key"
+    assert not holds({"StringEquals": {tag: "prod"}}, {}), "an absent key matches nothing"
+    assert holds({"StringNotEquals": {tag: "prod"}}, {}), "...except a negated operator"
+    assert not holds({"StringNotEquals": {tag: ["prod", "dev"]}}, {tag: "dev"})
+    assert holds({"StringLike": {tag: "pr?d*"}}, {tag: "prod-1"})
+    assert holds({"Null": {tag: "true"}}, {}) and not holds({"Null": {tag: "true"}}, {tag: ""})
+    assert holds({"Null": {tag: "false"}}, {tag: "x"}) and not holds({"Null": {tag: "false"}}, {})
+    assert holds({"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}, {"lambda:InvokedViaFunctionUrl": "True"})
+    assert not holds({"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}, {})
+    assert holds({"BoolIfExists": {"lambda:InvokedViaFunctionUrl": "false"}}, {})
+    keys = "aws:TagKeys"
+    assert holds({"ForAllValues:StringEquals": {keys: ["Status", "AppId"]}}, {keys: ["Status"]})
+    assert not holds({"ForAllValues:StringEquals": {keys: ["Status"]}}, {keys: ["Status", "Owner"]})
+    assert holds({"ForAllValues:StringEquals": {keys: ["Status"]}}, {}), "vacuously: hence the Null checks"
+    assert holds({"ForAnyValue:StringEquals": {keys: ["Scope"]}}, {keys: ["Status", "Scope"]})
+    assert not holds({"ForAnyValue:StringEquals": {keys: ["Scope"]}}, {}), "nothing to match"
+    assert holds({"ArnNotLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/deploy"}},
+                 {"aws:PrincipalArn": "arn:aws:iam::123456789012:role/caller"})
+    assert not holds({"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/de*"}},
+                     {"aws:PrincipalArn": "arn:aws:iam::123456789012:user/role/deploy"})
+    with pytest.raises(ValueError):
+        holds({"StringEquals": {keys: "Status"}}, {keys: ["Status"]})
+    with pytest.raises(NotImplementedError):
+        holds({"NumericLessThan": {"kms:ValidTo": "1"}}, {"kms:ValidTo": "0"})
+    with pytest.raises(NotImplementedError):
+        holds({"StringEquals": {tag: "${aws:username}"}}, {tag: "x"})
+
+
+# --- The managed policies -----------------------------------------------------------------------------
+
+APP_KEYS = "AppKeys"
+# Per managed policy, per statement: (effect, actions, resource). A new statement adds a row here.
+EXPECTED_POLICIES = {
+    "CallerPolicy": {
+        "InvokeTheFunctionUrl": ("Allow", {"lambda:InvokeFunctionUrl"}, "InstallationTokenFunction"),
+        "InvokeOnlyThroughTheFunctionUrl": ("Allow", {"lambda:InvokeFunction"}, "InstallationTokenFunction"),
+    },
+    "ReaderPolicy": {
+        "InvokeTheFunctionUrl": ("Allow", {"lambda:InvokeFunctionUrl"}, "GetInstallationFunction"),
+        "InvokeOnlyThroughTheFunctionUrl": ("Allow", {"lambda:InvokeFunction"}, "GetInstallationFunction"),
+    },
+    "OperatorPolicy": {
+        "InvokeRefreshThroughItsFunctionUrl": ("Allow", {"lambda:InvokeFunctionUrl"}, "RefreshCacheFunction"),
+        "InvokeRefreshOnlyThroughItsFunctionUrl": ("Allow", {"lambda:InvokeFunction"}, "RefreshCacheFunction"),
+        "CreateAppKeys": ("Allow", {"kms:CreateKey"}, "*"),
+        "TagNewAppKeys": ("Allow", {"kms:TagResource"}, "*"),
+        "ImportAndRetireAppKeys": ("Allow", {
+            "kms:GetParametersForImport", "kms:ImportKeyMaterial", "kms:GetPublicKey", "kms:DescribeKey",
+            "kms:ListResourceTags", "kms:ScheduleKeyDeletion",
+        }, APP_KEYS),
+        "ProveAppKeys": ("Allow", {"kms:Sign"}, APP_KEYS),
+        "RetagAppKeys": ("Allow", {"kms:TagResource"}, APP_KEYS),
+        "KeepAppKeysInTheirScope": ("Deny", {"kms:TagResource", "kms:UntagResource"}, APP_KEYS),
+        "ListKeys": ("Allow", {"kms:ListKeys"}, "*"),
+        "RegisterAndRotateApps": ("Allow", {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Scan"}, "AppTable"),
+        "ManageAccessRules": ("Allow", {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Scan"},
+                              "AccessTable"),
+        "ManageRotationTargets": ("Allow", OPERATOR_ROTATION_ACTIONS - {"dynamodb:UpdateItem"}, "RotationTable"),
+        "WriteRotationSpecs": ("Allow", {"dynamodb:UpdateItem"}, "RotationTable"),
+        "RunTheRotator": ("Allow", {"lambda:InvokeFunction"}, ROTATOR),
+        "ReadTheStackOutputs": ("Allow", {"cloudformation:DescribeStacks"}, "AWS::StackId"),
+    },
+}
+
+
+def policy_resource_name(resource):
+    """Names a managed policy statement's resource the way EXPECTED_POLICIES does."""
+    if isinstance(resource, dict) and "Fn::GetAtt" in resource:
+        return resource["Fn::GetAtt"][0]
+    if resource == {"Ref": "AWS::StackId"}:
+        return "AWS::StackId"
+    if resource == {"Fn::Sub": KMS_KEYS}:
+        return APP_KEYS
+    return resource_name(resource)
+
+
+@pytest.mark.parametrize("policy", sorted(EXPECTED_POLICIES))
+def test_each_managed_policy_grants_exactly_its_statements(cfn, policy):
+    """The caller, reader and operator policies, statement by statement, as the function roles are."""
+    statements = policy_statements(cfn, policy)
+    found = {}
+    for s in statements:
+        assert s["Sid"] not in found, f"{policy}: two statements {s['Sid']}"
+        assert "NotAction" not in s and "NotResource" not in s and "Principal" not in s, s["Sid"]
+        actions = set(as_list(s["Action"]))
+        assert all("*" not in a for a in actions), s["Sid"]
+        [resource] = as_list(s["Resource"])
+        found[s["Sid"]] = (s["Effect"], actions, policy_resource_name(resource))
+    assert found == EXPECTED_POLICIES[policy]
+
+
+@pytest.mark.parametrize("policy", sorted(EXPECTED_POLICIES))
+def test_each_managed_policy_fits_iams_size_limit(cfn, policy):
+    """IAM refuses a managed policy over 6,144 characters (whitespace not counted): rendered with
+    the longest scope, and 100 characters more for each of the stack's own resource ARNs than the
+    placeholders have (a long stack name, CloudFormation's suffixes)."""
+    document = cfn["Resources"][policy]["Properties"]["PolicyDocument"]
+    rendered = render(cfn, document, SigningKeyScope="s" * 64)
+    own = sum(1 for s in rendered["Statement"] for r in as_list(s["Resource"]) if "appcreds" in r)
+    assert len(json.dumps(rendered, separators=(",", ":"))) + 100 * own < 6144
+
+
+# --- The operator policy keeps each stack's operators to the stack's own App keys ----------------------
+
+MANAGED = "FrameworkForGitHubAppOnAwsManaged"
+SCOPE = "AppcredsScope"
+# What KMS puts in the request context for a key resource operation on an App key (its origin, spec
+# and usage; AWS documents kms:KeyOrigin, kms:KeySpec and kms:KeyUsage for key resource operations).
+APP_KEY = {"kms:KeyOrigin": "EXTERNAL", "kms:KeySpec": "RSA_2048", "kms:KeyUsage": "SIGN_VERIFY"}
+PROOF = {"kms:SigningAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256", "kms:MessageType": "RAW"}
+
+
+def key_arn(name):
+    return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{name}"
+
+
+def app_key_tags(scope, status="Active"):
+    """The tags of an App key the CLI imported for a stack of `scope` (None: an unscoped stack's,
+    or the TypeScript framework's, which carry no AppcredsScope)."""
+    tags = {MANAGED: "true", "Status": status, "AppId": "123456", "CreatedOn": "2026-11-25T10:00:00Z"}
+    if scope:
+        tags[SCOPE] = scope
+    return tags
+
+
+def on_key(tags, properties=APP_KEY, **request):
+    """The context of a request on an existing key with these tags."""
+    return {**{f"aws:ResourceTag/{k}": v for k, v in tags.items()}, **properties, **request}
+
+
+def tagging(tags=None, keys=None):
+    """The request half of a TagResource (the tags given) or an UntagResource (the keys removed)."""
+    context = {f"aws:RequestTag/{k}": v for k, v in (tags or {}).items()}
+    return {**context, "aws:TagKeys": list(keys if keys is not None else tags)}
+
+
+def key_operations(tags, properties=APP_KEY):
+    """What another stack's operator would do to a key with these tags: sign a JWT with it, retire
+    it (tag it Inactive), delete it, import other material into it."""
+    arn = key_arn("k1")
+    retire = {"Status": "Inactive", "ReplacedBy": key_arn("k2"), "ReplacedOn": "2026-12-01T10:00:00Z"}
+    return {
+        "Sign": ("kms:Sign", arn, on_key(tags, properties, **PROOF)),
+        "TagResource Status=Inactive": ("kms:TagResource", arn, on_key(tags, properties, **tagging(retire))),
+        "ScheduleKeyDeletion": ("kms:ScheduleKeyDeletion", arn, on_key(tags, properties)),
+        "GetParametersForImport": ("kms:GetParametersForImport", arn, on_key(tags, properties, **{
+            "kms:WrappingAlgorithm": "RSA_AES_KEY_WRAP_SHA_256", "kms:WrappingKeySpec": "RSA_4096"})),
+        "ImportKeyMaterial": ("kms:ImportKeyMaterial", arn, on_key(tags, properties, **{
+            "kms:ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"})),
+        "GetPublicKey": ("kms:GetPublicKey", arn, on_key(tags, properties)),
+    }
+
+
+def create_key(tags, spec=APP_KEY):
+    """The two authorizations of a CreateKey with tags: CreateKey itself, and TagResource (on "*":
+    the key does not exist yet)."""
+    return [("kms:CreateKey", "*", {**spec, **tagging(tags)}), ("kms:TagResource", "*", tagging(tags))]
+
+
+def operator_statements(cfn, scope):
+    statements = render(cfn, policy_statements(cfn, "OperatorPolicy"), SigningKeyScope=scope)
+    assert not intrinsics_left(statements), intrinsics_left(statements)
+    return statements
+
+
+# A stack's scope (SigningKeyScope; "" for none) and the scopes of other stacks' keys (None: unscoped).
+OTHER_KEYS = {"": ["prod"], "staging": ["prod", None]}
+
+
+@pytest.mark.parametrize("scope", sorted(OTHER_KEYS))
+def test_an_operator_is_refused_another_stacks_app_keys(cfn, scope):
+    """A staging operator must not sign JWTs with prod's App key, retire it or delete it, nor
+    import other material into it; an unscoped stack's operator none of a scoped stack's keys, and
+    a scoped stack's operator none of the unscoped ones (another stack's, or the TypeScript
+    framework's)."""
+    statements = operator_statements(cfn, scope)
+    for other in OTHER_KEYS[scope]:
+        for status in ["Active", "Importing", "Inactive"]:
+            for name, (action, arn, context) in key_operations(app_key_tags(other, status)).items():
+                assert decide(statements, action, arn, context) != "Allow", (scope, other, status, name)
+
+
+@pytest.mark.parametrize("scope", sorted(OTHER_KEYS))
+def test_an_operator_imports_proves_rotates_and_retires_its_own_keys(cfn, scope):
+    """What `appcreds key import|rotate|retire|list` does, step by step, on the stack's own keys."""
+    statements = operator_statements(cfn, scope)
+    own = scope or None
+    created = app_key_tags(own, "Importing")
+    for request in create_key(created):
+        assert decide(statements, *request) == "Allow", request
+    arn = key_arn("k1")
+    steps = [
+        ("kms:GetParametersForImport", on_key(created)),
+        ("kms:ImportKeyMaterial", on_key(created)),
+        ("kms:Sign", on_key(created, **PROOF)),
+        ("kms:TagResource", on_key(created, **tagging({"Status": "Active"}))),
+        ("kms:TagResource", on_key(created, **tagging({"Status": "Failed"}))),
+        ("kms:GetPublicKey", on_key(app_key_tags(own))),
+        ("kms:DescribeKey", on_key(app_key_tags(own))),
+        ("kms:ListResourceTags", on_key(app_key_tags(own))),
+        ("kms:TagResource", on_key(app_key_tags(own), **tagging(
+            {"Status": "Inactive", "ReplacedBy": key_arn("k2"), "ReplacedOn": "2026-12-01T10:00:00Z"}))),
+        ("kms:ScheduleKeyDeletion", on_key(app_key_tags(own, "Inactive"))),
+    ]
+    for action, context in steps:
+        assert decide(statements, action, arn, context) == "Allow", (action, context)
+    assert decide(statements, "kms:ListKeys", "*") == "Allow"
+
+
+@pytest.mark.parametrize("scope", sorted(OTHER_KEYS))
+def test_an_operator_creates_app_keys_only_in_its_own_scope(cfn, scope):
+    statements = operator_statements(cfn, scope)
+    own = scope or None
+
+    def allowed(tags, spec=APP_KEY):
+        return all(decide(statements, *request) == "Allow" for request in create_key(tags, spec))
+
+    assert allowed(app_key_tags(own, "Importing"))
+    for other in OTHER_KEYS[scope]:
+        assert not allowed(app_key_tags(other, "Importing")), other
+    assert not allowed(app_key_tags(own, "Active")), "a new key is Importing until it is proven"
+    assert not allowed({**app_key_tags(own, "Importing"), "Owner": "someone"}), "only the CLI's tags"
+    assert not allowed({k: v for k, v in app_key_tags(own, "Importing").items() if k != MANAGED})
+    assert not allowed(app_key_tags(own, "Importing"), {**APP_KEY, "kms:KeySpec": "SYMMETRIC_DEFAULT"})
+    assert not allowed(app_key_tags(own, "Importing"), {**APP_KEY, "kms:KeyOrigin": "AWS_KMS"})
+
+
+@pytest.mark.parametrize("scope", sorted(OTHER_KEYS))
+def test_an_operator_cannot_move_a_key_out_of_its_scope_or_into_its_own(cfn, scope):
+    """Changing AppcredsScope or the managed tag of an existing App key is denied outright, so an
+    operator cannot hand its key to another stack nor take another stack's (or the TypeScript
+    framework's) into its own; only Status, ReplacedBy and ReplacedOn are retagged."""
+    statements = operator_statements(cfn, scope)
+    own = scope or None
+    arn = key_arn("k1")
+    for tags in [app_key_tags(own), app_key_tags(None), app_key_tags("prod")]:
+        for change in [{SCOPE: "prod"}, {SCOPE: scope or "staging"}, {MANAGED: "false"}, {MANAGED: "true"},
+                       app_key_tags(own, "Importing")]:
+            assert decide(statements, "kms:TagResource", arn, on_key(tags, **tagging(change))) == "Deny", (tags, change)
+        for removed in [[SCOPE], [MANAGED], ["Status", SCOPE]]:
+            context = on_key(tags, **tagging(keys=removed))
+            assert decide(statements, "kms:UntagResource", arn, context) == "Deny", (tags, removed)
+    for change in [{"AppId": "999"}, {"CreatedOn": "2020-01-01T00:00:00Z"}, {"Owner": "x"}]:
+        context = on_key(app_key_tags(own), **tagging(change))
+        assert decide(statements, "kms:TagResource", arn, context) != "Allow", change
+
+
+@pytest.mark.parametrize("scope", sorted(OTHER_KEYS))
+def test_an_operator_signs_only_the_import_proof(cfn, scope):
+    """The operator signs once per import, a RAW message with RSASSA_PKCS1_V1_5_SHA_256 while the
+    key is Importing (the CLI's proof, before it tags the key Active); nothing else, and no key in
+    use: it cannot set Status=Importing again either."""
+    statements = operator_statements(cfn, scope)
+    own, arn = scope or None, key_arn("k1")
+    importing = app_key_tags(own, "Importing")
+    assert decide(statements, "kms:Sign", arn, on_key(importing, **PROOF)) == "Allow"
+    for other in [{"kms:SigningAlgorithm": "RSASSA_PSS_SHA_256"}, {"kms:MessageType": "DIGEST"}]:
+        assert decide(statements, "kms:Sign", arn, on_key(importing, **{**PROOF, **other})) != "Allow", other
+    assert decide(statements, "kms:Sign", arn, on_key(importing)) != "Allow", "algorithm and message type are required"
+    for status in ["Active", "Inactive", "Failed"]:
+        assert decide(statements, "kms:Sign", arn, on_key(app_key_tags(own, status), **PROOF)) != "Allow", status
+        back = on_key(app_key_tags(own, status), **tagging({"Status": "Importing"}))
+        assert decide(statements, "kms:TagResource", arn, back) != "Allow", status
+    no_status = on_key(app_key_tags(own), **tagging({"ReplacedBy": key_arn("k2")}))
+    assert decide(statements, "kms:TagResource", arn, no_status) != "Allow", "a retag names the Status"
+
+
+@pytest.mark.parametrize("scope", sorted(OTHER_KEYS))
+def test_an_operator_manages_only_keys_that_are_app_keys(cfn, scope):
+    """A key that carries the managed tag (and the stack's scope) but is no imported RSA-2048
+    signing key is no App key: the operator policy gives nothing on it."""
+    statements = operator_statements(cfn, scope)
+    tags = app_key_tags(scope or None)
+    for properties in [{**APP_KEY, "kms:KeySpec": "SYMMETRIC_DEFAULT", "kms:KeyUsage": "ENCRYPT_DECRYPT"},
+                       {**APP_KEY, "kms:KeyOrigin": "AWS_KMS"}]:
+        for name, (action, arn, context) in key_operations(tags, properties).items():
+            assert decide(statements, action, arn, context) != "Allow", (properties, name)
+
+
+def test_the_function_roles_sign_only_with_their_stacks_active_keys(cfn):
+    """The same evaluator on the functions' kms:Sign: an active key of the stack's scope, nothing else."""
+    for scope, others in OTHER_KEYS.items():
+        for function, e in EXPECTED.items():
+            if ("kms:Sign", "AppKeys") not in e["grants"]:
+                continue
+            _, statements = role_statements(cfn, function)
+            statements = render(cfn, statements, SigningKeyScope=scope)
+            arn = key_arn("k1")
+            assert decide(statements, "kms:Sign", arn, on_key(app_key_tags(scope or None), **PROOF)) == "Allow"
+            for status in ["Importing", "Inactive", "Failed"]:
+                context = on_key(app_key_tags(scope or None, status), **PROOF)
+                assert decide(statements, "kms:Sign", arn, context) != "Allow", (function, status)
+            for other in others:
+                assert decide(statements, "kms:Sign", arn, on_key(app_key_tags(other), **PROOF)) != "Allow"
+
+
+# --- The OIDC issuer (GHE.com, enterprise issuers) -----------------------------------------------------
+
+DEFAULT_ISSUER = "https://token.actions.githubusercontent.com"
+ENTERPRISE_ISSUER = "https://token.actions.githubusercontent.com/octo-enterprise"
+GHE_COM_ISSUER = "https://token.actions.octocorp.ghe.com"
+
+
+@pytest.mark.parametrize("issuer,allowed", [
+    ("", True),
+    (DEFAULT_ISSUER, True),
+    (ENTERPRISE_ISSUER, True),
+    (GHE_COM_ISSUER, True),
+    ("http://token.actions.octocorp.ghe.com", False),
+    ("token.actions.octocorp.ghe.com", False),
+    ("https://token.actions.octocorp.ghe.com/", False),  # the IAM condition keys would end in "/:sub"
+    ("https://token.actions.githubusercontent.com/octo-enterprise/", False),
+    ("https://token.actions.octocorp.ghe.com:443", False),
+    ('https://x"y', False),
+    ("https://x/*", False),
+    ("https://", False),
+])
+def test_the_oidc_issuer_parameter(source, issuer, allowed):
+    parameter = source["Parameters"]["GitHubOidcIssuer"]
+    assert (parameter["Type"], parameter["Default"]) == ("String", "")
+    assert bool(re.fullmatch(parameter["AllowedPattern"], issuer)) is allowed
+    for needed in ["ghe.com", "include_enterprise_slug", "GITHUB_API_URL"]:
+        assert needed in parameter["Description"], needed
+
+
+def test_the_functions_get_the_oidc_issuer_only_when_it_is_set(cfn):
+    for name, fn in functions(cfn).items():
+        env = fn["Properties"]["Environment"]["Variables"]
+        assert env["OIDC_ISSUER"] == {"Fn::If": ["HasOidcIssuer", {"Ref": "GitHubOidcIssuer"}, {"Ref": "AWS::NoValue"}]}
+        assert "OIDC_ISSUER" not in render(cfn, env), f"{name}: empty means derived from GITHUB_API_URL"
+        assert render(cfn, env, GitHubOidcIssuer=GHE_COM_ISSUER)["OIDC_ISSUER"] == GHE_COM_ISSUER
+
+
+def github_role(source, **params):
+    """The GitHub Actions role and its trust statement, rendered for these parameter values."""
+    values = {"GitHubActionsOrganization": "octo-org",
+              "GitHubOidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"}
+    values.update(params)
+    role = source["Resources"]["GitHubActionsCallerRole"]
+    assert role["Condition"] == "HasGitHubActionsRole"
+    document = render(source, role["Properties"]["AssumeRolePolicyDocument"], **values)
+    if isinstance(document, str):
+        document = json.loads(document)
+    assert not intrinsics_left(document), document
+    [statement] = document["Statement"]
+    return role, statement
+
+
+@pytest.mark.parametrize("issuer,prefix", [
+    ("", "token.actions.githubusercontent.com"),
+    (ENTERPRISE_ISSUER, "token.actions.githubusercontent.com/octo-enterprise"),
+    (GHE_COM_ISSUER, "token.actions.octocorp.ghe.com"),
+])
+def test_the_github_actions_role_follows_the_oidc_issuer(source, issuer, prefix):
+    """IAM names an OIDC provider's condition keys after its URL without https:// (a path
+    included): the trust conditions, and the provider the stack creates, follow GitHubOidcIssuer."""
+    _, s = github_role(source, GitHubOidcIssuer=issuer)
+    assert s["Condition"] == {
+        "StringEquals": {f"{prefix}:aud": "sts.amazonaws.com"},
+        "StringLike": {f"{prefix}:sub": "repo:octo-org/*:*"},
+    }
+    provider = source["Resources"]["GitHubOidcProvider"]["Properties"]
+    assert render(source, provider["Url"], GitHubOidcIssuer=issuer) == f"https://{prefix}"
+    assert provider["ClientIdList"] == ["sts.amazonaws.com"]
+
+
+# --- The GitHub Actions role: environments, immutable IDs, the audience -------------------------------
+
+@pytest.mark.parametrize("environment,allowed", [
+    ("", True),
+    ("release", True),
+    ("Production EU", True),
+    ("prod/eu-west-1", True),
+    ("v1.2_rc-3", True),
+    ("x" * 255, True),
+    ("x" * 256, False),
+    ("*", False),           # StringLike wildcards would widen the subject
+    ("prod*", False),
+    ("pro?", False),
+    ("${aws:username}", False),  # a policy variable
+    ("release:ref:refs/heads/main", False),  # a colon would forge the subject's structure
+    ('rel"ease', False),   # the trust policy is JSON
+    ("rel\\ease", False),
+    (" release", False),
+])
+def test_the_github_actions_environment_is_a_literal_environment_name(source, environment, allowed):
+    parameter = source["Parameters"]["GitHubActionsEnvironment"]
+    assert (parameter["Type"], parameter["Default"]) == ("String", "")
+    assert bool(re.fullmatch(parameter["AllowedPattern"], environment)) is allowed
+
+
+@pytest.mark.parametrize("name,value,allowed", [
+    ("GitHubActionsOrganizationId", "", True),
+    ("GitHubActionsOrganizationId", "9919", True),
+    ("GitHubActionsOrganizationId", "12a", False),
+    ("GitHubActionsOrganizationId", "*", False),
+    ("GitHubActionsOrganizationId", "0", False),
+    ("GitHubActionsRepositoryId", "", True),
+    ("GitHubActionsRepositoryId", "1296269", True),
+    ("GitHubActionsRepositoryId", "1296269 ", False),
+])
+def test_the_immutable_ids_are_numbers(source, name, value, allowed):
+    parameter = source["Parameters"][name]
+    assert (parameter["Type"], parameter["Default"]) == ("String", "")
+    assert bool(re.fullmatch(parameter["AllowedPattern"], value)) is allowed
+
+
+def test_the_github_actions_role_binds_the_immutable_subject(source):
+    """GitHub's immutable subject claim appends the owner's and the repository's IDs to their names
+    with an @: repo:<owner>@<owner_id>/<repo>@<repo_id>:... A renamed or deleted organization or
+    repository whose name is taken again cannot assume the role."""
+    ids = {"GitHubActionsOrganizationId": "9919", "GitHubActionsRepositoryId": "1296269"}
+    _, s = github_role(source, GitHubActionsRepository="hello-world", **ids)
+    assert s["Condition"]["StringLike"] == {"token.actions.githubusercontent.com:sub": "repo:octo-org@9919/hello-world@1296269:*"}
+    _, s = github_role(source, GitHubActionsRepository="hello-world", GitHubActionsEnvironment="release", **ids)
+    assert s["Condition"]["StringLike"] == {
+        "token.actions.githubusercontent.com:sub": "repo:octo-org@9919/hello-world@1296269:environment:release"}
+    _, s = github_role(source, GitHubActionsOrganizationId="9919")
+    assert s["Condition"]["StringLike"] == {"token.actions.githubusercontent.com:sub": "repo:octo-org@9919/*:*"}
+    _, s = github_role(source, GitHubActionsOrganizationId="9919", GitHubOidcIssuer=GHE_COM_ISSUER)
+    assert s["Condition"]["StringLike"] == {"token.actions.octocorp.ghe.com:sub": "repo:octo-org@9919/*:*"}
+    _, s = github_role(source, GitHubActionsRepository="hello-world")
+    assert s["Condition"]["StringLike"] == {"token.actions.githubusercontent.com:sub": "repo:octo-org/hello-world:*"}
+
+
+def test_immutable_ids_come_with_their_names(source):
+    """CloudFormation refuses a repository ID without its repository and organization ID, and a
+    repository bound by name while its organization is bound by ID."""
+    base = {"GitHubActionsOrganization": "octo-org", "CreateGitHubOidcProvider": "true"}
+    assert rules_hold(source, **base) == []
+    assert rules_hold(source, **base, GitHubActionsOrganizationId="9919") == []
+    assert rules_hold(source, **base, GitHubActionsOrganizationId="9919", GitHubActionsRepository="hello-world",
+                      GitHubActionsRepositoryId="1296269") == []
+    for refused in [
+        {"GitHubActionsRepositoryId": "1296269"},
+        {"GitHubActionsRepositoryId": "1296269", "GitHubActionsRepository": "hello-world"},
+        {"GitHubActionsRepositoryId": "1296269", "GitHubActionsOrganizationId": "9919"},
+        {"GitHubActionsOrganizationId": "9919", "GitHubActionsRepository": "hello-world"},
+    ]:
+        assert rules_hold(source, **base, **refused), refused
+    assert rules_hold(source, GitHubActionsOrganizationId="9919"), "an ID without a role to bind"
+
+
+@pytest.mark.parametrize("audience,allowed", [
+    ("", True),
+    ("appcreds:123456789012:appcreds", True),
+    ("https://appcreds.example.com", True),
+    ("sts.amazonaws.com.example.org", True),
+    ("sts.amazonaws.com", False),   # every configure-aws-credentials token has it: replayable here
+    ("STS.amazonaws.com", False),
+    ("sts.us-east-1.amazonaws.com", False),
+    ("sts.amazonaws.com.cn", False),
+    ("sts.cn-north-1.amazonaws.com.cn", False),
+])
+def test_the_oidc_audience_is_never_sts(source, audience, allowed):
+    parameter = source["Parameters"]["GitHubOidcAudience"]
+    assert bool(re.fullmatch(parameter["AllowedPattern"], audience)) is allowed
+    assert "sts.amazonaws.com" in parameter["ConstraintDescription"]
+
+
+# --- The guard against forged direct invocations --------------------------------------------------------
+
+GUARD = ROOT / "docs" / "guards" / "deny-direct-invoke.json"
+DEPLOYER = f"arn:aws:iam::{ACCOUNT}:role/REPLACE-WITH-YOUR-DEPLOYER-ROLE"
+
+
+def credential_manager_tag(function_resource):
+    tags = function_resource["Properties"]["Tags"]
+    [tag] = [t["Value"] for t in tags if t["Key"] == "CredentialManager"]
+    return tag
+
+
+def function_invocation(tag, principal, via_url):
+    """An InvokeFunction request on a function tagged CredentialManager=<tag>, as Lambda authorizes it."""
+    context = {"aws:ResourceTag/CredentialManager": tag, f"aws:ResourceTag/{MANAGED}": "CredentialManager",
+               "aws:PrincipalArn": principal}
+    if via_url:
+        context["lambda:InvokedViaFunctionUrl"] = "true"
+    return "lambda:InvokeFunction", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:appcreds-Fn-1A2B", context
+
+
+def test_the_direct_invoke_guard_names_every_function(cfn):
+    """Every function of the template is either guarded (the Function URL functions, whose event
+    carries the caller Lambda took from SigV4) or excluded with its reason (the scheduled ones,
+    invoked directly by EventBridge Scheduler or an operator, whose events name no caller): a new
+    function fails here until it is placed in one or the other."""
+    guard = json.loads(GUARD.read_text())
+    fns = functions(cfn)
+    tags = {name: credential_manager_tag(fn) for name, fn in fns.items()}
+    guarded, excluded = guard["guardedFunctions"], guard["excludedFunctions"]
+    assert set(guarded) | set(excluded) == set(fns) and not set(guarded) & set(excluded)
+    assert set(guarded) == {f for f, e in EXPECTED.items() if e["url"]}, "the Function URL functions"
+    for name, tag in guarded.items():
+        assert tag == tags[name], name
+    for name, why in excluded.items():
+        assert why["tag"] == tags[name] and len(why["reason"]) > 60, name
+    guarded_tags = sorted(guarded.values())
+    for variant in ["serviceControlPolicy", "permissionsBoundary"]:
+        policy = guard[variant]
+        assert policy["Version"] == "2012-10-17"
+        named = {tuple(sorted(as_list(c)))
+                 for s in policy["Statement"] if s["Effect"] == "Deny"
+                 for c in [s["Condition"]["StringEquals"]["aws:ResourceTag/CredentialManager"]]}
+        assert named == {tuple(guarded_tags)}, variant
+
+
+@pytest.mark.parametrize("variant", ["serviceControlPolicy", "permissionsBoundary"])
+def test_the_direct_invoke_guard_refuses_forged_invocations_only(cfn, variant):
+    guard = json.loads(GUARD.read_text())
+    statements = guard[variant]["Statement"]
+    caller = f"arn:aws:iam::{ACCOUNT}:role/ci-with-lambda-star"
+    # A boundary also has to allow what the principal's own policies allow; an SCP lets them be.
+    expected_otherwise = "Allow" if variant == "permissionsBoundary" else "ImplicitDeny"
+    for name, tag in guard["guardedFunctions"].items():
+        assert decide(statements, *function_invocation(tag, caller, via_url=False)) == "Deny", name
+        assert decide(statements, *function_invocation(tag, caller, via_url=True)) == expected_otherwise, name
+        assert decide(statements, *function_invocation(tag, DEPLOYER, via_url=False)) == expected_otherwise, name
+        # ... and the tag that names it stays on it (deployers excepted).
+        action, arn, context = function_invocation(tag, caller, via_url=False)
+        untag = {**context, "aws:TagKeys": ["CredentialManager"]}
+        assert decide(statements, "lambda:UntagResource", arn, untag) == "Deny", name
+        retag = {**context, **tagging({"CredentialManager": "Something"})}
+        assert decide(statements, "lambda:TagResource", arn, retag) == "Deny", name
+        assert decide(statements, "lambda:UntagResource", arn, {**untag, "aws:PrincipalArn": DEPLOYER}) == expected_otherwise
+    scheduler = f"arn:aws:iam::{ACCOUNT}:role/appcreds-InstallationTrackerFunctionEvery30MinutesRole-1A2B"
+    for name, why in guard["excludedFunctions"].items():
+        invocation = function_invocation(why["tag"], scheduler, via_url=False)
+        assert decide(statements, *invocation) == expected_otherwise, name
+    assert "REPLACE-WITH-YOUR-DEPLOYER-ROLE" in json.dumps(guard[variant])
+
+
+# --- Signers of App keys outside the stack -------------------------------------------------------------
+
+def event_matches(pattern, event):
+    """EventBridge's matching for the patterns the template uses: exact values, anything-but,
+    prefix, exists, nested fields, $or; a field the event lacks matches nothing but exists: false."""
+    for field, wanted in pattern.items():
+        if field == "$or":
+            if not any(event_matches(alternative, event) for alternative in wanted):
+                return False
+            continue
+        if isinstance(wanted, dict):
+            if not isinstance(event.get(field), dict) or not event_matches(wanted, event[field]):
+                return False
+            continue
+        present, value = field in event, event.get(field)
+        if not any(value_matches(w, present, value) for w in wanted):
+            return False
+    return True
+
+
+def value_matches(wanted, present, value):
+    if isinstance(wanted, dict):
+        [(kind, arg)] = wanted.items()
+        if kind == "exists":
+            return present is arg
+        if not present:
+            return False
+        values = value if isinstance(value, list) else [value]
+        if kind == "anything-but":
+            return all(v not in as_list(arg) for v in values)
+        if kind == "prefix":
+            return any(isinstance(v, str) and v.startswith(arg) for v in values)
+        raise NotImplementedError(kind)
+    return present and (wanted in value if isinstance(value, list) else wanted == value)
+
+
+def sign_event(identity, algorithm="RSASSA_PKCS1_V1_5_SHA_256", message_type="RAW", name="Sign"):
+    """A CloudTrail record of a KMS Sign as EventBridge delivers it (AWS API Call via CloudTrail)."""
+    return {
+        "source": "aws.kms", "detail-type": "AWS API Call via CloudTrail", "account": ACCOUNT, "region": REGION,
+        "detail": {
+            "eventSource": "kms.amazonaws.com", "eventName": name, "readOnly": True,
+            "eventTime": "2026-11-25T10:00:00Z", "userIdentity": identity,
+            "requestParameters": {"keyId": key_arn("k1"), "signingAlgorithm": algorithm, "messageType": message_type},
+        },
+    }
+
+
+def assumed_role(role_arn):
+    return {"type": "AssumedRole", "arn": role_arn.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/") + "/s",
+            "sessionContext": {"sessionIssuer": {"type": "Role", "arn": role_arn}}}
+
+
+SIGNER_RULE = "UnexpectedAppKeySignerRule"
+
+
+def test_app_key_signers_outside_the_stack_raise_an_alarm(cfn):
+    """An EventBridge rule on CloudTrail's KMS Sign records with an App key's algorithm and message
+    type whose caller is none of the stack's signing roles: its matches are logged (with every key
+    import, to tell an operator's import proof) and alarmed, and, with an alarm topic, published."""
+    rule = cfn["Resources"][SIGNER_RULE]["Properties"]
+    # Sign is a read-only management event: only a rule in this state receives it.
+    assert rule["State"] == "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS"
+    assert "Name" not in rule and "EventBusName" not in rule
+    signers = sorted(f"{f}Role" for f, e in EXPECTED.items() if ("kms:Sign", "AppKeys") in e["grants"])
+    pattern = render(cfn, rule["EventPattern"])
+    assert not intrinsics_left(pattern)
+    assert pattern["source"] == ["aws.kms"] and pattern["detail-type"] == ["AWS API Call via CloudTrail"]
+    assert pattern["detail"]["eventSource"] == ["kms.amazonaws.com"] and pattern["detail"]["eventName"] == ["Sign"]
+    [by_role] = [alt for alt in pattern["detail"]["$or"] if "sessionContext" in alt["userIdentity"]]
+    [excluded] = by_role["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"]
+    role_arns = [stack_values(cfn)[f"{role}.Arn"] for role in signers]
+    assert sorted(a for a in excluded["anything-but"] if a) == sorted(role_arns)
+
+    for role in role_arns:
+        assert not event_matches(pattern, sign_event(assumed_role(role))), "the stack's own functions"
+    outsiders = [
+        assumed_role(f"arn:aws:iam::{ACCOUNT}:role/platform-operator"),
+        assumed_role(f"arn:aws:iam::{ACCOUNT}:role/staging-AppTokenFunctionRole-9Z8Y"),
+        {"type": "IAMUser", "arn": f"arn:aws:iam::{ACCOUNT}:user/alice", "userName": "alice"},
+        {"type": "Root", "arn": f"arn:aws:iam::{ACCOUNT}:root"},
+    ]
+    for identity in outsiders:
+        assert event_matches(pattern, sign_event(identity)), identity
+    operator = outsiders[0]
+    assert not event_matches(pattern, sign_event(operator, algorithm="ECDSA_SHA_256")), "not an App key's use"
+    assert not event_matches(pattern, sign_event(operator, name="Verify"))
+    # Another stack's functions, when given as OtherSignerRoleArns, are expected too.
+    other = f"arn:aws:iam::{ACCOUNT}:role/staging-AppTokenFunctionRole-9Z8Y"
+    with_other = render(cfn, rule["EventPattern"], OtherSignerRoleArns=f"{other},arn:aws:iam::{ACCOUNT}:role/x")
+    assert not event_matches(with_other, sign_event(assumed_role(other)))
+    assert event_matches(with_other, sign_event(operator))
+
+    # Targets: the log group always; the alarm topic, when there is one, with a message that
+    # names the signer and says when such a signature is expected.
+    targets = render(cfn, rule["Targets"])
+    [log_target] = targets
+    group = cfn["Resources"]["AppKeySignerLogGroup"]
+    assert log_target["Arn"] == f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:ref:AppKeySignerLogGroup"
+    assert derived_from_the_stack(group["Properties"]["LogGroupName"], cfn["Resources"])
+    assert render(cfn, group["Properties"]["LogGroupName"]).startswith("/aws/events/")
+    with_topic = render(cfn, rule["Targets"], RateLimitAlarmTopicArn=f"arn:aws:sns:{REGION}:{ACCOUNT}:alarms")
+    [_, topic_target] = with_topic
+    assert topic_target["Arn"] == f"arn:aws:sns:{REGION}:{ACCOUNT}:alarms"
+    transformer = topic_target["InputTransformer"]
+    assert transformer["InputPathsMap"]["signer"] == "$.detail.userIdentity.arn"
+    assert transformer["InputPathsMap"]["key"] == "$.detail.requestParameters.keyId"
+    for needed in ["<signer>", "<key>", "import", "ImportKeyMaterial"]:
+        assert needed in transformer["InputTemplate"], needed
+    # EventBridge writes to the log group under the group's resource policy.
+    policy = json.loads(render(cfn, cfn["Resources"]["AppKeySignerLogPolicy"]["Properties"]["PolicyDocument"]))
+    [allow] = policy["Statement"]
+    assert set(allow["Principal"]["Service"]) == {"events.amazonaws.com", "delivery.logs.amazonaws.com"}
+    assert set(allow["Action"]) == {"logs:CreateLogStream", "logs:PutLogEvents"}
+    assert allow["Resource"] == stack_values(cfn)["AppKeySignerLogGroup.Arn"]
+    # Every key import goes to the same log, next to the proof that follows it.
+    imports = cfn["Resources"]["AppKeyImportRule"]["Properties"]
+    assert imports["EventPattern"]["detail"]["eventName"] == ["ImportKeyMaterial"]
+    assert [t["Arn"] for t in render(cfn, imports["Targets"])] == [log_target["Arn"]]
+
+    alarm = cfn["Resources"]["UnexpectedAppKeySignerAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == ("AWS/Events", "TriggeredRules", "Sum")
+    assert alarm["Dimensions"] == [{"Name": "RuleName", "Value": {"Ref": SIGNER_RULE}}]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"], alarm["TreatMissingData"]) == (
+        "GreaterThanThreshold", 0, "notBreaching")
+    assert alarm["AlarmActions"] == ALARM_TOPIC
+    assert "import" in render(cfn, alarm["AlarmDescription"])
+    body = dashboard(cfn, 20)
+    [logs] = [w for w in body["widgets"] if w["type"] == "log"]
+    assert "SOURCE 'name:AppKeySignerLogGroup'" in logs["properties"]["query"]
+    shown = [a for w in body["widgets"] if w["type"] == "alarm" for a in w["properties"]["alarms"]]
+    assert "arn:UnexpectedAppKeySignerAlarm" in shown
 
 
 # --- checkov -----------------------------------------------------------------------------------------

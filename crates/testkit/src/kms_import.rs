@@ -12,11 +12,16 @@
 //! - `Sign` with an imported key signs with the imported material (RSASSA-PKCS1-v1_5 / SHA-256),
 //!   refusing a disabled or pending-deletion key as KMS does and, for a function's client, a key
 //!   not tagged `Status=Active` as the functions' tag-conditioned policy does.
+//! - For a stack operator's client ([`Caller::StackOperator`]), every request the stack's
+//!   `OperatorPolicy` refuses - any operation on a key of another scope, a new key with other
+//!   tags, a change of a key's `AppcredsScope` or managed tag - is answered `AccessDeniedException`
+//!   by a rule, and never sent: moto and the observer see nothing of it.
 //!
 //! Every other operation (CreateKey, TagResource, DescribeKey, ScheduleKeyDeletion, ...) is
 //! answered by moto; an observer on the same client follows the imported keys' tags and state.
 //! (The answered requests reach moto too, as the mocks' passthrough works; its answers to them
-//! are replaced.)
+//! are replaced. The refused ones do not: the emulation's clients reach moto through a connection
+//! that answers them itself.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -24,28 +29,44 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use aes_kw::{KeyInit, KwpAes256};
 use aws_config::SdkConfig;
 use aws_sdk_kms::error::ErrorMetadata;
-use aws_sdk_kms::operation::cancel_key_deletion::CancelKeyDeletionInput;
-use aws_sdk_kms::operation::create_key::{CreateKeyInput, CreateKeyOutput};
-use aws_sdk_kms::operation::disable_key::DisableKeyInput;
-use aws_sdk_kms::operation::enable_key::EnableKeyInput;
-use aws_sdk_kms::operation::get_parameters_for_import::{GetParametersForImportError, GetParametersForImportOutput};
-use aws_sdk_kms::operation::get_public_key::GetPublicKeyOutput;
-use aws_sdk_kms::operation::import_key_material::{ImportKeyMaterialError, ImportKeyMaterialOutput};
-use aws_sdk_kms::operation::schedule_key_deletion::ScheduleKeyDeletionInput;
-use aws_sdk_kms::operation::sign::{SignError, SignOutput};
-use aws_sdk_kms::operation::tag_resource::TagResourceInput;
+use aws_sdk_kms::operation::cancel_key_deletion::{CancelKeyDeletionError, CancelKeyDeletionInput};
+use aws_sdk_kms::operation::create_key::{CreateKeyError, CreateKeyInput, CreateKeyOutput};
+use aws_sdk_kms::operation::describe_key::{DescribeKeyError, DescribeKeyInput};
+use aws_sdk_kms::operation::disable_key::{DisableKeyError, DisableKeyInput};
+use aws_sdk_kms::operation::enable_key::{EnableKeyError, EnableKeyInput};
+use aws_sdk_kms::operation::get_parameters_for_import::{
+    GetParametersForImportError, GetParametersForImportInput, GetParametersForImportOutput,
+};
+use aws_sdk_kms::operation::get_public_key::{GetPublicKeyError, GetPublicKeyInput, GetPublicKeyOutput};
+use aws_sdk_kms::operation::import_key_material::{
+    ImportKeyMaterialError, ImportKeyMaterialInput, ImportKeyMaterialOutput,
+};
+use aws_sdk_kms::operation::list_resource_tags::{ListResourceTagsError, ListResourceTagsInput};
+use aws_sdk_kms::operation::schedule_key_deletion::{ScheduleKeyDeletionError, ScheduleKeyDeletionInput};
+use aws_sdk_kms::operation::sign::{SignError, SignInput, SignOutput};
+use aws_sdk_kms::operation::tag_resource::{TagResourceError, TagResourceInput};
+use aws_sdk_kms::operation::untag_resource::{UntagResourceError, UntagResourceInput};
 use aws_sdk_kms::primitives::{Blob, DateTime};
 use aws_sdk_kms::types::error::{
     DisabledException, IncorrectKeyMaterialException, InvalidImportTokenException, KmsInvalidStateException,
 };
-use aws_sdk_kms::types::{AlgorithmSpec, ExpirationModelType, MessageType, SigningAlgorithmSpec, WrappingKeySpec};
+use aws_sdk_kms::types::{
+    AlgorithmSpec, ExpirationModelType, KeySpec, KeyUsageType, MessageType, OriginType, SigningAlgorithmSpec,
+    WrappingKeySpec,
+};
 use aws_smithy_mocks::{MockResponse, MockResponseInterceptor, Rule, RuleMode, mock};
 use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::http::{HttpConnector, HttpConnectorFuture, SharedHttpConnector, http_client_fn};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextMut, FinalizerInterceptorContextRef,
+    Input,
 };
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::http::StatusCode;
+use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use rsa::pkcs1v15::SigningKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
@@ -56,13 +77,28 @@ use sha2::Sha256;
 
 use crate::aws::CallCounter;
 
-/// Whose client: the operator's (IAM without tag conditions) or a function's (`kms:Sign` only on
-/// keys tagged `Status=Active`, as the template and the key policy grant it).
+/// Whose client: an operator without the stack's policy (an administrator: IAM without tag
+/// conditions), a stack's operator (its `OperatorPolicy`), or a function (`kms:Sign` only on keys
+/// tagged `Status=Active`, as the template and the key policy grant it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
     Operator,
+    /// An operator holding the `OperatorPolicy` of a stack with this `SigningKeyScope` (`None`: a
+    /// stack without one). As the template's policy does, it is refused every operation on a key
+    /// without the managed tag or of another scope (an unscoped stack's operator: any key that
+    /// has an `AppcredsScope`; a scoped one's: any key without its own), a new key with other
+    /// tags than `appcreds key import` gives, a tag change other than `Status`, `ReplacedBy` and
+    /// `ReplacedOn` (with `Status` one of Active, Inactive, Failed), any `UntagResource`, and a
+    /// signature other than the import's proof (RAW, RSASSA_PKCS1_V1_5_SHA_256, while the key is
+    /// `Status=Importing`). The keys it knows are those created through this emulation.
+    StackOperator(Option<&'static str>),
     Function,
 }
+
+/// The tag every App key carries.
+const MANAGED_TAG: &str = "FrameworkForGitHubAppOnAwsManaged";
+/// The tag that scopes a key to one stack.
+const SCOPE_TAG: &str = "AppcredsScope";
 
 /// One `GetParametersForImport` request, as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +152,8 @@ struct State {
     propagation: std::time::Duration,
     /// The `AppcredsScope` tag of keys created with one.
     scope: HashMap<String, String>,
+    /// Keys created with `FrameworkForGitHubAppOnAwsManaged=true`.
+    managed: std::collections::HashSet<String>,
     /// The scope the functions' IAM policy requires (the template's `SigningKeyScope`), if any.
     function_scope: Option<String>,
     parameters: Vec<ParametersRequest>,
@@ -176,13 +214,18 @@ impl KmsImport {
         for rule in self.rules(caller) {
             mocks = mocks.with_rule(&rule);
         }
+        let observer = Observer { kms: self.clone(), caller };
+        // moto, except for what a stack operator is refused (see `Gate`).
+        let gate = Gate(reqwest::Client::new());
+        let gated = http_client_fn(move |_, _| SharedHttpConnector::new(gate.clone()));
         aws_sdk_kms::Client::from_conf(
             aws_sdk_kms::config::Builder::from(sdk)
+                .http_client(gated)
                 // The answered operations reach moto too, which fails them (HTTP 500); a retry
                 // would ask the rules again without an input. moto itself needs no retries.
                 .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
                 .interceptor(mocks)
-                .interceptor(Observer(self.clone()))
+                .interceptor(observer)
                 .interceptor(counter.clone())
                 .build(),
         )
@@ -225,6 +268,99 @@ impl KmsImport {
         let state = self.state();
         let imported = state.imported.get(&key_id(key))?;
         imported.material.to_public_key().to_public_key_der().ok().map(|d| d.as_bytes().to_vec())
+    }
+
+    /// Why the `OperatorPolicy` of a stack of `scope` refuses this request, if it does (see
+    /// [`Caller::StackOperator`]); `None` for a request it allows or does not govern.
+    fn operator_refusal(&self, scope: Option<&str>, input: &impl Downcast) -> Option<String> {
+        let denied = |why: String| Some(format!("not authorized by the stack's operator policy: {why}"));
+        if let Some(create) = input.get::<CreateKeyInput>() {
+            let tags: HashMap<&str, &str> = create.tags().iter().map(|t| (t.tag_key(), t.tag_value())).collect();
+            let allowed = [MANAGED_TAG, "Status", "AppId", "CreatedOn", SCOPE_TAG];
+            let app_key = create.key_spec() == Some(&KeySpec::Rsa2048)
+                && create.key_usage() == Some(&KeyUsageType::SignVerify)
+                && create.origin() == Some(&OriginType::External);
+            return if !app_key {
+                denied("kms:CreateKey of a key that is no imported RSA_2048 signing key".into())
+            } else if tags.get(MANAGED_TAG) != Some(&"true") || tags.get("Status") != Some(&"Importing") {
+                denied("kms:CreateKey without FrameworkForGitHubAppOnAwsManaged=true and Status=Importing".into())
+            } else if tags.get(SCOPE_TAG).copied() != scope {
+                denied(format!("kms:CreateKey with {SCOPE_TAG}={:?} (the stack's: {scope:?})", tags.get(SCOPE_TAG)))
+            } else if let Some(other) = tags.keys().find(|k| !allowed.contains(k)) {
+                denied(format!("kms:TagResource of a new key with the tag {other}"))
+            } else {
+                None
+            };
+        }
+        let (action, key) = key_operation(input)?;
+        let state = self.state();
+        let key = key_id(key);
+        if !state.managed.contains(&key) || state.scope.get(&key).map(String::as_str) != scope {
+            return denied(format!(
+                "{action} on a key of {SCOPE_TAG}={:?} (the stack's: {scope:?})",
+                state.scope.get(&key)
+            ));
+        }
+        if let Some(tag) = input.get::<TagResourceInput>() {
+            let keys: Vec<&str> = tag.tags().iter().map(|t| t.tag_key()).collect();
+            if let Some(kept) = keys.iter().find(|k| [SCOPE_TAG, MANAGED_TAG].contains(k)) {
+                return denied(format!("kms:TagResource of {kept} on an existing App key (an explicit deny)"));
+            }
+            if let Some(other) = keys.iter().find(|k| !["Status", "ReplacedBy", "ReplacedOn"].contains(k)) {
+                return denied(format!("kms:TagResource of {other} on an existing App key"));
+            }
+            let status = tag.tags().iter().find(|t| t.tag_key() == "Status").map(|t| t.tag_value());
+            if !matches!(status, Some("Active" | "Inactive" | "Failed")) {
+                return denied(format!("kms:TagResource with Status {status:?} (Active, Inactive or Failed)"));
+            }
+        }
+        if input.get::<UntagResourceInput>().is_some() {
+            return denied("kms:UntagResource".into());
+        }
+        if let Some(sign) = input.get::<SignInput>() {
+            let proof = sign.signing_algorithm() == Some(&SigningAlgorithmSpec::RsassaPkcs1V15Sha256)
+                && sign.message_type().is_none_or(|t| *t == MessageType::Raw);
+            if !proof {
+                return denied("kms:Sign other than a RAW message with RSASSA_PKCS1_V1_5_SHA_256".into());
+            }
+            if state.authorizing_status(&key) != Some("Importing") {
+                return denied("kms:Sign with a key that is not Status=Importing (only the import's proof)".into());
+            }
+        }
+        if ["kms:CancelKeyDeletion", "kms:DisableKey", "kms:EnableKey"].contains(&action) {
+            return denied(action.into());
+        }
+        None
+    }
+
+    /// The rules that answer what a stack operator is refused, before any other rule.
+    fn refusals(&self, scope: Option<&'static str>) -> Vec<Rule> {
+        macro_rules! refused {
+            ($operation:expr, $error:ident) => {{
+                let (matcher, answer) = (self.clone(), self.clone());
+                mock!($operation)
+                    .match_requests(move |input| matcher.operator_refusal(scope, &Typed(input)).is_some())
+                    .then_compute_response(move |input| {
+                        let why = answer.operator_refusal(scope, &Typed(input)).unwrap_or_default();
+                        MockResponse::Error($error::generic(meta("AccessDeniedException", &why)))
+                    })
+            }};
+        }
+        vec![
+            refused!(aws_sdk_kms::Client::create_key, CreateKeyError),
+            refused!(aws_sdk_kms::Client::sign, SignError),
+            refused!(aws_sdk_kms::Client::tag_resource, TagResourceError),
+            refused!(aws_sdk_kms::Client::untag_resource, UntagResourceError),
+            refused!(aws_sdk_kms::Client::schedule_key_deletion, ScheduleKeyDeletionError),
+            refused!(aws_sdk_kms::Client::cancel_key_deletion, CancelKeyDeletionError),
+            refused!(aws_sdk_kms::Client::disable_key, DisableKeyError),
+            refused!(aws_sdk_kms::Client::enable_key, EnableKeyError),
+            refused!(aws_sdk_kms::Client::get_parameters_for_import, GetParametersForImportError),
+            refused!(aws_sdk_kms::Client::import_key_material, ImportKeyMaterialError),
+            refused!(aws_sdk_kms::Client::get_public_key, GetPublicKeyError),
+            refused!(aws_sdk_kms::Client::describe_key, DescribeKeyError),
+            refused!(aws_sdk_kms::Client::list_resource_tags, ListResourceTagsError),
+        ]
     }
 
     fn rules(&self, caller: Caller) -> Vec<Rule> {
@@ -329,7 +465,12 @@ impl KmsImport {
                         .build()
                 })
         };
-        vec![parameters, import, sign, public]
+        let mut rules = match caller {
+            Caller::StackOperator(scope) => self.refusals(scope),
+            Caller::Operator | Caller::Function => Vec::new(),
+        };
+        rules.extend([parameters, import, sign, public]);
+        rules
     }
 
     fn sign(
@@ -415,18 +556,119 @@ fn now() -> i64 {
     appcreds_core::domain::clock::Clock::now(&appcreds_core::domain::clock::SystemClock)
 }
 
-/// The `Status` and `AppcredsScope` tags a `CreateKey` request carried, kept until its answer
-/// names the key.
+/// The `Status` and `AppcredsScope` tags a `CreateKey` request carried, and whether it had the
+/// managed tag, kept until its answer names the key.
 #[derive(Debug, Clone)]
-struct CreatedStatus(Option<String>, Option<String>);
+struct CreatedStatus(Option<String>, Option<String>, bool);
 
 impl Storable for CreatedStatus {
     type Storer = StoreReplace<Self>;
 }
 
-/// Follows tags and key state of the keys this client touches.
+/// A request the stack operator's policy refuses: answered by a rule, never sent.
+#[derive(Debug, Clone)]
+struct Refused(String);
+
+impl Storable for Refused {
+    type Storer = StoreReplace<Self>;
+}
+
+/// The emulation's HTTP connection: to moto, except a request a stack operator is refused (the
+/// observer marks it), which is answered here with KMS's AccessDeniedException and never sent.
+/// The refusing rule's answer then replaces this one (an operation's answer, even a rule's, needs
+/// a response to have been received, so the request cannot simply be dropped).
+#[derive(Debug, Clone)]
+struct Gate(reqwest::Client);
+
+impl HttpConnector for Gate {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        if let Some(Refused(why)) = request.extension::<Refused>() {
+            let body = serde_json::json!({"__type": "AccessDeniedException", "message": why}).to_string();
+            let mut response = HttpResponse::new(StatusCode::try_from(400).expect("a status"), SdkBody::from(body));
+            response.headers_mut().insert("content-type", "application/x-amz-json-1.1");
+            return HttpConnectorFuture::ready(Ok(response));
+        }
+        let http = self.0.clone();
+        HttpConnectorFuture::new(async move {
+            let other = |e: BoxError| ConnectorError::other(e, None);
+            let method = reqwest::Method::from_bytes(request.method().as_bytes()).map_err(|e| other(e.into()))?;
+            let mut sent = http.request(method, request.uri());
+            for (name, value) in request.headers() {
+                if !name.eq_ignore_ascii_case("host") && !name.eq_ignore_ascii_case("content-length") {
+                    sent = sent.header(name, value);
+                }
+            }
+            let body = request.body().bytes().ok_or_else(|| other("a streaming request body".into()))?.to_vec();
+            let answer = sent.body(body).send().await.map_err(|e| ConnectorError::io(e.into()))?;
+            let status = StatusCode::try_from(answer.status().as_u16()).map_err(|e| other(e.into()))?;
+            let headers: Vec<(String, String)> = answer
+                .headers()
+                .iter()
+                .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+                .collect();
+            let bytes = answer.bytes().await.map_err(|e| ConnectorError::io(e.into()))?;
+            let mut response = HttpResponse::new(status, SdkBody::from(bytes.to_vec()));
+            for (name, value) in headers {
+                response.headers_mut().append(name, value);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Finds an operation's input by its type, in a typed or a type-erased input.
+trait Downcast {
+    fn get<T: std::fmt::Debug + Send + Sync + 'static>(&self) -> Option<&T>;
+}
+
+impl Downcast for Input {
+    fn get<T: std::fmt::Debug + Send + Sync + 'static>(&self) -> Option<&T> {
+        self.downcast_ref::<T>()
+    }
+}
+
+/// A mock rule's typed input.
+struct Typed<'a>(&'a dyn std::any::Any);
+
+impl Downcast for Typed<'_> {
+    fn get<T: std::fmt::Debug + Send + Sync + 'static>(&self) -> Option<&T> {
+        self.0.downcast_ref::<T>()
+    }
+}
+
+/// The IAM action and the key of a key resource operation the operator policy governs.
+fn key_operation(input: &impl Downcast) -> Option<(&'static str, &str)> {
+    macro_rules! on_key {
+        ($($input:ty => $action:literal),+ $(,)?) => {
+            $(if let Some(i) = input.get::<$input>() {
+                return Some(($action, i.key_id().unwrap_or_default()));
+            })+
+        };
+    }
+    on_key!(
+        SignInput => "kms:Sign",
+        TagResourceInput => "kms:TagResource",
+        UntagResourceInput => "kms:UntagResource",
+        ScheduleKeyDeletionInput => "kms:ScheduleKeyDeletion",
+        CancelKeyDeletionInput => "kms:CancelKeyDeletion",
+        DisableKeyInput => "kms:DisableKey",
+        EnableKeyInput => "kms:EnableKey",
+        GetParametersForImportInput => "kms:GetParametersForImport",
+        ImportKeyMaterialInput => "kms:ImportKeyMaterial",
+        GetPublicKeyInput => "kms:GetPublicKey",
+        DescribeKeyInput => "kms:DescribeKey",
+        ListResourceTagsInput => "kms:ListResourceTags",
+    );
+    None
+}
+
+/// Follows tags and key state of the keys this client touches; for a stack operator, keeps the
+/// requests its policy refuses from being sent (a rule answers them) and from counting.
 #[derive(Debug)]
-struct Observer(KmsImport);
+struct Observer {
+    kms: KmsImport,
+    caller: Caller,
+}
 
 impl Intercept for Observer {
     fn name(&self) -> &'static str {
@@ -440,13 +682,20 @@ impl Intercept for Observer {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let input = context.input();
-        let mut state = self.0.state();
+        if let Caller::StackOperator(scope) = self.caller
+            && let Some(why) = self.kms.operator_refusal(scope, input)
+        {
+            cfg.interceptor_state().store_put(Refused(why));
+            return Ok(());
+        }
+        let mut state = self.kms.state();
         let tag_of = |tags: &[aws_sdk_kms::types::Tag], name: &str| {
             tags.iter().find(|t| t.tag_key() == name).map(|t| t.tag_value().to_string())
         };
         let status_of = |tags: &[aws_sdk_kms::types::Tag]| tag_of(tags, "Status");
         if let Some(create) = input.downcast_ref::<CreateKeyInput>() {
-            let created = CreatedStatus(status_of(create.tags()), tag_of(create.tags(), "AppcredsScope"));
+            let managed = tag_of(create.tags(), MANAGED_TAG).as_deref() == Some("true");
+            let created = CreatedStatus(status_of(create.tags()), tag_of(create.tags(), SCOPE_TAG), managed);
             cfg.interceptor_state().store_put(created);
         } else if let Some(tag) = input.downcast_ref::<TagResourceInput>() {
             if let Some(status) = status_of(tag.tags()) {
@@ -471,13 +720,26 @@ impl Intercept for Observer {
         Ok(())
     }
 
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // The gate keeps it from moto.
+        if let Some(refused) = cfg.load::<Refused>() {
+            context.request_mut().add_extension(refused.clone());
+        }
+        Ok(())
+    }
+
     fn read_after_execution(
         &self,
         context: &FinalizerInterceptorContextRef<'_>,
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let Some(CreatedStatus(Some(status), scope)) = cfg.load::<CreatedStatus>().cloned() else {
+        let Some(CreatedStatus(Some(status), scope, managed)) = cfg.load::<CreatedStatus>().cloned() else {
             return Ok(());
         };
         let created = context
@@ -487,9 +749,12 @@ impl Intercept for Observer {
             .and_then(|out| out.key_metadata())
             .map(|m| m.key_id().to_string());
         if let Some(key) = created {
-            let mut state = self.0.state();
+            let mut state = self.kms.state();
             if let Some(scope) = scope {
                 state.scope.insert(key.clone(), scope);
+            }
+            if managed {
+                state.managed.insert(key.clone());
             }
             state.set_status(key, status);
         }
