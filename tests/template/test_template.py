@@ -1969,6 +1969,15 @@ def test_the_direct_invoke_guard_refuses_forged_invocations_only(cfn, variant):
         retag = {**context, **tagging({"CredentialManager": "Something"})}
         assert decide(statements, "lambda:TagResource", arn, retag) == "Deny", name
         assert decide(statements, "lambda:UntagResource", arn, {**untag, "aws:PrincipalArn": DEPLOYER}) == expected_otherwise
+        # ... and nobody but the deployers changes its code or configuration (REQUIRE_IAM_CALLER=false
+        # with LOCAL_CALLER_ARN would make it take a caller named in its environment), its
+        # permissions, its asynchronous destinations or its URL.
+        for change in ["lambda:UpdateFunctionConfiguration", "lambda:UpdateFunctionCode", "lambda:AddPermission",
+                       "lambda:PutFunctionEventInvokeConfig", "lambda:UpdateFunctionUrlConfig",
+                       "lambda:DeleteFunctionUrlConfig"]:
+            assert decide(statements, change, arn, context) == "Deny", (name, change)
+            deployer = {**context, "aws:PrincipalArn": DEPLOYER}
+            assert decide(statements, change, arn, deployer) == expected_otherwise, (name, change)
     scheduler = f"arn:aws:iam::{ACCOUNT}:role/appcreds-InstallationTrackerFunctionEvery30MinutesRole-1A2B"
     for name, why in guard["excludedFunctions"].items():
         invocation = function_invocation(why["tag"], scheduler, via_url=False)
@@ -2061,6 +2070,11 @@ def test_app_key_signers_outside_the_stack_raise_an_alarm(cfn):
     for identity in outsiders:
         assert event_matches(pattern, sign_event(identity)), identity
     operator = outsiders[0]
+    # RS256 over a DIGEST is a JWT signature GitHub accepts too; CloudTrail may leave RAW out.
+    assert event_matches(pattern, sign_event(operator, message_type="DIGEST")), "a digest signed"
+    absent = sign_event(operator)
+    del absent["detail"]["requestParameters"]["messageType"]
+    assert event_matches(pattern, absent), "no messageType recorded"
     assert not event_matches(pattern, sign_event(operator, algorithm="ECDSA_SHA_256")), "not an App key's use"
     assert not event_matches(pattern, sign_event(operator, name="Verify"))
     # Another stack's functions, when given as OtherSignerRoleArns, are expected too.
@@ -2130,3 +2144,16 @@ def test_checkov_skips_give_reasons_and_reach_the_transformed_template(source, c
 if __name__ == "__main__":
     # Writes the transformed template where the first argument says (scripts/test runs checkov on it).
     pathlib.Path(sys.argv[1]).write_text(json.dumps(translate(load_source()), indent=1))
+
+
+@pytest.mark.parametrize("api_url", ["https://ghe.example.com/api/v3", "https://api.octocorp.ghe.com"])
+def test_the_github_actions_role_off_github_com_needs_its_issuer(source, api_url):
+    """Left to github.com's issuer on a GHES or GHE.com stack, the role would let whoever holds the
+    organization's login on github.com assume it: CloudFormation refuses such a stack."""
+    role = dict(GitHubActionsOrganization="octo-org", CreateGitHubOidcProvider="true")
+    [failed] = rules_hold(source, GitHubApiUrl=api_url, **role)
+    assert failed.startswith("GitHubActionsRoleOffGitHubComNeedsItsIssuer:"), failed
+    issuer = "https://ghe.example.com/_services/token" if "/api/v3" in api_url else "https://token.actions.octocorp.ghe.com"
+    assert rules_hold(source, GitHubApiUrl=api_url, GitHubOidcIssuer=issuer, **role) == []
+    assert rules_hold(source, GitHubApiUrl=api_url) == [], "no role, nothing to bind"
+    assert rules_hold(source, **role) == [], "github.com's own issuer"

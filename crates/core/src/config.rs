@@ -88,9 +88,6 @@ impl Config {
             return Err(Error::Misconfigured("ROTATION_IAM_PATH must start and end with /"));
         }
         let oidc_issuer = non_empty("OIDC_ISSUER").or_else(|| crate::github::oidc::issuer_for(&github_api_url));
-        if oidc_issuer.as_deref().is_some_and(|i| !i.starts_with("https://") && require_iam_caller) {
-            return Err(Error::Misconfigured("OIDC_ISSUER must be an https URL"));
-        }
         let oidc_audience = non_empty("OIDC_AUDIENCE");
         if oidc_audience.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(STS_AUDIENCE)) {
             // Every job that assumes an AWS role asks GitHub for a token with this audience and
