@@ -500,7 +500,7 @@ async fn call(cli: &Cli, json_out: bool) -> Result<(), CliError> {
     if send_oidc {
         match cli.oidc.github_oidc_audience.as_ref().or(stack.get("GitHubOidcAudience")) {
             // A token for STS is the one every job hands to AWS: it must not open appcreds too.
-            Some(audience) if audience.eq_ignore_ascii_case(appcreds_core::config::STS_AUDIENCE) => {
+            Some(audience) if appcreds_core::config::is_sts_audience(audience) => {
                 return Err(CliError::Usage(
                     "the GitHub OIDC audience must be the stack's own (its GitHubOidcAudience output), not sts.amazonaws.com"
                         .into(),

@@ -3,9 +3,13 @@
 use crate::error::Error;
 use crate::ports::AccessMode;
 
-/// The audience of the OIDC tokens GitHub Actions jobs hand to AWS STS, which appcreds refuses as
-/// its own.
-pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
+/// Whether `audience` is one of AWS STS's (global, regional, or China's: `sts.amazonaws.com`,
+/// `sts.REGION.amazonaws.com`, `sts.amazonaws.com.cn`, …): every job that assumes an AWS role
+/// asks GitHub for a token with it, so appcreds never takes it as its own.
+pub fn is_sts_audience(audience: &str) -> bool {
+    let audience = audience.to_ascii_lowercase();
+    audience.starts_with("sts.") && (audience.ends_with(".amazonaws.com") || audience.ends_with(".amazonaws.com.cn"))
+}
 
 /// Settings every function reads from its environment (set by `template.yaml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +93,7 @@ impl Config {
         }
         let oidc_issuer = non_empty("OIDC_ISSUER").or_else(|| crate::github::oidc::issuer_for(&github_api_url));
         let oidc_audience = non_empty("OIDC_AUDIENCE");
-        if oidc_audience.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(STS_AUDIENCE)) {
+        if oidc_audience.as_deref().is_some_and(is_sts_audience) {
             // Every job that assumes an AWS role asks GitHub for a token with this audience and
             // hands it to STS (and to whatever else it runs): appcreds must not accept those.
             return Err(Error::Misconfigured("OIDC_AUDIENCE must be appcreds' own, not sts.amazonaws.com"));
@@ -156,7 +160,8 @@ mod tests {
             .as_deref(),
             Some("https://token.actions.githubusercontent.com/octo-enterprise")
         );
-        for sts in ["sts.amazonaws.com", "STS.amazonaws.com"] {
+        assert!(!is_sts_audience("appcreds:123456789012:appcreds") && !is_sts_audience("sts.example.com"));
+        for sts in ["sts.amazonaws.com", "STS.amazonaws.com", "sts.eu-west-1.amazonaws.com", "sts.amazonaws.com.cn"] {
             let pairs = [("APP_TABLE_NAME", "A"), ("OIDC_AUDIENCE", sts)];
             let lookup = move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
             assert!(matches!(Config::from_lookup(lookup), Err(Error::Misconfigured(_))), "{sts}");

@@ -118,7 +118,7 @@ impl ColdStart {
 /// shape of the Lambda runtime's default subscriber, but compact: with JSON, one object per event,
 /// its fields at the top level, and the invocation's span (request ID, X-Ray trace ID) once, not
 /// twice (`span` and `spans`). Each line names its target, so the audit lines are found by
-/// `target = "appcreds::audit"` (the README measures the bytes).
+/// `target = "appcreds::audit"` (docs/benchmarks.md measures the bytes).
 fn init_logging() {
     use lambda_http::tracing::subscriber::EnvFilter;
     use lambda_http::tracing::subscriber::filter::LevelFilter;
@@ -284,5 +284,45 @@ mod log_cap_tests {
         // At INFO they stay at INFO (the cap never raises a level).
         let info = logged(LevelFilter::INFO, "");
         assert!(!info.contains("sdk-debug") && info.contains("hyper-info") && !info.contains("own-trace"), "{info}");
+    }
+}
+
+#[cfg(test)]
+mod oidc_issuer_tests {
+    use super::*;
+
+    fn cold_start(api_url: &str, issuer: Option<&str>) -> ColdStart {
+        let (api_url, issuer) = (api_url.to_string(), issuer.map(str::to_string));
+        let config = Config::from_lookup(move |name| match name {
+            "APP_TABLE_NAME" => Some("Apps".into()),
+            "GITHUB_API_URL" => Some(api_url.clone()),
+            "OIDC_AUDIENCE" => Some("appcreds:123456789012:appcreds".into()),
+            "OIDC_ISSUER" => issuer.clone(),
+            _ => None,
+        })
+        .expect("a valid environment");
+        let aws = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        ColdStart { config, aws }
+    }
+
+    /// A function whose GitHub API URL names no known issuer accepts no OIDC token (a server
+    /// error that says what to set), rather than trusting github.com's issuer.
+    #[tokio::test]
+    async fn an_unknown_github_names_no_issuer_and_no_token_is_accepted() {
+        let unknown = cold_start("https://git.example.com/api", None).services(false).unwrap();
+        match unknown.oidc.verify("a.b.c").await {
+            Err(Error::Misconfigured(why)) => assert!(why.contains("GitHubOidcIssuer"), "{why}"),
+            other => panic!("expected a server error, got {other:?}"),
+        }
+        // Named by OIDC_ISSUER, or told by the URL (GHE.com), a verifier judges the token itself.
+        let named = cold_start("https://git.example.com/api", Some("https://token.actions.githubusercontent.com/octo"));
+        let ghe = cold_start("https://api.octocorp.ghe.com", None);
+        for start in [named, ghe] {
+            let services = start.services(false).unwrap();
+            assert!(matches!(services.oidc.verify("a.b.c").await, Err(Error::AccessDenied(_))));
+        }
     }
 }
