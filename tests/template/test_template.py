@@ -1766,7 +1766,7 @@ def test_the_oidc_issuer_parameter(source, issuer, allowed):
     parameter = source["Parameters"]["GitHubOidcIssuer"]
     assert (parameter["Type"], parameter["Default"]) == ("String", "")
     assert bool(re.fullmatch(parameter["AllowedPattern"], issuer)) is allowed
-    for needed in ["ghe.com", "include_enterprise_slug", "GITHUB_API_URL"]:
+    for needed in ["ghe.com", "include_enterprise_slug", "GitHubApiUrl", "a Rule refuses the stack"]:
         assert needed in parameter["Description"], needed
 
 
