@@ -254,7 +254,7 @@ async fn access_test_judges_without_a_row_that_pins_no_owner_and_says_so() {
     );
 }
 
-/// The README's three worked examples, with its files, give the README's answers.
+/// The three worked examples of docs/access-rules.md, with their files, give its answers.
 #[tokio::test]
 async fn the_readmes_worked_examples_answer_as_documented() {
     let (table, _) = table().await;

@@ -32,7 +32,7 @@ impl fmt::Display for KeyProblem {
 }
 
 /// Everything that can go wrong in appcreds' core. Client mistakes are the first group; each maps
-/// to one error name of the wire contract (see `shared/spec/API.md`, Errors).
+/// to one error name of the wire contract (see `docs/api.md`, Errors).
 /// Cloneable, so that one failure can be handed to every request that waited for it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {

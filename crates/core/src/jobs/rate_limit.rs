@@ -14,7 +14,7 @@
 //!   everyone is followed by one that starts with those it missed. A new process (no memory of
 //!   earlier runs) starts at a random point, so no installation is left out run after run. This
 //!   is chosen over fanning out across invocations: one run covers 10,000 installations in well
-//!   under its timeout (see the README's benchmark), and resuming needs no state outside the
+//!   under its timeout (see docs/benchmarks.md), and resuming needs no state outside the
 //!   process, no extra IAM, and no second invocation that could fail on its own.
 //! - **Cannot fail silently.** Every run publishes a heartbeat (installations in the table,
 //!   scanned, failed, deferred) that the template alarms on, when it is missing as much as when

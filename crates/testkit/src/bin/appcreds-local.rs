@@ -531,13 +531,13 @@ fn peak_rss_mib(binary: &std::path::Path, before: &std::collections::BTreeSet<u3
     appcreds_testkit::peak_rss_mib(&format!("/proc/{pid}/status"))
 }
 
-/// The README, whose zero-install `curl --aws-sigv4` block the local stack runs verbatim.
-const README: &str = include_str!("../../../../README.md");
+/// docs/github-actions.md, whose zero-install `curl --aws-sigv4` block the local stack runs verbatim.
+const README: &str = include_str!("../../../../docs/github-actions.md");
 
-/// The `sh` block after the README's marker line for the local stack.
+/// The `sh` block after the marker line for the local stack in docs/github-actions.md.
 fn readme_curl() -> Result<&'static str, BoxError> {
     let marker = "<!-- The local stack runs the next block verbatim";
-    let after = README.split_once(marker).ok_or("the README lost its curl block's marker")?.1;
+    let after = README.split_once(marker).ok_or("docs/github-actions.md lost its curl block's marker")?.1;
     let block = after.split_once("```sh\n").ok_or("no sh block after the marker")?.1;
     Ok(block.split_once("\n```").ok_or("the sh block does not end")?.0)
 }
@@ -567,7 +567,7 @@ async fn curl_token(base: &str, app_id: i64, github: &GitHubDouble) -> Result<()
     let token = body["installationToken"].as_str().ok_or("curl's answer has no installationToken")?;
     let issued = github.issued(token).ok_or("the double did not issue curl's token")?;
     step(&format!(
-        "curl --aws-sigv4 \"aws:amz:{REGION}:lambda\" … /tokens/installation (the README's zero-install path) → installation {}, scope {:?}",
+        "curl --aws-sigv4 \"aws:amz:{REGION}:lambda\" … /tokens/installation (docs/github-actions.md's zero-install path) → installation {}, scope {:?}",
         body["installationId"], issued.permissions
     ));
     Ok(())
