@@ -300,3 +300,121 @@ async fn repository_names_cost_github_no_lookups_and_narrow_the_token() {
     assert!(calls.keys().all(|route| !route.starts_with("GET /repos/")), "{calls:?}");
     assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 21, "one mint per request");
 }
+
+/// An installation on an enterprise, asked for by the enterprise's slug: found through
+/// `GET /enterprises/{slug}/installation`, kept in the Installation table as `Enterprise`, and
+/// granted only by a rule that names the enterprise, never by one naming an organization of the
+/// same name (logins and slugs are separate names on GitHub).
+#[tokio::test]
+async fn an_enterprise_is_asked_for_by_slug_and_granted_only_by_a_rule_naming_it() {
+    let stack = stack().await;
+    stack.github.install(Installation::enterprise(APP, 79, "octo-corp"));
+    stack.github.install(Installation::org(APP, 78, "octo-corp", &[(7801, "site")]));
+    let by_slug = json!({"appId": APP, "enterprise": "Octo-Corp"});
+    let by_login = json!({"appId": APP, "owner": "octo-corp"});
+
+    // No rules (open mode): the slug names the enterprise's installation, the login the organization's.
+    let open = endpoint(InstallationToken::new(&stack.services()));
+    let reply = post(&open, "/tokens/installation", by_slug.clone()).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!((&reply.body["installationId"], &reply.body["nodeId"]), (&json!(79), &json!("E_kgDOocto-corp")));
+    let issued = stack.github.issued(reply.body["installationToken"].as_str().unwrap()).unwrap();
+    assert_eq!(issued.installation_id, 79);
+    assert_eq!(stack.github.calls("GET /enterprises/octo-corp/installation"), 1, "asked in lower case");
+    let rows = stack.installation_rows().await;
+    let row = rows.iter().find(|r| r.installation_id == 79).unwrap();
+    assert_eq!((row.target_type.as_str(), row.name.as_str()), ("Enterprise", "octo-corp"));
+    assert_eq!(post(&open, "/tokens/installation", by_login.clone()).await.body["installationId"], 78);
+    let none = post(&open, "/tokens/installation", json!({"appId": APP, "enterprise": "no-such-corp"})).await;
+    assert_eq!(
+        (none.status, none.body["message"].as_str()),
+        (400, Some("App 700 has no installation for enterprise no-such-corp"))
+    );
+
+    // Enforced: a rule naming the owner octo-corp grants the organization, not the enterprise.
+    let rule = |id: &str, naming: Value, permissions: Value| {
+        let mut rule = json!({
+            "id": id, "principals": [ROLE], "operations": ["installation-token"], "apps": [APP],
+            "repositories": ["*"], "permissions": permissions, "organizationPermissions": true
+        });
+        rule.as_object_mut().unwrap().extend(naming.as_object().unwrap().clone());
+        rule
+    };
+    stack.put_rule(rule("org", json!({"owners": ["octo-corp"]}), json!({"contents": "read"}))).await;
+    let enforced = endpoint(InstallationToken::new(&stack.enforcing(SystemClock)));
+    assert_eq!(post(&enforced, "/tokens/installation", by_login.clone()).await.status, 200);
+    let why = denied(&post(&enforced, "/tokens/installation", by_slug.clone()).await);
+    assert!(why.ends_with("on enterprise Octo-Corp"), "{why}");
+    let calls = stack.github.calls("GET /enterprises/octo-corp/installation");
+    assert_eq!(calls, 1, "refused before any lookup");
+
+    // A rule naming the enterprise grants it, with its own ceiling.
+    stack
+        .put_rule(rule(
+            "corp",
+            json!({"enterprises": ["octo-corp"]}),
+            json!({"enterprise_custom_properties_for_organizations": "write"}),
+        ))
+        .await;
+    let enforced = endpoint(InstallationToken::new(&stack.enforcing(SystemClock)));
+    let reply = post(&enforced, "/tokens/installation", by_slug).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let issued = stack.github.issued(reply.body["installationToken"].as_str().unwrap()).unwrap();
+    assert_eq!(issued.installation_id, 79);
+    assert_eq!(
+        issued.permissions.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>(),
+        [("enterprise_custom_properties_for_organizations", "write")]
+    );
+}
+
+/// Spellings of one login share one lookup (GitHub compares logins without case), and a caller
+/// whose rules name installations only by node ID can make up logins without costing GitHub a
+/// lookup each: they are looked for in the App's listing, as node IDs are.
+#[tokio::test(flavor = "current_thread")]
+async fn made_up_spellings_and_logins_cost_github_no_lookups_of_their_own() {
+    let stack = stack().await;
+    let mut rule = release_rule();
+    rule["repositories"] = json!(["*"]);
+    stack.put_rule(rule).await;
+    let handler = endpoint(InstallationToken::new(&stack.enforcing(SystemClock)));
+    for target in [
+        json!({"owner": "OCTO-ORG"}),
+        json!({"owner": "Octo-Org"}),
+        json!({"owner": "octo-org"}),
+        json!({"repository": "OcTo-OrG/docs"}),
+    ] {
+        let mut body = target.clone();
+        body["appId"] = json!(APP);
+        let reply = post(&handler, "/tokens/installation", body).await;
+        assert_eq!(reply.status, 200, "{target}: {:?}", reply.body);
+    }
+    let lookups: Vec<(String, usize)> =
+        stack.github.all_calls().into_iter().filter(|(route, _)| route.ends_with("/installation")).collect();
+    assert_eq!(
+        lookups,
+        [("GET /orgs/octo-org/installation".to_string(), 1), ("GET /users/octo-org/installation".to_string(), 1)],
+        "one lookup for every spelling"
+    );
+
+    // A rule by node ID only: logins the caller makes up are looked for in the listing.
+    let stack = Stack::with_installations(APP).await;
+    let mut by_node = release_rule();
+    by_node["owners"] = json!([]);
+    by_node["nodeIds"] = json!(["O_kgDOocto-org"]);
+    by_node["repositories"] = json!(["*"]);
+    stack.put_rule(by_node).await;
+    let handler = endpoint(InstallationToken::new(&stack.enforcing(SystemClock)));
+    for i in 0..20 {
+        let reply =
+            post(&handler, "/tokens/installation", json!({"appId": APP, "owner": format!("made-up-{i}")})).await;
+        assert_eq!(reply.status, 403, "{:?}", reply.body);
+    }
+    let genuine = post(&handler, "/tokens/installation", json!({"appId": APP, "owner": "Octo-Org"})).await;
+    assert_eq!(genuine.status, 200, "the login behind the rule's node ID: {:?}", genuine.body);
+    let calls = stack.github.all_calls();
+    assert!(
+        calls.keys().all(|route| !route.starts_with("GET /users/") && !route.starts_with("GET /orgs/")),
+        "{calls:?}"
+    );
+    assert_eq!(stack.github.calls("GET /app/installations"), 1, "one listing for 21 names: {calls:?}");
+}

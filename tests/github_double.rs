@@ -31,13 +31,13 @@ async fn the_double_enforces_githubs_jwt_rules() {
     let now = SystemClock.now();
     let good = Claims::for_app(77, now);
     let cases = [
-        ("valid", good, 200),
-        ("lifetime 601 s", Claims { iat: now - 60, exp: now + 541, iss: 77 }, 401),
-        ("iat 2 minutes ahead", Claims { iat: now + 120, exp: now + 400, iss: 77 }, 401),
-        ("expired", Claims { iat: now - 700, exp: now - 100, iss: 77 }, 401),
-        ("exp 20 minutes ahead", Claims { iat: now + 600, exp: now + 1200, iss: 77 }, 401),
-        ("unknown issuer", Claims { iss: 78, ..good }, 401),
-        ("iat 50 s ahead (skew tolerated)", Claims { iat: now + 50, exp: now + 500, iss: 77 }, 200),
+        ("valid", good.clone(), 200),
+        ("lifetime 601 s", Claims { iat: now - 60, exp: now + 541, iss: 77.into() }, 401),
+        ("iat 2 minutes ahead", Claims { iat: now + 120, exp: now + 400, iss: 77.into() }, 401),
+        ("expired", Claims { iat: now - 700, exp: now - 100, iss: 77.into() }, 401),
+        ("exp 20 minutes ahead", Claims { iat: now + 600, exp: now + 1200, iss: 77.into() }, 401),
+        ("unknown issuer", Claims { iss: 78.into(), ..good }, 401),
+        ("iat 50 s ahead (skew tolerated)", Claims { iat: now + 50, exp: now + 500, iss: 77.into() }, 200),
     ];
     for (name, claims, status) in cases {
         let token = sign(&stack, &key.arn, &claims).await;
@@ -60,7 +60,7 @@ async fn the_double_refuses_tampered_and_malformed_tokens() {
     let (header, rest) = token.split_once('.').unwrap();
     let (_, signature) = rest.split_once('.').unwrap();
     // Same signature, claims changed to another iss/exp.
-    let forged_claims = Claims { iss: 79, ..Claims::for_app(79, SystemClock.now() + 30) }.signing_input();
+    let forged_claims = Claims { iss: 79.into(), ..Claims::for_app(79, SystemClock.now() + 30) }.signing_input();
     let forged = format!("{}.{signature}", forged_claims);
     let none_alg = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", rest.split_once('.').unwrap().0);
     for (name, auth) in [
@@ -77,6 +77,37 @@ async fn the_double_refuses_tampered_and_malformed_tokens() {
     assert_eq!(stack.github.calls("GET /app"), 6);
     let (status, _) = get_app(&stack, Some(&format!("Bearer {token}"))).await;
     assert_eq!(status, 200, "the untampered token still works");
+}
+
+/// GitHub takes the App's client ID as a JWT's issuer as well as its App ID (and recommends the
+/// client ID); a client ID that is not the App's is refused, even with the App's signature.
+#[tokio::test]
+async fn the_double_takes_the_app_id_or_its_client_id_as_the_issuer() {
+    let stack = Stack::start().await;
+    let key = stack.add_app(83).await;
+    stack.add_app(84).await;
+    let client_id = stack.github.app_client_id(83).unwrap();
+    let other = stack.github.app_client_id(84).unwrap();
+    assert_ne!(client_id, other);
+    let now = SystemClock.now();
+    for (name, issuer, status) in [
+        ("the App ID", None, 200),
+        ("the client ID", Some(client_id.as_str()), 200),
+        ("another App's client ID", Some(other.as_str()), 401),
+        ("a client ID GitHub does not know", Some("Iv23liNoSuchApp000000"), 401),
+    ] {
+        let claims = Claims::for_app(83, now).with_client_id(issuer);
+        let token = sign(&stack, &key.arn, &claims).await;
+        let (got, body) = get_app(&stack, Some(&format!("Bearer {token}"))).await;
+        assert_eq!(got, status, "{name}: {body}");
+        if status == 200 {
+            assert_eq!(
+                (body["id"].as_i64(), body["client_id"].as_str()),
+                (Some(83), Some(client_id.as_str())),
+                "{name}"
+            );
+        }
+    }
 }
 
 /// The double's responses have every property GitHub's OpenAPI description requires, each of an

@@ -151,7 +151,7 @@ async fn pkcs1_and_pkcs8_pems_import_prove_and_register_the_app() {
         // The App table names the key.
         assert_eq!(
             world.app_row(app_id).await,
-            Some(AppRecord { app_id, kms_key_arn: Some(arn.clone()), previous_key: None })
+            Some(AppRecord { app_id, kms_key_arn: Some(arn.clone()), previous_key: None, client_id: None })
         );
 
         // The key as the spec defines it, with its tags.
@@ -741,23 +741,90 @@ async fn a_key_write_retried_after_a_lost_answer_is_a_success() {
         "arn:aws:kms:us-east-1:123456789012:key/new",
         "arn:aws:kms:us-east-1:123456789012:key/other",
     );
-    assert_eq!(store.register_key(190, old).await.unwrap(), KeyWrite::Written);
-    assert_eq!(store.register_key(190, old).await.unwrap(), KeyWrite::Written, "the same registration again");
-    assert_eq!(store.register_key(190, other).await.unwrap(), KeyWrite::Conflict { current: Some(old.into()) });
+    assert_eq!(store.register_key(190, old, None).await.unwrap(), KeyWrite::Written);
+    assert_eq!(store.register_key(190, old, None).await.unwrap(), KeyWrite::Written, "the same registration again");
+    assert_eq!(store.register_key(190, other, None).await.unwrap(), KeyWrite::Conflict { current: Some(old.into()) });
     let until = "2026-11-26T12:00:00Z";
-    assert_eq!(store.switch_key(190, old, new, until).await.unwrap(), KeyWrite::Written);
-    assert_eq!(store.switch_key(190, old, new, until).await.unwrap(), KeyWrite::Written, "the retry of a lost answer");
+    assert_eq!(store.switch_key(190, old, new, until, None).await.unwrap(), KeyWrite::Written);
     assert_eq!(
-        store.switch_key(190, old, other, until).await.unwrap(),
+        store.switch_key(190, old, new, until, None).await.unwrap(),
+        KeyWrite::Written,
+        "the retry of a lost answer"
+    );
+    assert_eq!(
+        store.switch_key(190, old, other, until, None).await.unwrap(),
         KeyWrite::Conflict { current: Some(new.into()) }
     );
     // While the rotation is open, no other switch, even from the current key.
     assert_eq!(
-        store.switch_key(190, new, other, until).await.unwrap(),
+        store.switch_key(190, new, other, until, None).await.unwrap(),
         KeyWrite::Conflict { current: Some(new.into()) }
     );
     store.clear_previous_key(190, old).await.unwrap();
     store.clear_previous_key(190, old).await.unwrap(); // the retry of a lost answer
     assert_eq!(store.get_app(190).await.unwrap().unwrap().previous_key, None);
-    assert_eq!(store.switch_key(190, new, other, until).await.unwrap(), KeyWrite::Written);
+    assert_eq!(store.switch_key(190, new, other, until, None).await.unwrap(), KeyWrite::Written);
+}
+
+/// `key import --client-id` and `key rotate --client-id` write the App's client ID with the key,
+/// and the functions' JWTs then name it as their issuer (`iss`, a string), which GitHub (the
+/// double) accepts; without one, the issuer is the App ID (a number). A rotation without
+/// `--client-id` keeps the one the row has.
+#[tokio::test]
+async fn a_client_id_written_with_the_key_becomes_the_jwts_issuer() {
+    let world = World::start().await;
+    let issuer = |jwt: &str| appcreds_tests::github::jwt::peek_claims(jwt).unwrap()["iss"].clone();
+    let accepted = |jwt: String| {
+        let url = format!("{}/app", world.stack.github.url());
+        async move { reqwest::Client::new().get(url).bearer_auth(jwt).send().await.unwrap().status().as_u16() }
+    };
+
+    // Imported without a client ID: the App ID is the issuer.
+    const PLAIN: i64 = 210;
+    let (first, second) = (pem(false), pem(true));
+    world.import(PLAIN, &first).await.unwrap();
+    world.stack.github.register_app(PLAIN, &first.public_der).unwrap();
+    assert_eq!(world.app_row(PLAIN).await.unwrap().client_id, None);
+    let jwt = jwt_of(&app_token(&world.app_token_handler(ManualClock::new(SystemClock.now())), PLAIN).await);
+    assert_eq!(issuer(&jwt), json!(PLAIN));
+    assert_eq!(accepted(jwt).await, 200);
+
+    // Rotated with its client ID: a function started afterwards names it.
+    let client_id = world.stack.github.app_client_id(PLAIN).unwrap();
+    world.stack.github.add_app_key(PLAIN, &second.public_der).unwrap();
+    let with_client_id = world.manager.clone().with_client_id(Some(client_id.clone()));
+    with_client_id.rotate(PLAIN, &second.key, &world.roles, GRACE, &|_: &str| {}).await.unwrap();
+    assert_eq!(world.app_row(PLAIN).await.unwrap().client_id.as_deref(), Some(client_id.as_str()));
+    let jwt = jwt_of(&app_token(&world.app_token_handler(ManualClock::new(SystemClock.now())), PLAIN).await);
+    assert_eq!(issuer(&jwt), json!(client_id));
+    assert!(signed_by(&jwt, &second));
+    assert_eq!(accepted(jwt).await, 200, "GitHub takes the client ID as the issuer");
+
+    // Imported with a client ID, then rotated without one: the row keeps it.
+    const NAMED: i64 = 211;
+    let (first, second) = (pem(false), pem(true));
+    world.stack.github.register_app(NAMED, &first.public_der).unwrap();
+    let client_id = world.stack.github.app_client_id(NAMED).unwrap();
+    let with_client_id = world.manager.clone().with_client_id(Some(client_id.clone()));
+    with_client_id.import(NAMED, &first.key, &world.roles, &|_: &str| {}).await.unwrap();
+    assert_eq!(world.app_row(NAMED).await.unwrap().client_id.as_deref(), Some(client_id.as_str()));
+    let jwt = jwt_of(&app_token(&world.app_token_handler(ManualClock::new(SystemClock.now())), NAMED).await);
+    assert_eq!(issuer(&jwt), json!(client_id));
+    assert_eq!(accepted(jwt).await, 200);
+    world.stack.github.add_app_key(NAMED, &second.public_der).unwrap();
+    world.manager.rotate(NAMED, &second.key, &world.roles, GRACE, &|_: &str| {}).await.unwrap();
+    assert_eq!(world.app_row(NAMED).await.unwrap().client_id.as_deref(), Some(client_id.as_str()));
+    let listed = world.manager.list().await.unwrap();
+    let named = listed.iter().find(|a| a.app_id == NAMED).unwrap();
+    assert_eq!(serde_json::to_value(named).unwrap()["clientId"], json!(client_id), "`key list` shows it");
+
+    // A client ID that is not the App's is refused by GitHub: the JWT's issuer is what GitHub checks.
+    let wrong = world.manager.clone().with_client_id(Some("Iv23liNotThisApp".into()));
+    const WRONG: i64 = 212;
+    let third = pem(false);
+    world.stack.github.register_app(WRONG, &third.public_der).unwrap();
+    wrong.import(WRONG, &third.key, &world.roles, &|_: &str| {}).await.unwrap();
+    let jwt = jwt_of(&app_token(&world.app_token_handler(ManualClock::new(SystemClock.now())), WRONG).await);
+    assert_eq!(issuer(&jwt), json!("Iv23liNotThisApp"));
+    assert_eq!(accepted(jwt).await, 401);
 }

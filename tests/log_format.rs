@@ -47,5 +47,10 @@ async fn an_audit_line_is_one_compact_object_with_its_target_and_no_token() {
     assert_eq!((line["level"].as_str(), line["message"].as_str()), (Some("INFO"), Some("credential issued")));
     assert_eq!(line["kind"], "installation-token");
     assert_eq!(line["token_sha256"].as_str().map(str::len), Some(64));
+    // GitHub's audit-log `hashed_token` (base64 of the SHA-256), for a Logs Insights query to match.
+    use base64::Engine;
+    use rsa::sha2::Digest;
+    let sha256 = rsa::sha2::Sha256::digest(token.as_bytes());
+    assert_eq!(line["hashed_token"], base64::engine::general_purpose::STANDARD.encode(sha256));
     assert!(line.get("fields").is_none() && line.get("spans").is_none(), "fields flattened, no span list: {line}");
 }

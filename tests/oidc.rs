@@ -279,3 +279,82 @@ async fn a_job_of_another_owner_with_a_matching_environment_is_refused() {
         "the login octo-org held by another account (its ID differs)"
     );
 }
+
+/// GitHub's immutable subject (`repo:OWNER@OWNER_ID/NAME@REPO_ID:…`), the default for repositories
+/// created or renamed since 2026-07-15, as the double issues it: a rule naming it serves the
+/// repository, and refuses a token whose owner ID differs (the login taken over by another
+/// account) and the classic form (which does not match it).
+#[tokio::test]
+async fn a_rule_on_the_immutable_subject_serves_the_repository_and_nobody_else() {
+    let stack = token_stack().await;
+    stack
+        .put_rule(json!({
+            "id": "immutable", "principals": ["arn:aws:iam::123456789012:role/ci-deployer"],
+            "github": {"sub": "repo:octo-org@17/hello-world@4242:ref:refs/heads/*"},
+            "operations": ["installation-token"], "apps": [APP], "owners": ["octo-org"],
+            "repositories": ["hello-world"], "permissions": {"contents": "read"}
+        }))
+        .await;
+    let mut services = stack.enforcing(SystemClock);
+    services.oidc = verifier(&stack);
+    let handler = endpoint(InstallationToken::new(&services));
+    let body = json!({"appId": APP, "owner": "octo-org"});
+
+    let immutable = stack.github.oidc_claims_immutable("octo-org/hello-world", AUDIENCE, json!({}));
+    assert_eq!(immutable["sub"], "repo:octo-org@17/hello-world@4242:ref:refs/heads/main");
+    let reply = post(&handler, body.clone(), Some(&stack.github.oidc_token(&immutable))).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+
+    let squatter = stack.github.oidc_claims_immutable(
+        "octo-org/hello-world",
+        AUDIENCE,
+        json!({"repository_owner_id": "666", "environment": "production"}),
+    );
+    assert_eq!(squatter["sub"], "repo:octo-org@666/hello-world@4242:ref:refs/heads/main");
+    let reply = post(&handler, body.clone(), Some(&stack.github.oidc_token(&squatter))).await;
+    assert_eq!(reply.status, 403, "another account holding the login: {:?}", reply.body);
+
+    let classic = stack.github.oidc_claims("octo-org/hello-world", AUDIENCE, json!({}));
+    assert_eq!(classic["sub"], "repo:octo-org/hello-world:ref:refs/heads/main");
+    let reply = post(&handler, body, Some(&stack.github.oidc_token(&classic))).await;
+    assert_eq!(reply.status, 403, "the classic subject is another string: {:?}", reply.body);
+}
+
+/// Rules can require a repository's custom properties (`repo_property_*` claims, which GitHub adds
+/// when the organization includes them) and a `check_run_id`; they pin no owner, so the rule also
+/// names the owner's immutable ID.
+#[tokio::test]
+async fn rules_can_require_custom_property_and_check_run_claims() {
+    let stack = token_stack().await;
+    stack
+        .put_rule(json!({
+            "id": "production-repositories", "principals": ["arn:aws:iam::123456789012:role/ci-deployer"],
+            "github": {"repository_owner_id": "17", "repo_property_deploy_tier": "production", "check_run_id": "*"},
+            "operations": ["installation-token"], "apps": [APP], "owners": ["octo-org"],
+            "repositories": ["*"], "permissions": {"contents": "read"}
+        }))
+        .await;
+    let mut services = stack.enforcing(SystemClock);
+    services.oidc = verifier(&stack);
+    let handler = endpoint(InstallationToken::new(&services));
+    let body = json!({"appId": APP, "owner": "octo-org"});
+    let token = |extra: Value| {
+        stack.github.oidc_token(&stack.github.oidc_claims_immutable("octo-org/hello-world", AUDIENCE, extra))
+    };
+
+    let reply = post(&handler, body.clone(), Some(&token(json!({"repo_property_deploy_tier": "production"})))).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    for (what, extra) in [
+        ("another value", json!({"repo_property_deploy_tier": "staging"})),
+        ("no such property", json!({})),
+        ("no check run", json!({"repo_property_deploy_tier": "production", "check_run_id": null})),
+        (
+            "another owner with the property",
+            json!({"repo_property_deploy_tier": "production", "repository_owner_id": "666"}),
+        ),
+    ] {
+        let reply = post(&handler, body.clone(), Some(&token(extra))).await;
+        assert_eq!(reply.status, 403, "{what}: {:?}", reply.body);
+    }
+    assert_eq!(stack.github.issued_tokens().len(), 1);
+}

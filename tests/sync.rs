@@ -251,3 +251,36 @@ async fn one_sync_at_a_time() {
     dead(now - 1).await.unwrap();
     first.run_exclusive().await.unwrap();
 }
+
+/// An installation on an enterprise (`target_type` `Enterprise`; its account is an enterprise,
+/// with a slug and no login) is synced under its slug, and the rate-limit scanner reads its limits
+/// like any other's: nothing assumes a user or an organization.
+#[tokio::test]
+async fn enterprise_installations_are_synced_and_scanned() {
+    use appcreds_core::aws::cloudwatch::CloudWatchSink;
+    use appcreds_core::jobs::rate_limit::RateLimitScanner;
+    const E: i64 = 607;
+    let stack = Stack::start().await;
+    stack.add_app(E).await;
+    stack.github.install(Installation::org(E, 60701, "octo-org", &[(1, "repo")]));
+    stack.github.install(Installation::enterprise(E, 60702, "octo-corp"));
+
+    let report = stack.syncer().run().await.unwrap();
+    assert_eq!(report.failed_apps(), Vec::<i64>::new());
+    let rows = stack.installation_rows().await;
+    let corp = rows.iter().find(|r| r.installation_id == 60702).unwrap();
+    assert_eq!(
+        (corp.target_type.as_str(), corp.name.as_str(), corp.node_id.as_str()),
+        ("Enterprise", "octo-corp", "E_kgDOocto-corp")
+    );
+    let org = rows.iter().find(|r| r.installation_id == 60701).unwrap();
+    assert_eq!((org.target_type.as_str(), org.name.as_str()), ("Organization", "octo-org"));
+
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&stack.sdk);
+    let mut services = stack.services();
+    services.metrics = std::sync::Arc::new(CloudWatchSink::new(cloudwatch));
+    let scan = RateLimitScanner::new(&services).run().await.unwrap();
+    assert_eq!((scan.installations, scan.scanned, scan.failed.clone()), (2, 2, Vec::new()), "{scan:?}");
+    let read: Vec<i64> = stack.github.rate_limit_tokens().iter().map(|t| t.installation_id).collect();
+    assert!(read.contains(&60702), "the enterprise's limits were read: {read:?}");
+}

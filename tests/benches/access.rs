@@ -34,7 +34,7 @@ fn access(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let policy = Policy::new(documents().into_iter().map(|d| Rule::from_document(d, 1).unwrap()).collect());
     let subject = Subject { arn: "arn:aws:sts::123456789012:assumed-role/ci-deployer/run-1", claims: None };
-    let installation = InstallationRef { node_id: "O_kgDOocto-org", login: "octo-org" };
+    let installation = InstallationRef { node_id: "O_kgDOocto-org", login: "octo-org", enterprise: false };
     let target = Target::Owner("octo-org".into());
     let scope =
         serde_json::from_value(json!({"repositoryNames": ["docs-site"], "permissions": {"contents": "read"}})).unwrap();

@@ -190,12 +190,13 @@ pub fn judge(policy: &Policy, principal: &str, claims: Option<&Claims>, request:
             let mut body = body.clone();
             body.remove("operation");
             let req = appcreds_core::http::request::installation_token(&body).map_err(|e| bad(e.to_string()))?;
-            let (login, node_id) = match &req.target {
-                Target::Owner(o) => (o.clone(), String::new()),
-                Target::Repository(r) => (r.split('/').next().unwrap_or_default().to_string(), String::new()),
-                Target::NodeId(n) => (String::new(), n.clone()),
+            let (login, node_id, enterprise) = match &req.target {
+                Target::Owner(o) => (o.clone(), String::new(), false),
+                Target::Repository(r) => (r.split('/').next().unwrap_or_default().to_string(), String::new(), false),
+                Target::Enterprise(e) => (e.clone(), String::new(), true),
+                Target::NodeId(n) => (String::new(), n.clone(), false),
             };
-            let installation = InstallationRef { node_id: &node_id, login: &login };
+            let installation = InstallationRef { node_id: &node_id, login: &login, enterprise };
             // As the function judges: the App first, then the installation and the scope (a
             // repository target narrows the scope to it).
             let requested = appcreds_core::domain::scope::requested_scope(&req.target, req.scope_down.as_ref());
@@ -298,5 +299,34 @@ mod tests {
         );
         assert!(matches!(ask(json!({"operation": "app-token", "appId": 7})), Decision::Deny { .. }));
         assert!(judge(&policy, caller, None, &json!({"operation": "everything"})).is_err());
+    }
+
+    #[test]
+    fn an_enterprise_is_judged_by_the_rules_naming_enterprises() {
+        let corp = json!({
+            "id": "corp", "principals": ["arn:aws:iam::123456789012:role/release"],
+            "operations": ["installation-token"], "apps": [7], "enterprises": ["octo-corp"], "repositories": ["*"],
+            "permissions": {"enterprise_custom_properties_for_organizations": "read"}, "organizationPermissions": true
+        });
+        let mut rules: Vec<Rule> = read_rules(&write("q.yaml", RULE))
+            .unwrap()
+            .into_iter()
+            .map(|d| Rule::from_document(d, 1).unwrap())
+            .collect();
+        rules.push(Rule::from_document(serde_json::from_value(corp).unwrap(), 1).unwrap());
+        let policy = Policy::new(rules);
+        let caller = "arn:aws:sts::123456789012:assumed-role/release/ci";
+        let ask = |v: Value| judge(&policy, caller, None, &v).unwrap();
+        assert_eq!(
+            ask(json!({"operation": "installation-token", "appId": 7, "enterprise": "octo-corp"})),
+            Decision::Allow {
+                rule: "corp".into(),
+                scope: Some(json!({"permissions": {"enterprise_custom_properties_for_organizations": "read"}}))
+            }
+        );
+        assert!(matches!(
+            ask(json!({"operation": "installation-token", "appId": 7, "enterprise": "octo-org"})),
+            Decision::Deny { .. }
+        ));
     }
 }

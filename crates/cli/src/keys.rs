@@ -191,6 +191,9 @@ pub struct Retired {
 pub struct AppKeyInfo {
     pub app_id: i64,
     pub kms_key_arn: Option<String>,
+    /// The App's client ID, the issuer of its JWTs, if the App table names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     /// KMS's key state (`Enabled`, `Disabled`, `PendingDeletion`, `PendingImport`, ...).
     pub key_state: Option<String>,
     pub tags: BTreeMap<String, String>,
@@ -215,11 +218,20 @@ pub struct ManagedKey {
 pub struct KeyManager {
     kms: aws_sdk_kms::Client,
     apps: DynamoAppStore,
+    /// The App's client ID, written with the key by an import or a rotation.
+    client_id: Option<String>,
 }
 
 impl KeyManager {
     pub fn new(kms: aws_sdk_kms::Client, apps: DynamoAppStore) -> Self {
-        KeyManager { kms, apps }
+        KeyManager { kms, apps, client_id: None }
+    }
+
+    /// The same manager, writing `client_id` to the App table (`ClientId`) in the same write that
+    /// registers or switches the key, so that the App's JWTs name it as their issuer. `None`
+    /// leaves the row's client ID as it is.
+    pub fn with_client_id(self, client_id: Option<String>) -> Self {
+        KeyManager { client_id, ..self }
     }
 
     /// Imports the first key of an App and registers the App (`AppId → KmsKeyArn`).
@@ -239,7 +251,8 @@ impl KeyManager {
         let key_arn = self
             .new_key(app_id, key, roles, progress, async |key_arn: &str| {
                 progress.step("registering the App");
-                match self.apps.register_key(app_id, key_arn).await.map_err(CliError::from_core)? {
+                let client_id = self.client_id.as_deref();
+                match self.apps.register_key(app_id, key_arn, client_id).await.map_err(CliError::from_core)? {
                     KeyWrite::Written => Ok(()),
                     KeyWrite::Conflict { current } => Err(CliError::Refused(format!(
                         "App {app_id} got a key from someone else meanwhile ({}); nothing was changed",
@@ -287,7 +300,13 @@ impl KeyManager {
         let key_arn = self
             .new_key(app_id, key, roles, progress, async |key_arn: &str| {
                 progress.step("switching the App to the new key");
-                match self.apps.switch_key(app_id, &old, key_arn, &until).await.map_err(CliError::from_core)? {
+                let client_id = self.client_id.as_deref();
+                match self
+                    .apps
+                    .switch_key(app_id, &old, key_arn, &until, client_id)
+                    .await
+                    .map_err(CliError::from_core)?
+                {
                     KeyWrite::Written => Ok(()),
                     KeyWrite::Conflict { current } => Err(CliError::Refused(format!(
                         "App {app_id}'s key changed meanwhile (now {}); nothing was switched",
@@ -344,6 +363,7 @@ impl KeyManager {
             let mut info = AppKeyInfo {
                 app_id: app.app_id,
                 kms_key_arn: app.kms_key_arn,
+                client_id: app.client_id,
                 key_state: None,
                 tags: BTreeMap::new(),
                 error: None,

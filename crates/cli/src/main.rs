@@ -367,6 +367,11 @@ struct ImportArgs {
     /// SigningKeyScope output; none without a stack).
     #[arg(long, env = "APPCREDS_KEY_SCOPE", value_name = "SCOPE")]
     key_scope: Option<String>,
+    /// The App's client ID (Iv23li… or Iv1.…, on the App's settings page), written to the App
+    /// table with the key: the App's JWTs then name it as their issuer, as GitHub recommends
+    /// (without it, the App ID; a rotation without it keeps the one the table has).
+    #[arg(long, value_name = "CLIENT_ID", value_parser = parse_client_id)]
+    client_id: Option<String>,
     #[command(flatten)]
     table: TableArgs,
 }
@@ -379,7 +384,7 @@ struct TableArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["node_id", "owner", "repository"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["node_id", "owner", "repository", "enterprise"])))]
 struct TokenArgs {
     /// The GitHub App's ID.
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
@@ -393,6 +398,9 @@ struct TokenArgs {
     /// A repository of the installation, as owner/name.
     #[arg(long, value_name = "OWNER/NAME")]
     repository: Option<String>,
+    /// The installation on an enterprise, by the enterprise's slug.
+    #[arg(long, value_name = "SLUG")]
+    enterprise: Option<String>,
     /// Scope the token down to these repositories (names, comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     repositories: Vec<String>,
@@ -402,6 +410,13 @@ struct TokenArgs {
     /// Scope the token down to this permission (repeatable), e.g. contents=read.
     #[arg(long = "permission", value_name = "NAME=LEVEL", value_parser = parse_permission)]
     permissions: Vec<(String, String)>,
+}
+
+fn parse_client_id(s: &str) -> Result<String, String> {
+    match appcreds_core::domain::jwt::client_id_problem(s) {
+        None => Ok(s.to_string()),
+        Some(problem) => Err(problem),
+    }
 }
 
 fn parse_permission(s: &str) -> Result<(String, String), String> {
@@ -529,11 +544,12 @@ async fn call(cli: &Cli, json_out: bool) -> Result<(), CliError> {
             );
         }
         Command::Token(args) => {
-            let target = match (&args.node_id, &args.owner, &args.repository) {
-                (Some(n), _, _) => Target::NodeId(n.clone()),
-                (_, Some(o), _) => Target::Owner(o.clone()),
-                (_, _, Some(r)) => Target::Repository(r.clone()),
-                _ => return Err(CliError::Usage("give --node-id, --owner or --repository".into())),
+            let target = match (&args.node_id, &args.owner, &args.repository, &args.enterprise) {
+                (Some(n), _, _, _) => Target::NodeId(n.clone()),
+                (_, Some(o), _, _) => Target::Owner(o.clone()),
+                (_, _, Some(r), _) => Target::Repository(r.clone()),
+                (_, _, _, Some(e)) => Target::Enterprise(e.clone()),
+                _ => return Err(CliError::Usage("give --node-id, --owner, --repository or --enterprise".into())),
             };
             let scope = ScopeDown {
                 repository_ids: args.repository_ids.clone(),
@@ -664,6 +680,7 @@ async fn key(cli: &Cli, command: &KeyCommand, json_out: bool) -> Result<(), CliE
     // The PEM and the flags are checked before any AWS call.
     let pem = read_pem(&args.pem)?;
     let (manager, roles, outputs) = key_manager(cli, &args.table, Some(&args.function_role_arns)).await?;
+    let manager = manager.with_client_id(args.client_id.clone());
     let roles = roles.ok_or_else(|| CliError::Usage("no roles for the key policy".into()))?;
     // The key's scope must be the stack's: a key its functions may not use fails only later, when
     // they sign (the import's own proof signs as the operator).

@@ -15,6 +15,7 @@ fn appcreds(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn every_bad_flag_is_a_usage_error_naming_the_flag() {
+    let long_client_id = "x".repeat(65);
     let cases: &[(&[&str], &str)] = &[
         (&["app-token"], "--app-id"),
         (&["app-token", "--app-id", "0"], "--app-id"),
@@ -22,9 +23,14 @@ fn every_bad_flag_is_a_usage_error_naming_the_flag() {
         (&["app-token", "--app-id", "x"], "--app-id"),
         (&["token", "--app-id", "1"], "--node-id"),
         (&["token", "--app-id", "1", "--owner", "a", "--node-id", "b"], "--node-id"),
+        (&["token", "--app-id", "1", "--owner", "a", "--enterprise", "b"], "--enterprise"),
         (&["token", "--app-id", "1", "--owner", "a", "--permission", "contents"], "--permission"),
         (&["token", "--app-id", "1", "--owner", "a", "--permission", "contents=owner"], "--permission"),
         (&["token", "--app-id", "1", "--owner", "a", "--repository-ids", "1,x"], "--repository-ids"),
+        (&["key", "import", "--app-id", "1", "--pem", "k.pem", "--client-id", "Iv1 x"], "--client-id"),
+        (&["key", "import", "--app-id", "1", "--pem", "k.pem", "--client-id", ""], "--client-id"),
+        (&["key", "rotate", "--app-id", "1", "--pem", "k.pem", "--client-id", "123456"], "--client-id"),
+        (&["key", "rotate", "--app-id", "1", "--pem", "k.pem", "--client-id", &long_client_id], "--client-id"),
         (&["installations", "--max-results", "101"], "--max-results"),
         (&["installations", "--max-results", "0"], "--max-results"),
         (&["--output", "yaml", "refresh"], "--output"),
@@ -56,7 +62,9 @@ fn a_missing_function_url_is_a_usage_error_too() {
 fn help_teaches() {
     let out = Command::new(env!("CARGO_BIN_EXE_appcreds")).args(["token", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for word in ["--node-id", "--owner", "--repository", "--repositories", "--permission", "contents=read"] {
+    for word in
+        ["--node-id", "--owner", "--repository", "--enterprise", "--repositories", "--permission", "contents=read"]
+    {
         assert!(help.contains(word), "{word} missing from:\n{help}");
     }
 }
@@ -68,12 +76,15 @@ fn key_help_teaches_the_import_and_the_rotation() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let import = help(&["key", "import", "--help"]);
-    for word in ["--app-id", "--pem", "--delete-pem", "--function-role-arn", "--app-table", "PKCS#1", "RSA-2048"] {
+    for word in
+        ["--app-id", "--pem", "--delete-pem", "--function-role-arn", "--app-table", "PKCS#1", "RSA-2048", "--client-id"]
+    {
         assert!(import.contains(word), "{word} missing from:\n{import}");
     }
     let rotate = help(&["key", "rotate", "--help"]);
     for word in [
         "--schedule-deletion-days",
+        "--client-id",
         "--grace-minutes",
         "--wait",
         "generate a new private key",

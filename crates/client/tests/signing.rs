@@ -157,3 +157,12 @@ async fn the_github_oidc_token_travels_in_its_header_under_the_signature() {
     assert_eq!(seen.verified, 1, "the signature covers the header (the server signed it too)");
     assert_eq!(seen.oidc, ["eyJ.oidc.token"]);
 }
+
+#[tokio::test]
+async fn an_enterprise_is_named_by_its_slug_on_the_wire() {
+    let (base, seen) = serve("eu-central-1").await;
+    let c = client(&base, creds());
+    let token = c.installation_token(1, &Target::Enterprise("octo-corp".into()), None).await.unwrap();
+    assert_eq!(token.installation_token.expose(), "ghs_abc");
+    assert_eq!(seen.lock().unwrap().bodies, [json!({"appId": 1, "enterprise": "octo-corp"})]);
+}

@@ -11,6 +11,7 @@ use crate::domain::scope::ScopeDown;
 use crate::error::Error;
 use crate::http::{Call, Caller};
 use crate::ports::{AccessMode, AccessStore, Clock, OidcVerifier, Services};
+use crate::tokens::installation::Lookup;
 
 /// The longest a warm function judges by rules it read earlier.
 pub const RULES_TTL_SECS: i64 = 60;
@@ -135,11 +136,23 @@ impl Judge<'_> {
         let named = match target {
             Target::Owner(login) => login.as_str(),
             Target::Repository(repository) => repository.split('/').next().unwrap_or(repository),
+            Target::Enterprise(slug) => slug.as_str(),
             Target::NodeId(node_id) => node_id.as_str(),
         };
         policy
             .may_mint(self.subject()?, app_id, target, requested)
             .map_err(|why| self.refuse(Some(Action::InstallationToken), Some(app_id), Some(named), why))
+    }
+
+    /// How the account `target` names is looked up: by its name, unless no rule of the caller
+    /// names it (only a rule by node ID could cover it), when it is looked for in the App's
+    /// listing, as node IDs are (bounded: one listing per 30 s, whatever names the caller makes up).
+    pub(crate) fn lookup(&self, app_id: i64, target: &Target) -> Lookup {
+        let Some(policy) = &self.policy else { return Lookup::ByName };
+        match self.subject() {
+            Ok(subject) if !policy.names_the_account(subject, app_id, target) => Lookup::ByListing,
+            _ => Lookup::ByName,
+        }
     }
 
     /// The answer to a lookup that found no installation: for a caller whose rules do not cover

@@ -1,4 +1,4 @@
-//! appcreds' wire contract (`shared/spec/API.md`) as serde types: the routes, every operation's
+//! appcreds' wire contract (`docs/api.md`) as serde types: the routes, every operation's
 //! request and response, the installation record, and the error names and bodies.
 //!
 //! The functions (through `appcreds-core`), the SigV4 client and the CLI all use these types, so a
@@ -70,7 +70,8 @@ pub struct AppTokenRequest {
 pub struct AppTokenResponse {
     /// The App the JWT is for.
     pub app_id: i64,
-    /// The App JWT (RS256, `iss` = the App ID).
+    /// The App JWT (RS256; `iss` is the App's client ID when the App table has one, otherwise
+    /// the App ID).
     pub app_token: Token,
     /// RFC 3339, a few seconds before the JWT's `exp`.
     pub expiration_time: String,
@@ -86,6 +87,8 @@ pub enum Target {
     Owner(String),
     /// **(ext)** `repository`: `owner/name` of a repository the installation covers.
     Repository(String),
+    /// **(ext)** `enterprise`: the slug of the enterprise the App is installed on.
+    Enterprise(String),
 }
 
 impl fmt::Display for Target {
@@ -94,6 +97,7 @@ impl fmt::Display for Target {
             Target::NodeId(n) => write!(f, "node ID {n}"),
             Target::Owner(o) => write!(f, "owner {o}"),
             Target::Repository(r) => write!(f, "repository {r}"),
+            Target::Enterprise(e) => write!(f, "enterprise {e}"),
         }
     }
 }
@@ -376,6 +380,10 @@ mod tests {
         assert_eq!(serde_json::from_value::<InstallationTokenRequest>(wire).unwrap(), req);
         let node = InstallationTokenRequest { app_id: 1, target: Target::NodeId("N".into()), scope_down: None };
         assert_eq!(serde_json::to_value(&node).unwrap(), json!({"appId": 1, "nodeId": "N"}));
+        let enterprise =
+            InstallationTokenRequest { app_id: 1, target: Target::Enterprise("acme".into()), scope_down: None };
+        assert_eq!(serde_json::to_value(&enterprise).unwrap(), json!({"appId": 1, "enterprise": "acme"}));
+        assert_eq!(Target::Enterprise("acme".into()).to_string(), "enterprise acme");
 
         let reply: InstallationTokenResponse = serde_json::from_value(json!({
             "installationToken": "ghs_x", "nodeId": "N", "appId": 1, "expirationTime": "2026-01-01T00:00:00Z",

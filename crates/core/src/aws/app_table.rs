@@ -1,11 +1,13 @@
-//! The App table (`AppId` → `KmsKeyArn`) in DynamoDB: the [`AppStore`] port, and the
-//! conditional key writes the operator CLI registers and rotates keys with.
+//! The App table (`AppId` → `KmsKeyArn`, and the optional `ClientId`) in DynamoDB: the
+//! [`AppStore`] port, and the conditional key writes the operator CLI registers and rotates keys
+//! with. The TypeScript framework's readers ignore attributes they do not know, such as `ClientId`.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::aws::{dynamo_error, scan_all};
+use crate::domain::jwt::client_id_problem;
 use crate::error::Error;
 use crate::ports::AppStore;
 
@@ -18,6 +20,9 @@ pub struct AppRecord {
     pub kms_key_arn: Option<String>,
     /// **(ext)** The key a rotation switched away from, while its grace period lasts.
     pub previous_key: Option<PreviousKey>,
+    /// **(ext)** The App's client ID (`ClientId`): when set, the App JWT's issuer (`iss`), as
+    /// GitHub recommends; otherwise the App ID is.
+    pub client_id: Option<String>,
 }
 
 /// **(ext)** The key an App was switched away from (`PreviousKmsKeyArn`), still usable until
@@ -32,7 +37,7 @@ pub struct PreviousKey {
 }
 
 /// The App table's attributes appcreds reads.
-const PROJECTION: &str = "AppId, KmsKeyArn, PreviousKmsKeyArn, PreviousKeyUsableUntil";
+const PROJECTION: &str = "AppId, KmsKeyArn, PreviousKmsKeyArn, PreviousKeyUsableUntil, ClientId";
 
 /// A row of the App table from its item.
 fn record(app_id: i64, item: &std::collections::HashMap<String, AttributeValue>) -> AppRecord {
@@ -45,7 +50,15 @@ fn record(app_id: i64, item: &std::collections::HashMap<String, AttributeValue>)
         }
         _ => None,
     };
-    AppRecord { app_id, kms_key_arn: text("KmsKeyArn"), previous_key }
+    // A client ID that is not one (written by hand) is not put in a JWT: the App ID is.
+    let client_id = text("ClientId").filter(|id| match client_id_problem(id) {
+        None => true,
+        Some(problem) => {
+            tracing::warn!(app_id, %problem, "ignoring the App table's ClientId; the App ID is the JWT's issuer");
+            false
+        }
+    });
+    AppRecord { app_id, kms_key_arn: text("KmsKeyArn"), previous_key, client_id }
 }
 
 /// The App table in DynamoDB.
@@ -97,8 +110,9 @@ pub enum KeyWrite {
 
 impl DynamoAppStore {
     /// Registers `key_arn` as the signing key of an App that has none yet (no row, or a row
-    /// without `KmsKeyArn`). An App that already has a key is left alone: rotate it instead.
-    pub async fn register_key(&self, app_id: i64, key_arn: &str) -> Result<KeyWrite, Error> {
+    /// without `KmsKeyArn`), and, in the same write, its `client_id` if given. An App that already
+    /// has a key is left alone: rotate it instead.
+    pub async fn register_key(&self, app_id: i64, key_arn: &str, client_id: Option<&str>) -> Result<KeyWrite, Error> {
         let values = [(":new", key_arn), (":expected", "")];
         self.write_key(
             app_id,
@@ -106,6 +120,7 @@ impl DynamoAppStore {
             "SET KmsKeyArn = :new",
             "attribute_not_exists(KmsKeyArn) OR KmsKeyArn = :expected",
             &values,
+            client_id,
         )
         .await
     }
@@ -113,13 +128,15 @@ impl DynamoAppStore {
     /// Switches an App from `old_arn` to `new_arn` in one conditional write, keeping `old_arn`
     /// as the previous key, usable until `usable_until` (RFC 3339): callers read either the old
     /// key or the new one, and a concurrent rotation, or one whose grace period has not been
-    /// closed ([`DynamoAppStore::clear_previous_key`]), is detected instead of overwritten.
+    /// closed ([`DynamoAppStore::clear_previous_key`]), is detected instead of overwritten. A
+    /// `client_id`, if given, is written in the same write (none given: the row's stays).
     pub async fn switch_key(
         &self,
         app_id: i64,
         old_arn: &str,
         new_arn: &str,
         usable_until: &str,
+        client_id: Option<&str>,
     ) -> Result<KeyWrite, Error> {
         let values = [(":new", new_arn), (":expected", old_arn), (":until", usable_until)];
         self.write_key(
@@ -128,6 +145,7 @@ impl DynamoAppStore {
             "SET KmsKeyArn = :new, PreviousKmsKeyArn = :expected, PreviousKeyUsableUntil = :until",
             "KmsKeyArn = :expected AND attribute_not_exists(PreviousKmsKeyArn)",
             &values,
+            client_id,
         )
         .await
     }
@@ -154,8 +172,8 @@ impl DynamoAppStore {
         }
     }
 
-    /// Applies `update` if `condition` holds (with `values`); otherwise reports the row's
-    /// current key.
+    /// Applies `update` (and sets `ClientId` to `client_id`, if given) if `condition` holds
+    /// (with `values`); otherwise reports the row's current key.
     async fn write_key(
         &self,
         app_id: i64,
@@ -163,7 +181,15 @@ impl DynamoAppStore {
         update: &str,
         condition: &str,
         values: &[(&str, &str)],
+        client_id: Option<&str>,
     ) -> Result<KeyWrite, Error> {
+        if let Some(problem) = client_id.and_then(client_id_problem) {
+            return Err(Error::internal("writing the App table", problem));
+        }
+        let update = match client_id {
+            Some(_) => format!("{update}, ClientId = :client"),
+            None => update.to_string(),
+        };
         let mut request = self
             .client
             .update_item()
@@ -171,6 +197,9 @@ impl DynamoAppStore {
             .key("AppId", AttributeValue::N(app_id.to_string()))
             .update_expression(update)
             .condition_expression(condition);
+        if let Some(client_id) = client_id {
+            request = request.expression_attribute_values(":client", AttributeValue::S(client_id.to_string()));
+        }
         for (name, value) in values {
             request = request.expression_attribute_values(*name, AttributeValue::S(value.to_string()));
         }

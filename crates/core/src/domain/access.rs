@@ -2,7 +2,8 @@
 //!
 //! A [`Rule`] names callers (IAM role or user ARNs, `*` inside one ARN segment; optionally GitHub
 //! Actions OIDC claims they must also present), the operations it grants, the Apps, the
-//! installations (owner logins or node IDs), the repositories and a permission ceiling. A
+//! installations (owner logins, enterprise slugs or node IDs), the repositories and a permission
+//! ceiling. A
 //! [`Policy`] is every rule, indexed by principal so that a request is judged in microseconds
 //! whatever the number of rules. This module does no I/O: rules come from the access table
 //! through [`crate::ports::AccessStore`], claims from a verified OIDC token.
@@ -102,9 +103,15 @@ pub struct RuleDocument {
     /// App IDs; `["*"]` for every App.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub apps: Vec<AppRef>,
-    /// Installations by account login (case-insensitive); `["*"]` for every installation.
+    /// Installations by account login (case-insensitive); `["*"]` for every installation,
+    /// enterprises' included.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owners: Vec<String>,
+    /// Installations on enterprises, by the enterprise's slug (case-insensitive). Logins and
+    /// slugs are separate names on GitHub, so `owners` never covers an enterprise's installation
+    /// (except `["*"]`) and `enterprises` never covers a user's or an organization's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enterprises: Vec<String>,
     /// Installations by the account's node ID.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_ids: Vec<String>,
@@ -137,8 +144,9 @@ pub enum AppRef {
     Any(String),
 }
 
-/// The claims GitHub Actions OIDC tokens carry that rules may require.
-pub const CLAIMS: [&str; 10] = [
+/// The claims GitHub Actions OIDC tokens carry that rules may require (and, besides these, any
+/// custom property claim: see [`is_repo_property_claim`]).
+pub const CLAIMS: [&str; 11] = [
     "sub",
     "repository",
     "repository_id",
@@ -149,12 +157,43 @@ pub const CLAIMS: [&str; 10] = [
     "environment",
     "event_name",
     "workflow_ref",
+    "check_run_id",
 ];
 
-/// The claims that can anchor a rule to one owner on GitHub. GitHub's issuer signs tokens for
-/// every repository on GitHub, with whatever audience a workflow asks for, so a rule whose claims
-/// name no owner exactly is met by a job in anyone's account.
-pub const ANCHORS: [&str; 5] = ["repository_owner_id", "repository_id", "repository_owner", "repository", "sub"];
+/// The prefix of the claims GitHub adds for a repository's custom properties, when the
+/// organization includes them in its OIDC tokens: `repo_property_NAME`.
+pub const REPO_PROPERTY_PREFIX: &str = "repo_property_";
+
+/// The longest custom property claim name a rule may require.
+pub const MAX_REPO_PROPERTY_CLAIM: usize = 128;
+
+/// Whether `claim` is a custom property claim rules may require: [`REPO_PROPERTY_PREFIX`] then
+/// lower-case letters, digits and `_`, at most [`MAX_REPO_PROPERTY_CLAIM`] characters in all.
+pub fn is_repo_property_claim(claim: &str) -> bool {
+    claim.len() <= MAX_REPO_PROPERTY_CLAIM
+        && claim.strip_prefix(REPO_PROPERTY_PREFIX).is_some_and(|name| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+}
+
+/// Whether a rule may require `claim`: one of [`CLAIMS`] or a custom property claim. Neither
+/// `check_run_id` nor a custom property anchors a rule to an owner ([`anchors_an_owner`]): any
+/// repository on GitHub can have a property of any name and value.
+pub fn may_require(claim: &str) -> bool {
+    CLAIMS.contains(&claim) || is_repo_property_claim(claim)
+}
+
+/// The longest enterprise slug a rule or a request may name.
+pub const MAX_ENTERPRISE_SLUG: usize = 100;
+
+/// Whether `slug` can be an enterprise's slug: 1 to [`MAX_ENTERPRISE_SLUG`] letters, digits and
+/// hyphens, neither first nor last a hyphen (as a login).
+fn is_enterprise_slug(slug: &str) -> bool {
+    (1..=MAX_ENTERPRISE_SLUG).contains(&slug.len())
+        && slug.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !slug.starts_with('-')
+        && !slug.ends_with('-')
+}
 
 /// Whether the condition `claim: pattern` pins the owner of the calling repository: an ID or an
 /// owner login with no `*`; a `repository` (`OWNER/NAME`) or a `sub` (`repo:OWNER/…`, or the
@@ -329,6 +368,8 @@ pub struct Rule {
     apps: Apps,
     /// Lower-case owner logins; `None` for any installation.
     owners: Option<BTreeSet<String>>,
+    /// Lower-case enterprise slugs.
+    enterprises: BTreeSet<String>,
     node_ids: BTreeSet<String>,
     repositories: Repositories,
     ceiling: BTreeMap<String, Level>,
@@ -358,8 +399,12 @@ impl Rule {
         let principals: Vec<PrincipalPattern> =
             d.principals.iter().filter_map(|p| PrincipalPattern::parse(p).map_err(|e| problems.push(e)).ok()).collect();
         for (claim, pattern) in &d.github {
-            if !CLAIMS.contains(&claim.as_str()) {
-                problems.push(format!("github: {claim:?} is not a claim rules can require ({})", CLAIMS.join(", ")));
+            if !may_require(claim) {
+                problems.push(format!(
+                    "github: {claim:?} is not a claim rules can require ({}, or {REPO_PROPERTY_PREFIX}NAME with NAME \
+                     in a-z 0-9 _)",
+                    CLAIMS.join(", ")
+                ));
             }
             if pattern.is_empty() {
                 problems.push(format!("github: {claim} must not be empty"));
@@ -411,12 +456,20 @@ impl Rule {
                         problems.push(format!("owners: {o:?} is not a GitHub login (\"*\" stands alone)"));
                     }
                 }
-                if targets_installations && list.is_empty() && d.node_ids.is_empty() {
-                    problems.push("owners or nodeIds: name the installations (or owners: [\"*\"])".into());
+                if targets_installations && list.is_empty() && d.enterprises.is_empty() && d.node_ids.is_empty() {
+                    problems.push("owners, enterprises or nodeIds: name the installations (or owners: [\"*\"])".into());
                 }
                 Some(list.iter().map(|o| o.to_ascii_lowercase()).collect())
             }
         };
+        for e in &d.enterprises {
+            if !is_enterprise_slug(e) {
+                problems.push(format!(
+                    "enterprises: {e:?} is not an enterprise slug (1 to {MAX_ENTERPRISE_SLUG} letters, digits and \
+                     inner hyphens; owners: [\"*\"] names every installation)"
+                ));
+            }
+        }
         for n in &d.node_ids {
             if n.is_empty() || n.len() > 256 {
                 problems.push(format!("nodeIds: {n:?} must be 1 to 256 characters"));
@@ -488,6 +541,7 @@ impl Rule {
             operations,
             apps,
             owners,
+            enterprises: document.enterprises.iter().map(|e| e.to_ascii_lowercase()).collect(),
             node_ids: document.node_ids.iter().cloned().collect(),
             repositories,
             ceiling,
@@ -511,10 +565,12 @@ impl Rule {
     }
 
     fn covers_installation(&self, installation: &InstallationRef<'_>) -> bool {
+        let name = installation.login.to_ascii_lowercase();
         self.node_ids.contains(installation.node_id)
             || match &self.owners {
                 None => true,
-                Some(owners) => owners.contains(&installation.login.to_ascii_lowercase()),
+                Some(_) if installation.enterprise => self.enterprises.contains(&name),
+                Some(owners) => owners.contains(&name),
             }
     }
 }
@@ -550,8 +606,20 @@ pub struct Subject<'a> {
 pub struct InstallationRef<'a> {
     /// The account's node ID.
     pub node_id: &'a str,
-    /// The account's login.
+    /// The account's login (an enterprise's slug).
     pub login: &'a str,
+    /// Whether the account is an enterprise (GitHub's `target_type` `Enterprise`).
+    pub enterprise: bool,
+}
+
+impl<'a> From<&'a appcreds_wire::InstallationRecord> for InstallationRef<'a> {
+    fn from(record: &'a appcreds_wire::InstallationRecord) -> Self {
+        InstallationRef {
+            node_id: &record.node_id,
+            login: &record.name,
+            enterprise: record.target_type == "Enterprise",
+        }
+    }
 }
 
 /// The installation records a caller may read.
@@ -665,20 +733,25 @@ impl Policy {
         if rules.is_empty() {
             return Err(Denial(format!("no access rule allows {} installation-token for App {app_id}", subject.arn)));
         }
-        let (login, node_id) = match target {
-            Target::Owner(o) => (Some(o.as_str()), None),
-            Target::Repository(r) => (r.split('/').next(), None),
-            Target::NodeId(n) => (None, Some(n.as_str())),
+        // The account the target names (a login, or an enterprise's slug), or its node ID.
+        let (login, enterprise, node_id) = match target {
+            Target::Owner(o) => (Some(o.as_str()), false, None),
+            Target::Repository(r) => (r.split('/').next(), false, None),
+            Target::Enterprise(e) => (Some(e.as_str()), true, None),
+            Target::NodeId(n) => (None, false, Some(n.as_str())),
         };
         // What cannot be told before the lookup (a login behind a node ID, a node ID behind a
-        // login) counts as possibly covered; the lookup's answer is judged again.
+        // login or a slug) counts as possibly covered; the lookup's answer is judged again.
         let covering: Vec<&Rule> = rules
             .into_iter()
             .filter(|r| match &r.owners {
                 None => true,
                 Some(owners) => match (login, node_id) {
+                    (Some(slug), _) if enterprise => {
+                        r.enterprises.contains(&slug.to_ascii_lowercase()) || !r.node_ids.is_empty()
+                    }
                     (Some(login), _) => owners.contains(&login.to_ascii_lowercase()) || !r.node_ids.is_empty(),
-                    (None, Some(node)) => r.node_ids.contains(node) || !owners.is_empty(),
+                    (None, Some(node)) => r.node_ids.contains(node) || !owners.is_empty() || !r.enterprises.is_empty(),
                     (None, None) => false,
                 },
             })
@@ -687,8 +760,8 @@ impl Policy {
             return Err(self.not_covered(subject, app_id, target));
         }
         let Some(login) = login else { return Ok(()) };
-        // The owner is known: the scope is judged now, as it will be on the installation found.
-        let installation = InstallationRef { node_id: "", login };
+        // The account is known: the scope is judged now, as it will be on the installation found.
+        let installation = InstallationRef { node_id: "", login, enterprise };
         let mut first_refusal = None;
         for rule in covering {
             match scope_within(rule, subject.claims, installation, requested) {
@@ -699,6 +772,24 @@ impl Policy {
             }
         }
         Err(first_refusal.unwrap_or_else(|| self.not_covered(subject, app_id, target)))
+    }
+
+    /// Whether some rule that could serve `subject` names the login or enterprise `target` names
+    /// (or every installation): if none does, only a rule by node ID could cover it, and the name
+    /// is looked for in the App's installation listing rather than asked of GitHub one by one, so
+    /// that names the caller makes up cost GitHub nothing more. `true` for a node ID.
+    pub fn names_the_account(&self, subject: Subject<'_>, app_id: i64, target: &Target) -> bool {
+        let (name, enterprise) = match target {
+            Target::NodeId(_) => return true,
+            Target::Owner(login) => (login.to_ascii_lowercase(), false),
+            Target::Repository(r) => (r.split('/').next().unwrap_or(r).to_ascii_lowercase(), false),
+            Target::Enterprise(slug) => (slug.to_ascii_lowercase(), true),
+        };
+        self.candidates(subject, Action::InstallationToken, Some(app_id)).iter().any(|r| match &r.owners {
+            None => true,
+            Some(_) if enterprise => r.enterprises.contains(&name),
+            Some(owners) => owners.contains(&name),
+        })
     }
 
     /// Whether some rule grants `subject` tokens of every installation of `app_id` (so that "no
@@ -803,7 +894,14 @@ fn scope_within(
                 .iter()
                 .find(|r| !names.iter().any(|pattern| glob(pattern, &r.to_ascii_lowercase())))
             {
-                return Err(Denial(format!("repository {other} is not granted")));
+                // A grant by IDs only cannot tell a name's ID: the refusal says how to ask.
+                return Err(Denial(if names.is_empty() {
+                    format!(
+                        "repository {other} is not granted (the grant names repositories by ID: ask with repositoryIds)"
+                    )
+                } else {
+                    format!("repository {other} is not granted")
+                }));
             }
             if requested.repository_ids.is_empty() && requested.repository_names.is_empty() {
                 if names.iter().any(|n| n.contains('*')) {
@@ -830,7 +928,8 @@ mod tests {
 
     const ROLE: &str = "arn:aws:iam::123456789012:role/release";
     const CALLER: &str = "arn:aws:sts::123456789012:assumed-role/release/run-42";
-    const OCTO: InstallationRef<'static> = InstallationRef { node_id: "O_kgDOocto", login: "octo-org" };
+    const OCTO: InstallationRef<'static> =
+        InstallationRef { node_id: "O_kgDOocto", login: "octo-org", enterprise: false };
 
     fn owner(login: &str) -> Target {
         Target::Owner(login.into())
@@ -983,7 +1082,7 @@ mod tests {
         let node = Target::NodeId("O_other".into());
         assert!(policy.may_mint(s, 7, &node, None).is_ok());
         assert!(!policy.covers_every_installation(s, 7));
-        let after = InstallationRef { node_id: "O_other", login: "other-org" };
+        let after = InstallationRef { node_id: "O_other", login: "other-org", enterprise: false };
         let refused = policy.installation_token(s, 7, &node, after, None).unwrap_err();
         assert_eq!(refused, policy.not_covered(s, 7, &node));
         assert!(!refused.0.contains("other-org"), "{}", refused.0);
@@ -1026,6 +1125,24 @@ mod tests {
         // An owner target is judged on its scope before the lookup as well.
         let by_owner = policy.may_mint(s, 7, &owner("octo-org"), Some(&scope(json!({"repositoryNames": ["secret"]}))));
         assert_eq!(by_owner.unwrap_err().0, "repository secret is not granted");
+    }
+
+    /// A grant by repository IDs only cannot judge a name: a repository target is refused before
+    /// any lookup, and the refusal says to ask by ID.
+    #[test]
+    fn a_grant_by_ids_refuses_a_repository_named_and_says_to_ask_by_id() {
+        let mut doc = release("by-id", json!([]));
+        doc["repositoryIds"] = json!([7101]);
+        let policy = Policy::new(vec![rule(doc)]);
+        let target = Target::Repository("octo-org/hello-world".into());
+        let requested = crate::domain::scope::requested_scope(&target, None);
+        let refused = policy.may_mint(subject(CALLER), 7, &target, requested.as_ref()).unwrap_err();
+        assert_eq!(
+            refused.0,
+            "repository hello-world is not granted (the grant names repositories by ID: ask with repositoryIds)"
+        );
+        let by_id = scope(json!({"repositoryIds": [7101]}));
+        assert!(policy.may_mint(subject(CALLER), 7, &target, Some(&by_id)).is_ok());
     }
 
     /// GitHub's issuer signs a token for any repository on GitHub with the audience a workflow asks
@@ -1093,6 +1210,139 @@ mod tests {
         assert!(may(&genuine).is_ok());
     }
 
+    /// Custom property claims (`repo_property_*`) and `check_run_id` can be required, matched like
+    /// any claim; neither pins an owner, since any repository on GitHub can carry any property.
+    #[test]
+    fn custom_property_and_check_run_claims_can_be_required_but_pin_no_owner() {
+        let with = |github: serde_json::Value| {
+            let mut doc = release("props", json!(["*"]));
+            doc["github"] = github;
+            Rule::from_document(document(doc), 1)
+        };
+        for unanchored in [json!({"repo_property_team": "platform"}), json!({"check_run_id": "42"})] {
+            let problems = with(unanchored.clone()).unwrap_err().join("\n");
+            assert!(problems.contains("no condition pins the owner"), "{unanchored}: {problems}");
+            assert!(!problems.contains("is not a claim"), "{unanchored}: {problems}");
+        }
+        assert!(!anchors_an_owner("repo_property_owner", "octo-org"));
+        assert!(!anchors_an_owner("check_run_id", "42"));
+        for bad in [
+            "repo_property_".to_string(),
+            "repo_property_Team".into(),
+            "repo_property_a-b".into(),
+            "repo_property_a.b".into(),
+            "repo_properties_team".into(),
+            format!("repo_property_{}", "x".repeat(MAX_REPO_PROPERTY_CLAIM)),
+        ] {
+            let problems = with(json!({ bad.clone(): "x", "repository_owner_id": "17" })).unwrap_err().join("\n");
+            assert!(problems.contains("is not a claim rules can require"), "{bad}: {problems}");
+            assert!(problems.contains("repo_property_NAME"), "the message names the form: {problems}");
+        }
+        let longest = format!("repo_property_{}", "a_1".repeat(38));
+        assert_eq!(longest.len(), MAX_REPO_PROPERTY_CLAIM);
+        assert!(with(json!({ longest: "x", "repository_owner_id": "17" })).is_ok());
+
+        let rule = with(json!({"repository_owner_id": "17", "repo_property_team": "platform", "check_run_id": "*"}));
+        let policy = Policy::new(vec![rule.unwrap()]);
+        let claims = |pairs: &[(&str, &str)]| -> Claims {
+            let mut c: Claims = [("repository_owner_id", "17"), ("check_run_id", "31337")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            c.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            c
+        };
+        let may = |c: &Claims| policy.may_mint(Subject { arn: CALLER, claims: Some(c) }, 7, &owner("octo-org"), None);
+        assert!(may(&claims(&[("repo_property_team", "platform")])).is_ok());
+        assert!(may(&claims(&[("repo_property_team", "billing")])).is_err(), "another property value");
+        assert!(may(&claims(&[])).is_err(), "the property is absent");
+        let mut no_check_run = claims(&[("repo_property_team", "platform")]);
+        no_check_run.remove("check_run_id");
+        assert!(may(&no_check_run).is_err(), "a required check_run_id that is absent");
+    }
+
+    /// An enterprise's installation is named by its slug (`enterprises`), never by an owner's login
+    /// (a separate name on GitHub): a rule for the organization `octo-org` does not cover an
+    /// enterprise whose slug is `octo-org`, nor the other way round; `owners: ["*"]` covers both.
+    #[test]
+    fn enterprises_are_named_by_slug_and_owners_never_cover_them() {
+        let enterprise = |slug: &str| Target::Enterprise(slug.into());
+        let corp = InstallationRef { node_id: "E_kgDOcorp", login: "octo-corp", enterprise: true };
+        let mut doc = release("corp", json!(["*"]));
+        doc["owners"] = json!([]);
+        doc["enterprises"] = json!(["Octo-Corp"]);
+        doc["permissions"] = json!({"enterprise_custom_properties_for_organizations": "write"});
+        doc["organizationPermissions"] = json!(true);
+        let policy = Policy::new(vec![rule(doc)]);
+        let s = subject(CALLER);
+        assert!(policy.may_mint(s, 7, &enterprise("octo-corp"), None).is_ok(), "without case");
+        let (granted_by, granted) = policy.installation_token(s, 7, &enterprise("octo-corp"), corp, None).unwrap();
+        assert_eq!(granted_by.id, "corp");
+        assert_eq!(granted.permissions["enterprise_custom_properties_for_organizations"], "write");
+        let other = policy.may_mint(s, 7, &enterprise("other-corp"), None).unwrap_err();
+        assert_eq!(
+            other.0,
+            format!("no access rule allows {CALLER} installation-token for App 7 on enterprise other-corp")
+        );
+        assert!(policy.may_mint(s, 7, &owner("octo-corp"), None).is_err(), "an owner of the same name");
+        let org_named_alike = InstallationRef { enterprise: false, ..corp };
+        assert!(policy.installation_token(s, 7, &Target::NodeId("E_kgDOcorp".into()), org_named_alike, None).is_err());
+        // A node ID could be the enterprise's: judged again once it is looked up.
+        let node = Target::NodeId("E_kgDOcorp".into());
+        assert!(policy.may_mint(s, 7, &node, None).is_ok());
+        assert!(policy.installation_token(s, 7, &node, corp, None).is_ok());
+        // An owners rule does not cover an enterprise of the same name; owners: ["*"] covers all.
+        let owners = Policy::new(vec![rule(release("org", json!(["*"])))]);
+        let slug_alike = InstallationRef { node_id: "E_kgDOocto", login: "octo-org", enterprise: true };
+        assert!(owners.may_mint(s, 7, &enterprise("octo-org"), None).is_err());
+        assert!(owners.installation_token(s, 7, &owner("octo-org"), slug_alike, None).is_err());
+        assert!(owners.installation_token(s, 7, &owner("octo-org"), OCTO, None).is_ok());
+        let mut everything = release("all", json!(["*"]));
+        everything["owners"] = json!(["*"]);
+        let everything = Policy::new(vec![rule(everything)]);
+        assert!(everything.may_mint(s, 7, &enterprise("octo-corp"), None).is_ok());
+        assert!(everything.installation_token(s, 7, &enterprise("octo-corp"), corp, None).is_ok());
+        // The scope is judged before the lookup, as for an owner.
+        let too_much = scope(json!({"permissions": {"contents": "read"}}));
+        let refused = policy.may_mint(s, 7, &enterprise("octo-corp"), Some(&too_much)).unwrap_err();
+        assert_eq!(refused.0, "permission contents: read is not granted");
+        // The record of an enterprise installation says so.
+        let record = appcreds_wire::InstallationRecord {
+            app_id: 7,
+            installation_id: 1,
+            node_id: "E_kgDOcorp".into(),
+            target_type: "Enterprise".into(),
+            name: "octo-corp".into(),
+        };
+        assert!(InstallationRef::from(&record).enterprise);
+        assert!(
+            !InstallationRef::from(&appcreds_wire::InstallationRecord { target_type: "Organization".into(), ..record })
+                .enterprise
+        );
+    }
+
+    #[test]
+    fn enterprise_slugs_are_checked() {
+        let with = |enterprises: serde_json::Value| {
+            let mut doc = release("corp", json!(["*"]));
+            doc["owners"] = json!([]);
+            doc["enterprises"] = enterprises;
+            Rule::from_document(document(doc), 1)
+        };
+        assert!(with(json!(["octo-corp", "A1", "x".repeat(100)])).is_ok(), "enterprises alone name installations");
+        for bad in [
+            json!(["*"]),
+            json!(["-corp"]),
+            json!(["corp-"]),
+            json!(["octo corp"]),
+            json!(["a/b"]),
+            json!(["x".repeat(101)]),
+        ] {
+            let problems = with(bad.clone()).unwrap_err().join("\n");
+            assert!(problems.contains("is not an enterprise slug"), "{bad}: {problems}");
+        }
+    }
+
     #[test]
     fn organization_permissions_need_an_explicit_opt_in() {
         let mut doc = release("org", json!(["hello-world"]));
@@ -1112,7 +1362,7 @@ mod tests {
     #[test]
     fn installations_match_by_login_without_case_or_by_node_id() {
         let policy = Policy::new(vec![rule(release("release", json!(["*"])))]);
-        let other = InstallationRef { node_id: "O_other", login: "other-org" };
+        let other = InstallationRef { node_id: "O_other", login: "other-org", enterprise: false };
         let denied = policy.installation_token(subject(CALLER), 7, &owner("other-org"), other, None).unwrap_err();
         assert_eq!(denied.0, format!("no access rule allows {CALLER} installation-token for App 7 on owner other-org"));
         let mut by_node = release("by-node", json!(["*"]));
@@ -1179,7 +1429,7 @@ mod tests {
                 .0
                 .contains("repository other is not granted")
         );
-        let elsewhere = InstallationRef { node_id: "U_x", login: "octocat" };
+        let elsewhere = InstallationRef { node_id: "U_x", login: "octocat", enterprise: false };
         assert!(
             policy.installation_token(s, 7, &owner("octocat"), elsewhere, None).is_err(),
             "the claimed repository is not on this installation"
@@ -1234,7 +1484,7 @@ mod tests {
         assert!(huge[0].starts_with("the rule is 20") && huge[0].ends_with("at most 16384"), "{huge:?}");
         let reader =
             problems(json!({"id": "x", "principals": [ROLE], "operations": ["read-installations"], "apps": [1]}));
-        assert_eq!(reader, ["owners or nodeIds: name the installations (or owners: [\"*\"])"]);
+        assert_eq!(reader, ["owners, enterprises or nodeIds: name the installations (or owners: [\"*\"])"]);
         assert!(
             serde_json::from_value::<RuleDocument>(
                 json!({"id": "x", "principals": [], "operations": [], "unknown": 1})

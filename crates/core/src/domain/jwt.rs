@@ -10,23 +10,66 @@ pub const LIFETIME_SECS: i64 = 9 * 60;
 
 const HEADER_JSON: &str = r#"{"alg":"RS256","typ":"JWT"}"#;
 
+/// The longest client ID the App table may name.
+pub const MAX_CLIENT_ID_LEN: usize = 64;
+
+/// Who a JWT says it is from (`iss`): the App's ID (a JSON number), or its client ID (a JSON
+/// string, `Iv23li…` or `Iv1.` and hex), which GitHub recommends and accepts alike.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Issuer {
+    /// The App ID.
+    AppId(i64),
+    /// The App's client ID.
+    ClientId(String),
+}
+
+impl From<i64> for Issuer {
+    fn from(app_id: i64) -> Self {
+        Issuer::AppId(app_id)
+    }
+}
+
+/// What is wrong with `client_id` as an App's client ID, if anything: 1 to 64 of
+/// `A-Z a-z 0-9 . _ -`, and not digits only (that would read as an App ID).
+pub fn client_id_problem(client_id: &str) -> Option<String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_LEN || !client_id.chars().all(allowed) {
+        return Some(format!(
+            "{client_id:?} is not a GitHub App client ID (1 to {MAX_CLIENT_ID_LEN} of A-Z a-z 0-9 . _ -, like Iv23li…)"
+        ));
+    }
+    if client_id.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(format!("{client_id:?} is digits only: that is an App ID, not a client ID (Iv23li…)"));
+    }
+    None
+}
+
 /// The claims of a GitHub App JWT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Claims {
     pub iat: i64,
     pub exp: i64,
-    pub iss: i64,
+    pub iss: Issuer,
 }
 
 impl Claims {
-    /// Claims for `app_id` issued at `now` (Unix seconds).
+    /// Claims for `app_id` issued at `now` (Unix seconds), with the App ID as the issuer.
     pub fn for_app(app_id: i64, now: i64) -> Self {
-        Claims { iat: now - BACKDATE_SECS, exp: now + LIFETIME_SECS, iss: app_id }
+        Claims { iat: now - BACKDATE_SECS, exp: now + LIFETIME_SECS, iss: Issuer::AppId(app_id) }
+    }
+
+    /// The same claims, issued by the App's client ID when it has one.
+    pub fn with_client_id(self, client_id: Option<&str>) -> Self {
+        match client_id {
+            Some(client_id) => Claims { iss: Issuer::ClientId(client_id.to_string()), ..self },
+            None => self,
+        }
     }
 
     /// The bytes the signature covers: `base64url(header).base64url(claims)`.
     pub fn signing_input(&self) -> String {
-        let claims = serde_json::to_vec(self).expect("claims are plain integers");
+        let claims = serde_json::to_vec(self).expect("claims are integers and a string");
         format!("{}.{}", URL_SAFE_NO_PAD.encode(HEADER_JSON), URL_SAFE_NO_PAD.encode(claims))
     }
 }
@@ -46,7 +89,26 @@ mod tests {
         assert_eq!(c.iat, 1_700_000_000 - 60);
         assert_eq!(c.exp, 1_700_000_000 + 540);
         assert!(c.exp - c.iat <= 600, "GitHub refuses a JWT that lives more than 10 minutes");
-        assert_eq!(c.iss, 42);
+        assert_eq!(c.iss, Issuer::AppId(42));
+    }
+
+    #[test]
+    fn the_client_id_is_the_issuer_when_the_app_has_one() {
+        let input = Claims::for_app(42, 1_700_000_000).with_client_id(Some("Iv23liAbC.d_e-F")).signing_input();
+        let claims = input.split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+        assert_eq!(claims, serde_json::json!({"iat": 1_699_999_940, "exp": 1_700_000_540, "iss": "Iv23liAbC.d_e-F"}));
+        assert_eq!(Claims::for_app(42, 0).with_client_id(None).iss, Issuer::AppId(42), "none: the App ID");
+    }
+
+    #[test]
+    fn client_ids_are_checked() {
+        for good in ["Iv23liAbCdEfGhIjKlMn", "Iv1.0123456789abcdef", "a", &"x".repeat(64), "Iv1_x-y.z", "007x"] {
+            assert_eq!(client_id_problem(good), None, "{good}");
+        }
+        for bad in ["", &"x".repeat(65), "Iv1 x", "Iv1/x", "\"Iv1\"", "Iv1é", "123456"] {
+            assert!(client_id_problem(bad).is_some(), "{bad}");
+        }
     }
 
     #[test]

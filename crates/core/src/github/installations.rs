@@ -14,7 +14,7 @@ pub(crate) async fn list(github: &GitHubClient, app_id: i64, jwt: &Secret) -> Re
 }
 
 /// The installation a lookup endpoint (`/users/{u}/installation`, `/orgs/{o}/installation`,
-/// `/repos/{o}/{r}/installation`) names, or `None` on 404.
+/// `/repos/{o}/{r}/installation`, `/enterprises/{e}/installation`) names, or `None` on 404.
 pub(crate) async fn lookup(
     github: &GitHubClient,
     app_id: i64,

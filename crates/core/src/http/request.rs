@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use std::sync::LazyLock;
 
+use crate::domain::access::MAX_ENTERPRISE_SLUG;
 use crate::domain::scope::{MAX_REPOSITORIES, MAX_REPOSITORY_NAME, permission_levels};
 use crate::error::Error;
 use crate::http::constraint::{Pattern, Violations};
@@ -137,8 +138,8 @@ pub fn app_token(body: &Map<String, Value>) -> Result<AppTokenRequest, Error> {
     Ok(AppTokenRequest { app_id: checked(app_id)? })
 }
 
-/// `POST /tokens/installation`'s body: `appId`, exactly one of `nodeId`, `owner` and
-/// `repository`, and an optional `scopeDown`. Every violation of all of them is counted.
+/// `POST /tokens/installation`'s body: `appId`, exactly one of `nodeId`, `owner`, `repository`
+/// and `enterprise`, and an optional `scopeDown`. Every violation of all of them is counted.
 pub fn installation_token(body: &Map<String, Value>) -> Result<InstallationTokenRequest, Error> {
     let fields = Fields::new(body);
     let mut v = Violations::default();
@@ -180,17 +181,22 @@ pub fn list_installations(body: &Map<String, Value>) -> Result<ListInstallations
     Ok(ListInstallationsRequest { max_results, next_token: fields.str("nextToken")?.map(str::to_string) })
 }
 
-/// The installation target: exactly one of `nodeId`, `owner`, `repository` (`nodeId` is the
-/// contract's required member; the others are extensions that stand in for it).
+/// The installation target: exactly one of `nodeId`, `owner`, `repository`, `enterprise`
+/// (`nodeId` is the contract's required member; the others are extensions that stand in for it).
 fn target(fields: &Fields<'_>, v: &mut Violations) -> Result<Option<Target>, Error> {
     let node_id = fields.str("nodeId")?;
     let owner = fields.str("owner")?;
     let repository = fields.str("repository")?;
-    let given: Vec<&str> =
-        [("nodeId", node_id.is_some()), ("owner", owner.is_some()), ("repository", repository.is_some())]
-            .into_iter()
-            .filter_map(|(name, set)| set.then_some(name))
-            .collect();
+    let enterprise = fields.str("enterprise")?;
+    let given: Vec<&str> = [
+        ("nodeId", node_id.is_some()),
+        ("owner", owner.is_some()),
+        ("repository", repository.is_some()),
+        ("enterprise", enterprise.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
     match given.as_slice() {
         [] => {
             v.required("/nodeId");
@@ -201,7 +207,9 @@ fn target(fields: &Fields<'_>, v: &mut Violations) -> Result<Option<Target>, Err
             for extra in rest {
                 v.rule(
                     &format!("/{extra}"),
-                    &format!("must not be set together with {first} (give one of nodeId, owner and repository)"),
+                    &format!(
+                        "must not be set together with {first} (give one of nodeId, owner, repository and enterprise)"
+                    ),
                 );
             }
             return Ok(None);
@@ -214,6 +222,14 @@ fn target(fields: &Fields<'_>, v: &mut Violations) -> Result<Option<Target>, Err
         // `&`, not `&&`: both constraints are checked and counted, as Smithy does.
         let ok = v.text_length("/owner", owner, Some(1), Some(39)) & v.pattern("/owner", owner, &LOGIN);
         return Ok(ok.then(|| Target::Owner(owner.to_string())));
+    }
+    if let Some(enterprise) = enterprise {
+        // **(ext)** An enterprise's slug: letters, digits and inner hyphens, as a login (with
+        // `@length(1, 100)`). It goes into GitHub's path (/enterprises/{slug}/installation): the
+        // pattern keeps it one segment.
+        let ok = v.text_length("/enterprise", enterprise, Some(1), Some(MAX_ENTERPRISE_SLUG))
+            & v.pattern("/enterprise", enterprise, &LOGIN);
+        return Ok(ok.then(|| Target::Enterprise(enterprise.to_string())));
     }
     let repository = repository.unwrap_or_default();
     let mut ok = v.text_length("/repository", repository, Some(3), Some(140))
@@ -362,6 +378,8 @@ mod tests {
     fn exactly_one_target() {
         assert_eq!(target_of(json!({"nodeId": "MDEy"})), Ok(Target::NodeId("MDEy".into())));
         assert_eq!(target_of(json!({"owner": "octo-org"})), Ok(Target::Owner("octo-org".into())));
+        assert_eq!(target_of(json!({"enterprise": "octo-corp"})), Ok(Target::Enterprise("octo-corp".into())));
+        assert_eq!(target_of(json!({"enterprise": "x".repeat(100)})), Ok(Target::Enterprise("x".repeat(100))));
         assert_eq!(
             target_of(json!({"repository": "octo-org/hello.world"})),
             Ok(Target::Repository("octo-org/hello.world".into()))
@@ -374,6 +392,12 @@ mod tests {
             json!({"owner": "-bad"}),
             json!({"owner": "a/b"}),
             json!({"owner": "x".repeat(40)}),
+            json!({"enterprise": ""}),
+            json!({"enterprise": "x".repeat(101)}),
+            json!({"enterprise": "-corp"}),
+            json!({"enterprise": "octo/../orgs"}),
+            json!({"enterprise": "octo corp"}),
+            json!({"enterprise": "octo-corp", "owner": "octo-org"}),
             json!({"repository": "noslash"}),
             json!({"repository": "a/b/c"}),
             json!({"repository": "a/.."}),
@@ -504,7 +528,7 @@ mod tests {
             ),
             (
                 installation_token(&obj(json!({"appId": 1, "nodeId": "N", "owner": "o"}))).map(drop),
-                vec!["Value at '/owner' failed to satisfy constraint: Member must not be set together with nodeId (give one of nodeId, owner and repository)".into()],
+                vec!["Value at '/owner' failed to satisfy constraint: Member must not be set together with nodeId (give one of nodeId, owner, repository and enterprise)".into()],
             ),
             (
                 parse(json!({"repositoryIds": [0], "repositoryNames": ["a b"], "permissions": {"contents": "admin"}})).map(drop),

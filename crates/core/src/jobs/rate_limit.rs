@@ -1,6 +1,7 @@
 //! The rate-limit scanner: for every installation in the Installation table, GitHub's
-//! `GET /rate_limit` with an installation token scoped to `metadata: read` (reused from the token
-//! cache), published to CloudWatch per resource category.
+//! `GET /rate_limit` with an installation token scoped to `metadata: read` (an enterprise's
+//! installation's is not narrowed; reused from the token cache), published to CloudWatch per
+//! resource category.
 //!
 //! Built for 10,000 installations inside one 5-minute schedule:
 //! - **Publishes as it goes.** Each installation's metrics go to a publisher task as soon as they
@@ -73,8 +74,15 @@ pub mod heartbeat {
     pub const DEFERRED: &str = "ScannerInstallationsDeferred";
 }
 
-/// The least a token needs to read `/rate_limit`.
-pub(crate) fn scanner_scope() -> ScopeDown {
+/// The least a token of `record`'s installation needs to read `/rate_limit`: `metadata: read`,
+/// which every installation on a user or an organization has. An installation on an enterprise
+/// has no repositories and only enterprise permissions, and GitHub refuses (422) a permission an
+/// installation was not granted: its token is not narrowed (it never leaves the scanner, which
+/// only reads `/rate_limit` with it).
+pub(crate) fn scanner_scope(record: &InstallationRecord) -> ScopeDown {
+    if record.target_type == "Enterprise" {
+        return ScopeDown::default();
+    }
     ScopeDown { permissions: BTreeMap::from([("metadata".to_string(), "read".to_string())]), ..ScopeDown::default() }
 }
 
@@ -280,10 +288,9 @@ impl RateLimitScanner {
     /// and moving the resume point past each installation as its outcome arrives (so a run cut
     /// off from outside still leaves the next one a true starting point).
     async fn scan_all(&self, installations: Vec<InstallationRecord>, tx: &mpsc::Sender<Vec<Metric>>) -> Tally {
-        let scope = scanner_scope();
         let github_calls = AtomicUsize::new(0);
         let throttled: Mutex<HashSet<i64>> = Mutex::new(HashSet::new());
-        let (throttled, scope, calls) = (&throttled, &scope, &github_calls);
+        let (throttled, calls) = (&throttled, &github_calls);
         let is_throttled = |app: i64| throttled.lock().unwrap_or_else(PoisonError::into_inner).contains(&app);
         let mut tally = Tally::default();
         let mut outcomes = futures_util::stream::iter(installations)
@@ -296,7 +303,7 @@ impl RateLimitScanner {
                 if is_throttled(record.app_id) {
                     return (record, Outcome::Deferred { out_of_time: false });
                 }
-                let outcome = match self.scan_one(&record, scope, calls).await {
+                let outcome = match self.scan_one(&record, &scanner_scope(&record), calls).await {
                     Ok(metrics) => Outcome::Scanned(metrics),
                     Err(Error::OutOfTime) => Outcome::Deferred { out_of_time: true },
                     Err(e) => {
@@ -543,9 +550,20 @@ mod tests {
 
     #[test]
     fn the_scanner_asks_for_metadata_read_only() {
-        assert_eq!(
-            crate::domain::scope::github_body(&scanner_scope()),
-            serde_json::json!({"permissions": {"metadata": "read"}})
-        );
+        let record = |target_type: &str| InstallationRecord {
+            app_id: 1,
+            installation_id: 2,
+            node_id: "N".into(),
+            target_type: target_type.into(),
+            name: "o".into(),
+        };
+        for kind in ["Organization", "User"] {
+            assert_eq!(
+                crate::domain::scope::github_body(&scanner_scope(&record(kind))),
+                serde_json::json!({"permissions": {"metadata": "read"}})
+            );
+        }
+        // An enterprise's installation has no metadata permission to narrow to.
+        assert_eq!(scanner_scope(&record("Enterprise")), ScopeDown::default());
     }
 }

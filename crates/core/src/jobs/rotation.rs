@@ -44,7 +44,7 @@ use crate::error::{Error, FieldError};
 use crate::github::Auth;
 use crate::github::secrets::{self, Place};
 use crate::ports::{AccessKeys, Lease, Metric, Pending, RotationStore, Services, TargetRecord, Unit, Vault};
-use crate::tokens::installation::InstallationTokens;
+use crate::tokens::installation::{InstallationTokens, Lookup};
 
 /// The CloudWatch namespace of the rotator's metrics.
 pub const NAMESPACE: &str = "appcreds/AccessKeyRotator";
@@ -875,7 +875,11 @@ impl Rotator {
     ) -> Result<OwnerToken, Error> {
         let mint = |variables: bool| {
             let scope = token_scope(group, variables);
-            async move { self.tokens.issue(app_id, &Target::Owner(owner.to_string()), |_| Ok((None, scope.clone()))).await }
+            async move {
+                self.tokens
+                    .issue(app_id, &Target::Owner(owner.to_string()), Lookup::ByName, |_| Ok((None, scope.clone())))
+                    .await
+            }
         };
         // Environment variables need no permission beyond the secrets': nothing to ask without.
         let variables_asked = variables && token_scope(group, true) != token_scope(group, false);
@@ -898,6 +902,7 @@ impl Rotator {
             app_id,
             installation_id = issued.record.installation_id,
             owner,
+            hashed_token = %issued.token.token.sha256_base64(),
             token_sha256 = %issued.token.token.sha256_hex(),
             purpose = "access-key-rotation",
             "installation token minted for the rotator"

@@ -20,6 +20,11 @@ pub(crate) struct Issued<'a> {
 
 /// Logs that `caller` received `issued`: the caller, the App and installation, the SHA-256 of
 /// the token, its expiry, and the rule that allowed it.
+///
+/// The hash is there twice: `hashed_token`, base64 (standard, padded) as GitHub's audit log writes
+/// it for the token's every use, so that an operator can find who got the token behind a GitHub
+/// event; and `token_sha256`, the same digest in hex, which lines written before had alone (saved
+/// queries, metric filters and tools such as `sha256sum` use it).
 pub(crate) fn credential_issued(caller: &Caller, issued: &Issued<'_>) {
     tracing::info!(
         target: "appcreds::audit",
@@ -27,6 +32,7 @@ pub(crate) fn credential_issued(caller: &Caller, issued: &Issued<'_>) {
         kind = issued.kind,
         app_id = issued.app_id,
         installation_id = issued.installation_id,
+        hashed_token = %issued.token.sha256_base64(),
         token_sha256 = %issued.token.sha256_hex(),
         expires_at = issued.expires_at,
         cached = issued.cached,

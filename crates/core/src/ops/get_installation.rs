@@ -45,7 +45,7 @@ impl Operation for GetInstallation {
         let judge = self.access.judge(&call).await?;
         // Records of Apps and installations the caller's rules do not cover are left out.
         let readable = |can: &Option<Readable<'_>>, r: &InstallationRecord| {
-            can.as_ref().is_none_or(|c| c.covers(r.app_id, InstallationRef { node_id: &r.node_id, login: &r.name }))
+            can.as_ref().is_none_or(|c| c.covers(r.app_id, InstallationRef::from(r)))
         };
         if call.path == paths::INSTALLATION_INFO {
             let req = request::installation_info(&call.body)?;

@@ -40,15 +40,17 @@ impl Operation for InstallationToken {
         // A caller no rule could serve (installation, repositories, permissions) learns nothing
         // about what it names, and costs GitHub nothing.
         judge.may_mint(req.app_id, &req.target, requested)?;
+        let lookup = judge.lookup(req.app_id, &req.target);
         let grant = |record: &crate::ports::InstallationRecord| {
-            let installation = InstallationRef { node_id: &record.node_id, login: &record.name };
+            let installation = InstallationRef::from(record);
             judge.installation_token(req.app_id, &req.target, installation, requested)
         };
         // The slug (best effort, bounded) is read while the token is minted; a failed mint does
         // not wait for it.
         let slug = async { Ok::<_, Error>(self.tokens.app_slug(req.app_id).await) };
         let (issued, slug) =
-            match futures_util::future::try_join(self.tokens.issue(req.app_id, &req.target, grant), slug).await {
+            match futures_util::future::try_join(self.tokens.issue(req.app_id, &req.target, lookup, grant), slug).await
+            {
                 Err(unknown @ Error::UnknownInstallation { .. }) => {
                     return Err(judge.unknown_installation(req.app_id, &req.target, unknown));
                 }

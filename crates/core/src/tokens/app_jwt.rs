@@ -63,10 +63,10 @@ impl AppJwts {
         self.cache.invalidate(&app_id).await;
     }
 
-    /// The App's key ARN, as the App table has it now.
-    async fn key_of(&self, app_id: i64) -> Result<String, Error> {
+    /// The App's key ARN and client ID, as the App table has them now.
+    async fn key_of(&self, app_id: i64) -> Result<(String, Option<String>), Error> {
         let app = self.store.get_app(app_id).await?.ok_or(Error::UnknownApp(app_id))?;
-        app.kms_key_arn.ok_or(Error::AppKeyMissing(app_id))
+        Ok((app.kms_key_arn.ok_or(Error::AppKeyMissing(app_id))?, app.client_id))
     }
 
     /// Every installation of `app_id` as GitHub lists it (all pages). A JWT GitHub refuses is
@@ -85,8 +85,9 @@ impl AppJwts {
     }
 
     async fn mint(&self, app_id: i64) -> Result<AppJwt, Error> {
-        let key_arn = self.key_of(app_id).await?;
-        let claims = Claims::for_app(app_id, self.clock.now());
+        let (key_arn, client_id) = self.key_of(app_id).await?;
+        // The client ID is the issuer when the App table names one (GitHub accepts either).
+        let claims = Claims::for_app(app_id, self.clock.now()).with_client_id(client_id.as_deref());
         let input = claims.signing_input();
         let signature = match self.signer.sign(&key_arn, input.as_bytes()).await {
             Ok(signature) => signature,

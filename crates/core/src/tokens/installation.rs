@@ -1,8 +1,8 @@
 //! Installation access tokens.
 //!
 //! The installation is named by node ID (the account's node ID; looked up in the Installation
-//! table, then in GitHub's listing, and written back), or **(ext)** by owner (login) or
-//! repository (`owner/name`) through GitHub's account lookup endpoints (a repository by its
+//! table, then in GitHub's listing, and written back), or **(ext)** by owner (login), repository
+//! (`owner/name`) or enterprise (slug) through GitHub's account lookup endpoints (a repository by its
 //! owner's installation: names are never looked up one by one); resolutions are kept for 10
 //! minutes, App JWTs while they have 5 minutes left. Every caller's request mints a token of its
 //! own (one GitHub call on a warm function, and no AWS call); only the rate-limit scanner's
@@ -57,7 +57,7 @@ impl InstallationToken {
 
 fn target_bytes(target: &Target) -> usize {
     match target {
-        Target::NodeId(s) | Target::Owner(s) | Target::Repository(s) => s.len(),
+        Target::NodeId(s) | Target::Owner(s) | Target::Repository(s) | Target::Enterprise(s) => s.len(),
     }
 }
 
@@ -68,14 +68,28 @@ fn record_bytes(record: &InstallationRecord) -> usize {
 /// The target an installation is looked up by: a repository's is its owner's, since an App is
 /// installed on the account that owns the repository. So a repository costs no lookup of its own:
 /// the names a caller tries cost GitHub one lookup per owner (kept like any other), never one per
-/// name, and whether a repository exists is never asked (the mint, scoped to it, tells).
+/// name, and whether a repository exists is never asked (the mint, scoped to it, tells). Logins
+/// and slugs are lower-cased, as GitHub compares them: spellings of one name share one lookup.
 fn lookup_target(target: &Target) -> Target {
     match target {
         Target::Repository(repository) => {
-            Target::Owner(repository.split('/').next().unwrap_or(repository.as_str()).to_string())
+            Target::Owner(repository.split('/').next().unwrap_or(repository.as_str()).to_ascii_lowercase())
         }
-        other => other.clone(),
+        Target::Owner(login) => Target::Owner(login.to_ascii_lowercase()),
+        Target::Enterprise(slug) => Target::Enterprise(slug.to_ascii_lowercase()),
+        Target::NodeId(node_id) => Target::NodeId(node_id.clone()),
     }
+}
+
+/// How a login or slug is looked up at GitHub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// Through the account's own lookup endpoint: one call per name (kept like any other).
+    ByName,
+    /// In the App's installation listing (kept [`LISTING_TTL_SECS`]), as node IDs are: for a name
+    /// no access rule names, which only a rule by node ID could cover, so that names made up by
+    /// the caller cost GitHub at most one listing per 30 s.
+    ByListing,
 }
 
 /// A token handed out, what it was minted for, and under which access rule.
@@ -171,12 +185,12 @@ impl InstallationTokens {
 
     /// A token for the installation `target` of `app_id`, with the scope `grant` gives for the
     /// installation it resolves to (or refuses it).
-    pub(crate) async fn issue<G>(&self, app_id: i64, target: &Target, grant: G) -> Result<Issued, Error>
+    pub(crate) async fn issue<G>(&self, app_id: i64, target: &Target, lookup: Lookup, grant: G) -> Result<Issued, Error>
     where
         G: Fn(&InstallationRecord) -> Result<(Option<String>, ScopeDown), Error> + Send + Sync,
     {
         let target = &lookup_target(target);
-        let resolved = self.resolve(app_id, target).await?;
+        let resolved = self.resolve(app_id, target, lookup).await?;
         let (rule, scope) = grant(&resolved.record)?;
         // Every caller gets a token of its own, with GitHub's full lifetime: one that is shared
         // breaks every holder when one of them revokes it.
@@ -185,7 +199,7 @@ impl InstallationTokens {
             Err(Error::GitHubRejected { status: 404, .. }) if resolved.from_table => {
                 let key = (app_id, target.clone());
                 self.resolutions.invalidate(&key).await;
-                let fresh = match self.resolve_at_github(app_id, target).await {
+                let fresh = match self.resolve_at_github(app_id, target, lookup).await {
                     Ok(fresh) => fresh,
                     Err(unknown @ Error::UnknownInstallation { .. }) => {
                         // Uninstalled: the row goes (the sync would confirm and delete it too),
@@ -305,7 +319,7 @@ impl InstallationTokens {
     /// The installation `target` names: kept [`RESOLUTION_TTL_SECS`], and "none" kept
     /// [`UNKNOWN_TTL_SECS`], so asking again and again for an installation that does not exist
     /// costs GitHub nothing more.
-    async fn resolve(&self, app_id: i64, target: &Target) -> Result<Resolved, Error> {
+    async fn resolve(&self, app_id: i64, target: &Target, lookup: Lookup) -> Result<Resolved, Error> {
         let fresh = |r: &Resolution| match r {
             Resolution::Found(r) => self.now() - r.at < RESOLUTION_TTL_SECS,
             Resolution::Unknown { at } => self.now() - at < UNKNOWN_TTL_SECS,
@@ -318,7 +332,7 @@ impl InstallationTokens {
                 {
                     return Ok(Resolution::Found(Resolved { record, at: self.now(), from_table: true }));
                 }
-                let record = match self.resolve_at_github(app_id, target).await {
+                let record = match self.resolve_at_github(app_id, target, lookup).await {
                     Ok(record) => record,
                     Err(Error::UnknownInstallation { .. }) => return Ok(Resolution::Unknown { at: self.now() }),
                     Err(e) => return Err(e),
@@ -335,7 +349,12 @@ impl InstallationTokens {
         }
     }
 
-    async fn resolve_at_github(&self, app_id: i64, target: &Target) -> Result<InstallationRecord, Error> {
+    async fn resolve_at_github(
+        &self,
+        app_id: i64,
+        target: &Target,
+        lookup: Lookup,
+    ) -> Result<InstallationRecord, Error> {
         let unknown = || Error::UnknownInstallation { app_id, target: target.to_string() };
         let found: Option<GitHubInstallation> = match target {
             Target::NodeId(node_id) => self
@@ -344,7 +363,19 @@ impl InstallationTokens {
                 .iter()
                 .find(|i| i.account.as_ref().is_some_and(|a| &a.node_id == node_id))
                 .cloned(),
+            Target::Owner(login) | Target::Enterprise(login) if lookup == Lookup::ByListing => {
+                let enterprise = matches!(target, Target::Enterprise(_));
+                let name = |a: &crate::github::types::GitHubAccount| {
+                    if enterprise { a.slug.clone() } else { a.login.clone() }
+                };
+                self.listing(app_id)
+                    .await?
+                    .iter()
+                    .find(|i| i.account.as_ref().and_then(name).is_some_and(|n| n.eq_ignore_ascii_case(login)))
+                    .cloned()
+            }
             Target::Owner(login) => self.by_owner(app_id, login).await?,
+            Target::Enterprise(slug) => self.lookup(app_id, &format!("/enterprises/{slug}/installation")).await?,
             // A repository's installation is its owner's (see `lookup_target`).
             Target::Repository(repository) => {
                 self.by_owner(app_id, repository.split('/').next().unwrap_or(repository)).await?

@@ -10,15 +10,17 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::tokens::{Grant, Minter, TokenFormat};
 use super::{Inner, Refusal, authenticate_app, gh_error, now};
 
-/// An account (user or organization) an App is installed on.
+/// An account (user, organization or enterprise) an App is installed on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
+    /// The login (an enterprise's slug).
     pub login: String,
     pub id: i64,
     pub node_id: String,
-    /// `User` or `Organization`.
+    /// `User`, `Organization` or `Enterprise`.
     pub kind: String,
 }
 
@@ -68,6 +70,17 @@ impl Installation {
         i.account.node_id = format!("U_kgDO{login}");
         i
     }
+
+    /// An installation on the enterprise `slug` (no repositories; the permission
+    /// `enterprise_custom_properties_for_organizations: write`): GitHub serves its account as an
+    /// `enterprise` (a slug, no login) and its `target_type` as `Enterprise`.
+    pub fn enterprise(app_id: i64, id: i64, slug: &str) -> Self {
+        let mut i = Self::org(app_id, id, slug, &[]);
+        i.account.kind = "Enterprise".into();
+        i.account.node_id = format!("E_kgDO{slug}");
+        i.permissions = BTreeMap::from([("enterprise_custom_properties_for_organizations".into(), "write".into())]);
+        i
+    }
 }
 
 /// An installation token the double issued.
@@ -80,6 +93,8 @@ pub struct IssuedToken {
     /// `None`: all of the installation's repositories.
     pub repositories: Option<Vec<String>>,
     pub revoked: bool,
+    /// The format it was minted in.
+    pub format: TokenFormat,
 }
 
 /// A failure to inject for requests whose `METHOD /path?query` contains `matches`.
@@ -120,7 +135,10 @@ pub(super) struct Installations {
     pub tokens: HashMap<String, IssuedToken>,
     pub faults: Vec<Fault>,
     pub latency: Duration,
-    pub next_token: u64,
+    /// Mints tokens in either format (and checks stateless ones).
+    pub minter: Minter,
+    /// The format minted when the request does not force one ([`TokenFormat::Stateless`]).
+    pub token_format: TokenFormat,
     /// `GET /rate_limit` figures per installation: category → (limit, used, reset).
     pub rate_limits: HashMap<i64, BTreeMap<String, (i64, i64, i64)>>,
     /// The token of every `GET /rate_limit` call, in order.
@@ -130,17 +148,28 @@ pub(super) struct Installations {
 }
 
 impl Installations {
-    /// Issues an installation token valid for an hour, as GitHub does, and remembers it.
+    /// Issues an installation token valid for an hour, as GitHub does, and remembers it: in the
+    /// format `forced` (the request's `X-GitHub-Stateless-S2S-Token`), else the double's default.
     fn issue(
         &mut self,
         installation_id: i64,
         permissions: BTreeMap<String, String>,
         repositories: Option<Vec<String>>,
+        forced: Option<TokenFormat>,
     ) -> IssuedToken {
-        self.next_token += 1;
-        let token = format!("ghs_double{:030}", self.next_token);
+        let format = forced.unwrap_or(self.token_format);
+        let app_id = self.by_id.get(&installation_id).map_or(0, |i| i.app_id);
+        let expires_at = now() + 3600;
+        let grant = Grant {
+            app_id,
+            installation_id,
+            expires_at,
+            permissions: &permissions,
+            repositories: repositories.as_deref(),
+        };
+        let token = self.minter.mint(format, &grant);
         let issued =
-            IssuedToken { token, installation_id, expires_at: now() + 3600, permissions, repositories, revoked: false };
+            IssuedToken { token, installation_id, expires_at, permissions, repositories, revoked: false, format };
         self.tokens.insert(issued.token.clone(), issued.clone());
         issued
     }
@@ -164,6 +193,13 @@ impl super::GitHubDouble {
         self.installations().uninstall_after_page.push((page, installation_id));
     }
 
+    /// The format minted from now on when a mint does not force one with
+    /// `X-GitHub-Stateless-S2S-Token` (also for the `issue_*_for_test` helpers). GitHub's, and the
+    /// double's, default is [`TokenFormat::Stateless`].
+    pub fn set_token_format(&self, format: TokenFormat) {
+        self.installations().token_format = format;
+    }
+
     /// Every token issued so far.
     pub fn issued_tokens(&self) -> Vec<IssuedToken> {
         let mut tokens: Vec<_> = self.installations().tokens.values().cloned().collect();
@@ -174,7 +210,7 @@ impl super::GitHubDouble {
     /// Issues a `metadata: read` token directly (for tests of token users, without an App JWT).
     pub fn issue_token_for_test(&self, installation_id: i64) -> String {
         let permissions = BTreeMap::from([("metadata".to_string(), "read".to_string())]);
-        self.installations().issue(installation_id, permissions, None).token
+        self.installations().issue(installation_id, permissions, None, None).token
     }
 
     /// Issues a token with `permissions` for `repositories` (`None`: all of the installation's)
@@ -187,7 +223,7 @@ impl super::GitHubDouble {
     ) -> String {
         let permissions = permissions.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let repositories = repositories.map(|r| r.iter().map(|n| n.to_string()).collect());
-        self.installations().issue(installation_id, permissions, repositories).token
+        self.installations().issue(installation_id, permissions, repositories, None).token
     }
 
     /// The token record of `token`, if the double issued it.
@@ -342,6 +378,15 @@ pub(super) async fn by_account(
     find(&inner, &headers, |i| i.account.login.eq_ignore_ascii_case(&login) && i.account.kind == want_kind)
 }
 
+/// `GET /enterprises/{enterprise}/installation`: the App's installation on an enterprise (by slug).
+pub(super) async fn by_enterprise(
+    State(inner): State<Arc<Inner>>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    find(&inner, &headers, |i| i.account.login.eq_ignore_ascii_case(&slug) && i.account.kind == "Enterprise")
+}
+
 /// `GET /repos/{owner}/{repo}/installation`.
 pub(super) async fn by_repo(
     State(inner): State<Arc<Inner>>,
@@ -368,7 +413,8 @@ fn find(inner: &Inner, headers: &HeaderMap, pred: impl Fn(&Installation) -> bool
 
 /// `POST /app/installations/{id}/access_tokens`: mints a token, optionally scoped down to
 /// `repositories` (names), `repository_ids` and `permissions`, refusing (422) what the
-/// installation does not have, as GitHub does.
+/// installation does not have, as GitHub does; stateless unless `X-GitHub-Stateless-S2S-Token:
+/// disabled` (or the double's default) says classic.
 pub(super) async fn mint(
     State(inner): State<Arc<Inner>>,
     Path(id): Path<i64>,
@@ -428,8 +474,8 @@ pub(super) async fn mint(
         }
         repos = Some(chosen);
     }
-    let issued =
-        state.issue(id, permissions.clone(), repos.as_ref().map(|r| r.iter().map(|r| r.name.clone()).collect()));
+    let names = repos.as_ref().map(|r| r.iter().map(|r| r.name.clone()).collect());
+    let issued = state.issue(id, permissions.clone(), names, TokenFormat::requested(&headers));
     let (token, expires_at) = (issued.token, issued.expires_at);
     let mut out = json!({
         "token": token,
@@ -450,18 +496,23 @@ fn unknown_repo() -> Response {
     )
 }
 
-/// The installation token of a request (`Authorization: Bearer ghs_…` or `token ghs_…`), if live.
+/// The installation token of a request (`Authorization: Bearer ghs_…` or `token ghs_…`), if live:
+/// a classic one by lookup; a stateless one by its signature, App and expiry first, then the lookup
+/// (which holds what it grants, and whether it was revoked).
 pub(super) fn authenticate_installation(inner: &Inner, headers: &HeaderMap) -> Result<IssuedToken, Refusal> {
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let token = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("token ")).unwrap_or_default();
     let state = inner.installations.lock().unwrap_or_else(PoisonError::into_inner);
+    if TokenFormat::of(token) == Some(TokenFormat::Stateless) && !state.minter.verify_stateless(token, now()) {
+        return Err(Refusal(StatusCode::UNAUTHORIZED, "Bad credentials"));
+    }
     match state.tokens.get(token) {
         Some(t) if !t.revoked && t.expires_at > now() => Ok(t.clone()),
         _ => Err(Refusal(StatusCode::UNAUTHORIZED, "Bad credentials")),
     }
 }
 
-/// `DELETE /installation/token`: revokes the token used to call it.
+/// `DELETE /installation/token`: revokes the token used to call it, in either format.
 pub(super) async fn revoke(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
     match authenticate_installation(&inner, &headers) {
         Ok(t) => {
@@ -500,8 +551,18 @@ pub fn installation_json(i: &Installation) -> Value {
     })
 }
 
-/// An account as GitHub's `simple-user` schema has it.
+/// An account as GitHub's `simple-user` schema has it, or an enterprise as its `enterprise`
+/// schema has it (a slug and a name, no login and no type).
 pub fn account_json(a: &Account) -> Value {
+    if a.kind == "Enterprise" {
+        return json!({
+            "id": a.id, "slug": a.login, "name": format!("{} (enterprise)", a.login), "node_id": a.node_id,
+            "html_url": format!("https://github.com/enterprises/{}", a.login),
+            "website_url": null, "description": null,
+            "avatar_url": format!("https://avatars.githubusercontent.com/b/{}?v=4", a.id),
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+        });
+    }
     let api = format!("https://api.github.com/users/{}", a.login);
     json!({
         "login": a.login, "id": a.id, "node_id": a.node_id, "type": a.kind, "site_admin": false,

@@ -1,7 +1,8 @@
 //! A double of the GitHub REST API on loopback, for the endpoints appcreds calls.
 //!
 //! It authenticates like GitHub: App endpoints need `Authorization: Bearer <JWT>`, an RS256 JWT
-//! whose signature verifies with the App's registered public key, `iat` not in the future (60 s
+//! issued by the App (`iss`: its App ID, or its client ID) whose signature verifies with the App's
+//! registered public key, `iat` not in the future (60 s
 //! of skew allowed), `exp` in the future, and `exp − iat` at most 600 s. Errors carry GitHub's
 //! `{message, documentation_url}` body. Responses follow the schemas of GitHub's OpenAPI
 //! description (`@octokit/openapi`, `api.github.com.json`).
@@ -10,10 +11,12 @@ pub mod installations;
 pub mod jwt;
 pub mod oidc;
 mod secrets;
+pub mod tokens;
 
 pub use secrets::{StoredSecret, StoredVariable};
 
 pub use installations::{Account, Fault, FaultKind, Installation, IssuedToken, Repo};
+pub use tokens::TokenFormat;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -43,6 +46,9 @@ const DOCS: &str = "https://docs.github.com/rest";
 pub struct App {
     pub id: i64,
     pub slug: String,
+    /// The App's client ID (`Iv1.` and 16 hex digits of the ID): GitHub accepts it as a JWT's
+    /// issuer as well as the App ID.
+    pub client_id: String,
     /// The App's registered public keys: GitHub accepts a JWT signed by any of them (an App has
     /// two while its private key is being rotated).
     pub public_keys: Vec<RsaPublicKey>,
@@ -156,10 +162,19 @@ impl GitHubDouble {
 
     /// Registers an App with its public key (DER SubjectPublicKeyInfo, as from KMS `GetPublicKey`).
     pub fn register_app(&self, id: i64, public_key_der: &[u8]) -> Result<(), String> {
-        let app =
-            App { id, slug: format!("appcreds-test-app-{id}"), public_keys: vec![jwt::public_key(public_key_der)?] };
+        let app = App {
+            id,
+            slug: format!("appcreds-test-app-{id}"),
+            client_id: format!("Iv1.{id:016x}"),
+            public_keys: vec![jwt::public_key(public_key_der)?],
+        };
         self.inner.apps.write().unwrap_or_else(PoisonError::into_inner).insert(id, app);
         Ok(())
+    }
+
+    /// The client ID of a registered App.
+    pub fn app_client_id(&self, id: i64) -> Option<String> {
+        self.inner.apps.read().unwrap_or_else(PoisonError::into_inner).get(&id).map(|app| app.client_id.clone())
     }
 
     /// Adds a public key to a registered App, as "Generate a private key" in the App's settings
@@ -218,6 +233,7 @@ fn router(inner: Arc<Inner>) -> Router {
         .route("/app/installations/{id}/access_tokens", post(installations::mint))
         .route("/users/{login}/installation", get(installations::by_account))
         .route("/orgs/{login}/installation", get(installations::by_account))
+        .route("/enterprises/{enterprise}/installation", get(installations::by_enterprise))
         .route("/repos/{owner}/{repo}/installation", get(installations::by_repo))
         .route("/installation/token", delete(installations::revoke))
         .route("/rate_limit", get(installations::rate_limit))
@@ -286,19 +302,20 @@ fn authenticate_app(inner: &Inner, headers: &HeaderMap) -> Result<App, Refusal> 
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let token = auth.strip_prefix("Bearer ").ok_or_else(|| unauthorized("A JSON web token could not be decoded"))?;
     let claims = jwt::peek_claims(token).map_err(|_| unauthorized("A JSON web token could not be decoded"))?;
-    let iss = match claims.get("iss") {
-        Some(Value::Number(n)) => n.as_i64(),
-        Some(Value::String(s)) => s.parse().ok(),
+    // The issuer is the App's ID (a number, or digits) or its client ID (any other string).
+    let apps = inner.apps.read().unwrap_or_else(PoisonError::into_inner);
+    let app = match claims.get("iss") {
+        Some(Value::Number(n)) => n.as_i64().map(|id| apps.get(&id)),
+        Some(Value::String(s)) => match s.parse::<i64>() {
+            Ok(id) => Some(apps.get(&id)),
+            Err(_) => Some(apps.values().find(|app| app.client_id == *s)),
+        },
         _ => None,
     }
-    .ok_or_else(|| unauthorized("'Issuer' claim ('iss') must be an Integer"))?;
-    let app = inner
-        .apps
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&iss)
-        .cloned()
-        .ok_or_else(|| unauthorized("Integration not found"))?;
+    .ok_or_else(|| unauthorized("'Issuer' claim ('iss') must be an Integer or a client ID"))?
+    .cloned()
+    .ok_or_else(|| unauthorized("Integration not found"))?;
+    drop(apps);
     let verified = app
         .public_keys
         .iter()
@@ -341,7 +358,7 @@ fn app_json(app: &App) -> Value {
         "id": app.id,
         "slug": app.slug,
         "node_id": format!("A_kwDOAppcreds{}", app.id),
-        "client_id": format!("Iv1.{:016x}", app.id),
+        "client_id": app.client_id,
         "owner": installations::account_json(&Account {
             login: "appcreds-org".into(),
             id: 1001,

@@ -69,7 +69,9 @@ impl GitHubDouble {
     }
 
     /// The claims GitHub Actions puts in a token for a push to `repository` (`owner/name`), for
-    /// `audience`, issued now and valid for 5 minutes; `extra` overrides or adds claims.
+    /// `audience`, issued now and valid for 5 minutes, with the classic subject
+    /// (`repo:OWNER/NAME:ref:refs/heads/main`); `extra` overrides or adds claims (custom property
+    /// claims `repo_property_NAME` among them, which GitHub adds when the organization asks).
     pub fn oidc_claims(&self, repository: &str, audience: &str, extra: Value) -> Value {
         let now = super::now();
         let owner = repository.split('/').next().unwrap_or_default();
@@ -77,12 +79,29 @@ impl GitHubDouble {
             "iss": self.oidc_issuer(), "aud": audience, "iat": now, "nbf": now, "exp": now + 300,
             "sub": format!("repo:{repository}:ref:refs/heads/main"),
             "repository": repository, "repository_id": "4242", "repository_owner": owner, "repository_owner_id": "17",
-            "ref": "refs/heads/main", "event_name": "push",
+            "ref": "refs/heads/main", "event_name": "push", "check_run_id": "31337",
             "job_workflow_ref": format!("{repository}/.github/workflows/release.yml@refs/heads/main"),
             "workflow_ref": format!("{repository}/.github/workflows/release.yml@refs/heads/main"),
         });
         if let (Value::Object(c), Value::Object(e)) = (&mut claims, extra) {
             c.extend(e);
+        }
+        claims
+    }
+
+    /// [`GitHubDouble::oidc_claims`] with GitHub's immutable subject, the default for repositories
+    /// created or renamed since 2026-07-15: `repo:OWNER@OWNER_ID/NAME@REPO_ID:CONTEXT`, from the
+    /// claims' own `repository_owner_id` and `repository_id` (`extra` may set them, or `sub`).
+    pub fn oidc_claims_immutable(&self, repository: &str, audience: &str, extra: Value) -> Value {
+        let explicit = extra.get("sub").is_some();
+        let mut claims = self.oidc_claims(repository, audience, extra);
+        if !explicit {
+            let text = |name: &str| claims[name].as_str().unwrap_or_default().to_string();
+            let (owner, name) = repository.split_once('/').unwrap_or((repository, ""));
+            let classic = text("sub");
+            let context = classic.strip_prefix(&format!("repo:{repository}:")).unwrap_or("ref:refs/heads/main");
+            let (owner_id, repository_id) = (text("repository_owner_id"), text("repository_id"));
+            claims["sub"] = json!(format!("repo:{owner}@{owner_id}/{name}@{repository_id}:{context}"));
         }
         claims
     }
@@ -124,7 +143,7 @@ pub(super) async fn discovery(State(inner): State<Arc<Inner>>) -> Response {
         "claims_supported": ["sub", "aud", "exp", "iat", "iss", "jti", "nbf", "ref", "repository", "repository_id",
                              "repository_owner", "repository_owner_id", "run_id", "run_number", "run_attempt",
                              "actor", "actor_id", "workflow", "workflow_ref", "event_name", "ref_type",
-                             "environment", "job_workflow_ref"],
+                             "environment", "job_workflow_ref", "check_run_id"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "scopes_supported": ["openid"],
     }))
