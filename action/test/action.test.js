@@ -20,10 +20,19 @@ const lib = require('../lib.js');
 const ACTION = path.resolve(__dirname, '..');
 const REPO = 'octo/appcreds';
 const TOKEN = 'ghs_TESTtoken0123456789abcdefghijklmnop';
-const supported = process.platform === 'linux' && ['x64', 'arm64'].includes(process.arch);
+// The stand-in CLI is a shell script: the whole-action tests run on Linux and macOS.
+const supported = ['linux', 'darwin'].includes(process.platform) && ['x64', 'arm64'].includes(process.arch);
 const ASSET = supported ? lib.assetName(process.platform, process.arch) : 'unsupported';
 const TARGET = ASSET.replace(/^appcreds-/, '').replace(/\.tar\.gz$/, '');
-const OTHER_TARGET = TARGET === 'x86_64-unknown-linux-gnu' ? 'aarch64-unknown-linux-gnu' : 'x86_64-unknown-linux-gnu';
+const OTHER_TARGET = Object.values(lib.TARGETS).find((t) => t !== TARGET);
+// Every runner there is a build for, as the runner names it (RUNNER_OS, RUNNER_ARCH), its target and executable.
+const RUNNERS = [
+  ['Linux', 'X64', 'x86_64-unknown-linux-musl', 'appcreds'],
+  ['Linux', 'ARM64', 'aarch64-unknown-linux-musl', 'appcreds'],
+  ['macOS', 'X64', 'x86_64-apple-darwin', 'appcreds'],
+  ['macOS', 'ARM64', 'aarch64-apple-darwin', 'appcreds'],
+  ['Windows', 'X64', 'x86_64-pc-windows-msvc', 'appcreds.exe'],
+];
 const sha256 = (data) => crypto.createHash('sha256').update(data).digest('hex');
 
 const FAKE_CLI = `#!/bin/sh
@@ -78,6 +87,8 @@ function parseFileCommands(text) {
 
 let root;
 let actionDir;
+/** Each runner's archive (v4.0.0), by target. */
+const files4 = {};
 let server;
 let baseUrl;
 const requests = [];
@@ -97,6 +108,8 @@ function releaseServer(files) {
     'v2.0.0': { [ASSET]: 'nested.tar.gz', [`${ASSET}.sha256`]: 'nested.sha256' },
     // v3.0.0: a release this action has no digest for, and without any .sha256.
     'v3.0.0': { [ASSET]: 'good.tar.gz' },
+    // v4.0.0: every runner's asset, each holding its own executable.
+    'v4.0.0': Object.fromEntries(RUNNERS.map(([, , target]) => [`appcreds-${target}.tar.gz`, `${target}.tar.gz`])),
   };
   return http.createServer((req, res) => {
     requests.push(req.url);
@@ -133,6 +146,14 @@ test.before(async () => {
   execFileSync('tar', ['-czf', path.join(root, 'nested.tar.gz'), '-C', build, 'bin']);
   execFileSync('tar', ['-czf', path.join(root, 'evil.tar.gz'), '-C', evil, 'appcreds']);
   const files = {};
+  for (const [, , target, executable] of RUNNERS) {
+    const dir = path.join(root, target);
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, executable), `the ${target} build`, { mode: 0o755 });
+    execFileSync('tar', ['-czf', path.join(root, `${target}.tar.gz`), '-C', dir, executable]);
+    files[`${target}.tar.gz`] = fs.readFileSync(path.join(root, `${target}.tar.gz`));
+    files4[target] = files[`${target}.tar.gz`];
+  }
   for (const name of ['good', 'nested', 'evil']) {
     files[`${name}.tar.gz`] = fs.readFileSync(path.join(root, `${name}.tar.gz`));
     // The checksum files in sha256sum's own format, as the release workflow writes them.
@@ -427,9 +448,10 @@ test('a missing or ambiguous target, or a bad permission: a clear error before a
   const job = newJob();
   const before = requests.length;
   const cases = [
-    [{ 'app-id': '7' }, /^::error::give exactly one of the inputs owner, repository or node-id: the installation to get a token for$/m],
-    [{ 'app-id': '7', owner: 'octo-org', repository: 'octo-org/hello-world' }, /^::error::give exactly one of the inputs owner, repository or node-id, not owner and repository$/m],
+    [{ 'app-id': '7' }, /^::error::give exactly one of the inputs owner, repository, node-id or enterprise: the installation to get a token for$/m],
+    [{ 'app-id': '7', owner: 'octo-org', repository: 'octo-org/hello-world' }, /^::error::give exactly one of the inputs owner, repository, node-id or enterprise, not owner and repository$/m],
     [{ 'app-id': '7', owner: 'o', repository: 'o/r', 'node-id': 'n' }, /not owner and repository and node-id$/m],
+    [{ 'app-id': '7', 'node-id': 'n', enterprise: 'octo-enterprise' }, /^::error::give exactly one of the inputs owner, repository, node-id or enterprise, not node-id and enterprise$/m],
     [{ owner: 'octo-org' }, /^::error::the input app-id is required$/m],
     [{ 'app-id': '7', owner: 'o', permissions: 'contents=read\ncontents' }, /^::error::input permissions: "contents" is not name=level/m],
     [{ 'app-id': '7', owner: 'o', 'skip-revoke': 'maybe' }, /^::error::input skip-revoke must be true or false, not "maybe"$/m],
@@ -548,6 +570,52 @@ test('the CLI refuses: the step fails with its exit code, post has nothing to re
   assert.ok(!fs.existsSync(path.dirname(state.binary)));
 });
 
+test('enterprise: the installation on an enterprise, by its slug', opts, async () => {
+  const job = newJob();
+  const result = await job.main({ 'app-id': '7', enterprise: 'octo-enterprise' });
+  assert.equal(result.code, 0, result.stdout + result.stderr);
+  assert.deepEqual(job.argv('token'), ['token', '--app-id', '7', '--enterprise', 'octo-enterprise']);
+  assertMaskedFirst(result);
+});
+
+test('each runner OS and architecture downloads its own asset and unpacks the executable in it', async () => {
+  // The input sha256 in sha256sum's form, one line per asset: each runner picks its own line.
+  const pins = RUNNERS.map(([, , target]) => `${sha256(files4[target])}  appcreds-${target}.tar.gz`).join('\n');
+  for (const [runnerOs, runnerArch, target, executable] of RUNNERS) {
+    const job = newJob();
+    const env = { ...job.env({ sha256: pins, version: 'v4.0.0' }), RUNNER_OS: runnerOs, RUNNER_ARCH: runnerArch };
+    const before = requests.length;
+    // Node's own platform and architecture say otherwise: the runner's variables decide.
+    const { binary, digest } = await lib.installCli(env, 'linux', 'riscv64');
+    assert.deepEqual(requests.slice(before), [`/octo/appcreds/releases/download/v4.0.0/appcreds-${target}.tar.gz`, `/objects/${target}.tar.gz`]);
+    assert.equal(digest, sha256(files4[target]));
+    assert.equal(path.basename(binary), executable);
+    assert.equal(path.dirname(path.dirname(binary)), job.temp);
+    assert.equal(fs.readFileSync(binary, 'utf8'), `the ${target} build`);
+    assert.deepEqual(fs.readdirSync(path.dirname(binary)), [executable], 'only the executable is kept');
+  }
+});
+
+test('a runner without a build (Windows ARM64, Linux ARM, Linux X86) is refused before any download', async () => {
+  for (const [runnerOs, runnerArch] of [['Windows', 'ARM64'], ['Linux', 'ARM'], ['Linux', 'X86']]) {
+    const job = newJob();
+    const before = requests.length;
+    const result = await job.main({ 'app-id': '7', owner: 'octo-org' }, { RUNNER_OS: runnerOs, RUNNER_ARCH: runnerArch });
+    assert.equal(result.code, 1, result.stdout + result.stderr);
+    assert.match(
+      result.stdout,
+      new RegExp(
+        `^::error::appcreds has no build for ${runnerOs} ${runnerArch} runners: its releases have the CLI for Linux X64 and ARM64 \\(static\\), ` +
+          'macOS X64 and ARM64, and Windows X64\\. Run the job on one of those, or build the CLI yourself',
+        'm'
+      )
+    );
+    assert.equal(requests.length, before, 'nothing was downloaded');
+    assert.deepEqual(fs.readdirSync(job.temp), []);
+    assert.equal(fs.readFileSync(job.state, 'utf8'), '');
+  }
+});
+
 test('action.yml declares exactly the inputs the scripts read, and the outputs the CLI writes', () => {
   const yml = fs.readFileSync(path.join(ACTION, '..', 'action.yml'), 'utf8');
   const section = (name) => {
@@ -558,11 +626,21 @@ test('action.yml declares exactly the inputs the scripts read, and the outputs t
   const names = (text) => [...text.matchAll(/^ {2}([a-z0-9-]+):\s*$/gm)].map((m) => m[1]).sort();
   const source = ['lib.js', 'main.js', 'post.js'].map((f) => fs.readFileSync(path.join(ACTION, f), 'utf8')).join('\n');
   const read = new Set([...source.matchAll(/(?:input|booleanInput)\(env, '([a-z0-9-]+)'/g)].map((m) => m[1]));
-  for (const target of ['owner', 'repository', 'node-id']) read.add(target); // read through a list
+  for (const target of ['owner', 'repository', 'node-id', 'enterprise']) read.add(target); // read through a list
   assert.deepEqual(names(section('inputs')), [...read].sort());
   assert.ok(read.has('sha256'), 'the input sha256 is read');
   assert.deepEqual(names(section('outputs')), ['app-slug', 'expires-at', 'installation-id', 'token']);
   assert.match(yml, /\n {2}oidc:\n(?: {4}.*\n)*? {4}default: "true"\n/);
   assert.match(yml, /\n {2}skip-revoke:\n(?: {4}.*\n)*? {4}default: "false"\n/);
-  assert.match(yml, /\nruns:\n {2}using: node20\n {2}main: action\/main\.js\n {2}post: action\/post\.js\n/);
+  // Every value is one line, a plain or double-quoted scalar: a double quote inside one would end it
+  // (the runner could not load action.yml), so the quoted ones are checked to be whole.
+  for (const line of yml.split('\n').filter((l) => /^\s+(description|default|required|using|main|post): /.test(l))) {
+    const value = line.replace(/^\s+[a-z]+: /, '');
+    assert.match(value, /^(?:"(?:[^"\\]|\\.)*"|[^"'#\s][^#]*)$/, `a YAML scalar: ${line}`);
+  }
+  assert.match(yml, /\nruns:\n {2}using: node24\n {2}main: action\/main\.js\n {2}post: action\/post\.js\n/);
+  // Each target input says the same rule.
+  for (const target of ['owner', 'repository', 'node-id', 'enterprise']) {
+    assert.match(yml, new RegExp(`\\n {2}${target}:\\n {4}description: ".*Give exactly one of owner, repository, node-id, enterprise\\."\\n`), target);
+  }
 });
