@@ -110,7 +110,7 @@ def bootstraps(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bundle(bootstraps, tmp_path_factory):
-    out = tmp_path_factory.mktemp("out") / "appcreds-sam-v9.8.7.tar.gz"
+    out = tmp_path_factory.mktemp("out") / "appcreds-sam-bundle-v9.8.7.tar.gz"
     started = time.monotonic()
     result = run_bundle(bootstraps, out, "--version", "v9.8.7")
     print(f"scripts/bundle: {time.monotonic() - started:.2f} s")
