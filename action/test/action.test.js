@@ -14,7 +14,8 @@ const fs = require('node:fs');
 const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
-const { execFileSync, spawn } = require('node:child_process');
+const support = require('./support.js');
+const { execFileSync } = require('node:child_process');
 const lib = require('../lib.js');
 
 const ACTION = path.resolve(__dirname, '..');
@@ -183,22 +184,7 @@ test.after(async () => {
   fs.rmSync(root, { recursive: true, force: true });
 });
 
-/** Runs `node script` with exactly `env` (no variable of the test's own), asynchronously: the server answers meanwhile. */
-function runNode(script, env) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(actionDir, script)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
+const runNode = (script, env) => support.runNode(actionDir, script, env);
 
 let jobs = 0;
 

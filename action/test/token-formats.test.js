@@ -14,7 +14,8 @@ const fs = require('node:fs');
 const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
-const { execFileSync, spawn } = require('node:child_process');
+const support = require('./support.js');
+const { execFileSync } = require('node:child_process');
 const lib = require('../lib.js');
 
 const ACTION = path.resolve(__dirname, '..');
@@ -129,21 +130,7 @@ test.after(async () => {
   fs.rmSync(root, { recursive: true, force: true });
 });
 
-function runNode(script, env) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(actionDir, script)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const runNode = (script, env) => support.runNode(actionDir, script, env);
 
 /**
  * One job with `token`: main.js gets it from the stand-in CLI, post.js revokes it; then a second
