@@ -68,23 +68,7 @@ const EVIL_CLI = `#!/bin/sh
 printf 'token=ghs_evil\\n' >> "$GITHUB_OUTPUT"
 `;
 
-/** The multi-line and name=value forms of GITHUB_STATE / GITHUB_OUTPUT, parsed. */
-function parseFileCommands(text) {
-  const values = {};
-  const lines = text.split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    const heredoc = /^([^=<]+)<<(.+)$/.exec(lines[i]);
-    if (heredoc) {
-      const end = lines.indexOf(heredoc[2], i + 1);
-      assert.ok(end > i, `the delimiter of ${heredoc[1]} is closed`);
-      values[heredoc[1]] = lines.slice(i + 1, end).join('\n');
-      i = end;
-    } else if (lines[i].includes('=')) {
-      values[lines[i].slice(0, lines[i].indexOf('='))] = lines[i].slice(lines[i].indexOf('=') + 1);
-    }
-  }
-  return values;
-}
+const parseFileCommands = support.parseFileCommands;
 
 let root;
 let actionDir;

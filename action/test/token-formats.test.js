@@ -68,23 +68,7 @@ const SHAPES = {
   stateless: (token) => /^ghs_\d+_[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token) && token.length > 255,
 };
 
-/** GITHUB_OUTPUT / GITHUB_STATE as the runner reads them: name=value lines and name<<delimiter blocks. */
-function fileCommands(text) {
-  const values = {};
-  const lines = text.split(/\r?\n/);
-  for (let i = 0; i < lines.length; i++) {
-    const block = /^([^=<]+)<<(.+)$/.exec(lines[i]);
-    if (block) {
-      const end = lines.indexOf(block[2], i + 1);
-      assert.ok(end > i, `${block[1]}: its delimiter closes the block`);
-      values[block[1]] = lines.slice(i + 1, end).join('\n');
-      i = end;
-    } else if (lines[i].includes('=')) {
-      values[lines[i].slice(0, lines[i].indexOf('='))] = lines[i].slice(lines[i].indexOf('=') + 1);
-    }
-  }
-  return values;
-}
+const fileCommands = support.parseFileCommands;
 
 let root;
 let actionDir;
