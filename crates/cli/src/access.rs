@@ -190,13 +190,12 @@ pub fn judge(policy: &Policy, principal: &str, claims: Option<&Claims>, request:
             let mut body = body.clone();
             body.remove("operation");
             let req = appcreds_core::http::request::installation_token(&body).map_err(|e| bad(e.to_string()))?;
-            let (login, node_id, enterprise) = match &req.target {
-                Target::Owner(o) => (o.clone(), String::new(), false),
-                Target::Repository(r) => (r.split('/').next().unwrap_or_default().to_string(), String::new(), false),
-                Target::Enterprise(e) => (e.clone(), String::new(), true),
-                Target::NodeId(n) => (String::new(), n.clone(), false),
+            let (login, enterprise) = req.target.account().unwrap_or_default();
+            let node_id = match &req.target {
+                Target::NodeId(n) => n.as_str(),
+                _ => "",
             };
-            let installation = InstallationRef { node_id: &node_id, login: &login, enterprise };
+            let installation = InstallationRef { node_id, login, enterprise };
             // As the function judges: the App first, then the installation and the scope (a
             // repository target narrows the scope to it).
             let requested = appcreds_core::domain::scope::requested_scope(&req.target, req.scope_down.as_ref());

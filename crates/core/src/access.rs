@@ -133,11 +133,10 @@ impl Judge<'_> {
     pub(crate) fn may_mint(&self, app_id: i64, target: &Target, requested: Option<&ScopeDown>) -> Result<(), Error> {
         let Some(policy) = &self.policy else { return Ok(()) };
         // The audit line names the installation as the caller named it (nothing was looked up).
-        let named = match target {
-            Target::Owner(login) => login.as_str(),
-            Target::Repository(repository) => repository.split('/').next().unwrap_or(repository),
-            Target::Enterprise(slug) => slug.as_str(),
-            Target::NodeId(node_id) => node_id.as_str(),
+        let named = match (target, target.account()) {
+            (_, Some((name, _))) => name,
+            (Target::NodeId(node_id), None) => node_id.as_str(),
+            (_, None) => "",
         };
         policy
             .may_mint(self.subject()?, app_id, target, requested)

@@ -91,6 +91,19 @@ pub enum Target {
     Enterprise(String),
 }
 
+impl Target {
+    /// The account the target names by name, as given: a login (an owner's, or a repository's
+    /// owner's) with `false`, or an enterprise's slug with `true`; `None` for a node ID.
+    pub fn account(&self) -> Option<(&str, bool)> {
+        match self {
+            Target::Owner(login) => Some((login, false)),
+            Target::Repository(repository) => Some((repository.split('/').next().unwrap_or(repository), false)),
+            Target::Enterprise(slug) => Some((slug, true)),
+            Target::NodeId(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -734,11 +734,10 @@ impl Policy {
             return Err(Denial(format!("no access rule allows {} installation-token for App {app_id}", subject.arn)));
         }
         // The account the target names (a login, or an enterprise's slug), or its node ID.
-        let (login, enterprise, node_id) = match target {
-            Target::Owner(o) => (Some(o.as_str()), false, None),
-            Target::Repository(r) => (r.split('/').next(), false, None),
-            Target::Enterprise(e) => (Some(e.as_str()), true, None),
-            Target::NodeId(n) => (None, false, Some(n.as_str())),
+        let (login, enterprise, node_id) = match (target, target.account()) {
+            (_, Some((name, enterprise))) => (Some(name), enterprise, None),
+            (Target::NodeId(n), None) => (None, false, Some(n.as_str())),
+            (_, None) => (None, false, None),
         };
         // What cannot be told before the lookup (a login behind a node ID, a node ID behind a
         // login or a slug) counts as possibly covered; the lookup's answer is judged again.
@@ -779,12 +778,8 @@ impl Policy {
     /// is looked for in the App's installation listing rather than asked of GitHub one by one, so
     /// that names the caller makes up cost GitHub nothing more. `true` for a node ID.
     pub fn names_the_account(&self, subject: Subject<'_>, app_id: i64, target: &Target) -> bool {
-        let (name, enterprise) = match target {
-            Target::NodeId(_) => return true,
-            Target::Owner(login) => (login.to_ascii_lowercase(), false),
-            Target::Repository(r) => (r.split('/').next().unwrap_or(r).to_ascii_lowercase(), false),
-            Target::Enterprise(slug) => (slug.to_ascii_lowercase(), true),
-        };
+        let Some((name, enterprise)) = target.account() else { return true };
+        let name = name.to_ascii_lowercase();
         self.candidates(subject, Action::InstallationToken, Some(app_id)).iter().any(|r| match &r.owners {
             None => true,
             Some(_) if enterprise => r.enterprises.contains(&name),

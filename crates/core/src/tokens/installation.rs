@@ -71,13 +71,10 @@ fn record_bytes(record: &InstallationRecord) -> usize {
 /// name, and whether a repository exists is never asked (the mint, scoped to it, tells). Logins
 /// and slugs are lower-cased, as GitHub compares them: spellings of one name share one lookup.
 fn lookup_target(target: &Target) -> Target {
-    match target {
-        Target::Repository(repository) => {
-            Target::Owner(repository.split('/').next().unwrap_or(repository.as_str()).to_ascii_lowercase())
-        }
-        Target::Owner(login) => Target::Owner(login.to_ascii_lowercase()),
-        Target::Enterprise(slug) => Target::Enterprise(slug.to_ascii_lowercase()),
-        Target::NodeId(node_id) => Target::NodeId(node_id.clone()),
+    match target.account() {
+        Some((slug, true)) => Target::Enterprise(slug.to_ascii_lowercase()),
+        Some((login, false)) => Target::Owner(login.to_ascii_lowercase()),
+        None => target.clone(),
     }
 }
 
@@ -356,30 +353,27 @@ impl InstallationTokens {
         lookup: Lookup,
     ) -> Result<InstallationRecord, Error> {
         let unknown = || Error::UnknownInstallation { app_id, target: target.to_string() };
-        let found: Option<GitHubInstallation> = match target {
-            Target::NodeId(node_id) => self
+        // A repository's installation is its owner's (see `lookup_target`).
+        let found: Option<GitHubInstallation> = match (target, target.account()) {
+            (Target::NodeId(node_id), _) => self
                 .listing(app_id)
                 .await?
                 .iter()
                 .find(|i| i.account.as_ref().is_some_and(|a| &a.node_id == node_id))
                 .cloned(),
-            Target::Owner(login) | Target::Enterprise(login) if lookup == Lookup::ByListing => {
-                let enterprise = matches!(target, Target::Enterprise(_));
-                let name = |a: &crate::github::types::GitHubAccount| {
+            (_, Some((name, enterprise))) if lookup == Lookup::ByListing => {
+                let named = |a: &crate::github::types::GitHubAccount| {
                     if enterprise { a.slug.clone() } else { a.login.clone() }
                 };
                 self.listing(app_id)
                     .await?
                     .iter()
-                    .find(|i| i.account.as_ref().and_then(name).is_some_and(|n| n.eq_ignore_ascii_case(login)))
+                    .find(|i| i.account.as_ref().and_then(named).is_some_and(|n| n.eq_ignore_ascii_case(name)))
                     .cloned()
             }
-            Target::Owner(login) => self.by_owner(app_id, login).await?,
-            Target::Enterprise(slug) => self.lookup(app_id, &format!("/enterprises/{slug}/installation")).await?,
-            // A repository's installation is its owner's (see `lookup_target`).
-            Target::Repository(repository) => {
-                self.by_owner(app_id, repository.split('/').next().unwrap_or(repository)).await?
-            }
+            (_, Some((slug, true))) => self.lookup(app_id, &format!("/enterprises/{slug}/installation")).await?,
+            (_, Some((login, false))) => self.by_owner(app_id, login).await?,
+            (_, None) => None,
         };
         found.and_then(|i| i.record(app_id)).ok_or_else(unknown)
     }
