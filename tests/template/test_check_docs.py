@@ -47,6 +47,23 @@ TEMPLATE = """Resources:
       AlarmName: !Sub "${AWS::StackName}-demo-down"
       Threshold: 0
 """
+# An alarm per item of a Fn::ForEach, named through a mapping, as template.yaml's per-function ones.
+LOOP_TEMPLATE = TEMPLATE.replace("Resources:\n", """Mappings:
+  Parts:
+    Disk: {Name: disk-part}
+    Fan: {Name: fan-part}
+
+Resources:
+  Fn::ForEach::Parts:
+    - Part
+    - [Disk, Fan]
+    - ${Part}Table:
+        Type: AWS::DynamoDB::Table
+      ${Part}FailedAlarm:
+        Type: AWS::CloudWatch::Alarm
+        Properties:
+          AlarmName: !Sub ["${AWS::StackName}-${Name}-failed", {Name: !FindInMap [Parts, !Ref Part, Name]}]
+""")
 README = """# demo
 
 See [the guide](docs/guide.md), [its CLI section](docs/guide.md#the-demo-cli-a-ext-test),
@@ -76,6 +93,7 @@ OPERATING = """# Operating
 
 Means: the demo is down.
 """
+LOOP_OPERATING = OPERATING + "\n### STACK-disk-part-failed\n\n### STACK-fan-part-failed\n"
 BENCHMARKS = """# Benchmarks
 
 `cargo bench -p demo-tests --bench speed --bench auto` (criterion), then `scripts/bench-run 1 2`.
@@ -154,12 +172,21 @@ def test_a_repository_whose_docs_resolve_passes(tmp_path):
         ({"docs/benchmarks.md": None}, "docs/benchmarks.md: missing"),
         # Runbooks.
         ({"docs/operating.md": "# Operating\n"}, "no runbook for the alarm DemoDownAlarm (STACK-demo-down)"),
+        ({"template.yaml": LOOP_TEMPLATE, "docs/operating.md": LOOP_OPERATING.replace("### STACK-fan-part-failed\n", "")},
+         "no runbook for the alarm FanFailedAlarm (STACK-fan-part-failed)"),
     ],
 )
 def test_each_broken_thing_is_reported(tmp_path, overrides, expected):
     run = check(make(tmp_path, **overrides))
     assert run.returncode == 1, run.stdout + run.stderr
     assert expected in run.stdout, run.stdout
+
+
+def test_the_alarms_a_loop_makes_have_runbooks_too(tmp_path):
+    run = check(make(tmp_path, **{"template.yaml": LOOP_TEMPLATE, "docs/operating.md": LOOP_OPERATING}))
+    assert run.returncode == 0, run.stdout + run.stderr
+    run = check(make(tmp_path / "none", **{"template.yaml": LOOP_TEMPLATE}))
+    assert "DiskFailedAlarm (STACK-disk-part-failed)" in run.stdout and "FanFailedAlarm" in run.stdout, run.stdout
 
 
 def test_links_in_code_are_not_links(tmp_path):

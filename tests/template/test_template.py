@@ -3,7 +3,8 @@ for what the linters cannot see: dangling references, the exact IAM each functio
 policy gets (and, rendered for given parameters, what a small IAM evaluator says they allow),
 Function URL auth, the GitHub Actions role's trust, tables as the wire contract defines them,
 resource tags, names that let two stacks share an account, logs, alarms and the dashboard, and the
-direct-invoke guard in docs/guards.
+direct-invoke guard in docs/guards. The template's Fn::ForEach is expanded first, as the
+AWS::LanguageExtensions transform does (scripts/language_extensions.py, which the bundle uses too).
 
 Run: .venv/bin/pytest -q tests/template   (scripts/test does)
 Write the transformed template (for checkov, which scripts/test runs on it):
@@ -24,6 +25,9 @@ import yaml
 from samtranslator.translator.transform import transform
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+import language_extensions  # noqa: E402  (scripts/, not a package)
+
 KMS_KEYS = "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*"
 SIGN_CONDITION = {
     "StringEquals": {
@@ -205,8 +209,14 @@ class PolicyLoader:
         return {"AWSLambdaBasicExecutionRole": "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}
 
 
-def load_source():
+def load_raw():
+    """template.yaml as written: its Fn::ForEach not expanded."""
     return yaml.load((ROOT / "template.yaml").read_text(), Loader=CfnLoader)
+
+
+def load_source():
+    """template.yaml as the AWS::LanguageExtensions transform hands it to SAM's."""
+    return language_extensions.expand(load_raw())
 
 
 def translate(source):
@@ -220,8 +230,13 @@ def translate(source):
 
 
 @pytest.fixture(scope="module")
-def source():
-    return load_source()
+def raw():
+    return load_raw()
+
+
+@pytest.fixture(scope="module")
+def source(raw):
+    return language_extensions.expand(raw)
 
 
 @pytest.fixture(scope="module")
@@ -234,8 +249,18 @@ def functions(cfn):
 
 
 def role_statements(cfn, function):
+    """A function's role and every statement it gets: its inline policies' and those of the
+    template's managed policies it attaches (the signing policy)."""
     role = cfn["Resources"][f"{function}Role"]
-    return role, [s for p in role["Properties"].get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+    return role, attached_statements(cfn, role)
+
+
+def attached_statements(cfn, role):
+    statements = [s for p in role["Properties"].get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+    for arn in role["Properties"].get("ManagedPolicyArns", []):
+        if isinstance(arn, dict) and cfn["Resources"].get(arn.get("Ref"), {}).get("Type") == "AWS::IAM::ManagedPolicy":
+            statements += cfn["Resources"][arn["Ref"]]["Properties"]["PolicyDocument"]["Statement"]
+    return statements
 
 
 def resource_name(resource):
@@ -316,9 +341,10 @@ def test_each_function_gets_exactly_its_permissions(cfn, function):
                     f"{function}: kms:Sign must be tag-conditioned (and scoped when SigningKeyScope is set)"
                 )
     assert grants == EXPECTED[function]["grants"]
+    signs = [{"Ref": "AppKeySigningPolicy"}] if ("kms:Sign", "AppKeys") in EXPECTED[function]["grants"] else []
     assert role["Properties"]["ManagedPolicyArns"] == [
-        "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
-    ], f"{function}: logs only"
+        "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole", *signs
+    ], f"{function}: logs only, and the signing policy if it signs"
 
 
 def test_function_urls_use_iam_auth(cfn):
@@ -917,14 +943,13 @@ def resolve(value, params, conditions):
 
 
 def signing_statements(cfn):
-    """Every kms:Sign statement of every role in the template, by role."""
+    """Every kms:Sign statement of every role in the template (inline or attached), by role."""
     found = []
     for name, resource in cfn["Resources"].items():
         if resource["Type"] == "AWS::IAM::Role":
-            for policy in resource["Properties"].get("Policies", []):
-                for s in policy["PolicyDocument"]["Statement"]:
-                    if "kms:Sign" in as_list(s["Action"]):
-                        found.append((name, s))
+            for s in attached_statements(cfn, resource):
+                if "kms:Sign" in as_list(s["Action"]):
+                    found.append((name, s))
     return found
 
 
@@ -1478,6 +1503,10 @@ def test_the_policy_evaluator_follows_iam():
 APP_KEYS = "AppKeys"
 # Per managed policy, per statement: (effect, actions, resource). A new statement adds a row here.
 EXPECTED_POLICIES = {
+    # The functions' one signing statement (attached to the roles of those that sign).
+    "AppKeySigningPolicy": {
+        "SignWithActiveAppKeys": ("Allow", {"kms:Sign"}, APP_KEYS),
+    },
     "CallerPolicy": {
         "InvokeTheFunctionUrl": ("Allow", {"lambda:InvokeFunctionUrl"}, "InstallationTokenFunction"),
         "InvokeOnlyThroughTheFunctionUrl": ("Allow", {"lambda:InvokeFunction"}, "InstallationTokenFunction"),
@@ -2122,6 +2151,87 @@ def test_app_key_signers_outside_the_stack_raise_an_alarm(cfn):
     assert "SOURCE 'name:AppKeySignerLogGroup'" in logs["properties"]["query"]
     shown = [a for w in body["widgets"] if w["type"] == "alarm" for a in w["properties"]["alarms"]]
     assert "arn:UnexpectedAppKeySignerAlarm" in shown
+
+
+# --- A template without copies ----------------------------------------------------------------------
+
+def test_the_signing_statement_is_written_once(raw):
+    """One managed policy holds kms:Sign for the functions; each function that signs attaches it."""
+    written = [(name, s) for name, r in raw["Resources"].items() if isinstance(r, dict)
+               for s in each_mapping(r.get("Properties", {})) if s.get("Sid") == "SignWithActiveAppKeys"]
+    assert [name for name, _ in written] == ["AppKeySigningPolicy"]
+    assert raw["Resources"]["AppKeySigningPolicy"]["Type"] == "AWS::IAM::ManagedPolicy"
+    for function, e in EXPECTED.items():
+        policies = raw["Resources"][function]["Properties"]["Policies"]
+        signs = ("kms:Sign", "AppKeys") in e["grants"]
+        assert ({"Ref": "AppKeySigningPolicy"} in policies) == signs, function
+        assert not [m for m in each_mapping(policies) if "kms:Sign" in as_list(m.get("Action", []))], function
+
+
+def test_each_functions_log_group_and_alarms_come_from_one_loop(raw):
+    """Fn::ForEach over the functions makes <Prefix>LogGroup and the two alarms; the Functions
+    mapping gives each its name and whether its log group is kept (the audit trail's are)."""
+    loops = {k: v for k, v in raw["Resources"].items() if k.startswith("Fn::ForEach::")}
+    [(identifier, prefixes, fragment)] = loops.values()
+    assert prefixes == [f.removesuffix("Function") for f in EXPECTED] == list(raw["Mappings"]["Functions"])
+    assert sorted(fragment) == sorted(f"${{{identifier}}}{kind}" for kind in ["LogGroup", "ErrorsAlarm", "ThrottlesAlarm"])
+    for function, e in EXPECTED.items():
+        row = raw["Mappings"]["Functions"][function.removesuffix("Function")]
+        assert row == {"Name": e["short"], "Logs": "Retain" if e["url"] else "Delete"}, function
+    written = [k for k, r in raw["Resources"].items() if not k.startswith("Fn::")
+               and r["Type"] in ("AWS::Logs::LogGroup", "AWS::CloudWatch::Alarm")
+               and (k.endswith(("ErrorsAlarm", "ThrottlesAlarm")) or k in {f"{p}LogGroup" for p in prefixes})]
+    assert written == [], "written out as well as made by the loop"
+
+
+def test_each_checkov_reason_is_written_once():
+    """A reason shared by several resources is given once (a YAML anchor) and named by the others."""
+    comments = re.findall(r"^\s+comment: (.+)$", (ROOT / "template.yaml").read_text(), re.MULTILINE)
+    assert len(comments) == len(set(comments)), [c for c in comments if comments.count(c) > 1]
+
+
+LOOP = {
+    "Transform": ["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"],
+    "Mappings": {"Parts": {"Disk": {"Name": "disk-part"}}, "Unused": {"A": {"B": "c"}}},
+    "Resources": {
+        "Kept": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": {"Fn::Sub": "${AWS::StackName}"}}},
+        "Fn::ForEach::Parts": ["Part", ["Disk", "fan-2"], {
+            "&{Part}Queue": {
+                "Type": "AWS::SQS::Queue",
+                "Properties": {
+                    "QueueName": {"Fn::Sub": ["${AWS::StackName}-${Name}", {"Name": {"Fn::FindInMap": ["Parts", "Disk", "Name"]}}]},
+                    "Tags": [{"Key": "Part", "Value": {"Ref": "Part"}}, {"Key": "Of", "Value": {"Ref": {"Fn::Sub": "Kept"}}}],
+                },
+            },
+        }],
+    },
+}
+
+
+def test_the_expansion_follows_the_language_extensions():
+    out = language_extensions.expand(LOOP)
+    assert out["Transform"] == "AWS::Serverless-2016-10-31" and "Mappings" not in out, "the loop's mappings go with it"
+    assert list(out["Resources"]) == ["Kept", "DiskQueue", "fan2Queue"]
+    assert out["Resources"]["Kept"] == LOOP["Resources"]["Kept"], "nothing outside a loop changes"
+    disk = out["Resources"]["DiskQueue"]["Properties"]
+    assert disk["QueueName"] == {"Fn::Sub": "${AWS::StackName}-disk-part"}
+    assert disk["Tags"] == [{"Key": "Part", "Value": "Disk"}, {"Key": "Of", "Value": {"Ref": "Kept"}}]
+    plain = {"Transform": "AWS::Serverless-2016-10-31", "Resources": {}}
+    assert language_extensions.expand(plain) is plain
+
+
+@pytest.mark.parametrize("change, refusal", [
+    (lambda t: t["Resources"]["Fn::ForEach::Parts"][2]["&{Part}Queue"]["Properties"].update(Name="q-${Part}"),
+     "outside a key, a Fn::Sub or a Ref"),
+    (lambda t: t["Resources"]["Fn::ForEach::Parts"].__setitem__(1, {"Ref": "Parts"}), "not a list of strings"),
+    (lambda t: t["Resources"]["Fn::ForEach::Parts"].__setitem__(1, ["Disk", "Disk"]), "repeats"),
+    (lambda t: t["Resources"].update({"DiskQueue": {"Type": "AWS::SQS::Queue"}}), "made twice"),
+])
+def test_the_expansion_refuses_what_it_does_not_know(change, refusal):
+    template = copy.deepcopy(LOOP)
+    change(template)
+    with pytest.raises(language_extensions.Refused, match=refusal):
+        language_extensions.expand(template)
 
 
 # --- checkov -----------------------------------------------------------------------------------------
