@@ -1,10 +1,11 @@
 //! The `appcreds` operator and caller CLI: App keys in KMS ([`keys`], [`keywrap`]), access rules
-//! ([`access`]), access-key rotation targets ([`rotation`]), and the errors of all, with the exit code each one ends the process with.
+//! ([`access_rules`]), access-key rotation targets ([`rotation_targets`]), and the errors of all,
+//! with the exit code each one ends the process with.
 
-pub mod access;
+pub mod access_rules;
 pub mod keys;
 pub mod keywrap;
-pub mod rotation;
+pub mod rotation_targets;
 
 use appcreds_client::ClientError;
 use aws_smithy_runtime_api::client::result::SdkError;

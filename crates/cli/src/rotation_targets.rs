@@ -1,10 +1,9 @@
-//! `appcreds rotation …`: the access-key rotator's targets. A target is built from flags and
-//! checked in full (the same rules the rotator holds it to, and that its App is registered)
-//! before anything is written; `run` invokes the rotator for one target now.
+//! The access-key rotator's targets, as `appcreds rotation …` manages them. A target is built from
+//! flags and checked in full (the same rules the rotator holds it to, and that its App is
+//! registered) before anything is written.
 
 use appcreds_core::aws::app_table::DynamoAppStore;
 use appcreds_core::aws::rotation_table::DynamoRotationStore;
-use appcreds_core::domain::clock::rfc3339;
 use appcreds_core::domain::rotation::{Destination, SecretNames, TargetSpec, Visibility};
 use appcreds_core::ports::{AppStore, RotationStore, TargetRecord};
 use serde_json::{Value, json};
@@ -169,47 +168,6 @@ fn view(record: &TargetRecord) -> Value {
         "pendingSecret": record.pending.is_some(),
         "version": record.version,
     })
-}
-
-/// A human-readable status of targets.
-pub fn status_table(targets: &[Value], now: i64) -> String {
-    let mut out = format!(
-        "{:<28} {:<8} {:<22} {:>9} {:>7} {}\n",
-        "USER", "APP", "CURRENT KEY", "AGE (h)", "BEHIND", "LAST ERROR"
-    );
-    for t in targets {
-        let current = &t["state"]["current"];
-        let age = current["at"].as_i64().map_or("-".to_string(), |at| format!("{:.1}", (now - at) as f64 / 3600.0));
-        out += &format!(
-            "{:<28} {:<8} {:<22} {:>9} {:>7} {}\n",
-            t["spec"]["userName"].as_str().unwrap_or("-"),
-            t["spec"]["appId"],
-            current["keyId"].as_str().unwrap_or("-"),
-            age,
-            t["behind"].as_array().map_or(0, Vec::len),
-            t["state"]["lastError"].as_str().unwrap_or("")
-        );
-    }
-    out
-}
-
-/// One target's destinations, for `rotation status USER`.
-pub fn destinations_table(target: &Value) -> String {
-    let mut out = format!("{:<48} {:<22} {:<22} {}\n", "DESTINATION", "KEY", "WRITTEN", "ERROR");
-    let states = &target["state"]["destinations"];
-    for d in target["spec"]["destinations"].as_array().into_iter().flatten() {
-        let spec: Result<Destination, _> = serde_json::from_value(d.clone());
-        let Ok(destination) = spec else { continue };
-        let s = &states[destination.id()];
-        out += &format!(
-            "{:<48} {:<22} {:<22} {}\n",
-            destination.id(),
-            s["keyId"].as_str().unwrap_or("-"),
-            s["writtenAt"].as_i64().map_or("-".to_string(), rfc3339),
-            s["error"].as_str().unwrap_or("")
-        );
-    }
-    out
 }
 
 #[cfg(test)]
