@@ -8,9 +8,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use appcreds_core::aws::app_table::{AppRecord, DynamoAppStore, KeyWrite};
+use appcreds_core::aws::app_table::{DynamoAppStore, KeyWrite};
 use appcreds_core::domain::clock::{Clock, SystemClock, rfc3339};
-use appcreds_core::ports::AppStore;
+use appcreds_core::ports::{AppRecord, AppStore};
 use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;

@@ -7,6 +7,9 @@
 //! an invocation (tests, the CLI) there is no deadline and [`remaining`] is `None`.
 //!
 //! The deadline is task-local: a task spawned inside a request does not see it unless given it.
+//!
+//! Also the budget of one AWS call ([`AWS_CALL`], [`AWS_ATTEMPT`], [`AWS_CONNECT`]): the SDK's
+//! timeouts (`aws::aws_timeouts`) and what the jobs keep back for a call are the same numbers.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,6 +22,14 @@ tokio::task_local! {
 
 /// Kept back from Lambda's deadline to write the answer and hand it to the runtime API.
 pub const ANSWER_MARGIN: Duration = Duration::from_millis(500);
+
+/// The longest one AWS call may take, its retries included (the SDK's operation timeout): what
+/// work that must still make AWS calls keeps back from the deadline.
+pub const AWS_CALL: Duration = Duration::from_secs(8);
+/// The longest one attempt of an AWS call may take (the SDK's attempt timeout).
+pub const AWS_ATTEMPT: Duration = Duration::from_secs(3);
+/// The longest connecting to an AWS endpoint may take.
+pub const AWS_CONNECT: Duration = Duration::from_secs(2);
 
 /// Runs `work` with `deadline` as the deadline [`remaining`] measures from.
 pub async fn within<F: Future>(deadline: Instant, work: F) -> F::Output {

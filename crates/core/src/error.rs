@@ -1,8 +1,10 @@
-//! The one error type of `appcreds-core`. [`crate::http::error_reply`] maps it to HTTP.
+//! The one error type of `appcreds-core`, and [`error_reply`], the one place it becomes the
+//! contract's error (name, HTTP status and body): for the HTTP edge and the rotator's answers alike.
 
 use std::fmt;
 
 pub use appcreds_wire::FieldError;
+use appcreds_wire::{ErrorBody, ErrorName};
 
 /// Why a KMS key could not sign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,3 +160,56 @@ impl Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The contract's name and body for an error. The only place errors become HTTP.
+pub fn error_reply(err: &Error) -> (ErrorName, ErrorBody) {
+    let message = || ErrorBody::message(err.to_string());
+    match err {
+        Error::Validation { message, fields } => (
+            ErrorName::Validation,
+            ErrorBody { field_list: Some(fields.clone()), ..ErrorBody::message(message.clone()) },
+        ),
+        Error::Serialization(text) => (ErrorName::Serialization, ErrorBody::message(text.clone())),
+        Error::UnsupportedMediaType(_) => (ErrorName::UnsupportedMediaType, message()),
+        Error::UnknownOperation { .. } => (ErrorName::UnknownOperation, message()),
+        Error::AccessDenied(_) => (ErrorName::AccessDenied, message()),
+        Error::GitHubRejected { documentation_url, .. } => {
+            (ErrorName::ClientSide, ErrorBody { documentation_url: documentation_url.clone(), ..message() })
+        }
+        Error::UnknownApp(_) | Error::UnknownInstallation { .. } | Error::RotationRefused(_) => {
+            (ErrorName::ClientSide, message())
+        }
+        Error::AppKeyMissing(_)
+        | Error::SigningKey(_)
+        | Error::Misconfigured(_)
+        | Error::GitHubUnauthorized { .. }
+        | Error::GitHubRefusedAppcreds { .. }
+        | Error::GitHubUnavailable(_)
+        | Error::OutOfTime => (ErrorName::ServerSide, message()),
+        Error::Throttled { retry_after_seconds, .. }
+        | Error::SyncRunning { retry_after_seconds }
+        | Error::RotationRunning { retry_after_seconds } => {
+            (ErrorName::Throttling, ErrorBody { retry_after_seconds: Some(*retry_after_seconds), ..message() })
+        }
+        Error::Internal { .. } => (ErrorName::ServerSide, ErrorBody::message("Internal server error")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_do_not_leak_detail() {
+        let err = Error::internal("reading the App table", "arn:aws:dynamodb:eu-west-1:123:table/secret-name");
+        let (name, body) = error_reply(&err);
+        assert_eq!((name.status(), name.as_str()), (500, "ServerSideError"));
+        assert_eq!(serde_json::to_value(body).unwrap(), serde_json::json!({"message": "Internal server error"}));
+    }
+
+    #[test]
+    fn throttling_says_when_to_retry() {
+        let (name, body) = error_reply(&Error::Throttled { service: "GitHub", retry_after_seconds: 30 });
+        assert_eq!((name.status(), body.retry_after_seconds), (429, Some(30)));
+    }
+}

@@ -20,7 +20,8 @@ use crate::error::Error;
 use crate::github::oidc::GitHubOidc;
 use crate::github::{GitHubClient, RetryPolicy, Timeouts};
 use crate::http::Transport;
-use crate::ports::{AccessMode, Services};
+use crate::ports::AccessMode;
+use crate::services::Services;
 
 /// Configuration and SDK configuration, read once per cold start.
 pub struct ColdStart {
@@ -73,8 +74,9 @@ impl ColdStart {
     }
 
     /// The ports the environment configures: KMS signing, the App table, and, where set, the
-    /// Installation table and the page-token MAC key. With `github`, also the GitHub client.
-    pub fn services(&self, github: bool) -> Result<Services, Error> {
+    /// Installation, access and lease tables, the OIDC verifier and the page-token MAC key. No
+    /// GitHub client: for the functions that never call GitHub (see [`Self::services_with_github`]).
+    pub fn services(&self) -> Result<Services, Error> {
         let kms = aws_sdk_kms::Client::new(&self.aws);
         let dynamodb = aws_sdk_dynamodb::Client::new(&self.aws);
         let mut services = Services::unconfigured();
@@ -84,7 +86,7 @@ impl ColdStart {
             services.installations = Arc::new(DynamoInstallationStore::new(dynamodb.clone(), table));
         }
         if let Some(table) = &self.config.lease_table {
-            services.leases = Some(Arc::new(DynamoLeases::new(dynamodb.clone(), table)));
+            services.leases = Arc::new(DynamoLeases::new(dynamodb.clone(), table));
         }
         if let Some(table) = &self.config.access_table {
             services.access = Arc::new(DynamoAccessStore::new(dynamodb.clone(), table));
@@ -106,10 +108,14 @@ impl ColdStart {
         if let Some(key) = &self.config.pagination_key {
             services.mac = Arc::new(KmsMac::new(kms, key));
         }
-        if github {
-            services.github =
-                Some(GitHubClient::new(&self.config.github_api_url, Timeouts::default(), RetryPolicy::default())?);
-        }
+        Ok(services)
+    }
+
+    /// [`Self::services`] and the GitHub client (`GITHUB_API_URL`), for the functions that call GitHub.
+    pub fn services_with_github(&self) -> Result<Services, Error> {
+        let mut services = self.services()?;
+        services.github =
+            Some(GitHubClient::new(&self.config.github_api_url, Timeouts::default(), RetryPolicy::default())?);
         Ok(services)
     }
 }
@@ -267,7 +273,7 @@ mod log_cap_tests {
         tracing::subscriber::with_default(subscriber, || {
             tracing::trace!(target: "aws_smithy_runtime::client::orchestrator", "sdk-trace Plaintext=c2VjcmV0");
             tracing::debug!(target: "aws_smithy_runtime::client::orchestrator", "sdk-debug");
-            tracing::trace!(target: "appcreds_core::jobs::rotation", "own-trace");
+            tracing::trace!(target: "appcreds_core::jobs::key_rotation", "own-trace");
             tracing::info!(target: "hyper::proto", "hyper-info");
         });
         let bytes = buffer.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
@@ -312,7 +318,7 @@ mod oidc_issuer_tests {
     /// error that says what to set), rather than trusting github.com's issuer.
     #[tokio::test]
     async fn an_unknown_github_names_no_issuer_and_no_token_is_accepted() {
-        let unknown = cold_start("https://git.example.com/api", None).services(false).unwrap();
+        let unknown = cold_start("https://git.example.com/api", None).services().unwrap();
         match unknown.oidc.verify("a.b.c").await {
             Err(Error::Misconfigured(why)) => assert!(why.contains("GitHubOidcIssuer"), "{why}"),
             other => panic!("expected a server error, got {other:?}"),
@@ -321,7 +327,7 @@ mod oidc_issuer_tests {
         let named = cold_start("https://git.example.com/api", Some("https://token.actions.githubusercontent.com/octo"));
         let ghe = cold_start("https://api.octocorp.ghe.com", None);
         for start in [named, ghe] {
-            let services = start.services(false).unwrap();
+            let services = start.services().unwrap();
             assert!(matches!(services.oidc.verify("a.b.c").await, Err(Error::AccessDenied(_))));
         }
     }

@@ -7,6 +7,6 @@ use appcreds_core::runtime::ColdStart;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let init = ColdStart::init().await?;
-    let services = init.services(false)?;
+    let services = init.services()?;
     serve(Endpoint::new(AppToken::new(&services), init.transport()?)).await
 }

@@ -9,6 +9,6 @@ use appcreds_core::runtime::ColdStart;
 async fn main() -> Result<(), lambda_http::Error> {
     let init = ColdStart::init().await?;
     init.config.pagination_key.as_ref().ok_or(Error::Misconfigured("PAGINATION_KEY_ID is not set"))?;
-    let services = init.require_installation_table()?.services(false)?;
+    let services = init.require_installation_table()?.services()?;
     serve(Endpoint::new(GetInstallation::new(&services), init.transport()?)).await
 }

@@ -9,7 +9,7 @@ use lambda_http::lambda_runtime;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let init = ColdStart::init().await?;
-    let sync = Arc::new(InstallationSync::new(&init.require_installation_table()?.services(true)?));
+    let sync = Arc::new(InstallationSync::new(&init.require_installation_table()?.services_with_github()?));
     serve_scheduled(move || {
         let sync = sync.clone();
         async move { sync.scheduled().await }

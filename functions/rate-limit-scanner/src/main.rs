@@ -11,7 +11,7 @@ use lambda_http::lambda_runtime;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let init = ColdStart::init().await?;
-    let mut services = init.require_installation_table()?.services(true)?; // one GitHub connection pool
+    let mut services = init.require_installation_table()?.services_with_github()?; // one GitHub connection pool
     services.metrics = Arc::new(CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(&init.aws)));
     let mut scanner = RateLimitScanner::new(&services);
     if let Some(name) = &init.config.function_name {

@@ -7,6 +7,6 @@ use appcreds_core::runtime::ColdStart;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let init = ColdStart::init().await?;
-    let services = init.require_installation_table()?.services(true)?;
+    let services = init.require_installation_table()?.services_with_github()?;
     serve(Endpoint::new(Refresh::new(&services), init.transport()?)).await
 }

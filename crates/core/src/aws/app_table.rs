@@ -9,32 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use crate::aws::{dynamo_error, scan_all};
 use crate::domain::jwt::client_id_problem;
 use crate::error::Error;
-use crate::ports::AppStore;
-
-/// A row of the App table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppRecord {
-    /// The GitHub App ID.
-    pub app_id: i64,
-    /// The ARN of the App's KMS key, if one was imported.
-    pub kms_key_arn: Option<String>,
-    /// **(ext)** The key a rotation switched away from, while its grace period lasts.
-    pub previous_key: Option<PreviousKey>,
-    /// **(ext)** The App's client ID (`ClientId`): when set, the App JWT's issuer (`iss`), as
-    /// GitHub recommends; otherwise the App ID is.
-    pub client_id: Option<String>,
-}
-
-/// **(ext)** The key an App was switched away from (`PreviousKmsKeyArn`), still usable until
-/// `PreviousKeyUsableUntil`: AWS documents that a tag change can take up to five minutes to
-/// affect authorization, so a function refused on the new key signs with this one meanwhile.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreviousKey {
-    /// The previous key's ARN.
-    pub arn: String,
-    /// Until when functions may sign with it (Unix seconds).
-    pub usable_until: i64,
-}
+use crate::ports::{AppRecord, AppStore, PreviousKey};
 
 /// The App table's attributes appcreds reads.
 const PROJECTION: &str = "AppId, KmsKeyArn, PreviousKmsKeyArn, PreviousKeyUsableUntil, ClientId";

@@ -10,19 +10,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRe
 use crate::aws::{Item, PAGE, dynamo_error, scan_all};
 use crate::deadline;
 use crate::error::Error;
-use crate::ports::InstallationStore;
-
-/// A row of the Installation table is the contract's `InstallationRecord`.
-pub use appcreds_wire::InstallationRecord;
-
-/// A position in a listing of the whole table (DynamoDB's `LastEvaluatedKey`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TablePosition {
-    /// The row's App.
-    pub app_id: i64,
-    /// The row's node ID.
-    pub node_id: String,
-}
+use crate::ports::{InstallationRecord, InstallationStore, TablePosition};
 
 /// The Installation table in DynamoDB.
 #[derive(Debug, Clone)]

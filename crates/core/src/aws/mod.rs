@@ -1,14 +1,18 @@
-//! The AWS adapters behind the [`crate::ports`]: KMS ([`kms`]), the DynamoDB tables ([`app_table`],
-//! [`installation_table`]) and, with the `cloudwatch` feature, CloudWatch (`cloudwatch`); plus the
-//! timeouts of every AWS call and the mapping of DynamoDB failures.
+//! The AWS adapters behind the [`crate::ports`]: KMS signing, MACs and sealing ([`kms`]); the
+//! DynamoDB tables: Apps ([`app_table`]), installations ([`installation_table`]), access rules
+//! ([`access_table`]), leases ([`lease_table`]) and rotation targets ([`rotation_table`]); with the
+//! `cloudwatch` feature, the CloudWatch metric sink (`cloudwatch`); with the `rotator` feature, IAM
+//! access keys and STS (`iam`). Plus the timeouts of every AWS call and the mapping of DynamoDB
+//! failures. Only the cold start (and the operator CLI) names these types; everything else reaches
+//! AWS through the ports.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use crate::deadline;
 use crate::error::Error;
 
 pub mod access_table;
@@ -23,11 +27,12 @@ pub mod lease_table;
 pub mod rotation_table;
 
 /// Timeouts for every AWS call: a hung dependency fails the request well before Lambda's timeout.
+/// The numbers are [`deadline`]'s, which the jobs budget their AWS calls with.
 pub fn aws_timeouts() -> TimeoutConfig {
     TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .operation_attempt_timeout(Duration::from_secs(3))
-        .operation_timeout(Duration::from_secs(8))
+        .connect_timeout(deadline::AWS_CONNECT)
+        .operation_attempt_timeout(deadline::AWS_ATTEMPT)
+        .operation_timeout(deadline::AWS_CALL)
         .build()
 }
 
@@ -71,4 +76,17 @@ pub(crate) async fn scan_all(
         .try_collect()
         .await
         .map_err(|e| dynamo_error(context, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sdk_timeouts_are_the_deadline_budgets() {
+        let timeouts = aws_timeouts();
+        assert_eq!(timeouts.operation_timeout(), Some(deadline::AWS_CALL));
+        assert_eq!(timeouts.operation_attempt_timeout(), Some(deadline::AWS_ATTEMPT));
+        assert_eq!(timeouts.connect_timeout(), Some(deadline::AWS_CONNECT));
+    }
 }

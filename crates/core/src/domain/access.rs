@@ -6,7 +6,7 @@
 //! ceiling. A
 //! [`Policy`] is every rule, indexed by principal so that a request is judged in microseconds
 //! whatever the number of rules. This module does no I/O: rules come from the access table
-//! through [`crate::ports::AccessStore`], claims from a verified OIDC token.
+//! through the `AccessStore` port, claims from a verified OIDC token.
 //!
 //! An assumed-role caller (`arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`) is matched through
 //! its account and role name only, never through the session name, which the caller chooses; a
@@ -378,159 +378,207 @@ pub struct Rule {
 /// Most bytes of a rule document.
 pub const MAX_RULE_BYTES: usize = 16 * 1024;
 
+/// The document's size as JSON and its ID.
+fn check_size_and_id(d: &RuleDocument, problems: &mut Vec<String>) {
+    let size = serde_json::to_string(d).map_or(usize::MAX, |t| t.len());
+    if size > MAX_RULE_BYTES {
+        problems.push(format!("the rule is {size} bytes as JSON; at most {MAX_RULE_BYTES}"));
+    }
+    if d.id.is_empty()
+        || d.id.len() > 64
+        || !d.id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        problems.push(format!("id {:?} must be 1 to 64 of A-Z a-z 0-9 . _ -", d.id));
+    }
+}
+
+/// The callers a rule names: at least one, each a valid ARN pattern.
+fn principals_of(d: &RuleDocument, problems: &mut Vec<String>) -> Vec<PrincipalPattern> {
+    if d.principals.is_empty() {
+        problems.push("principals: name at least one IAM role or user ARN".into());
+    }
+    d.principals.iter().filter_map(|p| PrincipalPattern::parse(p).map_err(|e| problems.push(e)).ok()).collect()
+}
+
+/// The GitHub Actions OIDC conditions: claims rules may require, none empty, and one that pins
+/// the owner.
+fn check_github_conditions(d: &RuleDocument, problems: &mut Vec<String>) {
+    for (claim, pattern) in &d.github {
+        if !may_require(claim) {
+            problems.push(format!(
+                "github: {claim:?} is not a claim rules can require ({}, or {REPO_PROPERTY_PREFIX}NAME with NAME in \
+                 a-z 0-9 _)",
+                CLAIMS.join(", ")
+            ));
+        }
+        if pattern.is_empty() {
+            problems.push(format!("github: {claim} must not be empty"));
+        }
+    }
+    if !d.github.is_empty() && !d.github.iter().any(|(claim, pattern)| anchors_an_owner(claim, pattern)) {
+        problems.push(
+            "github: no condition pins the owner, and GitHub signs OIDC tokens for every repository on GitHub with \
+             any audience a workflow asks for, so a job in anyone's account would meet these; add \
+             repository_owner_id (immutable, preferred), repository_id, repository_owner, or a repository \
+             (OWNER/NAME) or sub (repo:OWNER/…) whose owner has no *"
+                .into(),
+        );
+    }
+}
+
+/// The operations a rule grants: at least one.
+fn operations_of(d: &RuleDocument, problems: &mut Vec<String>) -> BTreeSet<Action> {
+    if d.operations.is_empty() {
+        problems
+            .push("operations: name at least one of installation-token, app-token, read-installations, refresh".into());
+    }
+    d.operations.iter().copied().collect()
+}
+
+/// The Apps a rule covers: App IDs, or `*` alone.
+fn apps_of(d: &RuleDocument, problems: &mut Vec<String>) -> Apps {
+    match d.apps.as_slice() {
+        [AppRef::Any(star)] if star == "*" => Apps::Any,
+        [] => {
+            problems.push("apps: name the App IDs (or \"*\")".into());
+            Apps::Some(BTreeSet::new())
+        }
+        list => Apps::Some(
+            list.iter()
+                .filter_map(|a| match a {
+                    AppRef::Id(id) if *id >= 1 => Some(*id),
+                    other => {
+                        problems.push(format!("apps: {other:?} is not an App ID (\"*\" stands alone)"));
+                        None
+                    }
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// The owners a rule covers, lower-cased (`None`: every owner, `*`); a rule on installations must
+/// name them, or enterprises or node IDs.
+fn owners_of(d: &RuleDocument, targets_installations: bool, problems: &mut Vec<String>) -> Option<BTreeSet<String>> {
+    match d.owners.as_slice() {
+        [star] if star == "*" => None,
+        list => {
+            for o in list {
+                let valid = (1..=39).contains(&o.len())
+                    && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !o.starts_with('-');
+                if !valid {
+                    problems.push(format!("owners: {o:?} is not a GitHub login (\"*\" stands alone)"));
+                }
+            }
+            if targets_installations && list.is_empty() && d.enterprises.is_empty() && d.node_ids.is_empty() {
+                problems.push("owners, enterprises or nodeIds: name the installations (or owners: [\"*\"])".into());
+            }
+            Some(list.iter().map(|o| o.to_ascii_lowercase()).collect())
+        }
+    }
+}
+
+/// Enterprise slugs and node IDs, each well-formed.
+fn check_enterprises_and_node_ids(d: &RuleDocument, problems: &mut Vec<String>) {
+    for e in &d.enterprises {
+        if !is_enterprise_slug(e) {
+            problems.push(format!(
+                "enterprises: {e:?} is not an enterprise slug (1 to {MAX_ENTERPRISE_SLUG} letters, digits and inner \
+                 hyphens; owners: [\"*\"] names every installation)"
+            ));
+        }
+    }
+    for n in &d.node_ids {
+        if n.is_empty() || n.len() > 256 {
+            problems.push(format!("nodeIds: {n:?} must be 1 to 256 characters"));
+        }
+    }
+}
+
+/// The repositories a rule covers: the caller's own, every one (`*`), or those listed by name
+/// pattern and ID (a rule that mints must say which).
+fn repositories_of(d: &RuleDocument, mints: bool, problems: &mut Vec<String>) -> Repositories {
+    if d.caller_repository_only {
+        if !d.repositories.is_empty() || !d.repository_ids.is_empty() {
+            problems.push("callerRepositoryOnly excludes repositories and repositoryIds".into());
+        }
+        if !d.github.contains_key("repository") && !d.github.contains_key("repository_owner") {
+            problems.push("callerRepositoryOnly needs a github condition on repository or repository_owner".into());
+        }
+        return Repositories::CallerRepository;
+    }
+    if d.repositories.len() == 1 && d.repositories[0] == "*" && d.repository_ids.is_empty() {
+        return Repositories::Any;
+    }
+    for r in &d.repositories {
+        if r == "*" || repository_name_problem(&r.replace('*', "x")).is_some() {
+            problems.push(format!("repositories: {r:?} is not a repository name or pattern (\"*\" stands alone)"));
+        }
+    }
+    for id in &d.repository_ids {
+        if *id < 1 {
+            problems.push(format!("repositoryIds: {id} is not a repository ID"));
+        }
+    }
+    if mints && d.repositories.is_empty() && d.repository_ids.is_empty() {
+        problems.push("repositories: name them, or [\"*\"] for all, or set callerRepositoryOnly".into());
+    }
+    Repositories::Listed {
+        names: d.repositories.iter().map(|r| r.to_ascii_lowercase()).collect(),
+        ids: d.repository_ids.iter().copied().collect(),
+    }
+}
+
+/// The permission ceiling: GitHub App permissions at levels GitHub has for them, none acting on
+/// the whole account unless `organizationPermissions` says so, and one at least for a rule that
+/// mints.
+fn ceiling_of(d: &RuleDocument, mints: bool, problems: &mut Vec<String>) -> BTreeMap<String, Level> {
+    let known = permission_levels();
+    if !d.organization_permissions {
+        let wide: Vec<&str> = d.permissions.keys().map(String::as_str).filter(|p| acts_on_the_account(p)).collect();
+        if !wide.is_empty() {
+            problems.push(format!(
+                "permissions: {} act on the whole account, beyond any repositories or callerRepositoryOnly; set \
+                 organizationPermissions: true to grant them",
+                wide.join(", ")
+            ));
+        }
+    }
+    let mut ceiling = BTreeMap::new();
+    for (name, level) in &d.permissions {
+        match (known.get(name), Level::parse(level)) {
+            (None, _) => problems.push(format!("permissions: {name:?} is not a GitHub App permission")),
+            (Some(allowed), Some(l)) if allowed.iter().any(|a| a == level) => {
+                ceiling.insert(name.clone(), l);
+            }
+            (Some(allowed), _) => {
+                problems.push(format!("permissions: {name} must be one of {}, not {level:?}", allowed.join(", ")))
+            }
+        }
+    }
+    if mints && d.permissions.is_empty() {
+        problems.push("permissions: an installation-token rule needs a ceiling (permission: level)".into());
+    }
+    ceiling
+}
+
 impl Rule {
     /// Checks a document. Every problem is named, so an operator can fix a file in one go.
     pub fn from_document(document: RuleDocument, version: u64) -> Result<Rule, Vec<String>> {
         let mut problems = Vec::new();
         let d = &document;
-        let size = serde_json::to_string(d).map_or(usize::MAX, |t| t.len());
-        if size > MAX_RULE_BYTES {
-            problems.push(format!("the rule is {size} bytes as JSON; at most {MAX_RULE_BYTES}"));
-        }
-        if d.id.is_empty()
-            || d.id.len() > 64
-            || !d.id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
-            problems.push(format!("id {:?} must be 1 to 64 of A-Z a-z 0-9 . _ -", d.id));
-        }
-        if d.principals.is_empty() {
-            problems.push("principals: name at least one IAM role or user ARN".into());
-        }
-        let principals: Vec<PrincipalPattern> =
-            d.principals.iter().filter_map(|p| PrincipalPattern::parse(p).map_err(|e| problems.push(e)).ok()).collect();
-        for (claim, pattern) in &d.github {
-            if !may_require(claim) {
-                problems.push(format!(
-                    "github: {claim:?} is not a claim rules can require ({}, or {REPO_PROPERTY_PREFIX}NAME with NAME \
-                     in a-z 0-9 _)",
-                    CLAIMS.join(", ")
-                ));
-            }
-            if pattern.is_empty() {
-                problems.push(format!("github: {claim} must not be empty"));
-            }
-        }
-        if !d.github.is_empty() && !d.github.iter().any(|(claim, pattern)| anchors_an_owner(claim, pattern)) {
-            problems.push(
-                "github: no condition pins the owner, and GitHub signs OIDC tokens for every repository on GitHub \
-                 with any audience a workflow asks for, so a job in anyone's account would meet these; add \
-                 repository_owner_id (immutable, preferred), repository_id, repository_owner, or a repository \
-                 (OWNER/NAME) or sub (repo:OWNER/…) whose owner has no *"
-                    .into(),
-            );
-        }
-        if d.operations.is_empty() {
-            problems.push(
-                "operations: name at least one of installation-token, app-token, read-installations, refresh".into(),
-            );
-        }
-        let operations: BTreeSet<Action> = d.operations.iter().copied().collect();
-        let apps = match d.apps.as_slice() {
-            [AppRef::Any(star)] if star == "*" => Apps::Any,
-            [] => {
-                problems.push("apps: name the App IDs (or \"*\")".into());
-                Apps::Some(BTreeSet::new())
-            }
-            list => Apps::Some(
-                list.iter()
-                    .filter_map(|a| match a {
-                        AppRef::Id(id) if *id >= 1 => Some(*id),
-                        other => {
-                            problems.push(format!("apps: {other:?} is not an App ID (\"*\" stands alone)"));
-                            None
-                        }
-                    })
-                    .collect(),
-            ),
-        };
+        check_size_and_id(d, &mut problems);
+        let principals = principals_of(d, &mut problems);
+        check_github_conditions(d, &mut problems);
+        let operations = operations_of(d, &mut problems);
+        let apps = apps_of(d, &mut problems);
         let mints = operations.contains(&Action::InstallationToken);
         let targets_installations = mints || operations.contains(&Action::ReadInstallations);
-        let owners = match d.owners.as_slice() {
-            [star] if star == "*" => None,
-            list => {
-                for o in list {
-                    let valid = (1..=39).contains(&o.len())
-                        && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                        && !o.starts_with('-');
-                    if !valid {
-                        problems.push(format!("owners: {o:?} is not a GitHub login (\"*\" stands alone)"));
-                    }
-                }
-                if targets_installations && list.is_empty() && d.enterprises.is_empty() && d.node_ids.is_empty() {
-                    problems.push("owners, enterprises or nodeIds: name the installations (or owners: [\"*\"])".into());
-                }
-                Some(list.iter().map(|o| o.to_ascii_lowercase()).collect())
-            }
-        };
-        for e in &d.enterprises {
-            if !is_enterprise_slug(e) {
-                problems.push(format!(
-                    "enterprises: {e:?} is not an enterprise slug (1 to {MAX_ENTERPRISE_SLUG} letters, digits and \
-                     inner hyphens; owners: [\"*\"] names every installation)"
-                ));
-            }
-        }
-        for n in &d.node_ids {
-            if n.is_empty() || n.len() > 256 {
-                problems.push(format!("nodeIds: {n:?} must be 1 to 256 characters"));
-            }
-        }
-        let repositories = if d.caller_repository_only {
-            if !d.repositories.is_empty() || !d.repository_ids.is_empty() {
-                problems.push("callerRepositoryOnly excludes repositories and repositoryIds".into());
-            }
-            if !d.github.contains_key("repository") && !d.github.contains_key("repository_owner") {
-                problems.push("callerRepositoryOnly needs a github condition on repository or repository_owner".into());
-            }
-            Repositories::CallerRepository
-        } else if d.repositories.len() == 1 && d.repositories[0] == "*" && d.repository_ids.is_empty() {
-            Repositories::Any
-        } else {
-            for r in &d.repositories {
-                if r == "*" || repository_name_problem(&r.replace('*', "x")).is_some() {
-                    problems
-                        .push(format!("repositories: {r:?} is not a repository name or pattern (\"*\" stands alone)"));
-                }
-            }
-            for id in &d.repository_ids {
-                if *id < 1 {
-                    problems.push(format!("repositoryIds: {id} is not a repository ID"));
-                }
-            }
-            if mints && d.repositories.is_empty() && d.repository_ids.is_empty() {
-                problems.push("repositories: name them, or [\"*\"] for all, or set callerRepositoryOnly".into());
-            }
-            Repositories::Listed {
-                names: d.repositories.iter().map(|r| r.to_ascii_lowercase()).collect(),
-                ids: d.repository_ids.iter().copied().collect(),
-            }
-        };
-        let known = permission_levels();
-        if !d.organization_permissions {
-            let wide: Vec<&str> = d.permissions.keys().map(String::as_str).filter(|p| acts_on_the_account(p)).collect();
-            if !wide.is_empty() {
-                problems.push(format!(
-                    "permissions: {} act on the whole account, beyond any repositories or callerRepositoryOnly; \
-                     set organizationPermissions: true to grant them",
-                    wide.join(", ")
-                ));
-            }
-        }
-        let mut ceiling = BTreeMap::new();
-        for (name, level) in &d.permissions {
-            match (known.get(name), Level::parse(level)) {
-                (None, _) => problems.push(format!("permissions: {name:?} is not a GitHub App permission")),
-                (Some(allowed), Some(l)) if allowed.iter().any(|a| a == level) => {
-                    ceiling.insert(name.clone(), l);
-                }
-                (Some(allowed), _) => {
-                    problems.push(format!("permissions: {name} must be one of {}, not {level:?}", allowed.join(", ")))
-                }
-            }
-        }
-        if mints && d.permissions.is_empty() {
-            problems.push("permissions: an installation-token rule needs a ceiling (permission: level)".into());
-        }
+        let owners = owners_of(d, targets_installations, &mut problems);
+        check_enterprises_and_node_ids(d, &mut problems);
+        let repositories = repositories_of(d, mints, &mut problems);
+        let ceiling = ceiling_of(d, mints, &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }

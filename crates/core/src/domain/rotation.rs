@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::scope::{ScopeDown, permission_levels, repository_name_problem};
 use crate::error::{Error, FieldError};
-use crate::github::secrets::valid_secret_name;
 
 /// The default secret names.
 pub const DEFAULT_KEY_ID_NAME: &str = "AWS_ACCESS_KEY_ID";
@@ -33,6 +32,15 @@ const MAX_USER_NAME: usize = 64;
 pub const DUE_EARLY_SECS: i64 = 15 * 60;
 /// GitHub's longest environment name.
 const MAX_ENVIRONMENT_NAME: usize = 255;
+
+/// GitHub's secret names: letters, digits and `_`, not starting with a digit or `GITHUB_`.
+pub fn valid_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && !name.to_ascii_uppercase().starts_with("GITHUB_")
+}
 
 /// Which repositories of an organisation may use an organisation secret (GitHub's `visibility`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -760,5 +768,15 @@ mod tests {
         let err = spec(vec![env("Prod"), env("prod")]).validate().unwrap_err().to_string();
         assert!(err.contains("listed twice"), "{err}");
         spec(vec![env("prod"), env("staging")]).validate().unwrap();
+    }
+
+    #[test]
+    fn secret_names_as_github_takes_them() {
+        for good in ["AWS_ACCESS_KEY_ID", "aws_secret", "A1", "_X"] {
+            assert!(valid_secret_name(good), "{good}");
+        }
+        for bad in ["", "1ABC", "GITHUB_TOKEN", "github_x", "A-B", "A B", "É", &"A".repeat(256)] {
+            assert!(!valid_secret_name(bad), "{bad}");
+        }
     }
 }

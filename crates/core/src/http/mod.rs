@@ -1,13 +1,15 @@
-//! The HTTP edge of every function: the contract's request readers ([`request`]), the one
-//! error → HTTP mapping ([`error_reply`]) and the [`Operation`] trait every operation implements.
-//! With the `lambda` feature, also the transport: `Endpoint` (the request checks, then any
-//! operation) and `serve`, which runs an endpoint behind a Lambda Function URL.
+//! The HTTP edge of every function: the [`Operation`] trait every operation implements, the
+//! contract's request readers ([`request`], on the Smithy constraints of `constraint`), and
+//! [`error_reply`] (the one error → HTTP mapping, which lives with the error in [`crate::error`]).
+//! With the `lambda` feature, also the transport: `Endpoint` (`endpoint`: the request checks,
+//! then any operation) and `serve` (`lambda`), which runs an endpoint behind a Lambda Function URL.
+//! It knows the operations only by the trait: they sit above it.
 
-use appcreds_wire::{ErrorBody, ErrorName};
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use crate::error::Error;
+pub use crate::error::error_reply;
 
 pub(crate) mod constraint;
 #[cfg(feature = "lambda")]
@@ -61,57 +63,4 @@ pub trait Operation: Send + Sync + 'static {
 /// A contract response as the JSON an [`Operation`] answers with.
 pub fn reply(response: impl serde::Serialize) -> Result<Value, Error> {
     serde_json::to_value(response).map_err(|e| Error::internal("writing the reply", e))
-}
-
-/// The contract's name and body for an error. The only place errors become HTTP.
-pub fn error_reply(err: &Error) -> (ErrorName, ErrorBody) {
-    let message = || ErrorBody::message(err.to_string());
-    match err {
-        Error::Validation { message, fields } => (
-            ErrorName::Validation,
-            ErrorBody { field_list: Some(fields.clone()), ..ErrorBody::message(message.clone()) },
-        ),
-        Error::Serialization(text) => (ErrorName::Serialization, ErrorBody::message(text.clone())),
-        Error::UnsupportedMediaType(_) => (ErrorName::UnsupportedMediaType, message()),
-        Error::UnknownOperation { .. } => (ErrorName::UnknownOperation, message()),
-        Error::AccessDenied(_) => (ErrorName::AccessDenied, message()),
-        Error::GitHubRejected { documentation_url, .. } => {
-            (ErrorName::ClientSide, ErrorBody { documentation_url: documentation_url.clone(), ..message() })
-        }
-        Error::UnknownApp(_) | Error::UnknownInstallation { .. } | Error::RotationRefused(_) => {
-            (ErrorName::ClientSide, message())
-        }
-        Error::AppKeyMissing(_)
-        | Error::SigningKey(_)
-        | Error::Misconfigured(_)
-        | Error::GitHubUnauthorized { .. }
-        | Error::GitHubRefusedAppcreds { .. }
-        | Error::GitHubUnavailable(_)
-        | Error::OutOfTime => (ErrorName::ServerSide, message()),
-        Error::Throttled { retry_after_seconds, .. }
-        | Error::SyncRunning { retry_after_seconds }
-        | Error::RotationRunning { retry_after_seconds } => {
-            (ErrorName::Throttling, ErrorBody { retry_after_seconds: Some(*retry_after_seconds), ..message() })
-        }
-        Error::Internal { .. } => (ErrorName::ServerSide, ErrorBody::message("Internal server error")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn internal_errors_do_not_leak_detail() {
-        let err = Error::internal("reading the App table", "arn:aws:dynamodb:eu-west-1:123:table/secret-name");
-        let (name, body) = error_reply(&err);
-        assert_eq!((name.status(), name.as_str()), (500, "ServerSideError"));
-        assert_eq!(serde_json::to_value(body).unwrap(), serde_json::json!({"message": "Internal server error"}));
-    }
-
-    #[test]
-    fn throttling_says_when_to_retry() {
-        let (name, body) = error_reply(&Error::Throttled { service: "GitHub", retry_after_seconds: 30 });
-        assert_eq!((name.status(), body.retry_after_seconds), (429, Some(30)));
-    }
 }

@@ -41,7 +41,8 @@ use crate::domain::scope::ScopeDown;
 use crate::error::Error;
 use crate::github::Auth;
 use crate::github::types::{Rate, RateLimitOverview};
-use crate::ports::{InstallationRecord, METRICS_PER_PUT, Metric, MetricSink, Services, Unit};
+use crate::ports::{InstallationRecord, METRICS_PER_PUT, Metric, MetricSink, Unit};
+use crate::services::Services;
 use crate::tokens::installation::InstallationTokens;
 
 pub use appcreds_wire::metrics::NAMESPACE;

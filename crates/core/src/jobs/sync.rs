@@ -17,7 +17,8 @@ use crate::deadline;
 use crate::domain::clock::rfc3339;
 use crate::error::Error;
 use crate::github::installations;
-use crate::ports::{InstallationRecord, Lease, Services, TablePosition};
+use crate::ports::{InstallationRecord, Lease, TablePosition};
+use crate::services::Services;
 use crate::tokens::app_jwt::AppJwts;
 
 /// What happened to one App.
@@ -195,7 +196,7 @@ impl InstallationSync {
     /// until this run ends, or at most until the invocation's deadline, so a run Lambda stops
     /// cannot hold it longer.
     pub async fn run_exclusive(&self) -> Result<SyncReport, Error> {
-        let Some(leases) = &self.services.leases else { return self.run().await };
+        let leases = &self.services.leases;
         let holder = format!("{:032x}", fastrand::u128(..));
         let now = self.services.now();
         let ttl = deadline::remaining().map_or(LEASE_SECS, |left| left.as_secs() as i64 + 1);

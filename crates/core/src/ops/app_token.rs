@@ -4,13 +4,13 @@ use appcreds_wire::{AppTokenResponse, Token, paths};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::access::AccessControl;
+use crate::access_control::AccessControl;
 use crate::domain::access::Action;
 use crate::domain::clock::rfc3339;
 use crate::error::Error;
 use crate::http::{Call, Operation, reply, request};
 use crate::ops::audit;
-use crate::ports::Services;
+use crate::services::Services;
 use crate::tokens::app_jwt::AppJwts;
 
 /// `expirationTime` is this much before the JWT's `exp`, so callers renew before GitHub refuses it.

@@ -8,13 +8,14 @@ use appcreds_wire::{InstallationInfoResponse, ListInstallationsResponse, paths};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::access::AccessControl;
+use crate::access_control::AccessControl;
 use crate::deadline;
 use crate::domain::access::{InstallationRef, Readable};
-use crate::domain::page_token;
 use crate::error::Error;
 use crate::http::{Call, Operation, reply, request};
-use crate::ports::{InstallationRecord, Services};
+use crate::ops::page_token;
+use crate::ports::InstallationRecord;
+use crate::services::Services;
 
 /// Page size when the request names none.
 pub(crate) const DEFAULT_MAX_RESULTS: i64 = 50;

@@ -5,13 +5,13 @@ use appcreds_wire::{InstallationTokenResponse, Token, paths};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::access::AccessControl;
+use crate::access_control::AccessControl;
 use crate::domain::access::InstallationRef;
 use crate::domain::scope;
 use crate::error::Error;
 use crate::http::{Call, Operation, reply, request};
 use crate::ops::audit;
-use crate::ports::Services;
+use crate::services::Services;
 use crate::tokens::installation::InstallationTokens;
 
 /// The installation-token operation.

@@ -4,12 +4,12 @@ use appcreds_wire::{RefreshResponse, paths};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::access::AccessControl;
+use crate::access_control::AccessControl;
 use crate::domain::access::Action;
 use crate::error::Error;
 use crate::http::{Call, Operation, reply};
 use crate::jobs::sync::InstallationSync;
-use crate::ports::Services;
+use crate::services::Services;
 
 /// The refresh-cache operation.
 pub struct Refresh {

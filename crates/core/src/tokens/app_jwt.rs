@@ -14,7 +14,8 @@ use crate::error::{Error, KeyProblem};
 use crate::github::GitHubClient;
 use crate::github::installations;
 use crate::github::types::GitHubInstallation;
-use crate::ports::{AppStore, Clock, Services, Signer};
+use crate::ports::{AppStore, Clock, Signer};
+use crate::services::Services;
 
 /// A JWT handed to a caller has at least this much life left.
 pub const MIN_REMAINING_SECS: i64 = 5 * 60;

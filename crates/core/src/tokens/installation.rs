@@ -13,7 +13,6 @@ use std::sync::Arc;
 use appcreds_wire::Target;
 use reqwest::Method;
 
-use crate::aws::installation_table::TablePosition;
 use crate::cache::{FlightCache, Limits};
 use crate::deadline;
 use crate::domain::clock::rfc3339;
@@ -23,7 +22,8 @@ use crate::error::Error;
 use crate::github::installations;
 use crate::github::types::{AccessToken, App, GitHubInstallation};
 use crate::github::{Auth, GitHubClient};
-use crate::ports::{InstallationRecord, InstallationStore, Services};
+use crate::ports::{InstallationRecord, InstallationStore, TablePosition};
+use crate::services::Services;
 use crate::tokens::app_jwt::{AppJwt, AppJwts};
 
 /// A cached token is handed out only while it has more than this much life left.

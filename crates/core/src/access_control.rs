@@ -10,7 +10,8 @@ use crate::domain::access::{Action, Claims, Denial, InstallationRef, Policy, Rea
 use crate::domain::scope::ScopeDown;
 use crate::error::Error;
 use crate::http::{Call, Caller};
-use crate::ports::{AccessMode, AccessStore, Clock, OidcVerifier, Services};
+use crate::ports::{AccessMode, AccessStore, Clock, OidcVerifier};
+use crate::services::Services;
 use crate::tokens::installation::Lookup;
 
 /// The longest a warm function judges by rules it read earlier.

@@ -1,25 +1,37 @@
-//! The ports: the small traits through which operations and jobs reach KMS, DynamoDB, CloudWatch
-//! and the clock, and [`Services`], the one bundle of them that a function builds at cold start.
+//! The ports: the small traits through which credentials, jobs and operations reach KMS,
+//! DynamoDB, CloudWatch, IAM, GitHub's OIDC keys and the clock ([`Signer`], [`Mac`],
+//! [`AppStore`], [`InstallationStore`], [`AccessStore`], [`Leases`], [`OidcVerifier`],
+//! [`Vault`], [`AccessKeys`], [`RotationStore`], [`MetricSink`], [`Clock`]); the records that
+//! cross them (`records`: [`AppRecord`], [`InstallationRecord`], [`TablePosition`],
+//! [`TargetRecord`] and the like, defined here so that the adapters import them and nothing
+//! above names an adapter); and `Unconfigured` (`unconfigured`), the stand-in for a port a
+//! function lacks. The `Services` bundle of the layer above holds one of each. GitHub's REST API
+//! is no port: its client is concrete, and credentials and jobs call it directly.
 //!
-//! Everything above this layer takes a [`Services`] and nothing else, so adding a port is one
-//! field here (and its adapter in [`crate::aws`]); no type grows a generic parameter for it.
+//! **A function that lacks a port** holds `Unconfigured(why)` in its place, never an `Option`:
+//! every call answers `Error::Misconfigured(why)`, a `ServerSideError` that names what is
+//! missing, so a miswired deployment is visible, not silent. The one exception is a lease: with
+//! no lease table, [`Leases::acquire`] grants every lease, so runs are not kept apart (as in tests
+//! and local runs; every deployed function has the table). The GitHub client, no port, answers
+//! the same way: `Services::github` is the same `Misconfigured` error for a function built
+//! without it.
+//!
 //! Each call through a port is one dynamic dispatch (and, for async methods, one boxed future):
 //! nanoseconds beside the network call behind it.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 
-use crate::error::Error;
-use crate::github::GitHubClient;
-
-pub use crate::aws::app_table::AppRecord;
-pub use crate::aws::installation_table::{InstallationRecord, TablePosition};
 use crate::domain::access::{Claims, Rule};
 pub use crate::domain::clock::Clock;
-use crate::domain::clock::SystemClock;
 pub use crate::domain::rotation::{AccessKeyInfo, RotationState, TargetSpec};
 use crate::domain::secret::Secret;
+use crate::error::Error;
+
+mod records;
+mod unconfigured;
+
+pub use records::{AppRecord, InstallationRecord, PreviousKey, TablePosition, TargetList, TargetRecord};
+pub(crate) use unconfigured::Unconfigured;
 
 /// Signs bytes with RSASSA-PKCS1-v1_5 / SHA-256 under a key named by ARN (KMS `Sign`).
 #[async_trait]
@@ -163,29 +175,6 @@ pub trait AccessKeys: Send + Sync {
     async fn identity(&self, key_id: &str, secret: &Secret) -> Result<Option<String>, Error>;
 }
 
-/// A rotation target as stored: the operator's spec, the rotator's state, and the pending
-/// secret access key (KMS ciphertext) while destinations are behind.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TargetRecord {
-    /// What the operator asked for.
-    pub spec: TargetSpec,
-    /// What the rotator did.
-    pub state: RotationState,
-    /// The current key's secret, encrypted by the [`Vault`], while some destination lacks it.
-    pub pending: Option<Vec<u8>>,
-    /// Bumped by every state write (optimistic concurrency).
-    pub version: i64,
-}
-
-/// Every target of the rotation table.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TargetList {
-    /// The valid targets, by user name.
-    pub records: Vec<TargetRecord>,
-    /// Rows that are not valid targets: their `UserName` and why.
-    pub invalid: Vec<(String, String)>,
-}
-
 /// What a state write does with the pending secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pending {
@@ -260,159 +249,3 @@ pub trait MetricSink: Send + Sync {
 
 /// The most metrics one [`MetricSink::put`] takes (CloudWatch's PutMetricData limit).
 pub(crate) const METRICS_PER_PUT: usize = 1000;
-
-/// What every operation and job reaches the world through, built once per cold start.
-///
-/// A function sets the ports it uses; the others stay unconfigured and fail with a
-/// `ServerSideError` that names what is missing, so a miswired deployment is visible, not silent.
-#[derive(Clone)]
-pub struct Services {
-    /// The time.
-    pub clock: Arc<dyn Clock>,
-    /// KMS `Sign` with the Apps' keys.
-    pub signer: Arc<dyn Signer>,
-    /// The App table.
-    pub apps: Arc<dyn AppStore>,
-    /// The Installation table.
-    pub installations: Arc<dyn InstallationStore>,
-    /// The KMS HMAC key page tokens' encryption keys are derived with.
-    pub mac: Arc<dyn Mac>,
-    /// Where rate-limit metrics go.
-    pub metrics: Arc<dyn MetricSink>,
-    /// The access rules.
-    pub access: Arc<dyn AccessStore>,
-    /// Whether the rules are enforced.
-    pub access_mode: AccessMode,
-    /// Verifies callers' GitHub Actions OIDC tokens.
-    pub oidc: Arc<dyn OidcVerifier>,
-    /// GitHub's REST API, for the functions that call it.
-    pub github: Option<GitHubClient>,
-    /// The sync's lease (`LEASE_TABLE_NAME`); without one, syncs are not kept apart.
-    pub leases: Option<Arc<dyn Leases>>,
-}
-
-impl Services {
-    /// Every port unconfigured, the rules enforced, and the system clock. Set the ones a
-    /// function uses.
-    pub fn unconfigured() -> Self {
-        Services {
-            clock: Arc::new(SystemClock),
-            signer: Arc::new(Unconfigured("no KMS signer is configured")),
-            apps: Arc::new(Unconfigured("APP_TABLE_NAME is not set")),
-            installations: Arc::new(Unconfigured("INSTALLATION_TABLE_NAME is not set")),
-            mac: Arc::new(Unconfigured("PAGINATION_KEY_ID is not set")),
-            metrics: Arc::new(Unconfigured("no metric sink is configured")),
-            access: Arc::new(Unconfigured("ACCESS_TABLE_NAME is not set")),
-            access_mode: AccessMode::Enforce,
-            oidc: Arc::new(Unconfigured("GitHub OIDC tokens are not accepted here (no OIDC_AUDIENCE)")),
-            github: None,
-            leases: None,
-        }
-    }
-
-    /// The GitHub client, or a `ServerSideError` for a function built without one.
-    pub fn github(&self) -> Result<&GitHubClient, Error> {
-        self.github.as_ref().ok_or(Error::Misconfigured("GITHUB_API_URL is not configured for this function"))
-    }
-
-    /// The current time (Unix seconds).
-    pub fn now(&self) -> i64 {
-        self.clock.now()
-    }
-}
-
-/// A port this function was built without: every call fails with its message.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Unconfigured(pub &'static str);
-
-#[async_trait]
-impl Signer for Unconfigured {
-    async fn sign(&self, _: &str, _: &[u8]) -> Result<Vec<u8>, Error> {
-        Err(Error::Misconfigured(self.0))
-    }
-}
-
-#[async_trait]
-impl Mac for Unconfigured {
-    async fn generate(&self, _: &[u8]) -> Result<Vec<u8>, Error> {
-        Err(Error::Misconfigured(self.0))
-    }
-    async fn verify(&self, _: &[u8], _: &[u8]) -> Result<bool, Error> {
-        Err(Error::Misconfigured(self.0))
-    }
-}
-
-#[async_trait]
-impl AppStore for Unconfigured {
-    async fn get_app(&self, _: i64) -> Result<Option<AppRecord>, Error> {
-        Err(Error::Misconfigured(self.0))
-    }
-    async fn list_apps(&self) -> Result<Vec<AppRecord>, Error> {
-        Err(Error::Misconfigured(self.0))
-    }
-}
-
-#[async_trait]
-impl InstallationStore for Unconfigured {
-    async fn get(&self, _: i64, _: &str) -> Result<Option<InstallationRecord>, Error> {
-        Err(Error::Misconfigured(self.0))
-    }
-    async fn by_node_id(&self, _: &str) -> Result<Vec<InstallationRecord>, Error> {
-        Err(Error::Misconfigured(self.0))
-    }
-    async fn list_app(&self, _: i64) -> Result<Vec<InstallationRecord>, Error> {
-        Err(Error::Misconfigured(self.0))
-    }
-    async fn page(
-        &self,
-        _: usize,
-        _: Option<TablePosition>,
-        _: &(dyn for<'r> Fn(&'r InstallationRecord) -> bool + Send + Sync),
-    ) -> Result<(Vec<InstallationRecord>, Option<TablePosition>), Error> {
-        Err(Error::Misconfigured(self.0))
-    }
-    async fn all(&self) -> Result<Vec<InstallationRecord>, Error> {
-        Err(Error::Misconfigured(self.0))
-    }
-    async fn all_keys(&self) -> Result<Vec<TablePosition>, Error> {
-        Err(Error::Misconfigured(self.0))
-    }
-    async fn write(&self, _: Vec<InstallationRecord>, _: Vec<TablePosition>, _: &str) -> Result<(), Error> {
-        Err(Error::Misconfigured(self.0))
-    }
-}
-
-#[async_trait]
-impl AccessStore for Unconfigured {
-    async fn list_rules(&self) -> Result<Vec<Rule>, Error> {
-        Err(Error::Misconfigured(self.0))
-    }
-}
-
-#[async_trait]
-impl OidcVerifier for Unconfigured {
-    async fn verify(&self, _: &str) -> Result<Claims, Error> {
-        Err(Error::Misconfigured(self.0))
-    }
-}
-
-#[async_trait]
-impl MetricSink for Unconfigured {
-    async fn put(&self, _: Vec<Metric>) -> Result<(), Error> {
-        Err(Error::Misconfigured(self.0))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn an_unconfigured_port_names_what_is_missing() {
-        let services = Services::unconfigured();
-        let err = services.installations.all().await.unwrap_err();
-        assert_eq!(err.to_string(), "INSTALLATION_TABLE_NAME is not set");
-        assert!(matches!(services.apps.get_app(1).await, Err(Error::Misconfigured("APP_TABLE_NAME is not set"))));
-        assert!(matches!(services.github(), Err(Error::Misconfigured(_))));
-    }
-}
