@@ -8,7 +8,7 @@ use appcreds_core::aws::cloudwatch::CloudWatchSink;
 use appcreds_core::aws::iam::IamAccessKeys;
 use appcreds_core::aws::kms::KmsVault;
 use appcreds_core::aws::rotation_table::DynamoRotationStore;
-use appcreds_core::jobs::rotation::{NAMESPACE, Rotator, RotatorPorts, RotatorSettings};
+use appcreds_core::jobs::key_rotation::{NAMESPACE, Rotator, RotatorPorts, RotatorSettings};
 use appcreds_core::runtime::{ColdStart, serve_events};
 use lambda_http::lambda_runtime;
 
@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = &init.config;
     let table = config.rotation_table.clone().ok_or(Error::Misconfigured("ROTATION_TABLE_NAME is not set"))?;
     let key = config.rotation_kms_key.clone().ok_or(Error::Misconfigured("ROTATION_KMS_KEY_ID is not set"))?;
-    let mut services = init.require_installation_table()?.services(true)?;
+    let mut services = init.require_installation_table()?.services_with_github()?;
     services.metrics = Arc::new(CloudWatchSink::in_namespace(aws_sdk_cloudwatch::Client::new(&init.aws), NAMESPACE));
     let ports = RotatorPorts {
         keys: Arc::new(IamAccessKeys::new(&init.aws)),
