@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, missing_docs)]
 //! The rate-limit scanner over 10,000 installations across 3 Apps, against the GitHub double with
 //! 100 ms of latency on every response and moto for DynamoDB and KMS, inside the template's 120 s
 //! deadline: a cold run (every token minted) and a warm one (tokens reused). Prints wall time,
@@ -10,7 +9,7 @@
 //! takes seconds there (the bench measures and prints it) where CloudWatch takes tens of
 //! milliseconds. The tests check what is published against moto's CloudWatch.
 //!
-//! Run: `cargo bench -p appcreds-tests --bench scanner`
+//! Run: `cargo bench -p appcreds-tests --bench benches -- scanner`
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -68,11 +67,9 @@ fn peak_rss_mib() -> f64 {
     appcreds_testkit::peak_rss_mib("/proc/self/status").unwrap_or(0.0)
 }
 
-fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` runs benches as tests: stay quick there.
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
+/// Runs the cold and the warm scan and prints their figures. It installs the process's global
+/// subscriber, so it runs last.
+pub fn run() {
     // Warnings and the runs' summary lines, on stderr.
     tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_writer(std::io::stderr).init();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, missing_docs)]
 //! The installation sync over 10,000 installations across 3 Apps, against the GitHub double with
 //! added latency per response and moto for DynamoDB: a first run (every row written), a run with
 //! no change (reads only), and a run after 1% churn. Prints wall time and call counts.
@@ -12,11 +11,8 @@ const APPS: [i64; 3] = [901, 902, 903];
 const PER_APP: i64 = 3334;
 const LATENCY: Duration = Duration::from_millis(50);
 
-fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` runs benches as tests: stay quick there.
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
+/// Runs the three syncs and prints their figures.
+pub fn run() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let stack = Stack::start().await;

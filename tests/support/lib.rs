@@ -257,7 +257,7 @@ impl Write for ThreadSink {
 }
 
 /// Captures the log lines (JSON) written on this thread while it lives (use with a
-/// current-thread runtime). One global subscriber serves every test of the binary: a
+/// current-thread runtime). One global subscriber serves every test of the process: a
 /// thread-scoped one can miss events, because tracing caches each call site's interest globally.
 pub struct Logs {
     buffer: Arc<Mutex<Vec<u8>>>,
@@ -271,6 +271,17 @@ impl Drop for Logs {
 
 impl Logs {
     pub fn capture() -> Logs {
+        Logs::install_global_subscriber();
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        CAPTURE.with(|c| *c.borrow_mut() = Some(buffer.clone()));
+        Logs { buffer }
+    }
+
+    /// Installs the global subscriber behind [`Logs`], once per process. It takes every event at
+    /// DEBUG and above, so no call site's interest is cached as "never" while it is installed. A
+    /// test that sets a thread-scoped subscriber of its own calls this first: alone, that
+    /// subscriber misses the events of any call site another thread reaches first while it lives.
+    pub fn install_global_subscriber() {
         static INIT: std::sync::Once = std::sync::Once::new();
         INIT.call_once(|| {
             let subscriber = tracing_subscriber::fmt()
@@ -280,9 +291,6 @@ impl Logs {
                 .finish();
             let _ = tracing::subscriber::set_global_default(subscriber);
         });
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        CAPTURE.with(|c| *c.borrow_mut() = Some(buffer.clone()));
-        Logs { buffer }
     }
 
     /// Everything logged so far.

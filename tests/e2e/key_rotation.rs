@@ -14,7 +14,9 @@ use appcreds_core::aws::kms::KmsVault;
 use appcreds_core::aws::lease_table::DynamoLeases;
 use appcreds_core::aws::rotation_table::DynamoRotationStore;
 use appcreds_core::domain::rotation::{Destination, KeyRef, SecretNames, TargetSpec, Visibility};
-use appcreds_core::jobs::rotation::{Rotator, RotatorPorts, RotatorSettings, TargetReport};
+use appcreds_core::jobs::key_rotation::{
+    DestinationStatus, Rotator, RotatorPorts, RotatorSettings, TargetOutcome, TargetReport,
+};
 use appcreds_core::ports::{AccessKeyInfo, AccessKeys, IamUser, NewAccessKey, Pending, RotationStore};
 use appcreds_testkit::aws;
 use appcreds_testkit::fault_proxy::FaultProxy;
@@ -132,10 +134,10 @@ impl Fixture {
 
     fn rotator_with(&self, settings: RotatorSettings, vault_key: &str) -> Rotator {
         let mut services = self.stack.services();
-        services.leases = Some(Arc::new(DynamoLeases::new(self.stack.ddb.clone(), &self.lease_table)));
+        services.leases = Arc::new(DynamoLeases::new(self.stack.ddb.clone(), &self.lease_table));
         services.metrics = Arc::new(appcreds_core::aws::cloudwatch::CloudWatchSink::in_namespace(
             aws_sdk_cloudwatch::Client::new(&self.stack.sdk),
-            appcreds_core::jobs::rotation::NAMESPACE,
+            appcreds_core::jobs::key_rotation::NAMESPACE,
         ));
         let ports = RotatorPorts {
             keys: self.keys.clone(),
@@ -219,7 +221,7 @@ fn repo(r: &str) -> Destination {
     Destination::Repository { repository: r.into() }
 }
 
-fn statuses(report: &TargetReport) -> BTreeMap<String, &'static str> {
+fn statuses(report: &TargetReport) -> BTreeMap<String, DestinationStatus> {
     report.destinations.iter().map(|d| (d.destination.clone(), d.status)).collect()
 }
 
@@ -241,7 +243,7 @@ async fn a_key_is_rotated_into_every_kind_of_destination_byte_for_byte() {
     f.store.put_spec(&spec).await.unwrap();
 
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.outcome, "rotated", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Rotated, "{report:?}");
     // The region, as an Actions variable, wherever the key went; the organisation's is visible to
     // the same repositories as its secrets.
     for r in ["octo-org/api", "octocat/dotfiles"] {
@@ -256,7 +258,7 @@ async fn a_key_is_rotated_into_every_kind_of_destination_byte_for_byte() {
     let (new_id, secret) = f.created();
     assert_eq!(report.current_key_id.as_deref(), Some(new_id.as_str()));
     assert_eq!(report.deactivated_key_id.as_deref(), Some(f.old_key.as_str()));
-    assert!(report.destinations.iter().all(|d| d.status == "written"), "{report:?}");
+    assert!(report.destinations.iter().all(|d| d.status == DestinationStatus::Written), "{report:?}");
 
     // Every destination holds exactly the new key.
     for r in ["octo-org/api", "octocat/dotfiles"] {
@@ -342,7 +344,7 @@ async fn a_key_is_rotated_into_every_kind_of_destination_byte_for_byte() {
     // KeyAgeHours is published for the user.
     let metrics = aws_sdk_cloudwatch::Client::new(&f.stack.sdk)
         .list_metrics()
-        .namespace(appcreds_core::jobs::rotation::NAMESPACE)
+        .namespace(appcreds_core::jobs::key_rotation::NAMESPACE)
         .metric_name("KeyAgeHours")
         .dimensions(aws_sdk_cloudwatch::types::DimensionFilter::builder().name("UserName").value(&f.user).build())
         .send()
@@ -360,11 +362,11 @@ async fn a_partial_failure_keeps_the_old_key_and_the_rerun_writes_only_what_is_b
     f.stack.github.inject(Fault::new("/repos/octo-org/tools/actions/secrets/public-key", 1, FaultKind::Status(404)));
 
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.outcome, "partial");
+    assert_eq!(report.outcome, TargetOutcome::Partial);
     let s = statuses(&report);
-    assert_eq!(s["repo:octo-org/api"], "written");
-    assert_eq!(s["repo:octo-org/web"], "failed");
-    assert_eq!(s["repo:octo-org/tools"], "failed");
+    assert_eq!(s["repo:octo-org/api"], DestinationStatus::Written);
+    assert_eq!(s["repo:octo-org/web"], DestinationStatus::Failed);
+    assert_eq!(s["repo:octo-org/tools"], DestinationStatus::Failed);
     let tools = report.destinations.iter().find(|d| d.destination == "repo:octo-org/tools").unwrap();
     assert_eq!(tools.error.as_deref(), Some("GitHub 404: Injected failure"), "GitHub's message is recorded");
     let (new_id, secret) = f.created();
@@ -382,9 +384,9 @@ async fn a_partial_failure_keeps_the_old_key_and_the_rerun_writes_only_what_is_b
     f.stack.github.clear_faults();
     let puts_api = f.stack.github.calls("PUT /repos/octo-org/api/actions/secrets/AWS_SECRET_ACCESS_KEY");
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.outcome, "caught-up", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::CaughtUp, "{report:?}");
     assert_eq!(f.stack.github.calls("PUT /repos/octo-org/api/actions/secrets/AWS_SECRET_ACCESS_KEY"), puts_api);
-    assert_eq!(statuses(&report)["repo:octo-org/api"], "up-to-date");
+    assert_eq!(statuses(&report)["repo:octo-org/api"], DestinationStatus::UpToDate);
     assert_eq!(f.keys.created.lock().unwrap().len(), 1, "no second key");
     for r in ["octo-org/api", "octo-org/web", "octo-org/tools"] {
         assert_eq!(f.secret_pair(r), pair(new_id.as_str(), &secret));
@@ -403,9 +405,12 @@ async fn a_refused_owner_does_not_stop_the_others() {
     f.stack.github.install(user);
     f.store.put_spec(&f.spec(vec![repo("octocat/dotfiles"), repo("octo-org/api")])).await.unwrap();
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.outcome, "partial");
+    assert_eq!(report.outcome, TargetOutcome::Partial);
     let s = statuses(&report);
-    assert_eq!((s["repo:octo-org/api"], s["repo:octocat/dotfiles"]), ("written", "failed"));
+    assert_eq!(
+        (s["repo:octo-org/api"], s["repo:octocat/dotfiles"]),
+        (DestinationStatus::Written, DestinationStatus::Failed)
+    );
     let dotfiles = report.destinations.iter().find(|d| d.destination == "repo:octocat/dotfiles").unwrap();
     assert!(dotfiles.error.as_deref().unwrap().starts_with("no token for octocat: GitHub 422"), "{dotfiles:?}");
     assert!(f.keys().await[&f.old_key], "the old key stays active");
@@ -420,8 +425,8 @@ async fn a_refused_owner_does_not_stop_the_others() {
     ));
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
     let web = report.destinations.iter().find(|d| d.destination == "repo:octo-org/web").unwrap();
-    assert_eq!((web.status, web.error.as_deref()), ("failed", Some("GitHub 403: Injected failure")));
-    assert_eq!(statuses(&report)["repo:octo-org/api"], "written");
+    assert_eq!((web.status, web.error.as_deref()), (DestinationStatus::Failed, Some("GitHub 403: Injected failure")));
+    assert_eq!(statuses(&report)["repo:octo-org/api"], DestinationStatus::Written);
 }
 
 #[tokio::test]
@@ -441,7 +446,7 @@ async fn two_live_keys_stop_the_run_and_nothing_is_deleted() {
     f.iam.update_access_key().user_name(&f.user).access_key_id(&second).status("Inactive".into()).send().await.unwrap();
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
     assert_eq!(report.deleted_key_ids, [second]);
-    assert_eq!(report.outcome, "rotated");
+    assert_eq!(report.outcome, TargetOutcome::Rotated);
 }
 
 #[tokio::test]
@@ -464,7 +469,7 @@ async fn the_replaced_key_is_deleted_only_after_its_grace_period_and_an_aged_key
     .await;
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
     assert_eq!(report.deleted_key_ids, std::slice::from_ref(&f.old_key));
-    assert_eq!(report.outcome, "rotated");
+    assert_eq!(report.outcome, TargetOutcome::Rotated);
     let (second, secret) = f.created();
     assert_eq!(report.deactivated_key_id.as_deref(), Some(first.as_str()));
     assert_eq!(f.keys().await, BTreeMap::from([(first, false), (second.clone(), true)]));
@@ -538,7 +543,7 @@ async fn a_concurrent_run_for_the_same_target_is_turned_away() {
     });
     let outcomes = [ra, rb];
     let busy = outcomes.iter().filter(|r| matches!(r, Err(Error::RotationRunning { .. }))).count();
-    let rotated = outcomes.iter().filter(|r| matches!(r, Ok(rep) if rep.outcome == "rotated")).count();
+    let rotated = outcomes.iter().filter(|r| matches!(r, Ok(rep) if rep.outcome == TargetOutcome::Rotated)).count();
     assert_eq!((busy, rotated), (1, 1), "{outcomes:?}");
     assert_eq!(f.keys.created.lock().unwrap().len(), 1);
     assert_eq!(f.keys().await.len(), 2);
@@ -558,7 +563,7 @@ async fn throttled_iam_fails_the_run_cleanly_and_the_next_one_rotates() {
     assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), true)]));
     assert_eq!(f.stack.github.repository_secret("octo-org/api", "AWS_ACCESS_KEY_ID"), None);
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.outcome, "rotated");
+    assert_eq!(report.outcome, TargetOutcome::Rotated);
 }
 
 #[tokio::test]
@@ -572,7 +577,7 @@ async fn a_kms_failure_takes_the_new_key_back_and_leaves_the_old_one() {
     // The next run, with KMS back, rotates; the old key (which existed before) is not taken for
     // an orphan of the failed run.
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!((report.outcome, report.deleted_key_ids.len()), ("rotated", 0), "{report:?}");
+    assert_eq!((report.outcome, report.deleted_key_ids.len()), (TargetOutcome::Rotated, 0), "{report:?}");
     assert_eq!(report.deactivated_key_id.as_deref(), Some(f.old_key.as_str()));
 }
 
@@ -588,7 +593,7 @@ async fn a_key_created_by_a_run_that_died_before_recording_it_is_deleted_by_the_
     let orphan = orphan.access_key().unwrap().access_key_id().to_string();
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
     assert_eq!(report.deleted_key_ids, [orphan]);
-    assert_eq!(report.outcome, "rotated");
+    assert_eq!(report.outcome, TargetOutcome::Rotated);
     let (new_id, _) = f.created();
     assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), false), (new_id, true)]));
 }
@@ -620,12 +625,12 @@ async fn writes_are_paced_and_a_spent_hourly_budget_leaves_the_rest_for_the_next
     // Two destinations' worth of writes this hour, 120 a minute (500 ms apart, pairs 1 s apart).
     let settings = RotatorSettings { writes_per_minute: 120, writes_per_hour: 4, ..fast() };
     let report = f.rotator_with(settings, &f.vault_key).run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.outcome, "partial");
+    assert_eq!(report.outcome, TargetOutcome::Partial);
     assert_eq!(report.github_writes, 4);
     assert!(report.paced_ms >= 900, "the second pair waited about a second: {report:?}");
     let s = statuses(&report);
-    assert_eq!(s.values().filter(|v| **v == "written").count(), 2, "{s:?}");
-    let held = report.destinations.iter().find(|d| d.status == "not-attempted").unwrap();
+    assert_eq!(s.values().filter(|v| **v == DestinationStatus::Written).count(), 2, "{s:?}");
+    let held = report.destinations.iter().find(|d| d.status == DestinationStatus::NotAttempted).unwrap();
     assert!(held.error.as_deref().unwrap().contains("writes this hour"), "{held:?}");
     assert!(f.keys().await[&f.old_key], "the old key stays active");
 
@@ -638,7 +643,7 @@ async fn writes_are_paced_and_a_spent_hourly_budget_leaves_the_rest_for_the_next
     let s = statuses(&report);
     assert_eq!(
         (s["repo:octo-org/api"], s["repo:octo-org/tools"], s["repo:octo-org/web"]),
-        ("failed", "not-attempted", "not-attempted")
+        (DestinationStatus::Failed, DestinationStatus::NotAttempted, DestinationStatus::NotAttempted)
     );
     assert_eq!(f.stack.github.calls("PUT /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID"), 0);
 }
@@ -651,7 +656,11 @@ async fn a_throttled_token_stops_the_runs_writes_for_the_owners_after_it() {
     f.stack.github.inject(Fault::new("POST /app/installations/1410/access_tokens", 10, limit));
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
     let s = statuses(&report);
-    assert_eq!((s["repo:octo-org/api"], s["repo:octocat/dotfiles"]), ("failed", "not-attempted"), "{report:?}");
+    assert_eq!(
+        (s["repo:octo-org/api"], s["repo:octocat/dotfiles"]),
+        (DestinationStatus::Failed, DestinationStatus::NotAttempted),
+        "{report:?}"
+    );
     assert_eq!(f.stack.github.calls("POST /app/installations/1420/access_tokens"), 0, "no token for octocat");
     assert!(f.keys().await[&f.old_key], "the old key stays active");
 }
@@ -697,7 +706,7 @@ async fn a_failed_second_secret_puts_the_key_id_back_so_the_pair_still_matches()
     ));
     f.end_grace_period().await;
     let report = f.rotator().run_target(&f.user, true).await.unwrap();
-    assert_eq!(report.outcome, "partial", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Partial, "{report:?}");
     let (second, second_secret) = f.created();
     assert_ne!(first, second);
     // api holds the new pair; web still holds the first pair, whole: its key ID was put back.
@@ -717,7 +726,7 @@ async fn a_pair_put_there_by_hand_stays_whole_when_its_first_rotation_fails() {
     f.stack.github.inject(Fault::new(put, 100, FaultKind::Status(500)));
     f.store.put_spec(&f.spec(vec![repo("octo-org/api"), repo("octo-org/web")])).await.unwrap();
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.outcome, "partial", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Partial, "{report:?}");
     let (new, new_secret) = f.created();
     assert_eq!(f.secret_pair("octo-org/api"), pair(&new, &new_secret));
     assert_eq!(f.secret_pair("octo-org/web"), (Some(f.old_key.as_bytes().to_vec()), Some(by_hand)));
@@ -725,7 +734,7 @@ async fn a_pair_put_there_by_hand_stays_whole_when_its_first_rotation_fails() {
     // The next run writes web with the same key, and only then retires the old one.
     f.stack.github.clear_faults();
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.outcome, "caught-up", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::CaughtUp, "{report:?}");
     assert_eq!(f.secret_pair("octo-org/web"), pair(&new, &new_secret));
     assert_eq!(f.keys().await, BTreeMap::from([(f.old_key.clone(), false), (new, true)]));
 }
@@ -741,7 +750,7 @@ async fn a_throttled_second_secret_is_waited_out_and_the_pair_completes() {
     let put = "PUT /repos/octo-org/web/actions/secrets/AWS_SECRET_ACCESS_KEY";
     f.stack.github.inject(Fault::new(put, 1, FaultKind::RateLimit { status: 429, retry_after: Some(4) }));
     let report = f.rotator().run_target(&f.user, true).await.unwrap();
-    assert_eq!(report.outcome, "rotated", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Rotated, "{report:?}");
     let (id, secret) = f.created();
     for r in ["octo-org/api", "octo-org/web"] {
         assert_eq!(f.secret_pair(r), pair(id.as_str(), &secret), "{r}");
@@ -762,8 +771,8 @@ async fn a_second_secret_that_landed_behind_a_gateway_error_counts_as_written() 
     let put = "PUT /repos/octo-org/web/actions/secrets/AWS_SECRET_ACCESS_KEY";
     f.stack.github.inject(Fault::new(put, 100, FaultKind::LandThenFail(502)));
     let report = f.rotator().run_target(&f.user, true).await.unwrap();
-    assert_eq!(report.outcome, "rotated", "{report:?}");
-    assert!(report.destinations.iter().all(|d| d.status == "written"), "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Rotated, "{report:?}");
+    assert!(report.destinations.iter().all(|d| d.status == DestinationStatus::Written), "{report:?}");
     let (id, secret) = f.created();
     assert_eq!(f.secret_pair("octo-org/web"), pair(id.as_str(), &secret));
     assert_eq!(f.stack.github.calls("PUT /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID"), 2, "no put-back");
@@ -784,7 +793,7 @@ async fn a_second_secret_that_landed_before_a_throttle_is_not_undone() {
     f.stack.github.inject(Fault::new(put, 1, FaultKind::LandThenFail(502)));
     f.stack.github.inject(Fault::new(put, 100, FaultKind::RateLimit { status: 429, retry_after: Some(4) }));
     let report = f.rotator().run_target(&f.user, true).await.unwrap();
-    assert_eq!(report.outcome, "rotated", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Rotated, "{report:?}");
     let (id, secret) = f.created();
     assert_eq!(f.secret_pair("octo-org/web"), pair(id.as_str(), &secret));
 }
@@ -802,7 +811,7 @@ async fn a_second_secret_whose_landing_github_cannot_tell_puts_the_known_key_id_
     f.stack.github.inject(Fault::new(put, 100, FaultKind::Status(500)));
     f.stack.github.inject(Fault::new("GET /repos/octo-org/web/actions/secrets/AWS_", 100, FaultKind::Status(500)));
     let report = f.rotator().run_target(&f.user, true).await.unwrap();
-    assert_eq!(report.outcome, "partial", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Partial, "{report:?}");
     assert_eq!(f.secret_pair("octo-org/web"), pair(first.as_str(), &first_secret));
     assert!(f.stack.github.calls("GET /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID") >= 1, "it asked");
     let state = f.store.get(&f.user).await.unwrap().unwrap().state;
@@ -818,14 +827,14 @@ async fn the_distrust_after_a_stopped_run_lasts_until_the_destination_is_written
     let limit = FaultKind::RateLimit { status: 403, retry_after: Some(120) };
     f.stack.github.inject(Fault::new("POST /app/installations/1410/access_tokens", 10, limit));
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(statuses(&report)["repo:octo-org/web"], "failed", "{report:?}");
+    assert_eq!(statuses(&report)["repo:octo-org/web"], DestinationStatus::Failed, "{report:?}");
     let state = f.store.get(&f.user).await.unwrap().unwrap().state;
     assert!(state.destinations["repo:octo-org/web"].unknown && state.writing.is_none(), "{state:?}");
     f.stack.github.clear_faults();
     next_second().await;
     f.stack.github.inject(fail_web());
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(statuses(&report)["repo:octo-org/web"], "failed", "{report:?}");
+    assert_eq!(statuses(&report)["repo:octo-org/web"], DestinationStatus::Failed, "{report:?}");
     assert_eq!(f.secret_pair("octo-org/web"), pair(&second, &second_secret), "no key ID put back");
 }
 
@@ -839,7 +848,7 @@ async fn a_destination_unknown_to_the_state_gets_no_key_id_put_back_in_a_catch_u
     let put = "PUT /repos/octo-org/api/actions/secrets/AWS_SECRET_ACCESS_KEY";
     f.stack.github.inject(Fault::new(put, 100, FaultKind::Status(500)));
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.outcome, "partial", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Partial, "{report:?}");
     let (new, new_secret) = f.created();
     assert_eq!(f.secret_pair("octo-org/web"), pair(&new, &new_secret));
     // api, never written before, got the replaced key's ID back, and the state says so.
@@ -855,7 +864,11 @@ async fn a_destination_unknown_to_the_state_gets_no_key_id_put_back_in_a_catch_u
     f.stack.github.inject(fail_web());
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
     let s = statuses(&report);
-    assert_eq!((s["repo:octo-org/api"], s["repo:octo-org/web"]), ("written", "failed"), "{report:?}");
+    assert_eq!(
+        (s["repo:octo-org/api"], s["repo:octo-org/web"]),
+        (DestinationStatus::Written, DestinationStatus::Failed),
+        "{report:?}"
+    );
     assert_eq!(f.secret_pair("octo-org/web"), pair(&new, &new_secret), "web's pair is whole");
     let state = f.store.get(&f.user).await.unwrap().unwrap().state;
     assert!(state.destinations["repo:octo-org/web"].unknown, "{state:?}");
@@ -873,7 +886,11 @@ async fn a_throttled_first_key_id_over_a_pair_put_there_by_hand_is_put_back_afte
     f.store.put_spec(&f.spec(vec![repo("octo-org/web"), repo("octo-org/tools")])).await.unwrap();
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
     let s = statuses(&report);
-    assert_eq!((s["repo:octo-org/web"], s["repo:octo-org/tools"]), ("failed", "not-attempted"), "{report:?}");
+    assert_eq!(
+        (s["repo:octo-org/web"], s["repo:octo-org/tools"]),
+        (DestinationStatus::Failed, DestinationStatus::NotAttempted),
+        "{report:?}"
+    );
     assert_eq!(f.secret_pair("octo-org/web"), (Some(f.old_key.as_bytes().to_vec()), Some(by_hand)));
     assert!(report.paced_ms >= 4000, "the put-back waited out GitHub's retry-after: {report:?}");
     assert_eq!(
@@ -897,7 +914,7 @@ async fn web_written_by_a_run_that_stopped(f: &Fixture) -> (String, String, Secr
     next_second().await;
     f.stack.github.inject(fail_web());
     let report = f.rotator().run_target(&f.user, true).await.unwrap();
-    assert_eq!(report.outcome, "partial", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Partial, "{report:?}");
     f.stack.github.clear_faults();
     let (second, second_secret) = f.created();
     let writer = Secret::new(f.stack.github.issue_scoped_token_for_test(1410, &[("secrets", "write")], None));
@@ -930,7 +947,7 @@ async fn after_a_run_that_stopped_while_writing_no_key_id_is_put_back_on_what_it
     f.stack.github.inject(fail_web());
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
     let web = report.destinations.iter().find(|d| d.destination == "repo:octo-org/web").unwrap();
-    assert_eq!(web.status, "failed");
+    assert_eq!(web.status, DestinationStatus::Failed);
     assert!(web.error.as_deref().unwrap().contains("not known"), "{web:?}");
     assert_eq!(f.secret_pair("octo-org/web"), pair(second.as_str(), &second_secret));
     let state = f.store.get(&f.user).await.unwrap().unwrap().state;
@@ -938,7 +955,7 @@ async fn after_a_run_that_stopped_while_writing_no_key_id_is_put_back_on_what_it
     // And the run after it writes web and retires the first key.
     f.stack.github.clear_faults();
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.outcome, "caught-up", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::CaughtUp, "{report:?}");
     assert!(report.deactivated_key_id.is_some(), "{report:?}");
 }
 
@@ -949,11 +966,11 @@ async fn a_repository_gone_from_the_installation_does_not_stop_the_owners_other_
     let spec = f.spec(vec![repo("octo-org/api"), repo("octo-org/archive"), repo("octo-org/web")]);
     f.store.put_spec(&spec).await.unwrap();
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.outcome, "partial", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Partial, "{report:?}");
     let s = statuses(&report);
     assert_eq!(
         (s["repo:octo-org/api"], s["repo:octo-org/archive"], s["repo:octo-org/web"]),
-        ("written", "failed", "written")
+        (DestinationStatus::Written, DestinationStatus::Failed, DestinationStatus::Written)
     );
     let archive = report.destinations.iter().find(|d| d.destination == "repo:octo-org/archive").unwrap();
     assert!(archive.error.as_deref().unwrap().contains("not accessible to the parent installation"), "{archive:?}");
@@ -975,9 +992,9 @@ async fn a_region_without_the_variables_permission_still_rotates_the_key() {
     spec.region = Some("eu-west-1".into());
     f.store.put_spec(&spec).await.unwrap();
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.outcome, "rotated", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Rotated, "{report:?}");
     for d in &report.destinations {
-        assert_eq!(d.status, "written");
+        assert_eq!(d.status, DestinationStatus::Written);
         assert!(d.error.as_deref().unwrap().contains("did not grant the variables' permission"), "{d:?}");
     }
     assert_eq!(report.failures(), 2, "the variables are reported (and alarmed)");
@@ -1001,12 +1018,12 @@ async fn an_edited_target_is_written_again_and_a_replaced_keys_grace_period_is_w
     };
     f.store.put_spec(&renamed).await.unwrap();
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!((report.outcome, report.failures()), ("waiting", 0), "{report:?}");
+    assert_eq!((report.outcome, report.failures()), (TargetOutcome::Waiting, 0), "{report:?}");
     assert!(report.error.as_deref().unwrap().contains("grace period"), "{report:?}");
     // The grace period over: rotated, under the new names.
     f.end_grace_period().await;
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.outcome, "rotated", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Rotated, "{report:?}");
     let (id, secret) = f.created();
     assert_eq!(f.stack.github.repository_secret("octo-org/api", "DEPLOY_KEY_ID").unwrap(), id.as_bytes());
     assert_eq!(f.stack.github.repository_secret("octo-org/api", "DEPLOY_SECRET").unwrap(), secret.expose().as_bytes());
@@ -1024,7 +1041,7 @@ async fn an_organisations_region_variable_follows_the_visibility_of_its_secrets(
     spec.region = Some("eu-west-1".into());
     f.store.put_spec(&spec).await.unwrap();
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.outcome, "rotated", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Rotated, "{report:?}");
     let variable = f.stack.github.organization_variable("octo-org", "AWS_REGION").unwrap();
     assert_eq!((variable.value.as_str(), variable.visibility.as_deref()), ("eu-west-1", Some("selected")));
     assert_eq!(variable.selected_repository_ids, [1402]);
@@ -1036,8 +1053,11 @@ async fn an_organisations_region_variable_follows_the_visibility_of_its_secrets(
     f.store.put_spec(&spec).await.unwrap();
     f.end_grace_period().await;
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.outcome, "rotated", "{report:?}");
-    assert!(report.destinations.iter().all(|d| d.status == "written" && d.error.is_none()), "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Rotated, "{report:?}");
+    assert!(
+        report.destinations.iter().all(|d| d.status == DestinationStatus::Written && d.error.is_none()),
+        "{report:?}"
+    );
     let variable = f.stack.github.organization_variable("octo-org", "AWS_REGION").unwrap();
     assert_eq!((variable.value.as_str(), variable.visibility.as_deref()), ("us-east-2", Some("private")));
     assert!(variable.selected_repository_ids.is_empty());
@@ -1088,9 +1108,9 @@ async fn an_environment_only_owner_gets_environments_and_secrets_and_a_failed_re
     f.store.put_spec(&spec).await.unwrap();
     f.stack.github.inject(Fault::new("/repos/octocat/dotfiles/actions/variables", 100, FaultKind::Status(500)));
     let report = f.rotator().run_target(&f.user, false).await.unwrap();
-    assert_eq!(report.outcome, "rotated", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Rotated, "{report:?}");
     let dotfiles = report.destinations.iter().find(|d| d.destination == "repo:octocat/dotfiles").unwrap();
-    assert_eq!(dotfiles.status, "written");
+    assert_eq!(dotfiles.status, DestinationStatus::Written);
     assert!(dotfiles.error.as_deref().unwrap().starts_with("AWS_REGION variable:"), "{dotfiles:?}");
     assert_eq!(report.failures(), 1, "the variable's failure is counted (and alarmed)");
     assert_eq!(report.deactivated_key_id.as_deref(), Some(f.old_key.as_str()), "the key itself is everywhere");
@@ -1117,7 +1137,7 @@ async fn a_first_secret_whose_outcome_is_unknown_leaves_the_pair_as_it_was() {
         FaultKind::Status(502),
     ));
     let report = f.rotator().run_target(&f.user, true).await.unwrap();
-    assert_eq!(report.outcome, "partial", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Partial, "{report:?}");
     assert_eq!(f.secret_pair("octo-org/web"), pair(first.as_str(), &first_secret));
     assert_eq!(
         f.stack.github.calls("PUT /repos/octo-org/web/actions/secrets/AWS_ACCESS_KEY_ID"),
@@ -1137,7 +1157,7 @@ async fn a_retiring_key_deactivated_by_a_run_that_could_not_record_it_counts_as_
     // A forced run: the inactive old key is taken as replaced (in its grace period), so the run
     // waits instead of refusing for a key that "still serves destinations".
     let report = f.rotator().run_target(&f.user, true).await.unwrap();
-    assert_eq!((report.outcome, report.failures()), ("waiting", 0), "{report:?}");
+    assert_eq!((report.outcome, report.failures()), (TargetOutcome::Waiting, 0), "{report:?}");
     let state = f.store.get(&f.user).await.unwrap().unwrap().state;
     assert_eq!((state.retiring, state.previous.map(|p| p.key_id)), (None, Some(f.old_key.clone())));
 }

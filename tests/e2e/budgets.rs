@@ -85,7 +85,7 @@ fn the_heartbeat_alarms_watch_the_metrics_the_scanner_publishes() {
 
 #[test]
 fn the_rotator_finishes_before_its_next_run_and_its_alarms_watch_what_it_publishes() {
-    use appcreds_core::jobs::rotation::{KEY_WAIT, NAMESPACE, metrics};
+    use appcreds_core::jobs::key_rotation::{KEY_WAIT, NAMESPACE, metrics};
     let t = template();
     let (rotator, url) = functions(&t)["AccessKeyRotatorFunction"];
     assert!(!url, "the rotator has no Function URL");

@@ -207,7 +207,7 @@ async fn one_sync_at_a_time() {
     let table = appcreds_testkit::unique("leases");
     appcreds_testkit::aws::create_lease_table(&stack.ddb, &table).await.unwrap();
     let mut services = stack.services();
-    services.leases = Some(Arc::new(DynamoLeases::new(stack.ddb.clone(), &table)));
+    services.leases = Arc::new(DynamoLeases::new(stack.ddb.clone(), &table));
     // Two functions' syncs (refresh-cache's, the tracker's): separate processes, one table.
     let (first, second) = (InstallationSync::new(&services), InstallationSync::new(&services));
     stack.github.set_latency(Duration::from_millis(300));

@@ -20,8 +20,8 @@ use appcreds_core::aws::rotation_table::DynamoRotationStore;
 use appcreds_core::domain::clock::SystemClock;
 use appcreds_core::domain::rotation::{Destination, SecretNames, TargetSpec};
 use appcreds_core::github::Auth;
+use appcreds_core::jobs::key_rotation::{Rotator, RotatorPorts, RotatorSettings, TargetOutcome};
 use appcreds_core::jobs::rate_limit::RateLimitScanner;
-use appcreds_core::jobs::rotation::{Rotator, RotatorPorts, RotatorSettings};
 use appcreds_core::ports::{InstallationRecord, InstallationStore, Metric, MetricSink, RotationStore};
 use appcreds_testkit::aws;
 use appcreds_testkit::unique;
@@ -348,7 +348,7 @@ async fn the_rotator_audits_and_revokes(format: TokenFormat, app: i64) {
     };
     store.put_spec(&spec).await.unwrap();
     let mut services = stack.services();
-    services.leases = Some(Arc::new(DynamoLeases::new(stack.ddb.clone(), &leases)));
+    services.leases = Arc::new(DynamoLeases::new(stack.ddb.clone(), &leases));
     services.metrics = Arc::new(Recorded::default());
     let ports = RotatorPorts {
         keys: Arc::new(IamAccessKeys::new(&stack.sdk)),
@@ -361,7 +361,7 @@ async fn the_rotator_audits_and_revokes(format: TokenFormat, app: i64) {
         ..RotatorSettings::default()
     };
     let report = Rotator::new(&services, ports, settings).run_target(&user, false).await.unwrap();
-    assert_eq!(report.outcome, "rotated", "{report:?}");
+    assert_eq!(report.outcome, TargetOutcome::Rotated, "{report:?}");
     assert!(stack.github.repository_secret("octo-org/api", "AWS_SECRET_ACCESS_KEY").is_some());
 
     let tokens = stack.github.issued_tokens();

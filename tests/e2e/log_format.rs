@@ -1,15 +1,16 @@
 #![allow(clippy::unwrap_used)]
 //! The functions' JSON log format (`runtime::json_logs`), as CloudWatch receives it: one object
 //! per event, fields at the top level, the target named (so the audit lines are found by
-//! `target = "appcreds::audit"`), no span list, and never a token. Its own test binary: no global
-//! subscriber here, so the thread's subscriber sees every event.
+//! `target = "appcreds::audit"`), no span list, and never a token. The test sets the functions'
+//! subscriber on its own thread, after the process's global one (see
+//! [`Logs::install_global_subscriber`]), so it sees every event its thread logs.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use appcreds_core::runtime::json_logs;
 use appcreds_tests::lambda::UrlRequest;
-use appcreds_tests::{Stack, send};
+use appcreds_tests::{Logs, Stack, send};
 use serde_json::{Value, json};
 
 #[derive(Clone, Default)]
@@ -32,6 +33,7 @@ async fn an_audit_line_is_one_compact_object_with_its_target_and_no_token() {
     let handler = stack.installation_token_handler();
     let captured = Captured::default();
     let writer = captured.clone();
+    Logs::install_global_subscriber();
     let _guard = tracing::subscriber::set_default(json_logs(move || writer.clone()).finish());
     let body = json!({"appId": APP, "owner": "octo-org"});
     let reply = send(|r| handler.handle(r), UrlRequest::post_json("/tokens/installation", &body)).await;

@@ -99,11 +99,12 @@ impl World {
         out.tags().iter().map(|t| (t.tag_key().to_string(), t.tag_value().to_string())).collect()
     }
 
-    /// Every key moto holds for `app_id` (by its AppId tag), with its Status tag.
+    /// Every key moto holds for `app_id` (by its AppId tag), with its Status tag. Every page: the
+    /// server holds the keys of every test in the process.
     async fn keys_of(&self, app_id: i64) -> Vec<(String, String)> {
         let mut found = Vec::new();
-        let listed = self.stack.kms.list_keys().limit(1000).send().await.unwrap();
-        for key in listed.keys() {
+        let pages: Vec<_> = self.stack.kms.list_keys().limit(1000).into_paginator().send().collect().await;
+        for key in pages.into_iter().flat_map(|page| page.unwrap().keys.unwrap_or_default()) {
             let arn = key.key_arn().unwrap();
             let tags = self.tags(arn).await;
             if tags.get("AppId") == Some(&app_id.to_string()) {

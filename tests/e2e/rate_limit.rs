@@ -17,7 +17,8 @@ use appcreds_tests::{Logs, Stack};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, StandardUnit};
 
-// Metrics in moto's CloudWatch are shared by every test of this binary: each test has its own App.
+// Metrics in moto's CloudWatch are shared by every test of the process: each test here has its own
+// App, and no other module publishes rate-limit metrics for these Apps.
 fn record(app: i64, id: i64, login: &str) -> InstallationRecord {
     InstallationRecord {
         app_id: app,

@@ -115,7 +115,7 @@ async fn the_double_takes_the_app_id_or_its_client_id_as_the_issuer() {
 #[tokio::test]
 async fn the_doubles_responses_follow_githubs_openapi_shapes() {
     use appcreds_tests::github::Installation;
-    let shapes: Value = serde_json::from_str(include_str!("../crates/testkit/data/github-shapes.json")).unwrap();
+    let shapes: Value = serde_json::from_str(include_str!("../../crates/testkit/data/github-shapes.json")).unwrap();
     let check = |name: &str, value: &Value| {
         let shape = &shapes["responses"][name];
         assert!(shape.is_object(), "no shape {name}");

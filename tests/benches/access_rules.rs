@@ -1,8 +1,8 @@
-#![allow(clippy::unwrap_used, missing_docs)]
 //! Access control on a warm function: judging one request among 1,000 rules (the policy alone,
 //! and the whole app-token request with the rules enforced from the access table on moto), and
 //! verifying a GitHub Actions OIDC token with the JWKS cached.
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 use appcreds_core::domain::access::{InstallationRef, Policy, Rule, RuleDocument, Subject, Target};
@@ -12,7 +12,7 @@ use appcreds_core::ops::app_token::AppToken;
 use appcreds_core::ports::OidcVerifier;
 use appcreds_tests::lambda::UrlRequest;
 use appcreds_tests::{Stack, endpoint};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::Criterion;
 use serde_json::json;
 
 /// 1,000 rules: one per role `role-N`, the test caller's role (`ci-deployer`) among them.
@@ -30,7 +30,9 @@ fn documents() -> Vec<RuleDocument> {
         .collect()
 }
 
-fn access(c: &mut Criterion) {
+/// The access benchmarks; the stack (with its 1,000 rules on moto) is set up when the first
+/// benchmark that needs it is chosen.
+pub fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let policy = Policy::new(documents().into_iter().map(|d| Rule::from_document(d, 1).unwrap()).collect());
     let subject = Subject { arn: "arn:aws:sts::123456789012:assumed-role/ci-deployer/run-1", claims: None };
@@ -43,30 +45,35 @@ fn access(c: &mut Criterion) {
         b.iter(|| policy.installation_token(subject, 1, &target, installation, Some(&scope)).unwrap())
     });
 
-    let (stack, handler, verifier, token) = rt.block_on(async {
-        let stack = Stack::start().await;
-        stack.add_app(1).await;
-        for document in documents() {
-            stack.put_rule(serde_json::to_value(document).unwrap()).await;
-        }
-        let handler = endpoint(AppToken::new(&stack.enforcing(SystemClock)));
-        let verifier = GitHubOidc::new(&stack.github.oidc_issuer(), "appcreds", Arc::new(SystemClock)).unwrap();
-        let token = stack.github.oidc_token(&stack.github.oidc_claims("octo-org/hello-world", "appcreds", json!({})));
-        verifier.verify(&token).await.unwrap();
-        (stack, handler, verifier, token)
+    let setup = OnceCell::new();
+    let ready = || {
+        setup.get_or_init(|| {
+            let (stack, handler, verifier, token) = rt.block_on(async {
+                let stack = Stack::start().await;
+                stack.add_app(1).await;
+                for document in documents() {
+                    stack.put_rule(serde_json::to_value(document).unwrap()).await;
+                }
+                let handler = endpoint(AppToken::new(&stack.enforcing(SystemClock)));
+                let verifier = GitHubOidc::new(&stack.github.oidc_issuer(), "appcreds", Arc::new(SystemClock)).unwrap();
+                let token =
+                    stack.github.oidc_token(&stack.github.oidc_claims("octo-org/hello-world", "appcreds", json!({})));
+                verifier.verify(&token).await.unwrap();
+                (stack, handler, verifier, token)
+            });
+            let logs = appcreds_tests::logs_to_sink();
+            let event = UrlRequest::post_json("/tokens/app", &json!({"appId": 1})).event_json().to_string();
+            rt.block_on(appcreds_tests::expect_ok(&handler, &event));
+            (stack, handler, verifier, token, event, logs)
+        })
+    };
+    group.bench_function("app-token request, 1,000 rules enforced (cached), JWT cached", |b| {
+        let (_, handler, _, _, event, _) = ready();
+        b.to_async(&rt).iter(|| appcreds_tests::expect_ok(handler, event))
     });
-    let _logs = appcreds_tests::logs_to_sink();
-    let event = UrlRequest::post_json("/tokens/app", &json!({"appId": 1})).event_json().to_string();
-    let call = || appcreds_tests::expect_ok(&handler, &event);
-    rt.block_on(call());
-    group
-        .bench_function("app-token request, 1,000 rules enforced (cached), JWT cached", |b| b.to_async(&rt).iter(call));
     group.bench_function("verify a GitHub Actions OIDC token, JWKS cached", |b| {
-        b.to_async(&rt).iter(|| async { verifier.verify(&token).await.unwrap() })
+        let (_, _, verifier, token, _, _) = ready();
+        b.to_async(&rt).iter(|| async { verifier.verify(token).await.unwrap() })
     });
     group.finish();
-    drop(stack);
 }
-
-criterion_group!(benches, access);
-criterion_main!(benches);
