@@ -8,30 +8,15 @@ the README's table, and, for the functions behind a Function URL, the client and
 """
 
 import re
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML with CloudFormation's short forms (`!Ref`, `!Sub`, ...) read as one-key maps."""
-
-
-def _tagged(loader, suffix, node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {suffix: value}
-
-
-_Loader.add_multi_constructor("!", _tagged)
+sys.path.insert(0, str(ROOT / "scripts"))
+import language_extensions  # noqa: E402  (scripts/, not a package)
 
 
 def the_list():
@@ -47,7 +32,7 @@ def pascal(name):
 @pytest.fixture(scope="module")
 def template_functions():
     """The template's functions: {name from CodeUri: (logical ID, properties, metadata)}."""
-    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=_Loader)
+    template = language_extensions.load((ROOT / "template.yaml").read_text())
     found = {}
     for logical_id, resource in template["Resources"].items():
         if isinstance(resource, dict) and resource.get("Type") == "AWS::Serverless::Function":

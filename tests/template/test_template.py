@@ -176,30 +176,8 @@ EXPECTED = {
 }
 
 
-class CfnLoader(yaml.SafeLoader):
-    """A YAML loader that turns CloudFormation's short tags into their long form."""
-
-
-def _tag(name):
-    def construct(loader, node):
-        if isinstance(node, yaml.ScalarNode):
-            value = loader.construct_scalar(node)
-            if name == "Fn::GetAtt":
-                value = value.split(".", 1)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)
-        return {"Ref": value} if name == "Ref" else {name: value}
-
-    return construct
-
-
-for _short in ["Ref", "Condition"]:
-    CfnLoader.add_constructor(f"!{_short}", _tag(_short))
-for _fn in ["GetAtt", "Sub", "Join", "If", "Equals", "Not", "And", "Or", "Select", "Split", "FindInMap",
-            "ImportValue", "GetAZs", "Base64", "Cidr"]:
-    CfnLoader.add_constructor(f"!{_fn}", _tag(f"Fn::{_fn}"))
+# CloudFormation's short tags (!Ref, !Sub, ...) read in their long form: the loader the expansion uses.
+CfnLoader = language_extensions.Loader
 
 
 class PolicyLoader:
