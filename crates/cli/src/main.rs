@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use commands::Context;
 use commands::access::AccessCommand;
 use commands::call::{CallCommand, OidcArgs, UrlArgs};
+use commands::exec::ExecArgs;
+use commands::git_credential::GitCredentialArgs;
 use commands::key::KeyCommand;
 use commands::revoke::RevokeArgs;
 use commands::rotation::RotationCommand;
@@ -81,6 +83,22 @@ enum Command {
     /// The token is read from the variable named by --token-env, or from standard input; never
     /// from the command line, where the process list would show it.
     Revoke(RevokeArgs),
+    /// A git credential helper: for `get` on the GitHub host, a token for the repository git asks
+    /// about, with its expiry; `store` and `erase` are ignored (no token is written anywhere).
+    ///
+    /// Configure it with credential.useHttpPath, so that git names the repository (docs/cli.md):
+    ///
+    /// git config --global credential.https://github.com.helper '!appcreds git-credential --app-id 123456'
+    ///
+    /// git config --global credential.https://github.com.useHttpPath true
+    // The lines above are the help text (clap), where a URL is a shell word, not a link.
+    #[allow(rustdoc::bare_urls)]
+    GitCredential(GitCredentialArgs),
+    /// Run a command with an installation token, minted just now, in GH_TOKEN and GITHUB_TOKEN.
+    ///
+    /// The token is not printed. The command's exit status is appcreds' own (on Unix appcreds
+    /// becomes the command). Example: appcreds exec --app-id 123456 --owner octo-org -- gh pr list
+    Exec(ExecArgs),
 }
 
 #[tokio::main]
@@ -107,6 +125,8 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Access(command) => commands::access::run(&ctx, command).await,
         Command::Rotation(command) => commands::rotation::run(&ctx, command).await,
         Command::Call(command) => commands::call::run(&ctx, &cli.urls, &cli.oidc, command).await,
+        Command::GitCredential(args) => commands::git_credential::run(&ctx, &cli.urls, &cli.oidc, args).await,
+        Command::Exec(args) => commands::exec::run(&ctx, &cli.urls, &cli.oidc, args).await,
         Command::Revoke(args) => commands::revoke::run(args, ctx.json_out).await.map_err(CliError::from),
     }
 }

@@ -7,6 +7,8 @@ fn appcreds(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_appcreds"))
         .args(args)
         .env_remove("GITHUB_ACTIONS")
+        .env_remove("APPCREDS_APP_ID")
+        .env_remove("GITHUB_API_URL")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .unwrap();
@@ -36,6 +38,11 @@ fn every_bad_flag_is_a_usage_error_naming_the_flag() {
         (&["--output", "yaml", "refresh"], "--output"),
         (&["refresh", "--bogus"], "--bogus"),
         (&["nonsense"], "nonsense"),
+        (&["git-credential", "get"], "--app-id"),
+        (&["git-credential", "--app-id", "1", "--permission", "contents", "get"], "--permission"),
+        (&["git-credential", "--app-id", "1", "--github-api-url", "ghes", "get"], "--github-api-url"),
+        (&["exec", "--app-id", "1", "--owner", "a"], "<CMD>"),
+        (&["exec", "--app-id", "1", "--", "true"], "--node-id"),
     ];
     for (args, flag) in cases {
         let (code, stderr) = appcreds(args);

@@ -94,7 +94,7 @@ pub struct TokenArgs {
     permissions: Vec<(String, String)>,
 }
 
-fn parse_permission(s: &str) -> Result<(String, String), String> {
+pub(super) fn parse_permission(s: &str) -> Result<(String, String), String> {
     let (name, level) = s.split_once('=').ok_or_else(|| format!("expected NAME=LEVEL, got {s:?}"))?;
     if !["read", "write", "admin"].contains(&level) {
         return Err(format!("level must be read, write or admin, not {level:?}"));
@@ -148,7 +148,7 @@ pub async fn run(ctx: &Context<'_>, urls: &UrlArgs, oidc: &OidcArgs, command: &C
 
 /// The client on the Function URLs of the flags, else the environment, else (when `missing` says
 /// the one needed is not there) the stack's outputs; with the job's OIDC token unless told not to.
-async fn connect(
+pub(super) async fn connect(
     ctx: &Context<'_>,
     flags: &UrlArgs,
     oidc: &OidcArgs,
@@ -192,7 +192,10 @@ async fn connect(
     }
 }
 
-async fn installation_token(client: &Client, args: &TokenArgs) -> Result<InstallationTokenResponse, CliError> {
+pub(super) async fn installation_token(
+    client: &Client,
+    args: &TokenArgs,
+) -> Result<InstallationTokenResponse, CliError> {
     let target = match (&args.node_id, &args.owner, &args.repository, &args.enterprise) {
         (Some(n), _, _, _) => Target::NodeId(n.clone()),
         (_, Some(o), _, _) => Target::Owner(o.clone()),

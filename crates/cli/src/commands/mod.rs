@@ -4,6 +4,8 @@
 
 pub mod access;
 pub mod call;
+pub mod exec;
+pub mod git_credential;
 pub mod key;
 pub mod revoke;
 pub mod rotation;

@@ -1,0 +1,394 @@
+#![allow(clippy::unwrap_used)]
+//! A real `git` asks `appcreds git-credential` for credentials, alone and behind git's own
+//! `credential-cache`; and `appcreds exec` runs a command with a token. A loopback Function URL
+//! mints each token at the GitHub double for the target and scope the CLI asked for, and records
+//! the requests; the double issues short-lived tokens where a test needs to see one expire.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use appcreds_core::domain::clock::rfc3339;
+use appcreds_testkit::github::{GitHubDouble, Installation};
+use appcreds_testkit::unique;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+const APP: i64 = 1501;
+/// The repository the loopback function refuses, as an access rule would.
+const REFUSED: &str = "octo-org/secret";
+
+/// The GitHub double, a Function URL in front of it, what that was asked, and a directory that
+/// is every process's HOME and TMPDIR.
+struct Setup {
+    github: Arc<GitHubDouble>,
+    url: String,
+    asked: Arc<Mutex<Vec<Value>>>,
+    dir: PathBuf,
+}
+
+impl Setup {
+    async fn start() -> Setup {
+        let github = Arc::new(GitHubDouble::start().await.unwrap());
+        github.install(Installation::org(APP, 71, "octo-org", &[(7101, "hello-world"), (7102, "docs")]));
+        let asked: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let (double, recorded) = (github.clone(), asked.clone());
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let (double, recorded) = (double.clone(), recorded.clone());
+            async move {
+                let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+                recorded.lock().unwrap().push(body.clone());
+                mint(&double, &body)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = std::env::temp_dir().join(unique("appcreds-git"));
+        std::fs::create_dir_all(dir.join("home")).unwrap();
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        Setup { github, url, asked, dir }
+    }
+
+    /// `program args` with test AWS credentials, the Function URL, and HOME and TMPDIR in the
+    /// test's directory; `input` on standard input. On a blocking thread, so that the test's
+    /// runtime keeps serving the Function URL meanwhile.
+    async fn run(&self, program: &str, args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .current_dir(&self.dir)
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("GITHUB_API_URL")
+            .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
+            .env_remove("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+            .env_remove("APPCREDS_STACK")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("GIT_ASKPASS")
+            .env_remove("SSH_ASKPASS")
+            .env("HOME", self.dir.join("home"))
+            .env("TMPDIR", self.dir.join("tmp"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("APPCREDS_INSTALLATION_TOKEN_URL", &self.url)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let input = input.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut child = cmd.spawn().unwrap();
+            // A helper that answers without reading may close its end first: that is no failure.
+            let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// `git -c … credential OPERATION` with `helpers` in this order (git's own list reset first)
+    /// and credential.useHttpPath.
+    async fn git_credential(&self, helpers: &[String], operation: &str, input: &str) -> Output {
+        let mut args = vec!["-c".to_string(), "credential.helper=".into()];
+        for helper in helpers {
+            args.extend(["-c".to_string(), format!("credential.helper={helper}")]);
+        }
+        args.extend(["-c".into(), "credential.useHttpPath=true".into(), "credential".into(), operation.into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run("git", &args, input, &[]).await
+    }
+
+    /// Every regular file under the test's directory that holds `token`.
+    fn files_holding(&self, token: &str) -> Vec<PathBuf> {
+        fn walk(dir: &Path, token: &str, found: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                let kind = entry.file_type().unwrap();
+                if kind.is_dir() {
+                    walk(&path, token, found);
+                } else if kind.is_file()
+                    && std::fs::read(&path).unwrap().windows(token.len()).any(|w| w == token.as_bytes())
+                {
+                    found.push(path);
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(&self.dir, token, &mut found);
+        found
+    }
+}
+
+/// The loopback installation-token function: refuses [`REFUSED`]; otherwise mints at the double
+/// for the owner's installation, with exactly the repositories and permissions asked for.
+fn mint(github: &GitHubDouble, body: &Value) -> axum::response::Response {
+    let (owner, repository) = match (body["repository"].as_str(), body["owner"].as_str()) {
+        (Some(r), _) => (r.split('/').next().unwrap_or_default(), Some(r)),
+        (None, Some(o)) => (o, None),
+        _ => return (StatusCode::BAD_REQUEST, "no target").into_response(),
+    };
+    if repository == Some(REFUSED) {
+        let answer = json!({"message": format!("no access rule allows repository {REFUSED}")});
+        let mut resp = (StatusCode::FORBIDDEN, axum::Json(answer)).into_response();
+        resp.headers_mut().insert("x-amzn-errortype", "AccessDeniedException".parse().unwrap());
+        return resp;
+    }
+    assert_eq!(owner, "octo-org");
+    let scope = &body["scopeDown"];
+    let permissions: Vec<(&str, &str)> = scope["permissions"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default()))
+        .collect();
+    let names: Option<Vec<&str>> =
+        scope["repositoryNames"].as_array().map(|n| n.iter().filter_map(Value::as_str).collect());
+    let token = github.issue_scoped_token_for_test(71, &permissions, names.as_deref());
+    let expires = rfc3339(github.issued(&token).unwrap().expires_at);
+    axum::Json(json!({
+        "installationToken": token, "nodeId": "O_kgDOocto-org", "appId": APP, "installationId": 71,
+        "expirationTime": expires, "requestedScopeDown": scope, "actualScopeDown": scope
+    }))
+    .into_response()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The `key=value` lines of git's answer.
+fn fields(out: &Output) -> BTreeMap<String, String> {
+    text(&out.stdout).lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// The helper as git runs it: `!'<appcreds>' git-credential …`.
+fn helper(flags: &str) -> String {
+    format!("!'{}' git-credential --app-id {APP} {flags}", env!("CARGO_BIN_EXE_appcreds"))
+}
+
+fn request(host: &str, path: Option<&str>) -> String {
+    let path = path.map(|p| format!("path={p}\n")).unwrap_or_default();
+    format!("protocol=https\nhost={host}\n{path}\n")
+}
+
+#[tokio::test]
+async fn git_fills_a_token_for_exactly_the_repository_it_asks_about_with_its_expiry() {
+    let s = Setup::start().await;
+    let helpers = [helper("--permission contents=write")];
+    let mut tokens = Vec::new();
+    for name in ["hello-world", "docs"] {
+        let out =
+            s.git_credential(&helpers, "fill", &request("github.com", Some(&format!("octo-org/{name}.git")))).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let answer = fields(&out);
+        assert_eq!(answer["username"], "x-access-token");
+        assert_eq!(answer["path"], format!("octo-org/{name}.git"));
+        let issued = s.github.issued(&answer["password"]).unwrap_or_else(|| panic!("not the double's: {answer:?}"));
+        assert_eq!(issued.installation_id, 71);
+        assert_eq!(issued.repositories, Some(vec![name.to_string()]), "exactly the repository git asked about");
+        assert_eq!(issued.permissions, BTreeMap::from([("contents".into(), "write".into())]));
+        assert_eq!(answer["password_expiry_utc"], issued.expires_at.to_string());
+        assert!((issued.expires_at - unix_now() - 3600).abs() < 60, "GitHub's hour: {}", issued.expires_at);
+        assert!(!text(&out.stderr).contains(&answer["password"]));
+        tokens.push(answer["password"].clone());
+    }
+    assert_ne!(tokens[0], tokens[1]);
+    let asked = s.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2);
+    assert_eq!(asked[0]["appId"], APP);
+    assert_eq!(asked[0]["repository"], "octo-org/hello-world");
+    assert_eq!(
+        asked[0]["scopeDown"],
+        json!({"repositoryNames": ["hello-world"], "permissions": {"contents": "write"}})
+    );
+
+    // Without a flag, contents: read; with APPCREDS_GIT_PERMISSIONS, those.
+    let input = request("github.com", Some("octo-org/docs"));
+    let out = s.run(env!("CARGO_BIN_EXE_appcreds"), &["git-credential", "--app-id", "1501", "get"], &input, &[]).await;
+    let issued = s.github.issued(&fields(&out)["password"]).unwrap();
+    assert_eq!(issued.permissions, BTreeMap::from([("contents".into(), "read".into())]));
+    let env = [("APPCREDS_GIT_PERMISSIONS", "contents=write,pull_requests=read"), ("APPCREDS_APP_ID", "1501")];
+    let out = s.run(env!("CARGO_BIN_EXE_appcreds"), &["git-credential", "get"], &input, &env).await;
+    let issued = s.github.issued(&fields(&out)["password"]).unwrap();
+    let want = BTreeMap::from([("contents".into(), "write".into()), ("pull_requests".into(), "read".into())]);
+    assert_eq!(issued.permissions, want);
+}
+
+/// git's credential-cache in front: a second fill is the cached token while it is valid; once it
+/// has expired git drops it, and the helper mints a new one.
+#[tokio::test]
+async fn a_cache_in_front_serves_the_token_until_it_expires_then_a_new_one_is_minted() {
+    let s = Setup::start().await;
+    s.github.set_token_lifetime(Duration::from_secs(5));
+    let socket = s.dir.join("cache").join("socket");
+    let cache = format!("cache --socket='{}' --timeout=300", socket.display());
+    let helpers = [cache, helper("")];
+    let input = request("github.com", Some("octo-org/hello-world.git"));
+
+    let first = s.git_credential(&helpers, "fill", &input).await;
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let token = fields(&first)["password"].clone();
+    let expiry: i64 = fields(&first)["password_expiry_utc"].parse().unwrap();
+    assert_eq!(expiry, s.github.issued(&token).unwrap().expires_at);
+    // What git does after a fetch that worked: every helper is told to store it.
+    let approved = s.git_credential(&helpers, "approve", &text(&first.stdout)).await;
+    assert!(approved.status.success(), "{}", text(&approved.stderr));
+
+    let second = s.git_credential(&helpers, "fill", &input).await;
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert!(unix_now() < expiry, "too slow to see the cache while the token is valid");
+    assert_eq!(fields(&second)["password"], token, "served from the cache");
+    assert_eq!(s.asked.lock().unwrap().len(), 1, "no second mint");
+
+    tokio::time::sleep(Duration::from_secs((expiry - unix_now() + 1).max(0) as u64)).await;
+    let third = s.git_credential(&helpers, "fill", &input).await;
+    assert!(third.status.success(), "{}", text(&third.stderr));
+    let renewed = fields(&third)["password"].clone();
+    assert_ne!(renewed, token, "the expired token is never handed out");
+    assert!(fields(&third)["password_expiry_utc"].parse::<i64>().unwrap() > unix_now());
+    assert_eq!(s.github.issued(&renewed).unwrap().repositories, Some(vec!["hello-world".to_string()]));
+    assert_eq!(s.asked.lock().unwrap().len(), 2);
+
+    let _ = s.run("git", &["credential-cache", &format!("--socket={}", socket.display()), "exit"], "", &[]).await;
+    assert!(s.files_holding(&token).is_empty() && s.files_holding(&renewed).is_empty(), "no token on disk");
+}
+
+/// Other hosts and protocols, paths that name no repository, another owner than --owner: no answer
+/// and exit 0, so that git asks its next helper; nothing is asked of appcreds.
+#[tokio::test]
+async fn requests_for_other_hosts_get_no_answer_and_git_goes_on() {
+    let s = Setup::start().await;
+    let appcreds = env!("CARGO_BIN_EXE_appcreds");
+    let ghes = ["git-credential", "--app-id", "1501", "--github-api-url", "https://ghes.example.com/api/v3", "get"];
+    let owned = ["git-credential", "--app-id", "1501", "--owner", "octo-org", "get"];
+    let plain = ["git-credential", "--app-id", "1501", "get"];
+    let cases: [(&[&str], String); 7] = [
+        (&plain, request("gitlab.com", Some("octo-org/hello-world.git"))),
+        (&plain, "protocol=http\nhost=github.com\npath=octo-org/hello-world.git\n\n".into()),
+        (&plain, request("github.com", Some("octo-org"))),
+        (&plain, request("github.com", None)),
+        (&owned, request("github.com", Some("octocat/dotfiles"))),
+        (&ghes, request("github.com", Some("octo-org/hello-world"))),
+        (&plain, request("ghes.example.com", Some("octo-org/hello-world"))),
+    ];
+    for (args, input) in &cases {
+        let out = s.run(appcreds, args, input, &[]).await;
+        assert_eq!(out.status.code(), Some(0), "{args:?} {input:?}: {}", text(&out.stderr));
+        assert!(out.stdout.is_empty(), "{args:?} {input:?}: {}", text(&out.stdout));
+    }
+    assert!(s.asked.lock().unwrap().is_empty(), "nothing was minted");
+
+    // GHES: its own host is answered; --owner without a path: that owner's installation.
+    let out = s.run(appcreds, &ghes, &request("ghes.example.com", Some("octo-org/hello-world")), &[]).await;
+    assert!(s.github.issued(&fields(&out)["password"]).is_some(), "{}", text(&out.stderr));
+    let out = s.run(appcreds, &owned, &request("github.com", None), &[]).await;
+    let issued = s.github.issued(&fields(&out)["password"]).unwrap();
+    assert_eq!(issued.repositories, None, "all of the owner's installation");
+    assert_eq!(s.asked.lock().unwrap()[1]["owner"], "octo-org");
+
+    // Through git: nobody answers for gitlab.com, and with prompts off git gives up.
+    let out = s.git_credential(&[helper("")], "fill", &request("gitlab.com", Some("a/b.git"))).await;
+    assert!(!out.status.success());
+    assert!(!text(&out.stdout).contains("password="));
+    assert_eq!(s.asked.lock().unwrap().len(), 2);
+}
+
+/// A refusal is an error on standard error and a non-zero exit; git gets no password.
+#[tokio::test]
+async fn a_refused_repository_is_an_error_and_no_answer() {
+    let s = Setup::start().await;
+    let input = request("github.com", Some(&format!("{REFUSED}.git")));
+    let out = s.run(env!("CARGO_BIN_EXE_appcreds"), &["git-credential", "--app-id", "1501", "get"], &input, &[]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    assert!(
+        text(&out.stderr).contains(&format!("no access rule allows repository {REFUSED}")),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = s.git_credential(&[helper("")], "fill", &input).await;
+    assert!(!out.status.success());
+    assert!(!text(&out.stdout).contains("password="));
+    assert!(s.github.issued_tokens().is_empty());
+}
+
+/// `store` and `erase` read git's request and do nothing: no file appears anywhere.
+#[tokio::test]
+async fn store_and_erase_write_nothing() {
+    let s = Setup::start().await;
+    let token = s.github.issue_scoped_token_for_test(71, &[("contents", "read")], Some(&["hello-world"]));
+    let expiry = s.github.issued(&token).unwrap().expires_at;
+    let credential = format!(
+        "protocol=https\nhost=github.com\npath=octo-org/hello-world.git\nusername=x-access-token\npassword={token}\npassword_expiry_utc={expiry}\n\n"
+    );
+    for operation in ["approve", "reject"] {
+        let out = s.git_credential(&[helper("")], operation, &credential).await;
+        assert!(out.status.success(), "{operation}: {}", text(&out.stderr));
+    }
+    for operation in ["store", "erase", "frobnicate"] {
+        let args = ["git-credential", "--app-id", "1501", operation];
+        let out = s.run(env!("CARGO_BIN_EXE_appcreds"), &args, &credential, &[]).await;
+        assert_eq!(out.status.code(), Some(0), "{operation}: {}", text(&out.stderr));
+        assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{operation}");
+    }
+    assert!(s.asked.lock().unwrap().is_empty());
+    assert!(s.files_holding(&token).is_empty());
+    for dir in ["home", "tmp"] {
+        assert_eq!(std::fs::read_dir(s.dir.join(dir)).unwrap().count(), 0, "{dir} stays empty");
+    }
+}
+
+/// `exec` hands the command the token in GH_TOKEN and GITHUB_TOKEN, prints it nowhere, and its
+/// exit status is the command's, a signal included.
+#[tokio::test]
+async fn exec_runs_the_command_with_the_token_and_its_exit_status() {
+    let s = Setup::start().await;
+    let appcreds = env!("CARGO_BIN_EXE_appcreds");
+    let token_args =
+        ["exec", "--app-id", "1501", "--repository", "octo-org/hello-world", "--repositories", "hello-world", "--"];
+    let script = r#"test -n "$GH_TOKEN" && test "$GH_TOKEN" = "$GITHUB_TOKEN" && printf %s "$GH_TOKEN" > seen; exit 7"#;
+    let args: Vec<&str> = token_args.iter().copied().chain(["sh", "-c", script]).collect();
+    let out = s.run(appcreds, &args, "", &[]).await;
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    let token = std::fs::read_to_string(s.dir.join("seen")).unwrap();
+    let issued = s.github.issued(&token).unwrap_or_else(|| panic!("not the double's: {token}"));
+    assert_eq!(issued.repositories, Some(vec!["hello-world".to_string()]));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "nothing printed");
+
+    // In GitHub Actions, only the line that tells the runner to mask it, on standard error: the
+    // command's standard output stays its own (it may be captured where no mask applies).
+    let args: Vec<&str> = token_args.iter().copied().chain(["sh", "-c", "printf %s \"$GH_TOKEN\" > seen"]).collect();
+    let out = s.run(appcreds, &args, "", &[("GITHUB_ACTIONS", "true")]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let token = std::fs::read_to_string(s.dir.join("seen")).unwrap();
+    assert_eq!(text(&out.stderr), format!("::add-mask::{token}\n"));
+    assert!(out.stdout.is_empty(), "nothing on the command's standard output");
+
+    let args: Vec<&str> = token_args.iter().copied().chain(["sh", "-c", "kill -TERM $$"]).collect();
+    let out = s.run(appcreds, &args, "", &[]).await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(15), "{:?}", out.status);
+    }
+    let args: Vec<&str> = token_args.iter().copied().chain(["/nonexistent/command"]).collect();
+    let out = s.run(appcreds, &args, "", &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot run /nonexistent/command"), "{}", text(&out.stderr));
+    let out = s.run(appcreds, &["exec", "--app-id", "1501", "--owner", "octo-org"], "", &[]).await;
+    assert_eq!(out.status.code(), Some(2), "a command is required: {}", text(&out.stderr));
+    assert_eq!(s.asked.lock().unwrap().len(), 4, "the usage error asked for nothing");
+}
