@@ -418,3 +418,26 @@ async fn made_up_spellings_and_logins_cost_github_no_lookups_of_their_own() {
     );
     assert_eq!(stack.github.calls("GET /app/installations"), 1, "one listing for 21 names: {calls:?}");
 }
+
+/// **(ext)** The pre-flight check runs only after the rules allowed the request: a caller no rule
+/// allows is refused by the rules, in their words, whatever the installation grants; an allowed
+/// request whose grant (here the rule's whole ceiling, for a request without `scopeDown`) goes
+/// beyond the installation is refused naming the permission, before any mint.
+#[tokio::test]
+async fn the_installation_is_checked_only_after_the_rules_allowed() {
+    let stack = stack().await;
+    let mut rule = release_rule();
+    rule["permissions"] = json!({"contents": "write", "pull_requests": "read"});
+    stack.put_rule(rule).await;
+    let handler = endpoint(InstallationToken::new(&stack.enforcing(SystemClock)));
+    let stranger = "arn:aws:sts::123456789012:assumed-role/stranger/s";
+    let reply = post_as(&handler, "/tokens/installation", stranger, json!({"appId": APP, "owner": "octo-org"})).await;
+    assert!(denied(&reply).contains("no access rule allows"), "{:?}", reply.body);
+    let reply = post(&handler, "/tokens/installation", json!({"appId": APP, "owner": "octo-org"})).await;
+    assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")), "{:?}", reply.body);
+    assert_eq!(
+        reply.body["message"],
+        format!("the installation of App {APP} on octo-org does not grant permission pull_requests: read")
+    );
+    assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 0);
+}

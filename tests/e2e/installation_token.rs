@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use appcreds_core::ports::InstallationRecord;
+use appcreds_core::ports::{InstallationRecord, InstallationStore};
 use appcreds_tests::github::{Fault, FaultKind, Installation};
 use appcreds_tests::lambda::{Reply, UrlRequest};
 use appcreds_tests::{Logs, Stack, send};
@@ -183,22 +183,16 @@ async fn invalid_scopes_are_refused_before_github_with_their_field_paths() {
 async fn githubs_refusals_are_client_errors_with_its_message() {
     let stack = stack().await;
     let handler = stack.installation_token_handler();
-    // The installation did not grant administration.
-    let reply = post(
-        &handler,
-        json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": {"permissions": {"administration": "read"}}}),
-    )
-    .await;
-    assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")), "{:?}", reply.body);
-    assert_eq!(reply.body["message"], "GitHub: The permissions requested are not granted to this installation.");
-    assert_eq!(reply.body["documentationUrl"], "https://docs.github.com/rest", "(ext) GitHub's documentation_url too");
+    // A repository the installation lacks: GitHub's 422 (permissions it lacks are refused before
+    // the mint: `permissions_the_installation_lacks_are_refused_before_the_mint`).
     let reply = post(
         &handler,
         json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": {"repositoryNames": ["not-installed"]}}),
     )
     .await;
-    assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")));
-    assert!(reply.body["message"].as_str().unwrap().contains("at least one repository"));
+    assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")), "{:?}", reply.body);
+    assert!(reply.body["message"].as_str().unwrap().starts_with("GitHub: There is at least one repository"));
+    assert_eq!(reply.body["documentationUrl"], "https://docs.github.com/rest", "(ext) GitHub's documentation_url too");
     let reply = post(&handler, json!({"appId": APP, "nodeId": "O_kgDOnobody"})).await;
     assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")));
     assert_eq!(reply.body["message"], format!("App {APP} has no installation for node ID O_kgDOnobody"));
@@ -451,4 +445,144 @@ async fn the_slug_is_best_effort_and_its_failure_is_cached() {
         assert!(body.get("appSlug").is_none());
     }
     assert_eq!(stack.github.calls("GET /app"), asked, "the failure is kept; GitHub is not asked again");
+}
+
+/// **(ext)** The proof after the mint: a GitHub that answers wider than asked (here every
+/// permission and repository of the installation for one repository's `contents: read`) has its
+/// token revoked at once; the caller gets `ServerSideError`, and one audit line says so, with the
+/// token's SHA-256 and never the token.
+#[tokio::test]
+async fn a_token_wider_than_asked_is_revoked_and_never_handed_out() {
+    let logs = Logs::capture();
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    stack.github.answer_mints_too_wide(true);
+    let scope = json!({"repositoryNames": ["hello-world"], "permissions": {"contents": "read"}});
+    let asked = json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": scope});
+    let reply = post(&handler, asked.clone()).await;
+    assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")), "{:?}", reply.body);
+    assert!(reply.body.get("installationToken").is_none());
+
+    let issued = stack.github.issued_tokens();
+    assert_eq!(issued.len(), 1, "one mint");
+    let wide = &issued[0];
+    assert_eq!(wide.repositories, None, "the double granted every repository");
+    assert!(wide.revoked, "exactly the token minted was revoked");
+    assert_eq!(stack.github.calls("DELETE /installation/token"), 1);
+
+    let audit = logs.lines_for("appcreds::audit");
+    assert_eq!(audit.len(), 1, "one audit line, no `credential issued`: {audit:?}");
+    let line = &audit[0]["fields"];
+    assert_eq!(line["message"], "installation token wider than asked: revoked");
+    assert_eq!(line["token_sha256"], appcreds_core::Secret::new(wide.token.clone()).sha256_hex());
+    assert_eq!(line["installation_id"], 71);
+    assert_eq!(line["revoked"], true);
+    assert!(line["wider"].as_str().unwrap().contains("issues"), "names what was wider: {line}");
+    assert!(!logs.text().contains(&wide.token), "no token in the logs");
+
+    // A GitHub that answers as asked: the token is handed out.
+    stack.github.answer_mints_too_wide(false);
+    let body = ok(&post(&handler, asked).await).clone();
+    assert_eq!(body["actualScopeDown"]["repositoryNames"], json!(["hello-world"]));
+}
+
+/// **(ext)** The pre-flight check: a request for a permission the installation does not grant, or
+/// at a higher level, is refused before the mint with a `ClientSideError` that names it (GitHub's
+/// own 422 named nothing). The installation's permissions come with its lookup at no extra cost.
+#[tokio::test]
+async fn permissions_the_installation_lacks_are_refused_before_the_mint() {
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    let ask =
+        |permissions: Value| json!({"appId": APP, "owner": "octo-org", "scopeDown": {"permissions": permissions}});
+    let reply = post(&handler, ask(json!({"contents": "read", "administration": "read"}))).await;
+    assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")), "{:?}", reply.body);
+    assert_eq!(
+        reply.body["message"],
+        "the installation of App 500 on octo-org does not grant permission administration: read"
+    );
+    assert!(reply.body.get("documentationUrl").is_none(), "appcreds' own refusal");
+    // An installation that grants contents at a lower level than asked.
+    let mut readers = Installation::org(APP, 73, "readers", &[(7301, "site")]);
+    readers.permissions.insert("contents".into(), "read".into());
+    stack.github.install(readers);
+    let asked = json!({"appId": APP, "owner": "readers", "scopeDown": {"permissions": {"contents": "write"}}});
+    let reply = post(&handler, asked).await;
+    assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")), "{:?}", reply.body);
+    assert_eq!(
+        reply.body["message"],
+        "the installation of App 500 on readers does not grant permission contents: write (it grants read)"
+    );
+    assert_eq!(stack.github.calls("POST /app/installations/73/access_tokens"), 0, "never minted");
+    assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 0, "never minted");
+    assert_eq!(stack.github.calls("GET /app/installations/71"), 0, "the lookup gave the permissions");
+    ok(&post(&handler, ask(json!({"issues": "write", "contents": "write"}))).await);
+}
+
+/// **(ext)** The pre-flight check of an installation known from the table: its row holds what
+/// the installation grants (written with it), but a row may be stale, so a refusal is confirmed
+/// once by `GET /app/installations/{id}` and GitHub's answer kept for 30 s: refusals in a row cost
+/// GitHub one call. A row without it (as an earlier version wrote it) is completed by the same
+/// call and written back.
+#[tokio::test]
+async fn the_pre_flight_check_of_a_table_row_is_confirmed_once_before_refusing() {
+    let stack = stack().await;
+    ok(&post(&stack.installation_token_handler(), json!({"appId": APP, "nodeId": "O_kgDOocto-org"})).await);
+    let asked =
+        json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": {"permissions": {"pull_requests": "read"}}});
+    let refused = |reply: Reply| {
+        assert_eq!((reply.status, reply.error_type.as_deref()), (400, Some("ClientSideError")), "{:?}", reply.body);
+        assert!(reply.body["message"].as_str().unwrap().ends_with("does not grant permission pull_requests: read"));
+    };
+    // A fresh function: the table knows the installation, and what it grants.
+    let handler = stack.installation_token_handler();
+    for _ in 0..3 {
+        refused(post(&handler, asked.clone()).await);
+    }
+    assert_eq!(stack.github.calls("GET /app/installations/71"), 1, "the row's refusal confirmed once");
+    assert_eq!(stack.github.calls("GET /app/installations"), 1, "listed once, by the first request");
+    assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 1, "only the first request minted");
+
+    // A row without it: asked once, kept, and written back for the next function.
+    let bare = stack.installation_rows().await;
+    stack.installation_store().write(bare, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    let handler = stack.installation_token_handler();
+    for _ in 0..3 {
+        refused(post(&handler, asked.clone()).await);
+    }
+    assert_eq!(stack.github.calls("GET /app/installations/71"), 2, "asked once, then kept");
+    let row = stack.installation_store().get_row(APP, "O_kgDOocto-org").await.unwrap().unwrap();
+    assert_eq!(row.grants.unwrap().permissions["contents"], "write", "written back");
+    assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 1);
+}
+
+/// **(ext)** A stale row never refuses a valid request: the row says `contents: read`, but the
+/// owner has since accepted `contents: write`. The refusal the row would give is asked of GitHub
+/// (one `GET /app/installations/{id}`), whose answer allows it: the token is minted, the row
+/// written again, and the next request costs no more calls.
+#[tokio::test]
+async fn a_stale_row_is_asked_again_before_it_refuses() {
+    use appcreds_core::domain::scope::InstallationGrants;
+    let stack = stack().await;
+    ok(&post(&stack.installation_token_handler(), json!({"appId": APP, "nodeId": "O_kgDOocto-org"})).await);
+    let store = stack.installation_store();
+    let mut row = store.get_row(APP, "O_kgDOocto-org").await.unwrap().unwrap();
+    assert_eq!(row.grants.as_ref().unwrap().permissions["contents"], "write", "the double's installation");
+    let stale = InstallationGrants {
+        permissions: [("contents".to_string(), "read".to_string())].into(),
+        repository_selection: "selected".into(),
+    };
+    row.grants = Some(stale);
+    store.write_rows(vec![row], Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+
+    let handler = stack.installation_token_handler();
+    let asked = json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": {"permissions": {"contents": "write"}}});
+    let body = ok(&post(&handler, asked.clone()).await).clone();
+    assert_eq!(body["actualScopeDown"]["permissions"]["contents"], "write");
+    assert_eq!(stack.github.calls("GET /app/installations/71"), 1, "GitHub asked once");
+    let row = store.get_row(APP, "O_kgDOocto-org").await.unwrap().unwrap();
+    assert_eq!(row.grants.unwrap().permissions["contents"], "write", "the row written again");
+    ok(&post(&handler, asked).await);
+    assert_eq!(stack.github.calls("GET /app/installations/71"), 1, "the fresh answer is kept");
+    assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 3);
 }

@@ -412,7 +412,12 @@ async fn a_refused_owner_does_not_stop_the_others() {
         (DestinationStatus::Written, DestinationStatus::Failed)
     );
     let dotfiles = report.destinations.iter().find(|d| d.destination == "repo:octocat/dotfiles").unwrap();
-    assert!(dotfiles.error.as_deref().unwrap().starts_with("no token for octocat: GitHub 422"), "{dotfiles:?}");
+    assert!(
+        dotfiles.error.as_deref().unwrap().starts_with(
+            "no token for octocat: the installation of App 1400 on octocat does not grant permission secrets: write"
+        ),
+        "refused before the mint, naming the permission: {dotfiles:?}"
+    );
     assert!(f.keys().await[&f.old_key], "the old key stays active");
 
     // A 403 on the write itself (the token lacks the permission GitHub wants): recorded too.

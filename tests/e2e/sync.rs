@@ -284,3 +284,42 @@ async fn enterprise_installations_are_synced_and_scanned() {
     let read: Vec<i64> = stack.github.rate_limit_tokens().iter().map(|t| t.installation_id).collect();
     assert!(read.contains(&60702), "the enterprise's limits were read: {read:?}");
 }
+
+/// **(ext)** Each row holds what its installation grants (`Permissions`, `RepositorySelection`),
+/// for the pre-flight check of token requests: written with the row, written again when it
+/// changes at GitHub, and added to a row an earlier version wrote without it.
+#[tokio::test]
+async fn rows_hold_what_each_installation_grants() {
+    use appcreds_core::ports::InstallationStore;
+    const C: i64 = 603;
+    let stack = Stack::start().await;
+    stack.add_app(C).await;
+    install(&stack, C, 0..2);
+    let syncer = stack.syncer();
+    let store = stack.installation_store();
+    let grants = |node_id: String| {
+        let store = &store;
+        async move { store.get_row(C, &node_id).await.unwrap().unwrap().grants }
+    };
+    let c = syncer.run().await.unwrap().apps[0].result.clone().unwrap();
+    assert_eq!((c.listed, c.written), (2, 2));
+    let first = grants(format!("O_kgDOorg{C}x0")).await.expect("written with the row");
+    assert_eq!(first.permissions["contents"], "write");
+    assert_eq!(first.repository_selection, "selected");
+
+    // A permission changed at GitHub: that row is written again, the other is not.
+    let mut changed = Installation::org(C, C * 100_000, &format!("org{C}x0"), &[(0, "repo")]);
+    changed.permissions.insert("pull_requests".into(), "read".into());
+    stack.github.install(changed);
+    let c = syncer.run().await.unwrap().apps[0].result.clone().unwrap();
+    assert_eq!((c.listed, c.written), (2, 1));
+    assert_eq!(grants(format!("O_kgDOorg{C}x0")).await.unwrap().permissions["pull_requests"], "read");
+
+    // A row without it (an earlier version's) gets it on the next run.
+    let bare: Vec<InstallationRecord> = stack.installation_rows().await.into_iter().filter(|r| r.app_id == C).collect();
+    store.write(bare, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    assert_eq!(grants(format!("O_kgDOorg{C}x1")).await, None);
+    let c = syncer.run().await.unwrap().apps[0].result.clone().unwrap();
+    assert_eq!((c.listed, c.written), (2, 2));
+    assert!(grants(format!("O_kgDOorg{C}x1")).await.is_some());
+}

@@ -60,6 +60,10 @@ pub enum Error {
     /// The App has no installation for what the caller named (`ClientSideError`).
     #[error("App {app_id} has no installation for {target}")]
     UnknownInstallation { app_id: i64, target: String },
+    /// **(ext)** The pre-flight check: the access rules allowed the request, but the installation
+    /// does not grant what it asks (`ClientSideError`, before any mint). `what` names it.
+    #[error("the installation of App {app_id} on {account} does not grant {what}")]
+    BeyondInstallation { app_id: i64, account: String, what: String },
     /// The App's row has no `KmsKeyArn` (`ServerSideError`: an operator must import a key).
     #[error("App {0} has no signing key configured")]
     AppKeyMissing(i64),
@@ -106,6 +110,21 @@ pub enum Error {
     /// Another run is rotating this target's key (`ThrottlingException`): one at a time.
     #[error("another run is rotating this key; retry after {retry_after_seconds} s")]
     RotationRunning { retry_after_seconds: u64 },
+    /// **(ext)** GitHub's mint answered a token wider than asked (`ServerSideError`). It is never
+    /// handed out: it was revoked at once (`revoked` says whether GitHub confirmed), and what was
+    /// wider goes to the audit line, not to the caller.
+    #[error("GitHub granted a token wider than asked; {}", too_wide_fate(*.revoked))]
+    TokenTooWide {
+        installation_id: i64,
+        /// The token's SHA-256, hex (never the token).
+        token_sha256: String,
+        /// The same digest in standard base64, as GitHub's audit log names tokens.
+        hashed_token: String,
+        /// What the answer granted beyond the request.
+        wider: String,
+        /// Whether GitHub confirmed the revocation.
+        revoked: bool,
+    },
     /// The request could not finish before the invocation's deadline (`ServerSideError`).
     #[error("the request did not finish within the function's time limit; retry it")]
     OutOfTime,
@@ -119,6 +138,15 @@ pub enum Error {
         #[source]
         source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// What became of a token minted wider than asked, for the caller's message.
+fn too_wide_fate(revoked: bool) -> &'static str {
+    if revoked {
+        "it was revoked and is not handed out"
+    } else {
+        "it is not handed out (GitHub did not confirm its revocation: it expires within the hour)"
+    }
 }
 
 impl Error {
@@ -176,15 +204,17 @@ pub fn error_reply(err: &Error) -> (ErrorName, ErrorBody) {
         Error::GitHubRejected { documentation_url, .. } => {
             (ErrorName::ClientSide, ErrorBody { documentation_url: documentation_url.clone(), ..message() })
         }
-        Error::UnknownApp(_) | Error::UnknownInstallation { .. } | Error::RotationRefused(_) => {
-            (ErrorName::ClientSide, message())
-        }
+        Error::UnknownApp(_)
+        | Error::UnknownInstallation { .. }
+        | Error::BeyondInstallation { .. }
+        | Error::RotationRefused(_) => (ErrorName::ClientSide, message()),
         Error::AppKeyMissing(_)
         | Error::SigningKey(_)
         | Error::Misconfigured(_)
         | Error::GitHubUnauthorized { .. }
         | Error::GitHubRefusedAppcreds { .. }
         | Error::GitHubUnavailable(_)
+        | Error::TokenTooWide { .. }
         | Error::OutOfTime => (ErrorName::ServerSide, message()),
         Error::Throttled { retry_after_seconds, .. }
         | Error::SyncRunning { retry_after_seconds }
@@ -211,5 +241,21 @@ mod tests {
     fn throttling_says_when_to_retry() {
         let (name, body) = error_reply(&Error::Throttled { service: "GitHub", retry_after_seconds: 30 });
         assert_eq!((name.status(), body.retry_after_seconds), (429, Some(30)));
+    }
+
+    #[test]
+    fn a_token_too_wide_says_whether_it_was_revoked() {
+        let too_wide = |revoked| Error::TokenTooWide {
+            installation_id: 71,
+            token_sha256: String::new(),
+            hashed_token: String::new(),
+            wider: "permission issues: write (not asked)".into(),
+            revoked,
+        };
+        let message = |revoked| serde_json::to_value(error_reply(&too_wide(revoked)).1).unwrap()["message"].clone();
+        assert_eq!(message(true), "GitHub granted a token wider than asked; it was revoked and is not handed out");
+        let kept = message(false);
+        assert!(!kept.as_str().unwrap().contains("was revoked"), "{kept}");
+        assert!(!kept.as_str().unwrap().contains("issues"), "what was wider is not the caller's");
     }
 }

@@ -1,5 +1,6 @@
 //! The Installation table in DynamoDB (`AppId` N + `NodeId` S, GSIs `NodeID` and
-//! `InstallationID`) behind the [`InstallationStore`] port.
+//! `InstallationID`) behind the [`InstallationStore`] port. **(ext)** A row may also hold what the
+//! installation grants: `Permissions` (a map of permission to level) and `RepositorySelection`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -9,8 +10,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRe
 
 use crate::aws::{Item, PAGE, dynamo_error, scan_all};
 use crate::deadline;
+use crate::domain::scope::InstallationGrants;
 use crate::error::Error;
-use crate::ports::{InstallationRecord, InstallationStore, TablePosition};
+use crate::ports::{InstallationRecord, InstallationRow, InstallationStore, TablePosition};
 
 /// The Installation table in DynamoDB.
 #[derive(Debug, Clone)]
@@ -65,6 +67,21 @@ fn record(item: &Item) -> Option<InstallationRecord> {
     })
 }
 
+/// A row with what the installation grants, when it holds `Permissions`: a map of strings. Any
+/// other `Permissions` reads as not known, never as a map with entries left out.
+fn row(item: &Item) -> Option<InstallationRow> {
+    let grants = item.get("Permissions").and_then(|p| p.as_m().ok()).and_then(|permissions| {
+        Some(InstallationGrants {
+            permissions: permissions
+                .iter()
+                .map(|(k, v)| Some((k.clone(), v.as_s().ok()?.clone())))
+                .collect::<Option<_>>()?,
+            repository_selection: get_s(item, "RepositorySelection").unwrap_or_default(),
+        })
+    });
+    Some(InstallationRow { record: record(item)?, grants })
+}
+
 fn position(item: &Item) -> Option<TablePosition> {
     Some(TablePosition { app_id: get_n(item, "AppId")?, node_id: get_s(item, "NodeId")? })
 }
@@ -94,7 +111,7 @@ impl DynamoInstallationStore {
         index: Option<&str>,
         condition: &str,
         value: AttributeValue,
-    ) -> Result<Vec<InstallationRecord>, Error> {
+    ) -> Result<Vec<InstallationRow>, Error> {
         let items = self
             .client
             .query()
@@ -109,13 +126,17 @@ impl DynamoInstallationStore {
             .try_collect()
             .await
             .map_err(|e| dynamo_error("querying the Installation table", e))?;
-        Ok(items.iter().filter_map(record).collect())
+        Ok(items.iter().filter_map(row).collect())
     }
 }
 
 #[async_trait]
 impl InstallationStore for DynamoInstallationStore {
     async fn get(&self, app_id: i64, node_id: &str) -> Result<Option<InstallationRecord>, Error> {
+        Ok(self.get_row(app_id, node_id).await?.map(|r| r.record))
+    }
+
+    async fn get_row(&self, app_id: i64, node_id: &str) -> Result<Option<InstallationRow>, Error> {
         let out = self
             .client
             .get_item()
@@ -125,14 +146,18 @@ impl InstallationStore for DynamoInstallationStore {
             .send()
             .await
             .map_err(|e| dynamo_error("reading the Installation table", e))?;
-        Ok(out.item.as_ref().and_then(record))
+        Ok(out.item.as_ref().and_then(row))
     }
 
     async fn by_node_id(&self, node_id: &str) -> Result<Vec<InstallationRecord>, Error> {
-        self.query_all(Some("NodeID"), "NodeId = :v", s(node_id)).await
+        Ok(self.query_all(Some("NodeID"), "NodeId = :v", s(node_id)).await?.into_iter().map(|r| r.record).collect())
     }
 
     async fn list_app(&self, app_id: i64) -> Result<Vec<InstallationRecord>, Error> {
+        Ok(self.list_app_rows(app_id).await?.into_iter().map(|r| r.record).collect())
+    }
+
+    async fn list_app_rows(&self, app_id: i64) -> Result<Vec<InstallationRow>, Error> {
         self.query_all(None, "AppId = :v", n(app_id)).await
     }
 
@@ -202,9 +227,19 @@ impl InstallationStore for DynamoInstallationStore {
         deletes: Vec<TablePosition>,
         now_rfc3339: &str,
     ) -> Result<(), Error> {
+        let rows = puts.into_iter().map(|record| InstallationRow { record, grants: None }).collect();
+        self.write_rows(rows, deletes, now_rfc3339).await
+    }
+
+    async fn write_rows(
+        &self,
+        puts: Vec<InstallationRow>,
+        deletes: Vec<TablePosition>,
+        now_rfc3339: &str,
+    ) -> Result<(), Error> {
         let mut requests: Vec<WriteRequest> = Vec::with_capacity(puts.len() + deletes.len());
-        for r in puts {
-            let item = HashMap::from([
+        for InstallationRow { record: r, grants } in puts {
+            let mut item = HashMap::from([
                 ("AppId".to_string(), n(r.app_id)),
                 ("NodeId".to_string(), s(&r.node_id)),
                 ("InstallationId".to_string(), n(r.installation_id)),
@@ -212,6 +247,11 @@ impl InstallationStore for DynamoInstallationStore {
                 ("Name".to_string(), s(&r.name)),
                 ("LastRefreshed".to_string(), s(now_rfc3339)),
             ]);
+            if let Some(grants) = grants {
+                let permissions = grants.permissions.iter().map(|(k, v)| (k.clone(), s(v))).collect();
+                item.insert("Permissions".to_string(), AttributeValue::M(permissions));
+                item.insert("RepositorySelection".to_string(), s(&grants.repository_selection));
+            }
             let put = PutRequest::builder().set_item(Some(item)).build().map_err(|e| Error::internal("a put", e))?;
             requests.push(WriteRequest::builder().put_request(put).build());
         }
@@ -250,5 +290,39 @@ impl InstallationStore for DynamoInstallationStore {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(permissions: Option<AttributeValue>) -> Item {
+        let mut item = HashMap::from([
+            ("AppId".to_string(), n(500)),
+            ("NodeId".to_string(), s("O_kgDOocto-org")),
+            ("InstallationId".to_string(), n(71)),
+            ("RepositorySelection".to_string(), s("selected")),
+        ]);
+        if let Some(p) = permissions {
+            item.insert("Permissions".to_string(), p);
+        }
+        item
+    }
+
+    #[test]
+    fn permissions_read_whole_or_not_at_all() {
+        let map = |entries: &[(&str, AttributeValue)]| {
+            AttributeValue::M(entries.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        };
+        let whole = row(&item(Some(map(&[("contents", s("write")), ("issues", s("read"))])))).unwrap();
+        let grants = whole.grants.expect("a map of strings");
+        assert_eq!((grants.permissions.len(), grants.permissions["contents"].as_str()), (2, "write"));
+        assert_eq!(grants.repository_selection, "selected");
+        assert_eq!(row(&item(Some(map(&[])))).unwrap().grants.unwrap().permissions.len(), 0, "grants nothing");
+        let odd = row(&item(Some(map(&[("contents", s("write")), ("issues", n(1))])))).unwrap();
+        assert_eq!(odd.grants, None, "a value not a string: not known, no entry dropped");
+        assert_eq!(row(&item(Some(s("contents")))).unwrap().grants, None, "not a map");
+        assert_eq!(row(&item(None)).unwrap().grants, None, "an earlier version's row");
     }
 }

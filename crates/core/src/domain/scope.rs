@@ -142,6 +142,87 @@ pub(crate) fn cache_key(scope: &ScopeDown) -> String {
     json!({ "i": ids, "n": names, "p": scope.permissions }).to_string()
 }
 
+/// How much a permission level allows: `read` < `write` < `admin` (anything else above all).
+fn rank(level: &str) -> u8 {
+    match level {
+        "read" => 1,
+        "write" => 2,
+        "admin" => 3,
+        _ => u8::MAX,
+    }
+}
+
+/// **(ext)** What an installation grants, as GitHub's installation object says (`permissions`,
+/// `repository_selection`): the bound of every token minted for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstallationGrants {
+    /// Permission → level.
+    pub permissions: BTreeMap<String, String>,
+    /// `all` or `selected`.
+    pub repository_selection: String,
+}
+
+impl InstallationGrants {
+    /// The bytes it holds on the heap (for cache bounds).
+    pub fn heap_bytes(&self) -> usize {
+        self.repository_selection.len()
+            + self.permissions.iter().map(|(k, v)| 2 * size_of::<String>() + k.len() + v.len()).sum::<usize>()
+    }
+}
+
+/// The pre-flight check: the first permission of `scope` (the scope about to be minted) that the
+/// installation does not grant, or grants at a lower level, named for the caller; `None` when
+/// the installation grants the whole scope. Only permissions can be told: which repositories a
+/// `selected` installation holds is not in its object (GitHub's mint still refuses those).
+pub fn beyond_installation(scope: &ScopeDown, installation: &InstallationGrants) -> Option<String> {
+    scope.permissions.iter().find_map(|(name, level)| match installation.permissions.get(name) {
+        Some(granted) if rank(level) <= rank(granted) => None,
+        Some(granted) => Some(format!("permission {name}: {level} (it grants {granted})")),
+        None => Some(format!("permission {name}: {level}")),
+    })
+}
+
+/// What GitHub's mint answered a token grants beyond what was `asked` (the scope sent in the
+/// request body), one entry per excess; empty when the answer is within the request. `granted` holds
+/// the answer's `permissions` and `repositories` (IDs and names, side by side), and
+/// `all_repositories` says whether it covers every repository of the installation (its
+/// `repository_selection` is `all`, or it lists none).
+///
+/// The rule: a permission granted must have been asked for, at most at the level asked; and a
+/// repository granted must have been asked for, by ID or by name (names without regard to case).
+/// Asking no permissions (open mode without `scopeDown`) asks for the installation's, and asking
+/// no repositories asks for all of them: nothing in the answer can exceed those. `metadata: read`
+/// is never an excess: GitHub adds it to every token that reaches repositories.
+pub fn excess(asked: &ScopeDown, granted: &ScopeDown, all_repositories: bool) -> Vec<String> {
+    let mut wider = Vec::new();
+    if !asked.permissions.is_empty() {
+        for (name, level) in &granted.permissions {
+            match asked.permissions.get(name) {
+                Some(max) if rank(level) <= rank(max) => {}
+                Some(max) => wider.push(format!("permission {name}: {level} (asked {max})")),
+                None if name == "metadata" && level == "read" => {}
+                None => wider.push(format!("permission {name}: {level} (not asked)")),
+            }
+        }
+    }
+    if asked.repository_ids.is_empty() && asked.repository_names.is_empty() {
+        return wider;
+    }
+    if all_repositories {
+        wider.push("every repository of the installation (asked for named ones)".into());
+        return wider;
+    }
+    let ids = granted.repository_ids.iter().map(Some).chain(std::iter::repeat(None));
+    for (name, id) in granted.repository_names.iter().zip(ids) {
+        let by_id = id.is_some_and(|id| asked.repository_ids.contains(id));
+        let by_name = asked.repository_names.iter().any(|n| n.eq_ignore_ascii_case(name));
+        if !by_id && !by_name {
+            wider.push(format!("repository {name} (not asked)"));
+        }
+    }
+    wider
+}
+
 /// Why `name` is not a valid GitHub repository name, if it is not.
 pub(crate) fn repository_name_problem(name: &str) -> Option<String> {
     if name.is_empty() || name.len() > MAX_REPOSITORY_NAME {
@@ -183,6 +264,75 @@ mod tests {
         let named: ScopeDown = serde_json::from_value(json!({"repositoryIds": [5]})).unwrap();
         assert_eq!(requested_scope(&repo, Some(&named)), Some(named.clone()), "repositories asked for are kept");
         assert_eq!(requested_scope(&Target::Owner("octo-org".into()), None), None, "an owner is not narrowed");
+    }
+
+    fn scope(v: Value) -> ScopeDown {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn an_answer_within_the_request_has_no_excess() {
+        let asked = scope(json!({"repositoryNames": ["Hello-World"], "repositoryIds": [7102],
+            "permissions": {"contents": "write", "issues": "read"}}));
+        let granted = scope(json!({"repositoryIds": [7101, 7102], "repositoryNames": ["hello-world", "docs"],
+            "permissions": {"contents": "read", "issues": "read", "metadata": "read"}}));
+        assert_eq!(
+            excess(&asked, &granted, false),
+            Vec::<String>::new(),
+            "lower levels, metadata: read, by ID or name"
+        );
+        let narrower = scope(json!({"repositoryIds": [7102], "repositoryNames": ["docs"], "permissions": {}}));
+        assert!(excess(&asked, &narrower, false).is_empty(), "narrower than asked is within");
+        // Nothing asked: the installation's permissions and every repository were asked for.
+        let everything = scope(json!({"permissions": {"administration": "admin", "issues": "write"}}));
+        assert!(excess(&ScopeDown::default(), &everything, true).is_empty());
+        let perms_only = scope(json!({"permissions": {"issues": "write"}}));
+        assert!(excess(&perms_only, &scope(json!({"permissions": {"issues": "write"}})), true).is_empty());
+    }
+
+    #[test]
+    fn the_pre_flight_names_the_first_permission_beyond_the_installation() {
+        let installation = InstallationGrants {
+            permissions: scope(json!({"permissions": {"contents": "write", "issues": "read", "metadata": "read"}}))
+                .permissions,
+            repository_selection: "selected".into(),
+        };
+        let within = scope(json!({"repositoryNames": ["any"], "permissions": {"contents": "read", "issues": "read"}}));
+        assert_eq!(beyond_installation(&within, &installation), None);
+        assert_eq!(beyond_installation(&ScopeDown::default(), &installation), None, "nothing asked");
+        let higher = scope(json!({"permissions": {"contents": "admin", "issues": "read"}}));
+        assert_eq!(
+            beyond_installation(&higher, &installation).unwrap(),
+            "permission contents: admin (it grants write)"
+        );
+        let missing = scope(json!({"permissions": {"administration": "read", "contents": "read"}}));
+        assert_eq!(beyond_installation(&missing, &installation).unwrap(), "permission administration: read");
+        let mut odd = installation.clone();
+        odd.permissions.insert("issues".into(), "triage".into());
+        assert_eq!(beyond_installation(&within, &odd), None, "a level not known refuses nothing: GitHub decides");
+    }
+
+    #[test]
+    fn each_excess_is_named() {
+        let asked = scope(json!({"repositoryNames": ["hello-world"], "permissions": {"contents": "read"}}));
+        let granted = scope(json!({"repositoryIds": [7101, 7102], "repositoryNames": ["hello-world", "docs"],
+            "permissions": {"contents": "write", "issues": "write", "metadata": "write"}}));
+        assert_eq!(
+            excess(&asked, &granted, false),
+            [
+                "permission contents: write (asked read)",
+                "permission issues: write (not asked)",
+                "permission metadata: write (not asked)",
+                "repository docs (not asked)",
+            ]
+        );
+        let all = scope(json!({"permissions": {"contents": "read"}}));
+        assert_eq!(excess(&asked, &all, true), ["every repository of the installation (asked for named ones)"]);
+        let odd = scope(json!({"permissions": {"contents": "maintain"}}));
+        assert_eq!(excess(&asked, &odd, false), ["permission contents: maintain (asked read)"], "unknown level");
+        let by_id = scope(json!({"repositoryIds": [5]}));
+        let other = scope(json!({"repositoryIds": [6], "repositoryNames": ["x"]}));
+        assert_eq!(excess(&by_id, &other, false), ["repository x (not asked)"]);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::domain::scope::InstallationGrants;
 use crate::ports::InstallationRecord;
 
 /// An installation (schema `installation`), as `GET /app/installations` and the lookup endpoints
@@ -17,6 +18,13 @@ pub(crate) struct GitHubInstallation {
     /// `Organization`, `User` or `Enterprise`.
     #[serde(default)]
     pub target_type: String,
+    /// What the installation grants: permission → level (`None` when GitHub's answer does not
+    /// say: not known, which is not "nothing").
+    #[serde(default)]
+    pub permissions: Option<BTreeMap<String, String>>,
+    /// `all` or `selected`.
+    #[serde(default)]
+    pub repository_selection: String,
 }
 
 /// The account of an installation (a user, an organization or an enterprise).
@@ -39,7 +47,18 @@ impl GitHubInstallation {
                 + a.slug.as_ref().map_or(0, String::len)
                 + a.node_id.len()
         });
-        size_of::<Self>() + account + self.target_type.len()
+        let grants =
+            self.permissions.iter().flatten().map(|(k, v)| 2 * size_of::<String>() + k.len() + v.len()).sum::<usize>();
+        size_of::<Self>() + account + self.target_type.len() + self.repository_selection.len() + grants
+    }
+
+    /// What it grants, for the pre-flight check of a token request: `None` when GitHub's answer
+    /// does not name its permissions (not known: the check refuses nothing).
+    pub fn grants(&self) -> Option<InstallationGrants> {
+        Some(InstallationGrants {
+            permissions: self.permissions.clone()?,
+            repository_selection: self.repository_selection.clone(),
+        })
     }
 
     /// The Installation row for this installation of `app_id`.
@@ -60,8 +79,12 @@ impl GitHubInstallation {
 pub(crate) struct AccessToken {
     pub token: String,
     pub expires_at: String,
+    /// What the token grants: permission → level (`None` when the answer does not say, which
+    /// proves nothing about it).
     #[serde(default)]
-    pub permissions: BTreeMap<String, String>,
+    pub permissions: Option<BTreeMap<String, String>>,
+    /// `all` or `selected`.
+    pub repository_selection: Option<String>,
     pub repositories: Option<Vec<RepoRef>>,
 }
 
@@ -95,4 +118,28 @@ pub(crate) struct Rate {
     pub remaining: i64,
     /// Unix seconds when the window resets.
     pub reset: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn permissions_missing_are_not_known_rather_than_none() {
+        let installation = |v| serde_json::from_value::<GitHubInstallation>(v).unwrap();
+        let bare = installation(json!({"id": 71, "repository_selection": "all"}));
+        assert_eq!(bare.grants(), None, "not known: the pre-flight refuses nothing");
+        let none = installation(json!({"id": 71, "permissions": {}, "repository_selection": "all"}));
+        assert_eq!(none.grants().unwrap().permissions.len(), 0, "grants nothing");
+        let some = installation(json!({"id": 71, "permissions": {"contents": "read"}}));
+        assert_eq!(some.grants().unwrap().permissions["contents"], "read");
+
+        let token = |v| serde_json::from_value::<AccessToken>(v).unwrap();
+        let bare = token(json!({"token": "ghs_x", "expires_at": "2026-12-05T09:00:00Z"}));
+        assert_eq!(bare.permissions, None);
+        let none = token(json!({"token": "ghs_x", "expires_at": "2026-12-05T09:00:00Z", "permissions": {}}));
+        assert_eq!(none.permissions, Some(BTreeMap::new()));
+    }
 }

@@ -17,7 +17,7 @@ use crate::deadline;
 use crate::domain::clock::rfc3339;
 use crate::error::Error;
 use crate::github::installations;
-use crate::ports::{InstallationRecord, Lease, TablePosition};
+use crate::ports::{InstallationRow, Lease, TablePosition};
 use crate::services::Services;
 use crate::tokens::app_jwt::AppJwts;
 
@@ -137,25 +137,35 @@ impl InstallationSync {
     async fn sync_app(&self, app_id: i64, now: &str) -> Result<Changes, Error> {
         let listed = self.jwts.list_installations(self.services.github()?, app_id).await?;
         // Complete listing in hand: only now may rows be deleted.
-        let mut desired: BTreeMap<String, InstallationRecord> = BTreeMap::new();
-        for record in listed.iter().filter_map(|i| i.record(app_id)) {
+        // Each row with what its installation grants (for the pre-flight check of token requests).
+        let mut desired: BTreeMap<String, InstallationRow> = BTreeMap::new();
+        let rows =
+            listed.iter().filter_map(|i| Some(InstallationRow { record: i.record(app_id)?, grants: i.grants() }));
+        for row in rows {
             // One installation per account and App; on a (transient) duplicate keep the newest.
-            match desired.get(&record.node_id) {
-                Some(existing) if existing.installation_id > record.installation_id => {}
+            match desired.get(&row.record.node_id) {
+                Some(existing) if existing.record.installation_id > row.record.installation_id => {}
                 _ => {
-                    desired.insert(record.node_id.clone(), record);
+                    desired.insert(row.record.node_id.clone(), row);
                 }
             }
         }
-        let existing: BTreeMap<String, InstallationRecord> =
-            self.services.installations.list_app(app_id).await?.into_iter().map(|r| (r.node_id.clone(), r)).collect();
-        let puts: Vec<InstallationRecord> =
-            desired.values().filter(|r| existing.get(&r.node_id) != Some(*r)).cloned().collect();
+        let existing: BTreeMap<String, InstallationRow> = self
+            .services
+            .installations
+            .list_app_rows(app_id)
+            .await?
+            .into_iter()
+            .map(|r| (r.record.node_id.clone(), r))
+            .collect();
+        let puts: Vec<InstallationRow> =
+            desired.values().filter(|r| existing.get(&r.record.node_id) != Some(*r)).cloned().collect();
         // GitHub's listing is offset-paginated: an installation removed while it was being read
         // shifts the pages, and another one goes unlisted. A row is deleted only once GitHub
         // answers 404 for its installation.
         let unlisted: Vec<(i64, String)> = existing
             .values()
+            .map(|r| &r.record)
             .filter(|r| !desired.contains_key(&r.node_id))
             .map(|r| (r.installation_id, r.node_id.clone()))
             .collect();
@@ -179,7 +189,7 @@ impl InstallationSync {
         let deletes: Vec<TablePosition> = confirmed.into_iter().flatten().collect();
         let changes = Changes { listed: listed.len(), written: puts.len(), deleted: deletes.len() };
         if !puts.is_empty() || !deletes.is_empty() {
-            self.services.installations.write(puts, deletes, now).await?;
+            self.services.installations.write_rows(puts, deletes, now).await?;
         }
         Ok(changes)
     }

@@ -1,7 +1,9 @@
-//! The audit trail: one line per credential handed out, never the credential itself. (Each
-//! refusal by an access rule has its line too, written where the rules are judged.)
+//! The audit trail: one line per credential handed out, never the credential itself, and one per
+//! token GitHub minted wider than asked. (Each refusal by an access rule has its line too,
+//! written where the rules are judged.)
 
 use crate::domain::secret::Secret;
+use crate::error::Error;
 use crate::http::Caller;
 
 /// A credential handed out.
@@ -39,4 +41,38 @@ pub(crate) fn credential_issued(caller: &Caller, issued: &Issued<'_>) {
         rule = issued.rule.unwrap_or("-"),
         "credential issued"
     );
+}
+
+/// **(ext)** Logs that GitHub answered `caller`'s request with a token wider than asked (the
+/// proof after the mint), what was wider, and whether the token was revoked: the token's SHA-256
+/// as [`credential_issued`] writes it, never the token. Nothing for another error.
+pub(crate) fn token_too_wide(caller: &Caller, app_id: i64, err: &Error) {
+    let Error::TokenTooWide { installation_id, token_sha256, hashed_token, wider, revoked } = err else { return };
+    if *revoked {
+        tracing::warn!(
+            target: "appcreds::audit",
+            caller = caller.audit_name(),
+            kind = "installation-token",
+            app_id,
+            installation_id,
+            hashed_token,
+            token_sha256,
+            wider,
+            revoked,
+            "installation token wider than asked: revoked"
+        );
+    } else {
+        tracing::error!(
+            target: "appcreds::audit",
+            caller = caller.audit_name(),
+            kind = "installation-token",
+            app_id,
+            installation_id,
+            hashed_token,
+            token_sha256,
+            wider,
+            revoked,
+            "installation token wider than asked: not revoked, expires within the hour"
+        );
+    }
 }

@@ -54,6 +54,10 @@ impl Operation for InstallationToken {
                 Err(unknown @ Error::UnknownInstallation { .. }) => {
                     return Err(judge.unknown_installation(req.app_id, &req.target, unknown));
                 }
+                Err(wide @ Error::TokenTooWide { .. }) => {
+                    audit::token_too_wide(&call.caller, req.app_id, &wide);
+                    return Err(wide);
+                }
                 other => other?,
             };
         let (token, record) = (issued.token, issued.record);

@@ -30,7 +30,9 @@ use crate::error::Error;
 mod records;
 mod unconfigured;
 
-pub use records::{AppRecord, InstallationRecord, PreviousKey, TablePosition, TargetList, TargetRecord};
+pub use records::{
+    AppRecord, InstallationRecord, InstallationRow, PreviousKey, TablePosition, TargetList, TargetRecord,
+};
 pub(crate) use unconfigured::Unconfigured;
 
 /// Signs bytes with RSASSA-PKCS1-v1_5 / SHA-256 under a key named by ARN (KMS `Sign`).
@@ -90,6 +92,24 @@ pub trait InstallationStore: Send + Sync {
         deletes: Vec<TablePosition>,
         now_rfc3339: &str,
     ) -> Result<(), Error>;
+    /// **(ext)** [`InstallationStore::get`] with what the installation grants, when the row holds
+    /// it (the same one read).
+    async fn get_row(&self, app_id: i64, node_id: &str) -> Result<Option<InstallationRow>, Error> {
+        Ok(self.get(app_id, node_id).await?.map(|record| InstallationRow { record, grants: None }))
+    }
+    /// **(ext)** [`InstallationStore::list_app`] with what each installation grants.
+    async fn list_app_rows(&self, app_id: i64) -> Result<Vec<InstallationRow>, Error> {
+        Ok(self.list_app(app_id).await?.into_iter().map(|record| InstallationRow { record, grants: None }).collect())
+    }
+    /// **(ext)** [`InstallationStore::write`] of rows with what each installation grants.
+    async fn write_rows(
+        &self,
+        puts: Vec<InstallationRow>,
+        deletes: Vec<TablePosition>,
+        now_rfc3339: &str,
+    ) -> Result<(), Error> {
+        self.write(puts.into_iter().map(|r| r.record).collect(), deletes, now_rfc3339).await
+    }
 }
 
 /// The access table.

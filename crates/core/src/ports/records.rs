@@ -3,6 +3,7 @@
 //! adapter to use them.
 
 use crate::domain::rotation::{RotationState, TargetSpec};
+use crate::domain::scope::InstallationGrants;
 
 /// A row of the App table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,19 @@ pub struct PreviousKey {
 
 /// A row of the Installation table is the contract's `InstallationRecord`.
 pub use appcreds_wire::InstallationRecord;
+
+/// **(ext)** A row of the Installation table with what the installation grants (the attributes
+/// `Permissions` and `RepositorySelection`), for the pre-flight check of token requests: written
+/// by whoever wrote the row from GitHub's installation object (the sync, a resolution at GitHub).
+/// `grants` is `None` for a row without them (written by an earlier version, or the TypeScript
+/// framework).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallationRow {
+    /// The row as the contract has it.
+    pub record: InstallationRecord,
+    /// What the installation grants, if the row holds it.
+    pub grants: Option<InstallationGrants>,
+}
 
 /// A position in a listing of the whole table (DynamoDB's `LastEvaluatedKey`).
 #[derive(Debug, Clone, PartialEq, Eq)]

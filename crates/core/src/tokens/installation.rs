@@ -7,7 +7,13 @@
 //! minutes, App JWTs while they have 5 minutes left. Every caller's request mints a token of its
 //! own (one GitHub call on a warm function, and no AWS call); only the rate-limit scanner's
 //! internal tokens are cached.
+//!
+//! **(ext)** Tokens proven narrow: before the mint, the scope is checked against what the
+//! installation grants (the pre-flight check, `scope::beyond_installation`); after it, GitHub's
+//! answer against the scope sent (`scope::excess`), and a wider token is revoked at once and
+//! answered as [`Error::TokenTooWide`], never handed out.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use appcreds_wire::Target;
@@ -16,13 +22,13 @@ use reqwest::Method;
 use crate::cache::{FlightCache, Limits};
 use crate::deadline;
 use crate::domain::clock::rfc3339;
-use crate::domain::scope::{self, ScopeDown};
+use crate::domain::scope::{self, InstallationGrants, ScopeDown};
 use crate::domain::secret::Secret;
 use crate::error::Error;
 use crate::github::installations;
-use crate::github::types::{AccessToken, App, GitHubInstallation};
+use crate::github::types::{AccessToken, App, GitHubInstallation, RepoRef};
 use crate::github::{Auth, GitHubClient};
-use crate::ports::{InstallationRecord, InstallationStore, TablePosition};
+use crate::ports::{InstallationRecord, InstallationRow, InstallationStore, TablePosition};
 use crate::services::Services;
 use crate::tokens::app_jwt::{AppJwt, AppJwts};
 
@@ -65,6 +71,45 @@ fn record_bytes(record: &InstallationRecord) -> usize {
     record.node_id.len() + record.target_type.len() + record.name.len()
 }
 
+/// The pre-flight check of `scope` (what the access rules let the caller mint) against what the
+/// installation grants, when that is known: a request beyond it is refused before the mint, naming
+/// what it lacks.
+fn refusal(
+    app_id: i64,
+    record: &InstallationRecord,
+    grants: Option<&InstallationGrants>,
+    scope: &ScopeDown,
+) -> Result<(), Error> {
+    match grants.and_then(|g| scope::beyond_installation(scope, g)) {
+        Some(what) => Err(Error::BeyondInstallation { app_id, account: record.name.clone(), what }),
+        None => Ok(()),
+    }
+}
+
+/// The proof after the mint: what GitHub's answer (its `permissions`, `repository_selection` and
+/// `repositories`) grants, and what of it is beyond `asked` (empty when within). An answer that
+/// does not name its permissions, when some were asked, proves nothing: it counts as wider.
+fn proof(
+    asked: &ScopeDown,
+    permissions: Option<BTreeMap<String, String>>,
+    repository_selection: Option<String>,
+    repositories: Option<Vec<RepoRef>>,
+) -> (ScopeDown, Vec<String>) {
+    let all_repositories = repository_selection.as_deref() != Some("selected") || repositories.is_none();
+    let repositories = repositories.unwrap_or_default();
+    let unnamed = permissions.is_none() && !asked.permissions.is_empty();
+    let granted = ScopeDown {
+        repository_ids: repositories.iter().map(|r| r.id).collect(),
+        repository_names: repositories.into_iter().map(|r| r.name).collect(),
+        permissions: permissions.unwrap_or_default(),
+    };
+    let mut wider = scope::excess(asked, &granted, all_repositories);
+    if unnamed {
+        wider.insert(0, "permissions not named in GitHub's answer (asked for named ones)".into());
+    }
+    (granted, wider)
+}
+
 /// The target an installation is looked up by: a repository's is its owner's, since an App is
 /// installed on the account that owns the repository. So a repository costs no lookup of its own:
 /// the names a caller tries cost GitHub one lookup per owner (kept like any other), never one per
@@ -104,6 +149,11 @@ struct Resolved {
     at: i64,
     /// Whether it came from the table (and so may be stale).
     from_table: bool,
+    /// What the installation grants: from GitHub's answer, or from the row (`None` for a row
+    /// written without it, or an answer that did not say).
+    grants: Option<InstallationGrants>,
+    /// When GitHub said what it grants (`None` when the row did: it may be stale).
+    grants_at: Option<i64>,
 }
 
 /// What a target resolved to.
@@ -125,6 +175,9 @@ pub(crate) struct InstallationTokens {
     slugs: FlightCache<i64, (String, i64)>,
     /// Each App's installation listing, with when it was made.
     listings: FlightCache<i64, (Arc<Vec<GitHubInstallation>>, i64)>,
+    /// What installations whose rows lack it grant (`None`: GitHub did not say), with when it
+    /// was asked.
+    grants: FlightCache<(i64, i64), (Option<InstallationGrants>, i64)>,
 }
 
 /// How long "no such installation" is kept.
@@ -137,8 +190,15 @@ pub(crate) const LISTING_TTL_SECS: i64 = 30;
 pub(crate) const SLUG_TTL_SECS: i64 = 3600;
 /// How long a failure to read an App's slug is kept before GitHub is asked again.
 pub(crate) const SLUG_RETRY_SECS: i64 = 300;
+/// The most a request waits for GitHub to revoke a token minted wider than asked.
+pub(crate) const REVOKE_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
 /// The most a request waits for the slug.
 pub(crate) const SLUG_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+/// The most a request waits for `GET /app/installations/{id}` (what the installation grants).
+pub(crate) const GRANTS_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long GitHub's answer of what an installation grants may refuse a request: older grants
+/// (a row's, or a resolution's) that would refuse are asked of GitHub again first.
+pub(crate) const CONFIRM_TTL_SECS: i64 = 30;
 
 impl InstallationTokens {
     /// Tokens minted through `services`, with App JWTs of their own cache.
@@ -148,7 +208,9 @@ impl InstallationTokens {
             services: services.clone(),
             resolutions: FlightCache::new(Limits { entries: 10_000, bytes: 8 << 20 }, |(_, target), r| {
                 let record = match r {
-                    Resolution::Found(r) => record_bytes(&r.record),
+                    Resolution::Found(r) => {
+                        record_bytes(&r.record) + r.grants.as_ref().map_or(0, InstallationGrants::heap_bytes)
+                    }
                     Resolution::Unknown { .. } => 0,
                 };
                 size_of::<((i64, Target), Resolution)>() + target_bytes(target) + record
@@ -164,6 +226,10 @@ impl InstallationTokens {
             listings: FlightCache::new(Limits { entries: 100, bytes: 32 << 20 }, |_, (listing, _)| {
                 size_of::<(i64, (Arc<Vec<GitHubInstallation>>, i64))>()
                     + listing.iter().map(GitHubInstallation::weight).sum::<usize>()
+            }),
+            grants: FlightCache::new(Limits { entries: 10_000, bytes: 8 << 20 }, |_, (grants, _)| {
+                size_of::<((i64, i64), (Option<InstallationGrants>, i64))>()
+                    + grants.as_ref().map_or(0, InstallationGrants::heap_bytes)
             }),
         }
     }
@@ -189,6 +255,7 @@ impl InstallationTokens {
         let target = &lookup_target(target);
         let resolved = self.resolve(app_id, target, lookup).await?;
         let (rule, scope) = grant(&resolved.record)?;
+        self.pre_flight(app_id, target, &resolved, &scope).await?;
         // Every caller gets a token of its own, with GitHub's full lifetime: one that is shared
         // breaks every holder when one of them revokes it.
         match self.mint(app_id, resolved.record.installation_id, &scope).await {
@@ -196,7 +263,7 @@ impl InstallationTokens {
             Err(Error::GitHubRejected { status: 404, .. }) if resolved.from_table => {
                 let key = (app_id, target.clone());
                 self.resolutions.invalidate(&key).await;
-                let fresh = match self.resolve_at_github(app_id, target, lookup).await {
+                let (fresh, grants) = match self.resolve_at_github(app_id, target, lookup).await {
                     Ok(fresh) => fresh,
                     Err(unknown @ Error::UnknownInstallation { .. }) => {
                         // Uninstalled: the row goes (the sync would confirm and delete it too),
@@ -213,8 +280,10 @@ impl InstallationTokens {
                     }
                     Err(e) => return Err(e),
                 };
-                self.store().write(vec![fresh.clone()], Vec::new(), &rfc3339(self.now())).await?;
+                let row = InstallationRow { record: fresh.clone(), grants: grants.clone() };
+                self.store().write_rows(vec![row], Vec::new(), &rfc3339(self.now())).await?;
                 let (rule, scope) = grant(&fresh)?;
+                refusal(app_id, &fresh, grants.as_ref(), &scope)?;
                 let token = self.mint(app_id, fresh.installation_id, &scope).await?;
                 Ok(Issued { token, record: fresh, rule })
             }
@@ -299,18 +368,40 @@ impl InstallationTokens {
             aws_smithy_types::DateTime::from_str(&minted.expires_at, aws_smithy_types::date_time::Format::DateTime)
                 .map_err(|e| Error::internal("reading GitHub's expires_at", e))?
                 .secs();
-        let repositories = minted.repositories.unwrap_or_default();
-        let granted = ScopeDown {
-            repository_ids: repositories.iter().map(|r| r.id).collect(),
-            repository_names: repositories.into_iter().map(|r| r.name).collect(),
-            permissions: minted.permissions,
+        let token = Secret::new(minted.token);
+        // The proof after the mint: a token wider than the request is never handed out.
+        let (granted, wider) = proof(scope, minted.permissions, minted.repository_selection, minted.repositories);
+        if !wider.is_empty() {
+            return Err(self.revoke_too_wide(installation_id, token, wider.join("; ")).await);
+        }
+        Ok(InstallationToken { token, expires_at, expires_at_text: minted.expires_at, granted })
+    }
+
+    /// Revokes a token GitHub minted wider than asked (`DELETE /installation/token`, authenticated
+    /// by the token itself) at once, within [`REVOKE_BUDGET`], and the error that answers for it.
+    /// One that could not be revoked expires within the hour, and is never handed out either.
+    async fn revoke_too_wide(&self, installation_id: i64, token: Secret, wider: String) -> Error {
+        let revoke = async {
+            self.github()?.send(Method::DELETE, "/installation/token", Auth::Installation(&token), None).await
         };
-        Ok(InstallationToken {
-            token: Secret::new(minted.token),
-            expires_at,
-            expires_at_text: minted.expires_at,
-            granted,
-        })
+        let revoked = match tokio::time::timeout(deadline::clamp(REVOKE_BUDGET), revoke).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(installation_id, error = %e, "could not revoke a token wider than asked");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(installation_id, "revoking a token wider than asked took too long");
+                false
+            }
+        };
+        Error::TokenTooWide {
+            installation_id,
+            token_sha256: token.sha256_hex(),
+            hashed_token: token.sha256_base64(),
+            wider,
+            revoked,
+        }
     }
 
     /// The installation `target` names: kept [`RESOLUTION_TTL_SECS`], and "none" kept
@@ -325,19 +416,22 @@ impl InstallationTokens {
             .resolutions
             .get_or_fill((app_id, target.clone()), fresh, || async {
                 if let Target::NodeId(node_id) = target
-                    && let Some(record) = self.store().get(app_id, node_id).await?
+                    && let Some(InstallationRow { record, grants }) = self.store().get_row(app_id, node_id).await?
                 {
-                    return Ok(Resolution::Found(Resolved { record, at: self.now(), from_table: true }));
+                    let at = self.now();
+                    return Ok(Resolution::Found(Resolved { record, at, from_table: true, grants, grants_at: None }));
                 }
-                let record = match self.resolve_at_github(app_id, target, lookup).await {
-                    Ok(record) => record,
+                let (record, grants) = match self.resolve_at_github(app_id, target, lookup).await {
+                    Ok(found) => found,
                     Err(Error::UnknownInstallation { .. }) => return Ok(Resolution::Unknown { at: self.now() }),
                     Err(e) => return Err(e),
                 };
-                if self.store().get(app_id, &record.node_id).await?.as_ref() != Some(&record) {
-                    self.store().write(vec![record.clone()], Vec::new(), &rfc3339(self.now())).await?;
+                let row = InstallationRow { record: record.clone(), grants: grants.clone() };
+                if self.store().get_row(app_id, &record.node_id).await?.as_ref() != Some(&row) {
+                    self.store().write_rows(vec![row], Vec::new(), &rfc3339(self.now())).await?;
                 }
-                Ok(Resolution::Found(Resolved { record, at: self.now(), from_table: false }))
+                let at = self.now();
+                Ok(Resolution::Found(Resolved { record, at, from_table: false, grants, grants_at: Some(at) }))
             })
             .await?;
         match resolution {
@@ -351,7 +445,7 @@ impl InstallationTokens {
         app_id: i64,
         target: &Target,
         lookup: Lookup,
-    ) -> Result<InstallationRecord, Error> {
+    ) -> Result<(InstallationRecord, Option<InstallationGrants>), Error> {
         let unknown = || Error::UnknownInstallation { app_id, target: target.to_string() };
         // A repository's installation is its owner's (see `lookup_target`).
         let found: Option<GitHubInstallation> = match (target, target.account()) {
@@ -375,7 +469,92 @@ impl InstallationTokens {
             (_, Some((login, false))) => self.by_owner(app_id, login).await?,
             (_, None) => None,
         };
-        found.and_then(|i| i.record(app_id)).ok_or_else(unknown)
+        found.and_then(|i| Some((i.record(app_id)?, i.grants()))).ok_or_else(unknown)
+    }
+
+    /// The pre-flight check of `scope` against what the installation grants. What is known of it
+    /// (a row's, or a resolution's up to [`RESOLUTION_TTL_SECS`] old) may be stale: the owner may
+    /// have accepted a new permission, or reinstalled, since. So only GitHub's own answer, at most
+    /// [`CONFIRM_TTL_SECS`] old, refuses: older grants that would refuse are asked of GitHub again
+    /// (`GET /app/installations/{id}`, once for concurrent requests), the resolution and the row
+    /// refreshed with the answer, and the request is refused only if the answer refuses it too.
+    /// An answer that does not say (a 404, a failure, a timeout) refuses nothing: the mint decides.
+    async fn pre_flight(
+        &self,
+        app_id: i64,
+        target: &Target,
+        resolved: &Resolved,
+        scope: &ScopeDown,
+    ) -> Result<(), Error> {
+        let (known, known_at) = self.grants(app_id, resolved).await?;
+        let Err(refused) = refusal(app_id, &resolved.record, known.as_ref(), scope) else { return Ok(()) };
+        if known_at.is_some_and(|at| self.now() - at < CONFIRM_TTL_SECS) {
+            return Err(refused);
+        }
+        let Some((fresh, at)) = self.ask_grants(app_id, resolved, CONFIRM_TTL_SECS).await? else { return Ok(()) };
+        let updated = Resolved { grants: Some(fresh.clone()), grants_at: Some(at), ..resolved.clone() };
+        let fill = || async { Ok(Resolution::Found(updated)) };
+        if let Err(e) = self.resolutions.get_or_fill((app_id, target.clone()), |_| false, fill).await {
+            tracing::warn!(app_id, error = %e, "could not keep what the installation grants");
+        }
+        refusal(app_id, &resolved.record, Some(&fresh), scope)
+    }
+
+    /// What the installation grants, and when GitHub said so (`None` when only the row did): from
+    /// its resolution (GitHub's answer, or a table row that holds it), or, for a row without it
+    /// (written by an earlier version or the TypeScript framework), from
+    /// [`ask_grants`](Self::ask_grants), kept as long as a resolution. `None` when not known.
+    async fn grants(
+        &self,
+        app_id: i64,
+        resolved: &Resolved,
+    ) -> Result<(Option<InstallationGrants>, Option<i64>), Error> {
+        if resolved.grants.is_some() {
+            return Ok((resolved.grants.clone(), resolved.grants_at));
+        }
+        Ok(self
+            .ask_grants(app_id, resolved, RESOLUTION_TTL_SECS)
+            .await?
+            .map_or((None, None), |(g, at)| (Some(g), Some(at))))
+    }
+
+    /// What the installation grants as GitHub said it at most `ttl` seconds ago, with when:
+    /// `GET /app/installations/{id}` (within [`GRANTS_BUDGET`]), shared by concurrent requests and
+    /// written back to the row when the row said otherwise. `None` when GitHub does not say: a 404
+    /// (the row is stale; the mint finds that out), an answer without permissions (kept), or a
+    /// failure or timeout (not kept).
+    async fn ask_grants(
+        &self,
+        app_id: i64,
+        resolved: &Resolved,
+        ttl: i64,
+    ) -> Result<Option<(InstallationGrants, i64)>, Error> {
+        let id = resolved.record.installation_id;
+        let fresh = |(_, at): &(Option<InstallationGrants>, i64)| self.now() - at < ttl;
+        let fill = || async {
+            let path = format!("/app/installations/{id}");
+            let budget = deadline::clamp(GRANTS_BUDGET);
+            let grants = match tokio::time::timeout(budget, self.lookup(app_id, &path)).await {
+                Ok(found) => found?.and_then(|i| i.grants()),
+                Err(_) if budget < GRANTS_BUDGET => return Err(Error::OutOfTime),
+                Err(_) => return Err(Error::GitHubUnavailable("no answer in time".into())),
+            };
+            if let Some(grants) = grants.as_ref().filter(|g| resolved.grants.as_ref() != Some(g)) {
+                let row = InstallationRow { record: resolved.record.clone(), grants: Some(grants.clone()) };
+                if let Err(e) = self.store().write_rows(vec![row], Vec::new(), &rfc3339(self.now())).await {
+                    tracing::warn!(app_id, installation_id = id, error = %e, "could not write what the installation grants to its row");
+                }
+            }
+            Ok((grants, self.now()))
+        };
+        match self.grants.get_or_fill((app_id, id), fresh, fill).await {
+            Ok(((grants, at), _)) => Ok(grants.map(|g| (g, at))),
+            Err(Error::OutOfTime) => Err(Error::OutOfTime),
+            Err(e) => {
+                tracing::warn!(app_id, installation_id = id, error = %e, "could not read what the installation grants; the mint decides");
+                Ok(None)
+            }
+        }
     }
 
     /// The App's installations as GitHub listed them at most [`LISTING_TTL_SECS`] ago (one listing
@@ -404,5 +583,27 @@ impl InstallationTokens {
     async fn lookup(&self, app_id: i64, path: &str) -> Result<Option<GitHubInstallation>, Error> {
         let jwt = self.jwts.get(app_id).await?;
         installations::lookup(self.github()?, app_id, &jwt.token, path).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_answer_that_does_not_name_its_permissions_proves_nothing() {
+        let asked: ScopeDown = serde_json::from_value(json!({"permissions": {"contents": "read"}})).unwrap();
+        let repos = || Some(vec![RepoRef { id: 7101, name: "hello-world".into() }]);
+        let selected = || Some("selected".to_string());
+        let (_, wider) = proof(&asked, None, selected(), repos());
+        assert_eq!(wider, ["permissions not named in GitHub's answer (asked for named ones)"]);
+        let named = BTreeMap::from([("contents".to_string(), "read".to_string())]);
+        let (granted, wider) = proof(&asked, Some(named), selected(), repos());
+        assert!(wider.is_empty(), "{wider:?}");
+        assert_eq!(granted.repository_ids, [7101]);
+        let (_, wider) = proof(&ScopeDown::default(), None, None, None);
+        assert!(wider.is_empty(), "nothing asked: nothing to prove");
     }
 }

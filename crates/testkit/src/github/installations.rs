@@ -145,10 +145,15 @@ pub(super) struct Installations {
     pub rate_limit_tokens: Vec<IssuedToken>,
     /// Installations uninstalled right after a listing page is served: (page, installation).
     pub uninstall_after_page: Vec<(usize, i64)>,
+    /// How long a token lives, in seconds, if not GitHub's hour.
+    pub token_lifetime: Option<i64>,
+    /// Whether mints ignore the scope asked for (see [`super::GitHubDouble::answer_mints_too_wide`]).
+    pub too_wide: bool,
 }
 
 impl Installations {
-    /// Issues an installation token valid for an hour, as GitHub does, and remembers it: in the
+    /// Issues an installation token valid for an hour, as GitHub does (or for the lifetime of
+    /// [`super::GitHubDouble::set_token_lifetime`]), and remembers it: in the
     /// format `forced` (the request's `X-GitHub-Stateless-S2S-Token`), else the double's default.
     fn issue(
         &mut self,
@@ -159,7 +164,7 @@ impl Installations {
     ) -> IssuedToken {
         let format = forced.unwrap_or(self.token_format);
         let app_id = self.by_id.get(&installation_id).map_or(0, |i| i.app_id);
-        let expires_at = now() + 3600;
+        let expires_at = now() + self.token_lifetime.unwrap_or(3600);
         let grant = Grant {
             app_id,
             installation_id,
@@ -198,6 +203,19 @@ impl super::GitHubDouble {
     /// double's, default is [`TokenFormat::Stateless`].
     pub fn set_token_format(&self, format: TokenFormat) {
         self.installations().token_format = format;
+    }
+
+    /// While `on`, every mint ignores the scope asked for and grants (and answers) all the
+    /// installation's permissions and repositories (`repository_selection: all`): a GitHub that
+    /// answers wider than asked, for the tests of the proof after the mint.
+    pub fn answer_mints_too_wide(&self, on: bool) {
+        self.installations().too_wide = on;
+    }
+
+    /// Tokens issued from now on expire after `lifetime` instead of GitHub's hour, so that tests
+    /// see their users renew them.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.installations().token_lifetime = Some(lifetime.as_secs() as i64);
     }
 
     /// Every token issued so far.
@@ -473,6 +491,9 @@ pub(super) async fn mint(
             }
         }
         repos = Some(chosen);
+    }
+    if state.too_wide {
+        (permissions, repos) = (installation.permissions.clone(), None);
     }
     let names = repos.as_ref().map(|r| r.iter().map(|r| r.name.clone()).collect());
     let issued = state.issue(id, permissions.clone(), names, TokenFormat::requested(&headers));

@@ -113,7 +113,9 @@ impl Rotator {
                             variables = token.variables;
                             Some(token)
                         }
-                        Err(Error::GitHubRejected { status: 422, .. }) if batch.len() > 1 => {
+                        Err(Error::GitHubRejected { status: 422, .. } | Error::BeyondInstallation { .. })
+                            if batch.len() > 1 =>
+                        {
                             tracing::warn!(user_name = %run.user, owner, "GitHub refused a token for all of the owner's destinations; asking for one per destination");
                             for d in batch.into_iter().rev() {
                                 batches.push_front(vec![d]);
@@ -167,8 +169,9 @@ impl Rotator {
     }
 
     /// A token for `owner`'s destinations: exactly their repositories, least permissions. With
-    /// `variables` (a region to write) it also asks for the variables' permissions; if GitHub
-    /// refuses that (422: not granted to the installation), it asks again without them, and the
+    /// `variables` (a region to write) it also asks for the variables' permissions; if that is
+    /// refused (not granted to the installation: the pre-flight check, or GitHub's 422), it asks
+    /// again without them, and the
     /// variables are reported as not written.
     async fn owner_token(
         &self,
@@ -188,8 +191,10 @@ impl Rotator {
         // Environment variables need no permission beyond the secrets': nothing to ask without.
         let variables_asked = variables && token_scope(group, true) != token_scope(group, false);
         let (issued, variables) = match mint(variables).await {
-            Err(Error::GitHubRejected { status: 422, message, .. }) if variables_asked => {
-                tracing::warn!(owner, %message, "GitHub refused a token with the variables' permission; asking without it");
+            Err(e @ (Error::GitHubRejected { status: 422, .. } | Error::BeyondInstallation { .. }))
+                if variables_asked =>
+            {
+                tracing::warn!(owner, error = %e, "a token with the variables' permission was refused; asking without it");
                 (mint(false).await?, false)
             }
             other => (other?, variables),
