@@ -73,7 +73,7 @@ pub async fn run(ctx: &Context<'_>, urls: &UrlArgs, oidc: &OidcArgs, args: &GitC
 }
 
 /// git's request: `key=value` lines up to a blank line or the end. Of a key given more than once
-/// (`wwwauth[]`, `capability[]`) the first is kept; none of those matters here.
+/// the last is kept, as git's own reader does (`wwwauth[]`, `capability[]`: none matters here).
 fn read_request(input: impl BufRead) -> Result<BTreeMap<String, String>, CliError> {
     let mut request = BTreeMap::new();
     for line in input.lines() {
@@ -82,22 +82,27 @@ fn read_request(input: impl BufRead) -> Result<BTreeMap<String, String>, CliErro
             break;
         }
         if let Some((key, value)) = line.split_once('=') {
-            request.entry(key.to_string()).or_insert_with(|| value.to_string());
+            request.insert(key.to_string(), value.to_string());
         }
     }
     Ok(request)
 }
 
 /// The git host of the GitHub whose REST API is at `api_url`, with its port if it is not the
-/// default: `github.com` for `https://api.github.com`, else the API's own host (GHES).
+/// default: `github.com` for `https://api.github.com`, `SUB.ghe.com` for GHE.com's
+/// `https://api.SUB.ghe.com`, else the API's own host (GHES, `https://HOST/api/v3`).
 fn github_host(api_url: &str) -> Result<String, CliError> {
     let url = reqwest::Url::parse(api_url)
         .map_err(|e| CliError::Usage(format!("--github-api-url: {api_url:?} is not a URL: {e}")))?;
     let host = url.host_str().ok_or_else(|| CliError::Usage(format!("--github-api-url: {api_url:?} has no host")))?;
-    let host = if host.eq_ignore_ascii_case("api.github.com") { "github.com" } else { host };
+    let host = host.to_ascii_lowercase();
+    let host = match host.strip_prefix("api.") {
+        Some(rest) if rest == "github.com" || rest.ends_with(".ghe.com") => rest,
+        _ => &host,
+    };
     Ok(match url.port() {
         Some(port) => format!("{host}:{port}"),
-        None => host.to_ascii_lowercase(),
+        None => host.to_string(),
     })
 }
 
@@ -156,10 +161,10 @@ mod tests {
     }
 
     #[test]
-    fn the_request_ends_at_a_blank_line_and_keeps_the_first_of_repeated_keys() {
+    fn the_request_ends_at_a_blank_line_and_keeps_the_last_of_repeated_keys_as_git_does() {
         let r = request("protocol=https\nhost=github.com\nwwwauth[]=a\nwwwauth[]=b\n\npath=ignored\n");
         assert_eq!(r.get("host").map(String::as_str), Some("github.com"));
-        assert_eq!(r.get("wwwauth[]").map(String::as_str), Some("a"));
+        assert_eq!(r.get("wwwauth[]").map(String::as_str), Some("b"));
         assert!(!r.contains_key("path"));
     }
 
@@ -167,6 +172,8 @@ mod tests {
     fn the_git_host_is_github_com_or_the_api_host() {
         assert_eq!(github_host("https://api.github.com").ok().as_deref(), Some("github.com"));
         assert_eq!(github_host("https://GHES.example.com/api/v3").ok().as_deref(), Some("ghes.example.com"));
+        assert_eq!(github_host("https://api.octo-corp.ghe.com").ok().as_deref(), Some("octo-corp.ghe.com"));
+        assert_eq!(github_host("https://api.example.com/api/v3").ok().as_deref(), Some("api.example.com"));
         assert_eq!(github_host("https://ghes.example.com:8443/api/v3").ok().as_deref(), Some("ghes.example.com:8443"));
         assert!(github_host("not a url").is_err());
     }
