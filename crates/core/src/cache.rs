@@ -90,6 +90,17 @@ impl<K: Eq + Hash + Clone, V: Clone> FlightCache<K, V> {
         outcome.map(|value| (value, !filled_here))
     }
 
+    /// Whether [`Self::get_or_fill`] would start no fill for `key`: a value `fresh` says will do
+    /// is cached, or a fill is running. Never fills, never waits.
+    pub fn holds(&self, key: &K, fresh: impl Fn(&V) -> bool) -> bool {
+        let inner = self.lock();
+        inner.map.get(key).is_some_and(|slot| match slot.flight.get() {
+            None => true,
+            Some(Ok(value)) => fresh(value),
+            Some(Err(_)) => false,
+        })
+    }
+
     /// Drops the value of `key`.
     pub async fn invalidate(&self, key: &K) {
         let mut inner = self.lock();

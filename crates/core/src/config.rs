@@ -41,6 +41,10 @@ pub struct Config {
     pub local_caller: Option<String>,
     /// `LEASE_TABLE_NAME`: the lease that keeps installation syncs apart.
     pub lease_table: Option<String>,
+    /// `SHARED_APP_JWT_KEY_ID`: **(ext)** the symmetric KMS key that encrypts the App JWT one
+    /// function signs for the others, kept in the lease table; without it (or the lease table),
+    /// each function signs its own.
+    pub shared_jwt_key: Option<String>,
     /// `ROTATION_TABLE_NAME`: the access-key rotator's targets.
     pub rotation_table: Option<String>,
     /// `ROTATION_KMS_KEY_ID`: the symmetric KMS key that encrypts a pending secret access key.
@@ -106,6 +110,7 @@ impl Config {
             local_caller,
             function_name: non_empty("AWS_LAMBDA_FUNCTION_NAME"),
             lease_table: non_empty("LEASE_TABLE_NAME"),
+            shared_jwt_key: non_empty("SHARED_APP_JWT_KEY_ID"),
             rotation_table: non_empty("ROTATION_TABLE_NAME"),
             rotation_kms_key: non_empty("ROTATION_KMS_KEY_ID"),
             rotation_iam_path,

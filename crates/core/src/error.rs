@@ -125,6 +125,11 @@ pub enum Error {
         /// Whether GitHub confirmed the revocation.
         revoked: bool,
     },
+    /// **(ext)** What answers for one target of `POST /tokens/installations`: the error its own
+    /// `POST /tokens/installation` would give, and the target's index in the request (the index
+    /// only: nothing more about the target than that error says).
+    #[error("target {index}: {error}")]
+    InTarget { index: usize, error: Box<Error> },
     /// The request could not finish before the invocation's deadline (`ServerSideError`).
     #[error("the request did not finish within the function's time limit; retry it")]
     OutOfTime,
@@ -222,6 +227,11 @@ pub fn error_reply(err: &Error) -> (ErrorName, ErrorBody) {
             (ErrorName::Throttling, ErrorBody { retry_after_seconds: Some(*retry_after_seconds), ..message() })
         }
         Error::Internal { .. } => (ErrorName::ServerSide, ErrorBody::message("Internal server error")),
+        Error::InTarget { index, error } => {
+            let (name, body) = error_reply(error);
+            let message = format!("target {index}: {}", body.message);
+            (name, ErrorBody { message, target_index: Some(*index), ..body })
+        }
     }
 }
 
@@ -235,6 +245,21 @@ mod tests {
         let (name, body) = error_reply(&err);
         assert_eq!((name.status(), name.as_str()), (500, "ServerSideError"));
         assert_eq!(serde_json::to_value(body).unwrap(), serde_json::json!({"message": "Internal server error"}));
+    }
+
+    #[test]
+    fn an_error_in_a_batch_is_its_targets_error_with_the_index() {
+        let in_target = |error| Error::InTarget { index: 2, error: Box::new(error) };
+        let (name, body) = error_reply(&in_target(Error::AccessDenied("repository docs is not granted".into())));
+        assert_eq!(name, ErrorName::AccessDenied);
+        assert_eq!(
+            serde_json::to_value(body).unwrap(),
+            serde_json::json!({"message": "target 2: repository docs is not granted", "targetIndex": 2})
+        );
+        let (name, body) = error_reply(&in_target(Error::internal("reading the App table", "secret detail")));
+        assert_eq!((name, body.message.as_str()), (ErrorName::ServerSide, "target 2: Internal server error"));
+        let (_, body) = error_reply(&in_target(Error::Throttled { service: "GitHub", retry_after_seconds: 9 }));
+        assert_eq!((body.retry_after_seconds, body.target_index), (Some(9), Some(2)), "the rest of the body kept");
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! | GitHub | [`github`] | GitHub's REST client: a concrete client, not a port (credentials and jobs call it directly, through [`Services::github`]); and the adapter of the OIDC verifier port |
 //! | AWS adapters (*wiring*) | [`aws`] | KMS, DynamoDB, CloudWatch, IAM and STS behind the ports: only the cold start (and the operator CLI) names them; everything else reaches AWS through the ports |
 //! | ports | [`ports`] | the traits the world is reached through, the records that cross them, and the stand-in for a port a function lacks |
-//! | support | [`cache`], [`deadline`] | the single-flight cache (bounded by entries and bytes); the invocation's deadline every wait and retry keeps to, and the budget of an AWS call |
+//! | support | [`cache`], [`deadline`], [`tls`] | the single-flight cache (bounded by entries and bytes); the invocation's deadline every wait and retry keeps to, and the budget of an AWS call; the TLS configuration every HTTPS client shares (the system's roots, read once) |
 //! | domain | [`domain`] | access rules, JWT claims, scopes, secrets, time, rotation targets: no I/O |
 //! | errors | [`error`] | the crate's one error enum, and its one mapping to the contract's errors |
 //!
@@ -45,6 +45,7 @@ pub mod ports;
 #[cfg(feature = "lambda")]
 pub mod runtime;
 pub mod services;
+pub mod tls;
 pub mod tokens;
 
 #[cfg(test)]

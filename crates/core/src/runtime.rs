@@ -12,15 +12,16 @@ use crate::aws::access_table::DynamoAccessStore;
 use crate::aws::app_table::DynamoAppStore;
 use crate::aws::aws_timeouts;
 use crate::aws::installation_table::DynamoInstallationStore;
-use crate::aws::kms::{KmsMac, KmsSigner};
+use crate::aws::kms::{KmsMac, KmsSigner, KmsVault};
 use crate::aws::lease_table::DynamoLeases;
+use crate::aws::shared_jwt::DynamoSharedJwts;
 use crate::config::Config;
 use crate::deadline;
 use crate::error::Error;
 use crate::github::oidc::GitHubOidc;
 use crate::github::{GitHubClient, RetryPolicy, Timeouts};
 use crate::http::Transport;
-use crate::ports::AccessMode;
+use crate::ports::{AccessMode, JwtShare};
 use crate::services::Services;
 
 /// Configuration and SDK configuration, read once per cold start.
@@ -37,8 +38,13 @@ impl ColdStart {
     pub async fn init() -> Result<Self, Error> {
         init_logging();
         let config = Config::from_env()?;
-        // Region, credentials and endpoint from the environment; every client is built from it.
-        let aws = aws_config::defaults(BehaviorVersion::latest()).timeout_config(aws_timeouts()).load().await;
+        // Region, credentials and endpoint from the environment; every client is built from it. Its
+        // HTTP client trusts the roots the GitHub clients share, read for the first call.
+        let aws = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(aws_timeouts())
+            .http_client(crate::aws::https::http_client())
+            .load()
+            .await;
         Ok(ColdStart { config, aws })
     }
 
@@ -87,6 +93,12 @@ impl ColdStart {
         }
         if let Some(table) = &self.config.lease_table {
             services.leases = Arc::new(DynamoLeases::new(dynamodb.clone(), table));
+            if let Some(key) = &self.config.shared_jwt_key {
+                services.jwt_share = Some(JwtShare {
+                    store: Arc::new(DynamoSharedJwts::new(dynamodb.clone(), table)),
+                    vault: Arc::new(KmsVault::new(kms.clone(), key)),
+                });
+            }
         }
         if let Some(table) = &self.config.access_table {
             services.access = Arc::new(DynamoAccessStore::new(dynamodb.clone(), table));
@@ -330,5 +342,34 @@ mod oidc_issuer_tests {
             let services = start.services().unwrap();
             assert!(matches!(services.oidc.verify("a.b.c").await, Err(Error::AccessDenied(_))));
         }
+    }
+}
+
+#[cfg(test)]
+mod shared_jwt_tests {
+    use super::*;
+
+    fn services(vars: &[(&str, &str)]) -> Services {
+        let config = Config::from_lookup(|name| {
+            let mut set = [("APP_TABLE_NAME", "Apps")].into_iter().chain(vars.iter().copied());
+            set.find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
+        })
+        .expect("a valid environment");
+        let aws = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        ColdStart { config, aws }.services().expect("services")
+    }
+
+    /// The App JWT is shared only where both its key and the lease table are set: elsewhere (the
+    /// CLI, an older template) each function signs its own, as before.
+    #[test]
+    fn the_share_is_on_only_with_its_key_and_the_lease_table() {
+        let key: (&str, &str) = ("SHARED_APP_JWT_KEY_ID", "arn:aws:kms:us-east-1:123456789012:key/shared");
+        let leases = ("LEASE_TABLE_NAME", "Leases");
+        assert!(services(&[key, leases]).jwt_share.is_some());
+        assert!(services(&[leases]).jwt_share.is_none());
+        assert!(services(&[key]).jwt_share.is_none());
     }
 }

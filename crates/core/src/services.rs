@@ -9,8 +9,8 @@ use crate::domain::clock::SystemClock;
 use crate::error::Error;
 use crate::github::GitHubClient;
 use crate::ports::{
-    AccessMode, AccessStore, AppStore, Clock, InstallationStore, Leases, Mac, MetricSink, OidcVerifier, Signer,
-    Unconfigured,
+    AccessMode, AccessStore, AppStore, Clock, InstallationStore, JwtShare, Leases, Mac, MetricSink, OidcVerifier,
+    Signer, Unconfigured,
 };
 
 /// What every operation and job reaches the world through, built once per cold start.
@@ -44,6 +44,9 @@ pub struct Services {
     /// The leases that keep syncs and rotations apart (`LEASE_TABLE_NAME`); without the table,
     /// every lease is granted and runs are not kept apart.
     pub leases: Arc<dyn Leases>,
+    /// **(ext)** The App JWT one function signs for the others (`SHARED_APP_JWT_KEY_ID` and the
+    /// lease table); without it (`None`), each function signs its own.
+    pub jwt_share: Option<JwtShare>,
 }
 
 impl Services {
@@ -62,6 +65,7 @@ impl Services {
             oidc: Arc::new(Unconfigured("GitHub OIDC tokens are not accepted here (no OIDC_AUDIENCE)")),
             github: None,
             leases: Arc::new(Unconfigured("LEASE_TABLE_NAME is not set")),
+            jwt_share: None,
         }
     }
 

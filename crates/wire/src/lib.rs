@@ -18,6 +18,8 @@ pub mod paths {
     pub const APP_TOKEN: &str = "/tokens/app";
     /// installation-token: `POST /tokens/installation`.
     pub const INSTALLATION_TOKEN: &str = "/tokens/installation";
+    /// **(ext)** installation-token, several targets at once: `POST /tokens/installations`.
+    pub const INSTALLATION_TOKENS: &str = "/tokens/installations";
     /// refresh-cache: `POST /installations/refresh`.
     pub const REFRESH: &str = "/installations/refresh";
     /// get-installation by node ID: `POST /installations/info`.
@@ -176,6 +178,28 @@ pub struct InstallationTokenResponse {
     /// The scope GitHub granted.
     #[serde(default)]
     pub actual_scope_down: ScopeDown,
+}
+
+/// **(ext)** `POST /tokens/installations`: one token for each target, all or none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstallationTokensRequest {
+    /// 1 to [`InstallationTokensRequest::MAX_TARGETS`] targets, each a `POST /tokens/installation`
+    /// body, no two naming the same App and target.
+    pub targets: Vec<InstallationTokenRequest>,
+}
+
+impl InstallationTokensRequest {
+    /// The most targets one request may name.
+    pub const MAX_TARGETS: usize = 10;
+}
+
+/// **(ext)** The answer of `POST /tokens/installations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstallationTokensResponse {
+    /// One answer per target, in the request's order, each as `POST /tokens/installation` gives it.
+    pub tokens: Vec<InstallationTokenResponse>,
 }
 
 /// `POST /installations/refresh` (an empty object).
@@ -361,12 +385,21 @@ pub struct ErrorBody {
     /// **(ext)** A `ClientSideError` with GitHub's message: GitHub's `documentation_url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub documentation_url: Option<String>,
+    /// **(ext)** `POST /tokens/installations` only: the index of the target the error is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_index: Option<usize>,
 }
 
 impl ErrorBody {
     /// A body with only a message.
     pub fn message(message: impl Into<String>) -> Self {
-        ErrorBody { message: message.into(), field_list: None, retry_after_seconds: None, documentation_url: None }
+        ErrorBody {
+            message: message.into(),
+            field_list: None,
+            retry_after_seconds: None,
+            documentation_url: None,
+            target_index: None,
+        }
     }
 }
 
@@ -406,6 +439,12 @@ mod tests {
         assert_eq!(reply.installation_token.expose(), "ghs_x");
         assert_eq!((reply.installation_id, reply.requested_scope_down), (None, None));
         assert_eq!(reply.actual_scope_down.repository_names, ["a"]);
+
+        let batch = InstallationTokensRequest { targets: vec![node.clone(), enterprise.clone()] };
+        assert_eq!(
+            serde_json::to_value(&batch).unwrap(),
+            json!({"targets": [{"appId": 1, "nodeId": "N"}, {"appId": 1, "enterprise": "acme"}]})
+        );
 
         let page = ListInstallationsResponse { installations: Vec::new(), next_token: None };
         assert_eq!(serde_json::to_value(&page).unwrap(), json!({"installations": []}));

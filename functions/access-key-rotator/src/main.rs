@@ -1,6 +1,10 @@
 //! access-key-rotator: on an EventBridge schedule (and on `appcreds rotation run`), rotate IAM
 //! users' access keys into GitHub Actions secrets with the App's own installation tokens.
 
+// The job's future is deep (the rotator, the GitHub client, reqwest): proving it `Send` in a
+// release build goes beyond the default limit of 128.
+#![recursion_limit = "256"]
+
 use std::sync::Arc;
 
 use appcreds_core::Error;

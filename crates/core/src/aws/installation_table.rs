@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 
 use crate::aws::{Item, PAGE, dynamo_error, scan_all};
 use crate::deadline;
 use crate::domain::scope::InstallationGrants;
 use crate::error::Error;
-use crate::ports::{InstallationRecord, InstallationRow, InstallationStore, TablePosition};
+use crate::ports::{InstallationRecord, InstallationRow, InstallationStore, RowBound, TablePosition};
 
 /// The Installation table in DynamoDB.
 #[derive(Debug, Clone)]
@@ -132,11 +133,7 @@ impl DynamoInstallationStore {
 
 #[async_trait]
 impl InstallationStore for DynamoInstallationStore {
-    async fn get(&self, app_id: i64, node_id: &str) -> Result<Option<InstallationRecord>, Error> {
-        Ok(self.get_row(app_id, node_id).await?.map(|r| r.record))
-    }
-
-    async fn get_row(&self, app_id: i64, node_id: &str) -> Result<Option<InstallationRow>, Error> {
+    async fn get(&self, app_id: i64, node_id: &str) -> Result<Option<InstallationRow>, Error> {
         let out = self
             .client
             .get_item()
@@ -153,12 +150,39 @@ impl InstallationStore for DynamoInstallationStore {
         Ok(self.query_all(Some("NodeID"), "NodeId = :v", s(node_id)).await?.into_iter().map(|r| r.record).collect())
     }
 
-    async fn list_app(&self, app_id: i64) -> Result<Vec<InstallationRecord>, Error> {
-        Ok(self.list_app_rows(app_id).await?.into_iter().map(|r| r.record).collect())
-    }
-
-    async fn list_app_rows(&self, app_id: i64) -> Result<Vec<InstallationRow>, Error> {
-        self.query_all(None, "AppId = :v", n(app_id)).await
+    async fn list_app(&self, app_id: i64, bound: Option<RowBound>) -> Result<Option<Vec<InstallationRow>>, Error> {
+        let Some(RowBound { max_rows, reserve }) = bound else {
+            return Ok(Some(self.query_all(None, "AppId = :v", n(app_id)).await?));
+        };
+        let mut rows = Vec::new();
+        let mut start = None;
+        loop {
+            // One row more than the bound says that there are more.
+            let limit = (max_rows + 1 - rows.len()).min(PAGE as usize) as i32;
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("AppId = :v")
+                .expression_attribute_values(":v", n(app_id))
+                .limit(limit)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| dynamo_error("querying the Installation table", e))?;
+            rows.extend(page.items.unwrap_or_default().iter().filter_map(row));
+            if rows.len() > max_rows {
+                return Ok(None);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(Some(rows));
+            }
+            // The first page always runs; another only if it and what follows fit the deadline.
+            if !deadline::allows(Duration::ZERO, scan_budget() + reserve) {
+                return Ok(None);
+            }
+        }
     }
 
     async fn page(
@@ -223,16 +247,6 @@ impl InstallationStore for DynamoInstallationStore {
 
     async fn write(
         &self,
-        puts: Vec<InstallationRecord>,
-        deletes: Vec<TablePosition>,
-        now_rfc3339: &str,
-    ) -> Result<(), Error> {
-        let rows = puts.into_iter().map(|record| InstallationRow { record, grants: None }).collect();
-        self.write_rows(rows, deletes, now_rfc3339).await
-    }
-
-    async fn write_rows(
-        &self,
         puts: Vec<InstallationRow>,
         deletes: Vec<TablePosition>,
         now_rfc3339: &str,
@@ -290,6 +304,40 @@ impl InstallationStore for DynamoInstallationStore {
             }
         }
         Ok(())
+    }
+
+    async fn write_grants(
+        &self,
+        position: &TablePosition,
+        installation_id: i64,
+        grants: &InstallationGrants,
+        now_rfc3339: &str,
+    ) -> Result<bool, Error> {
+        let permissions = grants.permissions.iter().map(|(k, v)| (k.clone(), s(v))).collect();
+        let written = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_item(position)))
+            .condition_expression("InstallationId = :id")
+            .update_expression("SET #p = :p, #s = :s, #t = :t")
+            .expression_attribute_names("#p", "Permissions")
+            .expression_attribute_names("#s", "RepositorySelection")
+            .expression_attribute_names("#t", "LastRefreshed")
+            .expression_attribute_values(":id", n(installation_id))
+            .expression_attribute_values(":p", AttributeValue::M(permissions))
+            .expression_attribute_values(":s", s(&grants.repository_selection))
+            .expression_attribute_values(":t", s(now_rfc3339))
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(true),
+            // Deleted (an uninstall the sync confirmed) or reinstalled meanwhile: not brought back.
+            Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => {
+                Ok(false)
+            }
+            Err(e) => Err(dynamo_error("writing the Installation table", e)),
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! The AWS adapters behind the [`crate::ports`]: KMS signing, MACs and sealing ([`kms`]); the
 //! DynamoDB tables: Apps ([`app_table`]), installations ([`installation_table`]), access rules
-//! ([`access_table`]), leases ([`lease_table`]) and rotation targets ([`rotation_table`]); with the
+//! ([`access_table`]), leases ([`lease_table`]), the shared App JWTs, kept with the leases
+//! ([`shared_jwt`]), and rotation targets ([`rotation_table`]); with the
 //! `cloudwatch` feature, the CloudWatch metric sink (`cloudwatch`); with the `rotator` feature, IAM
-//! access keys and STS (`iam`). Plus the timeouts of every AWS call and the mapping of DynamoDB
+//! access keys and STS (`iam`). The SDK's HTTP client ([`https`]). Plus the timeouts of every AWS call and the mapping of DynamoDB
 //! failures. Only the cold start (and the operator CLI) names these types; everything else reaches
 //! AWS through the ports.
 
@@ -19,12 +20,14 @@ pub mod access_table;
 pub mod app_table;
 #[cfg(feature = "cloudwatch")]
 pub mod cloudwatch;
+pub mod https;
 #[cfg(feature = "rotator")]
 pub mod iam;
 pub mod installation_table;
 pub mod kms;
 pub mod lease_table;
 pub mod rotation_table;
+pub mod shared_jwt;
 
 /// Timeouts for every AWS call: a hung dependency fails the request well before Lambda's timeout.
 /// The numbers are [`deadline`]'s, which the jobs budget their AWS calls with.

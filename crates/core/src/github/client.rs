@@ -8,6 +8,7 @@
 //! act on it (no connection, or a rate-limit refusal): after a timeout or a 5xx its outcome is
 //! unknown, and a second mint could leave a token nobody holds, valid for an hour.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
@@ -83,7 +84,9 @@ pub struct Reply {
 /// A GitHub REST API client for one base URL (api.github.com or GHES `https://HOST/api/v3`).
 #[derive(Debug, Clone)]
 pub struct GitHubClient {
-    http: reqwest::Client,
+    /// Built for the first request (a cold start reads no root certificates for it); shared by clones.
+    http: Arc<OnceLock<reqwest::Client>>,
+    timeouts: Timeouts,
     base: String,
     origin: String,
     retry: RetryPolicy,
@@ -92,20 +95,31 @@ pub struct GitHubClient {
 
 impl GitHubClient {
     pub fn new(base_url: &str, timeouts: Timeouts, retry: RetryPolicy) -> Result<Self, Error> {
+        let base = base_url.trim_end_matches('/').to_string();
+        let origin = origin_of(&base).ok_or(Error::Misconfigured("GITHUB_API_URL is not an http(s) URL"))?;
+        let http = Arc::new(OnceLock::new());
+        Ok(GitHubClient { http, timeouts, base, origin, retry, request_timeout: timeouts.request })
+    }
+
+    /// The HTTP client, built on first use with GitHub's headers and the process's shared TLS
+    /// configuration.
+    fn http(&self) -> Result<&reqwest::Client, Error> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
         headers.insert("x-github-api-version", HeaderValue::from_static(API_VERSION));
         headers.insert(USER_AGENT, HeaderValue::from_static(concat!("appcreds/", env!("CARGO_PKG_VERSION"))));
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(crate::tls::client_config()?)
             .default_headers(headers)
-            .connect_timeout(timeouts.connect)
-            .timeout(timeouts.request)
+            .connect_timeout(self.timeouts.connect)
+            .timeout(self.timeouts.request)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::internal("building the GitHub client", e))?;
-        let base = base_url.trim_end_matches('/').to_string();
-        let origin = origin_of(&base).ok_or(Error::Misconfigured("GITHUB_API_URL is not an http(s) URL"))?;
-        Ok(GitHubClient { http, base, origin, retry, request_timeout: timeouts.request })
+        Ok(self.http.get_or_init(|| http))
     }
 
     /// Sends a request with retries; `path` is relative to the base URL (or an absolute URL on
@@ -216,8 +230,11 @@ impl GitHubClient {
         };
         // Only a request GitHub provably did not act on may be sent again if it is not idempotent.
         let idempotent = method != Method::POST;
-        let mut req = self
-            .http
+        let http = match self.http() {
+            Ok(http) => http,
+            Err(e) => return Attempt::Fatal(e),
+        };
+        let mut req = http
             .request(method, url)
             .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
             .timeout(deadline::clamp(self.request_timeout));
@@ -360,6 +377,19 @@ fn origin_of(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cold start builds no HTTP client (nor reads root certificates for one): the first request does.
+    #[tokio::test]
+    async fn the_http_client_is_built_for_the_first_request() {
+        let once = RetryPolicy { max_attempts: 1, ..RetryPolicy::default() };
+        let github = GitHubClient::new("http://127.0.0.1:1", Timeouts::default(), once).expect("a client");
+        assert!(github.http.get().is_none());
+        let token = Secret::new("ghs_x");
+        let sent = github.send(Method::GET, "/rate_limit", Auth::Installation(&token), None).await;
+        assert!(matches!(sent, Err(Error::GitHubUnavailable(_))), "{sent:?}");
+        assert!(github.http.get().is_some());
+        assert!(github.clone().http.get().is_some(), "clones share it");
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

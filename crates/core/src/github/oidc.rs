@@ -8,7 +8,7 @@
 //! fetches are one fetch, and tokens with known keys never wait for one.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -76,7 +76,8 @@ pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 /// Verifies GitHub Actions OIDC tokens for one issuer and audience.
 pub struct GitHubOidc {
-    http: reqwest::Client,
+    /// Built when the JWKS is first fetched: a function that gets no token never builds it.
+    http: OnceLock<reqwest::Client>,
     issuer: String,
     audience: String,
     clock: Arc<dyn Clock>,
@@ -90,23 +91,38 @@ fn refused(why: impl std::fmt::Display) -> Error {
 }
 
 impl GitHubOidc {
-    /// A verifier of tokens from `issuer` for `audience`.
+    /// A verifier of tokens from `issuer` for `audience`. Its HTTP client is built when a token
+    /// first needs the JWKS fetched (a cold start without tokens reads no root certificates for it).
     pub fn new(issuer: &str, audience: &str, clock: Arc<dyn Clock>) -> Result<Self, Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(4))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("appcreds/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::internal("building the OIDC client", e))?;
         Ok(Self {
-            http,
+            http: OnceLock::new(),
             issuer: issuer.trim_end_matches('/').to_string(),
             audience: audience.to_string(),
             clock,
             keys: RwLock::new(BTreeMap::new()),
             fetching: Mutex::new(Fetching { last_attempt: None, last_failed: false, fetches: 0 }),
         })
+    }
+
+    /// Whether the HTTP client was built (tests that it is built only when needed).
+    pub fn client_built(&self) -> bool {
+        self.http.get().is_some()
+    }
+
+    /// The HTTP client, built on first use, with the process's shared TLS configuration.
+    fn http(&self) -> Result<&reqwest::Client, Error> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(crate::tls::client_config()?)
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(4))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("appcreds/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::internal("building the OIDC client", e))?;
+        Ok(self.http.get_or_init(|| http))
     }
 
     /// How many times the JWKS was fetched (for tests of the limit).
@@ -156,7 +172,7 @@ impl GitHubOidc {
     /// The issuer's JWKS, through its discovery document; `jwks_uri` must be on the issuer's origin.
     async fn fetch(&self) -> Result<BTreeMap<String, DecodingKey>, Error> {
         let get = |url: String| async move {
-            let resp = self.http.get(&url).send().await.map_err(|e| Error::internal("fetching OIDC metadata", e))?;
+            let resp = self.http()?.get(&url).send().await.map_err(|e| Error::internal("fetching OIDC metadata", e))?;
             if !resp.status().is_success() {
                 return Err(Error::internal("fetching OIDC metadata", format!("{url} answered {}", resp.status())));
             }
@@ -237,6 +253,22 @@ impl OidcVerifier for GitHubOidc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cold start builds no client for the verifier (nor reads root certificates for one): the
+    /// first token whose keys must be fetched does.
+    #[tokio::test]
+    async fn the_http_client_is_built_for_the_first_token_that_needs_the_keys() {
+        let clock = Arc::new(crate::domain::clock::SystemClock);
+        let verifier = GitHubOidc::new("http://127.0.0.1:1", "appcreds", clock).expect("a verifier");
+        assert!(!verifier.client_built());
+        // Refused on its face: no keys needed.
+        assert!(matches!(verifier.verify("not-a-jwt").await, Err(Error::AccessDenied(_))));
+        assert!(!verifier.client_built());
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"k1"}"#);
+        let fetched = verifier.verify(&format!("{header}.e30.c2ln")).await;
+        assert!(matches!(fetched, Err(Error::GitHubUnavailable(_))), "{fetched:?}");
+        assert!(verifier.client_built());
+    }
 
     #[test]
     fn issuers_follow_the_github_url() {

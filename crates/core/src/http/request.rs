@@ -3,7 +3,8 @@
 //! violations are collected into one `ValidationException` naming every field.
 
 use appcreds_wire::{
-    AppTokenRequest, InstallationInfoRequest, InstallationTokenRequest, ListInstallationsRequest, ScopeDown, Target,
+    AppTokenRequest, InstallationInfoRequest, InstallationTokenRequest, InstallationTokensRequest,
+    ListInstallationsRequest, ScopeDown, Target,
 };
 use serde_json::{Map, Value};
 
@@ -125,9 +126,9 @@ fn id(fields: &Fields<'_>, name: &str, v: &mut Violations) -> Result<Option<i64>
     })
 }
 
-/// A node ID: `@length(1, 256)`.
-fn node_id_value(node_id: &str, v: &mut Violations) -> Option<String> {
-    v.text_length("/nodeId", node_id, Some(1), Some(256)).then(|| node_id.to_string())
+/// A node ID at `path`: `@length(1, 256)`.
+fn node_id_value(path: &str, node_id: &str, v: &mut Violations) -> Option<String> {
+    v.text_length(path, node_id, Some(1), Some(256)).then(|| node_id.to_string())
 }
 
 /// `POST /tokens/app`'s body.
@@ -141,16 +142,65 @@ pub fn app_token(body: &Map<String, Value>) -> Result<AppTokenRequest, Error> {
 /// `POST /tokens/installation`'s body: `appId`, exactly one of `nodeId`, `owner`, `repository`
 /// and `enterprise`, and an optional `scopeDown`. Every violation of all of them is counted.
 pub fn installation_token(body: &Map<String, Value>) -> Result<InstallationTokenRequest, Error> {
-    let fields = Fields::new(body);
     let mut v = Violations::default();
-    let app_id = id(&fields, "appId", &mut v)?;
-    let target = target(&fields, &mut v)?;
+    let read = token_request(&Fields::new(body), &mut v)?;
+    v.finish()?;
+    checked(read)
+}
+
+/// One installation-token body (at `fields`' prefix), its violations added to `v`; `None` if it
+/// has any.
+fn token_request(fields: &Fields<'_>, v: &mut Violations) -> Result<Option<InstallationTokenRequest>, Error> {
+    let app_id = id(fields, "appId", v)?;
+    let target = target(fields, v)?;
     let scope_down = match fields.object("scopeDown")? {
         None => None,
-        Some(map) => Some(scope_down(map, "/scopeDown", &mut v)?),
+        Some(map) => Some(scope_down(map, &fields.path("scopeDown"), v)?),
     };
+    Ok(app_id.zip(target).map(|(app_id, target)| InstallationTokenRequest { app_id, target, scope_down }))
+}
+
+/// **(ext)** `POST /tokens/installations`' body: `targets`, 1 to
+/// [`InstallationTokensRequest::MAX_TARGETS`] installation-token bodies, each read as
+/// [`installation_token`] reads one (its paths under `/targets/{index}`), no two naming the same
+/// App and target (logins and slugs compared without case, as GitHub compares them).
+pub fn installation_tokens(body: &Map<String, Value>) -> Result<InstallationTokensRequest, Error> {
+    let fields = Fields::new(body);
+    let mut v = Violations::default();
+    let items: &[Value] = match fields.array("targets")? {
+        None => {
+            v.required("/targets");
+            &[]
+        }
+        // Nothing of a list beyond the bound is read.
+        Some(items) if !v.length("/targets", items.len(), Some(1), Some(InstallationTokensRequest::MAX_TARGETS)) => &[],
+        Some(items) => items,
+    };
+    let mut targets = Vec::with_capacity(items.len());
+    let mut seen = std::collections::BTreeMap::new();
+    for (index, item) in items.iter().enumerate() {
+        let prefix = format!("/targets/{index}");
+        let Value::Object(map) = item else { return Err(wrong_type(&prefix, "an object", item)) };
+        let Some(read) = token_request(&Fields::nested(map, prefix.as_str()), &mut v)? else { continue };
+        let key = (read.app_id, same_target(&read.target));
+        if let Some(first) = seen.insert(key, index) {
+            v.rule(&prefix, &format!("must not name the App and installation target of /targets/{first} again"));
+        }
+        targets.push(read);
+    }
     v.finish()?;
-    Ok(InstallationTokenRequest { app_id: checked(app_id)?, target: checked(target)?, scope_down })
+    Ok(InstallationTokensRequest { targets })
+}
+
+/// What two targets of one batch are compared by: their kind and name, logins and slugs (and
+/// repositories' names) without case.
+fn same_target(target: &Target) -> (u8, String) {
+    match target {
+        Target::NodeId(node_id) => (0, node_id.clone()),
+        Target::Owner(login) => (1, login.to_ascii_lowercase()),
+        Target::Repository(repository) => (2, repository.to_ascii_lowercase()),
+        Target::Enterprise(slug) => (3, slug.to_ascii_lowercase()),
+    }
 }
 
 /// `POST /installations/info`'s body: a required `nodeId`.
@@ -162,7 +212,7 @@ pub fn installation_info(body: &Map<String, Value>) -> Result<InstallationInfoRe
             v.required("/nodeId");
             None
         }
-        Some(n) => node_id_value(n, &mut v),
+        Some(n) => node_id_value("/nodeId", n, &mut v),
     };
     v.finish()?;
     Ok(InstallationInfoRequest { node_id: checked(node_id)? })
@@ -199,14 +249,14 @@ fn target(fields: &Fields<'_>, v: &mut Violations) -> Result<Option<Target>, Err
     .collect();
     match given.as_slice() {
         [] => {
-            v.required("/nodeId");
+            v.required(&fields.path("nodeId"));
             return Ok(None);
         }
         [_] => {}
         [first, rest @ ..] => {
             for extra in rest {
                 v.rule(
-                    &format!("/{extra}"),
+                    &fields.path(extra),
                     &format!(
                         "must not be set together with {first} (give one of nodeId, owner, repository and enterprise)"
                     ),
@@ -216,26 +266,28 @@ fn target(fields: &Fields<'_>, v: &mut Violations) -> Result<Option<Target>, Err
         }
     }
     if let Some(node_id) = node_id {
-        return Ok(node_id_value(node_id, v).map(Target::NodeId));
+        return Ok(node_id_value(&fields.path("nodeId"), node_id, v).map(Target::NodeId));
     }
     if let Some(owner) = owner {
         // `&`, not `&&`: both constraints are checked and counted, as Smithy does.
-        let ok = v.text_length("/owner", owner, Some(1), Some(39)) & v.pattern("/owner", owner, &LOGIN);
+        let path = fields.path("owner");
+        let ok = v.text_length(&path, owner, Some(1), Some(39)) & v.pattern(&path, owner, &LOGIN);
         return Ok(ok.then(|| Target::Owner(owner.to_string())));
     }
     if let Some(enterprise) = enterprise {
         // **(ext)** An enterprise's slug: letters, digits and inner hyphens, as a login (with
         // `@length(1, 100)`). It goes into GitHub's path (/enterprises/{slug}/installation): the
         // pattern keeps it one segment.
-        let ok = v.text_length("/enterprise", enterprise, Some(1), Some(MAX_ENTERPRISE_SLUG))
-            & v.pattern("/enterprise", enterprise, &LOGIN);
+        let path = fields.path("enterprise");
+        let ok =
+            v.text_length(&path, enterprise, Some(1), Some(MAX_ENTERPRISE_SLUG)) & v.pattern(&path, enterprise, &LOGIN);
         return Ok(ok.then(|| Target::Enterprise(enterprise.to_string())));
     }
     let repository = repository.unwrap_or_default();
-    let mut ok = v.text_length("/repository", repository, Some(3), Some(140))
-        & v.pattern("/repository", repository, &REPOSITORY);
+    let path = fields.path("repository");
+    let mut ok = v.text_length(&path, repository, Some(3), Some(140)) & v.pattern(&path, repository, &REPOSITORY);
     if ok && matches!(repository.rsplit_once('/'), Some((_, "." | ".."))) {
-        v.rule("/repository", "must not name the repository . or ..");
+        v.rule(&path, "must not name the repository . or ..");
         ok = false;
     }
     Ok(ok.then(|| Target::Repository(repository.to_string())))

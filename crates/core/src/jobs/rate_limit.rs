@@ -58,6 +58,8 @@ pub const PUBLISH_RESERVE: Duration = Duration::from_secs(10);
 pub const PER_INSTALLATION: Duration = Duration::from_secs(3);
 /// Errors quoted in a run's summary line.
 const QUOTED_ERRORS: usize = 5;
+/// The caller the scanner's audit line names for a token too wide.
+const SCANNER: &str = "rate-limit-scanner";
 
 /// **(ext)** The heartbeat metrics, published once per run with the one dimension
 /// [`heartbeat::DIMENSION`] (the scanner function's name, so that stacks sharing an account
@@ -366,7 +368,11 @@ impl RateLimitScanner {
         scope: &ScopeDown,
         calls: &AtomicUsize,
     ) -> Result<Vec<Metric>, Error> {
-        let (token, cached) = self.tokens.internal_token(record, scope).await?;
+        let (token, cached) = self
+            .tokens
+            .internal_token(record, scope)
+            .await
+            .inspect_err(|e| crate::tokens::audit_too_wide(SCANNER, record.app_id, e))?;
         if !cached {
             calls.fetch_add(1, Ordering::Relaxed);
         }

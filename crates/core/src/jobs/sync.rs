@@ -153,8 +153,9 @@ impl InstallationSync {
         let existing: BTreeMap<String, InstallationRow> = self
             .services
             .installations
-            .list_app_rows(app_id)
+            .list_app(app_id, None)
             .await?
+            .unwrap_or_default()
             .into_iter()
             .map(|r| (r.record.node_id.clone(), r))
             .collect();
@@ -189,7 +190,7 @@ impl InstallationSync {
         let deletes: Vec<TablePosition> = confirmed.into_iter().flatten().collect();
         let changes = Changes { listed: listed.len(), written: puts.len(), deleted: deletes.len() };
         if !puts.is_empty() || !deletes.is_empty() {
-            self.services.installations.write_rows(puts, deletes, now).await?;
+            self.services.installations.write(puts, deletes, now).await?;
         }
         Ok(changes)
     }

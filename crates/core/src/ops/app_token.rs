@@ -41,8 +41,9 @@ impl Operation for AppToken {
     async fn call(&self, call: Call) -> Result<Value, Error> {
         let app_id = request::app_token(&call.body)?.app_id;
         // The App JWT mints any token at GitHub directly: only a rule that names app-token grants it.
-        let rule = self.access.judge(&call).await?.allow(Action::AppToken, Some(app_id))?;
-        let jwt = self.jwts.get(app_id).await?;
+        // The App row is read while that is decided.
+        let decided = async { self.access.judge(&call).await?.allow(Action::AppToken, Some(app_id)) };
+        let (rule, jwt) = self.jwts.get_decided(app_id, decided).await?;
         let expiration = rfc3339(jwt.expires_at - EXPIRY_MARGIN_SECS);
         audit::credential_issued(
             &call.caller,

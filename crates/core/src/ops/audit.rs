@@ -45,34 +45,46 @@ pub(crate) fn credential_issued(caller: &Caller, issued: &Issued<'_>) {
 
 /// **(ext)** Logs that GitHub answered `caller`'s request with a token wider than asked (the
 /// proof after the mint), what was wider, and whether the token was revoked: the token's SHA-256
-/// as [`credential_issued`] writes it, never the token. Nothing for another error.
+/// as [`credential_issued`] writes it, never the token. Nothing for another error. (The jobs that
+/// mint write the same line, with their own name for the caller.)
 pub(crate) fn token_too_wide(caller: &Caller, app_id: i64, err: &Error) {
-    let Error::TokenTooWide { installation_id, token_sha256, hashed_token, wider, revoked } = err else { return };
-    if *revoked {
-        tracing::warn!(
-            target: "appcreds::audit",
-            caller = caller.audit_name(),
-            kind = "installation-token",
-            app_id,
-            installation_id,
-            hashed_token,
-            token_sha256,
-            wider,
-            revoked,
-            "installation token wider than asked: revoked"
-        );
+    crate::tokens::audit_too_wide(caller.audit_name(), app_id, err);
+}
+
+/// **(ext)** Logs that a token minted for `caller`'s `POST /tokens/installations` was not handed
+/// out, because another of the request's mints failed, and whether GitHub confirmed its
+/// revocation: the token's SHA-256 as [`credential_issued`] writes it, never the token.
+pub(crate) fn batch_token_revoked(caller: &Caller, app_id: i64, installation_id: i64, token: &Secret, revoked: bool) {
+    let message = if revoked {
+        "installation token of a failed batch: revoked"
     } else {
-        tracing::error!(
-            target: "appcreds::audit",
-            caller = caller.audit_name(),
-            kind = "installation-token",
-            app_id,
-            installation_id,
-            hashed_token,
-            token_sha256,
-            wider,
-            revoked,
-            "installation token wider than asked: not revoked, expires within the hour"
-        );
-    }
+        "installation token of a failed batch: not revoked, expires within the hour"
+    };
+    tracing::warn!(
+        target: "appcreds::audit",
+        caller = caller.audit_name(),
+        kind = "installation-token",
+        app_id,
+        installation_id,
+        hashed_token = %token.sha256_base64(),
+        token_sha256 = %token.sha256_hex(),
+        revoked,
+        "{message}"
+    );
+}
+
+/// **(ext)** Logs that a mint of `caller`'s `POST /tokens/installations` ran out of time or had
+/// no answer (`error`): GitHub may have minted the token all the same, but it was never seen, so
+/// it is neither handed out nor revoked (it expires within the hour). There is no token to hash:
+/// the App and installation say which.
+pub(crate) fn batch_mint_unknown(caller: &Caller, app_id: i64, installation_id: i64, error: &Error) {
+    tracing::warn!(
+        target: "appcreds::audit",
+        caller = caller.audit_name(),
+        kind = "installation-token",
+        app_id,
+        installation_id,
+        error = %error,
+        "installation token of a batch: the mint's outcome is unknown; GitHub may have minted one, never handed out nor revoked"
+    );
 }

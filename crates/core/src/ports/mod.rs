@@ -1,9 +1,9 @@
 //! The ports: the small traits through which credentials, jobs and operations reach KMS,
 //! DynamoDB, CloudWatch, IAM, GitHub's OIDC keys and the clock ([`Signer`], [`Mac`],
-//! [`AppStore`], [`InstallationStore`], [`AccessStore`], [`Leases`], [`OidcVerifier`],
-//! [`Vault`], [`AccessKeys`], [`RotationStore`], [`MetricSink`], [`Clock`]); the records that
-//! cross them (`records`: [`AppRecord`], [`InstallationRecord`], [`TablePosition`],
-//! [`TargetRecord`] and the like, defined here so that the adapters import them and nothing
+//! [`AppStore`], [`InstallationStore`], [`AccessStore`], [`Leases`], [`SharedJwts`],
+//! [`OidcVerifier`], [`Vault`], [`AccessKeys`], [`RotationStore`], [`MetricSink`], [`Clock`]); the
+//! records that cross them (`records`: [`AppRecord`], [`InstallationRecord`], [`TablePosition`],
+//! [`SharedJwt`], [`TargetRecord`] and the like, defined here so that the adapters import them and nothing
 //! above names an adapter); and `Unconfigured` (`unconfigured`), the stand-in for a port a
 //! function lacks. The `Services` bundle of the layer above holds one of each. GitHub's REST API
 //! is no port: its client is concrete, and credentials and jobs call it directly.
@@ -19,11 +19,14 @@
 //! Each call through a port is one dynamic dispatch (and, for async methods, one boxed future):
 //! nanoseconds beside the network call behind it.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::domain::access::{Claims, Rule};
 pub use crate::domain::clock::Clock;
 pub use crate::domain::rotation::{AccessKeyInfo, RotationState, TargetSpec};
+use crate::domain::scope::InstallationGrants;
 use crate::domain::secret::Secret;
 use crate::error::Error;
 
@@ -31,7 +34,8 @@ mod records;
 mod unconfigured;
 
 pub use records::{
-    AppRecord, InstallationRecord, InstallationRow, PreviousKey, TablePosition, TargetList, TargetRecord,
+    AppRecord, InstallationRecord, InstallationRow, PreviousKey, SharedItem, SharedJwt, TablePosition, TargetList,
+    TargetRecord,
 };
 pub(crate) use unconfigured::Unconfigured;
 
@@ -60,15 +64,28 @@ pub trait AppStore: Send + Sync {
     async fn list_apps(&self) -> Result<Vec<AppRecord>, Error>;
 }
 
-/// The Installation table.
+/// How far [`InstallationStore::list_app`] reads before it gives up: at most `max_rows` rows,
+/// read before the invocation's deadline with `reserve` kept back for what follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowBound {
+    /// The most rows the App may have.
+    pub max_rows: usize,
+    /// Time kept back, after the listing, for what follows it.
+    pub reserve: std::time::Duration,
+}
+
+/// The Installation table. **(ext)** Rows hold what each installation grants, when the writer
+/// knew it ([`InstallationRow`]); a caller that wants only the record takes its `record`.
 #[async_trait]
 pub trait InstallationStore: Send + Sync {
     /// The row of (`app_id`, `node_id`).
-    async fn get(&self, app_id: i64, node_id: &str) -> Result<Option<InstallationRecord>, Error>;
+    async fn get(&self, app_id: i64, node_id: &str) -> Result<Option<InstallationRow>, Error>;
     /// Rows with this node ID, any App (GSI `NodeID`).
     async fn by_node_id(&self, node_id: &str) -> Result<Vec<InstallationRecord>, Error>;
-    /// Every row of one App.
-    async fn list_app(&self, app_id: i64) -> Result<Vec<InstallationRecord>, Error>;
+    /// The rows of one App: every one (`Some`) when `bound` is `None`; within `bound`, `None`
+    /// when the App has more rows than it allows or they would not all be read in time (what was
+    /// read then answers nothing for sure).
+    async fn list_app(&self, app_id: i64, bound: Option<RowBound>) -> Result<Option<Vec<InstallationRow>>, Error>;
     /// The next rows after `after` that `keep` admits, up to `limit` (at least one), and the
     /// position to continue from while more admitted rows may follow: `None` once the table
     /// ended. Rows `keep` refuses are scanned past, not returned. The scan stops early, with
@@ -86,30 +103,25 @@ pub trait InstallationStore: Send + Sync {
     /// The key of every row, all Apps.
     async fn all_keys(&self) -> Result<Vec<TablePosition>, Error>;
     /// Writes `puts` (stamped `LastRefreshed` = `now_rfc3339`) and deletes `deletes`, in batches.
+    /// A put replaces the whole row: one without grants leaves the row without them.
     async fn write(
-        &self,
-        puts: Vec<InstallationRecord>,
-        deletes: Vec<TablePosition>,
-        now_rfc3339: &str,
-    ) -> Result<(), Error>;
-    /// **(ext)** [`InstallationStore::get`] with what the installation grants, when the row holds
-    /// it (the same one read).
-    async fn get_row(&self, app_id: i64, node_id: &str) -> Result<Option<InstallationRow>, Error> {
-        Ok(self.get(app_id, node_id).await?.map(|record| InstallationRow { record, grants: None }))
-    }
-    /// **(ext)** [`InstallationStore::list_app`] with what each installation grants.
-    async fn list_app_rows(&self, app_id: i64) -> Result<Vec<InstallationRow>, Error> {
-        Ok(self.list_app(app_id).await?.into_iter().map(|record| InstallationRow { record, grants: None }).collect())
-    }
-    /// **(ext)** [`InstallationStore::write`] of rows with what each installation grants.
-    async fn write_rows(
         &self,
         puts: Vec<InstallationRow>,
         deletes: Vec<TablePosition>,
         now_rfc3339: &str,
-    ) -> Result<(), Error> {
-        self.write(puts.into_iter().map(|r| r.record).collect(), deletes, now_rfc3339).await
-    }
+    ) -> Result<(), Error>;
+    /// **(ext)** Sets what installation `installation_id` grants on the row at `position`
+    /// (stamped `LastRefreshed`), leaving the rest of the row as it is, and only while the row is
+    /// there and still holds that installation: a row the sync deleted meanwhile (an uninstall)
+    /// stays deleted, where a put of the row as it was read would bring it back. Whether the row
+    /// was written.
+    async fn write_grants(
+        &self,
+        position: &TablePosition,
+        installation_id: i64,
+        grants: &InstallationGrants,
+        now_rfc3339: &str,
+    ) -> Result<bool, Error>;
 }
 
 /// The access table.
@@ -136,6 +148,66 @@ pub trait Leases: Send + Sync {
     async fn acquire(&self, name: &str, holder: &str, now: i64, until: i64) -> Result<Lease, Error>;
     /// Gives lease `name` back, if `holder` still has it.
     async fn release(&self, name: &str, holder: &str) -> Result<(), Error>;
+}
+
+/// What [`SharedJwts::claim`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtClaim {
+    /// The signing is the caller's until its claim expires.
+    Claimed,
+    /// Another holder's claim is unexpired, or the entry became usable meanwhile: the item as it
+    /// is now (its entry only if it reads as one).
+    Refused(SharedItem),
+}
+
+/// **(ext)** The App JWT one function signed for the others, one entry per App (in the lease
+/// table), and the claim that keeps its signing to one function at a time.
+#[async_trait]
+pub trait SharedJwts: Send + Sync {
+    /// The App's item (strongly consistent): its entry and claim; an item whose entry does not
+    /// read as one is an error.
+    async fn read(&self, app_id: i64) -> Result<SharedItem, Error>;
+    /// Claims the signing of the App's JWT for `holder` until `until` (Unix seconds), unless
+    /// another holder's claim is unexpired at `now`, or the entry is not as `only_if` says. A
+    /// claim that ends after `until` is no claim (a clock ahead, or garbage): it is taken over.
+    async fn claim(
+        &self,
+        app_id: i64,
+        holder: &str,
+        now: i64,
+        until: i64,
+        only_if: ClaimIf<'_>,
+    ) -> Result<JwtClaim, Error>;
+    /// Writes the entry, and ends the claim, while `holder` still holds it; whether it was written.
+    async fn put(&self, app_id: i64, holder: &str, entry: &SharedJwt) -> Result<bool, Error>;
+    /// Ends `holder`'s claim without writing an entry (its signing failed, or its JWT is not for
+    /// the others), so that the next function claims at once; nothing if it holds none.
+    async fn release(&self, app_id: i64, holder: &str) -> Result<(), Error>;
+}
+
+/// What [`SharedJwts::claim`] requires of the entry.
+#[derive(Debug, Clone, Copy)]
+pub enum ClaimIf<'a> {
+    /// That it is not usable: none, or not for `key_arn`, or expiring by `after`.
+    NotUsable {
+        /// The App's current key.
+        key_arn: &'a str,
+        /// An entry that expires by then is not usable.
+        after: i64,
+    },
+    /// That it is still the one found broken (`None`: one that did not read as an entry, which
+    /// any entry replaces).
+    Still(Option<&'a SharedJwt>),
+}
+
+/// **(ext)** The shared App JWT: its entries, and the KMS key that encrypts them. Without it
+/// (`Services::jwt_share` is `None`) every function signs its own JWTs.
+#[derive(Clone)]
+pub struct JwtShare {
+    /// The entries.
+    pub store: Arc<dyn SharedJwts>,
+    /// Encrypts and decrypts the JWTs, bound to the App, the key and the expiry.
+    pub vault: Arc<dyn Vault>,
 }
 
 /// Verifies a caller's GitHub Actions OIDC token.

@@ -46,6 +46,50 @@ pub struct InstallationRow {
     pub grants: Option<InstallationGrants>,
 }
 
+/// A row without what the installation grants.
+impl From<InstallationRecord> for InstallationRow {
+    fn from(record: InstallationRecord) -> Self {
+        Self { record, grants: None }
+    }
+}
+
+/// **(ext)** An App JWT as one function shared it with the others: encrypted with KMS under an
+/// encryption context of the App, `key_arn` and `expires_at`, so that it opens only for them.
+/// Its Debug print shows no ciphertext.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedJwt {
+    /// The App key it was signed with.
+    pub key_arn: String,
+    /// Its `exp` claim (Unix seconds).
+    pub expires_at: i64,
+    /// The JWT, encrypted.
+    pub sealed: Vec<u8>,
+    /// The App's slug, as GitHub gave it to the function that signed (public: not encrypted).
+    /// Trusted no longer than the entry; `None` if that function did not get it.
+    pub slug: Option<String>,
+}
+
+impl std::fmt::Debug for SharedJwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedJwt")
+            .field("key_arn", &self.key_arn)
+            .field("expires_at", &self.expires_at)
+            .field("sealed", &format_args!("{} bytes", self.sealed.len()))
+            .field("slug", &self.slug)
+            .finish()
+    }
+}
+
+/// **(ext)** What an App's item of the shared App JWTs holds: the entry, and the claim on the
+/// signing of the next one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedItem {
+    /// The entry, `None` without one (a claim alone, or no item).
+    pub entry: Option<SharedJwt>,
+    /// Until when (Unix seconds) a holder claimed the signing, `None` without a claim.
+    pub claimed_until: Option<i64>,
+}
+
 /// A position in a listing of the whole table (DynamoDB's `LastEvaluatedKey`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TablePosition {

@@ -3,10 +3,11 @@
 use async_trait::async_trait;
 
 use crate::domain::access::{Claims, Rule};
+use crate::domain::scope::InstallationGrants;
 use crate::error::Error;
 use crate::ports::{
-    AccessStore, AppRecord, AppStore, InstallationRecord, InstallationStore, Lease, Leases, Mac, Metric, MetricSink,
-    OidcVerifier, Signer, TablePosition,
+    AccessStore, AppRecord, AppStore, InstallationRecord, InstallationRow, InstallationStore, Lease, Leases, Mac,
+    Metric, MetricSink, OidcVerifier, RowBound, Signer, TablePosition,
 };
 
 /// A port this function was built without: every call fails with its message (a lease is
@@ -43,13 +44,13 @@ impl AppStore for Unconfigured {
 
 #[async_trait]
 impl InstallationStore for Unconfigured {
-    async fn get(&self, _: i64, _: &str) -> Result<Option<InstallationRecord>, Error> {
+    async fn get(&self, _: i64, _: &str) -> Result<Option<InstallationRow>, Error> {
         Err(Error::Misconfigured(self.0))
     }
     async fn by_node_id(&self, _: &str) -> Result<Vec<InstallationRecord>, Error> {
         Err(Error::Misconfigured(self.0))
     }
-    async fn list_app(&self, _: i64) -> Result<Vec<InstallationRecord>, Error> {
+    async fn list_app(&self, _: i64, _: Option<RowBound>) -> Result<Option<Vec<InstallationRow>>, Error> {
         Err(Error::Misconfigured(self.0))
     }
     async fn page(
@@ -66,7 +67,10 @@ impl InstallationStore for Unconfigured {
     async fn all_keys(&self) -> Result<Vec<TablePosition>, Error> {
         Err(Error::Misconfigured(self.0))
     }
-    async fn write(&self, _: Vec<InstallationRecord>, _: Vec<TablePosition>, _: &str) -> Result<(), Error> {
+    async fn write(&self, _: Vec<InstallationRow>, _: Vec<TablePosition>, _: &str) -> Result<(), Error> {
+        Err(Error::Misconfigured(self.0))
+    }
+    async fn write_grants(&self, _: &TablePosition, _: i64, _: &InstallationGrants, _: &str) -> Result<bool, Error> {
         Err(Error::Misconfigured(self.0))
     }
 }

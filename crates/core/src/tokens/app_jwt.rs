@@ -1,21 +1,65 @@
-//! App JWTs with a per-App, single-flight, in-process cache.
+//! App JWTs with a per-App, single-flight, in-process cache, and **(ext)** a JWT shared by the
+//! functions through DynamoDB.
 //!
 //! A warm function signs once per App every few minutes instead of once per request: the JWT (and
 //! the App row it was signed under) is reused while it still has more than
 //! [`MIN_REMAINING_SECS`] of life. Concurrent requests for one App wait for the same signing.
 //! The App row is cached no longer than the JWT, so a rotated key is picked up within minutes.
+//!
+//! **(ext)** With a [`JwtShare`], a function whose own cache has no JWT takes the one another
+//! function signed, so that a burst of cold functions costs one KMS `Sign` per App, not one each:
+//! - The shared entry (one per App) is used if it is for the App's current key (its row's),
+//!   has more than [`MIN_REMAINING_SECS`] left and decrypts under its encryption context (the
+//!   App, the key, the expiry): one KMS `Decrypt`, no `Sign`.
+//! - Otherwise one function signs: it claims the signing with a conditional write (for
+//!   [`CLAIM_SECS`]), signs, encrypts the JWT and writes the entry; if it cannot sign, or signs
+//!   with a previous key, it ends its claim at once. The others read the entry again, with
+//!   jittered pauses, for at most [`SHARE_WAIT`] (and never into the time the invocation needs
+//!   after), while the claim lasts: once it ended with no entry, one of them claims the signing
+//!   in turn, and those that do not sign their own. A claim further out than [`CLAIM_SECS`] (a
+//!   clock ahead, or garbage) is no claim.
+//! - An entry that does not read, decrypt or make sense is broken: the function signs, and
+//!   replaces it (claiming the signing whatever the entry says). Making sense: the JWT's claims
+//!   are the ones this code signs for the App at the entry's expiry (its issuer, `exp`, and
+//!   `iat` a lifetime before), so that another App's JWT, or another expiry's, is not taken even
+//!   under the right encryption context. Any failure of the share (the
+//!   table, KMS `Encrypt`/`Decrypt`) falls back to signing here: the share saves signatures, it
+//!   never fails a request.
+//! - The App's slug goes with the entry: the function that signs asks GitHub for it (`GET /app`,
+//!   best effort, within `SLUG_BUDGET`, while it encrypts the JWT) and writes it in plain (it is
+//!   public), so that the functions that take the JWT ask GitHub nothing more. It is trusted no
+//!   longer than the JWT it came with ([`AppJwt::slug`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::FutureExt;
 
 use crate::cache::{FlightCache, Limits};
-use crate::domain::jwt::{self, Claims};
+use crate::deadline;
+use crate::domain::jwt::{self, Claims, LIFETIME_SECS};
 use crate::domain::secret::Secret;
 use crate::error::{Error, KeyProblem};
-use crate::github::GitHubClient;
 use crate::github::installations;
-use crate::github::types::GitHubInstallation;
-use crate::ports::{AppStore, Clock, Signer};
+use crate::github::types::{App, GitHubInstallation};
+use crate::github::{Auth, GitHubClient};
+use crate::ports::{AppStore, ClaimIf, Clock, JwtClaim, JwtShare, SharedJwt, Signer};
 use crate::services::Services;
+use crate::tokens::installation::SLUG_BUDGET;
+
+/// How long a claim on the signing of a shared JWT holds: its signing, encryption and write take
+/// well under it.
+pub const CLAIM_SECS: i64 = 10;
+/// The most a function waits for the JWT another function claimed to sign.
+pub const SHARE_WAIT: Duration = Duration::from_secs(3);
+/// The first pause before the entry is read again (doubled each time, jittered), and the longest.
+const POLL_FIRST: Duration = Duration::from_millis(20);
+const POLL_MAX: Duration = Duration::from_millis(250);
+/// What the invocation keeps back from its deadline while it waits for the shared JWT: one AWS
+/// call, retries included, and one attempt of another (the sign, then the mint; or the read,
+/// then the decrypt). Two whole calls would leave no wait at all in a 15-second function.
+const AFTER_WAIT: Duration = Duration::from_secs(deadline::AWS_CALL.as_secs() + deadline::AWS_ATTEMPT.as_secs());
 
 /// A JWT handed to a caller has at least this much life left.
 pub const MIN_REMAINING_SECS: i64 = 5 * 60;
@@ -29,18 +73,69 @@ pub struct AppJwt {
     pub expires_at: i64,
     /// Whether it came from the cache.
     pub cached: bool,
+    /// **(ext)** The App's slug, if it came with the JWT: from the shared entry, or asked of
+    /// GitHub by this function when it signed the entry's JWT. Trusted no longer than the JWT.
+    pub slug: Option<String>,
 }
 
-/// Issues App JWTs: reads the App's key ARN from the [`AppStore`] and signs with the [`Signer`].
+/// Issues App JWTs: reads the App's key ARN from the [`AppStore`] and signs with the [`Signer`],
+/// or takes the JWT shared through the [`JwtShare`].
 pub struct AppJwts {
     signer: Arc<dyn Signer>,
     store: Arc<dyn AppStore>,
     clock: Arc<dyn Clock>,
     cache: FlightCache<i64, AppJwt>,
+    /// App rows being read for [`Self::get_decided`] (key ARN, client ID).
+    rows: FlightCache<i64, (String, Option<String>)>,
+    share: Option<JwtShare>,
+    /// Asks the App's slug for the shared entry (`None`: the entry goes without it).
+    github: Option<GitHubClient>,
+    /// This process's name on its claims.
+    holder: String,
+    /// Per App, when GitHub last refused this process's JWT (Unix seconds): a shared JWT signed
+    /// by then is not taken again, but replaced. One entry at most per App whose JWT GitHub
+    /// refused, and a JWT is only made for an App of the App table with a key: bounded by it.
+    refused: Mutex<HashMap<i64, i64>>,
+}
+
+/// What the shared entry is worth to a function of the App whose current key is the one asked.
+enum Found {
+    /// For the current key, with time left: to be decrypted.
+    Usable(SharedJwt),
+    /// None, or for another key, or expiring: a new one is signed (unless one came meanwhile).
+    Stale,
+    /// Unreadable, implausible, or not to be trusted: a new one is signed and replaces it.
+    Broken(Option<SharedJwt>),
+}
+
+/// How waiting for the JWT another function claimed to sign ended.
+enum Waited {
+    /// It came.
+    Came(AppJwt),
+    /// The claim ended with no usable entry: the signing may be claimed again.
+    Free,
+    /// Not in time, or broken, or the share failed.
+    NotCome,
+}
+
+/// Whether a slug read from the shared entry can be an App's: 1 to 100 letters, digits, `-` or
+/// `_` (anything else is not handed out; GitHub is asked instead).
+fn plausible_slug(slug: &str) -> bool {
+    (1..=100).contains(&slug.len()) && slug.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// The encryption context a shared JWT is bound to.
+fn context(app_id: i64, key_arn: &str, expires_at: i64) -> [(String, String); 3] {
+    [
+        ("appcreds:AppId".into(), app_id.to_string()),
+        ("appcreds:KeyArn".into(), key_arn.to_string()),
+        ("appcreds:ExpiresAt".into(), expires_at.to_string()),
+    ]
 }
 
 impl AppJwts {
-    /// A cache that signs through `services`' signer, App table and clock.
+    /// A cache that signs through `services`' signer, App table and clock, and shares through
+    /// its [`JwtShare`] if it has one.
     pub fn new(services: &Services) -> Self {
         Self {
             signer: services.signer.clone(),
@@ -49,18 +144,52 @@ impl AppJwts {
             cache: FlightCache::new(Limits { entries: 10_000, bytes: 8 << 20 }, |_, jwt| {
                 size_of::<(i64, AppJwt)>() + jwt.token.expose().len()
             }),
+            rows: FlightCache::new(Limits { entries: 10_000, bytes: 8 << 20 }, |_, (arn, id)| {
+                size_of::<(i64, String, Option<String>)>() + arn.len() + id.as_ref().map_or(0, String::len)
+            }),
+            share: services.jwt_share.clone(),
+            github: services.github.clone(),
+            holder: format!("{:016x}", fastrand::u64(..)),
+            refused: Mutex::new(HashMap::new()),
         }
     }
 
     /// A JWT for `app_id` with at least [`MIN_REMAINING_SECS`] of life left.
     pub async fn get(&self, app_id: i64) -> Result<AppJwt, Error> {
         let fresh = |jwt: &AppJwt| jwt.expires_at - self.clock.now() > MIN_REMAINING_SECS;
-        let (jwt, cached) = self.cache.get_or_fill(app_id, fresh, || self.mint(app_id)).await?;
+        // Boxed (type-erased): signing, shared or not, nests deep enough that the futures of the jobs
+        // above it would overflow the compiler's type-depth limit.
+        let (jwt, cached) = self.cache.get_or_fill(app_id, fresh, || self.mint(app_id, None).boxed()).await?;
         Ok(AppJwt { cached, ..jwt })
     }
 
-    /// Drops the cached JWT of `app_id`, e.g. after GitHub refused it.
+    /// [`Self::get`] once `decided` (the caller's access decision) allows it, and its outcome. When
+    /// a JWT must be made, the App row is read while the access is decided (a cold start's first
+    /// answer waits for both reads at once; concurrent requests share one read), and nothing is
+    /// signed unless it allows; a refusal is the answer even for an App that does not exist.
+    pub async fn get_decided<T>(
+        &self,
+        app_id: i64,
+        decided: impl Future<Output = Result<T, Error>>,
+    ) -> Result<(T, AppJwt), Error> {
+        let fresh = |jwt: &AppJwt| jwt.expires_at - self.clock.now() > MIN_REMAINING_SECS;
+        if self.cache.holds(&app_id, fresh) {
+            let decision = decided.await?;
+            return Ok((decision, self.get(app_id).await?));
+        }
+        // A row read is shared only while it runs: a finished one is never reused.
+        let row = self.rows.get_or_fill(app_id, |_| false, || self.key_of(app_id));
+        let (decision, row) = tokio::join!(decided, row);
+        let (decision, (key, _)) = (decision?, row?);
+        let (jwt, cached) = self.cache.get_or_fill(app_id, fresh, || self.mint(app_id, Some(key)).boxed()).await?;
+        Ok((decision, AppJwt { cached, ..jwt }))
+    }
+
+    /// Drops the cached JWT of `app_id`, e.g. after GitHub refused it (and distrusts the shared
+    /// one signed by now).
     pub async fn invalidate(&self, app_id: i64) {
+        let now = self.clock.now();
+        self.refused.lock().unwrap_or_else(PoisonError::into_inner).insert(app_id, now);
         self.cache.invalidate(&app_id).await;
     }
 
@@ -85,20 +214,262 @@ impl AppJwts {
         listed
     }
 
-    async fn mint(&self, app_id: i64) -> Result<AppJwt, Error> {
-        let (key_arn, client_id) = self.key_of(app_id).await?;
+    /// A new JWT for `app_id`, under the key ARN and client ID its row names (`key`, if it was
+    /// read already).
+    async fn mint(&self, app_id: i64, key: Option<(String, Option<String>)>) -> Result<AppJwt, Error> {
+        let (key_arn, client_id) = match key {
+            Some(key) => key,
+            None => self.key_of(app_id).await?,
+        };
+        match &self.share {
+            Some(share) => self.shared(share, app_id, &key_arn, client_id.as_deref()).await,
+            None => Ok(self.sign(app_id, &key_arn, client_id.as_deref()).await?.0),
+        }
+    }
+
+    /// A new JWT, and whether it was signed with `key_arn` (not another of the App's keys).
+    async fn sign(&self, app_id: i64, key_arn: &str, client_id: Option<&str>) -> Result<(AppJwt, bool), Error> {
         // The client ID is the issuer when the App table names one (GitHub accepts either).
-        let claims = Claims::for_app(app_id, self.clock.now()).with_client_id(client_id.as_deref());
+        let claims = Claims::for_app(app_id, self.clock.now()).with_client_id(client_id);
         let input = claims.signing_input();
-        let signature = match self.signer.sign(&key_arn, input.as_bytes()).await {
-            Ok(signature) => signature,
+        let (signature, with_key) = match self.signer.sign(key_arn, input.as_bytes()).await {
+            Ok(signature) => (signature, true),
             Err(Error::SigningKey(problem)) => {
-                self.sign_with_another_key(app_id, &key_arn, input.as_bytes(), problem).await?
+                (self.sign_with_another_key(app_id, key_arn, input.as_bytes(), problem).await?, false)
             }
             Err(err) => return Err(err),
         };
         tracing::debug!(app_id, expires_at = claims.exp, "signed a new App JWT");
-        Ok(AppJwt { token: Secret::new(jwt::assemble(&input, &signature)), expires_at: claims.exp, cached: false })
+        let token = Secret::new(jwt::assemble(&input, &signature));
+        Ok((AppJwt { token, expires_at: claims.exp, cached: false, slug: None }, with_key))
+    }
+
+    /// **(ext)** The shared JWT of `app_id` for `key_arn` (the App's current key), or one signed
+    /// here: by the one function that claims the signing, which shares it, or by any function
+    /// the share fails.
+    async fn shared(
+        &self,
+        share: &JwtShare,
+        app_id: i64,
+        key_arn: &str,
+        client_id: Option<&str>,
+    ) -> Result<AppJwt, Error> {
+        let now = self.clock.now();
+        let found = match share.store.read(app_id).await {
+            Ok(item) => self.judge(app_id, item.entry, key_arn),
+            Err(e) => {
+                tracing::warn!(app_id, error = %e, "could not read the shared App JWT; signing one");
+                Found::Broken(None)
+            }
+        };
+        let broken = match found {
+            Found::Usable(entry) => match self.open(share, app_id, &entry, client_id).await {
+                Some(jwt) => return Ok(jwt),
+                None => Some(Some(entry)),
+            },
+            Found::Stale => None,
+            Found::Broken(entry) => Some(entry),
+        };
+        // A stale entry is replaced only if it still is one, a broken one only if it is still there.
+        let only_if = match &broken {
+            None => ClaimIf::NotUsable { key_arn, after: now + MIN_REMAINING_SECS },
+            Some(seen) => ClaimIf::Still(seen.as_ref()),
+        };
+        let seen = broken.clone().flatten();
+        match share.store.claim(app_id, &self.holder, now, now + CLAIM_SECS, only_if).await {
+            Ok(JwtClaim::Claimed) => self.sign_claimed(share, app_id, key_arn, client_id).await,
+            Ok(JwtClaim::Refused(item)) => {
+                if let Some(Found::Usable(entry)) =
+                    item.entry.filter(|e| Some(e) != seen.as_ref()).map(|e| self.judge(app_id, Some(e), key_arn))
+                    && let Some(jwt) = self.open(share, app_id, &entry, client_id).await
+                {
+                    return Ok(jwt);
+                }
+                let waited = self.wait_for(share, app_id, (key_arn, client_id), seen.as_ref(), item.claimed_until);
+                match waited.await {
+                    Waited::Came(jwt) => Ok(jwt),
+                    // Its holder could not sign: one of those waiting signs for the others.
+                    Waited::Free => {
+                        let now = self.clock.now();
+                        match share.store.claim(app_id, &self.holder, now, now + CLAIM_SECS, only_if).await {
+                            Ok(JwtClaim::Claimed) => self.sign_claimed(share, app_id, key_arn, client_id).await,
+                            _ => Ok(self.sign(app_id, key_arn, client_id).await?.0),
+                        }
+                    }
+                    Waited::NotCome => Ok(self.sign(app_id, key_arn, client_id).await?.0),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(app_id, error = %e, "could not claim the signing of the shared App JWT; signing one");
+                Ok(self.sign(app_id, key_arn, client_id).await?.0)
+            }
+        }
+    }
+
+    /// A JWT signed under this function's claim, shared with the others; or, if it cannot be
+    /// signed, was signed with a previous key (the current one refused: not for the others), or
+    /// could not be shared, the claim ended at once, so that the others need not wait for it to
+    /// lapse.
+    async fn sign_claimed(
+        &self,
+        share: &JwtShare,
+        app_id: i64,
+        key_arn: &str,
+        client_id: Option<&str>,
+    ) -> Result<AppJwt, Error> {
+        let mut signed = self.sign(app_id, key_arn, client_id).await;
+        let shared = match &mut signed {
+            Ok((jwt, true)) => self.share_out(share, app_id, key_arn, jwt).await,
+            _ => false,
+        };
+        if !shared && let Err(e) = share.store.release(app_id, &self.holder).await {
+            tracing::warn!(app_id, error = %e, "could not end the claim on the shared App JWT");
+        }
+        Ok(signed?.0)
+    }
+
+    /// What `entry` is worth for `key_arn`, now.
+    fn judge(&self, app_id: i64, entry: Option<SharedJwt>, key_arn: &str) -> Found {
+        let Some(entry) = entry else { return Found::Stale };
+        let now = self.clock.now();
+        if entry.key_arn != key_arn || entry.expires_at - now <= MIN_REMAINING_SECS {
+            return Found::Stale;
+        }
+        let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner).get(&app_id).copied();
+        // No JWT outlives its lifetime; one GitHub refused here is not taken again.
+        let signed_at = entry.expires_at - LIFETIME_SECS;
+        if signed_at > now + 60 || refused.is_some_and(|at| signed_at <= at) {
+            return Found::Broken(Some(entry));
+        }
+        Found::Usable(entry)
+    }
+
+    /// The JWT `entry` holds, if it decrypts under its context and is the JWT this code signs
+    /// for the App (issued by its client ID if it has one) that expires at the entry's expiry.
+    async fn open(&self, share: &JwtShare, app_id: i64, entry: &SharedJwt, client_id: Option<&str>) -> Option<AppJwt> {
+        let context = context(app_id, &entry.key_arn, entry.expires_at);
+        let context: Vec<(&str, &str)> = context.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let signed = Claims::for_app(app_id, entry.expires_at - LIFETIME_SECS).with_client_id(client_id);
+        match share.vault.open(&context, &entry.sealed).await {
+            Ok(token) if Claims::of(token.expose()).as_ref() == Some(&signed) => {
+                tracing::debug!(app_id, expires_at = entry.expires_at, "took the shared App JWT");
+                let slug = entry.slug.clone().filter(|slug| plausible_slug(slug));
+                Some(AppJwt { token, expires_at: entry.expires_at, cached: true, slug })
+            }
+            Ok(_) => {
+                tracing::warn!(app_id, "the shared App JWT is not the App's JWT for its expiry; signing one");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(app_id, error = %e, "could not decrypt the shared App JWT; signing one");
+                None
+            }
+        }
+    }
+
+    /// Encrypts `jwt` under its context and writes it for the other functions, with the App's
+    /// slug (asked of GitHub meanwhile, and kept in `jwt`), best effort; whether it was written.
+    async fn share_out(&self, share: &JwtShare, app_id: i64, key_arn: &str, jwt: &mut AppJwt) -> bool {
+        let context = context(app_id, key_arn, jwt.expires_at);
+        let context: Vec<(&str, &str)> = context.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        // Boxed: the future of a cold function's first answer is deep enough as it is.
+        let slug = Box::pin(self.ask_slug(app_id, &jwt.token));
+        let (sealed, slug) = tokio::join!(share.vault.seal(&context, &jwt.token), slug);
+        jwt.slug = slug;
+        let sealed = match sealed {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                tracing::warn!(app_id, error = %e, "could not encrypt the App JWT to share it");
+                return false;
+            }
+        };
+        let entry =
+            SharedJwt { key_arn: key_arn.to_string(), expires_at: jwt.expires_at, sealed, slug: jwt.slug.clone() };
+        match share.store.put(app_id, &self.holder, &entry).await {
+            Ok(true) => {
+                tracing::debug!(app_id, expires_at = jwt.expires_at, "shared the App JWT");
+                true
+            }
+            Ok(false) => {
+                tracing::debug!(app_id, "the claim lapsed before the App JWT was shared");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(app_id, error = %e, "could not share the App JWT");
+                false
+            }
+        }
+    }
+
+    /// **(ext)** The App's slug (`GET /app` with its new JWT `jwt`), for the shared entry: best
+    /// effort, within [`SLUG_BUDGET`] and never into the time the invocation needs after
+    /// ([`AFTER_WAIT`]); `None` without a GitHub client, or if GitHub does not say in time.
+    async fn ask_slug(&self, app_id: i64, jwt: &Secret) -> Option<String> {
+        let github = self.github.as_ref()?;
+        let budget = deadline::remaining().map_or(SLUG_BUDGET, |left| SLUG_BUDGET.min(left.saturating_sub(AFTER_WAIT)));
+        if budget.is_zero() {
+            return None;
+        }
+        match tokio::time::timeout(budget, github.get::<App>("/app", Auth::App { app_id, jwt })).await {
+            Ok(Ok(app)) => app.slug.filter(|slug| !slug.is_empty()),
+            Ok(Err(e)) => {
+                tracing::warn!(app_id, error = %e, "could not read the App's slug; sharing the JWT without it");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(app_id, "GitHub did not give the App's slug in time; sharing the JWT without it");
+                None
+            }
+        }
+    }
+
+    /// The JWT another function claimed to sign, read again with jittered pauses for at most
+    /// [`SHARE_WAIT`], never into the time the invocation needs after ([`AFTER_WAIT`]), and only
+    /// while the claim (until `claimed_until`, as last read) lasts. `NotCome` if it does not come
+    /// in time or is broken (not `broken`, the entry found broken before).
+    async fn wait_for(
+        &self,
+        share: &JwtShare,
+        app_id: i64,
+        (key_arn, client_id): (&str, Option<&str>),
+        broken: Option<&SharedJwt>,
+        mut claimed_until: Option<i64>,
+    ) -> Waited {
+        let started = tokio::time::Instant::now();
+        let mut pause = POLL_FIRST;
+        loop {
+            // No claim, a lapsed one, or one no holder could have made: nothing is on its way.
+            let now = self.clock.now();
+            if claimed_until.is_none_or(|until| until < now || until > now + CLAIM_SECS) {
+                tracing::debug!(app_id, "the signing of the shared App JWT is no longer claimed");
+                return Waited::Free;
+            }
+            let half = pause / 2;
+            let wait = half + Duration::from_millis(fastrand::u64(0..=half.as_millis() as u64));
+            if started.elapsed() + wait > SHARE_WAIT || !deadline::allows(wait, AFTER_WAIT) {
+                tracing::debug!(app_id, "the shared App JWT did not come in time; signing one");
+                return Waited::NotCome;
+            }
+            tokio::time::sleep(wait).await;
+            let item = match share.store.read(app_id).await {
+                Ok(item) => item,
+                Err(e) => {
+                    tracing::warn!(app_id, error = %e, "could not read the shared App JWT; signing one");
+                    return Waited::NotCome;
+                }
+            };
+            claimed_until = item.claimed_until;
+            if let Some(entry) = item.entry.filter(|e| Some(e) != broken) {
+                match self.judge(app_id, Some(entry), key_arn) {
+                    Found::Usable(entry) => {
+                        return self.open(share, app_id, &entry, client_id).await.map_or(Waited::NotCome, Waited::Came);
+                    }
+                    Found::Stale => {}
+                    Found::Broken(_) => return Waited::NotCome,
+                }
+            }
+            pause = (pause * 2).min(POLL_MAX);
+        }
     }
 
     /// After `refused` would not sign: the other keys the App may sign with, as its row says now,

@@ -2,8 +2,9 @@
 //!
 //! The installation is named by node ID (the account's node ID; looked up in the Installation
 //! table, then in GitHub's listing, and written back), or **(ext)** by owner (login), repository
-//! (`owner/name`) or enterprise (slug) through GitHub's account lookup endpoints (a repository by its
-//! owner's installation: names are never looked up one by one); resolutions are kept for 10
+//! (`owner/name`) or enterprise (slug): from the App's rows in the Installation table first, then
+//! through GitHub's account lookup endpoints (a repository by its owner's installation: names are
+//! never looked up one by one); resolutions are kept for 10
 //! minutes, App JWTs while they have 5 minutes left. Every caller's request mints a token of its
 //! own (one GitHub call on a warm function, and no AWS call); only the rate-limit scanner's
 //! internal tokens are cached.
@@ -28,7 +29,7 @@ use crate::error::Error;
 use crate::github::installations;
 use crate::github::types::{AccessToken, App, GitHubInstallation, RepoRef};
 use crate::github::{Auth, GitHubClient};
-use crate::ports::{InstallationRecord, InstallationRow, InstallationStore, TablePosition};
+use crate::ports::{InstallationRecord, InstallationRow, InstallationStore, RowBound, TablePosition};
 use crate::services::Services;
 use crate::tokens::app_jwt::{AppJwt, AppJwts};
 
@@ -143,6 +144,31 @@ pub(crate) struct Issued {
     pub(crate) rule: Option<String>,
 }
 
+/// A target resolved, granted its scope and pre-flight checked ([`InstallationTokens::prepare`]):
+/// what is left is the mint.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    app_id: i64,
+    /// The target as it is looked up (see `lookup_target`).
+    target: Target,
+    lookup: Lookup,
+    resolved: Resolved,
+    rule: Option<String>,
+    scope: ScopeDown,
+}
+
+impl Prepared {
+    /// The App it is minted by.
+    pub(crate) fn app_id(&self) -> i64 {
+        self.app_id
+    }
+
+    /// The installation it is minted for (unless the mint finds its table row stale).
+    pub(crate) fn installation_id(&self) -> i64 {
+        self.resolved.record.installation_id
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Resolved {
     record: InstallationRecord,
@@ -172,12 +198,15 @@ pub(crate) struct InstallationTokens {
     services: Services,
     resolutions: FlightCache<(i64, Target), Resolution>,
     tokens: FlightCache<(i64, i64, String), InstallationToken>,
+    /// Each App's slug (empty: GitHub did not say), and until when it is kept.
     slugs: FlightCache<i64, (String, i64)>,
     /// Each App's installation listing, with when it was made.
     listings: FlightCache<i64, (Arc<Vec<GitHubInstallation>>, i64)>,
     /// What installations whose rows lack it grant (`None`: GitHub did not say), with when it
     /// was asked.
     grants: FlightCache<(i64, i64), (Option<InstallationGrants>, i64)>,
+    /// Each App's rows of the Installation table, with when they were read.
+    table_rows: FlightCache<i64, (Arc<Vec<InstallationRow>>, i64)>,
 }
 
 /// How long "no such installation" is kept.
@@ -185,6 +214,12 @@ pub(crate) const UNKNOWN_TTL_SECS: i64 = 30;
 
 /// How long an App's installation listing answers node-ID lookups.
 pub(crate) const LISTING_TTL_SECS: i64 = 30;
+/// **(ext)** The most rows of an App a function reads from the Installation table to resolve
+/// owners by name (a few hundred KB kept): an App installed more widely is resolved at GitHub.
+pub const TABLE_ROWS_MAX: usize = 1_000;
+/// **(ext)** Kept back from the deadline while the App's rows are read: for the lookup at
+/// GitHub and the mint that follow.
+const AFTER_TABLE: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// How long an App's slug is kept.
 pub(crate) const SLUG_TTL_SECS: i64 = 3600;
@@ -231,6 +266,17 @@ impl InstallationTokens {
                 size_of::<((i64, i64), (Option<InstallationGrants>, i64))>()
                     + grants.as_ref().map_or(0, InstallationGrants::heap_bytes)
             }),
+            table_rows: FlightCache::new(Limits { entries: 100, bytes: 32 << 20 }, |_, (rows, _)| {
+                size_of::<(i64, (Arc<Vec<InstallationRow>>, i64))>()
+                    + rows
+                        .iter()
+                        .map(|r| {
+                            size_of::<InstallationRow>()
+                                + record_bytes(&r.record)
+                                + r.grants.as_ref().map_or(0, InstallationGrants::heap_bytes)
+                        })
+                        .sum::<usize>()
+            }),
         }
     }
 
@@ -252,10 +298,38 @@ impl InstallationTokens {
     where
         G: Fn(&InstallationRecord) -> Result<(Option<String>, ScopeDown), Error> + Send + Sync,
     {
-        let target = &lookup_target(target);
-        let resolved = self.resolve(app_id, target, lookup).await?;
+        let prepared = self.prepare(app_id, target, lookup, &grant).await?;
+        self.mint_prepared(prepared, &grant).await
+    }
+
+    /// The first half of [`issue`](Self::issue): resolves `target`, has `grant` give the scope
+    /// (or refuse), and runs the pre-flight check. Nothing is minted.
+    pub(crate) async fn prepare<G>(
+        &self,
+        app_id: i64,
+        target: &Target,
+        lookup: Lookup,
+        grant: &G,
+    ) -> Result<Prepared, Error>
+    where
+        G: Fn(&InstallationRecord) -> Result<(Option<String>, ScopeDown), Error> + Send + Sync,
+    {
+        let target = lookup_target(target);
+        let resolved = self.resolve(app_id, &target, lookup).await?;
         let (rule, scope) = grant(&resolved.record)?;
-        self.pre_flight(app_id, target, &resolved, &scope).await?;
+        self.pre_flight(app_id, &target, &resolved, &scope).await?;
+        Ok(Prepared { app_id, target, lookup, resolved, rule, scope })
+    }
+
+    /// The second half of [`issue`](Self::issue): mints the token `prepared` was checked for. A
+    /// table row found stale by the mint's 404 is resolved at GitHub once more, and `grant` judges
+    /// the fresh installation before the one retry.
+    pub(crate) async fn mint_prepared<G>(&self, prepared: Prepared, grant: &G) -> Result<Issued, Error>
+    where
+        G: Fn(&InstallationRecord) -> Result<(Option<String>, ScopeDown), Error> + Send + Sync,
+    {
+        let Prepared { app_id, target, lookup, resolved, rule, scope } = prepared;
+        let target = &target;
         // Every caller gets a token of its own, with GitHub's full lifetime: one that is shared
         // breaks every holder when one of them revokes it.
         match self.mint(app_id, resolved.record.installation_id, &scope).await {
@@ -281,7 +355,7 @@ impl InstallationTokens {
                     Err(e) => return Err(e),
                 };
                 let row = InstallationRow { record: fresh.clone(), grants: grants.clone() };
-                self.store().write_rows(vec![row], Vec::new(), &rfc3339(self.now())).await?;
+                self.store().write(vec![row], Vec::new(), &rfc3339(self.now())).await?;
                 let (rule, scope) = grant(&fresh)?;
                 refusal(app_id, &fresh, grants.as_ref(), &scope)?;
                 let token = self.mint(app_id, fresh.installation_id, &scope).await?;
@@ -294,34 +368,38 @@ impl InstallationTokens {
 
     /// **(ext)** The App's slug (`GET /app`), best effort: kept for an hour, and a failure to
     /// read it for [`SLUG_RETRY_SECS`] (so a GitHub outage costs one call per App, not one per
-    /// request); `None` if GitHub does not say or did not answer within [`SLUG_BUDGET`].
+    /// request); `None` if GitHub does not say or did not answer within [`SLUG_BUDGET`]. A slug
+    /// that came with the App JWT (the shared entry's) costs GitHub nothing, and is kept no
+    /// longer than that JWT.
     pub async fn app_slug(&self, app_id: i64) -> Option<String> {
-        let fresh = |(slug, at): &(String, i64)| {
-            let ttl = if slug.is_empty() { SLUG_RETRY_SECS } else { SLUG_TTL_SECS };
-            self.now() - at < ttl
-        };
+        // The slug, and until when it is kept.
+        let fresh = |(_, until): &(String, i64)| self.now() < *until;
         let fetch = async {
             let jwt = self.jwts.get(app_id).await?;
+            if let Some(slug) = jwt.slug {
+                return Ok::<_, Error>((slug, Some(jwt.expires_at)));
+            }
             let app: App = self.github()?.get("/app", Auth::App { app_id, jwt: &jwt.token }).await?;
-            Ok::<_, Error>(app.slug.unwrap_or_default())
+            Ok((app.slug.unwrap_or_default(), None))
         };
         let fill = || async {
             let budget = deadline::clamp(SLUG_BUDGET);
-            let slug = match tokio::time::timeout(budget, fetch).await {
-                Ok(Ok(slug)) => slug,
+            let (slug, until) = match tokio::time::timeout(budget, fetch).await {
+                Ok(Ok(found)) => found,
                 // Out of this request's time: nothing learnt about GitHub, nothing kept.
                 Ok(Err(Error::OutOfTime)) => return Err(Error::OutOfTime),
                 Err(_) if budget < SLUG_BUDGET => return Err(Error::OutOfTime),
                 Ok(Err(e)) => {
                     tracing::warn!(app_id, error = %e, "could not read the App's slug; answering without it");
-                    String::new()
+                    (String::new(), None)
                 }
                 Err(_) => {
                     tracing::warn!(app_id, "GitHub did not give the App's slug in time; answering without it");
-                    String::new()
+                    (String::new(), None)
                 }
             };
-            Ok((slug, self.now()))
+            let ttl = if slug.is_empty() { SLUG_RETRY_SECS } else { SLUG_TTL_SECS };
+            Ok((slug, until.unwrap_or_else(|| self.now() + ttl)))
         };
         match self.slugs.get_or_fill(app_id, fresh, fill).await {
             Ok(((slug, _), _)) if !slug.is_empty() => Some(slug),
@@ -381,26 +459,32 @@ impl InstallationTokens {
     /// by the token itself) at once, within [`REVOKE_BUDGET`], and the error that answers for it.
     /// One that could not be revoked expires within the hour, and is never handed out either.
     async fn revoke_too_wide(&self, installation_id: i64, token: Secret, wider: String) -> Error {
-        let revoke = async {
-            self.github()?.send(Method::DELETE, "/installation/token", Auth::Installation(&token), None).await
-        };
-        let revoked = match tokio::time::timeout(deadline::clamp(REVOKE_BUDGET), revoke).await {
-            Ok(Ok(_)) => true,
-            Ok(Err(e)) => {
-                tracing::warn!(installation_id, error = %e, "could not revoke a token wider than asked");
-                false
-            }
-            Err(_) => {
-                tracing::warn!(installation_id, "revoking a token wider than asked took too long");
-                false
-            }
-        };
+        let revoked = self.revoke(installation_id, &token, "a token wider than asked").await;
         Error::TokenTooWide {
             installation_id,
             token_sha256: token.sha256_hex(),
             hashed_token: token.sha256_base64(),
             wider,
             revoked,
+        }
+    }
+
+    /// Revokes `token` (`DELETE /installation/token`, authenticated by the token itself) within
+    /// [`REVOKE_BUDGET`] and the time left; whether GitHub confirmed. `what` names the token in
+    /// the warning a failure leaves.
+    pub(crate) async fn revoke(&self, installation_id: i64, token: &Secret, what: &str) -> bool {
+        let revoke =
+            async { self.github()?.send(Method::DELETE, "/installation/token", Auth::Installation(token), None).await };
+        match tokio::time::timeout(deadline::clamp(REVOKE_BUDGET), revoke).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(installation_id, error = %e, "could not revoke {what}");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(installation_id, "revoking {what} took too long");
+                false
+            }
         }
     }
 
@@ -416,8 +500,12 @@ impl InstallationTokens {
             .resolutions
             .get_or_fill((app_id, target.clone()), fresh, || async {
                 if let Target::NodeId(node_id) = target
-                    && let Some(InstallationRow { record, grants }) = self.store().get_row(app_id, node_id).await?
+                    && let Some(InstallationRow { record, grants }) = self.store().get(app_id, node_id).await?
                 {
+                    let at = self.now();
+                    return Ok(Resolution::Found(Resolved { record, at, from_table: true, grants, grants_at: None }));
+                }
+                if let Some(InstallationRow { record, grants }) = self.row_in_table(app_id, target).await {
                     let at = self.now();
                     return Ok(Resolution::Found(Resolved { record, at, from_table: true, grants, grants_at: None }));
                 }
@@ -427,8 +515,8 @@ impl InstallationTokens {
                     Err(e) => return Err(e),
                 };
                 let row = InstallationRow { record: record.clone(), grants: grants.clone() };
-                if self.store().get_row(app_id, &record.node_id).await?.as_ref() != Some(&row) {
-                    self.store().write_rows(vec![row], Vec::new(), &rfc3339(self.now())).await?;
+                if self.store().get(app_id, &record.node_id).await?.as_ref() != Some(&row) {
+                    self.store().write(vec![row], Vec::new(), &rfc3339(self.now())).await?;
                 }
                 let at = self.now();
                 Ok(Resolution::Found(Resolved { record, at, from_table: false, grants, grants_at: Some(at) }))
@@ -437,6 +525,46 @@ impl InstallationTokens {
         match resolution {
             Resolution::Found(resolved) => Ok(resolved),
             Resolution::Unknown { .. } => Err(Error::UnknownInstallation { app_id, target: target.to_string() }),
+        }
+    }
+
+    /// **(ext)** The row of the account `target` names by name (an owner, a repository's owner, an
+    /// enterprise), from the App's rows in the Installation table (kept [`LISTING_TTL_SECS`]), as
+    /// the sync and earlier resolutions wrote them: logins and slugs compared regardless of case,
+    /// as GitHub does. So a cold function resolves a known owner with no call to GitHub; a stale
+    /// row is found out by the mint (a 404), which asks GitHub once more. `None` (GitHub is asked
+    /// then) when no row names it, or more than one does (a stale row beside the current one),
+    /// or the table could not be read: a failure, more than [`TABLE_ROWS_MAX`] rows, or rows
+    /// that would not all be read in time (kept as none for [`LISTING_TTL_SECS`]).
+    async fn row_in_table(&self, app_id: i64, target: &Target) -> Option<InstallationRow> {
+        let (name, enterprise) = target.account()?;
+        let fresh = |(_, at): &(Arc<Vec<InstallationRow>>, i64)| self.now() - at < LISTING_TTL_SECS;
+        let fill = || async {
+            let bound = RowBound { max_rows: TABLE_ROWS_MAX, reserve: AFTER_TABLE };
+            let rows = self.store().list_app(app_id, Some(bound)).await?;
+            if rows.is_none() {
+                tracing::debug!(app_id, "the App's rows are too many to read in time; resolving at GitHub");
+            }
+            Ok((Arc::new(rows.unwrap_or_default()), self.now()))
+        };
+        let rows = match self.table_rows.get_or_fill(app_id, fresh, fill).await {
+            Ok(((rows, _), _)) => rows,
+            Err(e) => {
+                tracing::warn!(app_id, error = %e, "could not read the App's installations from the table; asking GitHub");
+                return None;
+            }
+        };
+        let named = |r: &&InstallationRow| {
+            r.record.name.eq_ignore_ascii_case(name) && (r.record.target_type == "Enterprise") == enterprise
+        };
+        let mut named = rows.iter().filter(named);
+        match (named.next(), named.next()) {
+            (Some(row), None) => Some(row.clone()),
+            (Some(_), Some(_)) => {
+                tracing::debug!(app_id, "several rows name the account; asking GitHub");
+                None
+            }
+            _ => None,
         }
     }
 
@@ -469,7 +597,13 @@ impl InstallationTokens {
             (_, Some((login, false))) => self.by_owner(app_id, login).await?,
             (_, None) => None,
         };
-        found.and_then(|i| Some((i.record(app_id)?, i.grants()))).ok_or_else(unknown)
+        let found = found.and_then(|i| Some((i.record(app_id)?, i.grants()))).ok_or_else(unknown)?;
+        if target.account().is_some() {
+            // The App's rows as kept lacked this account, or named a stale installation: they
+            // are read again next time, with the row this resolution writes.
+            self.table_rows.invalidate(&app_id).await;
+        }
+        Ok(found)
     }
 
     /// The pre-flight check of `scope` against what the installation grants. What is known of it
@@ -540,9 +674,15 @@ impl InstallationTokens {
                 Err(_) => return Err(Error::GitHubUnavailable("no answer in time".into())),
             };
             if let Some(grants) = grants.as_ref().filter(|g| resolved.grants.as_ref() != Some(g)) {
-                let row = InstallationRow { record: resolved.record.clone(), grants: Some(grants.clone()) };
-                if let Err(e) = self.store().write_rows(vec![row], Vec::new(), &rfc3339(self.now())).await {
-                    tracing::warn!(app_id, installation_id = id, error = %e, "could not write what the installation grants to its row");
+                // Only the grants, and only onto the row as it was read: a whole row put back could
+                // bring back one the sync deleted meanwhile, or undo its newer name.
+                let at = TablePosition { app_id, node_id: resolved.record.node_id.clone() };
+                match self.store().write_grants(&at, id, grants, &rfc3339(self.now())).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::debug!(app_id, installation_id = id, "row gone or changed: not written"),
+                    Err(e) => {
+                        tracing::warn!(app_id, installation_id = id, error = %e, "could not write what the installation grants to its row");
+                    }
                 }
             }
             Ok((grants, self.now()))

@@ -3,3 +3,40 @@
 
 pub mod app_jwt;
 pub mod installation;
+
+use crate::error::Error;
+
+/// **(ext)** The audit line of a token GitHub minted wider than asked (the proof after the mint):
+/// who asked (`caller`: a principal's ARN, or the job that minted it), what was wider, and
+/// whether the token was revoked; its SHA-256 as the `credential issued` line writes it, never
+/// the token. Nothing for another error. Written by the operations and by the jobs that mint.
+pub(crate) fn audit_too_wide(caller: &str, app_id: i64, err: &Error) {
+    let Error::TokenTooWide { installation_id, token_sha256, hashed_token, wider, revoked } = err else { return };
+    if *revoked {
+        tracing::warn!(
+            target: "appcreds::audit",
+            caller,
+            kind = "installation-token",
+            app_id,
+            installation_id,
+            hashed_token,
+            token_sha256,
+            wider,
+            revoked,
+            "installation token wider than asked: revoked"
+        );
+    } else {
+        tracing::error!(
+            target: "appcreds::audit",
+            caller,
+            kind = "installation-token",
+            app_id,
+            installation_id,
+            hashed_token,
+            token_sha256,
+            wider,
+            revoked,
+            "installation token wider than asked: not revoked, expires within the hour"
+        );
+    }
+}

@@ -20,6 +20,10 @@ use crate::github::secrets::{self, Place};
 use crate::ports::Pending;
 use crate::tokens::installation::Lookup;
 
+/// The caller the rotator's audit lines name for a token too wide (as its `credential issued`
+/// lines name its purpose).
+const ROTATOR: &str = "access-key-rotation";
+
 /// One owner's token for a run.
 struct OwnerToken {
     token: Secret,
@@ -186,6 +190,7 @@ impl Rotator {
                 self.tokens
                     .issue(app_id, &Target::Owner(owner.to_string()), Lookup::ByName, |_| Ok((None, scope.clone())))
                     .await
+                    .inspect_err(|e| crate::tokens::audit_too_wide(ROTATOR, app_id, e))
             }
         };
         // Environment variables need no permission beyond the secrets': nothing to ask without.
@@ -213,7 +218,7 @@ impl Rotator {
             owner,
             hashed_token = %issued.token.token.sha256_base64(),
             token_sha256 = %issued.token.token.sha256_hex(),
-            purpose = "access-key-rotation",
+            purpose = ROTATOR,
             "installation token minted for the rotator"
         );
         Ok(OwnerToken { token: issued.token.token, repository_ids, variables })
