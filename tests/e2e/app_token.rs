@@ -405,3 +405,37 @@ async fn each_token_gets_one_audit_line_without_the_token() {
     let signature = token.rsplit('.').next().unwrap();
     assert!(!all.contains(signature), "the JWT never reaches a log");
 }
+
+/// A cold start's first answer: with no JWT cached, the App row is read while the access is
+/// decided, not after; nothing is signed unless the decision allows, and a refusal is the answer
+/// whether the App exists or not. Warm, the decision is still asked, and no row is read.
+#[tokio::test]
+async fn a_cold_jwt_reads_the_app_row_while_access_is_decided_and_signs_only_if_allowed() {
+    use appcreds_core::Error;
+    let stack = Stack::start().await;
+    stack.add_app(4290).await;
+    stack.add_app(4291).await;
+    let jwts = stack.app_jwts(SystemClock);
+    // This decision ends only once the App row is being read: in turn, they would wait forever.
+    let decided = async {
+        while stack.counter.count("GetItem") == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        Ok::<_, Error>("allowed")
+    };
+    let both = tokio::time::timeout(std::time::Duration::from_secs(10), jwts.get_decided(4290, decided));
+    let (decision, jwt) = both.await.expect("the row read while deciding").unwrap();
+    assert_eq!((decision, jwt.cached), ("allowed", false));
+    assert_eq!(stack.counter.count("Sign"), 1, "{:?}", stack.counter.snapshot());
+    let refuse = || async { Err::<(), _>(Error::AccessDenied("no rule".into())) };
+    for app in [4291, 4299] {
+        let refused = jwts.get_decided(app, refuse()).await;
+        assert!(matches!(refused, Err(Error::AccessDenied(ref why)) if why == "no rule"), "{refused:?}");
+    }
+    assert_eq!(stack.counter.count("Sign"), 1, "nothing signed for a refusal: {:?}", stack.counter.snapshot());
+    let reads = stack.counter.count("GetItem");
+    let (_, warm) = jwts.get_decided(4290, async { Ok::<_, Error>(()) }).await.unwrap();
+    assert!(warm.cached);
+    assert!(matches!(jwts.get_decided(4290, refuse()).await, Err(Error::AccessDenied(_))));
+    assert_eq!(stack.counter.count("GetItem"), reads, "no row read for a cached JWT");
+}

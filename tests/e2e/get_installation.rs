@@ -21,7 +21,11 @@ async fn stack_with_rows() -> Stack {
     let stack = Stack::start().await;
     let mut rows: Vec<_> = (0..120).map(|i| row(1, i)).collect();
     rows.extend((0..3).map(|i| row(2, i)));
-    stack.installation_store().write(rows, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    stack
+        .installation_store()
+        .write(rows.into_iter().map(Into::into).collect(), Vec::new(), "2026-11-24T00:00:00Z")
+        .await
+        .unwrap();
     stack
 }
 
@@ -202,7 +206,7 @@ fn rows_of(app: i64) -> Vec<InstallationRecord> {
 /// installations of three of them: the caller may read three rows of 52.
 async fn stack_with_a_reader() -> Stack {
     let stack = Stack::start().await;
-    let rows = READER_APPS.iter().chain([&HIDDEN_APP]).flat_map(|&app| rows_of(app)).collect();
+    let rows = READER_APPS.iter().chain([&HIDDEN_APP]).flat_map(|&app| rows_of(app)).map(Into::into).collect();
     stack.installation_store().write(rows, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
     stack
         .put_rule(json!({

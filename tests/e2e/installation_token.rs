@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use appcreds_core::ports::{InstallationRecord, InstallationStore};
+use appcreds_core::ports::{InstallationRecord, InstallationRow, InstallationStore};
+use appcreds_core::tokens::installation::TABLE_ROWS_MAX;
 use appcreds_tests::github::{Fault, FaultKind, Installation};
 use appcreds_tests::lambda::{Reply, UrlRequest};
 use appcreds_tests::{Logs, Stack, send};
@@ -331,6 +332,122 @@ async fn a_stale_table_row_is_corrected_from_github() {
     assert_eq!(stack.installation_rows().await[0].installation_id, 99, "the table follows");
 }
 
+/// GitHub's installation lookups (and listings) the double has answered.
+fn lookups(stack: &Stack) -> usize {
+    stack
+        .github
+        .all_calls()
+        .iter()
+        .filter(|(route, _)| route.ends_with("/installation") || route.starts_with("GET /app/installations"))
+        .filter(|(route, _)| !route.contains("access_tokens"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// **(ext)** A cold function resolves owners, repositories and enterprises from the rows the
+/// tracker keeps, logins compared regardless of case: no lookup at GitHub, only the mints.
+#[tokio::test]
+async fn a_cold_function_resolves_owners_from_the_table_without_asking_github() {
+    let stack = stack().await;
+    stack.github.install(Installation::enterprise(APP, 73, "Octo-Ent"));
+    stack.syncer().run().await.unwrap();
+    assert_eq!(stack.installation_rows().await.len(), 3);
+    let before = lookups(&stack);
+    let cold = stack.installation_token_handler();
+    for (body, id) in [
+        (json!({"appId": APP, "owner": "OCTO-ORG"}), 71),
+        (json!({"appId": APP, "repository": "OctoCat/dotfiles"}), 72),
+        (json!({"appId": APP, "enterprise": "octo-ent"}), 73),
+    ] {
+        let reply = ok(&post(&cold, body.clone()).await).clone();
+        assert_eq!(reply["installationId"], id, "{body}");
+    }
+    assert_eq!(lookups(&stack) - before, 0, "{:?}", stack.github.all_calls());
+    // A second cold function reads the table once for all its owners.
+    stack.counter.reset();
+    let cold = stack.installation_token_handler();
+    ok(&post(&cold, json!({"appId": APP, "owner": "octo-org"})).await);
+    ok(&post(&cold, json!({"appId": APP, "owner": "octocat"})).await);
+    assert_eq!(stack.counter.count("Query"), 1, "{:?}", stack.counter.snapshot());
+    assert_eq!(lookups(&stack) - before, 0);
+    // An owner the table lacks still goes to GitHub.
+    stack.github.install(Installation::org(APP, 74, "new-org", &[]));
+    assert_eq!(ok(&post(&cold, json!({"appId": APP, "owner": "new-org"})).await)["installationId"], 74);
+    assert_eq!(lookups(&stack) - before, 2, "users, then orgs: {:?}", stack.github.all_calls());
+}
+
+/// A row of the Installation table, as the sync writes it (without grants).
+fn table_row(installation_id: i64, node_id: &str, target_type: &str, name: &str) -> InstallationRow {
+    let record = InstallationRecord {
+        app_id: APP,
+        installation_id,
+        node_id: node_id.into(),
+        target_type: target_type.into(),
+        name: name.into(),
+    };
+    InstallationRow { record, grants: None }
+}
+
+/// **(ext)** An App with more rows than a function reads ([`TABLE_ROWS_MAX`]) is resolved at
+/// GitHub, rightly, whatever its rows say: here octo-org's names another installation (72).
+#[tokio::test]
+async fn an_app_with_more_rows_than_the_bound_is_resolved_at_github() {
+    let stack = stack().await;
+    let mut rows = vec![table_row(72, "O_kgDOocto-org", "Organization", "octo-org")];
+    rows.extend(
+        (0..TABLE_ROWS_MAX as i64).map(|i| table_row(100_000 + i, &format!("U_{i}"), "User", &format!("u{i}"))),
+    );
+    stack.installation_store().write(rows, Vec::new(), "2026-01-01T00:00:00Z").await.unwrap();
+    let before = lookups(&stack);
+    stack.counter.reset();
+    let cold = stack.installation_token_handler();
+    assert_eq!(ok(&post(&cold, json!({"appId": APP, "owner": "octo-org"})).await)["installationId"], 71);
+    assert!(lookups(&stack) > before, "asked GitHub: {:?}", stack.github.all_calls());
+    // Not the whole App: one row more than the bound, in pages of at most 1,000.
+    assert!(stack.counter.count("Query") <= 2, "{:?}", stack.counter.snapshot());
+}
+
+/// **(ext)** Two rows name one login (a stale one, from before a rename or a reinstall, beside
+/// the current one): neither is picked; GitHub is asked, and answers.
+#[tokio::test]
+async fn two_rows_for_one_login_are_resolved_at_github() {
+    let stack = stack().await;
+    stack.syncer().run().await.unwrap();
+    // Sorted before the current row (O_kgDOocto-org): the first a lookup would find.
+    let stale = table_row(72, "O_aaaaaocto-org", "Organization", "Octo-Org");
+    stack.installation_store().write(vec![stale], Vec::new(), "2026-01-01T00:00:00Z").await.unwrap();
+    let before = lookups(&stack);
+    let cold = stack.installation_token_handler();
+    assert_eq!(ok(&post(&cold, json!({"appId": APP, "owner": "octo-org"})).await)["installationId"], 71);
+    assert!(lookups(&stack) > before, "asked GitHub: {:?}", stack.github.all_calls());
+    // An owner named by one row only is still answered from the table.
+    let before = lookups(&stack);
+    assert_eq!(ok(&post(&cold, json!({"appId": APP, "owner": "octocat"})).await)["installationId"], 72);
+    assert_eq!(lookups(&stack), before);
+}
+
+/// **(ext)** A row for the owner that is stale (the App was reinstalled): the mint's 404 asks
+/// GitHub once, the token is minted for the new installation, and the table follows.
+#[tokio::test]
+async fn a_stale_row_for_an_owner_costs_one_lookup_and_the_mint_succeeds() {
+    let stack = stack().await;
+    stack.syncer().run().await.unwrap();
+    stack.github.uninstall(71);
+    stack.github.install(Installation::org(APP, 99, "octo-org", &[(7101, "hello-world")]));
+    let before = lookups(&stack);
+    let cold = stack.installation_token_handler();
+    let body = ok(&post(&cold, json!({"appId": APP, "owner": "octo-org"})).await).clone();
+    assert_eq!(body["installationId"], 99);
+    let orgs = stack.github.calls("GET /orgs/octo-org/installation");
+    assert_eq!((lookups(&stack) - before, orgs), (2, 1), "users then orgs, once: {:?}", stack.github.all_calls());
+    let row = stack.installation_rows().await.into_iter().find(|r| r.name == "octo-org").unwrap();
+    assert_eq!(row.installation_id, 99, "the table follows");
+    // The next cold function finds the corrected row.
+    let cold = stack.installation_token_handler();
+    assert_eq!(ok(&post(&cold, json!({"appId": APP, "owner": "octo-org"})).await)["installationId"], 99);
+    assert_eq!(lookups(&stack) - before, 2);
+}
+
 /// Unknown node IDs, random ones included, are answered from one listing of the App's
 /// installations (kept 30 s): they cannot drain the App's rate limit.
 #[tokio::test]
@@ -545,13 +662,17 @@ async fn the_pre_flight_check_of_a_table_row_is_confirmed_once_before_refusing()
 
     // A row without it: asked once, kept, and written back for the next function.
     let bare = stack.installation_rows().await;
-    stack.installation_store().write(bare, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    stack
+        .installation_store()
+        .write(bare.into_iter().map(Into::into).collect(), Vec::new(), "2026-11-24T00:00:00Z")
+        .await
+        .unwrap();
     let handler = stack.installation_token_handler();
     for _ in 0..3 {
         refused(post(&handler, asked.clone()).await);
     }
     assert_eq!(stack.github.calls("GET /app/installations/71"), 2, "asked once, then kept");
-    let row = stack.installation_store().get_row(APP, "O_kgDOocto-org").await.unwrap().unwrap();
+    let row = stack.installation_store().get(APP, "O_kgDOocto-org").await.unwrap().unwrap();
     assert_eq!(row.grants.unwrap().permissions["contents"], "write", "written back");
     assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 1);
 }
@@ -566,23 +687,66 @@ async fn a_stale_row_is_asked_again_before_it_refuses() {
     let stack = stack().await;
     ok(&post(&stack.installation_token_handler(), json!({"appId": APP, "nodeId": "O_kgDOocto-org"})).await);
     let store = stack.installation_store();
-    let mut row = store.get_row(APP, "O_kgDOocto-org").await.unwrap().unwrap();
+    let mut row = store.get(APP, "O_kgDOocto-org").await.unwrap().unwrap();
     assert_eq!(row.grants.as_ref().unwrap().permissions["contents"], "write", "the double's installation");
     let stale = InstallationGrants {
         permissions: [("contents".to_string(), "read".to_string())].into(),
         repository_selection: "selected".into(),
     };
     row.grants = Some(stale);
-    store.write_rows(vec![row], Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    store.write(vec![row], Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
 
     let handler = stack.installation_token_handler();
     let asked = json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": {"permissions": {"contents": "write"}}});
     let body = ok(&post(&handler, asked.clone()).await).clone();
     assert_eq!(body["actualScopeDown"]["permissions"]["contents"], "write");
     assert_eq!(stack.github.calls("GET /app/installations/71"), 1, "GitHub asked once");
-    let row = store.get_row(APP, "O_kgDOocto-org").await.unwrap().unwrap();
+    let row = store.get(APP, "O_kgDOocto-org").await.unwrap().unwrap();
     assert_eq!(row.grants.unwrap().permissions["contents"], "write", "the row written again");
     ok(&post(&handler, asked).await);
     assert_eq!(stack.github.calls("GET /app/installations/71"), 1, "the fresh answer is kept");
     assert_eq!(stack.github.calls("POST /app/installations/71/access_tokens"), 3);
+}
+
+/// **(ext)** What GitHub says an installation grants goes back onto its row as it was read, and
+/// nothing more: a row the sync deleted meanwhile (a confirmed uninstall, here between the
+/// request that read the row and the one that asks GitHub) is not brought back, and a row that
+/// holds another installation (reinstalled) is left as it is; onto the row read, only the grants
+/// change (a newer name the sync wrote stays).
+#[tokio::test]
+async fn grants_written_back_never_bring_a_deleted_row_back() {
+    use appcreds_core::domain::scope::InstallationGrants;
+    use appcreds_core::ports::TablePosition;
+    let stack = stack().await;
+    ok(&post(&stack.installation_token_handler(), json!({"appId": APP, "nodeId": "O_kgDOocto-org"})).await);
+    let store = stack.installation_store();
+    let mut row = store.get(APP, "O_kgDOocto-org").await.unwrap().unwrap();
+    let fresh = row.grants.clone().unwrap();
+    let stale = InstallationGrants {
+        permissions: [("contents".to_string(), "read".to_string())].into(),
+        repository_selection: "selected".into(),
+    };
+    row.grants = Some(stale.clone());
+    store.write(vec![row.clone()], Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+
+    let handler = stack.installation_token_handler();
+    let read = json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": {"permissions": {"contents": "read"}}});
+    ok(&post(&handler, read).await);
+    let at = TablePosition { app_id: APP, node_id: "O_kgDOocto-org".into() };
+    store.write(Vec::new(), vec![at.clone()], "2026-11-24T00:00:00Z").await.unwrap();
+    let write = json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": {"permissions": {"contents": "write"}}});
+    ok(&post(&handler, write).await);
+    assert_eq!(stack.github.calls("GET /app/installations/71"), 1, "GitHub asked");
+    assert_eq!(store.get(APP, "O_kgDOocto-org").await.unwrap(), None, "the deleted row stays deleted");
+
+    // Reinstalled: the row holds installation 72 now, and the grants of 71 do not land on it.
+    let mut reinstalled = row.clone();
+    reinstalled.record.installation_id = 72;
+    reinstalled.record.name = "octo-org-renamed".into();
+    store.write(vec![reinstalled.clone()], Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    assert!(!store.write_grants(&at, 71, &fresh, "2026-11-25T00:00:00Z").await.unwrap());
+    assert_eq!(store.get(APP, "O_kgDOocto-org").await.unwrap(), Some(reinstalled.clone()));
+    assert!(store.write_grants(&at, 72, &fresh, "2026-11-25T00:00:00Z").await.unwrap());
+    let written = store.get(APP, "O_kgDOocto-org").await.unwrap().unwrap();
+    assert_eq!(written, InstallationRow { grants: Some(fresh), ..reinstalled }, "only the grants changed");
 }

@@ -434,6 +434,32 @@ async fn a_refused_owner_does_not_stop_the_others() {
     assert_eq!(statuses(&report)["repo:octo-org/api"], DestinationStatus::Written);
 }
 
+/// **(ext)** A token GitHub mints wider than the rotator asked is revoked and never used, and
+/// the audit trail has the same line as for a request's, naming the rotator as the caller.
+#[tokio::test]
+async fn a_token_wider_than_asked_leaves_the_rotators_audit_line() {
+    let logs = appcreds_tests::Logs::capture();
+    let f = Fixture::start().await;
+    f.store.put_spec(&f.spec(vec![repo("octo-org/api")])).await.unwrap();
+    f.stack.github.answer_mints_too_wide(true);
+    let report = f.rotator().run_target(&f.user, false).await.unwrap();
+    assert_eq!(statuses(&report)["repo:octo-org/api"], DestinationStatus::Failed, "{report:?}");
+    assert!(f.keys().await[&f.old_key], "the old key stays active");
+    let issued = f.stack.github.issued_tokens();
+    assert_eq!((issued.len(), issued[0].revoked), (1, true), "one mint, revoked");
+    let wide: Vec<_> = logs
+        .lines_for("appcreds::audit")
+        .into_iter()
+        .filter(|l| l["fields"]["message"] == "installation token wider than asked: revoked")
+        .collect();
+    assert_eq!(wide.len(), 1, "{wide:?}");
+    let line = &wide[0]["fields"];
+    assert_eq!(line["caller"], "access-key-rotation");
+    assert_eq!((line["app_id"].as_i64(), line["installation_id"].as_i64()), (Some(APP), Some(1410)));
+    assert_eq!(line["token_sha256"], Secret::new(issued[0].token.clone()).sha256_hex());
+    assert!(!logs.text().contains(&issued[0].token), "no token in the logs");
+}
+
 #[tokio::test]
 async fn two_live_keys_stop_the_run_and_nothing_is_deleted() {
     let f = Fixture::start().await;

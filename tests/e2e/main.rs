@@ -7,6 +7,7 @@
 
 mod access_rules;
 mod app_token;
+mod batch;
 mod budgets;
 mod get_installation;
 mod github_client;
@@ -18,5 +19,7 @@ mod keys;
 mod log_format;
 mod oidc;
 mod rate_limit;
+mod shared_jwt;
 mod sync;
+mod tls_roots;
 mod token_formats;

@@ -36,7 +36,11 @@ async fn stack(app: i64) -> Stack {
         stack.github.install(Installation::org(app, id, login, &[(id * 10, "repo")]));
     }
     let rows = vec![record(app, 7001, "alpha"), record(app, 7002, "beta"), record(app, 7003, "gamma")];
-    stack.installation_store().write(rows, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    stack
+        .installation_store()
+        .write(rows.into_iter().map(Into::into).collect(), Vec::new(), "2026-11-24T00:00:00Z")
+        .await
+        .unwrap();
     stack
 }
 
@@ -51,7 +55,11 @@ async fn stack_with(app: i64, ids: &[i64], at_github: bool) -> Stack {
         }
     }
     let rows: Vec<_> = ids.iter().map(|&id| record(app, id, &format!("org{id}"))).collect();
-    stack.installation_store().write(rows, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    stack
+        .installation_store()
+        .write(rows.into_iter().map(Into::into).collect(), Vec::new(), "2026-11-24T00:00:00Z")
+        .await
+        .unwrap();
     stack
 }
 
@@ -201,6 +209,29 @@ async fn a_failing_installation_does_not_stop_the_others() {
     assert_eq!(failures.len(), 1, "one line for the run's failures: {text}");
     assert!(failures[0].contains("installation 7002"), "it quotes the failure: {}", failures[0]);
     assert!(text.contains("\"failed\":1"), "the summary counts it: {text}");
+}
+
+/// **(ext)** A `metadata: read` token GitHub mints wider than asked is revoked, never used, and
+/// leaves the same audit line as a request's, naming the scanner as the caller.
+#[tokio::test]
+async fn a_token_wider_than_asked_leaves_the_scanners_audit_line() {
+    const APP: i64 = 707;
+    let logs = Logs::capture();
+    let stack = stack_with(APP, &[7071], true).await;
+    stack.github.answer_mints_too_wide(true);
+    let (scanner, _) = scanner(&stack);
+    let report = scanner.run().await.unwrap();
+    assert_eq!(report.failed, vec![(APP, 7071)]);
+    assert!(stack.github.rate_limit_tokens().is_empty(), "the token was never used");
+    let issued = stack.github.issued_tokens();
+    assert_eq!((issued.len(), issued[0].revoked), (1, true), "one mint, revoked");
+    let audit = logs.lines_for("appcreds::audit");
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    let line = &audit[0]["fields"];
+    assert_eq!(line["message"], "installation token wider than asked: revoked");
+    assert_eq!(line["caller"], "rate-limit-scanner");
+    assert_eq!((line["app_id"].as_i64(), line["installation_id"].as_i64()), (Some(APP), Some(7071)));
+    assert_eq!(line["token_sha256"], appcreds_core::Secret::new(issued[0].token.clone()).sha256_hex());
 }
 
 /// The heartbeat's figures of scanner `scanner`, as CloudWatch stored them (sum over 10 minutes).

@@ -299,7 +299,7 @@ async fn rows_hold_what_each_installation_grants() {
     let store = stack.installation_store();
     let grants = |node_id: String| {
         let store = &store;
-        async move { store.get_row(C, &node_id).await.unwrap().unwrap().grants }
+        async move { store.get(C, &node_id).await.unwrap().unwrap().grants }
     };
     let c = syncer.run().await.unwrap().apps[0].result.clone().unwrap();
     assert_eq!((c.listed, c.written), (2, 2));
@@ -317,7 +317,7 @@ async fn rows_hold_what_each_installation_grants() {
 
     // A row without it (an earlier version's) gets it on the next run.
     let bare: Vec<InstallationRecord> = stack.installation_rows().await.into_iter().filter(|r| r.app_id == C).collect();
-    store.write(bare, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    store.write(bare.into_iter().map(Into::into).collect(), Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
     assert_eq!(grants(format!("O_kgDOorg{C}x1")).await, None);
     let c = syncer.run().await.unwrap().apps[0].result.clone().unwrap();
     assert_eq!((c.listed, c.written), (2, 2));

@@ -279,7 +279,11 @@ async fn the_scanner_uses_and_reuses(format: TokenFormat, app: i64) {
             name: login.into(),
         });
     }
-    stack.installation_store().write(rows, Vec::new(), "2026-11-24T00:00:00Z").await.unwrap();
+    stack
+        .installation_store()
+        .write(rows.into_iter().map(Into::into).collect(), Vec::new(), "2026-11-24T00:00:00Z")
+        .await
+        .unwrap();
     let mut services = stack.services();
     let sink = Arc::new(Recorded::default());
     services.metrics = sink.clone();

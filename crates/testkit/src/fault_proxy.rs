@@ -1,7 +1,9 @@
 //! A loopback proxy in front of an AWS-protocol server (moto) that answers chosen actions with an
 //! AWS error for a number of requests and forwards everything else untouched: throttling and
-//! outages of a real protocol server, through the real SDK clients.
+//! outages of a real protocol server, through the real SDK clients. It also counts every request
+//! by its operation, as it arrives on the wire (so a retry counts again), whichever process sent it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -24,6 +26,9 @@ struct Injected {
 struct Shared {
     target: String,
     injected: Mutex<Vec<Injected>>,
+    calls: Mutex<BTreeMap<String, usize>>,
+    /// The body of every awsQuery request, as it arrived.
+    forms: Mutex<Vec<String>>,
     http: reqwest::Client,
 }
 
@@ -57,6 +62,35 @@ impl FaultProxy {
         let mut injected = self.shared.injected.lock().unwrap_or_else(PoisonError::into_inner);
         injected.push(Injected { action: action.to_string(), times, status, code: code.to_string() });
     }
+
+    /// The requests so far by operation: a JSON-protocol request by its `X-Amz-Target`
+    /// (`TrentService.Sign`, `DynamoDB_20120810.GetItem`), followed by the table it names if
+    /// it names one (`DynamoDB_20120810.GetItem apps`), an awsQuery one by its `Action`
+    /// (`CreateAccessKey`), anything else by method and path.
+    pub fn calls(&self) -> BTreeMap<String, usize> {
+        self.shared.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The bodies (forms, still URL-encoded) of the awsQuery requests for `action` so far, in order.
+    pub fn forms(&self, action: &str) -> Vec<String> {
+        let forms = self.shared.forms.lock().unwrap_or_else(PoisonError::into_inner);
+        forms.iter().filter(|f| f.split('&').any(|kv| kv == format!("Action={action}"))).cloned().collect()
+    }
+}
+
+/// The operation a request is counted under (see [`FaultProxy::calls`]).
+fn operation(parts: &axum::http::request::Parts, form: &str) -> String {
+    if let Some(target) = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        let body: serde_json::Value = serde_json::from_str(form).unwrap_or_default();
+        return match body.get("TableName").and_then(|t| t.as_str()) {
+            Some(table) => format!("{target} {table}"),
+            None => target.to_string(),
+        };
+    }
+    match form.split('&').find_map(|kv| kv.strip_prefix("Action=")) {
+        Some(action) => action.to_string(),
+        None => format!("{} {}", parts.method, parts.uri.path()),
+    }
 }
 
 async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Response {
@@ -65,6 +99,10 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         return StatusCode::BAD_REQUEST.into_response();
     };
     let text = String::from_utf8_lossy(&body);
+    *shared.calls.lock().unwrap_or_else(PoisonError::into_inner).entry(operation(&parts, &text)).or_default() += 1;
+    if text.split('&').any(|kv| kv.starts_with("Action=")) {
+        shared.forms.lock().unwrap_or_else(PoisonError::into_inner).push(text.to_string());
+    }
     let hit = {
         let mut injected = shared.injected.lock().unwrap_or_else(PoisonError::into_inner);
         injected.iter_mut().find(|i| i.times > 0 && text.split('&').any(|kv| kv == format!("Action={}", i.action))).map(

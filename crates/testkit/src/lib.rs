@@ -5,9 +5,12 @@
 //! - [`github`]: an HTTP double of the GitHub REST API that checks App JWTs like GitHub does.
 //! - [`kms_import`]: KMS key import (which moto lacks) through `aws-smithy-mocks` on a moto client.
 //! - [`lambda`]: Function URL events as Lambda delivers them.
+//! - [`runtime_api`]: a Lambda Runtime API endpoint for one function process (cold starts).
+//! - [`fleet`]: a burst of cold function processes at once, and its figures side by side.
 
 pub mod aws;
 pub mod fault_proxy;
+pub mod fleet;
 pub mod github;
 pub mod kms_import;
 pub mod lambda;

@@ -10,7 +10,14 @@
 //! `--cold-starts N` then measures every function's cold start N times: the binary (from
 //! `--bin-dir`, e.g. `target/release`) is started afresh against a Runtime API endpoint that hands
 //! it one event; printed are spawn → ready (its first request for an invocation), spawn → first
-//! response, and the process's own peak RSS (VmHWM), as min / median / max.
+//! response, and the process's own peak RSS (VmHWM), as min / median / max; first the floor,
+//! `empty-lambda` (the Lambda runtime and nothing else), if it is in the directory.
+//!
+//! `--fleet N` then starts N cold processes of installation-token (`--fleet-function`) at once,
+//! each on a Runtime API endpoint of its own with one event, against a fresh moto and GitHub
+//! double, and prints the AWS calls (counted at the wire), the GitHub calls and the times to ready
+//! and to the first answer. `--bin-dir` may be given more than once: the measurements run for each
+//! directory in turn and are printed side by side.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -18,6 +25,7 @@ use std::time::{Duration, Instant};
 use appcreds_core::aws::access_table::DynamoAccessStore;
 use appcreds_core::domain::access::{Rule, RuleDocument};
 use appcreds_testkit::aws::{self, REGION};
+use appcreds_testkit::fleet;
 use appcreds_testkit::github::jwt::{public_key, verify_rs256};
 use appcreds_testkit::github::{GitHubDouble, Installation};
 use appcreds_testkit::moto::{Moto, workspace_root};
@@ -68,12 +76,17 @@ const DEMO_USER: &str = "appcreds-demo-deployer";
 
 struct Options {
     app_id: i64,
-    /// Where the function binaries are (default: next to this binary).
-    bin_dir: Option<std::path::PathBuf>,
+    /// Where the function binaries are (default: next to this binary); given more than once, the
+    /// measurements run for each in turn and print them side by side, and the local stack itself
+    /// runs the last.
+    bin_dirs: Vec<std::path::PathBuf>,
     /// After the check, measure each function's cold start this many times.
     cold_starts: Option<usize>,
     /// After the check, measure what installation-token logs over this many warm requests.
     log_bytes: Option<usize>,
+    /// After the check, start this many cold processes of `fleet_function` at once.
+    fleet: Option<usize>,
+    fleet_function: String,
     lambda_port: u16,
     github_port: u16,
     smoke: bool,
@@ -82,9 +95,11 @@ struct Options {
 fn options() -> Result<Options, String> {
     let mut o = Options {
         app_id: 123456,
-        bin_dir: None,
+        bin_dirs: Vec::new(),
         cold_starts: None,
         log_bytes: None,
+        fleet: None,
+        fleet_function: "appcreds-installation-token".into(),
         lambda_port: 9000,
         github_port: 9001,
         smoke: false,
@@ -101,12 +116,17 @@ fn options() -> Result<Options, String> {
                 o.github_port = value("--github-port")?.parse().map_err(|_| "--github-port takes a port")?
             }
             "--smoke" => o.smoke = true,
-            "--bin-dir" => o.bin_dir = Some(value("--bin-dir")?.into()),
+            "--bin-dir" => o.bin_dirs.push(value("--bin-dir")?.into()),
             "--log-bytes" => {
                 let n: usize = value("--log-bytes")?.parse().map_err(|_| "--log-bytes takes a count")?;
                 o.log_bytes = Some(n.max(1));
                 o.smoke = true;
             }
+            "--fleet" => {
+                o.fleet = Some(value("--fleet")?.parse::<usize>().map_err(|_| "--fleet takes a count")?.max(1));
+                o.smoke = true;
+            }
+            "--fleet-function" => o.fleet_function = value("--fleet-function")?,
             "--cold-starts" => {
                 let n: usize = value("--cold-starts")?.parse().map_err(|_| "--cold-starts takes a count")?;
                 o.cold_starts = Some(n.max(1));
@@ -114,7 +134,7 @@ fn options() -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: appcreds-local [--app-id N] [--lambda-port 9000] [--github-port 9001] [--smoke] [--bin-dir DIR] [--cold-starts N] [--log-bytes N]"
+                    "usage: appcreds-local [--app-id N] [--lambda-port 9000] [--github-port 9001] [--smoke] [--bin-dir DIR]... [--cold-starts N] [--log-bytes N] [--fleet N] [--fleet-function NAME]"
                 );
                 std::process::exit(0);
             }
@@ -144,9 +164,23 @@ async fn main() {
     }
 }
 
-async fn run(opts: Options) -> Result<(), BoxError> {
+/// The local stack's state: a moto server with the tables, keys and the demo App, and the GitHub
+/// double with its installations; `env` is what the functions are given to use them.
+struct Stack {
+    moto: Moto,
+    github: GitHubDouble,
+    key: aws::AppKey,
+    iam: aws_sdk_iam::Client,
+    /// The demo IAM user's first access key (the rotator replaces it).
+    first_key: String,
+    env: FunctionEnv,
+}
+
+/// Builds the local stack's state, telling each part to `say` (the fleet burst builds fresh ones
+/// quietly); the GitHub double listens on `github_port` (0: any free port).
+async fn stack(app_id: i64, github_port: u16, say: fn(&str)) -> Result<Stack, BoxError> {
     let moto = Moto::start()?;
-    step(&format!("moto server (KMS, DynamoDB, CloudWatch) at {}", moto.endpoint()));
+    say(&format!("moto server (KMS, DynamoDB, CloudWatch) at {}", moto.endpoint()));
     let sdk = aws::sdk_config(moto.endpoint()).await;
     let (kms, ddb) = (aws_sdk_kms::Client::new(&sdk), aws_sdk_dynamodb::Client::new(&sdk));
     let (app_table, installation_table) = ("appcreds-local-apps", "appcreds-local-installations");
@@ -155,12 +189,12 @@ async fn run(opts: Options) -> Result<(), BoxError> {
     aws::create_access_table(&ddb, ACCESS_TABLE).await?;
     aws::create_lease_table(&ddb, LEASE_TABLE).await?;
     aws::create_rotation_table(&ddb, ROTATION_TABLE).await?;
-    put_demo_rule(&ddb, opts.app_id).await?;
-    step(&format!(
+    put_demo_rule(&ddb, app_id).await?;
+    say(&format!(
         "access table {ACCESS_TABLE}, enforced, with rule {DEMO_RULE:?} for {DEMO_ROLE}; local requests come from {LOCAL_CALLER}"
     ));
-    let key = aws::create_app_key(&kms, opts.app_id).await?;
-    aws::put_app(&ddb, app_table, opts.app_id, Some(&key.arn)).await?;
+    let key = aws::create_app_key(&kms, app_id).await?;
+    aws::put_app(&ddb, app_table, app_id, Some(&key.arn)).await?;
     let pagination_key = kms
         .create_key()
         .key_spec(aws_sdk_kms::types::KeySpec::Hmac256)
@@ -170,23 +204,39 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         .key_metadata
         .and_then(|m| m.arn)
         .ok_or("no HMAC key ARN")?;
-    step(&format!("tables {app_table} and {installation_table}; App {} → {}", opts.app_id, key.arn));
+    say(&format!("tables {app_table} and {installation_table}; App {app_id} → {}", key.arn));
     let rotation_key = aws::create_vault_key(&kms).await?;
+    // The key the App JWT one function signs for the others is encrypted with (in the lease table).
+    let shared_jwt_key = aws::create_vault_key(&kms).await?;
     let iam = aws_sdk_iam::Client::new(&sdk);
     let (_, first_key) = aws::create_rotated_user(&iam, DEMO_USER, "/appcreds-rotated/").await?;
-    step(&format!(
+    say(&format!(
         "IAM user /appcreds-rotated/{DEMO_USER} with key {first_key}; rotation table {ROTATION_TABLE}, its KMS key {rotation_key}"
     ));
 
-    let github = GitHubDouble::start_on(&format!("127.0.0.1:{}", opts.github_port)).await?;
-    github.register_app(opts.app_id, &key.public_key_der)?;
-    let mut org = Installation::org(opts.app_id, 4001, "octo-org", &[(40011, "hello-world"), (40012, "docs")]);
+    let github = GitHubDouble::start_on(&format!("127.0.0.1:{github_port}")).await?;
+    github.register_app(app_id, &key.public_key_der)?;
+    let mut org = Installation::org(app_id, 4001, "octo-org", &[(40011, "hello-world"), (40012, "docs")]);
     // The rotator writes Actions secrets into these repositories.
     org.permissions.insert("secrets".into(), "write".into());
     github.install(org);
-    github.install(Installation::user(opts.app_id, 4002, "octocat", &[(40021, "dotfiles")]));
-    step(&format!("GitHub double at {}", github.url()));
+    github.install(Installation::user(app_id, 4002, "octocat", &[(40021, "dotfiles")]));
+    say(&format!("GitHub double at {}", github.url()));
+    let env = FunctionEnv {
+        moto: moto.endpoint().to_string(),
+        app_table: app_table.to_string(),
+        installation_table: installation_table.to_string(),
+        github: github.url(),
+        pagination_key,
+        oidc_issuer: github.oidc_issuer(),
+        rotation_key,
+        shared_jwt_key: Some(shared_jwt_key),
+    };
+    Ok(Stack { moto, github, key, iam, first_key, env })
+}
 
+async fn run(mut opts: Options) -> Result<(), BoxError> {
+    let Stack { moto, github, key, iam, first_key, env } = stack(opts.app_id, opts.github_port, step).await?;
     let root = workspace_root();
     let venv_bin = root.join(".venv/bin");
     let path = format!("{}:{}", venv_bin.display(), std::env::var("PATH").unwrap_or_default());
@@ -203,19 +253,10 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         .map_err(|e| format!("cannot run cargo lambda watch (run scripts/setup first): {e}"))?,
     ];
     wait_for_port(opts.lambda_port).await?;
-    let bin_dir = match &opts.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()?.parent().ok_or("no binary directory")?.to_path_buf(),
-    };
-    let env = FunctionEnv {
-        moto: moto.endpoint().to_string(),
-        app_table: app_table.to_string(),
-        installation_table: installation_table.to_string(),
-        github: github.url(),
-        pagination_key: pagination_key.clone(),
-        oidc_issuer: github.oidc_issuer(),
-        rotation_key: rotation_key.clone(),
-    };
+    if opts.bin_dirs.is_empty() {
+        opts.bin_dirs.push(std::env::current_exe()?.parent().ok_or("no binary directory")?.to_path_buf());
+    }
+    let bin_dir = opts.bin_dirs[opts.bin_dirs.len() - 1].clone();
     for function in FUNCTIONS {
         let binary = bin_dir.join(function);
         let mut command = tokio::process::Command::new(&binary);
@@ -234,17 +275,20 @@ async fn run(opts: Options) -> Result<(), BoxError> {
 
     let mut result = demo(&base, opts.app_id, &key.public_key_der, &github).await;
     if result.is_ok() {
-        result = cli_key_list(moto.endpoint(), app_table, opts.app_id, &key.arn).await;
+        result = cli_key_list(moto.endpoint(), &env.app_table, opts.app_id, &key.arn).await;
     }
     if result.is_ok() {
         let lambda = format!("http://127.0.0.1:{port}");
-        result = rotation(moto.endpoint(), &lambda, app_table, opts.app_id, &iam, &first_key, &github).await;
+        result = rotation(moto.endpoint(), &lambda, &env.app_table, opts.app_id, &iam, &first_key, &github).await;
     }
     if let (Ok(()), Some(runs)) = (&result, opts.cold_starts) {
-        result = cold_starts(&env, &bin_dir, opts.app_id, runs).await;
+        result = cold_starts(&env, &opts.bin_dirs, opts.app_id, runs).await;
     }
     if let (Ok(()), Some(requests)) = (&result, opts.log_bytes) {
         result = log_bytes(&env, &bin_dir, opts.app_id, requests).await;
+    }
+    if let (Ok(()), Some(n)) = (&result, opts.fleet) {
+        result = fleet(opts.app_id, &opts.bin_dirs, n, &opts.fleet_function).await;
     }
     match &result {
         Ok(()) if opts.smoke => {}
@@ -372,6 +416,8 @@ struct FunctionEnv {
     pagination_key: String,
     oidc_issuer: String,
     rotation_key: String,
+    /// `SHARED_APP_JWT_KEY_ID` (`None`: each function signs its own App JWTs, as before).
+    shared_jwt_key: Option<String>,
 }
 
 impl FunctionEnv {
@@ -397,6 +443,9 @@ impl FunctionEnv {
             .env("OIDC_AUDIENCE", "appcreds")
             .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
             .env("AWS_LAMBDA_LOG_LEVEL", "INFO");
+        if let Some(key) = &self.shared_jwt_key {
+            command.env("SHARED_APP_JWT_KEY_ID", key);
+        }
     }
 }
 
@@ -432,51 +481,88 @@ fn cold_start_event(function: &str, app_id: i64) -> (Value, Duration) {
     }
 }
 
+/// The binary `--cold-starts` measures first, as the floor of a function's cold start: only the
+/// Lambda runtime (`lambda_http`) and a handler that answers 200 (`crates/testkit/src/bin/empty-lambda.rs`),
+/// measured when it is in the binary directory.
+const EMPTY: &str = "empty-lambda";
+
 /// Starts each function's binary `runs` times against a Runtime API endpoint of its own and
-/// prints spawn → ready, spawn → first response and the process's peak RSS.
-async fn cold_starts(env: &FunctionEnv, bin_dir: &std::path::Path, app_id: i64, runs: usize) -> Result<(), BoxError> {
-    println!("cold starts: {runs} per function, binaries from {}", bin_dir.display());
+/// prints spawn → ready, spawn → first response and the process's peak RSS. With several binary
+/// directories, each run starts every directory's binary in turn (so that the machine's load
+/// drifts alike for all) and the table has a row per function and directory.
+async fn cold_starts(env: &FunctionEnv, dirs: &[std::path::PathBuf], app_id: i64, runs: usize) -> Result<(), BoxError> {
+    let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    println!("cold starts: {runs} per function, binaries from {}", names.join(", "));
     println!(
-        "| function | spawn → ready (ms) min / median / max | spawn → first response (ms) min / median / max | peak RSS (MiB) min / median / max | binary (MB) |"
+        "| function | binaries | spawn → ready (ms) min / median / max | spawn → first response (ms) min / median / max | peak RSS (MiB) min / median / max | binary (MB) |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     let spread = |mut v: Vec<f64>, digits: usize| {
         v.sort_by(f64::total_cmp);
         let (min, mid, max) = (v[0], v[v.len() / 2], v[v.len() - 1]);
         format!("{min:.digits$} / {mid:.digits$} / {max:.digits$}")
     };
-    for function in FUNCTIONS {
-        let (mut ready, mut first, mut rss) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..runs {
-            let (event, timeout) = cold_start_event(function, app_id);
-            let api = appcreds_testkit::runtime_api::RuntimeApi::start(event, timeout).await?;
-            let binary = bin_dir.join(function);
-            let mut command = tokio::process::Command::new(&binary);
-            command
-                .env("AWS_LAMBDA_RUNTIME_API", api.endpoint())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true);
-            env.apply(command.as_std_mut(), function);
-            let before = children();
-            let spawned = Instant::now();
-            let mut child = command.spawn()?;
-            let invocation = api.wait(Duration::from_secs(60)).await;
-            let hwm = peak_rss_mib(&binary, &before);
-            let _ = child.kill().await;
-            let invocation = invocation.map_err(|e| format!("{function}: {e}"))?;
-            let ok = !invocation.failed && invocation.body.get("statusCode").is_none_or(|s| s == 200);
-            if !ok {
-                return Err(format!("{function} answered {}", invocation.body).into());
-            }
-            ready.push(invocation.ready.duration_since(spawned).as_secs_f64() * 1e3);
-            first.push(invocation.answered.duration_since(spawned).as_secs_f64() * 1e3);
-            rss.push(hwm.ok_or("no VmHWM")?);
+    for function in std::iter::once(&EMPTY).chain(FUNCTIONS) {
+        let binaries: Vec<std::path::PathBuf> = dirs.iter().map(|d| d.join(function)).collect();
+        if *function == EMPTY && !binaries.iter().any(|b| b.exists()) {
+            continue;
         }
-        let size = std::fs::metadata(bin_dir.join(function)).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
-        println!("| {function} | {} | {} | {} | {size:.1} |", spread(ready, 1), spread(first, 1), spread(rss, 1));
+        let mut samples = vec![(Vec::new(), Vec::new(), Vec::new()); dirs.len()];
+        for _ in 0..runs {
+            for (binary, (ready, first, rss)) in binaries.iter().zip(samples.iter_mut()) {
+                if *function == EMPTY && !binary.exists() {
+                    continue;
+                }
+                let (r, f, m) = cold_start(env, binary, function, app_id).await?;
+                ready.push(r);
+                first.push(f);
+                rss.push(m);
+            }
+        }
+        for ((binary, name), (ready, first, rss)) in binaries.iter().zip(&names).zip(samples) {
+            if ready.is_empty() {
+                continue;
+            }
+            let size = std::fs::metadata(binary).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
+            let (ready, first, rss) = (spread(ready, 1), spread(first, 1), spread(rss, 1));
+            println!("| {function} | {name} | {ready} | {first} | {rss} | {size:.1} |");
+        }
     }
     Ok(())
+}
+
+/// One cold start of `binary` (the function `function`): spawn → ready and → first response (ms),
+/// and its peak RSS (MiB).
+async fn cold_start(
+    env: &FunctionEnv,
+    binary: &std::path::Path,
+    function: &str,
+    app_id: i64,
+) -> Result<(f64, f64, f64), BoxError> {
+    // The empty binary answers app-token's event (any Function URL event will do).
+    let event_of = if function == EMPTY { "appcreds-app-token" } else { function };
+    let (event, timeout) = cold_start_event(event_of, app_id);
+    let api = appcreds_testkit::runtime_api::RuntimeApi::start(event, timeout).await?;
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .env("AWS_LAMBDA_RUNTIME_API", api.endpoint())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    env.apply(command.as_std_mut(), function);
+    let before = children();
+    let spawned = Instant::now();
+    let mut child = command.spawn()?;
+    let invocation = api.wait(Duration::from_secs(60)).await;
+    let hwm = peak_rss_mib(binary, &before);
+    let _ = child.kill().await;
+    let invocation = invocation.map_err(|e| format!("{}: {e}", binary.display()))?;
+    let ok = !invocation.failed && invocation.body.get("statusCode").is_none_or(|s| s == 200);
+    if !ok {
+        return Err(format!("{} answered {}", binary.display(), invocation.body).into());
+    }
+    let ms = |at: Instant| at.duration_since(spawned).as_secs_f64() * 1e3;
+    Ok((ms(invocation.ready), ms(invocation.answered), hwm.ok_or("no VmHWM")?))
 }
 
 /// What installation-token writes to its log (stdout, as Lambda collects it) per warm request:
@@ -507,6 +593,54 @@ async fn log_bytes(env: &FunctionEnv, bin_dir: &std::path::Path, app_id: i64, re
         "log bytes: installation-token, {requests} warm requests: {per_request:.0} bytes and {lines:.1} lines per request \
          (a cold start's init and first request: {one_bytes} bytes, {one_lines} lines)"
     );
+    Ok(())
+}
+
+/// `--fleet N`: for each binary directory in turn, `n` cold processes of `function` started at
+/// once against a fresh stack (moto, tables and GitHub double: each burst starts cold) whose
+/// installation table holds the rows that directory's own tracker writes (in a stack of their
+/// own, so nothing else it leaves behind warms the burst); the AWS calls counted at the wire by a
+/// proxy in front of moto, the GitHub calls by the double. Prints the bursts side by side.
+async fn fleet(app_id: i64, dirs: &[std::path::PathBuf], n: usize, function: &str) -> Result<(), BoxError> {
+    let tracker = "appcreds-installation-tracker";
+    let mut columns = Vec::new();
+    for dir in dirs {
+        let seeding = stack(app_id, 0, |_| {}).await?;
+        let (event, timeout) = cold_start_event(tracker, app_id);
+        let configure = |c: &mut std::process::Command| seeding.env.apply(c, tracker);
+        fleet::run_once(&dir.join(tracker), event, timeout, &configure).await?;
+        let Stack { moto, github, env, .. } = stack(app_id, 0, |_| {}).await?;
+        let from = aws_sdk_dynamodb::Client::new(&aws::sdk_config(seeding.moto.endpoint()).await);
+        let to = aws_sdk_dynamodb::Client::new(&aws::sdk_config(moto.endpoint()).await);
+        let rows = fleet::copy_table(&from, &to, &env.installation_table).await?;
+        drop(seeding);
+        let proxy = appcreds_testkit::fault_proxy::FaultProxy::start(moto.endpoint()).await?;
+        let env = FunctionEnv { moto: proxy.url(), ..env };
+        let (event, _) = cold_start_event(function, app_id);
+        let (timeout, limit) = (Duration::from_secs(300), Duration::from_secs(120 + 3 * n as u64));
+        let burst = fleet::Burst { binary: dir.join(function), processes: n, event, timeout, limit };
+        let outcome = burst.run(&|c| env.apply(c, function)).await?;
+        let column = fleet::Column {
+            label: dir.display().to_string(),
+            processes: n,
+            outcome,
+            aws: proxy.calls(),
+            github: github.all_calls(),
+        };
+        println!("fleet burst: {} ({rows} installation rows from its tracker) done", column.label);
+        columns.push(column);
+    }
+    println!(
+        "fleet burst: {n} cold {function} processes at once, each with one Function URL event; per binary directory:"
+    );
+    print!("{}", fleet::table(&columns));
+    // Every answer is a token of its own: one mint each (installation-token's).
+    let mints = |ok: usize| if function == "appcreds-installation-token" { ok } else { 0 };
+    for c in &columns {
+        if c.outcome.ok != c.processes || c.mints() != mints(c.outcome.ok) {
+            return Err(format!("{}: {} of {n} answered 200, with {} mints", c.label, c.outcome.ok, c.mints()).into());
+        }
+    }
     Ok(())
 }
 

@@ -61,6 +61,8 @@ struct Inner {
     oidc: Mutex<oidc::Provider>,
     apps: RwLock<HashMap<i64, App>>,
     calls: Mutex<BTreeMap<String, usize>>,
+    /// Requests being answered now, and the most there have been at once.
+    in_flight: Mutex<(usize, usize)>,
     installations: Mutex<installations::Installations>,
     secrets: Mutex<secrets::Secrets>,
 }
@@ -204,6 +206,19 @@ impl GitHubDouble {
         self.inner.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// The most requests the double has been answering at once (since [`reset_in_flight`]).
+    ///
+    /// [`reset_in_flight`]: GitHubDouble::reset_in_flight
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.in_flight.lock().unwrap_or_else(PoisonError::into_inner).1
+    }
+
+    /// Counts [`max_in_flight`](GitHubDouble::max_in_flight) from the requests under way now.
+    pub fn reset_in_flight(&self) {
+        let mut in_flight = self.inner.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        in_flight.1 = in_flight.0;
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(mut self) {
         self.shutdown();
@@ -266,7 +281,27 @@ fn router(inner: Arc<Inner>) -> Router {
 async fn count_calls(State(inner): State<Arc<Inner>>, req: Request, next: axum::middleware::Next) -> Response {
     let route = format!("{} {}", req.method(), req.uri().path());
     *inner.calls.lock().unwrap_or_else(PoisonError::into_inner).entry(route).or_default() += 1;
+    let _answering = InFlight::new(inner.clone());
     next.run(req).await
+}
+
+/// One request being answered (until dropped, also when the caller goes away).
+struct InFlight(Arc<Inner>);
+
+impl InFlight {
+    fn new(inner: Arc<Inner>) -> Self {
+        let mut in_flight = inner.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        in_flight.0 += 1;
+        in_flight.1 = in_flight.1.max(in_flight.0);
+        drop(in_flight);
+        InFlight(inner)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.lock().unwrap_or_else(PoisonError::into_inner).0 -= 1;
+    }
 }
 
 /// A GitHub error response: `{message, documentation_url}`.

@@ -1,0 +1,416 @@
+#![allow(clippy::unwrap_used)]
+//! **(ext)** The App JWT one function signs for the others: two "functions" (each its own
+//! services and caches) on one moto server, the entry in the lease table, encrypted with a
+//! symmetric KMS key.
+
+use std::sync::Arc;
+
+use appcreds_core::aws::kms::KmsVault;
+use appcreds_core::aws::shared_jwt::{DynamoSharedJwts, item_key};
+use appcreds_core::domain::clock::SystemClock;
+use appcreds_core::domain::jwt::{self, Claims, Issuer, LIFETIME_SECS};
+use appcreds_core::ports::{JwtShare, Vault};
+use appcreds_core::tokens::app_jwt::AppJwts;
+use appcreds_core::{Secret, Services};
+use appcreds_testkit::aws;
+use appcreds_tests::github::jwt::{public_key, verify_rs256};
+use appcreds_tests::lambda::UrlRequest;
+use appcreds_tests::{Logs, Stack, endpoint, send};
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::json;
+
+const APP: i64 = 2000;
+
+/// A stack with the App's installations, the lease table and the key that encrypts the share.
+struct Fleet {
+    stack: Stack,
+    table: String,
+    key: String,
+}
+
+impl Fleet {
+    async fn start(app: i64) -> Fleet {
+        let stack = Stack::with_installations(app).await;
+        let table = appcreds_tests::unique("leases");
+        aws::create_lease_table(&stack.ddb, &table).await.unwrap();
+        let key = aws::create_vault_key(&stack.kms).await.unwrap();
+        Fleet { stack, table, key }
+    }
+
+    /// The ports of one cold function, on the counted clients, sharing its App JWTs.
+    fn services(&self) -> Services {
+        let mut services = self.stack.services();
+        services.jwt_share = Some(JwtShare {
+            store: Arc::new(DynamoSharedJwts::new(self.stack.counted_ddb(), &self.table)),
+            vault: Arc::new(KmsVault::new(self.stack.counted_kms(), &self.key)),
+        });
+        services
+    }
+
+    /// A cold function's App JWTs.
+    fn jwts(&self) -> AppJwts {
+        AppJwts::new(&self.services())
+    }
+
+    fn kms(&self, operation: &str) -> usize {
+        self.stack.counter.count(operation)
+    }
+
+    async fn item(&self, app: i64) -> std::collections::HashMap<String, AttributeValue> {
+        let out = self
+            .stack
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .key("LeaseId", AttributeValue::S(item_key(app)))
+            .send()
+            .await
+            .unwrap();
+        out.item.unwrap_or_default()
+    }
+
+    async fn set(&self, app: i64, name: &str, value: AttributeValue) {
+        self.stack
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .key("LeaseId", AttributeValue::S(item_key(app)))
+            .update_expression("SET #a = :v")
+            .expression_attribute_names("#a", name)
+            .expression_attribute_values(":v", value)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// Two cold functions: the first signs (and encrypts and writes the entry), the second decrypts
+/// it: one `Sign` in all. Both mint installation tokens with it.
+#[tokio::test]
+async fn a_second_cold_function_takes_the_first_ones_jwt() {
+    let fleet = Fleet::start(APP).await;
+    let logs = Logs::capture();
+    let first = fleet.jwts().get(APP).await.unwrap();
+    assert_eq!((fleet.kms("Sign"), fleet.kms("Encrypt"), fleet.kms("Decrypt")), (1, 1, 0));
+    let second = fleet.jwts().get(APP).await.unwrap();
+    assert_eq!((fleet.kms("Sign"), fleet.kms("Decrypt")), (1, 1), "{:?}", fleet.stack.counter.snapshot());
+    assert_eq!(second.token.expose(), first.token.expose());
+    assert_eq!(second.expires_at, first.expires_at);
+    let item = fleet.item(APP).await;
+    assert!(!String::from_utf8_lossy(item["Jwt"].as_b().unwrap().as_ref()).contains(first.token.expose()));
+    assert_eq!(item["ExpiresAt"], AttributeValue::N(first.expires_at.to_string()), "the TTL is the JWT's");
+
+    // Two installation-token functions: one Sign between them, and both answer.
+    fleet.stack.counter.reset();
+    let other =
+        Fleet { stack: Stack::with_installations(APP + 1).await, table: fleet.table.clone(), key: fleet.key.clone() };
+    for _ in 0..2 {
+        let handler = endpoint(appcreds_core::ops::installation_token::InstallationToken::new(&other.services()));
+        let reply = send(
+            |r| handler.handle(r),
+            UrlRequest::post_json("/tokens/installation", &json!({"appId": APP + 1, "owner": "octo-org"})),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+    }
+    assert_eq!((other.kms("Sign"), other.kms("Decrypt")), (1, 1), "{:?}", other.stack.counter.snapshot());
+    // Entries are never logged, nor the JWT.
+    let sealed =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, item["Jwt"].as_b().unwrap().as_ref());
+    let text = logs.text();
+    assert!(!text.contains(first.token.expose()) && !text.contains(&sealed[..40]), "{text}");
+}
+
+/// Cold functions that all miss at once: one claims the signing and the others wait for it.
+#[tokio::test]
+async fn concurrent_cold_functions_sign_at_most_twice() {
+    let fleet = Fleet::start(APP + 10).await;
+    let mut functions = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let jwts = fleet.jwts();
+        functions.spawn(async move { jwts.get(APP + 10).await.unwrap().token.expose().to_string() });
+    }
+    let tokens: std::collections::BTreeSet<String> = functions.join_all().await.into_iter().collect();
+    assert!(fleet.kms("Sign") <= 2, "{:?}", fleet.stack.counter.snapshot());
+    assert!(tokens.len() <= 2, "{}", tokens.len());
+}
+
+/// The App's key was rotated: an entry signed with the old key is not taken; the new one is
+/// signed with the current key and replaces it.
+#[tokio::test]
+async fn an_entry_for_a_rotated_key_is_not_used() {
+    let app = APP + 20;
+    let fleet = Fleet::start(app).await;
+    fleet.jwts().get(app).await.unwrap();
+    let old = fleet.item(app).await["KeyArn"].as_s().unwrap().clone();
+    let new = aws::create_app_key(&fleet.stack.kms, app).await.unwrap();
+    fleet.stack.github.add_app_key(app, &new.public_key_der).unwrap();
+    aws::put_app(&fleet.stack.ddb, &fleet.stack.app_table, app, Some(&new.arn)).await.unwrap();
+    fleet.stack.counter.reset();
+    let jwt = fleet.jwts().get(app).await.unwrap();
+    assert_eq!((fleet.kms("Sign"), fleet.kms("Decrypt")), (1, 0), "{:?}", fleet.stack.counter.snapshot());
+    verify_rs256(&public_key(&new.public_key_der).unwrap(), jwt.token.expose()).expect("signed with the new key");
+    let item = fleet.item(app).await;
+    assert_eq!(item["KeyArn"].as_s().unwrap(), &new.arn);
+    assert_ne!(&old, &new.arn);
+}
+
+/// Entries that are broken (garbage, a bad shape, or copied to another expiry or App, which the
+/// encryption context refuses; or a JWT that is not the App's for the entry's expiry, though
+/// under the right context): the function signs, answers, and replaces the entry.
+#[tokio::test]
+async fn a_broken_entry_falls_back_to_signing_and_is_replaced() {
+    let app = APP + 30;
+    let fleet = Fleet::start(app).await;
+    let logs = Logs::capture();
+    let original = fleet.jwts().get(app).await.unwrap();
+    let good = fleet.item(app).await;
+    // Another App's entry, copied over this one's.
+    let other = APP + 31;
+    fleet.stack.add_app(other).await;
+    fleet.jwts().get(other).await.unwrap();
+    let copied = fleet.item(other).await["Jwt"].clone();
+    let exp = good["JwtExpiresAt"].as_n().unwrap().parse::<i64>().unwrap();
+    // Plausible JWTs sealed under this entry's own context: KMS opens them, the claims do not fit.
+    let vault = KmsVault::new(fleet.stack.kms.clone(), &fleet.key);
+    let (app_text, exp_text) = (app.to_string(), exp.to_string());
+    let context = [
+        ("appcreds:AppId", app_text.as_str()),
+        ("appcreds:KeyArn", good["KeyArn"].as_s().unwrap()),
+        ("appcreds:ExpiresAt", &exp_text),
+    ];
+    let fits = Claims::for_app(app, exp - LIFETIME_SECS);
+    let mut sealed = Vec::new();
+    for claims in [
+        Claims { iss: Issuer::AppId(other), ..fits.clone() },
+        Claims { exp: exp + 60, ..fits.clone() },
+        Claims { iat: fits.iat - 120, ..fits.clone() },
+        Claims { iss: Issuer::ClientId("Iv23liOther".into()), ..fits.clone() },
+    ] {
+        let jwt = Secret::new(jwt::assemble(&claims.signing_input(), b"signature"));
+        sealed.push(AttributeValue::B(Blob::new(vault.seal(&context, &jwt).await.unwrap())));
+    }
+    let [another_iss, another_exp, another_life, a_client_id] = sealed.try_into().unwrap();
+    // The control: the claims that fit, sealed the same way, are taken.
+    let fitting = Secret::new(jwt::assemble(&fits.signing_input(), b"signature"));
+    fleet.set(app, "Jwt", AttributeValue::B(Blob::new(vault.seal(&context, &fitting).await.unwrap()))).await;
+    assert_eq!(fleet.jwts().get(app).await.unwrap().token.expose(), fitting.expose(), "the claims that fit");
+    let tampered: Vec<(&str, &str, AttributeValue)> = vec![
+        ("garbage", "Jwt", AttributeValue::B(Blob::new(b"not a ciphertext".to_vec()))),
+        ("bad shape", "Jwt", AttributeValue::S("eyJ.not.binary".into())),
+        ("another expiry", "JwtExpiresAt", AttributeValue::N((exp + 1).to_string())),
+        ("another App's", "Jwt", copied),
+        ("another App's JWT under this context", "Jwt", another_iss),
+        ("a JWT of another exp under this context", "Jwt", another_exp),
+        ("a JWT of another lifetime under this context", "Jwt", another_life),
+        ("a JWT by a client ID the App does not have", "Jwt", a_client_id),
+    ];
+    for (what, attribute, value) in tampered {
+        fleet.stack.counter.reset();
+        fleet.set(app, "Jwt", good["Jwt"].clone()).await;
+        fleet.set(app, "JwtExpiresAt", good["JwtExpiresAt"].clone()).await;
+        fleet.set(app, attribute, value).await;
+        let handler = endpoint(appcreds_core::ops::app_token::AppToken::new(&fleet.services()));
+        let reply = send(|r| handler.handle(r), UrlRequest::post_json("/tokens/app", &json!({"appId": app}))).await;
+        assert_eq!(reply.status, 200, "{what}: {:?}", reply.body);
+        assert_eq!(fleet.kms("Sign"), 1, "{what}: {:?}", fleet.stack.counter.snapshot());
+        let token = reply.body["appToken"].as_str().unwrap().to_string();
+        // Replaced: the next cold function takes the new one without signing.
+        fleet.stack.counter.reset();
+        let next = fleet.jwts().get(app).await.unwrap();
+        assert_eq!((fleet.kms("Sign"), fleet.kms("Decrypt")), (0, 1), "{what}: {:?}", fleet.stack.counter.snapshot());
+        assert_eq!(next.token.expose(), token, "{what}");
+    }
+    assert!(!logs.text().contains(original.token.expose()));
+}
+
+/// KMS refuses to decrypt (here: the function is given a key KMS does not have): the function
+/// signs its own, and answers.
+#[tokio::test]
+async fn a_failing_decrypt_falls_back_to_signing() {
+    let app = APP + 40;
+    let fleet = Fleet::start(app).await;
+    fleet.jwts().get(app).await.unwrap();
+    fleet.stack.counter.reset();
+    let mut services = fleet.services();
+    let missing = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000";
+    services.jwt_share.as_mut().unwrap().vault = Arc::new(KmsVault::new(fleet.stack.counted_kms(), missing));
+    let handler = endpoint(appcreds_core::ops::app_token::AppToken::new(&services));
+    let reply = send(|r| handler.handle(r), UrlRequest::post_json("/tokens/app", &json!({"appId": app}))).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!((fleet.kms("Decrypt"), fleet.kms("Sign")), (1, 1), "{:?}", fleet.stack.counter.snapshot());
+}
+
+/// What moto (as KMS) does with a ciphertext opened under another encryption context: refuses it.
+#[tokio::test]
+async fn a_ciphertext_opens_only_under_its_own_context() {
+    let fleet = Fleet::start(APP + 50).await;
+    let vault = KmsVault::new(fleet.stack.kms.clone(), &fleet.key);
+    let context = [("appcreds:AppId", "1"), ("appcreds:KeyArn", "k"), ("appcreds:ExpiresAt", "100")];
+    let sealed = vault.seal(&context, &Secret::new("a.b.c".to_string())).await.unwrap();
+    assert_eq!(vault.open(&context, &sealed).await.unwrap().expose(), "a.b.c");
+    for wrong in [
+        [("appcreds:AppId", "2"), ("appcreds:KeyArn", "k"), ("appcreds:ExpiresAt", "100")],
+        [("appcreds:AppId", "1"), ("appcreds:KeyArn", "other"), ("appcreds:ExpiresAt", "100")],
+        [("appcreds:AppId", "1"), ("appcreds:KeyArn", "k"), ("appcreds:ExpiresAt", "101")],
+    ] {
+        assert!(vault.open(&wrong, &sealed).await.is_err(), "{wrong:?}");
+    }
+    assert!(vault.open(&context[..2], &sealed).await.is_err(), "a context missing a key");
+}
+
+/// Without the share (the CLI, old deployments), each function signs its own, as before.
+#[tokio::test]
+async fn without_the_share_each_function_signs() {
+    let fleet = Fleet::start(APP + 60).await;
+    let cold = || AppJwts::new(&fleet.stack.services_on(fleet.stack.counted_kms(), SystemClock));
+    cold().get(APP + 60).await.unwrap();
+    cold().get(APP + 60).await.unwrap();
+    assert_eq!((fleet.kms("Sign"), fleet.kms("Decrypt")), (2, 0));
+    assert!(fleet.item(APP + 60).await.is_empty());
+}
+
+/// A function that claims the signing but cannot sign (its KMS is unreachable) ends its claim:
+/// the next cold function claims at once, signs and shares, without waiting for it to lapse.
+#[tokio::test]
+async fn a_holder_that_cannot_sign_ends_its_claim() {
+    let app = APP + 70;
+    let fleet = Fleet::start(app).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = appcreds_testkit::aws::sdk_config(&format!("http://{closed}")).await;
+    let mut failing = fleet.stack.services_on(aws_sdk_kms::Client::new(&dead), SystemClock);
+    failing.jwt_share = fleet.services().jwt_share;
+    assert!(AppJwts::new(&failing).get(app).await.is_err());
+    let item = fleet.item(app).await;
+    assert!(!item.contains_key("ClaimedBy") && !item.contains_key("ClaimedUntil"), "the claim ended: {item:?}");
+    fleet.stack.counter.reset();
+    let jwt = fleet.jwts().get(app).await.unwrap();
+    // The App row and the entry read once each, the claim and the write: no wait.
+    assert_eq!(
+        (fleet.kms("Sign"), fleet.kms("GetItem"), fleet.kms("UpdateItem")),
+        (1, 2, 2),
+        "{:?}",
+        fleet.stack.counter.snapshot()
+    );
+    assert_eq!(fleet.item(app).await["JwtExpiresAt"], AttributeValue::N(jwt.expires_at.to_string()), "shared");
+}
+
+/// The seconds since the Unix epoch, now.
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Another holder's claim (never to write) that lapses while a function waits for it: the
+/// function stops waiting when it lapses, claims the signing, signs and shares.
+#[tokio::test]
+async fn a_waiter_takes_over_a_claim_that_lapses() {
+    let app = APP + 80;
+    let fleet = Fleet::start(app).await;
+    fleet.set(app, "ClaimedBy", AttributeValue::S("gone".into())).await;
+    fleet.set(app, "ClaimedUntil", AttributeValue::N((now() + 1).to_string())).await;
+    let jwt = fleet.jwts().get(app).await.unwrap();
+    assert_eq!(fleet.kms("Sign"), 1, "{:?}", fleet.stack.counter.snapshot());
+    let item = fleet.item(app).await;
+    assert_eq!(item.get("JwtExpiresAt"), Some(&AttributeValue::N(jwt.expires_at.to_string())), "shared: {item:?}");
+    assert!(!item.contains_key("ClaimedBy"), "{item:?}");
+}
+
+/// A claim further out than any a function makes (a clock ahead, or garbage) is no claim: the
+/// function claims, signs and shares at once.
+#[tokio::test]
+async fn a_claim_far_in_the_future_is_ignored() {
+    let app = APP + 90;
+    let fleet = Fleet::start(app).await;
+    fleet.set(app, "ClaimedBy", AttributeValue::S("skewed".into())).await;
+    fleet.set(app, "ClaimedUntil", AttributeValue::N((now() + 3600).to_string())).await;
+    let jwt = fleet.jwts().get(app).await.unwrap();
+    let counts = (fleet.kms("Sign"), fleet.kms("GetItem"), fleet.kms("UpdateItem"));
+    assert_eq!(counts, (1, 2, 2), "no wait: {:?}", fleet.stack.counter.snapshot());
+    let item = fleet.item(app).await;
+    assert_eq!(item.get("JwtExpiresAt"), Some(&AttributeValue::N(jwt.expires_at.to_string())), "shared: {item:?}");
+}
+
+/// Too close to its deadline to wait and still sign and mint after (an AWS call and an attempt
+/// of another), a function does not wait for another's claim: it signs its own at once.
+#[tokio::test]
+async fn no_wait_into_the_time_that_follows_it() {
+    let app = APP + 100;
+    let fleet = Fleet::start(app).await;
+    fleet.set(app, "ClaimedBy", AttributeValue::S("busy".into())).await;
+    fleet.set(app, "ClaimedUntil", AttributeValue::N((now() + 9).to_string())).await;
+    let jwts = fleet.jwts();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    appcreds_core::deadline::within(deadline, jwts.get(app)).await.unwrap();
+    let counts = (fleet.kms("Sign"), fleet.kms("GetItem"));
+    assert_eq!(counts, (1, 2), "the entry read once, no polling: {:?}", fleet.stack.counter.snapshot());
+    assert!(!fleet.item(app).await.contains_key("Jwt"), "not shared: the claim is another's");
+}
+
+/// A claimant whose JWT cannot be encrypted (its key is not found) answers with it, and ends its
+/// claim: nothing is written for the others to wait for.
+#[tokio::test]
+async fn a_holder_that_cannot_share_ends_its_claim() {
+    let app = APP + 110;
+    let fleet = Fleet::start(app).await;
+    let mut services = fleet.services();
+    let missing = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000";
+    services.jwt_share.as_mut().unwrap().vault = Arc::new(KmsVault::new(fleet.stack.counted_kms(), missing));
+    AppJwts::new(&services).get(app).await.unwrap();
+    assert_eq!((fleet.kms("Sign"), fleet.kms("Encrypt")), (1, 1), "{:?}", fleet.stack.counter.snapshot());
+    let item = fleet.item(app).await;
+    assert!(!item.contains_key("ClaimedBy") && !item.contains_key("Jwt"), "{item:?}");
+}
+
+/// An installation-token function's answer, on `services`.
+async fn installation_token(services: &Services, app: i64) -> serde_json::Value {
+    let handler = endpoint(appcreds_core::ops::installation_token::InstallationToken::new(services));
+    let body = json!({"appId": app, "owner": "octo-org"});
+    let reply = send(|r| handler.handle(r), UrlRequest::post_json("/tokens/installation", &body)).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    reply.body
+}
+
+/// The App's slug goes with the shared JWT: of two cold installation-token functions, the one
+/// that signs asks GitHub for it and writes it with the entry; the other answers with it and asks
+/// GitHub nothing. One `GET /app` in all.
+#[tokio::test]
+async fn a_second_cold_function_takes_the_slug_with_the_jwt() {
+    let app = APP + 90;
+    let fleet = Fleet::start(app).await;
+    let slug = format!("appcreds-test-app-{app}");
+    assert_eq!(installation_token(&fleet.services(), app).await["appSlug"], slug.as_str());
+    assert_eq!(fleet.item(app).await["AppSlug"], AttributeValue::S(slug.clone()), "written with the entry");
+    let second = installation_token(&fleet.services(), app).await;
+    assert_eq!(second["appSlug"], slug.as_str(), "{second}");
+    assert_eq!((fleet.kms("Sign"), fleet.kms("Decrypt")), (1, 1), "{:?}", fleet.stack.counter.snapshot());
+    assert_eq!(fleet.stack.github.calls("GET /app"), 1, "{:?}", fleet.stack.github.all_calls());
+}
+
+/// An entry without a slug (its signer had none to give), or with one that cannot be an App's:
+/// the function that takes the JWT asks GitHub for the slug, as without the share. A new entry
+/// without a slug leaves none of the one before.
+#[tokio::test]
+async fn an_entry_without_a_slug_leaves_it_to_github() {
+    let app = APP + 91;
+    let fleet = Fleet::start(app).await;
+    let slug = format!("appcreds-test-app-{app}");
+    fleet.jwts().get(app).await.unwrap();
+    assert_eq!(fleet.item(app).await["AppSlug"], AttributeValue::S(slug.clone()));
+    // The entry goes stale (another key); a function without GitHub signs the next one.
+    fleet.set(app, "KeyArn", AttributeValue::S("arn:aws:kms:us-east-1:123456789012:key/old".into())).await;
+    let mut no_github = fleet.services();
+    no_github.github = None;
+    AppJwts::new(&no_github).get(app).await.unwrap();
+    let item = fleet.item(app).await;
+    assert!(!item.contains_key("AppSlug"), "no slug of the entry before: {item:?}");
+    fleet.stack.counter.reset();
+    let asked = fleet.stack.github.calls("GET /app");
+    assert_eq!(installation_token(&fleet.services(), app).await["appSlug"], slug.as_str());
+    assert_eq!((fleet.kms("Sign"), fleet.kms("Decrypt")), (0, 1), "{:?}", fleet.stack.counter.snapshot());
+    assert_eq!(fleet.stack.github.calls("GET /app"), asked + 1, "asked GitHub");
+    // A slug no App has is not handed out: GitHub is asked.
+    fleet.set(app, "AppSlug", AttributeValue::S("<not a slug>".into())).await;
+    assert_eq!(installation_token(&fleet.services(), app).await["appSlug"], slug.as_str());
+    assert_eq!(fleet.stack.github.calls("GET /app"), asked + 2, "asked GitHub");
+}
