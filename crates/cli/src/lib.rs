@@ -73,6 +73,19 @@ const THROTTLING_CODES: &[&str] = &[
     "ProvisionedThroughputExceededException",
 ];
 
+/// Whether a credentials provider refused, somewhere in an error's sources: the `--role-arn` role's
+/// provider answers [`ClientError::Credentials`] when GitHub or STS refuses (and `Transport` when
+/// either does not answer, which stays a failure).
+fn refused_credentials(mut source: Option<&(dyn std::error::Error + 'static)>) -> bool {
+    while let Some(err) = source {
+        if matches!(err.downcast_ref::<ClientError>(), Some(ClientError::Credentials(_))) {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 impl AwsFailure {
     /// Classifies an SDK error by its AWS error code (a 5xx, or no answer, is a failure).
     pub fn of<E, R>(operation: &'static str, err: &SdkError<E, R>) -> Self
@@ -86,7 +99,12 @@ impl AwsFailure {
             Some(c) if AUTH_CODES.contains(&c) => AwsErrorKind::Auth,
             Some(c) if THROTTLING_CODES.contains(&c) => AwsErrorKind::Throttled,
             Some(_) => AwsErrorKind::Refused,
-            None if chain.contains("no credentials") || chain.contains("credentials provider") => AwsErrorKind::Auth,
+            None if refused_credentials(std::error::Error::source(err))
+                || chain.contains("no credentials")
+                || chain.contains("credentials provider") =>
+            {
+                AwsErrorKind::Auth
+            }
             None => AwsErrorKind::Failed,
         };
         let message = match (code, err.as_service_error().and_then(|e| e.message())) {
@@ -149,7 +167,7 @@ impl CliError {
                 AwsErrorKind::Failed => exit::FAILED,
             },
             CliError::KeyFailed { cause, .. } => cause.exit_code(),
-            CliError::Client(err) => match err {
+            CliError::Client(err) => match err.cause() {
                 ClientError::Config(_) => exit::USAGE,
                 ClientError::Forbidden { .. } | ClientError::AccessDenied(_) | ClientError::Credentials(_) => {
                     exit::AUTH
@@ -159,6 +177,8 @@ impl CliError {
                 }
                 ClientError::ServerSide(_) | ClientError::Transport { .. } => exit::FAILED,
                 ClientError::Throttled { .. } => exit::THROTTLED,
+                // `cause` is never one.
+                ClientError::InTarget { .. } => exit::FAILED,
             },
         }
     }
@@ -169,7 +189,11 @@ impl CliError {
             appcreds_core::Error::Throttled { .. } => AwsErrorKind::Throttled,
             other => {
                 let text = DisplayErrorContext(other).to_string();
-                if AUTH_CODES.iter().any(|c| text.contains(c)) { AwsErrorKind::Auth } else { AwsErrorKind::Failed }
+                if refused_credentials(Some(other)) || AUTH_CODES.iter().any(|c| text.contains(c)) {
+                    AwsErrorKind::Auth
+                } else {
+                    AwsErrorKind::Failed
+                }
             }
         };
         CliError::Aws(AwsFailure {

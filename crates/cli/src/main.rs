@@ -50,6 +50,11 @@ struct Cli {
     /// the functions' roles.
     #[arg(long, env = "APPCREDS_STACK", global = true, value_name = "NAME")]
     stack: Option<String>,
+    /// In GitHub Actions (with `permissions: id-token: write`): take AWS credentials from this role,
+    /// assumed with the job's own OIDC token (AssumeRoleWithWebIdentity, audience
+    /// sts.amazonaws.com), and assume it again whenever the session nears its expiry. Empty: no role.
+    #[arg(long, env = "APPCREDS_ROLE_ARN", global = true, value_name = "ARN")]
+    role_arn: Option<String>,
     #[command(flatten)]
     urls: UrlArgs,
     #[command(flatten)]
@@ -119,7 +124,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli) -> Result<(), CliError> {
-    let ctx = Context { stack: cli.stack.as_deref(), json_out: cli.output == Output::Json };
+    let ctx = Context {
+        stack: cli.stack.as_deref(),
+        role_arn: cli.role_arn.as_deref(),
+        json_out: cli.output == Output::Json,
+    };
     match &cli.command {
         Command::Key(command) => commands::key::run(&ctx, command).await,
         Command::Access(command) => commands::access::run(&ctx, command).await,

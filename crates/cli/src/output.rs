@@ -40,6 +40,24 @@ pub fn installation_token(json_out: bool, t: &InstallationTokenResponse) {
     );
 }
 
+/// A token per owner (`token --owner a --owner b`): one line `OWNER TOKEN` each, or one JSON line
+/// `{"tokens": [...]}`, each as [`installation_token`] prints it with its `owner`.
+pub fn owners_tokens(json_out: bool, tokens: &[(String, InstallationTokenResponse)]) {
+    let list: Vec<Value> = tokens
+        .iter()
+        .map(|(owner, t)| {
+            json!({
+                "owner": owner, "installationToken": t.installation_token.expose(), "nodeId": t.node_id,
+                "appId": t.app_id, "installationId": t.installation_id, "appSlug": t.app_slug,
+                "expirationTime": t.expiration_time, "actualScopeDown": t.actual_scope_down,
+            })
+        })
+        .collect();
+    print(json_out, json!({"tokens": list}), || {
+        tokens.iter().map(|(owner, t)| format!("{owner} {}\n", t.installation_token.expose())).collect()
+    });
+}
+
 pub fn installations(json_out: bool, list: &[InstallationRecord]) {
     print(json_out, json!({"installations": list}), || {
         let mut out = format!("{:<10} {:<14} {:<14} {:<30} {}\n", "APP", "INSTALLATION", "TYPE", "NAME", "NODE ID");

@@ -24,6 +24,7 @@ async fn appcreds(endpoint: &str, args: &[&str], env: &[(&str, &str)]) -> Output
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_appcreds"));
     cmd.args(args)
         .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_OUTPUT")
         .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
         .env_remove("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
         .env_remove("APPCREDS_STACK")
@@ -526,4 +527,116 @@ async fn rotation_targets_are_checked_before_anything_is_written() {
     assert_eq!(appcreds(moto.endpoint(), &delete, &[]).await.status.code(), Some(0));
     let out = appcreds(moto.endpoint(), &delete, &[]).await;
     assert_eq!(out.status.code(), Some(4), "a second delete finds nothing: {}", stderr(&out));
+}
+
+/// `token --owner a --owner b`: one call to `POST /tokens/installations` with a target per owner
+/// (each with the flags' scope), and a token per owner: a line each, one JSON line, or in GitHub
+/// Actions masked and written to the step outputs. A refusal prints no token at all.
+#[tokio::test]
+async fn several_owners_get_a_token_each_in_one_call() {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let asked: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let recorded = asked.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
+        let recorded = recorded.clone();
+        async move {
+            let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+            recorded.lock().unwrap().push((uri.path().to_string(), body.clone()));
+            let targets = body["targets"].as_array().cloned().unwrap_or_default();
+            if targets.iter().any(|t| t["owner"] == "refused") {
+                let answer = json!({"message": "target 1: no access rule allows it", "targetIndex": 1});
+                return (StatusCode::FORBIDDEN, [("x-amzn-errortype", "AccessDeniedException")], axum::Json(answer))
+                    .into_response();
+            }
+            let token = |i: usize, t: &Value| {
+                json!({"installationToken": format!("ghs_{}", t["owner"].as_str().unwrap()), "nodeId": format!("N{i}"),
+                       "appId": 5, "installationId": 70 + i, "appSlug": "my-app",
+                       "expirationTime": format!("2026-11-25T0{}:00:00Z", 2 - i), "actualScopeDown": {}})
+            };
+            // A broken server: no token for an owner "short".
+            let tokens: Vec<Value> =
+                targets.iter().enumerate().filter(|(_, t)| t["owner"] != "short").map(|(i, t)| token(i, t)).collect();
+            axum::Json(json!({"tokens": tokens})).into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut args = vec!["--installation-token-url", &url, "token", "--app-id", "5", "--owner", "octo-org"];
+        args.extend_from_slice(&["--owner", "octocat", "--permission", "contents=read"]);
+        args.iter().map(|a| a.to_string()).chain(extra.iter().map(|a| a.to_string())).collect()
+    };
+    let run = |args: Vec<String>, env: Vec<(&'static str, String)>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        appcreds("http://127.0.0.1:9", &args, &env).await
+    };
+
+    let out = run(args(&[]), vec![]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "octo-org ghs_octo-org\noctocat ghs_octocat\n");
+    let (path, body) = asked.lock().unwrap().pop().unwrap();
+    assert_eq!(path, "/tokens/installations");
+    let scope = json!({"permissions": {"contents": "read"}});
+    assert_eq!(
+        body,
+        json!({"targets": [{"appId": 5, "owner": "octo-org", "scopeDown": scope}, {"appId": 5, "owner": "octocat", "scopeDown": scope}]})
+    );
+
+    let mut json_args = vec!["--output".to_string(), "json".to_string()];
+    json_args.extend(args(&[]));
+    let out = run(json_args, vec![]).await;
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["tokens"][1]["owner"], "octocat");
+    assert_eq!(printed["tokens"][1]["installationToken"], "ghs_octocat");
+    assert_eq!(printed["tokens"][0]["installationId"], 70);
+
+    let dir = temp_dir();
+    let outputs = dir.join("github-output");
+    let out =
+        run(args(&[]), vec![("GITHUB_ACTIONS", "true".into()), ("GITHUB_OUTPUT", outputs.display().to_string())]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("::add-mask::ghs_octo-org\n::add-mask::ghs_octocat\n"),
+        "masked before anything prints them: {stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&outputs).unwrap(),
+        "tokens={\"octo-org\":\"ghs_octo-org\",\"octocat\":\"ghs_octocat\"}\ntoken-octo-org=ghs_octo-org\n\
+         token-octocat=ghs_octocat\napp-slug=my-app\nexpires-at=2026-11-25T01:00:00Z\n"
+    );
+
+    let refused: Vec<String> = args(&["--owner", "refused"]);
+    let out = run(refused, vec![]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("target 1: no access rule allows it"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "no token printed");
+
+    // An answer without a token for every owner: an error, and no owner's token is printed or
+    // written (not the others' either: which is whose would be a guess).
+    let outputs = dir.join("github-output-short");
+    let short = vec![("GITHUB_ACTIONS", "true".into()), ("GITHUB_OUTPUT", outputs.display().to_string())];
+    let out = run(args(&["--owner", "short"]), short).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("2 tokens in the answer for 3 targets"), "{}", stderr(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ghs_"), "no token printed");
+    assert!(!outputs.exists(), "no output written");
+
+    // One owner is the single call, as before.
+    let one = ["--installation-token-url", url.as_str(), "token", "--app-id", "5", "--owner", "octo-org"];
+    let _ = appcreds("http://127.0.0.1:9", &one, &[]).await;
+    assert_eq!(asked.lock().unwrap().last().unwrap().0, "/tokens/installation");
+
+    // In GitHub Actions without GITHUB_OUTPUT the outputs could not be written: refused before
+    // anything is asked, so no token is minted for nothing (one owner or several).
+    let calls = asked.lock().unwrap().len();
+    for args in [args(&[]), one.iter().map(|a| a.to_string()).collect()] {
+        let out = run(args, vec![("GITHUB_ACTIONS", "true".into())]).await;
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("GITHUB_OUTPUT is not set"), "{}", stderr(&out));
+    }
+    assert_eq!(asked.lock().unwrap().len(), calls, "nothing asked");
 }

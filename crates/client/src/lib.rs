@@ -2,15 +2,23 @@
 //!
 //! Every request is a JSON `POST` signed with SigV4 for service `lambda` in the Function URL's
 //! region, with credentials from the standard AWS chain (environment, profile, SSO, web identity,
-//! IMDS/ECS). Error responses are read by their `x-amzn-errortype` into [`ClientError`].
+//! IMDS/ECS), or from [`github_actions::ActionsRole`]: a role a GitHub Actions job assumes with its
+//! own OIDC token. The credentials are cached until shortly before they expire, and then asked for
+//! again. Error responses are read by their `x-amzn-errortype` into [`ClientError`].
+
+pub mod github_actions;
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
+use aws_smithy_runtime::expiring_cache::ExpiringCache;
 use aws_smithy_runtime_api::client::identity::Identity;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -18,8 +26,8 @@ use serde_json::Value;
 pub use appcreds_wire::{
     AppTokenRequest, AppTokenResponse, ErrorBody, ErrorName, FieldError, InstallationInfoRequest,
     InstallationInfoResponse, InstallationRecord, InstallationTokenRequest, InstallationTokenResponse,
-    ListInstallationsRequest, ListInstallationsResponse, OIDC_TOKEN_HEADER, RefreshRequest, RefreshResponse, ScopeDown,
-    Target, Token, paths,
+    InstallationTokensRequest, InstallationTokensResponse, ListInstallationsRequest, ListInstallationsResponse,
+    OIDC_TOKEN_HEADER, RefreshRequest, RefreshResponse, ScopeDown, Target, Token, paths,
 };
 
 /// The SigV4 service name of Lambda Function URLs.
@@ -53,12 +61,40 @@ pub enum ClientError {
     Transport { url: String, message: String },
     #[error("{0}")]
     Config(String),
+    /// **(ext)** The error of one target of `POST /tokens/installations` (its `targetIndex`): the
+    /// error its own request would get. Its message already names the index (`target N: …`).
+    #[error("{error}")]
+    InTarget { index: usize, error: Box<ClientError> },
 }
 
 impl ClientError {
     /// Whether the caller's request or identity was at fault (not appcreds or the network).
     pub fn is_caller_error(&self) -> bool {
-        matches!(self, ClientError::Validation { .. } | ClientError::ClientSide(_) | ClientError::Protocol { .. })
+        match self {
+            ClientError::InTarget { error, .. } => error.is_caller_error(),
+            other => {
+                matches!(
+                    other,
+                    ClientError::Validation { .. } | ClientError::ClientSide(_) | ClientError::Protocol { .. }
+                )
+            }
+        }
+    }
+
+    /// **(ext)** The index of the target of `POST /tokens/installations` the error is about.
+    pub fn target_index(&self) -> Option<usize> {
+        match self {
+            ClientError::InTarget { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
+
+    /// The error itself, without the target it is about.
+    pub fn cause(&self) -> &ClientError {
+        match self {
+            ClientError::InTarget { error, .. } => error.cause(),
+            other => other,
+        }
     }
 }
 
@@ -146,11 +182,33 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// How long `invoke` waits: longer than the access-key rotator's 900 s `Timeout`.
 pub const INVOKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(910);
 
-/// The client.
+/// How long before its expiry a session is renewed: a signature made with it must still be good
+/// when the request arrives.
+pub const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
+
+/// How long credentials without an expiry (access keys) are used before they are read again.
+const UNEXPIRING_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// A provider's failure as the client's: a [`ClientError`] the provider gave as the source (the
+/// [`github_actions::ActionsRole`] does: `Transport` for no answer or a 5xx), else `Credentials`.
+fn credentials_error(err: &CredentialsError) -> ClientError {
+    match std::error::Error::source(err).and_then(|s| s.downcast_ref::<ClientError>()) {
+        Some(ClientError::Transport { url, message }) => {
+            ClientError::Transport { url: url.clone(), message: message.clone() }
+        }
+        Some(ClientError::Credentials(message)) => ClientError::Credentials(message.clone()),
+        Some(other) => ClientError::Credentials(other.to_string()),
+        None => ClientError::Credentials(DisplayErrorContext(err).to_string()),
+    }
+}
+
+/// The client. Its clones share one credentials cache.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     credentials: SharedCredentialsProvider,
+    /// The SDK's expiry-aware cache (one load at a time), in front of `credentials`.
+    cached: ExpiringCache<Credentials, CredentialsError>,
     default_region: Option<String>,
     urls: Urls,
     /// **(ext)** The caller's GitHub Actions OIDC token, sent (and signed) with every request.
@@ -177,7 +235,32 @@ impl Client {
             .user_agent(concat!("appcreds-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
-        Client { http, credentials, default_region, urls, github_oidc_token: None }
+        let cached = ExpiringCache::new(RENEW_BEFORE);
+        Client { http, credentials, cached, default_region, urls, github_oidc_token: None }
+    }
+
+    /// Renews the credentials `before` their expiry instead of [`RENEW_BEFORE`].
+    pub fn renew_credentials_before(mut self, before: Duration) -> Self {
+        self.cached = ExpiringCache::new(before);
+        self
+    }
+
+    /// The credentials to sign with now: the cached ones, unless they are within the renewal
+    /// time of their expiry; then new ones from the provider (one load for concurrent callers).
+    async fn current_credentials(&self) -> Result<Credentials, ClientError> {
+        let now = SystemTime::now();
+        if let Some(credentials) = self.cached.yield_or_clear_if_expired(now).await {
+            return Ok(credentials);
+        }
+        let provider = self.credentials.clone();
+        self.cached
+            .get_or_load(|| async move {
+                let credentials = provider.provide_credentials().await?;
+                let expiry = credentials.expiry().unwrap_or(now + UNEXPIRING_FOR);
+                Ok((credentials, expiry))
+            })
+            .await
+            .map_err(|e| credentials_error(&e))
     }
 
     /// Sends `token`, the caller's GitHub Actions OIDC token, with every request (header
@@ -204,6 +287,28 @@ impl Client {
         let url = need(&self.urls.installation_token, "installation-token")?;
         let request = InstallationTokenRequest { app_id, target: target.clone(), scope_down: scope.cloned() };
         self.call(url, paths::INSTALLATION_TOKEN, &request).await
+    }
+
+    /// **(ext)** Installation tokens for several targets in one call (`POST /tokens/installations`):
+    /// one answer per request, in their order, or, if any target is refused or any mint fails, an
+    /// error (its message names the target's index) and no token at all. At most
+    /// [`InstallationTokensRequest::MAX_TARGETS`] requests. An answer with another number of
+    /// tokens than requests is an error too (`UnexpectedResponse`): which token is whose would be
+    /// a guess.
+    pub async fn installation_tokens(
+        &self,
+        requests: &[InstallationTokenRequest],
+    ) -> Result<Vec<InstallationTokenResponse>, ClientError> {
+        let url = need(&self.urls.installation_token, "installation-token")?;
+        let request = InstallationTokensRequest { targets: requests.to_vec() };
+        let out: InstallationTokensResponse = self.call(url, paths::INSTALLATION_TOKENS, &request).await?;
+        if out.tokens.len() != requests.len() {
+            return Err(ClientError::Protocol {
+                name: "UnexpectedResponse".into(),
+                message: format!("{} tokens in the answer for {} targets", out.tokens.len(), requests.len()),
+            });
+        }
+        Ok(out.tokens)
     }
 
     /// The installation records of an account (`POST /installations/info`).
@@ -261,8 +366,7 @@ impl Client {
             .collect();
         let url = format!("{}/2015-03-31/functions/{name}/invocations", endpoint.trim_end_matches('/'));
         let body = serde_json::to_vec(payload).map_err(|e| ClientError::Config(e.to_string()))?;
-        let credentials =
-            self.credentials.provide_credentials().await.map_err(|e| ClientError::Credentials(e.to_string()))?;
+        let credentials = self.current_credentials().await?;
         let headers = sign_request(&url, &body, &[], credentials.into(), &region, SystemTime::now())?;
         let mut req = self.http.post(&url).body(body).timeout(INVOKE_TIMEOUT);
         for (name, value) in headers {
@@ -296,8 +400,7 @@ impl Client {
             .or_else(|| self.default_region.clone())
             .ok_or_else(|| ClientError::Config(format!("no AWS region for {url}: set AWS_REGION")))?;
         let payload = serde_json::to_vec(body).map_err(|e| ClientError::Config(e.to_string()))?;
-        let credentials =
-            self.credentials.provide_credentials().await.map_err(|e| ClientError::Credentials(e.to_string()))?;
+        let credentials = self.current_credentials().await?;
         let extra: Vec<(&str, &str)> =
             self.github_oidc_token.iter().map(|t| (appcreds_wire::OIDC_TOKEN_HEADER, t.expose())).collect();
         let headers = sign_request(&url, &payload, &extra, credentials.into(), &region, SystemTime::now())?;
@@ -371,6 +474,20 @@ pub fn sign_request(
 fn error_of(status: u16, error_type: Option<&str>, body: &Value, url: &str) -> ClientError {
     // Lambda's own refusals (IAM) carry `Message`; appcreds' errors are the contract's ErrorBody.
     let parsed: Option<ErrorBody> = serde_json::from_value(body.clone()).ok();
+    let error = error_named(status, error_type, body, parsed.clone(), url);
+    match parsed.and_then(|b| b.target_index) {
+        Some(index) => ClientError::InTarget { index, error: Box::new(error) },
+        None => error,
+    }
+}
+
+fn error_named(
+    status: u16,
+    error_type: Option<&str>,
+    body: &Value,
+    parsed: Option<ErrorBody>,
+    url: &str,
+) -> ClientError {
     let message = parsed
         .as_ref()
         .map(|b| b.message.clone())
@@ -447,6 +564,11 @@ mod tests {
             error_of(404, Some("UnknownOperationException"), &json!({}), "u"),
             ClientError::Protocol { .. }
         ));
+        let batch = error_of(500, Some("ServerSideError"), &json!({"message": "target 2: x", "targetIndex": 2}), "u");
+        assert_eq!(batch.target_index(), Some(2));
+        assert!(matches!(batch.cause(), ClientError::ServerSide(m) if m == "target 2: x"), "{batch:?}");
+        assert!(!batch.is_caller_error());
+        assert_eq!(error_of(500, Some("ServerSideError"), &json!({"message": "x"}), "u").target_index(), None);
         assert_eq!(format!("{:?}", Token::new("ghs_secret")), "Token(redacted)");
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use appcreds_client::{Client, ClientError, ScopeDown, Target, Urls, sign_request};
+use appcreds_client::{Client, ClientError, InstallationTokenRequest, ScopeDown, Target, Urls, sign_request};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use axum::body::Bytes;
@@ -76,6 +76,23 @@ async fn serve(region: &'static str) -> (String, Arc<Mutex<Seen>>) {
                     axum::Json(json!({"message": "1 validation error", "fieldList": [{"path": "/scopeDown/permissions/contents", "message": "must be one of read, write"}]})),
                 )
                     .into_response(),
+                "/tokens/installations" if body["targets"][1]["owner"] == "refused" => (
+                    StatusCode::FORBIDDEN,
+                    [("x-amzn-errortype", "AccessDeniedException")],
+                    axum::Json(json!({"message": "target 1: no access rule allows it", "targetIndex": 1})),
+                )
+                    .into_response(),
+                "/tokens/installations" => {
+                    // A broken server: one token fewer than targets.
+                    let short = usize::from(body["targets"][0]["owner"] == "short");
+                    let targets = body["targets"].as_array().unwrap();
+                    let tokens: Vec<Value> = targets[short..].iter().enumerate().map(|(i, t)| json!({
+                        "installationToken": format!("ghs_{i}"), "nodeId": format!("N{i}"), "appId": t["appId"],
+                        "expirationTime": "2026-11-24T17:00:00Z", "requestedScopeDown": t["scopeDown"],
+                        "actualScopeDown": t.get("scopeDown").cloned().unwrap_or(json!({}))
+                    })).collect();
+                    axum::Json(json!({"tokens": tokens})).into_response()
+                }
                 "/tokens/installation" => axum::Json(json!({
                     "installationToken": "ghs_abc", "nodeId": "N1", "appId": 1, "installationId": 9,
                     "expirationTime": "2026-11-24T17:00:00Z", "requestedScopeDown": body["scopeDown"],
@@ -165,4 +182,42 @@ async fn an_enterprise_is_named_by_its_slug_on_the_wire() {
     let token = c.installation_token(1, &Target::Enterprise("octo-corp".into()), None).await.unwrap();
     assert_eq!(token.installation_token.expose(), "ghs_abc");
     assert_eq!(seen.lock().unwrap().bodies, [json!({"appId": 1, "enterprise": "octo-corp"})]);
+}
+
+#[tokio::test]
+async fn several_targets_go_in_one_call_and_come_back_in_order() {
+    let (base, seen) = serve("eu-central-1").await;
+    let c = client(&base, creds());
+    let scope =
+        ScopeDown { permissions: [("contents".to_string(), "read".to_string())].into(), ..ScopeDown::default() };
+    let ask = |owner: &str, scope: Option<&ScopeDown>| InstallationTokenRequest {
+        app_id: 1,
+        target: Target::Owner(owner.into()),
+        scope_down: scope.cloned(),
+    };
+    let tokens = c.installation_tokens(&[ask("octo-org", Some(&scope)), ask("octocat", None)]).await.unwrap();
+    let got: Vec<(&str, &str)> = tokens.iter().map(|t| (t.installation_token.expose(), t.node_id.as_str())).collect();
+    assert_eq!(got, [("ghs_0", "N0"), ("ghs_1", "N1")]);
+    assert_eq!(tokens[0].actual_scope_down, scope);
+    assert_eq!(
+        seen.lock().unwrap().bodies,
+        [json!({"targets": [
+            {"appId": 1, "owner": "octo-org", "scopeDown": {"permissions": {"contents": "read"}}},
+            {"appId": 1, "owner": "octocat"},
+        ]})],
+        "one signed request"
+    );
+    let err = c.installation_tokens(&[ask("octo-org", None), ask("refused", None)]).await.unwrap_err();
+    assert_eq!(err.target_index(), Some(1), "{err:?}");
+    assert!(
+        matches!(err.cause(), ClientError::AccessDenied(m) if m == "target 1: no access rule allows it"),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "access denied: target 1: no access rule allows it");
+    // One token for two targets: whose is it? An error, not a guess.
+    let err = c.installation_tokens(&[ask("short", None), ask("octocat", None)]).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Protocol { name, message } if name == "UnexpectedResponse" && message == "1 tokens in the answer for 2 targets"),
+        "{err:?}"
+    );
 }

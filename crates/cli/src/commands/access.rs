@@ -8,7 +8,7 @@ use appcreds_cli::access_rules::{self, Decision, Rules};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::{Context, aws_config, flag_or_output};
+use super::{Context, flag_or_output};
 use crate::output::{self, spin};
 
 #[derive(Subcommand, Debug)]
@@ -123,7 +123,7 @@ async fn rules(ctx: &Context<'_>, table: &AccessTableArgs) -> Result<Rules, CliE
     if ctx.stack.is_none() && table.access_table.is_none() {
         return Err(CliError::Usage("no access table: give --stack NAME or --access-table TABLE".into()));
     }
-    let config = aws_config().await;
+    let config = ctx.aws_config().await?;
     let stack = if table.access_table.is_none() { ctx.outputs(&config).await? } else { BTreeMap::new() };
     let table_name = flag_or_output(&table.access_table, &stack, "AccessTableName", "--access-table TABLE")?;
     Ok(Rules::new(aws_sdk_dynamodb::Client::new(&config), &table_name))

@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::Duration;
 
 use appcreds_cli::CliError;
-use appcreds_client::{Client, ClientError, InstallationTokenResponse, ScopeDown, Target, Token, Urls};
+use appcreds_client::{
+    Client, ClientError, InstallationTokenRequest, InstallationTokenResponse, ScopeDown, Target, Token, Urls,
+};
 use clap::{Args, Subcommand};
-use serde_json::Value;
 
-use super::{Context, aws_config};
+use super::Context;
 use crate::output::{self, spin};
 
 #[derive(Args, Debug)]
@@ -74,9 +74,10 @@ pub struct TokenArgs {
     /// The installation's account node ID.
     #[arg(long)]
     node_id: Option<String>,
-    /// The installation's account login (user or organization).
+    /// The installation's account login (user or organization). Repeat it for a token per owner,
+    /// all in one call (all or none; each with the same scope).
     #[arg(long)]
-    owner: Option<String>,
+    owner: Vec<String>,
     /// A repository of the installation, as owner/name.
     #[arg(long, value_name = "OWNER/NAME")]
     repository: Option<String>,
@@ -119,11 +120,22 @@ pub async fn run(ctx: &Context<'_>, urls: &UrlArgs, oidc: &OidcArgs, command: &C
             }
             output::app_token(json_out, &t);
         }
+        CallCommand::Token(args) if args.owner.len() > 1 => {
+            // Checked before the call: a token nobody can be given is not minted.
+            let outputs = step_outputs()?;
+            let client = connect(ctx, urls, oidc, |u| u.installation_token.is_none()).await?;
+            let tokens = owners_tokens(&client, args).await?;
+            if let Some(path) = &outputs {
+                owners_outputs(path, &tokens)?;
+            }
+            output::owners_tokens(json_out, &tokens);
+        }
         CallCommand::Token(args) => {
+            let outputs = step_outputs()?;
             let client = connect(ctx, urls, oidc, |u| u.installation_token.is_none()).await?;
             let t = installation_token(&client, args).await?;
-            if std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true") {
-                github_actions_outputs(&t)?;
+            if let Some(path) = &outputs {
+                github_actions_outputs(path, &t)?;
             }
             output::installation_token(json_out, &t);
         }
@@ -154,7 +166,7 @@ pub(super) async fn connect(
     oidc: &OidcArgs,
     missing: impl FnOnce(&Urls) -> bool,
 ) -> Result<Client, CliError> {
-    let config = aws_config().await;
+    let config = ctx.aws_config().await?;
     let mut urls = Urls {
         app_token: flags.app_token_url.clone(),
         installation_token: flags.installation_token_url.clone(),
@@ -196,21 +208,48 @@ pub(super) async fn installation_token(
     client: &Client,
     args: &TokenArgs,
 ) -> Result<InstallationTokenResponse, CliError> {
-    let target = match (&args.node_id, &args.owner, &args.repository, &args.enterprise) {
+    let target = match (&args.node_id, args.owner.as_slice(), &args.repository, &args.enterprise) {
         (Some(n), _, _, _) => Target::NodeId(n.clone()),
-        (_, Some(o), _, _) => Target::Owner(o.clone()),
+        (_, [o], _, _) => Target::Owner(o.clone()),
+        (_, [_, _, ..], _, _) => return Err(CliError::Usage("give one --owner: this takes one token".into())),
         (_, _, Some(r), _) => Target::Repository(r.clone()),
         (_, _, _, Some(e)) => Target::Enterprise(e.clone()),
         _ => return Err(CliError::Usage("give --node-id, --owner, --repository or --enterprise".into())),
     };
+    let scope = scope_of(args);
+    Ok(spin("asking for an installation token", client.installation_token(args.app_id, &target, scope.as_ref()))
+        .await?)
+}
+
+/// The scope the flags ask for, if any.
+fn scope_of(args: &TokenArgs) -> Option<ScopeDown> {
     let scope = ScopeDown {
         repository_ids: args.repository_ids.clone(),
         repository_names: args.repositories.clone(),
         permissions: args.permissions.iter().cloned().collect::<BTreeMap<_, _>>(),
     };
-    let scope = (scope != ScopeDown::default()).then_some(scope);
-    Ok(spin("asking for an installation token", client.installation_token(args.app_id, &target, scope.as_ref()))
-        .await?)
+    (scope != ScopeDown::default()).then_some(scope)
+}
+
+/// A token for each `--owner`, with the same scope, in one call (`POST /tokens/installations`):
+/// each owner with its answer, in the order given.
+async fn owners_tokens(
+    client: &Client,
+    args: &TokenArgs,
+) -> Result<Vec<(String, InstallationTokenResponse)>, CliError> {
+    let scope = scope_of(args);
+    let requests: Vec<InstallationTokenRequest> = args
+        .owner
+        .iter()
+        .map(|o| InstallationTokenRequest {
+            app_id: args.app_id,
+            target: Target::Owner(o.clone()),
+            scope_down: scope.clone(),
+        })
+        .collect();
+    let tokens = spin("asking for installation tokens", client.installation_tokens(&requests)).await?;
+    // The client refuses an answer of another length: no owner is dropped by the zip.
+    Ok(args.owner.iter().cloned().zip(tokens).collect())
 }
 
 /// Every installation record, page after page.
@@ -230,51 +269,62 @@ async fn all_installations(
     }
 }
 
-fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 /// Whether this is a GitHub Actions job that may have an OIDC token (`ACTIONS_ID_TOKEN_REQUEST_URL`
 /// and `_TOKEN` are set when it has `id-token: write`).
 fn github_oidc_available() -> bool {
-    env_var("ACTIONS_ID_TOKEN_REQUEST_URL").is_some() && env_var("ACTIONS_ID_TOKEN_REQUEST_TOKEN").is_some()
+    appcreds_client::github_actions::oidc_available()
 }
 
 /// The job's GitHub Actions OIDC token for `audience`.
 async fn github_oidc_token(audience: &str) -> Result<Token, CliError> {
-    let (Some(url), Some(bearer)) =
-        (env_var("ACTIONS_ID_TOKEN_REQUEST_URL"), env_var("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))
-    else {
-        return Err(CliError::Usage("ACTIONS_ID_TOKEN_REQUEST_URL and _TOKEN are not set".into()));
-    };
-    let failed =
-        |m: String| CliError::Client(ClientError::Transport { url: "ACTIONS_ID_TOKEN_REQUEST_URL".into(), message: m });
-    let mut url = reqwest::Url::parse(&url).map_err(|e| failed(e.to_string()))?;
-    url.query_pairs_mut().append_pair("audience", audience);
-    let resp = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(bearer)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    if !resp.status().is_success() {
-        return Err(failed(format!("GitHub answered {}", resp.status())));
-    }
-    let body: Value = resp.json().await.map_err(|e| failed(e.to_string()))?;
-    let token = body["value"].as_str().ok_or_else(|| failed("no token in the answer".into()))?;
-    Ok(Token::new(token))
+    Ok(appcreds_client::github_actions::oidc_token(audience).await?)
 }
 
-/// Masks the token in the job's log and writes the step outputs.
-fn github_actions_outputs(t: &InstallationTokenResponse) -> Result<(), CliError> {
-    println!("::add-mask::{}", t.installation_token.expose());
-    let path = std::env::var("GITHUB_OUTPUT").map_err(|_| CliError::Usage("GITHUB_OUTPUT is not set".into()))?;
+/// In GitHub Actions (`GITHUB_ACTIONS=true`), the step's `GITHUB_OUTPUT` file, which the token
+/// outputs go to: an error when it is not set, before anything is asked of appcreds.
+fn step_outputs() -> Result<Option<String>, CliError> {
+    if std::env::var("GITHUB_ACTIONS").as_deref() != Ok("true") {
+        return Ok(None);
+    }
+    match std::env::var("GITHUB_OUTPUT") {
+        Ok(path) if !path.is_empty() => Ok(Some(path)),
+        _ => Err(CliError::Usage(
+            "GITHUB_ACTIONS is true but GITHUB_OUTPUT is not set: there is nowhere to write the token outputs, so none is asked for".into(),
+        )),
+    }
+}
+
+/// Masks each owner's token in the job's log and writes the step outputs (to `path`): `tokens`
+/// (JSON, owner → token), `token-<owner>` for each, `app-slug`, and `expires-at` (the earliest).
+fn owners_outputs(path: &str, tokens: &[(String, InstallationTokenResponse)]) -> Result<(), CliError> {
+    for (_, t) in tokens {
+        println!("::add-mask::{}", t.installation_token.expose());
+    }
+    let by_owner: serde_json::Map<String, serde_json::Value> =
+        tokens.iter().map(|(o, t)| (o.clone(), t.installation_token.expose().into())).collect();
+    let mut lines = format!("tokens={}\n", serde_json::Value::Object(by_owner));
+    for (owner, t) in tokens {
+        lines += &format!("token-{owner}={}\n", t.installation_token.expose());
+    }
+    let slug = tokens.iter().find_map(|(_, t)| t.app_slug.clone()).unwrap_or_default();
+    let earliest = tokens.iter().map(|(_, t)| t.expiration_time.as_str()).min().unwrap_or_default();
+    lines += &format!("app-slug={slug}\nexpires-at={earliest}\n");
+    append_output(path, &lines)
+}
+
+/// Appends `lines` to the step's `GITHUB_OUTPUT` file, `path`.
+fn append_output(path: &str, lines: &str) -> Result<(), CliError> {
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
-        .open(&path)
+        .open(path)
         .map_err(|e| CliError::Usage(format!("cannot write {path}: {e}")))?;
+    file.write_all(lines.as_bytes()).map_err(|e| CliError::Usage(format!("cannot write {path}: {e}")))
+}
+
+/// Masks the token in the job's log and writes the step outputs (to `path`).
+fn github_actions_outputs(path: &str, t: &InstallationTokenResponse) -> Result<(), CliError> {
+    println!("::add-mask::{}", t.installation_token.expose());
     let lines = format!(
         "token={}\ninstallation-id={}\napp-slug={}\nexpires-at={}\n",
         t.installation_token.expose(),
@@ -282,5 +332,5 @@ fn github_actions_outputs(t: &InstallationTokenResponse) -> Result<(), CliError>
         t.app_slug.clone().unwrap_or_default(),
         t.expiration_time
     );
-    file.write_all(lines.as_bytes()).map_err(|e| CliError::Usage(format!("cannot write {path}: {e}")))
+    append_output(path, &lines)
 }

@@ -13,7 +13,7 @@ use appcreds_core::domain::clock::{Clock, SystemClock};
 use clap::{Args, Subcommand};
 use zeroize::Zeroizing;
 
-use super::{Context, aws_config, flag_or_output};
+use super::{Context, flag_or_output};
 use crate::output::{self, Spinner, spin};
 
 #[derive(Subcommand, Debug)]
@@ -239,7 +239,7 @@ async fn key_manager(
             ));
         }
     }
-    let config = aws_config().await;
+    let config = ctx.aws_config().await?;
     // Read once: an import or rotation also needs the stack's SigningKeyScope.
     let outputs = if table.app_table.is_none() || need_roles || role_flags.is_some() {
         ctx.outputs(&config).await?

@@ -13,8 +13,10 @@ pub mod rotation;
 use std::collections::BTreeMap;
 
 use appcreds_cli::CliError;
+use appcreds_client::github_actions::ActionsRole;
 use appcreds_client::stack_outputs;
 use aws_config::SdkConfig;
+use aws_credential_types::provider::SharedCredentialsProvider;
 
 use crate::output::spin;
 
@@ -22,11 +24,30 @@ use crate::output::spin;
 pub struct Context<'a> {
     /// The stack named by --stack, whose outputs stand in for flags not given.
     pub stack: Option<&'a str>,
+    /// `--role-arn`: the role whose sessions, assumed with the job's OIDC token, sign every AWS call.
+    pub role_arn: Option<&'a str>,
     /// `--output json`.
     pub json_out: bool,
 }
 
 impl Context<'_> {
+    /// The AWS configuration of the standard chain (read once per run); with `--role-arn`, its
+    /// credentials are the role's sessions instead, which the SDK clients' identity cache (and the
+    /// appcreds client's) renew before they expire.
+    pub async fn aws_config(&self) -> Result<SdkConfig, CliError> {
+        let config = aws_config().await;
+        // An empty ARN is no role: `${{ vars.ROLE }}` is empty where the variable is not set.
+        let Some(role_arn) = self.role_arn.filter(|arn| !arn.is_empty()) else { return Ok(config) };
+        if !role_arn.starts_with("arn:") || role_arn.split(':').count() < 6 {
+            return Err(CliError::Usage(format!(
+                "--role-arn: {role_arn:?} is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+            )));
+        }
+        // Without `id-token: write`, this fails now, before anything is sent anywhere.
+        let role = ActionsRole::from_env(&config, role_arn)?;
+        Ok(config.into_builder().credentials_provider(SharedCredentialsProvider::new(role)).build())
+    }
+
     /// The stack's outputs, when a stack is named.
     pub async fn outputs(&self, config: &SdkConfig) -> Result<BTreeMap<String, String>, CliError> {
         match self.stack {
@@ -39,8 +60,8 @@ impl Context<'_> {
     }
 }
 
-/// The AWS configuration of the standard chain (read once per run).
-pub async fn aws_config() -> SdkConfig {
+/// The AWS configuration of the standard chain, `--role-arn` aside: [`Context::aws_config`].
+async fn aws_config() -> SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
 

@@ -9,7 +9,7 @@ use appcreds_client::{Client, Urls};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::{Context, aws_config, flag_or_output};
+use super::{Context, flag_or_output};
 use crate::output::{self, spin};
 
 #[derive(Subcommand, Debug)]
@@ -167,7 +167,7 @@ pub async fn run(ctx: &Context<'_>, command: &RotationCommand) -> Result<(), Cli
 /// Invokes the rotator for `user`'s target; destinations still behind afterwards are a partial
 /// failure.
 async fn run_now(ctx: &Context<'_>, user: &str, force: bool, function: &Option<String>) -> Result<(), CliError> {
-    let config = aws_config().await;
+    let config = ctx.aws_config().await?;
     if function.is_none() && ctx.stack.is_none() {
         return Err(CliError::Usage("no rotator: give --stack NAME or --function NAME".into()));
     }
@@ -192,7 +192,7 @@ async fn run_now(ctx: &Context<'_>, user: &str, force: bool, function: &Option<S
 
 /// The rotation table and the App table, named by the flags, else by the stack's outputs.
 async fn targets(ctx: &Context<'_>, tables: &RotationTableArgs) -> Result<Targets, CliError> {
-    let config = aws_config().await;
+    let config = ctx.aws_config().await?;
     let need_stack = tables.rotation_table.is_none() || tables.app_table.is_none();
     if need_stack && ctx.stack.is_none() {
         return Err(CliError::Usage(
