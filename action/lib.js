@@ -5,6 +5,7 @@
 // (or the workflow's own input sha256): a release asset replaced after the fact is refused.
 
 const crypto = require('node:crypto');
+const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
 const https = require('node:https');
@@ -340,12 +341,12 @@ function tokenInvocation(env) {
   if (!appId) throw new ActionError('the input app-id is required');
   if (!/^[1-9]\d*$/.test(appId)) throw new ActionError(`input app-id: ${JSON.stringify(appId)} is not a GitHub App ID`);
 
-  const targets = ['owner', 'repository', 'node-id', 'enterprise'].filter((name) => input(env, name));
+  const targets = ['owner', 'owners', 'repository', 'node-id', 'enterprise'].filter((name) => input(env, name));
   if (targets.length === 0) {
-    throw new ActionError('give exactly one of the inputs owner, repository, node-id or enterprise: the installation to get a token for');
+    throw new ActionError('give exactly one of the inputs owner, owners, repository, node-id or enterprise: the installation to get a token for');
   }
   if (targets.length > 1) {
-    throw new ActionError(`give exactly one of the inputs owner, repository, node-id or enterprise, not ${targets.join(' and ')}`);
+    throw new ActionError(`give exactly one of the inputs owner, owners, repository, node-id or enterprise, not ${targets.join(' and ')}`);
   }
   const target = targets[0];
   const targetValue = input(env, target);
@@ -356,6 +357,8 @@ function tokenInvocation(env) {
   if (target === 'enterprise' && !/^[A-Za-z0-9](?:[A-Za-z0-9-]{0,98}[A-Za-z0-9])?$/.test(targetValue)) {
     throw new ActionError(`input enterprise: ${JSON.stringify(targetValue)} is not an enterprise slug (letters, digits and hyphens)`);
   }
+
+  const owners = target === 'owners' ? ownersList(targetValue) : null;
 
   const repositoryIds = list(input(env, 'repository-ids'));
   const bad = repositoryIds.find((id) => !/^[1-9]\d*$/.test(id));
@@ -377,7 +380,14 @@ function tokenInvocation(env) {
   const audience = input(env, 'oidc-audience');
   if (!oidc) args.push('--no-github-oidc');
   else if (audience) args.push('--github-oidc-audience', audience);
-  args.push('token', '--app-id', appId, `--${target}`, targetValue);
+  const roleArn = input(env, 'role-arn');
+  if (roleArn) {
+    if (!ROLE_ARN.test(roleArn)) throw new ActionError(`input role-arn: ${JSON.stringify(roleArn)} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)`);
+    args.push('--role-arn', roleArn);
+  }
+  // What every call of the CLI in this job takes before its command (the git helper's too).
+  const cliArgs = [...args];
+  args.push('token', '--app-id', appId, ...(owners ? owners.flatMap((o) => ['--owner', o]) : [`--${target}`, targetValue]));
   if (repositoryIds.length) args.push('--repository-ids', repositoryIds.join(','));
   if (repositories.length) args.push('--repositories', repositories.join(','));
   for (const p of permissions) args.push('--permission', p);
@@ -390,7 +400,162 @@ function tokenInvocation(env) {
     extraEnv.AWS_REGION = region;
     extraEnv.AWS_DEFAULT_REGION = region;
   }
-  return { args, extraEnv };
+  // For git-credential: the helper's owner is the target's, when it names one.
+  const owner = target === 'owner' ? targetValue : target === 'repository' ? targetValue.split('/')[0] : '';
+  return { args, extraEnv, ...(owners && { owners }), git: { cliArgs, appId, owner, permissions } };
+}
+
+/** As appcreds' POST /tokens/installations takes them: at most 10 targets. */
+const MAX_OWNERS = 10;
+
+/** The input owners: 1 to MAX_OWNERS logins, each once (GitHub compares them without case). */
+function ownersList(value) {
+  const owners = list(value);
+  const bad = owners.find((o) => !/^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$/.test(o));
+  if (bad !== undefined) throw new ActionError(`input owners: ${JSON.stringify(bad)} is not a GitHub login`);
+  if (owners.length > MAX_OWNERS) throw new ActionError(`input owners: ${owners.length} owners; at most ${MAX_OWNERS} in one call`);
+  const seen = new Set();
+  for (const o of owners) {
+    if (seen.has(o.toLowerCase())) throw new ActionError(`input owners: ${JSON.stringify(o)} is given twice`);
+    seen.add(o.toLowerCase());
+  }
+  return owners;
+}
+
+/**
+ * Each owner's token, in the order of `owners` (`undefined` for one missing), from what `appcreds
+ * token` wrote to GITHUB_OUTPUT (`written`): its output `tokens` (JSON, owner → token) for several
+ * owners (else its `token-OWNER`); for one owner the CLI makes the single call and writes `token`
+ * (see singleOwnerOutputs). Never throws, and writes nothing: main.js saves the tokens for the post
+ * step first.
+ */
+function ownersTokens(written, owners) {
+  if (owners.length === 1) return [outputValue(written, 'token')];
+  let byOwner = {};
+  try {
+    byOwner = JSON.parse(outputValue(written, 'tokens') || '{}') || {};
+  } catch {
+    // Each owner's token-OWNER output still says it.
+  }
+  const token = (o) => (typeof byOwner[o] === 'string' && byOwner[o]) || outputValue(written, `token-${o}`) || undefined;
+  return owners.map(token);
+}
+
+/**
+ * For the input owners with one owner, `owner`: the outputs `tokens` and `token-OWNER` the CLI's
+ * single call does not write, so that a workflow reads the same outputs whatever the number of owners.
+ */
+function singleOwnerOutputs(outputFile, owner, token) {
+  appendFileCommand(outputFile, 'tokens', JSON.stringify({ [owner]: token }));
+  appendFileCommand(outputFile, `token-${owner}`, token);
+}
+
+const ROLE_ARN = /^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@\/-]+$/;
+
+/**
+ * The https address of the GitHub host git talks to: GITHUB_SERVER_URL (the runner sets it; GitHub
+ * Enterprise Server's own), else https://github.com.
+ */
+function gitServer(env) {
+  const url = (env.GITHUB_SERVER_URL || 'https://github.com').trim().replace(/\/+$/, '');
+  if (!/^https:\/\/[A-Za-z0-9.-]+(?::\d+)?$/.test(url)) {
+    throw new ActionError(`GITHUB_SERVER_URL ${JSON.stringify(url)} is not an https host: git-credential needs one`);
+  }
+  return url;
+}
+
+/** `value` as one word for the shell git runs a helper with (sh; Git Bash on Windows). */
+function shellWord(value) {
+  return `'${String(value).replace(/'/g, "'\\''")}'`;
+}
+
+/**
+ * What `git-credential: true` adds to the job's git configuration, in order, as [key, value]: for
+ * the GitHub host, useHttpPath (git names the repository), an empty helper (the helpers of the
+ * config files are not asked), git's credential-cache on its own socket beside the CLI (not on
+ * Windows, whose git has no cache), then `appcreds git-credential` with the CLI's arguments of
+ * this step (the environment of later steps is theirs, so the region goes on the command line).
+ * Before git 2.41 the cache ignores the token's expiry, so it keeps a token 50 minutes, not an hour.
+ */
+function gitCredentialConfig(env, invocation, binary, platform = process.platform, { expiryAware = true } = {}) {
+  const section = `credential.${gitServer(env)}`;
+  const { cliArgs, appId, owner, permissions } = invocation.git;
+  const helperArgs = [...cliArgs, 'git-credential', '--app-id', appId];
+  if (owner) helperArgs.push('--owner', owner);
+  for (const p of permissions) helperArgs.push('--permission', p);
+  const program = platform === 'win32' ? binary.replace(/\\/g, '/') : binary;
+  const region = Object.entries(invocation.extraEnv).filter(([name]) => name.startsWith('AWS_'));
+  const vars = region.map(([name, value]) => `${name}=${shellWord(value)} `).join('');
+  const entries = [[`${section}.useHttpPath`, 'true'], [`${section}.helper`, '']];
+  const socket = platform === 'win32' ? null : path.join(path.dirname(binary), 'git-cache', 'socket');
+  const timeout = expiryAware ? 3600 : 3000;
+  if (socket) entries.push([`${section}.helper`, `cache --timeout=${timeout} --socket=${shellWord(socket)}`]);
+  entries.push([`${section}.helper`, `!${vars}${[program, ...helperArgs].map(shellWord).join(' ')}`]);
+  return { entries, socket };
+}
+
+/** Runs `git ARGS` (the runner's git), returning its output; a failure's exit status is on the error. */
+function git(env, args) {
+  return execFileSync('git', args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** The runner's git version as [major, minor] ("git version 2.39.2.windows.1": [2, 39]). */
+function gitVersion(env) {
+  let text;
+  try {
+    text = git(env, ['--version']);
+  } catch (err) {
+    throw new ActionError(`git-credential needs git: ${String((err.code === 'ENOENT' ? 'no git on PATH' : err.stderr) || err.message).trim()}`);
+  }
+  const m = /^git version (\d+)\.(\d+)/.exec(text);
+  if (!m) throw new ActionError(`git-credential: cannot read the git version from ${JSON.stringify(text.trim())}`);
+  return [Number(m[1]), Number(m[2])];
+}
+
+/**
+ * Configures the git helper (gitCredentialConfig) for the later steps of this job only, through
+ * GITHUB_ENV: GIT_CONFIG_COUNT, GIT_CONFIG_KEY_<n> and GIT_CONFIG_VALUE_<n> (git 2.31 or later
+ * reads them as if given with -c), after any the job set already. Nothing is written to a git
+ * config file, so another job on the same runner or $HOME never sees it, and nothing is left to
+ * remove. The cache's socket goes to the step's state first: the post step stops that daemon.
+ */
+function configureGitCredential(env, invocation, binary, stateFile, envFile, platform = process.platform) {
+  if (!stateFile) throw new ActionError('GITHUB_STATE is not set: the post step could not stop git\'s credential-cache, so git is not configured');
+  if (!envFile) throw new ActionError('GITHUB_ENV is not set: git-credential configures git for the later steps through it');
+  const [major, minor] = gitVersion(env);
+  if (major < 2 || (major === 2 && minor < 31)) {
+    throw new ActionError(`git-credential needs git 2.31 or later (it reads GIT_CONFIG_COUNT); this runner's git is ${major}.${minor}`);
+  }
+  const count = (env.GIT_CONFIG_COUNT || '').trim();
+  if (count !== '' && !/^\d{1,4}$/.test(count)) {
+    throw new ActionError(`GIT_CONFIG_COUNT is ${JSON.stringify(count)}, not a number: git-credential cannot add to it`);
+  }
+  const first = Number(count || '0');
+  const expiryAware = major > 2 || minor >= 41;
+  const { entries, socket } = gitCredentialConfig(env, invocation, binary, platform, { expiryAware });
+  if (socket) appendFileCommand(stateFile, 'gitCache', socket);
+  entries.forEach(([key, value], i) => {
+    appendFileCommand(envFile, `GIT_CONFIG_KEY_${first + i}`, key);
+    appendFileCommand(envFile, `GIT_CONFIG_VALUE_${first + i}`, value);
+  });
+  appendFileCommand(envFile, 'GIT_CONFIG_COUNT', String(first + entries.length));
+  const host = entries[0][0].replace(/^credential\./, '').replace(/\.useHttpPath$/, '');
+  return `git asks appcreds for ${host} in the later steps of this job${socket ? ", with git's credential-cache in front" : ''}`;
+}
+
+/**
+ * The post step's clean-up for configureGitCredential: stops the credential-cache daemon on the
+ * step's own socket (the tokens it holds go with it). The git configuration itself was only in
+ * the job's environment, which ends with the job.
+ */
+function stopGitCache(env, socket) {
+  if (!socket || !fs.existsSync(socket)) return 'git\'s credential-cache for this job was not started';
+  try {
+    git(env, ['credential-cache', `--socket=${socket}`, 'exit']);
+  } catch (err) {
+    throw new ActionError(`cannot stop git's credential-cache: ${String(err.stderr || err.message).trim()}`);
+  }
+  return "git's credential-cache for this job is stopped";
 }
 
 /** GETs `url` into memory, following at most MAX_REDIRECTS redirects (never from https to http). */
@@ -582,15 +747,19 @@ module.exports = {
   assetName,
   assetUrl,
   booleanInput,
+  configureGitCredential,
   download,
   escapeMessage,
   executableName,
   expectedDigest,
+  gitCredentialConfig,
   input,
   installCli,
   list,
   loadDigests,
   outputValue,
+  ownersTokens,
+  singleOwnerOutputs,
   parseDigests,
   pinnedDigest,
   redact,
@@ -599,6 +768,7 @@ module.exports = {
   releaseVersion,
   revokeToken,
   runStep,
+  stopGitCache,
   runner,
   runnerTarget,
   target,

@@ -1,12 +1,15 @@
 'use strict';
-// The action's post step: revoke the token main.js saved (unless skip-revoke), then remove the
-// downloaded CLI. Nothing here fails the job: a token that cannot be revoked expires by itself.
+// The action's post step: revoke the token main.js saved (unless skip-revoke), stop the git
+// credential-cache daemon main.js's git-credential configuration started (the tokens it holds go
+// with it; the configuration itself was only in the job's environment), then remove the downloaded
+// CLI. Nothing here fails the job: a token that cannot be revoked expires by itself.
 //
 // The revocation is GitHub's `DELETE /installation/token`, authenticated with the token itself (what
-// `appcreds revoke` sends), made here with Node's fetch: the post step runs no program at all. The
-// downloaded CLI sat in RUNNER_TEMP, the job's shared scratch directory, through every later step of
-// the job, and any of them (or a tool it ran) could have replaced it; running it here would hand the
-// token to whatever is there now. Hashing it again against the digest main.js saw, just before
+// `appcreds revoke` sends), made here with Node's fetch: the post step runs no program but the
+// runner's git (which stops the credential-cache, and is handed no token). The downloaded CLI sat
+// in RUNNER_TEMP, the job's shared scratch directory, through every later step of the job, and any
+// of them (or a tool it ran) could have replaced it; running it here would hand the token to
+// whatever is there now. Hashing it again against the digest main.js saw, just before
 // running it, would narrow that to the moment between the check and the exec without closing it (a
 // process a step left running can swap the file in between), and would still hand the token to a
 // program. This script is the action's own file, which the runner loaded from the action's commit.
@@ -27,17 +30,30 @@ async function revoke(env) {
     process.stdout.write('skip-revoke: the token is left valid until it expires\n');
     return;
   }
-  const token = env.STATE_token || '';
-  if (!token) {
+  // One token a line (several with the input owners): each is revoked, whatever became of the others.
+  const tokens = savedTokens(env);
+  if (tokens.length === 0) {
     process.stdout.write('no token to revoke\n');
     return;
   }
-  try {
-    process.stdout.write(`${await lib.revokeToken(env, token)}\n`);
-  } catch (err) {
-    const message = err instanceof lib.ActionError ? err.message : `revoking the token failed: ${String((err && err.message) || err)}`;
-    warn(lib.redact(message, token));
+  for (const token of tokens) {
+    try {
+      process.stdout.write(`${await lib.revokeToken(env, token)}\n`);
+    } catch (err) {
+      const message = err instanceof lib.ActionError ? err.message : `revoking the token failed: ${String((err && err.message) || err)}`;
+      warn(redactTokens(env, message));
+    }
   }
+}
+
+/** The tokens main.js saved, one a line. */
+function savedTokens(env) {
+  return (env.STATE_token || '').split('\n').filter(Boolean);
+}
+
+/** `text` with each saved token replaced. */
+function redactTokens(env, text) {
+  return savedTokens(env).reduce((redacted, t) => lib.redact(redacted, t), String(text));
 }
 
 /** Removes the directory main.js made for the CLI (only that: a directory appcreds-* under the temp dir). */
@@ -56,8 +72,16 @@ function cleanUp(env, binary) {
   try {
     await revoke(env);
   } catch (err) {
-    warn(lib.redact(err instanceof lib.ActionError ? err.message : String((err && err.stack) || err), env.STATE_token || ''));
+    warn(redactTokens(env, err instanceof lib.ActionError ? err.message : String((err && err.stack) || err)));
   } finally {
+    if (env.STATE_gitCache) {
+      try {
+        // The runner's git, never the downloaded CLI; it is handed no token.
+        process.stdout.write(`${lib.stopGitCache(env, env.STATE_gitCache)}\n`);
+      } catch (err) {
+        warn(err instanceof lib.ActionError ? err.message : `cannot stop git's credential-cache: ${err.message}`);
+      }
+    }
     try {
       cleanUp(env, binary);
     } catch (err) {

@@ -41,7 +41,7 @@ const FAKE_CLI = `#!/bin/sh
 set -eu
 cmd=
 for a in "$@"; do
-  case "$a" in token|revoke) cmd=$a; break ;; esac
+  case "$a" in token|revoke|git-credential) cmd=$a; break ;; esac
 done
 : > "$FAKE_RECORD_DIR/$cmd.argv"
 for a in "$@"; do printf '%s\\n' "$a" >> "$FAKE_RECORD_DIR/$cmd.argv"; done
@@ -49,6 +49,25 @@ env > "$FAKE_RECORD_DIR/$cmd.env"
 case "$cmd" in
 token)
   if [ "\${FAKE_TOKEN_EXIT:-0}" != 0 ]; then echo "appcreds: refused: no access rule allows this" >&2; exit "$FAKE_TOKEN_EXIT"; fi
+  owners=; prev=
+  for a in "$@"; do [ "$prev" = --owner ] && owners="$owners $a"; prev=$a; done
+  set -- $owners
+  if [ $# -gt 1 ]; then
+    # Several owners: a token each, FAKE_TOKEN_<owner>, as the CLI writes them (none for FAKE_TOKEN_SKIP).
+    kept=
+    for o in "$@"; do [ "$o" = "\${FAKE_TOKEN_SKIP:-}" ] || kept="$kept $o"; done
+    set -- $kept
+    json=
+    for o in "$@"; do
+      printf '::add-mask::%s_%s\\n' "$FAKE_TOKEN" "$o"
+      json="$json\${json:+,}\\"$o\\":\\"\${FAKE_TOKEN}_$o\\""
+    done
+    printf 'tokens={%s}\\n' "$json" >> "$GITHUB_OUTPUT"
+    for o in "$@"; do printf 'token-%s=%s_%s\\n' "$o" "$FAKE_TOKEN" "$o" >> "$GITHUB_OUTPUT"; done
+    printf 'app-slug=my-app\\nexpires-at=2026-11-24T16:52:05Z\\n' >> "$GITHUB_OUTPUT"
+    for o in "$@"; do printf '%s %s_%s\\n' "$o" "$FAKE_TOKEN" "$o"; done
+    exit 0
+  fi
   if [ "\${GITHUB_ACTIONS:-}" = true ]; then
     printf '::add-mask::%s\\n' "$FAKE_TOKEN"
     printf 'token=%s\\ninstallation-id=4001\\napp-slug=my-app\\nexpires-at=2026-11-24T16:52:05Z\\n' "$FAKE_TOKEN" >> "$GITHUB_OUTPUT"
@@ -58,6 +77,15 @@ revoke)
   [ -n "\${APPCREDS_TOKEN:-}" ] || { echo "appcreds: --token-env: APPCREDS_TOKEN is not set" >&2; exit 2; }
   if [ "\${FAKE_REVOKE_EXIT:-0}" != 0 ]; then echo "appcreds: GitHub does not accept this token" >&2; exit "$FAKE_REVOKE_EXIT"; fi
   echo revoked ;;
+git-credential)
+  # As git's helper: answers 'get' (its last argument) with a new token each time, counted.
+  for op in "$@"; do :; done
+  cat > "$FAKE_RECORD_DIR/git-credential.$op.stdin"
+  if [ "$op" = get ]; then
+    n=$(( $(cat "$FAKE_RECORD_DIR/git-credential.count" 2>/dev/null || echo 0) + 1 ))
+    echo "$n" > "$FAKE_RECORD_DIR/git-credential.count"
+    printf 'username=x-access-token\\npassword=ghs_helper%s\\npassword_expiry_utc=%s\\n' "$n" "$(( $(date +%s) + 3600 ))"
+  fi ;;
 *) exit 2 ;;
 esac
 `;
@@ -288,6 +316,54 @@ test('owner, scope-down lists and permissions: the exact CLI call, masked token,
   assert.ok(!fs.existsSync(path.dirname(state.binary)), 'post removes the downloaded CLI');
 });
 
+test('owners: one call for all, a token each in the outputs tokens and token-OWNER, each masked; post revokes each', opts, async () => {
+  const job = newJob();
+  const result = await job.main({ 'app-id': '123456', owners: 'octo-org,\noctocat', permissions: 'contents=read' });
+  assert.equal(result.code, 0, result.stdout + result.stderr);
+  assert.deepEqual(job.argv('token'), ['token', '--app-id', '123456', '--owner', 'octo-org', '--owner', 'octocat', '--permission', 'contents=read']);
+  const [org, user] = [`${TOKEN}_octo-org`, `${TOKEN}_octocat`];
+  for (const t of [org, user]) {
+    const first = result.stdout.indexOf(t);
+    assert.equal(result.stdout.slice(first - '::add-mask::'.length, first), '::add-mask::', 'masked before anything shows it');
+  }
+  const outputs = job.outputs();
+  assert.deepEqual(JSON.parse(outputs.tokens), { 'octo-org': org, octocat: user });
+  assert.equal(outputs['token-octo-org'], org);
+  assert.equal(outputs['token-octocat'], user);
+  assert.equal(job.state_().token, `${org}\n${user}`, 'both kept for the post step');
+
+  const revoked = revocations.length;
+  const post = await job.post({});
+  assert.equal(post.code, 0, post.stdout + post.stderr);
+  assert.deepEqual(revocations.slice(revoked).map((r) => r.headers.authorization), [`Bearer ${org}`, `Bearer ${user}`]);
+  assert.equal(post.stdout.match(/^the token is revoked$/gm).length, 2);
+  assert.ok(![org, user].some((t) => post.stdout.includes(t) || post.stderr.includes(t)), 'post never prints a token');
+
+  // One owner: the CLI's single call; the action adds the same outputs.
+  const one = newJob();
+  const single = await one.main({ 'app-id': '123456', owners: 'octo-org' });
+  assert.equal(single.code, 0, single.stdout + single.stderr);
+  assert.deepEqual(one.argv('token'), ['token', '--app-id', '123456', '--owner', 'octo-org']);
+  assert.deepEqual(JSON.parse(one.outputs().tokens), { 'octo-org': TOKEN });
+  assert.equal(one.outputs()['token-octo-org'], TOKEN);
+  assert.equal(one.state_().token, TOKEN);
+});
+
+test('owners: a token missing from the outputs fails the step, and post still revokes the others', opts, async () => {
+  const job = newJob();
+  const result = await job.main({ 'app-id': '123456', owners: 'octo-org,octocat,monalisa' }, { FAKE_TOKEN_SKIP: 'octocat' });
+  assert.equal(result.code, 1, result.stdout + result.stderr);
+  assert.match(result.stdout, /^::error::appcreds token wrote no token for octocat to GITHUB_OUTPUT$/m);
+  const [org, lisa] = [`${TOKEN}_octo-org`, `${TOKEN}_monalisa`];
+  assert.equal(job.state_().token, `${org}\n${lisa}`, 'the tokens minted are kept for the post step, before the step fails');
+
+  const revoked = revocations.length;
+  const post = await job.post({});
+  assert.equal(post.code, 0, post.stdout + post.stderr);
+  assert.deepEqual(revocations.slice(revoked).map((r) => r.headers.authorization), [`Bearer ${org}`, `Bearer ${lisa}`]);
+  assert.ok(![org, lisa].some((t) => post.stdout.includes(t) || post.stderr.includes(t)), 'post never prints a token');
+});
+
 test('repository, stack, region, oidc false', opts, async () => {
   const job = newJob();
   const result = await job.main({ 'app-id': '7', repository: 'octo-org/hello-world', stack: 'appcreds', region: 'eu-west-1', oidc: 'false' });
@@ -418,10 +494,10 @@ test('a missing or ambiguous target, or a bad permission: a clear error before a
   const job = newJob();
   const before = requests.length;
   const cases = [
-    [{ 'app-id': '7' }, /^::error::give exactly one of the inputs owner, repository, node-id or enterprise: the installation to get a token for$/m],
-    [{ 'app-id': '7', owner: 'octo-org', repository: 'octo-org/hello-world' }, /^::error::give exactly one of the inputs owner, repository, node-id or enterprise, not owner and repository$/m],
+    [{ 'app-id': '7' }, /^::error::give exactly one of the inputs owner, owners, repository, node-id or enterprise: the installation to get a token for$/m],
+    [{ 'app-id': '7', owner: 'octo-org', repository: 'octo-org/hello-world' }, /^::error::give exactly one of the inputs owner, owners, repository, node-id or enterprise, not owner and repository$/m],
     [{ 'app-id': '7', owner: 'o', repository: 'o/r', 'node-id': 'n' }, /not owner and repository and node-id$/m],
-    [{ 'app-id': '7', 'node-id': 'n', enterprise: 'octo-enterprise' }, /^::error::give exactly one of the inputs owner, repository, node-id or enterprise, not node-id and enterprise$/m],
+    [{ 'app-id': '7', 'node-id': 'n', enterprise: 'octo-enterprise' }, /^::error::give exactly one of the inputs owner, owners, repository, node-id or enterprise, not node-id and enterprise$/m],
     [{ owner: 'octo-org' }, /^::error::the input app-id is required$/m],
     [{ 'app-id': '7', owner: 'o', permissions: 'contents=read\ncontents' }, /^::error::input permissions: "contents" is not name=level/m],
     [{ 'app-id': '7', owner: 'o', 'skip-revoke': 'maybe' }, /^::error::input skip-revoke must be true or false, not "maybe"$/m],
@@ -596,10 +672,10 @@ test('action.yml declares exactly the inputs the scripts read, and the outputs t
   const names = (text) => [...text.matchAll(/^ {2}([a-z0-9-]+):\s*$/gm)].map((m) => m[1]).sort();
   const source = ['lib.js', 'main.js', 'post.js'].map((f) => fs.readFileSync(path.join(ACTION, f), 'utf8')).join('\n');
   const read = new Set([...source.matchAll(/(?:input|booleanInput)\(env, '([a-z0-9-]+)'/g)].map((m) => m[1]));
-  for (const target of ['owner', 'repository', 'node-id', 'enterprise']) read.add(target); // read through a list
+  for (const target of ['owner', 'owners', 'repository', 'node-id', 'enterprise']) read.add(target); // read through a list
   assert.deepEqual(names(section('inputs')), [...read].sort());
   assert.ok(read.has('sha256'), 'the input sha256 is read');
-  assert.deepEqual(names(section('outputs')), ['app-slug', 'expires-at', 'installation-id', 'token']);
+  assert.deepEqual(names(section('outputs')), ['app-slug', 'expires-at', 'installation-id', 'token', 'tokens']);
   assert.match(yml, /\n {2}oidc:\n(?: {4}.*\n)*? {4}default: "true"\n/);
   assert.match(yml, /\n {2}skip-revoke:\n(?: {4}.*\n)*? {4}default: "false"\n/);
   // Every value is one line, a plain or double-quoted scalar: a double quote inside one would end it
@@ -610,7 +686,168 @@ test('action.yml declares exactly the inputs the scripts read, and the outputs t
   }
   assert.match(yml, /\nruns:\n {2}using: node24\n {2}main: action\/main\.js\n {2}post: action\/post\.js\n/);
   // Each target input says the same rule.
-  for (const target of ['owner', 'repository', 'node-id', 'enterprise']) {
-    assert.match(yml, new RegExp(`\\n {2}${target}:\\n {4}description: ".*Give exactly one of owner, repository, node-id, enterprise\\."\\n`), target);
+  for (const target of ['owner', 'owners', 'repository', 'node-id', 'enterprise']) {
+    assert.match(yml, new RegExp(`\\n {2}${target}:\\n {4}description: ".*Give exactly one of owner, owners, repository, node-id, enterprise\\."\\n`), target);
   }
+});
+
+/** For the git-credential tests: a HOME with the job's own global config, and the job's GITHUB_ENV file. */
+function gitJob() {
+  const job = newJob();
+  const home = path.join(job.dir, 'home');
+  fs.mkdirSync(home);
+  // The job's own global config, with a helper of its own for the host, which the action's empty
+  // helper entry makes git pass over within the job (else `store` would write ~/.git-credentials).
+  const own = '[user]\n\tname = Octo Cat\n[credential "https://github.com"]\n\thelper = store\n';
+  fs.writeFileSync(path.join(home, '.gitconfig'), own);
+  const envFile = path.join(job.dir, 'github-env');
+  fs.writeFileSync(envFile, '');
+  const gitEnv = { HOME: home, GIT_CONFIG_NOSYSTEM: '1', GIT_TERMINAL_PROMPT: '0', GITHUB_ENV: envFile };
+  /** What the later steps' environment gets from GITHUB_ENV. */
+  const jobEnv = () => parseFileCommands(fs.readFileSync(envFile, 'utf8'));
+  return { job, home, own, envFile, gitEnv, jobEnv };
+}
+
+test('git-credential: later steps of the job (only) ask the CLI (role-arn and all), through its cache; no git config file is touched; post revokes, stops the cache, removes the CLI', opts, async () => {
+  const { job, home, own, gitEnv, jobEnv } = gitJob();
+  // The job already has a -c style entry of its own: it is kept, and the action's come after it.
+  const earlier = { GIT_CONFIG_COUNT: '1', GIT_CONFIG_KEY_0: 'user.email', GIT_CONFIG_VALUE_0: 'octocat@example.com' };
+  const git = (args, extra, input) => execFileSync('git', args, { env: job.env({}, { ...gitEnv, ...extra }), input, encoding: 'utf8' });
+  const role = 'arn:aws:iam::123456789012:role/appcreds-GitHubActionsCallerRole-X1';
+  const inputs = {
+    'app-id': '7', repository: 'octo-org/hello-world', permissions: 'contents=write',
+    region: 'eu-west-1', 'role-arn': role, 'git-credential': 'true',
+  };
+  const result = await job.main(inputs, { ...gitEnv, ...earlier });
+  assert.equal(result.code, 0, result.stdout + result.stderr);
+  assert.match(result.stdout, /^git asks appcreds for https:\/\/github\.com in the later steps of this job, with git's credential-cache in front$/m);
+  assert.deepEqual(job.argv('token').slice(0, 3), ['--role-arn', role, 'token']);
+  assert.equal(fs.readFileSync(path.join(home, '.gitconfig'), 'utf8'), own, 'no git config file is written');
+  const binary = job.state_().binary;
+  const socket = path.join(path.dirname(binary), 'git-cache', 'socket');
+  assert.equal(job.state_().gitCache, socket);
+  const helper = `!AWS_REGION='eu-west-1' AWS_DEFAULT_REGION='eu-west-1' '${binary}' '--role-arn' '${role}' 'git-credential' '--app-id' '7' '--owner' 'octo-org' '--permission' 'contents=write'`;
+  assert.deepEqual(jobEnv(), {
+    GIT_CONFIG_KEY_1: 'credential.https://github.com.useHttpPath', GIT_CONFIG_VALUE_1: 'true',
+    GIT_CONFIG_KEY_2: 'credential.https://github.com.helper', GIT_CONFIG_VALUE_2: '',
+    GIT_CONFIG_KEY_3: 'credential.https://github.com.helper', GIT_CONFIG_VALUE_3: `cache --timeout=3600 --socket='${socket}'`,
+    GIT_CONFIG_KEY_4: 'credential.https://github.com.helper', GIT_CONFIG_VALUE_4: helper,
+    GIT_CONFIG_COUNT: '5',
+  });
+
+  // A later step: the job's environment (what it had, and what GITHUB_ENV adds).
+  const step = { ...earlier, ...jobEnv() };
+  assert.deepEqual(git(['config', '--get-all', 'credential.https://github.com.helper'], step).split('\n').slice(0, -1), [
+    'store', '', `cache --timeout=3600 --socket='${socket}'`, helper,
+  ]);
+  assert.equal(git(['config', 'user.email'], step), 'octocat@example.com\n', 'the job\'s own entry is kept');
+  // Outside the job (another job on this runner, the same HOME): git knows nothing of appcreds.
+  assert.equal(git(['config', '--get-all', 'credential.https://github.com.helper'], {}), 'store\n');
+
+  // The later step's git: the helper mints, git's cache keeps the token once git approves it.
+  const ask = 'protocol=https\nhost=github.com\npath=octo-org/hello-world.git\n\n';
+  const filled = git(['credential', 'fill'], step, ask);
+  assert.match(filled, /^username=x-access-token$/m);
+  assert.match(filled, /^password=ghs_helper1$/m);
+  assert.deepEqual(job.argv('git-credential'), [
+    '--role-arn', role, 'git-credential', '--app-id', '7', '--owner', 'octo-org', '--permission', 'contents=write', 'get',
+  ]);
+  assert.equal(job.cliEnv('git-credential').AWS_REGION, 'eu-west-1');
+  assert.match(fs.readFileSync(path.join(job.records, 'git-credential.get.stdin'), 'utf8'), /^path=octo-org\/hello-world\.git$/m);
+  git(['credential', 'approve'], step, filled);
+  assert.match(git(['credential', 'fill'], step, ask), /^password=ghs_helper1$/m, 'from the cache');
+  assert.equal(fs.readFileSync(path.join(job.records, 'git-credential.count'), 'utf8'), '1\n', 'the CLI was asked once');
+  assert.ok(fs.existsSync(socket), 'the cache listens on the step\'s own socket');
+  assert.ok(!fs.existsSync(path.join(home, '.git-credentials')), 'the job\'s own helper was not asked within the job');
+
+  const revoked = revocations.length;
+  const post = await job.post(inputs, { ...gitEnv, ...step });
+  assert.equal(post.code, 0, post.stdout + post.stderr);
+  assert.ok(!post.stdout.includes('::warning::'), post.stdout);
+  assert.deepEqual(revocations.slice(revoked).map((r) => r.headers.authorization), [`Bearer ${TOKEN}`]);
+  const revokedAt = post.stdout.indexOf('the token is revoked');
+  const stoppedAt = post.stdout.indexOf("git's credential-cache for this job is stopped");
+  assert.ok(revokedAt >= 0 && stoppedAt > revokedAt, `revoked, then the cache stopped: ${post.stdout}`);
+  assert.equal(fs.readFileSync(path.join(home, '.gitconfig'), 'utf8'), own, 'still untouched');
+  assert.ok(!fs.existsSync(path.join(home, '.git-credentials')));
+  assert.ok(!fs.existsSync(path.dirname(binary)), 'then the downloaded CLI is removed');
+  const daemons = () => execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(socket));
+  for (let i = 0; i < 50 && daemons().length; i++) await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.deepEqual(daemons(), [], 'the cache daemon is gone, and the tokens it held');
+});
+
+test('git-credential: when configuring git fails (a bad GIT_CONFIG_COUNT, git older than 2.31, no git), the token is still revoked by post', opts, async () => {
+  // A git that is too old, and a PATH with no git at all (but what the stand-in CLI runs).
+  const bins = fs.mkdtempSync(path.join(root, 'bins-'));
+  const oldGit = path.join(bins, 'old');
+  fs.mkdirSync(oldGit);
+  fs.writeFileSync(path.join(oldGit, 'git'), '#!/bin/sh\necho "git version 2.30.9"\n', { mode: 0o755 });
+  const noGit = path.join(bins, 'none');
+  fs.mkdirSync(noGit);
+  for (const tool of ['sh', 'env', 'cat', 'date']) {
+    const found = execFileSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).trim();
+    fs.symlinkSync(found, path.join(noGit, tool));
+  }
+  const cases = [
+    [{ GIT_CONFIG_COUNT: 'two' }, /^::error::GIT_CONFIG_COUNT is "two", not a number: git-credential cannot add to it$/m],
+    [{ PATH: `${oldGit}:${process.env.PATH}` }, /^::error::git-credential needs git 2\.31 or later \(it reads GIT_CONFIG_COUNT\); this runner's git is 2\.30$/m],
+    [{ PATH: noGit }, /^::error::git-credential needs git: no git on PATH$/m],
+  ];
+  for (const [extra, message] of cases) {
+    const { job, gitEnv, jobEnv } = gitJob();
+    const inputs = { 'app-id': '7', owner: 'octo-org', 'git-credential': 'true' };
+    const result = await job.main(inputs, { ...gitEnv, ...extra });
+    assert.equal(result.code, 1, result.stdout + result.stderr);
+    assert.match(result.stdout, message);
+    assert.deepEqual(jobEnv(), {}, 'git is not configured');
+    assert.equal(job.state_().token, TOKEN, 'the token is kept for the post step');
+    const revoked = revocations.length;
+    const post = await job.post(inputs, gitEnv);
+    assert.equal(post.code, 0, post.stdout + post.stderr);
+    assert.deepEqual(revocations.slice(revoked).map((r) => r.headers.authorization), [`Bearer ${TOKEN}`], JSON.stringify(extra));
+    assert.ok(!fs.existsSync(path.dirname(job.state_().binary)), 'the CLI is removed');
+  }
+});
+
+test('git-credential without a GITHUB_STATE or GITHUB_ENV configures nothing; a bad role-arn is refused before any download', opts, async () => {
+  const { job, home, own, gitEnv, jobEnv } = gitJob();
+  const before = requests.length;
+  for (const [extra, message] of [
+    [{ GITHUB_STATE: '' }, /::error::GITHUB_STATE is not set: the post step could not stop git's credential-cache/],
+    [{ GITHUB_ENV: '' }, /::error::GITHUB_ENV is not set: git-credential configures git for the later steps through it/],
+  ]) {
+    const result = await job.main({ 'app-id': '7', owner: 'octo-org', 'git-credential': 'true' }, { ...gitEnv, ...extra });
+    assert.equal(result.code, 1);
+    assert.match(result.stdout, message);
+  }
+  assert.deepEqual(jobEnv(), {});
+  assert.equal(fs.readFileSync(path.join(home, '.gitconfig'), 'utf8'), own);
+  const bad = await job.main({ 'app-id': '7', owner: 'octo-org', 'role-arn': 'appcreds-role' }, gitEnv);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stdout, /::error::input role-arn: "appcreds-role" is not an IAM role ARN/);
+  assert.equal(requests.length, before, 'nothing was downloaded');
+});
+
+test('skip-token with git-credential: only the helper, no token of the step (no outputs, nothing to revoke); skip-token alone is refused', opts, async () => {
+  const { job, gitEnv, jobEnv } = gitJob();
+  const inputs = { 'app-id': '7', owner: 'octo-org', 'git-credential': 'true', 'skip-token': 'true' };
+  const result = await job.main(inputs, gitEnv);
+  assert.equal(result.code, 0, result.stdout + result.stderr);
+  assert.ok(!fs.existsSync(path.join(job.records, 'token.argv')), 'appcreds token never ran');
+  assert.deepEqual(job.outputs(), {});
+  assert.equal(job.state_().token, undefined);
+  assert.equal(jobEnv().GIT_CONFIG_COUNT, '4');
+  assert.match(jobEnv().GIT_CONFIG_VALUE_3, /'git-credential' '--app-id' '7' '--owner' 'octo-org'$/);
+  const revoked = revocations.length;
+  const post = await job.post(inputs, { ...gitEnv, ...jobEnv() });
+  assert.equal(post.code, 0, post.stdout + post.stderr);
+  assert.match(post.stdout, /^no token to revoke$/m);
+  assert.equal(revocations.length, revoked);
+  assert.ok(!fs.existsSync(path.dirname(job.state_().binary)));
+
+  const before = requests.length;
+  const alone = await newJob().main({ 'app-id': '7', owner: 'octo-org', 'skip-token': 'true' }, gitEnv);
+  assert.equal(alone.code, 1);
+  assert.match(alone.stdout, /^::error::skip-token needs git-credential/m);
+  assert.equal(requests.length, before, 'refused before any download');
 });

@@ -127,6 +127,7 @@ test('the CLI arguments for each kind of target and each option', () => {
   assert.deepEqual(lib.tokenInvocation({ ...base, INPUT_OWNER: 'octo-org' }), {
     args: ['token', '--app-id', '123456', '--owner', 'octo-org'],
     extraEnv: { GITHUB_ACTIONS: 'true' },
+    git: { cliArgs: [], appId: '123456', owner: 'octo-org', permissions: [] },
   });
   assert.deepEqual(lib.tokenInvocation({ ...base, INPUT_ENTERPRISE: 'octo-enterprise' }).args, ['token', '--app-id', '123456', '--enterprise', 'octo-enterprise']);
   assert.deepEqual(lib.tokenInvocation({ ...base, INPUT_REPOSITORY: 'octo-org/hello-world', INPUT_OIDC: 'false' }).args, [
@@ -153,6 +154,10 @@ test('the CLI arguments for each kind of target and each option', () => {
     '--permission', 'contents=read', '--permission', 'pull_requests=write',
   ]);
   assert.deepEqual(all.extraEnv, { GITHUB_ACTIONS: 'true', AWS_REGION: 'eu-west-1', AWS_DEFAULT_REGION: 'eu-west-1' });
+  const owners = lib.tokenInvocation({ ...base, INPUT_OWNERS: 'octo-org,\n octocat\n', INPUT_PERMISSIONS: 'contents=read' });
+  assert.deepEqual(owners.args, ['token', '--app-id', '123456', '--owner', 'octo-org', '--owner', 'octocat', '--permission', 'contents=read']);
+  assert.deepEqual(owners.owners, ['octo-org', 'octocat']);
+  assert.equal(owners.git.owner, '', 'the git helper is not held to one owner');
 });
 
 test('bad inputs are refused with the input named', () => {
@@ -160,9 +165,9 @@ test('bad inputs are refused with the input named', () => {
     [{}, /the input app-id is required/],
     [{ 'INPUT_APP-ID': '0', INPUT_OWNER: 'o' }, /input app-id: "0" is not a GitHub App ID/],
     [{ 'INPUT_APP-ID': '12x', INPUT_OWNER: 'o' }, /input app-id: "12x"/],
-    [{ 'INPUT_APP-ID': '1' }, /give exactly one of the inputs owner, repository, node-id or enterprise: the installation/],
+    [{ 'INPUT_APP-ID': '1' }, /give exactly one of the inputs owner, owners, repository, node-id or enterprise: the installation/],
     [{ 'INPUT_APP-ID': '1', INPUT_OWNER: 'o', 'INPUT_NODE-ID': 'n' }, /not owner and node-id/],
-    [{ 'INPUT_APP-ID': '1', INPUT_OWNER: 'o', INPUT_ENTERPRISE: 'e' }, /^give exactly one of the inputs owner, repository, node-id or enterprise, not owner and enterprise$/],
+    [{ 'INPUT_APP-ID': '1', INPUT_OWNER: 'o', INPUT_ENTERPRISE: 'e' }, /^give exactly one of the inputs owner, owners, repository, node-id or enterprise, not owner and enterprise$/],
     [{ 'INPUT_APP-ID': '1', INPUT_ENTERPRISE: 'octo enterprise' }, /^input enterprise: "octo enterprise" is not an enterprise slug \(letters, digits and hyphens\)$/],
     [{ 'INPUT_APP-ID': '1', INPUT_ENTERPRISE: '-octo' }, /^input enterprise: "-octo" is not an enterprise slug/],
     [{ 'INPUT_APP-ID': '1', INPUT_ENTERPRISE: 'o'.repeat(101) }, /^input enterprise: "o{101}" is not an enterprise slug/],
@@ -172,6 +177,10 @@ test('bad inputs are refused with the input named', () => {
     [{ 'INPUT_APP-ID': '1', INPUT_OWNER: 'o', INPUT_PERMISSIONS: 'contents=none' }, /"contents=none"/],
     [{ 'INPUT_APP-ID': '1', INPUT_OWNER: 'o', INPUT_REGION: 'Europe' }, /input region: "Europe" is not an AWS region/],
     [{ 'INPUT_APP-ID': '1', INPUT_OWNER: 'o', INPUT_OIDC: 'yes' }, /input oidc must be true or false/],
+    [{ 'INPUT_APP-ID': '1', INPUT_OWNER: 'o', INPUT_OWNERS: 'a,b' }, /not owner and owners$/],
+    [{ 'INPUT_APP-ID': '1', INPUT_OWNERS: 'octo-org,-bad' }, /^input owners: "-bad" is not a GitHub login$/],
+    [{ 'INPUT_APP-ID': '1', INPUT_OWNERS: 'octo-org\nOcto-Org' }, /^input owners: "Octo-Org" is given twice$/],
+    [{ 'INPUT_APP-ID': '1', INPUT_OWNERS: Array.from({ length: 11 }, (_, i) => `o${i}`).join(',') }, /^input owners: 11 owners; at most 10 in one call$/],
   ];
   for (const [env, message] of cases) {
     assert.throws(() => lib.tokenInvocation(env), (err) => err instanceof lib.ActionError && message.test(err.message), JSON.stringify(env));
@@ -295,4 +304,26 @@ test('file commands: the multi-line form round-trips any value; outputs are read
 
 test('workflow command messages are escaped', () => {
   assert.equal(lib.escapeMessage('100% bad\r\nnext'), '100%25 bad%0D%0Anext');
+});
+
+test('role-arn goes before the command; git-credential configures the GitHub host the runner names, with no cache on Windows', () => {
+  const role = 'arn:aws:iam::123456789012:role/ci/appcreds-caller';
+  const invocation = lib.tokenInvocation({ 'INPUT_APP-ID': '9', INPUT_REPOSITORY: 'octo-org/api', 'INPUT_ROLE-ARN': role, 'INPUT_OIDC-AUDIENCE': 'appcreds-prod' });
+  assert.deepEqual(invocation.args, ['--github-oidc-audience', 'appcreds-prod', '--role-arn', role, 'token', '--app-id', '9', '--repository', 'octo-org/api']);
+  const env = { GITHUB_SERVER_URL: 'https://ghes.example.com/' };
+  const windows = lib.gitCredentialConfig(env, invocation, 'D:\\a\\_temp\\appcreds-x1\\appcreds.exe', 'win32');
+  assert.equal(windows.socket, null);
+  assert.deepEqual(windows.entries, [
+    ['credential.https://ghes.example.com.useHttpPath', 'true'],
+    ['credential.https://ghes.example.com.helper', ''],
+    ['credential.https://ghes.example.com.helper', `!'D:/a/_temp/appcreds-x1/appcreds.exe' '--github-oidc-audience' 'appcreds-prod' '--role-arn' '${role}' 'git-credential' '--app-id' '9' '--owner' 'octo-org'`],
+  ]);
+  // A quote in a path stays one shell word.
+  const linux = lib.gitCredentialConfig({}, invocation, "/tmp/it's/appcreds", 'linux');
+  assert.match(linux.entries.at(-1)[1], /^!'\/tmp\/it'\\''s\/appcreds' /);
+  assert.equal(linux.entries[0][0], 'credential.https://github.com.useHttpPath');
+  assert.throws(() => lib.gitCredentialConfig({ GITHUB_SERVER_URL: 'http://ghes.example.com' }, invocation, '/x', 'linux'), /GITHUB_SERVER_URL "http:\/\/ghes.example.com" is not an https host/);
+  for (const bad of ['role/x', 'arn:aws:iam::12345:role/x', 'arn:aws:sts::123456789012:assumed-role/x/y']) {
+    assert.throws(() => lib.tokenInvocation({ 'INPUT_APP-ID': '9', INPUT_OWNER: 'o', 'INPUT_ROLE-ARN': bad }), /input role-arn: .* is not an IAM role ARN/, bad);
+  }
 });
