@@ -48,6 +48,29 @@ INSTALLATION_TABLE = {"Fn::GetAtt": ["InstallationTable", "Arn"]}
 ACCESS_TABLE = {"Fn::GetAtt": ["AccessTable", "Arn"]}
 # Every function behind a Function URL judges requests by the access rules.
 READ_RULES = ("dynamodb:Scan", "AccessTable")
+# Every function that signs shares its App JWTs: its items (AppJwt#APP_ID) of the lease table.
+SHARE_JWTS = {("dynamodb:GetItem", "LeaseTable"), ("dynamodb:UpdateItem", "LeaseTable")}
+SHARE_CONDITION = {
+    "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["AppJwt#*"]},
+    "Null": {"dynamodb:LeadingKeys": "false"},
+}
+SHARED_JWT_KEY = {"Fn::GetAtt": ["SharedAppJwtKey", "Arn"]}
+# The encryption context the functions give the shared JWT: every key given is one of these.
+SHARED_JWT_CONTEXT = ["appcreds:AppId", "appcreds:KeyArn", "appcreds:ExpiresAt"]
+# ... and each of them is given.
+SHARED_JWT_CONTEXT_CONDITION = {
+    "ForAllValues:StringEquals": {"kms:EncryptionContextKeys": SHARED_JWT_CONTEXT},
+    "Null": {"kms:EncryptionContextKeys": "false", **{f"kms:EncryptionContext:{k}": "false" for k in SHARED_JWT_CONTEXT}},
+}
+# The jobs' leases: each role only its own lease items, never the shared JWTs' (AppJwt#APP_ID).
+SYNC_LEASE_CONDITION = {
+    "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["installation-sync"]},
+    "Null": {"dynamodb:LeadingKeys": "false"},
+}
+TARGET_LEASES_CONDITION = {
+    "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["access-key-rotation/*"]},
+    "Null": {"dynamodb:LeadingKeys": "false"},
+}
 
 # The installation sync (refresh-cache and the tracker): read Apps, sync their installations, sign JWTs.
 SYNC_GRANTS = {
@@ -57,6 +80,7 @@ SYNC_GRANTS = {
     ("dynamodb:Scan", "InstallationTable"),
     ("dynamodb:BatchWriteItem", "InstallationTable"),
     ("kms:Sign", "AppKeys"),
+    *SHARE_JWTS,
     # One sync at a time: the lease.
     ("dynamodb:PutItem", "LeaseTable"),
     ("dynamodb:DeleteItem", "LeaseTable"),
@@ -79,17 +103,18 @@ ROTATION_KEY = {"Fn::GetAtt": ["RotationKey", "Arn"]}
 ROTATED_USERS = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:user${RotatedUsersPath}*"}
 ROTATOR_IAM = {"iam:GetUser", "iam:ListAccessKeys", "iam:CreateAccessKey", "iam:UpdateAccessKey", "iam:DeleteAccessKey"}
 ROTATOR_TABLE_ACTIONS = {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Scan"}
-# The code always sends both keys: every key given is one of these, and some key is given.
+# The code always sends both keys: every key given is one of these, and each of them is given.
+ROTATION_CONTEXT = ["appcreds:UserName", "appcreds:AccessKeyId"]
 ROTATION_CONTEXT_CONDITION = {
-    "ForAllValues:StringEquals": {"kms:EncryptionContextKeys": ["appcreds:UserName", "appcreds:AccessKeyId"]},
-    "Null": {"kms:EncryptionContextKeys": "false"},
+    "ForAllValues:StringEquals": {"kms:EncryptionContextKeys": ROTATION_CONTEXT},
+    "Null": {"kms:EncryptionContextKeys": "false", **{f"kms:EncryptionContext:{k}": "false" for k in ROTATION_CONTEXT}},
 }
 
 # Per function: every (action, resource) its role may use, its Function URL, its binary, its tag.
 # A later function adds a row here.
 EXPECTED = {
     "AppTokenFunction": {
-        "grants": {("dynamodb:GetItem", "AppTable"), ("kms:Sign", "AppKeys"), READ_RULES},
+        "grants": {("dynamodb:GetItem", "AppTable"), ("kms:Sign", "AppKeys"), READ_RULES, *SHARE_JWTS},
         "url": True,
         "binary": "appcreds-app-token",
         "tag": "AppToken",
@@ -99,8 +124,11 @@ EXPECTED = {
         "grants": {
             ("dynamodb:GetItem", "AppTable"),
             ("dynamodb:GetItem", "InstallationTable"),
+            # An owner's installation from the App's rows, before GitHub is asked.
+            ("dynamodb:Query", "InstallationTable"),
             ("dynamodb:BatchWriteItem", "InstallationTable"),
             ("kms:Sign", "AppKeys"),
+            *SHARE_JWTS,
             READ_RULES,
         },
         "url": True,
@@ -140,6 +168,7 @@ EXPECTED = {
             ("dynamodb:GetItem", "AppTable"),
             ("dynamodb:Scan", "InstallationTable"),
             ("kms:Sign", "AppKeys"),
+            *SHARE_JWTS,
             ("cloudwatch:PutMetricData", "*"),
             FAILURE_QUEUE,
         },
@@ -154,6 +183,7 @@ EXPECTED = {
             ("dynamodb:GetItem", "AppTable"),
             # Installations resolved by owner and remembered, as installation-token does.
             ("dynamodb:GetItem", "InstallationTable"),
+            ("dynamodb:Query", "InstallationTable"),
             ("dynamodb:BatchWriteItem", "InstallationTable"),
             # A lease per target.
             ("dynamodb:PutItem", "LeaseTable"),
@@ -163,6 +193,7 @@ EXPECTED = {
             ("kms:Encrypt", "RotationKey"),
             ("kms:Decrypt", "RotationKey"),
             ("kms:Sign", "AppKeys"),
+            *SHARE_JWTS,
             ("cloudwatch:PutMetricData", "*"),
             FAILURE_QUEUE,
         },
@@ -667,10 +698,14 @@ def test_no_policy_grants_invoke_without_its_condition(source):
             if operator.startswith("ForAllValues:"):
                 assert set(keys) <= {k for k, absent in v.get("Null", {}).items() if absent == "false"}, v
     uses = [v for v in each_mapping(source["Resources"]) if any(k.startswith("ForAllValues") for k in v)]
-    # The rotator's encryption context, the operator's spec writes, and the tag keys the operator
-    # gives a new App key (scoped and unscoped) or an existing one (the same).
-    tag_keys = [v for v in uses if list(v["ForAllValues:StringEquals"]) == ["aws:TagKeys"]]
-    assert [v for v in uses if v not in tag_keys] == [ROTATION_CONTEXT_CONDITION, OPERATOR_SPEC_CONDITION]
+    # The rotator's encryption context, the operator's spec writes, the tag keys the operator
+    # gives a new App key (scoped and unscoped) or an existing one (the same), the shared JWT's
+    # items and its encryption context, the jobs' leases.
+    tag_keys = [v for v in uses if list(v.get("ForAllValues:StringEquals", {})) == ["aws:TagKeys"]]
+    assert [v for v in uses if v not in tag_keys] == [
+        SHARED_JWT_CONTEXT_CONDITION, SHARE_CONDITION, SYNC_LEASE_CONDITION, SYNC_LEASE_CONDITION,
+        TARGET_LEASES_CONDITION, ROTATION_CONTEXT_CONDITION, OPERATOR_SPEC_CONDITION,
+    ]
     assert len(tag_keys) == 4
 
 
@@ -1124,7 +1159,8 @@ def test_the_rotator_signs_like_the_other_signers(cfn):
 def test_the_rotator_encrypts_only_with_its_key_under_its_context(cfn, source):
     uses = [(name, s) for name, s in every_statement(cfn)
             if {"kms:Encrypt", "kms:Decrypt"} & set(as_list(s["Action"])) or "RotationKey" in json.dumps(s)]
-    uses = [(name, s) for name, s in uses if name != "RotationKey"]  # the key's own policy, below
+    # The keys' own policies: below, and the shared App JWT key's in its own test.
+    uses = [(name, s) for name, s in uses if name not in ("RotationKey", "SharedAppJwtKey")]
     assert [name for name, _ in uses] == [f"{ROTATOR}Role"]
     [(_, s)] = uses
     assert sorted(as_list(s["Action"])) == ["kms:Decrypt", "kms:Encrypt"]
@@ -1137,6 +1173,28 @@ def test_the_rotator_encrypts_only_with_its_key_under_its_context(cfn, source):
     assert admin["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
     assert not [r for r in cfn["Resources"].values() if r["Type"] == "AWS::KMS::Alias"], "no fixed alias"
     assert cfn["Resources"][ROTATOR]["Properties"]["Environment"]["Variables"]["ROTATION_KMS_KEY_ID"] == ROTATION_KEY
+
+
+def test_the_rotator_encrypts_only_under_both_context_keys(cfn):
+    """The rotator's role, through the evaluator: the pending secret is encrypted and decrypted
+    under its user and key ID together; a context without one of them, with another key, or none,
+    is refused (ForAllValues alone would take a context of one key)."""
+    _, statements = role_statements(cfn, ROTATOR)
+    statements = render(cfn, statements)
+    arn = render(cfn, ROTATION_KEY)
+    values = {"appcreds:UserName": "deploy-bot", "appcreds:AccessKeyId": "AKIAEXAMPLE"}
+
+    def given(pairs):
+        # What KMS puts in the request context for an encryption context of `pairs`.
+        return {"kms:EncryptionContextKeys": list(pairs), **{f"kms:EncryptionContext:{k}": v for k, v in pairs.items()}}
+
+    for action in ["kms:Encrypt", "kms:Decrypt"]:
+        assert decide(statements, action, arn, given(values)) == "Allow", action
+        assert decide(statements, action, arn) != "Allow", (action, "no context")
+        assert decide(statements, action, arn, given({**values, "appcreds:AppId": "1"})) != "Allow", (action, "another key")
+        for missing in values:
+            subset = given({k: v for k, v in values.items() if k != missing})
+            assert decide(statements, action, arn, subset) != "Allow", (action, "without", missing)
 
 
 def test_only_the_rotator_reaches_the_rotation_table(cfn, source):
@@ -1484,6 +1542,7 @@ EXPECTED_POLICIES = {
     # The functions' one signing statement (attached to the roles of those that sign).
     "AppKeySigningPolicy": {
         "SignWithActiveAppKeys": ("Allow", {"kms:Sign"}, APP_KEYS),
+        "ShareAppJwts": ("Allow", {"dynamodb:GetItem", "dynamodb:UpdateItem"}, "LeaseTable"),
     },
     "CallerPolicy": {
         "InvokeTheFunctionUrl": ("Allow", {"lambda:InvokeFunctionUrl"}, "InstallationTokenFunction"),
@@ -2245,3 +2304,101 @@ def test_the_github_actions_role_off_github_com_needs_its_issuer(source, api_url
     assert rules_hold(source, GitHubApiUrl=api_url, GitHubOidcIssuer=issuer, **role) == []
     assert rules_hold(source, GitHubApiUrl=api_url) == [], "no role, nothing to bind"
     assert rules_hold(source, **role) == [], "github.com's own issuer"
+
+
+# --- The shared App JWT -----------------------------------------------------------------------------
+
+SIGNERS = sorted(f for f, e in EXPECTED.items() if ("kms:Sign", "AppKeys") in e["grants"])
+
+
+def key_policy_for(cfn, principal):
+    """The statements of the shared App JWT key's policy that name `principal` (rendered)."""
+    policy = cfn["Resources"]["SharedAppJwtKey"]["Properties"]["KeyPolicy"]["Statement"]
+    named = [s for s in policy if principal in as_list(s["Principal"]["AWS"])]
+    return render(cfn, [{k: v for k, v in s.items() if k != "Principal"} for s in named])
+
+
+def test_only_the_functions_that_sign_decrypt_the_shared_jwt(cfn):
+    """The key policy, through the evaluator: the roles of the functions that sign encrypt and
+    decrypt, only under the context they give; the account administers the key but neither
+    encrypts, decrypts nor grants; no other role is named."""
+    key = cfn["Resources"]["SharedAppJwtKey"]["Properties"]
+    assert (key["KeySpec"], key["KeyUsage"], key["EnableKeyRotation"]) == ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", True)
+    named = {json.dumps(p) for s in key["KeyPolicy"]["Statement"] for p in as_list(s["Principal"]["AWS"])}
+    roles = {json.dumps({"Fn::GetAtt": [f"{f}Role", "Arn"]}) for f in SIGNERS}
+    root = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+    assert named == roles | {json.dumps(root)}, named
+    arn = key_arn("shared-jwt")
+    values = {"appcreds:AppId": "1", "appcreds:KeyArn": key_arn("app"), "appcreds:ExpiresAt": "1700000540"}
+
+    def given(pairs):
+        # What KMS puts in the request context for an encryption context of `pairs`.
+        return {"kms:EncryptionContextKeys": list(pairs), **{f"kms:EncryptionContext:{k}": v for k, v in pairs.items()}}
+
+    context = given(values)
+    for function in SIGNERS:
+        statements = key_policy_for(cfn, {"Fn::GetAtt": [f"{function}Role", "Arn"]})
+        for action in ["kms:Encrypt", "kms:Decrypt"]:
+            assert decide(statements, action, arn, context) == "Allow", (function, action)
+            assert decide(statements, action, arn) != "Allow", (function, action, "no context")
+            extra = given({**values, "appcreds:UserName": "alice"})
+            assert decide(statements, action, arn, extra) != "Allow", (function, action, "another key")
+            for missing in SHARED_JWT_CONTEXT:
+                subset = given({k: v for k, v in values.items() if k != missing})
+                assert decide(statements, action, arn, subset) != "Allow", (function, action, "without", missing)
+        for action in ["kms:ReEncryptFrom", "kms:GenerateDataKey", "kms:CreateGrant", "kms:PutKeyPolicy"]:
+            assert decide(statements, action, arn, context) != "Allow", (function, action)
+    admin = key_policy_for(cfn, root)
+    for action in ["kms:Decrypt", "kms:Encrypt", "kms:ReEncryptFrom", "kms:GenerateDataKey", "kms:CreateGrant"]:
+        assert decide(admin, action, arn, context) != "Allow", action
+    for action in ["kms:DescribeKey", "kms:PutKeyPolicy", "kms:ScheduleKeyDeletion", "kms:DisableKey"]:
+        assert decide(admin, action, arn) == "Allow", action
+    assert not key_policy_for(cfn, {"Fn::GetAtt": ["GetInstallationFunctionRole", "Arn"]})
+
+
+def test_the_functions_that_sign_share_only_their_jwt_items(cfn):
+    """Each signer's environment names the key; its table access is to AppJwt# items only."""
+    for function in EXPECTED:
+        env = cfn["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {})
+        assert (env.get("SHARED_APP_JWT_KEY_ID") == SHARED_JWT_KEY) == (function in SIGNERS), function
+        assert env.get("LEASE_TABLE_NAME") == {"Ref": "LeaseTable"}, function
+    [share] = [s for s in policy_statements(cfn, "AppKeySigningPolicy") if s["Sid"] == "ShareAppJwts"]
+    assert share["Condition"] == SHARE_CONDITION
+    statements = render(cfn, [share])
+    table = render(cfn, {"Fn::GetAtt": ["LeaseTable", "Arn"]})
+    for action in ["dynamodb:GetItem", "dynamodb:UpdateItem"]:
+        assert decide(statements, action, table, {"dynamodb:LeadingKeys": ["AppJwt#123456"]}) == "Allow"
+        assert decide(statements, action, table, {"dynamodb:LeadingKeys": ["installation-sync"]}) != "Allow"
+    assert decide(statements, "dynamodb:DeleteItem", table, {"dynamodb:LeadingKeys": ["AppJwt#1"]}) != "Allow"
+    assert decide(statements, "dynamodb:GetItem", table) != "Allow", "no key: no item"
+
+
+def test_only_the_share_reaches_the_shared_jwt_items(cfn):
+    """Every statement of the template, through the evaluator: the shared JWTs' items
+    (AppJwt#APP_ID) are reached by ShareAppJwts alone; the jobs still hold their own leases, and
+    only those."""
+    table = render(cfn, {"Fn::GetAtt": ["LeaseTable", "Arn"]})
+    writes = ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem", "dynamodb:GetItem",
+              "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:Scan"]
+    reach = set()
+    for name, s in every_statement(cfn):
+        if "Principal" in s or "LeaseTable" not in json.dumps(s.get("Resource")) and s.get("Resource") != "*":
+            continue
+        [statement] = render(cfn, [s])
+        for action in writes:
+            if decide([statement], action, table, {"dynamodb:LeadingKeys": ["AppJwt#123456"]}) == "Allow":
+                reach.add((name, statement.get("Sid"), action))
+    assert {sid for _, sid, _ in reach} == {"ShareAppJwts"}, sorted(reach)
+    leases = {
+        "RefreshCacheFunction": "installation-sync",
+        "InstallationTrackerFunction": "installation-sync",
+        ROTATOR: "access-key-rotation/alice",
+    }
+    for function, lease in leases.items():
+        _, statements = role_statements(cfn, function)
+        statements = render(cfn, statements)
+        for action in ["dynamodb:PutItem", "dynamodb:DeleteItem"]:
+            assert decide(statements, action, table, {"dynamodb:LeadingKeys": [lease]}) == "Allow", (function, action)
+            for other in {*leases.values(), "AppJwt#1"} - {lease}:
+                assert decide(statements, action, table, {"dynamodb:LeadingKeys": [other]}) != "Allow", (function, other)
+            assert decide(statements, action, table) != "Allow", (function, action, "no key")
