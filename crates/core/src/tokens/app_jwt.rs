@@ -51,11 +51,16 @@ use crate::tokens::installation::SLUG_BUDGET;
 /// How long a claim on the signing of a shared JWT holds: its signing, encryption and write take
 /// well under it.
 pub const CLAIM_SECS: i64 = 10;
-/// The most a function waits for the JWT another function claimed to sign.
-pub const SHARE_WAIT: Duration = Duration::from_secs(3);
-/// The first pause before the entry is read again (doubled each time, jittered), and the longest.
-const POLL_FIRST: Duration = Duration::from_millis(20);
-const POLL_MAX: Duration = Duration::from_millis(250);
+/// The most a function waits for the JWT another function claimed to sign: as long as a claim
+/// lasts. A live claim means a signing is under way, and waiting for it costs less than another
+/// `Sign` (the very call a burst must not multiply, and the one KMS throttles first). In a
+/// function with Lambda's 15 s timeout the deadline ends the wait sooner ([`AFTER_WAIT`]).
+pub const SHARE_WAIT: Duration = Duration::from_secs(CLAIM_SECS as u64);
+/// The first pause before the entry is read again (doubled each time, jittered), and the longest:
+/// a signing, an encryption and a write take a few round trips, and a burst's waiting readers must
+/// not crowd out the claimant's own calls.
+const POLL_FIRST: Duration = Duration::from_millis(50);
+const POLL_MAX: Duration = Duration::from_secs(1);
 /// What the invocation keeps back from its deadline while it waits for the shared JWT: one AWS
 /// call, retries included, and one attempt of another (the sign, then the mint; or the read,
 /// then the decrypt). Two whole calls would leave no wait at all in a 15-second function.
