@@ -54,7 +54,7 @@ pub const CLAIM_SECS: i64 = 10;
 /// The most a function waits for the JWT another function claimed to sign: as long as a claim
 /// lasts. A live claim means a signing is under way, and waiting for it costs less than another
 /// `Sign` (the very call a burst must not multiply, and the one KMS throttles first). In a
-/// function with Lambda's 15 s timeout the deadline ends the wait sooner ([`AFTER_WAIT`]).
+/// function with Lambda's 15 s timeout the deadline ends the wait sooner (`AFTER_WAIT`).
 pub const SHARE_WAIT: Duration = Duration::from_secs(CLAIM_SECS as u64);
 /// The first pause before the entry is read again (doubled each time, jittered), and the longest:
 /// a signing, an encryption and a write take a few round trips, and a burst's waiting readers must
