@@ -51,6 +51,8 @@ use crate::tokens::installation::SLUG_BUDGET;
 /// How long a claim on the signing of a shared JWT holds: its signing, encryption and write take
 /// well under it.
 pub const CLAIM_SECS: i64 = 10;
+/// How long an App row read for one request's JWT also serves the requests that follow it.
+pub const ROW_SHARE_SECS: i64 = 1;
 /// The most a function waits for the JWT another function claimed to sign: as long as a claim
 /// lasts. A live claim means a signing is under way, and waiting for it costs less than another
 /// `Sign` (the very call a burst must not multiply, and the one KMS throttles first). In a
@@ -90,8 +92,10 @@ pub struct AppJwts {
     store: Arc<dyn AppStore>,
     clock: Arc<dyn Clock>,
     cache: FlightCache<i64, AppJwt>,
-    /// App rows being read for [`Self::get_decided`] (key ARN, client ID).
-    rows: FlightCache<i64, (String, Option<String>)>,
+    /// App rows read for [`Self::get_decided`] (key ARN, client ID, when read), shared while
+    /// they are read and for [`ROW_SHARE_SECS`] after: the requests that come while the first
+    /// one's access is still being decided (its JWT not yet being made) read no row of their own.
+    rows: FlightCache<i64, (String, Option<String>, i64)>,
     share: Option<JwtShare>,
     /// Asks the App's slug for the shared entry (`None`: the entry goes without it).
     github: Option<GitHubClient>,
@@ -149,8 +153,8 @@ impl AppJwts {
             cache: FlightCache::new(Limits { entries: 10_000, bytes: 8 << 20 }, |_, jwt| {
                 size_of::<(i64, AppJwt)>() + jwt.token.expose().len()
             }),
-            rows: FlightCache::new(Limits { entries: 10_000, bytes: 8 << 20 }, |_, (arn, id)| {
-                size_of::<(i64, String, Option<String>)>() + arn.len() + id.as_ref().map_or(0, String::len)
+            rows: FlightCache::new(Limits { entries: 10_000, bytes: 8 << 20 }, |_, (arn, id, _)| {
+                size_of::<(i64, (String, Option<String>, i64))>() + arn.len() + id.as_ref().map_or(0, String::len)
             }),
             share: services.jwt_share.clone(),
             github: services.github.clone(),
@@ -182,11 +186,17 @@ impl AppJwts {
             let decision = decided.await?;
             return Ok((decision, self.get(app_id).await?));
         }
-        // A row read is shared only while it runs: a finished one is never reused.
-        let row = self.rows.get_or_fill(app_id, |_| false, || self.key_of(app_id));
+        // A row read is shared while it runs and for ROW_SHARE_SECS after, no longer: a rotated
+        // key is seen by the next request that makes a JWT.
+        let recent = |(_, _, at): &(String, Option<String>, i64)| self.clock.now() - at <= ROW_SHARE_SECS;
+        let row = self.rows.get_or_fill(app_id, recent, || async {
+            let (arn, client_id) = self.key_of(app_id).await?;
+            Ok((arn, client_id, self.clock.now()))
+        });
         let (decision, row) = tokio::join!(decided, row);
-        let (decision, (key, _)) = (decision?, row?);
-        let (jwt, cached) = self.cache.get_or_fill(app_id, fresh, || self.mint(app_id, Some(key)).boxed()).await?;
+        let (decision, ((arn, client_id, _), _)) = (decision?, row?);
+        let key = Some((arn, client_id));
+        let (jwt, cached) = self.cache.get_or_fill(app_id, fresh, || self.mint(app_id, key).boxed()).await?;
         Ok((decision, AppJwt { cached, ..jwt }))
     }
 
