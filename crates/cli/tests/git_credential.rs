@@ -5,9 +5,8 @@
 //! the requests; the double issues short-lived tokens where a test needs to see one expire.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,22 +76,11 @@ impl Setup {
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("AWS_EC2_METADATA_DISABLED", "true");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let input = input.to_string();
-        tokio::task::spawn_blocking(move || {
-            let mut child = cmd.spawn().unwrap();
-            // A helper that answers without reading may close its end first: that is no failure.
-            let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
-            child.wait_with_output().unwrap()
-        })
-        .await
-        .unwrap()
+        appcreds_testkit::output_with_input(cmd, input).await
     }
 
     /// `git -c … credential OPERATION` with `helpers` in this order (git's own list reset first)

@@ -4,9 +4,8 @@
 //! double of the runner's token endpoint; the process has no AWS credentials of its own. A
 //! loopback Function URL records how each request was signed.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -97,10 +96,7 @@ impl Setup {
             .env("APPCREDS_APP_TOKEN_URL", &self.function_url)
             .env("APPCREDS_INSTALLATION_TOKEN_URL", &self.function_url)
             .env("GITHUB_RUN_ID", "16273849501")
-            .env("GITHUB_REPOSITORY", "octo-org/hello-world")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("GITHUB_REPOSITORY", "octo-org/hello-world");
         if oidc {
             cmd.env("ACTIONS_ID_TOKEN_REQUEST_URL", &self.oidc_url)
                 .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "request-token");
@@ -108,14 +104,7 @@ impl Setup {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let input = input.to_string();
-        tokio::task::spawn_blocking(move || {
-            let mut child = cmd.spawn().unwrap();
-            let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
-            child.wait_with_output().unwrap()
-        })
-        .await
-        .unwrap()
+        appcreds_testkit::output_with_input(cmd, input).await
     }
 
     /// The access key ID and session token each Function URL request was signed with.

@@ -25,6 +25,23 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{n}", std::process::id())
 }
 
+/// Runs `cmd` with `input` on its stdin and returns its exit status and what it printed, off the
+/// async runtime. Its stdin, stdout and stderr are piped here. A command that answers without
+/// reading may close its end first: that is no failure.
+pub async fn output_with_input(mut cmd: std::process::Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let input = input.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().expect("the command starts");
+        let _ = child.stdin.take().expect("piped stdin").write_all(input.as_bytes());
+        child.wait_with_output().expect("the command's output")
+    })
+    .await
+    .expect("the command's thread")
+}
+
 /// The peak resident set size (`VmHWM`) of the process whose `/proc` status file is `status`
 /// (`/proc/self/status`, `/proc/<pid>/status`), in MiB; `None` if it cannot be read.
 pub fn peak_rss_mib(status: &str) -> Option<f64> {
