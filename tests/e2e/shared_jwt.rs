@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use appcreds_core::aws::app_table::DynamoAppStore;
 use appcreds_core::aws::kms::KmsVault;
 use appcreds_core::aws::shared_jwt::{DynamoSharedJwts, item_key};
 use appcreds_core::domain::clock::SystemClock;
@@ -13,6 +14,7 @@ use appcreds_core::ports::{JwtShare, Vault};
 use appcreds_core::tokens::app_jwt::AppJwts;
 use appcreds_core::{Secret, Services};
 use appcreds_testkit::aws;
+use appcreds_testkit::fault_proxy::FaultProxy;
 use appcreds_tests::github::jwt::{public_key, verify_rs256};
 use appcreds_tests::lambda::UrlRequest;
 use appcreds_tests::{Logs, Stack, endpoint, send};
@@ -120,6 +122,31 @@ async fn a_second_cold_function_takes_the_first_ones_jwt() {
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, item["Jwt"].as_b().unwrap().as_ref());
     let text = logs.text();
     assert!(!text.contains(first.token.expose()) && !text.contains(&sealed[..40]), "{text}");
+}
+
+/// A cold function reads the App row and the shared item at once: one round trip to the tables
+/// before it decrypts (or signs), not two. At the wire, each read is held until the other has come
+/// (or 10 s: a function that read them one after the other would show it there).
+#[tokio::test]
+async fn the_app_row_and_the_shared_item_are_read_at_once() {
+    let fleet = Fleet::start(APP).await;
+    let proxy = FaultProxy::start(fleet.stack.sdk.endpoint_url().unwrap()).await.unwrap();
+    let ddb = aws_sdk_dynamodb::Client::new(&aws::sdk_config(&proxy.url()).await);
+    let read = |table: &str| format!("DynamoDB_20120810.GetItem {table}");
+    proxy.meet(&read(&fleet.stack.app_table), &read(&fleet.table));
+    let mut services = fleet.services();
+    services.apps = Arc::new(DynamoAppStore::new(ddb.clone(), &fleet.stack.app_table));
+    services.jwt_share = Some(JwtShare {
+        store: Arc::new(DynamoSharedJwts::new(ddb, &fleet.table)),
+        vault: Arc::new(KmsVault::new(fleet.stack.counted_kms(), &fleet.key)),
+    });
+    // As installation-token and the jobs ask (`get`), then as app-token (`get_decided`), each cold.
+    let first = AppJwts::new(&services).get(APP).await.unwrap();
+    let allowed = async { Ok::<_, appcreds_core::Error>("allowed") };
+    let (decision, second) = AppJwts::new(&services).get_decided(APP, allowed).await.unwrap();
+    assert_eq!(proxy.released(), [true; 4], "{:?}", proxy.calls());
+    assert_eq!((decision, second.token.expose()), ("allowed", first.token.expose()));
+    assert_eq!((fleet.kms("Sign"), fleet.kms("Decrypt")), (1, 1));
 }
 
 /// Cold functions that all miss at once: one claims the signing and the others wait for it.

@@ -42,7 +42,7 @@ async fn a_cold_start_reads_the_root_certificates_once_for_every_client() {
                     return reads;
                 }
                 reads += 1;
-                let _ = to_reader.write_all(&bundle);
+                let _ = to_reader.write_all(bundle);
                 drop(to_reader);
                 // Until that reader closes its end, a writer opening now would hand it a second copy.
                 while std::fs::OpenOptions::new().write(true).custom_flags(O_NONBLOCK).open(&fifo).is_ok() {

@@ -1,54 +1,117 @@
 //! The TLS trust of every HTTPS client of a function (GitHub's REST API, the Actions OIDC issuer,
-//! the AWS SDK): the system's root certificates, read once per process, by the first client that
-//! needs them (a function's first AWS call, in its first answer), not at the cold start.
+//! the AWS SDK): the system's root certificates, read once per process.
 //!
-//! Reading the system's store (`SSL_CERT_FILE`, `SSL_CERT_DIR`, else the distribution's bundle and
-//! certificate directories) and parsing it is most of what building an HTTPS client costs, and a
+//! Reading the system's store and parsing it is most of what building an HTTPS client costs, and a
 //! cold start pays it before its first answer: each reqwest client and each SDK client used to
-//! read it again, at the cold start. It stays the system's store, not roots compiled in, so that a
-//! GitHub Enterprise Server behind a private CA is trusted by pointing `SSL_CERT_FILE` at a bundle
-//! that holds its CA.
+//! read it again, at the cold start. Now the first client that needs the roots reads them, in
+//! the first answer, and the others take that read. (Read on a thread of its own as the init
+//! ended, the roots came no sooner: that thread slowed the init by as much as it saved.)
+//!
+//! Which store: `SSL_CERT_FILE` and `SSL_CERT_DIR` when either is set (both when both, as
+//! OpenSSL reads them); otherwise the distribution's bundle, the one file its CA tooling
+//! (`update-ca-trust`, `update-ca-certificates`) writes every trusted root into, and not also the
+//! certificate directory beside it, which holds the same roots again, a file each; only with no
+//! bundle, the distribution's certificate directories. It stays the system's store, not roots
+//! compiled in, so that a GitHub Enterprise Server behind a private CA is trusted by pointing
+//! `SSL_CERT_FILE` at a bundle that holds its CA.
 
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
 
 use crate::error::Error;
 
-/// The system's roots: the store rustls verifies with, and the certificates it was made from.
+/// The system's roots: the store rustls verifies with, and the same certificates as one PEM
+/// bundle (for the AWS SDK, which takes its trust as PEM).
 struct Roots {
     store: Arc<RootCertStore>,
-    certificates: Vec<CertificateDer<'static>>,
+    pem: Vec<u8>,
 }
 
 /// The system's roots, read on first use; or why there are none.
 static ROOTS: OnceLock<Result<Roots, String>> = OnceLock::new();
 
+/// Where the roots are read from.
+#[derive(Debug, PartialEq, Eq)]
+enum Source {
+    /// `SSL_CERT_FILE` and `SSL_CERT_DIR`, whichever are set.
+    Environment,
+    /// The distribution's bundle, alone.
+    Bundle(PathBuf),
+    /// The platform's default: with no bundle, the distribution's certificate directories.
+    Platform,
+}
+
+/// The store to read: the environment's when it names one (`environment_set`), else the
+/// distribution's `bundle` if there is one, else the platform's default.
+fn source(environment_set: bool, bundle: Option<PathBuf>) -> Source {
+    match (environment_set, bundle) {
+        (true, _) => Source::Environment,
+        (false, Some(bundle)) => Source::Bundle(bundle),
+        (false, None) => Source::Platform,
+    }
+}
+
+/// The distribution's bundle, where OpenSSL's conventions put it.
+fn distribution_bundle() -> Option<PathBuf> {
+    #[cfg(all(unix, not(target_os = "macos")))]
+    return openssl_probe::probe().cert_file;
+    #[cfg(not(all(unix, not(target_os = "macos"))))]
+    None
+}
+
+/// Reads `source`; a bundle without a certificate falls back to the platform's default.
+fn read(source: &Source) -> rustls_native_certs::CertificateResult {
+    if let Source::Bundle(bundle) = source {
+        let found = rustls_native_certs::load_certs_from_paths(Some(bundle), None);
+        if !found.certs.is_empty() {
+            return found;
+        }
+        tracing::warn!(bundle = %bundle.display(), "no root certificate in the bundle: reading the certificate directories");
+    }
+    rustls_native_certs::load_native_certs()
+}
+
 /// Reads the system's store; the certificates rustls cannot parse are left out (and said so).
 fn system_roots() -> Result<Roots, String> {
-    let found = rustls_native_certs::load_native_certs();
+    let started = std::time::Instant::now();
+    let environment_set = ["SSL_CERT_FILE", "SSL_CERT_DIR"].iter().any(|v| std::env::var_os(v).is_some());
+    let bundle = if environment_set { None } else { distribution_bundle() };
+    let source = source(environment_set, bundle);
+    let found = read(&source);
     for error in &found.errors {
         tracing::warn!(%error, "a system root certificate store could not be read");
     }
     let mut store = RootCertStore::empty();
+    let mut pem = Vec::new();
     let read = found.certs.len();
-    let mut certificates = Vec::with_capacity(read);
     for cert in found.certs {
-        if store.add(cert.clone()).is_ok() {
-            certificates.push(cert);
+        let encoded = STANDARD.encode(cert.as_ref());
+        if store.add(cert).is_ok() {
+            pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+            for line in encoded.as_bytes().chunks(64) {
+                pem.extend_from_slice(line);
+                pem.push(b'\n');
+            }
+            pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
         }
     }
-    let unparsable = read - certificates.len();
+    let unparsable = read - store.len();
     if unparsable > 0 {
         tracing::warn!(unparsable, "system root certificates left out: they could not be parsed");
     }
     if store.is_empty() {
         return Err("no root certificate in the system's store (see SSL_CERT_FILE and SSL_CERT_DIR)".into());
     }
-    Ok(Roots { store: Arc::new(store), certificates })
+    tracing::debug!(
+        certificates = store.len(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "root certificates read"
+    );
+    Ok(Roots { store: Arc::new(store), pem })
 }
 
 fn roots() -> Result<&'static Roots, Error> {
@@ -73,15 +136,43 @@ pub fn client_config() -> Result<rustls::ClientConfig, Error> {
 
 /// The system's roots as one PEM bundle, for a client that takes its trust as PEM (the AWS SDK's):
 /// only the certificates rustls parsed, so that such a client parses every one.
-pub fn roots_pem() -> Result<Vec<u8>, Error> {
-    let mut pem = Vec::new();
-    for cert in &roots()?.certificates {
-        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
-        for line in STANDARD.encode(cert.as_ref()).as_bytes().chunks(64) {
-            pem.extend_from_slice(line);
-            pem.push(b'\n');
-        }
-        pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+pub fn roots_pem() -> Result<&'static [u8], Error> {
+    Ok(&roots()?.pem)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::{Source, source};
+
+    #[test]
+    fn the_environment_names_the_store_when_it_sets_one() {
+        assert_eq!(source(true, Some(PathBuf::from("/etc/ssl/certs/ca-certificates.crt"))), Source::Environment);
+        assert_eq!(source(true, None), Source::Environment);
     }
-    Ok(pem)
+
+    #[test]
+    fn otherwise_the_distributions_bundle_alone_is_read() {
+        let bundle = PathBuf::from("/etc/pki/tls/certs/ca-bundle.crt");
+        assert_eq!(source(false, Some(bundle.clone())), Source::Bundle(bundle));
+        assert_eq!(source(false, None), Source::Platform);
+    }
+
+    #[test]
+    fn a_bundle_is_read_alone_and_parsed_once() {
+        let dir = std::env::temp_dir().join(format!("appcreds-roots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // One certificate of the system's store, written as a bundle beside a stray file: only
+        // the bundle is read.
+        let system = super::roots_pem().unwrap();
+        let end = b"-----END CERTIFICATE-----\n";
+        let first = system.windows(end.len()).position(|w| w == end).map(|i| i + end.len()).unwrap_or(0);
+        let bundle = dir.join("bundle.pem");
+        std::fs::write(&bundle, &system[..first]).unwrap();
+        std::fs::write(dir.join("other.pem"), system).unwrap();
+        let found = super::read(&Source::Bundle(bundle));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(found.certs.len(), 1, "{:?}", found.errors);
+    }
 }

@@ -1,7 +1,8 @@
 //! A loopback proxy in front of an AWS-protocol server (moto) that answers chosen actions with an
 //! AWS error for a number of requests and forwards everything else untouched: throttling and
 //! outages of a real protocol server, through the real SDK clients. It also counts every request
-//! by its operation, as it arrives on the wire (so a retry counts again), whichever process sent it.
+//! by its operation, as it arrives on the wire (so a retry counts again), whichever process sent it,
+//! and can hold a request until another arrives (which proves a client sent both at once).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,8 +30,19 @@ struct Shared {
     calls: Mutex<BTreeMap<String, usize>>,
     /// The body of every awsQuery request, as it arrived.
     forms: Mutex<Vec<String>>,
+    /// Operations held until another arrives: (held, until).
+    holds: Mutex<Vec<(String, String)>>,
+    /// The requests being held, by operation.
+    waiting: Mutex<BTreeMap<String, usize>>,
+    /// How each held request was let go: `true` when the other arrived, `false` after [`HOLD_LIMIT`].
+    released: Mutex<Vec<bool>>,
+    /// Woken at each arrival.
+    arrivals: tokio::sync::Notify,
     http: reqwest::Client,
 }
+
+/// How long a held request waits for the other at most (then it goes on, and says so).
+const HOLD_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The running proxy; its URL is an endpoint for the SDK clients.
 pub struct FaultProxy {
@@ -71,6 +83,22 @@ impl FaultProxy {
         self.shared.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// Holds every request for `a` (as [`Self::calls`] names it) until a request for `b` is held
+    /// or arrives, and every request for `b` until one for `a` is held or arrives, for 10 s at
+    /// most: a client that sends both at once gets both answered at once, in whichever order they
+    /// come; one that waits for one answer before sending the other request waits 10 s for each.
+    pub fn meet(&self, a: &str, b: &str) {
+        let mut holds = self.shared.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        holds.push((a.into(), b.into()));
+        holds.push((b.into(), a.into()));
+    }
+
+    /// How each held request was let go, in order: `true` when the other request had arrived,
+    /// `false` when it had not within 10 s.
+    pub fn released(&self) -> Vec<bool> {
+        self.shared.released.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// The bodies (forms, still URL-encoded) of the awsQuery requests for `action` so far, in order.
     pub fn forms(&self, action: &str) -> Vec<String> {
         let forms = self.shared.forms.lock().unwrap_or_else(PoisonError::into_inner);
@@ -93,13 +121,44 @@ fn operation(parts: &axum::http::request::Parts, form: &str) -> String {
     }
 }
 
+/// Holds a request for `op` while [`FaultProxy::meet`] says so.
+async fn hold(shared: &Shared, op: &str) {
+    let until = {
+        let holds = shared.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        holds.iter().find(|(held, _)| held == op).map(|(_, until)| until.clone())
+    };
+    let Some(until) = until else { return };
+    let arrived = |op: &str| shared.calls.lock().unwrap_or_else(PoisonError::into_inner).get(op).copied().unwrap_or(0);
+    let held = |op: &str| shared.waiting.lock().unwrap_or_else(PoisonError::into_inner).get(op).copied().unwrap_or(0);
+    let before = arrived(&until);
+    *shared.waiting.lock().unwrap_or_else(PoisonError::into_inner).entry(op.to_string()).or_default() += 1;
+    shared.arrivals.notify_waiters();
+    let give_up = tokio::time::Instant::now() + HOLD_LIMIT;
+    let released = loop {
+        let arrival = shared.arrivals.notified();
+        tokio::pin!(arrival);
+        arrival.as_mut().enable();
+        if held(&until) > 0 || arrived(&until) > before {
+            break true;
+        }
+        if tokio::time::timeout_at(give_up, arrival).await.is_err() {
+            break false;
+        }
+    };
+    *shared.waiting.lock().unwrap_or_else(PoisonError::into_inner).entry(op.to_string()).or_default() -= 1;
+    shared.released.lock().unwrap_or_else(PoisonError::into_inner).push(released);
+}
+
 async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let Ok(body): Result<Bytes, _> = axum::body::to_bytes(body, 16 << 20).await else {
         return StatusCode::BAD_REQUEST.into_response();
     };
     let text = String::from_utf8_lossy(&body);
-    *shared.calls.lock().unwrap_or_else(PoisonError::into_inner).entry(operation(&parts, &text)).or_default() += 1;
+    let op = operation(&parts, &text);
+    *shared.calls.lock().unwrap_or_else(PoisonError::into_inner).entry(op.clone()).or_default() += 1;
+    shared.arrivals.notify_waiters();
+    hold(&shared, &op).await;
     if text.split('&').any(|kv| kv.starts_with("Action=")) {
         shared.forms.lock().unwrap_or_else(PoisonError::into_inner).push(text.to_string());
     }

@@ -44,7 +44,7 @@ use crate::error::{Error, KeyProblem};
 use crate::github::installations;
 use crate::github::types::{App, GitHubInstallation};
 use crate::github::{Auth, GitHubClient};
-use crate::ports::{AppStore, ClaimIf, Clock, JwtClaim, JwtShare, SharedJwt, Signer};
+use crate::ports::{AppStore, ClaimIf, Clock, JwtClaim, JwtShare, SharedItem, SharedJwt, Signer};
 use crate::services::Services;
 use crate::tokens::installation::SLUG_BUDGET;
 
@@ -92,10 +92,10 @@ pub struct AppJwts {
     store: Arc<dyn AppStore>,
     clock: Arc<dyn Clock>,
     cache: FlightCache<i64, AppJwt>,
-    /// App rows read for [`Self::get_decided`] (key ARN, client ID, when read), shared while
-    /// they are read and for [`ROW_SHARE_SECS`] after: the requests that come while the first
-    /// one's access is still being decided (its JWT not yet being made) read no row of their own.
-    rows: FlightCache<i64, (String, Option<String>, i64)>,
+    /// App rows read for [`Self::get_decided`], shared while they are read and for
+    /// [`ROW_SHARE_SECS`] after: the requests that come while the first one's access is still
+    /// being decided (its JWT not yet being made) read no row of their own.
+    rows: FlightCache<i64, Row>,
     share: Option<JwtShare>,
     /// Asks the App's slug for the shared entry (`None`: the entry goes without it).
     github: Option<GitHubClient>,
@@ -105,6 +105,18 @@ pub struct AppJwts {
     /// by then is not taken again, but replaced. One entry at most per App whose JWT GitHub
     /// refused, and a JWT is only made for an App of the App table with a key: bounded by it.
     refused: Mutex<HashMap<i64, i64>>,
+}
+
+/// An App row as read to make a JWT, and the shared item read at the same time (with a share):
+/// a cold start waits for one round trip to the tables, not one and then another.
+#[derive(Debug, Clone)]
+struct Row {
+    key_arn: String,
+    client_id: Option<String>,
+    /// When it was read (Unix seconds).
+    read_at: i64,
+    /// The App's shared item, as read with the row (`None` without a share).
+    shared: Option<Result<SharedItem, Error>>,
 }
 
 /// What the shared entry is worth to a function of the App whose current key is the one asked.
@@ -153,8 +165,14 @@ impl AppJwts {
             cache: FlightCache::new(Limits { entries: 10_000, bytes: 8 << 20 }, |_, jwt| {
                 size_of::<(i64, AppJwt)>() + jwt.token.expose().len()
             }),
-            rows: FlightCache::new(Limits { entries: 10_000, bytes: 8 << 20 }, |_, (arn, id, _)| {
-                size_of::<(i64, (String, Option<String>, i64))>() + arn.len() + id.as_ref().map_or(0, String::len)
+            rows: FlightCache::new(Limits { entries: 10_000, bytes: 8 << 20 }, |_, row: &Row| {
+                let entry = match &row.shared {
+                    Some(Ok(SharedItem { entry: Some(e), .. })) => {
+                        e.key_arn.len() + e.sealed.len() + e.slug.as_ref().map_or(0, String::len)
+                    }
+                    _ => 0,
+                };
+                size_of::<(i64, Row)>() + row.key_arn.len() + row.client_id.as_ref().map_or(0, String::len) + entry
             }),
             share: services.jwt_share.clone(),
             github: services.github.clone(),
@@ -188,15 +206,11 @@ impl AppJwts {
         }
         // A row read is shared while it runs and for ROW_SHARE_SECS after, no longer: a rotated
         // key is seen by the next request that makes a JWT.
-        let recent = |(_, _, at): &(String, Option<String>, i64)| self.clock.now() - at <= ROW_SHARE_SECS;
-        let row = self.rows.get_or_fill(app_id, recent, || async {
-            let (arn, client_id) = self.key_of(app_id).await?;
-            Ok((arn, client_id, self.clock.now()))
-        });
+        let recent = |row: &Row| self.clock.now() - row.read_at <= ROW_SHARE_SECS;
+        let row = self.rows.get_or_fill(app_id, recent, || self.read_row(app_id));
         let (decision, row) = tokio::join!(decided, row);
-        let (decision, ((arn, client_id, _), _)) = (decision?, row?);
-        let key = Some((arn, client_id));
-        let (jwt, cached) = self.cache.get_or_fill(app_id, fresh, || self.mint(app_id, key).boxed()).await?;
+        let (decision, (row, _)) = (decision?, row?);
+        let (jwt, cached) = self.cache.get_or_fill(app_id, fresh, || self.mint(app_id, Some(row)).boxed()).await?;
         Ok((decision, AppJwt { cached, ..jwt }))
     }
 
@@ -208,10 +222,19 @@ impl AppJwts {
         self.cache.invalidate(&app_id).await;
     }
 
-    /// The App's key ARN and client ID, as the App table has them now.
-    async fn key_of(&self, app_id: i64) -> Result<(String, Option<String>), Error> {
-        let app = self.store.get_app(app_id).await?.ok_or(Error::UnknownApp(app_id))?;
-        Ok((app.kms_key_arn.ok_or(Error::AppKeyMissing(app_id))?, app.client_id))
+    /// The App's key ARN and client ID, as the App table has them now, and with a share, its
+    /// shared item, read at the same time.
+    async fn read_row(&self, app_id: i64) -> Result<Row, Error> {
+        let shared = async {
+            match &self.share {
+                Some(share) => Some(share.store.read(app_id).await),
+                None => None,
+            }
+        };
+        let (app, shared) = tokio::join!(self.store.get_app(app_id), shared);
+        let app = app?.ok_or(Error::UnknownApp(app_id))?;
+        let key_arn = app.kms_key_arn.ok_or(Error::AppKeyMissing(app_id))?;
+        Ok(Row { key_arn, client_id: app.client_id, read_at: self.clock.now(), shared })
     }
 
     /// Every installation of `app_id` as GitHub lists it (all pages). A JWT GitHub refuses is
@@ -229,16 +252,17 @@ impl AppJwts {
         listed
     }
 
-    /// A new JWT for `app_id`, under the key ARN and client ID its row names (`key`, if it was
+    /// A new JWT for `app_id`, under the key ARN and client ID its row names (`row`, if it was
     /// read already).
-    async fn mint(&self, app_id: i64, key: Option<(String, Option<String>)>) -> Result<AppJwt, Error> {
-        let (key_arn, client_id) = match key {
-            Some(key) => key,
-            None => self.key_of(app_id).await?,
+    async fn mint(&self, app_id: i64, row: Option<Row>) -> Result<AppJwt, Error> {
+        let row = match row {
+            Some(row) => row,
+            None => self.read_row(app_id).await?,
         };
-        match &self.share {
-            Some(share) => self.shared(share, app_id, &key_arn, client_id.as_deref()).await,
-            None => Ok(self.sign(app_id, &key_arn, client_id.as_deref()).await?.0),
+        let (key_arn, client_id) = (&row.key_arn, row.client_id.as_deref());
+        match (&self.share, row.shared) {
+            (Some(share), read) => self.shared(share, app_id, key_arn, client_id, read).await,
+            (None, _) => Ok(self.sign(app_id, key_arn, client_id).await?.0),
         }
     }
 
@@ -261,16 +285,21 @@ impl AppJwts {
 
     /// **(ext)** The shared JWT of `app_id` for `key_arn` (the App's current key), or one signed
     /// here: by the one function that claims the signing, which shares it, or by any function
-    /// the share fails.
+    /// the share fails. `read`: the App's shared item, if it was read with the row.
     async fn shared(
         &self,
         share: &JwtShare,
         app_id: i64,
         key_arn: &str,
         client_id: Option<&str>,
+        read: Option<Result<SharedItem, Error>>,
     ) -> Result<AppJwt, Error> {
         let now = self.clock.now();
-        let found = match share.store.read(app_id).await {
+        let read = match read {
+            Some(read) => read,
+            None => share.store.read(app_id).await,
+        };
+        let found = match read {
             Ok(item) => self.judge(app_id, item.entry, key_arn),
             Err(e) => {
                 tracing::warn!(app_id, error = %e, "could not read the shared App JWT; signing one");
