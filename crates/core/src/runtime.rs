@@ -7,6 +7,7 @@ use std::sync::Arc;
 use aws_config::{BehaviorVersion, SdkConfig};
 use lambda_http::lambda_runtime::{self, LambdaEvent, service_fn};
 use serde_json::Value;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 
 use crate::aws::access_table::DynamoAccessStore;
 use crate::aws::app_table::DynamoAppStore;
@@ -136,19 +137,25 @@ impl ColdStart {
 /// shape of the Lambda runtime's default subscriber, but compact: with JSON, one object per event,
 /// its fields at the top level, and the invocation's span (request ID, X-Ray trace ID) once, not
 /// twice (`span` and `spans`). Each line names its target, so the audit lines are found by
-/// `target = "appcreds::audit"` (docs/benchmarks.md measures the bytes).
+/// `target = "appcreds::audit"` (docs/benchmarks.md measures the bytes). Filtered by
+/// [`log_filter`].
 fn init_logging() {
-    use lambda_http::tracing::subscriber::EnvFilter;
-    use lambda_http::tracing::subscriber::filter::LevelFilter;
-    use lambda_http::tracing::subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").or_else(|_| std::env::var("RUST_LOG"));
     let level = level.ok().and_then(|l| l.parse::<LevelFilter>().ok()).unwrap_or(LevelFilter::INFO);
-    let filter = capped(EnvFilter::builder().with_default_directive(level.into()).from_env_lossy(), level);
+    let filter = log_filter(level, &std::env::var("RUST_LOG").unwrap_or_default());
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     if json {
-        json_logs(std::io::stdout).with_env_filter(filter).finish().init();
+        json_logs(std::io::stdout).finish().with(filter).init();
     } else {
-        lambda_http::tracing::subscriber::fmt().with_target(false).without_time().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .with_max_level(LevelFilter::TRACE)
+            .with_target(false)
+            .without_time()
+            .finish()
+            .with(filter)
+            .init();
     }
 }
 
@@ -172,34 +179,45 @@ pub const CAPPED_AT_DEBUG: &[&str] = &[
     "lambda_http",
 ];
 
-/// `filter` with [`CAPPED_AT_DEBUG`] held at `level`, and never beyond DEBUG.
-pub fn capped(
-    mut filter: lambda_http::tracing::subscriber::EnvFilter,
-    level: lambda_http::tracing::subscriber::filter::LevelFilter,
-) -> lambda_http::tracing::subscriber::EnvFilter {
-    use lambda_http::tracing::subscriber::filter::LevelFilter;
+/// The functions' log filter: `level` for every target; `RUST_LOG`'s directives (`rust_log`:
+/// `LEVEL` and `target=LEVEL`, comma-separated; any other, such as a span or field filter, is
+/// left out); and [`CAPPED_AT_DEBUG`]'s crates, and every module of theirs a directive names, at
+/// `level` but never beyond DEBUG.
+pub fn log_filter(level: LevelFilter, rust_log: &str) -> Targets {
     let cap = level.min(LevelFilter::DEBUG);
-    for target in CAPPED_AT_DEBUG {
-        if let Ok(directive) = format!("{target}={cap}").parse() {
-            filter = filter.add_directive(directive);
+    let capped = |target: &str| {
+        CAPPED_AT_DEBUG
+            .iter()
+            .any(|c| target.strip_prefix(c).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")))
+    };
+    let mut filter = Targets::new().with_default(level).with_targets(CAPPED_AT_DEBUG.iter().map(|c| (*c, cap)));
+    for directive in rust_log.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let Ok(parsed) = directive.parse::<Targets>() else { continue };
+        if let Some(default) = parsed.default_level() {
+            filter = filter.with_default(default);
+        }
+        for (target, asked) in parsed.iter() {
+            filter = filter.with_target(target, if capped(target) { asked.min(cap) } else { asked });
         }
     }
     filter
 }
 
-/// The JSON log format of the functions, writing to `writer` (the tests capture it).
+/// The JSON log format of the functions, writing to `writer` (the tests capture it). It lets
+/// every event through: [`log_filter`] filters.
 pub fn json_logs<W>(
     writer: W,
-) -> lambda_http::tracing::subscriber::fmt::SubscriberBuilder<
-    lambda_http::tracing::subscriber::fmt::format::JsonFields,
-    lambda_http::tracing::subscriber::fmt::format::Format<lambda_http::tracing::subscriber::fmt::format::Json, ()>,
-    lambda_http::tracing::subscriber::filter::LevelFilter,
+) -> tracing_subscriber::fmt::SubscriberBuilder<
+    tracing_subscriber::fmt::format::JsonFields,
+    tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json, ()>,
+    LevelFilter,
     W,
 >
 where
-    W: for<'w> lambda_http::tracing::subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    lambda_http::tracing::subscriber::fmt()
+    tracing_subscriber::fmt()
+        .with_max_level(LevelFilter::TRACE)
         .without_time()
         .with_target(true)
         .json()
@@ -257,8 +275,8 @@ mod log_cap_tests {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
-    use lambda_http::tracing::subscriber::EnvFilter;
-    use lambda_http::tracing::subscriber::filter::LevelFilter;
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
 
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);
@@ -276,17 +294,14 @@ mod log_cap_tests {
     fn logged(level: LevelFilter, rust_log: &str) -> String {
         let buffer = Buffer::default();
         let writer = buffer.clone();
-        let filter =
-            super::capped(EnvFilter::builder().with_default_directive(level.into()).parse_lossy(rust_log), level);
-        let subscriber = lambda_http::tracing::subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(move || writer.clone())
-            .finish();
+        let subscriber = super::json_logs(move || writer.clone()).finish().with(super::log_filter(level, rust_log));
         tracing::subscriber::with_default(subscriber, || {
             tracing::trace!(target: "aws_smithy_runtime::client::orchestrator", "sdk-trace Plaintext=c2VjcmV0");
             tracing::debug!(target: "aws_smithy_runtime::client::orchestrator", "sdk-debug");
             tracing::trace!(target: "appcreds_core::jobs::key_rotation", "own-trace");
             tracing::info!(target: "hyper::proto", "hyper-info");
+            tracing::info!(target: "appcreds::audit", "audit-info");
+            tracing::trace!(target: "lambda_runtime", "event-trace Authorization=x");
         });
         let bytes = buffer.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         String::from_utf8_lossy(&bytes).into_owned()
@@ -296,12 +311,36 @@ mod log_cap_tests {
     fn the_sdk_and_http_crates_never_log_beyond_debug() {
         let trace = logged(LevelFilter::TRACE, "");
         assert!(!trace.contains("sdk-trace") && trace.contains("sdk-debug") && trace.contains("own-trace"), "{trace}");
-        // RUST_LOG asking for the SDK's TRACE gets DEBUG.
-        let asked = logged(LevelFilter::TRACE, "aws_smithy_runtime=trace");
-        assert!(!asked.contains("sdk-trace"), "{asked}");
+        assert!(!trace.contains("event-trace"), "{trace}");
+        // RUST_LOG asking for the SDK's TRACE gets DEBUG, for the crate or any module of it.
+        for asked in ["aws_smithy_runtime=trace", "aws_smithy_runtime::client=trace", "trace", "lambda_runtime=trace"] {
+            let got = logged(LevelFilter::TRACE, asked);
+            assert!(
+                !got.contains("sdk-trace") && !got.contains("event-trace") && got.contains("sdk-debug"),
+                "{asked}: {got}"
+            );
+        }
         // At INFO they stay at INFO (the cap never raises a level).
         let info = logged(LevelFilter::INFO, "");
         assert!(!info.contains("sdk-debug") && info.contains("hyper-info") && !info.contains("own-trace"), "{info}");
+    }
+
+    #[test]
+    fn rust_log_adds_to_the_level_and_can_quiet_a_crate() {
+        // A target directive leaves every other target at the level: the audit lines stay.
+        let own = logged(LevelFilter::INFO, "appcreds_core=trace");
+        assert!(own.contains("own-trace") && own.contains("audit-info") && !own.contains("sdk-debug"), "{own}");
+        // A capped crate may be quieted; what does not parse (a span filter) is left out.
+        let quiet = logged(LevelFilter::INFO, "hyper=off,[request{id}]=trace,appcreds_core=trace");
+        assert!(
+            !quiet.contains("hyper-info") && quiet.contains("own-trace") && quiet.contains("audit-info"),
+            "{quiet}"
+        );
+        // A crate's name is not a prefix of another's: `hyperx` is not capped.
+        let filter = super::log_filter(LevelFilter::INFO, "hyperx=trace,aws_smithy_runtime_apix=trace");
+        assert!(filter.would_enable("hyperx::m", &tracing::Level::TRACE));
+        assert!(filter.would_enable("aws_smithy_runtime_apix", &tracing::Level::TRACE));
+        assert!(!filter.would_enable("aws_smithy_runtime_api::x", &tracing::Level::DEBUG));
     }
 }
 
