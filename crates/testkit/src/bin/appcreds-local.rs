@@ -16,8 +16,9 @@
 //! `--fleet N` then starts N cold processes of installation-token (`--fleet-function`) at once,
 //! each on a Runtime API endpoint of its own with one event, against a fresh moto and GitHub
 //! double, and prints the AWS calls (counted at the wire), the GitHub calls and the times to ready
-//! and to the first answer. `--bin-dir` may be given more than once: the measurements run for each
-//! directory in turn and are printed side by side.
+//! and to the first answer. Each invocation's deadline is 300 s (room for moto's queue on a small
+//! machine), or `--fleet-timeout SECS` (15: the function's own). `--bin-dir` may be given more
+//! than once: the measurements run for each directory in turn and are printed side by side.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -87,6 +88,8 @@ struct Options {
     /// After the check, start this many cold processes of `fleet_function` at once.
     fleet: Option<usize>,
     fleet_function: String,
+    /// Each fleet process's invocation deadline (`None`: 300 s, room for a queue on a small machine).
+    fleet_timeout: Option<Duration>,
     lambda_port: u16,
     github_port: u16,
     smoke: bool,
@@ -100,6 +103,7 @@ fn options() -> Result<Options, String> {
         log_bytes: None,
         fleet: None,
         fleet_function: "appcreds-installation-token".into(),
+        fleet_timeout: None,
         lambda_port: 9000,
         github_port: 9001,
         smoke: false,
@@ -127,6 +131,10 @@ fn options() -> Result<Options, String> {
                 o.smoke = true;
             }
             "--fleet-function" => o.fleet_function = value("--fleet-function")?,
+            "--fleet-timeout" => {
+                let secs: u64 = value("--fleet-timeout")?.parse().map_err(|_| "--fleet-timeout takes seconds")?;
+                o.fleet_timeout = Some(Duration::from_secs(secs.max(1)));
+            }
             "--cold-starts" => {
                 let n: usize = value("--cold-starts")?.parse().map_err(|_| "--cold-starts takes a count")?;
                 o.cold_starts = Some(n.max(1));
@@ -134,7 +142,7 @@ fn options() -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: appcreds-local [--app-id N] [--lambda-port 9000] [--github-port 9001] [--smoke] [--bin-dir DIR]... [--cold-starts N] [--log-bytes N] [--fleet N] [--fleet-function NAME]"
+                    "usage: appcreds-local [--app-id N] [--lambda-port 9000] [--github-port 9001] [--smoke] [--bin-dir DIR]... [--cold-starts N] [--log-bytes N] [--fleet N] [--fleet-function NAME] [--fleet-timeout SECS]"
                 );
                 std::process::exit(0);
             }
@@ -249,6 +257,7 @@ async fn run(mut opts: Options) -> Result<(), BoxError> {
                 .current_dir(&root)
                 .args(["lambda", "watch", "--only-lambda-apis", "--quiet", "-A", "127.0.0.1", "-P", &port])
                 .env("PATH", &path),
+            Inherit::Environment,
         )
         .map_err(|e| format!("cannot run cargo lambda watch (run scripts/setup first): {e}"))?,
     ];
@@ -260,12 +269,12 @@ async fn run(mut opts: Options) -> Result<(), BoxError> {
     for function in FUNCTIONS {
         let binary = bin_dir.join(function);
         let mut command = tokio::process::Command::new(&binary);
+        env.apply(command.as_std_mut(), function);
         command.env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt/{function}"));
         // cargo lambda watch does not check SigV4 and passes no IAM caller: the local stack
         // states one, so that access rules work here as they do in AWS.
         command.env("REQUIRE_IAM_CALLER", "false").env("LOCAL_CALLER_ARN", LOCAL_CALLER);
-        env.apply(command.as_std_mut(), function);
-        let child = spawn_isolated(&mut command).map_err(|e| {
+        let child = spawn_isolated(&mut command, Inherit::Nothing).map_err(|e| {
             format!("cannot start {} (build it with cargo build --workspace --bins): {e}", binary.display())
         })?;
         children.push(child);
@@ -288,7 +297,7 @@ async fn run(mut opts: Options) -> Result<(), BoxError> {
         result = log_bytes(&env, &bin_dir, opts.app_id, requests).await;
     }
     if let (Ok(()), Some(n)) = (&result, opts.fleet) {
-        result = fleet(opts.app_id, &opts.bin_dirs, n, &opts.fleet_function).await;
+        result = fleet(opts.app_id, &opts.bin_dirs, n, &opts.fleet_function, opts.fleet_timeout).await;
     }
     match &result {
         Ok(()) if opts.smoke => {}
@@ -407,7 +416,10 @@ async fn demo(base: &str, app_id: i64, public_key_der: &[u8], github: &GitHubDou
     Ok(())
 }
 
-/// What every function process gets in its environment, as the template sets it.
+/// What every function process gets in its environment: what Lambda sets, and the variables the
+/// template sets. Nothing else of this shell's environment (its `SSL_CERT_FILE` or AWS profile)
+/// reaches a function, which reads here what it reads in Lambda (`RUST_LOG` alone passes, for
+/// debugging).
 struct FunctionEnv {
     moto: String,
     app_table: String,
@@ -421,8 +433,19 @@ struct FunctionEnv {
 }
 
 impl FunctionEnv {
+    /// Clears `command`'s environment and sets the function's: anything else (the Runtime API's
+    /// endpoint) is set after.
     fn apply(&self, command: &mut std::process::Command, function: &str) {
+        command.env_clear();
+        if let Some(filter) = std::env::var_os("RUST_LOG") {
+            command.env("RUST_LOG", filter);
+        }
         command
+            // As Lambda sets them for a provided.al2023 function.
+            .env("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin")
+            .env("LANG", "en_US.UTF-8")
+            .env("TZ", ":UTC")
+            .env("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023")
             .env("AWS_LAMBDA_FUNCTION_NAME", function)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
@@ -544,12 +567,12 @@ async fn cold_start(
     let (event, timeout) = cold_start_event(event_of, app_id);
     let api = appcreds_testkit::runtime_api::RuntimeApi::start(event, timeout).await?;
     let mut command = tokio::process::Command::new(binary);
+    env.apply(command.as_std_mut(), function);
     command
         .env("AWS_LAMBDA_RUNTIME_API", api.endpoint())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);
-    env.apply(command.as_std_mut(), function);
     let before = children();
     let spawned = Instant::now();
     let mut child = command.spawn()?;
@@ -573,8 +596,8 @@ async fn log_bytes(env: &FunctionEnv, bin_dir: &std::path::Path, app_id: i64, re
         let (event, timeout) = cold_start_event(function, app_id);
         let api = appcreds_testkit::runtime_api::RuntimeApi::start_many(vec![event; n], timeout).await?;
         let mut command = tokio::process::Command::new(bin_dir.join(function));
-        command.env("AWS_LAMBDA_RUNTIME_API", api.endpoint()).stdout(Stdio::piped()).stderr(Stdio::null());
         env.apply(command.as_std_mut(), function);
+        command.env("AWS_LAMBDA_RUNTIME_API", api.endpoint()).stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = command.kill_on_drop(true).spawn()?;
         let answered = api.wait_for(n, Duration::from_secs(120)).await;
         let _ = child.start_kill();
@@ -601,7 +624,13 @@ async fn log_bytes(env: &FunctionEnv, bin_dir: &std::path::Path, app_id: i64, re
 /// installation table holds the rows that directory's own tracker writes (in a stack of their
 /// own, so nothing else it leaves behind warms the burst); the AWS calls counted at the wire by a
 /// proxy in front of moto, the GitHub calls by the double. Prints the bursts side by side.
-async fn fleet(app_id: i64, dirs: &[std::path::PathBuf], n: usize, function: &str) -> Result<(), BoxError> {
+async fn fleet(
+    app_id: i64,
+    dirs: &[std::path::PathBuf],
+    n: usize,
+    function: &str,
+    deadline: Option<Duration>,
+) -> Result<(), BoxError> {
     let tracker = "appcreds-installation-tracker";
     let mut columns = Vec::new();
     for dir in dirs {
@@ -617,7 +646,8 @@ async fn fleet(app_id: i64, dirs: &[std::path::PathBuf], n: usize, function: &st
         let proxy = appcreds_testkit::fault_proxy::FaultProxy::start(moto.endpoint()).await?;
         let env = FunctionEnv { moto: proxy.url(), ..env };
         let (event, _) = cold_start_event(function, app_id);
-        let (timeout, limit) = (Duration::from_secs(300), Duration::from_secs(120 + 3 * n as u64));
+        let timeout = deadline.unwrap_or(Duration::from_secs(300));
+        let limit = Duration::from_secs(120 + 3 * n as u64).max(timeout + Duration::from_secs(30));
         let burst = fleet::Burst { binary: dir.join(function), processes: n, event, timeout, limit };
         let outcome = burst.run(&|c| env.apply(c, function)).await?;
         let column = fleet::Column {
@@ -903,10 +933,22 @@ fn step(message: &str) {
     println!("✔ {message}");
 }
 
+/// What a process started by [`spawn_isolated`] gets of this one's environment, beside what its
+/// command sets.
+enum Inherit {
+    /// All of it.
+    Environment,
+    /// Nothing (a function: [`FunctionEnv::apply`]).
+    Nothing,
+}
+
 /// Starts `cmd` in a session of its own (cargo lambda signals its whole process group on exit).
-fn spawn_isolated(cmd: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+fn spawn_isolated(cmd: &mut tokio::process::Command, inherit: Inherit) -> std::io::Result<tokio::process::Child> {
     let std_cmd = cmd.as_std();
     let mut wrapped = tokio::process::Command::new("setsid");
+    if let Inherit::Nothing = inherit {
+        wrapped.env_clear();
+    }
     wrapped.arg(std_cmd.get_program()).args(std_cmd.get_args());
     if let Some(dir) = std_cmd.get_current_dir() {
         wrapped.current_dir(dir);
