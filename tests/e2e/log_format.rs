@@ -8,10 +8,12 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use appcreds_core::runtime::json_logs;
+use appcreds_core::runtime::{json_logs, log_filter};
 use appcreds_tests::lambda::UrlRequest;
 use appcreds_tests::{Logs, Stack, send};
 use serde_json::{Value, json};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -34,7 +36,9 @@ async fn an_audit_line_is_one_compact_object_with_its_target_and_no_token() {
     let captured = Captured::default();
     let writer = captured.clone();
     Logs::install_global_subscriber();
-    let _guard = tracing::subscriber::set_default(json_logs(move || writer.clone()).finish());
+    // The functions' subscriber as init_logging makes it at LogLevel=INFO.
+    let subscriber = json_logs(move || writer.clone()).finish().with(log_filter(LevelFilter::INFO, ""));
+    let _guard = tracing::subscriber::set_default(subscriber);
     let body = json!({"appId": APP, "owner": "octo-org"});
     let reply = send(|r| handler.handle(r), UrlRequest::post_json("/tokens/installation", &body)).await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);

@@ -180,16 +180,15 @@ pub const CAPPED_AT_DEBUG: &[&str] = &[
 ];
 
 /// The functions' log filter: `level` for every target; `RUST_LOG`'s directives (`rust_log`:
-/// `LEVEL` and `target=LEVEL`, comma-separated; any other, such as a span or field filter, is
-/// left out); and [`CAPPED_AT_DEBUG`]'s crates, and every module of theirs a directive names, at
-/// `level` but never beyond DEBUG.
+/// `LEVEL` and `target=LEVEL`, comma-separated, as `Targets` parses them: a span or field filter
+/// is dropped from its directive, and a directive that does not parse is left out); and
+/// [`CAPPED_AT_DEBUG`]'s crates at `level` but never beyond DEBUG. A target matches every target
+/// it is a prefix of (as text: `hyper` matches `hyper_util` and `hyper:`), and the longest
+/// directive that matches wins; so every directive whose target starts with a capped crate's name
+/// is capped too, or `aws_smithy_runtime:=trace` would win over the crate's cap.
 pub fn log_filter(level: LevelFilter, rust_log: &str) -> Targets {
     let cap = level.min(LevelFilter::DEBUG);
-    let capped = |target: &str| {
-        CAPPED_AT_DEBUG
-            .iter()
-            .any(|c| target.strip_prefix(c).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")))
-    };
+    let capped = |target: &str| CAPPED_AT_DEBUG.iter().any(|c| target.starts_with(c));
     let mut filter = Targets::new().with_default(level).with_targets(CAPPED_AT_DEBUG.iter().map(|c| (*c, cap)));
     for directive in rust_log.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let Ok(parsed) = directive.parse::<Targets>() else { continue };
@@ -313,7 +312,19 @@ mod log_cap_tests {
         assert!(!trace.contains("sdk-trace") && trace.contains("sdk-debug") && trace.contains("own-trace"), "{trace}");
         assert!(!trace.contains("event-trace"), "{trace}");
         // RUST_LOG asking for the SDK's TRACE gets DEBUG, for the crate or any module of it.
-        for asked in ["aws_smithy_runtime=trace", "aws_smithy_runtime::client=trace", "trace", "lambda_runtime=trace"] {
+        for asked in [
+            "aws_smithy_runtime=trace",
+            "aws_smithy_runtime::client=trace",
+            "aws_smithy_runtime:=trace",
+            "aws_smithy_runtime::client::orchestrator=trace",
+            "aws_smithy_runtime::client::orchestratorx=trace",
+            "aws_smithy_runt=trace",
+            "trace",
+            "lambda_runtime=trace",
+            "lambda_runtime:",
+            "lambda_runtime[{x}]=trace",
+            "aws=trace",
+        ] {
             let got = logged(LevelFilter::TRACE, asked);
             assert!(
                 !got.contains("sdk-trace") && !got.contains("event-trace") && got.contains("sdk-debug"),
@@ -336,11 +347,13 @@ mod log_cap_tests {
             !quiet.contains("hyper-info") && quiet.contains("own-trace") && quiet.contains("audit-info"),
             "{quiet}"
         );
-        // A crate's name is not a prefix of another's: `hyperx` is not capped.
-        let filter = super::log_filter(LevelFilter::INFO, "hyperx=trace,aws_smithy_runtime_apix=trace");
-        assert!(filter.would_enable("hyperx::m", &tracing::Level::TRACE));
-        assert!(filter.would_enable("aws_smithy_runtime_apix", &tracing::Level::TRACE));
-        assert!(!filter.would_enable("aws_smithy_runtime_api::x", &tracing::Level::DEBUG));
+        // Whatever the directive's target, no capped crate's event gets past the cap.
+        let filter = super::log_filter(LevelFilter::TRACE, "hyperx=trace,aws_smithy_runtime_apix=trace,h2:=trace");
+        for target in ["hyper::proto", "aws_smithy_runtime_api::x", "h2::frame", "lambda_runtime"] {
+            assert!(!filter.would_enable(target, &tracing::Level::TRACE), "{target}");
+            assert!(filter.would_enable(target, &tracing::Level::DEBUG), "{target}");
+        }
+        assert!(filter.would_enable("appcreds_core::github", &tracing::Level::TRACE));
     }
 }
 
