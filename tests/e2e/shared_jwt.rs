@@ -149,6 +149,26 @@ async fn the_app_row_and_the_shared_item_are_read_at_once() {
     assert_eq!((fleet.kms("Sign"), fleet.kms("Decrypt")), (1, 1));
 }
 
+/// A JWT GitHub refused is replaced in the share by the next one this function makes, even within
+/// the second its row read (and the shared item read with it, from before that JWT) is kept.
+#[tokio::test]
+async fn a_refused_jwt_is_replaced_in_the_share_at_once() {
+    let fleet = Fleet::start(APP).await;
+    let jwts = fleet.jwts();
+    let allowed = || async { Ok::<_, appcreds_core::Error>(()) };
+    let (_, refused) = jwts.get_decided(APP, allowed()).await.unwrap();
+    // As after GitHub's 401 for it.
+    jwts.invalidate(APP).await;
+    let (_, second) = jwts.get_decided(APP, allowed()).await.unwrap();
+    // Signed again and shared (encrypted for the entry), not signed for this function alone. (In
+    // the same second, RSA signs the same claims into the same bytes.)
+    assert_eq!((fleet.kms("Sign"), fleet.kms("Encrypt")), (2, 2), "{:?}", fleet.stack.counter.snapshot());
+    assert!(second.expires_at >= refused.expires_at);
+    // A cold function takes the new entry.
+    let third = fleet.jwts().get(APP).await.unwrap();
+    assert_eq!((third.token.expose(), fleet.kms("Sign")), (second.token.expose(), 2));
+}
+
 /// Cold functions that all miss at once: one claims the signing and the others wait for it.
 #[tokio::test]
 async fn concurrent_cold_functions_sign_at_most_twice() {

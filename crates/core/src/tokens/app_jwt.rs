@@ -205,8 +205,10 @@ impl AppJwts {
             return Ok((decision, self.get(app_id).await?));
         }
         // A row read is shared while it runs and for ROW_SHARE_SECS after, no longer: a rotated
-        // key is seen by the next request that makes a JWT.
-        let recent = |row: &Row| self.clock.now() - row.read_at <= ROW_SHARE_SECS;
+        // key is seen by the next request that makes a JWT. A shared item that could not be read
+        // is read again by the next.
+        let recent =
+            |row: &Row| self.clock.now() - row.read_at <= ROW_SHARE_SECS && !matches!(row.shared, Some(Err(_)));
         let row = self.rows.get_or_fill(app_id, recent, || self.read_row(app_id));
         let (decision, row) = tokio::join!(decided, row);
         let (decision, (row, _)) = (decision?, row?);
@@ -215,10 +217,12 @@ impl AppJwts {
     }
 
     /// Drops the cached JWT of `app_id`, e.g. after GitHub refused it (and distrusts the shared
-    /// one signed by now).
+    /// one signed by now), and the row read with the shared item as it was: the next JWT is made
+    /// from the item as it is now (the refused JWT in it is replaced, not waited for).
     pub async fn invalidate(&self, app_id: i64) {
         let now = self.clock.now();
         self.refused.lock().unwrap_or_else(PoisonError::into_inner).insert(app_id, now);
+        self.rows.invalidate(&app_id).await;
         self.cache.invalidate(&app_id).await;
     }
 
