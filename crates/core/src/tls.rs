@@ -63,25 +63,9 @@ fn distribution_bundle() -> Option<PathBuf> {
     None
 }
 
-/// Reads `source`; a bundle without a certificate falls back to the platform's default.
-fn read(source: &Source) -> rustls_native_certs::CertificateResult {
-    if let Source::Bundle(bundle) = source {
-        let found = rustls_native_certs::load_certs_from_paths(Some(bundle), None);
-        if !found.certs.is_empty() {
-            return found;
-        }
-        tracing::warn!(bundle = %bundle.display(), "no root certificate in the bundle: reading the certificate directories");
-    }
-    rustls_native_certs::load_native_certs()
-}
-
-/// Reads the system's store; the certificates rustls cannot parse are left out (and said so).
-fn system_roots() -> Result<Roots, String> {
-    let started = std::time::Instant::now();
-    let environment_set = ["SSL_CERT_FILE", "SSL_CERT_DIR"].iter().any(|v| std::env::var_os(v).is_some());
-    let bundle = if environment_set { None } else { distribution_bundle() };
-    let source = source(environment_set, bundle);
-    let found = read(&source);
+/// The certificates of `found` rustls can use (the others are left out, and said so), and the same
+/// as one PEM bundle.
+fn parse(found: rustls_native_certs::CertificateResult) -> Roots {
     for error in &found.errors {
         tracing::warn!(%error, "a system root certificate store could not be read");
     }
@@ -103,15 +87,39 @@ fn system_roots() -> Result<Roots, String> {
     if unparsable > 0 {
         tracing::warn!(unparsable, "system root certificates left out: they could not be parsed");
     }
-    if store.is_empty() {
+    Roots { store: Arc::new(store), pem }
+}
+
+/// The roots of `source`, read by `platform` unless it is the bundle; a bundle none of whose
+/// certificates can be used (unreadable, empty or garbage) gives way to `platform` (the
+/// certificate directories).
+fn read(source: &Source, platform: impl Fn() -> rustls_native_certs::CertificateResult) -> Roots {
+    let Source::Bundle(bundle) = source else { return parse(platform()) };
+    let roots = parse(rustls_native_certs::load_certs_from_paths(Some(bundle), None));
+    if !roots.store.is_empty() {
+        return roots;
+    }
+    tracing::warn!(bundle = %bundle.display(), "no usable root certificate in the bundle: reading the certificate directories");
+    parse(platform())
+}
+
+/// Reads the system's store.
+fn system_roots() -> Result<Roots, String> {
+    let started = std::time::Instant::now();
+    let environment_set = ["SSL_CERT_FILE", "SSL_CERT_DIR"].iter().any(|v| std::env::var_os(v).is_some());
+    let bundle = if environment_set { None } else { distribution_bundle() };
+    let source = source(environment_set, bundle);
+    let roots = read(&source, rustls_native_certs::load_native_certs);
+    if roots.store.is_empty() {
         return Err("no root certificate in the system's store (see SSL_CERT_FILE and SSL_CERT_DIR)".into());
     }
     tracing::debug!(
-        certificates = store.len(),
+        ?source,
+        certificates = roots.store.len(),
         elapsed_us = started.elapsed().as_micros() as u64,
         "root certificates read"
     );
-    Ok(Roots { store: Arc::new(store), pem })
+    Ok(roots)
 }
 
 fn roots() -> Result<&'static Roots, Error> {
@@ -159,20 +167,46 @@ mod tests {
         assert_eq!(source(false, None), Source::Platform);
     }
 
+    /// One certificate of this machine's store (the tests that need one certificate).
+    fn one_certificate() -> rustls_native_certs::CertificateResult {
+        let mut found = rustls_native_certs::load_native_certs();
+        found.certs.truncate(1);
+        assert_eq!(found.certs.len(), 1, "this machine has no root certificate: {:?}", found.errors);
+        found
+    }
+
+    /// `text` written to a file of its own, removed when the returned guard drops.
+    struct Written(PathBuf);
+    impl Written {
+        fn new(name: &str, text: &[u8]) -> Written {
+            let path = std::env::temp_dir().join(format!("appcreds-roots-{}-{name}", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            Written(path)
+        }
+    }
+    impl Drop for Written {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
     #[test]
-    fn a_bundle_is_read_alone_and_parsed_once() {
-        let dir = std::env::temp_dir().join(format!("appcreds-roots-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        // One certificate of the system's store, written as a bundle beside a stray file: only
-        // the bundle is read.
-        let system = super::roots_pem().unwrap();
-        let end = b"-----END CERTIFICATE-----\n";
-        let first = system.windows(end.len()).position(|w| w == end).map(|i| i + end.len()).unwrap_or(0);
-        let bundle = dir.join("bundle.pem");
-        std::fs::write(&bundle, &system[..first]).unwrap();
-        std::fs::write(dir.join("other.pem"), system).unwrap();
-        let found = super::read(&Source::Bundle(bundle));
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(found.certs.len(), 1, "{:?}", found.errors);
+    fn a_usable_bundle_is_read_alone() {
+        let pem = super::parse(one_certificate()).pem;
+        let bundle = Written::new("usable.pem", &pem);
+        let roots = super::read(&Source::Bundle(bundle.0.clone()), || panic!("the directories were read"));
+        assert_eq!((roots.store.len(), roots.pem), (1, pem));
+    }
+
+    #[test]
+    fn a_bundle_without_a_usable_certificate_gives_way_to_the_directories() {
+        // A PEM block that is no certificate, an empty file, and no file at all.
+        let garbage =
+            Written::new("garbage.pem", b"-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n");
+        let empty = Written::new("empty.pem", b"");
+        for bundle in [garbage.0.clone(), empty.0.clone(), PathBuf::from("/nonexistent/appcreds/bundle.pem")] {
+            let roots = super::read(&Source::Bundle(bundle.clone()), one_certificate);
+            assert_eq!(roots.store.len(), 1, "{}", bundle.display());
+        }
     }
 }
