@@ -32,8 +32,8 @@ struct Shared {
     forms: Mutex<Vec<String>>,
     /// Operations held until another arrives: (held, until).
     holds: Mutex<Vec<(String, String)>>,
-    /// The requests being held, by operation.
-    waiting: Mutex<BTreeMap<String, usize>>,
+    /// The requests being held, by operation: how many now, and how many ever.
+    waiting: Mutex<BTreeMap<String, (usize, usize)>>,
     /// How each held request was let go: `true` when the other arrived, `false` after [`HOLD_LIMIT`].
     released: Mutex<Vec<bool>>,
     /// Woken at each arrival.
@@ -129,23 +129,34 @@ async fn hold(shared: &Shared, op: &str) {
     };
     let Some(until) = until else { return };
     let arrived = |op: &str| shared.calls.lock().unwrap_or_else(PoisonError::into_inner).get(op).copied().unwrap_or(0);
-    let held = |op: &str| shared.waiting.lock().unwrap_or_else(PoisonError::into_inner).get(op).copied().unwrap_or(0);
-    let before = arrived(&until);
-    *shared.waiting.lock().unwrap_or_else(PoisonError::into_inner).entry(op.to_string()).or_default() += 1;
+    let held =
+        |op: &str| shared.waiting.lock().unwrap_or_else(PoisonError::into_inner).get(op).copied().unwrap_or_default();
+    // The other side as this request starts its hold: it meets a request for `until` that is held
+    // now, or that is held or arrives from now on (one may have come, met a request held before
+    // and gone, between this request's arrival and this line).
+    let (before_arrived, (_, before_held)) = (arrived(&until), held(&until));
+    {
+        let mut waiting = shared.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        let (now, ever) = waiting.entry(op.to_string()).or_default();
+        (*now, *ever) = (*now + 1, *ever + 1);
+    }
     shared.arrivals.notify_waiters();
     let give_up = tokio::time::Instant::now() + HOLD_LIMIT;
     let released = loop {
         let arrival = shared.arrivals.notified();
         tokio::pin!(arrival);
         arrival.as_mut().enable();
-        if held(&until) > 0 || arrived(&until) > before {
+        let (held_now, held_ever) = held(&until);
+        if held_now > 0 || held_ever > before_held || arrived(&until) > before_arrived {
             break true;
         }
         if tokio::time::timeout_at(give_up, arrival).await.is_err() {
             break false;
         }
     };
-    *shared.waiting.lock().unwrap_or_else(PoisonError::into_inner).entry(op.to_string()).or_default() -= 1;
+    if let Some((now, _)) = shared.waiting.lock().unwrap_or_else(PoisonError::into_inner).get_mut(op) {
+        *now -= 1;
+    }
     shared.released.lock().unwrap_or_else(PoisonError::into_inner).push(released);
 }
 

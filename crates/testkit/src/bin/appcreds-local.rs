@@ -418,8 +418,8 @@ async fn demo(base: &str, app_id: i64, public_key_der: &[u8], github: &GitHubDou
 
 /// What every function process gets in its environment: what Lambda sets, and the variables the
 /// template sets. Nothing else of this shell's environment (its `SSL_CERT_FILE` or AWS profile)
-/// reaches a function, which reads here what it reads in Lambda (`RUST_LOG` alone passes, for
-/// debugging).
+/// reaches a function, which reads here what it reads in Lambda (`RUST_LOG` passes, for debugging,
+/// and `ACCESS_MODE`, for `ACCESS_MODE=open`).
 struct FunctionEnv {
     moto: String,
     app_table: String,
@@ -437,8 +437,10 @@ impl FunctionEnv {
     /// endpoint) is set after.
     fn apply(&self, command: &mut std::process::Command, function: &str) {
         command.env_clear();
-        if let Some(filter) = std::env::var_os("RUST_LOG") {
-            command.env("RUST_LOG", filter);
+        for passed in ["RUST_LOG", "ACCESS_MODE"] {
+            if let Some(value) = std::env::var_os(passed) {
+                command.env(passed, value);
+            }
         }
         command
             // As Lambda sets them for a provided.al2023 function.
