@@ -146,12 +146,21 @@ fn plausible_slug(slug: &str) -> bool {
 }
 
 /// The encryption context a shared JWT is bound to.
-fn context(app_id: i64, key_arn: &str, expires_at: i64) -> [(String, String); 3] {
-    [
-        ("appcreds:AppId".into(), app_id.to_string()),
-        ("appcreds:KeyArn".into(), key_arn.to_string()),
-        ("appcreds:ExpiresAt".into(), expires_at.to_string()),
-    ]
+struct Context<'a> {
+    app_id: String,
+    key_arn: &'a str,
+    expires_at: String,
+}
+
+impl<'a> Context<'a> {
+    fn new(app_id: i64, key_arn: &'a str, expires_at: i64) -> Self {
+        Context { app_id: app_id.to_string(), key_arn, expires_at: expires_at.to_string() }
+    }
+
+    /// The context as the [`Vault`](crate::ports::Vault) takes it.
+    fn pairs(&self) -> [(&str, &str); 3] {
+        [("appcreds:AppId", &self.app_id), ("appcreds:KeyArn", self.key_arn), ("appcreds:ExpiresAt", &self.expires_at)]
+    }
 }
 
 impl AppJwts {
@@ -395,10 +404,9 @@ impl AppJwts {
     /// The JWT `entry` holds, if it decrypts under its context and is the JWT this code signs
     /// for the App (issued by its client ID if it has one) that expires at the entry's expiry.
     async fn open(&self, share: &JwtShare, app_id: i64, entry: &SharedJwt, client_id: Option<&str>) -> Option<AppJwt> {
-        let context = context(app_id, &entry.key_arn, entry.expires_at);
-        let context: Vec<(&str, &str)> = context.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let context = Context::new(app_id, &entry.key_arn, entry.expires_at);
         let signed = Claims::for_app(app_id, entry.expires_at - LIFETIME_SECS).with_client_id(client_id);
-        match share.vault.open(&context, &entry.sealed).await {
+        match share.vault.open(&context.pairs(), &entry.sealed).await {
             Ok(token) if Claims::of(token.expose()).as_ref() == Some(&signed) => {
                 tracing::debug!(app_id, expires_at = entry.expires_at, "took the shared App JWT");
                 let slug = entry.slug.clone().filter(|slug| plausible_slug(slug));
@@ -418,8 +426,8 @@ impl AppJwts {
     /// Encrypts `jwt` under its context and writes it for the other functions, with the App's
     /// slug (asked of GitHub meanwhile, and kept in `jwt`), best effort; whether it was written.
     async fn share_out(&self, share: &JwtShare, app_id: i64, key_arn: &str, jwt: &mut AppJwt) -> bool {
-        let context = context(app_id, key_arn, jwt.expires_at);
-        let context: Vec<(&str, &str)> = context.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let context = Context::new(app_id, key_arn, jwt.expires_at);
+        let context = context.pairs();
         // Boxed: the future of a cold function's first answer is deep enough as it is.
         let slug = Box::pin(self.ask_slug(app_id, &jwt.token));
         let (sealed, slug) = tokio::join!(share.vault.seal(&context, &jwt.token), slug);
