@@ -603,6 +603,32 @@ async fn a_token_wider_than_asked_is_revoked_and_never_handed_out() {
     assert_eq!(body["actualScopeDown"]["repositoryNames"], json!(["hello-world"]));
 }
 
+/// **(ext)** A token minted wider than asked whose revoke GitHub fails: still never handed out,
+/// and its audit line, at ERROR, says it was not revoked and lives out its hour.
+#[tokio::test]
+async fn a_token_wider_than_asked_that_cannot_be_revoked_is_audited_at_error() {
+    let logs = Logs::capture();
+    let stack = stack().await;
+    let handler = stack.installation_token_handler();
+    stack.github.answer_mints_too_wide(true);
+    stack.github.inject(Fault::new("DELETE /installation/token", 10, FaultKind::Status(500)));
+    let scope = json!({"repositoryNames": ["hello-world"], "permissions": {"contents": "read"}});
+    let reply = post(&handler, json!({"appId": APP, "nodeId": "O_kgDOocto-org", "scopeDown": scope})).await;
+    assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")), "{:?}", reply.body);
+    assert!(reply.body.get("installationToken").is_none());
+    let issued = stack.github.issued_tokens();
+    assert_eq!((issued.len(), issued[0].revoked), (1, false), "{issued:?}");
+
+    let audit = logs.lines_for("appcreds::audit");
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["level"], "ERROR");
+    let line = &audit[0]["fields"];
+    assert_eq!(line["message"], "installation token wider than asked: not revoked, expires within the hour");
+    assert_eq!(line["token_sha256"], appcreds_core::Secret::new(issued[0].token.clone()).sha256_hex());
+    assert_eq!((line["installation_id"].as_i64(), line["revoked"].as_bool()), (Some(71), Some(false)));
+    assert!(!logs.text().contains(&issued[0].token), "no token in the logs");
+}
+
 /// **(ext)** The pre-flight check: a request for a permission the installation does not grant, or
 /// at a higher level, is refused before the mint with a `ClientSideError` that names it (GitHub's
 /// own 422 named nothing). The installation's permissions come with its lookup at no extra cost.
