@@ -154,6 +154,19 @@ async fn a_refused_target_refuses_the_batch_and_nothing_is_minted() {
     assert_eq!(mints(&stack), 0, "nothing minted");
 }
 
+/// Both owners in one request, GitHub failing the second's (octocat's) mint with a 502: the
+/// answer, checked to be that target's error, with no token.
+async fn second_mint_failing(stack: &Stack, handler: &Endpoint<InstallationToken>) -> Reply {
+    stack.github.inject(Fault::new("POST /app/installations/72/access_tokens", 10, FaultKind::Status(502)));
+    let both = targets(json!([{"appId": APP, "owner": "octo-org"}, {"appId": APP, "owner": "octocat"}]));
+    let reply = post(handler, BATCH, both).await;
+    assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")), "{:?}", reply.body);
+    assert_eq!(reply.body["targetIndex"], 1);
+    assert_eq!(reply.body["message"], "target 1: GitHub is unavailable (HTTP 502)");
+    assert!(reply.body.get("tokens").is_none());
+    reply
+}
+
 /// All or nothing after the mints began: a mint GitHub fails (a 5xx) has the tokens minted for
 /// the same request revoked, and the request answers the error its own call would get.
 #[tokio::test(flavor = "current_thread")]
@@ -161,17 +174,7 @@ async fn a_failed_mint_revokes_the_tokens_already_minted() {
     let stack = Stack::with_installations(APP).await;
     let handler = stack.installation_token_handler();
     let logs = Logs::capture();
-    stack.github.inject(Fault::new("POST /app/installations/72/access_tokens", 10, FaultKind::Status(502)));
-    let reply = post(
-        &handler,
-        BATCH,
-        targets(json!([{"appId": APP, "owner": "octo-org"}, {"appId": APP, "owner": "octocat"}])),
-    )
-    .await;
-    assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")), "{:?}", reply.body);
-    assert_eq!(reply.body["targetIndex"], 1);
-    assert_eq!(reply.body["message"], "target 1: GitHub is unavailable (HTTP 502)");
-    assert!(reply.body.get("tokens").is_none());
+    second_mint_failing(&stack, &handler).await;
     let issued = stack.github.issued_tokens();
     assert_eq!(issued.len(), 1, "the first target's mint went through: {issued:?}");
     assert_eq!(issued[0].installation_id, 71);
@@ -406,18 +409,8 @@ async fn a_revoke_that_fails_leaves_a_not_revoked_line_and_hands_out_nothing() {
     let stack = Stack::with_installations(APP).await;
     let handler = stack.installation_token_handler();
     let logs = Logs::capture();
-    stack.github.inject(Fault::new("POST /app/installations/72/access_tokens", 10, FaultKind::Status(502)));
     stack.github.inject(Fault::new("DELETE /installation/token", 10, FaultKind::Status(500)));
-    let reply = post(
-        &handler,
-        BATCH,
-        targets(json!([{"appId": APP, "owner": "octo-org"}, {"appId": APP, "owner": "octocat"}])),
-    )
-    .await;
-    assert_eq!((reply.status, reply.error_type.as_deref()), (500, Some("ServerSideError")), "{:?}", reply.body);
-    assert_eq!(reply.body["targetIndex"], 1);
-    assert_eq!(reply.body["message"], "target 1: GitHub is unavailable (HTTP 502)");
-    assert!(reply.body.get("tokens").is_none());
+    let reply = second_mint_failing(&stack, &handler).await;
     let issued = stack.github.issued_tokens();
     assert_eq!(issued.len(), 1, "{issued:?}");
     assert!(!issued[0].revoked, "GitHub failed the revoke");
