@@ -10,7 +10,7 @@ use appcreds_core::aws::kms::KmsVault;
 use appcreds_core::aws::shared_jwt::{DynamoSharedJwts, item_key};
 use appcreds_core::domain::clock::SystemClock;
 use appcreds_core::domain::jwt::{self, Claims, Issuer, LIFETIME_SECS};
-use appcreds_core::ports::{JwtShare, Vault};
+use appcreds_core::ports::{ClaimIf, JwtClaim, JwtShare, SharedJwts, Vault};
 use appcreds_core::tokens::app_jwt::AppJwts;
 use appcreds_core::{Secret, Services};
 use appcreds_testkit::aws;
@@ -346,6 +346,25 @@ async fn a_holder_that_cannot_sign_ends_its_claim() {
 /// The seconds since the Unix epoch, now.
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A claim sent again by its holder (the SDK resends an attempt whose answer is late, and the
+/// first attempt may have claimed) is still its own: its holder signs, instead of waiting for
+/// itself while every other function does too. Another holder's is refused all the same.
+#[tokio::test]
+async fn a_claim_resent_by_its_holder_is_its_own() {
+    let app = APP + 130;
+    let fleet = Fleet::start(app).await;
+    let store = DynamoSharedJwts::new(fleet.stack.ddb.clone(), &fleet.table);
+    let at = now();
+    let claim = |holder: &'static str| store.claim(app, holder, at, at + 10, ClaimIf::Still(None));
+    assert_eq!(claim("first").await.unwrap(), JwtClaim::Claimed);
+    assert_eq!(claim("first").await.unwrap(), JwtClaim::Claimed, "resent");
+    match claim("second").await.unwrap() {
+        JwtClaim::Refused(item) => assert_eq!(item.claimed_until, Some(at + 10)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fleet.item(app).await["ClaimedBy"], AttributeValue::S("first".into()));
 }
 
 /// Another holder's claim (never to write) that lapses while a function waits for it: the

@@ -83,8 +83,10 @@ impl SharedJwts for DynamoSharedJwts {
         only_if: ClaimIf<'_>,
     ) -> Result<JwtClaim, Error> {
         // Unclaimed, lapsed, or further out than any claim made now: a clock ahead, or garbage,
-        // must not hold every function off until then.
-        let free = "(attribute_not_exists(ClaimedUntil) OR ClaimedUntil < :now OR ClaimedUntil > :until)";
+        // must not hold every function off until then. Or the holder's own: the SDK sends an
+        // attempt again when the answer to the first is late, and the first may have claimed.
+        let free = "(attribute_not_exists(ClaimedUntil) OR ClaimedUntil < :now OR ClaimedUntil > :until \
+                    OR ClaimedBy = :holder)";
         let mut update = self
             .client
             .update_item()
