@@ -10,7 +10,7 @@ use appcreds_core::aws::kms::KmsVault;
 use appcreds_core::aws::shared_jwt::{DynamoSharedJwts, item_key};
 use appcreds_core::domain::clock::SystemClock;
 use appcreds_core::domain::jwt::{self, Claims, Issuer, LIFETIME_SECS};
-use appcreds_core::ports::{ClaimIf, JwtClaim, JwtShare, SharedJwts, Vault};
+use appcreds_core::ports::{ClaimIf, JwtClaim, JwtShare, SharedJwts, Signer, Vault};
 use appcreds_core::tokens::app_jwt::AppJwts;
 use appcreds_core::{Secret, Services};
 use appcreds_testkit::aws;
@@ -397,8 +397,8 @@ async fn a_claim_far_in_the_future_is_ignored() {
     assert_eq!(item.get("JwtExpiresAt"), Some(&AttributeValue::N(jwt.expires_at.to_string())), "shared: {item:?}");
 }
 
-/// Too close to its deadline to wait and still sign and mint after (an AWS call and an attempt
-/// of another), a function does not wait for another's claim: it signs its own at once.
+/// Too close to its deadline to wait and still sign and mint after (one attempt of its `Sign`, and
+/// 3 s for the mint: 6 s), a function does not wait for another's claim: it signs its own at once.
 #[tokio::test]
 async fn no_wait_into_the_time_that_follows_it() {
     let app = APP + 100;
@@ -406,11 +406,44 @@ async fn no_wait_into_the_time_that_follows_it() {
     fleet.set(app, "ClaimedBy", AttributeValue::S("busy".into())).await;
     fleet.set(app, "ClaimedUntil", AttributeValue::N((now() + 9).to_string())).await;
     let jwts = fleet.jwts();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(5_900);
     appcreds_core::deadline::within(deadline, jwts.get(app)).await.unwrap();
     let counts = (fleet.kms("Sign"), fleet.kms("GetItem"));
     assert_eq!(counts, (1, 2), "the entry read once, no polling: {:?}", fleet.stack.counter.snapshot());
     assert!(!fleet.item(app).await.contains_key("Jwt"), "not shared: the claim is another's");
+}
+
+/// Signs as its inner signer does, `delay` later: a claimant held up by a slow KMS.
+struct Slow(Arc<dyn Signer>, std::time::Duration);
+
+#[async_trait::async_trait]
+impl Signer for Slow {
+    async fn sign(&self, key_id: &str, message: &[u8]) -> Result<Vec<u8>, appcreds_core::Error> {
+        tokio::time::sleep(self.1).await;
+        self.0.sign(key_id, message).await
+    }
+}
+
+/// A claimant whose `Sign` takes 5 s (a burst's queue, a throttled KMS): a function with Lambda's
+/// 15 s deadline that finds its claim waits for it, past the first 5 s of its invocation, and
+/// takes its JWT instead of adding a `Sign` of its own to the load. One `Sign` in all.
+#[tokio::test]
+async fn a_waiter_with_lambdas_deadline_outwaits_a_slow_claimant() {
+    let app = APP + 120;
+    let fleet = Fleet::start(app).await;
+    let mut slow = fleet.services();
+    slow.signer = Arc::new(Slow(slow.signer.clone(), std::time::Duration::from_secs(5)));
+    let claimant = tokio::spawn(async move { AppJwts::new(&slow).get(app).await.unwrap() });
+    while !fleet.item(app).await.contains_key("ClaimedBy") {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let started = tokio::time::Instant::now();
+    let deadline = started + std::time::Duration::from_secs(15);
+    let waited = appcreds_core::deadline::within(deadline, fleet.jwts().get(app)).await.unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4), "it waited: {:?}", started.elapsed());
+    let signed = claimant.await.unwrap();
+    assert_eq!(waited.token.expose(), signed.token.expose());
+    assert_eq!((fleet.kms("Sign"), fleet.kms("Decrypt")), (1, 1), "{:?}", fleet.stack.counter.snapshot());
 }
 
 /// A claimant whose JWT cannot be encrypted (its key is not found) answers with it, and ends its

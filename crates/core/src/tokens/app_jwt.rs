@@ -56,17 +56,25 @@ pub const ROW_SHARE_SECS: i64 = 1;
 /// The most a function waits for the JWT another function claimed to sign: as long as a claim
 /// lasts. A live claim means a signing is under way, and waiting for it costs less than another
 /// `Sign` (the very call a burst must not multiply, and the one KMS throttles first). In a
-/// function with Lambda's 15 s timeout the deadline ends the wait sooner (`AFTER_WAIT`).
+/// function with Lambda's 15 s timeout the deadline ends the wait sooner (`AFTER_WAIT`: 8.5 s
+/// after the invocation starts, at the latest).
 pub const SHARE_WAIT: Duration = Duration::from_secs(CLAIM_SECS as u64);
 /// The first pause before the entry is read again (doubled each time, jittered), and the longest:
 /// a signing, an encryption and a write take a few round trips, and a burst's waiting readers must
 /// not crowd out the claimant's own calls.
 const POLL_FIRST: Duration = Duration::from_millis(50);
 const POLL_MAX: Duration = Duration::from_secs(1);
-/// What the invocation keeps back from its deadline while it waits for the shared JWT: one AWS
-/// call, retries included, and one attempt of another (the sign, then the mint; or the read,
-/// then the decrypt). Two whole calls would leave no wait at all in a 15-second function.
-const AFTER_WAIT: Duration = Duration::from_secs(deadline::AWS_CALL.as_secs() + deadline::AWS_ATTEMPT.as_secs());
+/// What the invocation keeps back from its deadline while it waits for the shared JWT: one
+/// attempt of the AWS call that follows (its own `Sign`, or the `Decrypt` of the JWT that came)
+/// and [`AFTER_JWT`] for what the request does with the JWT. Not a whole call with its retries:
+/// a claimant is slow when KMS or DynamoDB is, so a waiter that gave up early to keep time for a
+/// `Sign`'s retries would add its `Sign` to the very load that makes them needed. Its one attempt
+/// still ends in the contract's error, in time, if it fails.
+const AFTER_WAIT: Duration = Duration::from_secs(deadline::AWS_ATTEMPT.as_secs() + AFTER_JWT.as_secs());
+/// What a request keeps back for its work at GitHub after the App JWT: an installation token's
+/// mint (and the installation's lookup, when the installation table had no answer), each a
+/// fraction of a second at GitHub.
+const AFTER_JWT: Duration = Duration::from_secs(3);
 
 /// A JWT handed to a caller has at least this much life left.
 pub const MIN_REMAINING_SECS: i64 = 5 * 60;
