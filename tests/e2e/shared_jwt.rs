@@ -44,7 +44,9 @@ impl Fleet {
     fn services(&self) -> Services {
         let mut services = self.stack.services();
         services.jwt_share = Some(JwtShare {
-            store: Arc::new(DynamoSharedJwts::new(self.stack.counted_ddb(), &self.table)),
+            store: Arc::new(
+                DynamoSharedJwts::new(self.stack.counted_ddb(), &self.table).with_app_table(&self.stack.app_table),
+            ),
             vault: Arc::new(KmsVault::new(self.stack.counted_kms(), &self.key)),
         });
         services
@@ -124,9 +126,65 @@ async fn a_second_cold_function_takes_the_first_ones_jwt() {
     assert!(!text.contains(first.token.expose()) && !text.contains(&sealed[..40]), "{text}");
 }
 
-/// A cold function reads the App row and the shared item at once: one round trip to the tables
-/// before it decrypts (or signs), not two. At the wire, each read is held until the other has come
-/// (or 10 s: a function that read them one after the other would show it there).
+/// A cold function reads the App row and the shared item in one request (`BatchGetItem`): one
+/// round trip to the tables before it decrypts (or signs), and no `GetItem` of either.
+#[tokio::test]
+async fn the_app_row_and_the_shared_item_come_in_one_request() {
+    let fleet = Fleet::start(APP).await;
+    let proxy = FaultProxy::start(fleet.stack.sdk.endpoint_url().unwrap()).await.unwrap();
+    let ddb = aws_sdk_dynamodb::Client::new(&aws::sdk_config(&proxy.url()).await);
+    let mut services = fleet.services();
+    services.apps = Arc::new(DynamoAppStore::new(ddb.clone(), &fleet.stack.app_table));
+    let store = DynamoSharedJwts::new(ddb, &fleet.table).with_app_table(&fleet.stack.app_table);
+    services.jwt_share.as_mut().unwrap().store = Arc::new(store);
+    // As installation-token and the jobs ask (`get`), then as app-token (`get_decided`), each cold.
+    let first = AppJwts::new(&services).get(APP).await.unwrap();
+    let allowed = async { Ok::<_, appcreds_core::Error>("allowed") };
+    let (decision, second) = AppJwts::new(&services).get_decided(APP, allowed).await.unwrap();
+    let reads: Vec<_> = proxy.calls().into_iter().filter(|(op, _)| op.contains("Get")).collect();
+    assert_eq!(reads, [("DynamoDB_20120810.BatchGetItem".to_string(), 2)]);
+    assert_eq!((decision, second.token.expose()), ("allowed", first.token.expose()));
+    assert_eq!((fleet.kms("Sign"), fleet.kms("Decrypt")), (1, 1));
+    // An App without a row is no App, read the same way.
+    let unknown = AppJwts::new(&services).get(APP + 999).await;
+    assert!(matches!(unknown, Err(appcreds_core::Error::UnknownApp(id)) if id == APP + 999), "{unknown:?}");
+    assert_eq!(proxy.calls()["DynamoDB_20120810.BatchGetItem"], 3);
+}
+
+/// A `BatchGetItem` refused (a role from before it was granted) or failing: the row and the item
+/// are each read on their own, and the JWT is made and shared as before.
+#[tokio::test]
+async fn a_failed_batch_read_falls_back_to_reading_each() {
+    let fleet = Fleet::start(APP).await;
+    let proxy = FaultProxy::start(fleet.stack.sdk.endpoint_url().unwrap()).await.unwrap();
+    let ddb = aws_sdk_dynamodb::Client::new(&aws::sdk_config(&proxy.url()).await);
+    proxy.inject("DynamoDB_20120810.BatchGetItem", 1, 400, "AccessDeniedException");
+    let mut services = fleet.services();
+    services.apps = Arc::new(DynamoAppStore::new(ddb.clone(), &fleet.stack.app_table));
+    let store = DynamoSharedJwts::new(ddb, &fleet.table).with_app_table(&fleet.stack.app_table);
+    services.jwt_share.as_mut().unwrap().store = Arc::new(store);
+    let logs = Logs::capture();
+    let first = AppJwts::new(&services).get(APP).await.unwrap();
+    let calls = proxy.calls();
+    let count = |op: &str| calls.get(op).copied().unwrap_or(0);
+    let reads = (
+        count("DynamoDB_20120810.BatchGetItem"),
+        count(&format!("DynamoDB_20120810.GetItem {}", fleet.stack.app_table)),
+        count(&format!("DynamoDB_20120810.GetItem {}", fleet.table)),
+    );
+    assert_eq!(reads, (1, 1, 1), "{calls:?}");
+    assert!(logs.text().contains("reading the App row and the shared App JWT one at a time"), "{}", logs.text());
+    // Shared all the same: the next cold function's batch succeeds, and it decrypts.
+    let second = AppJwts::new(&services).get(APP).await.unwrap();
+    assert_eq!(second.token.expose(), first.token.expose());
+    assert_eq!((fleet.kms("Sign"), fleet.kms("Decrypt")), (1, 1));
+    assert_eq!(proxy.calls()["DynamoDB_20120810.BatchGetItem"], 2);
+}
+
+/// Without the App table given to the share's store, a cold function reads the App row and the
+/// shared item side by side: one round trip to the tables before it decrypts (or signs), not two.
+/// At the wire, each read is held until the other has come (or 10 s: a function that read them
+/// one after the other would show it there).
 #[tokio::test]
 async fn the_app_row_and_the_shared_item_are_read_at_once() {
     let fleet = Fleet::start(APP).await;
@@ -333,10 +391,10 @@ async fn a_holder_that_cannot_sign_ends_its_claim() {
     assert!(!item.contains_key("ClaimedBy") && !item.contains_key("ClaimedUntil"), "the claim ended: {item:?}");
     fleet.stack.counter.reset();
     let jwt = fleet.jwts().get(app).await.unwrap();
-    // The App row and the entry read once each, the claim and the write: no wait.
+    // The App row and the entry read once, together; the claim and the write: no wait.
     assert_eq!(
-        (fleet.kms("Sign"), fleet.kms("GetItem"), fleet.kms("UpdateItem")),
-        (1, 2, 2),
+        (fleet.kms("Sign"), fleet.kms("BatchGetItem"), fleet.kms("GetItem"), fleet.kms("UpdateItem")),
+        (1, 1, 0, 2),
         "{:?}",
         fleet.stack.counter.snapshot()
     );
@@ -391,8 +449,8 @@ async fn a_claim_far_in_the_future_is_ignored() {
     fleet.set(app, "ClaimedBy", AttributeValue::S("skewed".into())).await;
     fleet.set(app, "ClaimedUntil", AttributeValue::N((now() + 3600).to_string())).await;
     let jwt = fleet.jwts().get(app).await.unwrap();
-    let counts = (fleet.kms("Sign"), fleet.kms("GetItem"), fleet.kms("UpdateItem"));
-    assert_eq!(counts, (1, 2, 2), "no wait: {:?}", fleet.stack.counter.snapshot());
+    let counts = (fleet.kms("Sign"), fleet.kms("BatchGetItem"), fleet.kms("GetItem"), fleet.kms("UpdateItem"));
+    assert_eq!(counts, (1, 1, 0, 2), "no wait: {:?}", fleet.stack.counter.snapshot());
     let item = fleet.item(app).await;
     assert_eq!(item.get("JwtExpiresAt"), Some(&AttributeValue::N(jwt.expires_at.to_string())), "shared: {item:?}");
 }
@@ -408,8 +466,8 @@ async fn no_wait_into_the_time_that_follows_it() {
     let jwts = fleet.jwts();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(5_900);
     appcreds_core::deadline::within(deadline, jwts.get(app)).await.unwrap();
-    let counts = (fleet.kms("Sign"), fleet.kms("GetItem"));
-    assert_eq!(counts, (1, 2), "the entry read once, no polling: {:?}", fleet.stack.counter.snapshot());
+    let counts = (fleet.kms("Sign"), fleet.kms("BatchGetItem"), fleet.kms("GetItem"));
+    assert_eq!(counts, (1, 1, 0), "the entry read once, no polling: {:?}", fleet.stack.counter.snapshot());
     assert!(!fleet.item(app).await.contains_key("Jwt"), "not shared: the claim is another's");
 }
 

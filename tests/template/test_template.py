@@ -49,7 +49,13 @@ ACCESS_TABLE = {"Fn::GetAtt": ["AccessTable", "Arn"]}
 # Every function behind a Function URL judges requests by the access rules.
 READ_RULES = ("dynamodb:Scan", "AccessTable")
 # Every function that signs shares its App JWTs: its items (AppJwt#APP_ID) of the lease table.
-SHARE_JWTS = {("dynamodb:GetItem", "LeaseTable"), ("dynamodb:UpdateItem", "LeaseTable")}
+SHARE_JWTS = {
+    ("dynamodb:GetItem", "LeaseTable"),
+    ("dynamodb:BatchGetItem", "LeaseTable"),
+    ("dynamodb:UpdateItem", "LeaseTable"),
+    # An App's row read with its shared JWT's item, in one request.
+    ("dynamodb:BatchGetItem", "AppTable"),
+}
 SHARE_CONDITION = {
     "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["AppJwt#*"]},
     "Null": {"dynamodb:LeadingKeys": "false"},
@@ -1542,7 +1548,8 @@ EXPECTED_POLICIES = {
     # The functions' one signing statement (attached to the roles of those that sign).
     "AppKeySigningPolicy": {
         "SignWithActiveAppKeys": ("Allow", {"kms:Sign"}, APP_KEYS),
-        "ShareAppJwts": ("Allow", {"dynamodb:GetItem", "dynamodb:UpdateItem"}, "LeaseTable"),
+        "ShareAppJwts": ("Allow", {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:UpdateItem"}, "LeaseTable"),
+        "ReadAppRowsWithTheirJwts": ("Allow", {"dynamodb:BatchGetItem"}, "AppTable"),
     },
     "CallerPolicy": {
         "InvokeTheFunctionUrl": ("Allow", {"lambda:InvokeFunctionUrl"}, "InstallationTokenFunction"),
@@ -2366,7 +2373,7 @@ def test_the_functions_that_sign_share_only_their_jwt_items(cfn):
     assert share["Condition"] == SHARE_CONDITION
     statements = render(cfn, [share])
     table = render(cfn, {"Fn::GetAtt": ["LeaseTable", "Arn"]})
-    for action in ["dynamodb:GetItem", "dynamodb:UpdateItem"]:
+    for action in ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:UpdateItem"]:
         assert decide(statements, action, table, {"dynamodb:LeadingKeys": ["AppJwt#123456"]}) == "Allow"
         assert decide(statements, action, table, {"dynamodb:LeadingKeys": ["installation-sync"]}) != "Allow"
     assert decide(statements, "dynamodb:DeleteItem", table, {"dynamodb:LeadingKeys": ["AppJwt#1"]}) != "Allow"

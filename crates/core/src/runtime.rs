@@ -96,7 +96,9 @@ impl ColdStart {
             services.leases = Arc::new(DynamoLeases::new(dynamodb.clone(), table));
             if let Some(key) = &self.config.shared_jwt_key {
                 services.jwt_share = Some(JwtShare {
-                    store: Arc::new(DynamoSharedJwts::new(dynamodb.clone(), table)),
+                    store: Arc::new(
+                        DynamoSharedJwts::new(dynamodb.clone(), table).with_app_table(&self.config.app_table),
+                    ),
                     vault: Arc::new(KmsVault::new(kms.clone(), key)),
                 });
             }

@@ -68,8 +68,10 @@ impl FaultProxy {
         format!("http://{}", self.addr)
     }
 
-    /// Answers the next `times` requests for `action` (`CreateAccessKey`) with HTTP `status` and
-    /// error `code` (`Throttling`), as an awsQuery service does.
+    /// Answers the next `times` requests for `action` with HTTP `status` and error `code`, as the
+    /// service does: an awsQuery action (`CreateAccessKey`, `Throttling`) in XML, a JSON-protocol
+    /// operation as [`Self::calls`] names it (`DynamoDB_20120810.BatchGetItem`,
+    /// `AccessDeniedException`) in JSON.
     pub fn inject(&self, action: &str, times: usize, status: u16, code: &str) {
         let mut injected = self.shared.injected.lock().unwrap_or_else(PoisonError::into_inner);
         injected.push(Injected { action: action.to_string(), times, status, code: code.to_string() });
@@ -175,14 +177,18 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     }
     let hit = {
         let mut injected = shared.injected.lock().unwrap_or_else(PoisonError::into_inner);
-        injected.iter_mut().find(|i| i.times > 0 && text.split('&').any(|kv| kv == format!("Action={}", i.action))).map(
-            |i| {
-                i.times -= 1;
-                i.clone()
-            },
-        )
+        let named = |i: &Injected| op == i.action || text.split('&').any(|kv| kv == format!("Action={}", i.action));
+        injected.iter_mut().find(|i| i.times > 0 && named(i)).map(|i| {
+            i.times -= 1;
+            i.clone()
+        })
     };
     if let Some(i) = hit {
+        if parts.headers.contains_key("x-amz-target") {
+            let json = serde_json::json!({"__type": i.code, "message": "injected by the fault proxy"}).to_string();
+            let status = StatusCode::from_u16(i.status).unwrap_or(StatusCode::BAD_REQUEST);
+            return (status, [("content-type", "application/x-amz-json-1.0")], json).into_response();
+        }
         let xml = format!(
             "<ErrorResponse><Error><Type>Sender</Type><Code>{}</Code><Message>Rate exceeded</Message></Error>\
              <RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>",

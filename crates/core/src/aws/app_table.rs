@@ -12,10 +12,10 @@ use crate::error::Error;
 use crate::ports::{AppRecord, AppStore, PreviousKey};
 
 /// The App table's attributes appcreds reads.
-const PROJECTION: &str = "AppId, KmsKeyArn, PreviousKmsKeyArn, PreviousKeyUsableUntil, ClientId";
+pub(crate) const PROJECTION: &str = "AppId, KmsKeyArn, PreviousKmsKeyArn, PreviousKeyUsableUntil, ClientId";
 
 /// A row of the App table from its item.
-fn record(app_id: i64, item: &std::collections::HashMap<String, AttributeValue>) -> AppRecord {
+pub(crate) fn record(app_id: i64, item: &std::collections::HashMap<String, AttributeValue>) -> AppRecord {
     let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).filter(|s| !s.is_empty()).cloned();
     let previous_key = match (text("PreviousKmsKeyArn"), text("PreviousKeyUsableUntil")) {
         (Some(arn), Some(until)) => {

@@ -1,29 +1,43 @@
 //! **(ext)** The shared App JWTs in the lease table, behind the [`SharedJwts`] port: one item per
 //! App, `LeaseId` = `AppJwt#APP_ID`, holding the encrypted JWT (`Jwt`, binary), the key it was
 //! signed with (`KeyArn`), its expiry (`JwtExpiresAt`), the App's slug if the signer got it
-//! (`AppSlug`, plain) and the claim on its signing (`ClaimedBy`, `ClaimedUntil`). `ExpiresAt`, the table's TTL attribute, is the JWT's expiry (the claim's, until
-//! a JWT is written), so DynamoDB removes what has expired.
+//! (`AppSlug`, plain) and the claim on its signing (`ClaimedBy`, `ClaimedUntil`). `ExpiresAt`,
+//! the table's TTL attribute, is the JWT's expiry (the claim's, until a JWT is written), so
+//! DynamoDB removes what has expired. Given the App table ([`DynamoSharedJwts::with_app_table`]),
+//! an App's row and its item are read in one `BatchGetItem`.
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::builders::KeysAndAttributesBuilder;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValuesOnConditionCheckFailure};
 
+use crate::aws::app_table::{PROJECTION, record};
 use crate::aws::{Item, dynamo_error};
 use crate::error::Error;
-use crate::ports::{ClaimIf, JwtClaim, SharedItem, SharedJwt, SharedJwts};
+use crate::ports::{AppRecord, ClaimIf, JwtClaim, SharedItem, SharedJwt, SharedJwts};
 
 /// The shared App JWTs in the lease table.
 #[derive(Debug, Clone)]
 pub struct DynamoSharedJwts {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// The App table, read with the entries ([`SharedJwts::read_with_app`]).
+    apps: Option<String>,
 }
 
 impl DynamoSharedJwts {
     /// The entries in the lease table `table` on `client`.
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self { client, table: table.into(), apps: None }
+    }
+
+    /// The same entries, an App's item read together with its row of the App table `table`
+    /// (on the same client), in one request.
+    pub fn with_app_table(self, table: impl Into<String>) -> Self {
+        Self { apps: Some(table.into()), ..self }
     }
 }
 
@@ -57,6 +71,18 @@ fn claimed_until(item: &Item) -> Option<i64> {
     item.get("ClaimedUntil").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
 }
 
+/// What the App's item holds (none: nothing).
+fn shared_item(item: Option<&Item>) -> Result<SharedItem, Error> {
+    let Some(item) = item else { return Ok(SharedItem::default()) };
+    let entry = entry(item).map_err(|why| Error::internal("reading the shared App JWT", why))?;
+    Ok(SharedItem { entry, claimed_until: claimed_until(item) })
+}
+
+/// One key, as `BatchGetItem` takes it.
+fn one_key(name: &str, value: AttributeValue) -> KeysAndAttributesBuilder {
+    KeysAndAttributes::builder().keys(HashMap::from([(name.to_string(), value)]))
+}
+
 #[async_trait]
 impl SharedJwts for DynamoSharedJwts {
     async fn read(&self, app_id: i64) -> Result<SharedItem, Error> {
@@ -69,9 +95,34 @@ impl SharedJwts for DynamoSharedJwts {
             .send()
             .await
             .map_err(|e| dynamo_error("reading the shared App JWT", e))?;
-        let Some(item) = out.item else { return Ok(SharedItem::default()) };
-        let entry = entry(&item).map_err(|why| Error::internal("reading the shared App JWT", why))?;
-        Ok(SharedItem { entry, claimed_until: claimed_until(&item) })
+        shared_item(out.item.as_ref())
+    }
+
+    async fn read_with_app(&self, app_id: i64) -> Option<(Option<AppRecord>, Result<SharedItem, Error>)> {
+        // Both tables one name: the answers could not be told apart.
+        let apps = self.apps.as_ref().filter(|apps| **apps != self.table)?;
+        // The App row as `DynamoAppStore` reads it; the item strongly consistent, as `read` does.
+        let row = one_key("AppId", n(app_id)).projection_expression(PROJECTION).build();
+        let item = one_key("LeaseId", s(&item_key(app_id))).consistent_read(true).build();
+        let (Ok(row), Ok(item)) = (row, item) else { return None };
+        let read = self.client.batch_get_item().request_items(apps, row).request_items(&self.table, item).send().await;
+        let mut out = match read {
+            Ok(out) => out,
+            Err(e) => {
+                let e = dynamo_error("reading the App row with the shared App JWT", e);
+                tracing::warn!(app_id, error = %e, "reading the App row and the shared App JWT one at a time");
+                return None;
+            }
+        };
+        if out.unprocessed_keys.as_ref().is_some_and(|left| !left.is_empty()) {
+            tracing::debug!(app_id, "DynamoDB left the App row or its shared JWT unread; reading each");
+            return None;
+        }
+        let mut responses = out.responses.take().unwrap_or_default();
+        let mut first = |table: &str| responses.remove(table).and_then(|items| items.into_iter().next());
+        let app = first(apps).map(|item| record(app_id, &item));
+        let shared = shared_item(first(&self.table).as_ref());
+        Some((app, shared))
     }
 
     async fn claim(

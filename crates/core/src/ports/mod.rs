@@ -167,6 +167,14 @@ pub trait SharedJwts: Send + Sync {
     /// The App's item (strongly consistent): its entry and claim; an item whose entry does not
     /// read as one is an error.
     async fn read(&self, app_id: i64) -> Result<SharedItem, Error>;
+    /// The App's row of the App table and its item ([`Self::read`]) in one request, if this store
+    /// was given the App table: a cold function's first JWT waits for one round trip to the
+    /// tables, not two side by side. `None` if it was not given it, or the request did not answer
+    /// for both (failed, or left a key unprocessed): then each is read on its own, so that the
+    /// share never fails what the App row alone would answer.
+    async fn read_with_app(&self, _app_id: i64) -> Option<(Option<AppRecord>, Result<SharedItem, Error>)> {
+        None
+    }
     /// Claims the signing of the App's JWT for `holder` until `until` (Unix seconds), unless
     /// another holder's claim is unexpired at `now`, or the entry is not as `only_if` says. A
     /// claim that ends after `until` is no claim (a clock ahead, or garbage): it is taken over.

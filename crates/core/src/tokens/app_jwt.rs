@@ -244,15 +244,18 @@ impl AppJwts {
     }
 
     /// The App's key ARN and client ID, as the App table has them now, and with a share, its
-    /// shared item, read at the same time.
+    /// shared item, read at the same time (in one request, if the share's store can).
     async fn read_row(&self, app_id: i64) -> Result<Row, Error> {
-        let shared = async {
-            match &self.share {
-                Some(share) => Some(share.store.read(app_id).await),
-                None => None,
-            }
+        let (app, shared) = match &self.share {
+            Some(share) => match share.store.read_with_app(app_id).await {
+                Some((app, shared)) => (Ok(app), Some(shared)),
+                None => {
+                    let (app, shared) = tokio::join!(self.store.get_app(app_id), share.store.read(app_id));
+                    (app, Some(shared))
+                }
+            },
+            None => (self.store.get_app(app_id).await, None),
         };
-        let (app, shared) = tokio::join!(self.store.get_app(app_id), shared);
         let app = app?.ok_or(Error::UnknownApp(app_id))?;
         let key_arn = app.kms_key_arn.ok_or(Error::AppKeyMissing(app_id))?;
         Ok(Row { key_arn, client_id: app.client_id, read_at: self.clock.now(), shared })
