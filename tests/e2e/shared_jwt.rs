@@ -10,7 +10,7 @@ use appcreds_core::aws::kms::KmsVault;
 use appcreds_core::aws::shared_jwt::{DynamoSharedJwts, item_key};
 use appcreds_core::domain::clock::SystemClock;
 use appcreds_core::domain::jwt::{self, Claims, Issuer, LIFETIME_SECS};
-use appcreds_core::ports::{ClaimIf, JwtClaim, JwtShare, SharedJwts, Signer, Vault};
+use appcreds_core::ports::{ClaimIf, JwtClaim, JwtShare, SharedJwt, SharedJwts, Signer, Vault};
 use appcreds_core::tokens::app_jwt::AppJwts;
 use appcreds_core::{Secret, Services};
 use appcreds_testkit::aws;
@@ -143,6 +143,13 @@ async fn the_app_row_and_the_shared_item_come_in_one_request() {
     let (decision, second) = AppJwts::new(&services).get_decided(APP, allowed).await.unwrap();
     let reads: Vec<_> = proxy.calls().into_iter().filter(|(op, _)| op.contains("Get")).collect();
     assert_eq!(reads, [("DynamoDB_20120810.BatchGetItem".to_string(), 2)]);
+    // The row as the App store reads it (its attributes); the item strongly consistent.
+    let batch = &proxy.bodies("DynamoDB_20120810.BatchGetItem")[0]["RequestItems"];
+    let (row, item) = (&batch[&fleet.stack.app_table], &batch[&fleet.table]);
+    assert_eq!(row["Keys"], json!([{"AppId": {"N": APP.to_string()}}]));
+    assert_eq!(row["ProjectionExpression"], "AppId, KmsKeyArn, PreviousKmsKeyArn, PreviousKeyUsableUntil, ClientId");
+    assert_eq!(row.get("ConsistentRead"), None);
+    assert_eq!((&item["Keys"], &item["ConsistentRead"]), (&json!([{"LeaseId": {"S": item_key(APP)}}]), &json!(true)));
     assert_eq!((decision, second.token.expose()), ("allowed", first.token.expose()));
     assert_eq!((fleet.kms("Sign"), fleet.kms("Decrypt")), (1, 1));
     // An App without a row is no App, read the same way.
@@ -423,6 +430,19 @@ async fn a_claim_resent_by_its_holder_is_its_own() {
         other => panic!("{other:?}"),
     }
     assert_eq!(fleet.item(app).await["ClaimedBy"], AttributeValue::S("first".into()));
+    // So with the condition that the entry is not usable: resent, still the holder's; once a usable
+    // entry is there, refused.
+    let key = "arn:aws:kms:us-east-1:123456789012:key/k";
+    let not_usable = ClaimIf::NotUsable { key_arn: key, after: at + 300 };
+    let claim = |holder: &'static str| store.claim(app + 1, holder, at, at + 10, not_usable);
+    assert_eq!(claim("first").await.unwrap(), JwtClaim::Claimed);
+    assert_eq!(claim("first").await.unwrap(), JwtClaim::Claimed, "resent");
+    let entry = SharedJwt { key_arn: key.into(), expires_at: at + 540, sealed: vec![1, 2, 3], slug: None };
+    assert!(store.put(app + 1, "first", &entry).await.unwrap());
+    match claim("first").await.unwrap() {
+        JwtClaim::Refused(item) => assert_eq!(item.entry, Some(entry)),
+        other => panic!("a usable entry is there: {other:?}"),
+    }
 }
 
 /// Another holder's claim (never to write) that lapses while a function waits for it: the
@@ -498,7 +518,7 @@ async fn a_waiter_with_lambdas_deadline_outwaits_a_slow_claimant() {
     let started = tokio::time::Instant::now();
     let deadline = started + std::time::Duration::from_secs(15);
     let waited = appcreds_core::deadline::within(deadline, fleet.jwts().get(app)).await.unwrap();
-    assert!(started.elapsed() >= std::time::Duration::from_secs(4), "it waited: {:?}", started.elapsed());
+    assert!(started.elapsed() >= std::time::Duration::from_millis(4_500), "it waited: {:?}", started.elapsed());
     let signed = claimant.await.unwrap();
     assert_eq!(waited.token.expose(), signed.token.expose());
     assert_eq!((fleet.kms("Sign"), fleet.kms("Decrypt")), (1, 1), "{:?}", fleet.stack.counter.snapshot());

@@ -14,7 +14,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 
-/// An error to answer `times` requests whose body (a Query-protocol form) has `Action=action`.
+/// An error to answer `times` requests for `action`: an awsQuery request whose form has
+/// `Action=action`, or a JSON-protocol one whose operation ([`FaultProxy::calls`]) is `action`.
 #[derive(Debug, Clone)]
 struct Injected {
     action: String,
@@ -30,6 +31,8 @@ struct Shared {
     calls: Mutex<BTreeMap<String, usize>>,
     /// The body of every awsQuery request, as it arrived.
     forms: Mutex<Vec<String>>,
+    /// The operation and body of every JSON-protocol request, as it arrived.
+    bodies: Mutex<Vec<(String, String)>>,
     /// Operations held until another arrives: (held, until).
     holds: Mutex<Vec<(String, String)>>,
     /// The requests being held, by operation: how many now, and how many ever.
@@ -99,6 +102,17 @@ impl FaultProxy {
     /// `false` when it had not within 10 s.
     pub fn released(&self) -> Vec<bool> {
         self.shared.released.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The bodies of the JSON-protocol requests for `operation` (as [`Self::calls`] names it) so
+    /// far, in order, parsed.
+    pub fn bodies(&self, operation: &str) -> Vec<serde_json::Value> {
+        let bodies = self.shared.bodies.lock().unwrap_or_else(PoisonError::into_inner);
+        bodies
+            .iter()
+            .filter(|(op, _)| op == operation)
+            .map(|(_, b)| serde_json::from_str(b).unwrap_or_default())
+            .collect()
     }
 
     /// The bodies (forms, still URL-encoded) of the awsQuery requests for `action` so far, in order.
@@ -175,6 +189,10 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     if text.split('&').any(|kv| kv.starts_with("Action=")) {
         shared.forms.lock().unwrap_or_else(PoisonError::into_inner).push(text.to_string());
     }
+    let json = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).filter(|t| t.contains("amz-json"));
+    if json.is_some() {
+        shared.bodies.lock().unwrap_or_else(PoisonError::into_inner).push((op.clone(), text.to_string()));
+    }
     let hit = {
         let mut injected = shared.injected.lock().unwrap_or_else(PoisonError::into_inner);
         let named = |i: &Injected| op == i.action || text.split('&').any(|kv| kv == format!("Action={}", i.action));
@@ -184,10 +202,10 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         })
     };
     if let Some(i) = hit {
-        if parts.headers.contains_key("x-amz-target") {
-            let json = serde_json::json!({"__type": i.code, "message": "injected by the fault proxy"}).to_string();
+        if let Some(content_type) = json {
+            let body = serde_json::json!({"__type": i.code, "message": "injected by the fault proxy"}).to_string();
             let status = StatusCode::from_u16(i.status).unwrap_or(StatusCode::BAD_REQUEST);
-            return (status, [("content-type", "application/x-amz-json-1.0")], json).into_response();
+            return (status, [("content-type", content_type.to_string())], body).into_response();
         }
         let xml = format!(
             "<ErrorResponse><Error><Type>Sender</Type><Code>{}</Code><Message>Rate exceeded</Message></Error>\

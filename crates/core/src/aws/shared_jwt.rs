@@ -7,8 +7,10 @@
 //! an App's row and its item are read in one `BatchGetItem`.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::builders::KeysAndAttributesBuilder;
@@ -16,8 +18,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValuesOnC
 
 use crate::aws::app_table::{PROJECTION, record};
 use crate::aws::{Item, dynamo_error};
+use crate::deadline;
 use crate::error::Error;
-use crate::ports::{AppRecord, ClaimIf, JwtClaim, SharedItem, SharedJwt, SharedJwts};
+use crate::ports::{ClaimIf, JwtClaim, RowAndItem, SharedItem, SharedJwt, SharedJwts};
 
 /// The shared App JWTs in the lease table.
 #[derive(Debug, Clone)]
@@ -78,6 +81,24 @@ fn shared_item(item: Option<&Item>) -> Result<SharedItem, Error> {
     Ok(SharedItem { entry, claimed_until: claimed_until(item) })
 }
 
+/// The App row and the App's item from `BatchGetItem`'s answer, if it answered for both tables:
+/// `None` if it left a key unprocessed, or names a table otherwise than it was asked (then each
+/// is read on its own).
+fn both(app_id: i64, mut out: BatchGetItemOutput, apps: &str, table: &str) -> Option<RowAndItem> {
+    if out.unprocessed_keys.as_ref().is_some_and(|left| !left.is_empty()) {
+        tracing::debug!(app_id, "DynamoDB left the App row or its shared JWT unread; reading each");
+        return None;
+    }
+    let mut responses = out.responses.take().unwrap_or_default();
+    // A table with no item is an empty list; a table missing is not an answer.
+    let (Some(row), Some(item)) = (responses.remove(apps), responses.remove(table)) else {
+        tracing::debug!(app_id, "DynamoDB's answer does not name both tables; reading each");
+        return None;
+    };
+    let app = row.into_iter().next().map(|item| record(app_id, &item));
+    Some((Ok(app), shared_item(item.first())))
+}
+
 /// One key, as `BatchGetItem` takes it.
 fn one_key(name: &str, value: AttributeValue) -> KeysAndAttributesBuilder {
     KeysAndAttributes::builder().keys(HashMap::from([(name.to_string(), value)]))
@@ -98,7 +119,7 @@ impl SharedJwts for DynamoSharedJwts {
         shared_item(out.item.as_ref())
     }
 
-    async fn read_with_app(&self, app_id: i64) -> Option<(Option<AppRecord>, Result<SharedItem, Error>)> {
+    async fn read_with_app(&self, app_id: i64) -> Option<RowAndItem> {
         // Both tables one name: the answers could not be told apart.
         let apps = self.apps.as_ref().filter(|apps| **apps != self.table)?;
         // The App row as `DynamoAppStore` reads it; the item strongly consistent, as `read` does.
@@ -106,23 +127,18 @@ impl SharedJwts for DynamoSharedJwts {
         let item = one_key("LeaseId", s(&item_key(app_id))).consistent_read(true).build();
         let (Ok(row), Ok(item)) = (row, item) else { return None };
         let read = self.client.batch_get_item().request_items(apps, row).request_items(&self.table, item).send().await;
-        let mut out = match read {
-            Ok(out) => out,
+        match read {
+            Ok(out) => both(app_id, out, apps, &self.table),
+            // Another call needs time for one more: with less left, the failure is the row's.
+            Err(e) if !deadline::allows(Duration::ZERO, deadline::AWS_CALL) => {
+                Some((Err(dynamo_error("reading the App table", e)), Ok(SharedItem::default())))
+            }
             Err(e) => {
                 let e = dynamo_error("reading the App row with the shared App JWT", e);
                 tracing::warn!(app_id, error = %e, "reading the App row and the shared App JWT one at a time");
-                return None;
+                None
             }
-        };
-        if out.unprocessed_keys.as_ref().is_some_and(|left| !left.is_empty()) {
-            tracing::debug!(app_id, "DynamoDB left the App row or its shared JWT unread; reading each");
-            return None;
         }
-        let mut responses = out.responses.take().unwrap_or_default();
-        let mut first = |table: &str| responses.remove(table).and_then(|items| items.into_iter().next());
-        let app = first(apps).map(|item| record(app_id, &item));
-        let shared = shared_item(first(&self.table).as_ref());
-        Some((app, shared))
     }
 
     async fn claim(
@@ -227,5 +243,64 @@ impl SharedJwts for DynamoSharedJwts {
             }
             Err(e) => Err(dynamo_error("releasing the claim on the shared App JWT", e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::types::KeysAndAttributes;
+
+    use super::*;
+
+    fn answer(
+        tables: &[(&str, Vec<Item>)],
+    ) -> aws_sdk_dynamodb::operation::batch_get_item::builders::BatchGetItemOutputBuilder {
+        let mut out = BatchGetItemOutput::builder();
+        for (table, items) in tables {
+            out = out.responses(*table, items.clone());
+        }
+        out
+    }
+
+    fn row() -> Item {
+        HashMap::from([
+            ("AppId".to_string(), AttributeValue::N("7".into())),
+            ("KmsKeyArn".to_string(), AttributeValue::S("arn:aws:kms:us-east-1:1:key/k".into())),
+        ])
+    }
+
+    #[test]
+    fn an_answer_for_both_tables_is_taken() {
+        let claim = HashMap::from([("ClaimedUntil".to_string(), AttributeValue::N("99".into()))]);
+        let out = answer(&[("apps", vec![row()]), ("leases", vec![claim])]).build();
+        let (app, shared) = both(7, out, "apps", "leases").unwrap();
+        assert_eq!(app.unwrap().unwrap().kms_key_arn.as_deref(), Some("arn:aws:kms:us-east-1:1:key/k"));
+        assert_eq!(shared.unwrap(), SharedItem { entry: None, claimed_until: Some(99) });
+        // No row and no item: an App without a row, and an empty item.
+        let (app, shared) = both(7, answer(&[("apps", vec![]), ("leases", vec![])]).build(), "apps", "leases").unwrap();
+        assert_eq!((app.unwrap(), shared.unwrap()), (None, SharedItem::default()));
+    }
+
+    #[test]
+    fn an_answer_that_leaves_a_key_or_a_table_out_is_none() {
+        let unprocessed = KeysAndAttributes::builder()
+            .keys(HashMap::from([("LeaseId".to_string(), AttributeValue::S("AppJwt#7".into()))]))
+            .build()
+            .unwrap();
+        let out = answer(&[("apps", vec![row()])]).unprocessed_keys("leases", unprocessed).build();
+        assert!(both(7, out, "apps", "leases").is_none(), "a key unprocessed");
+        // Named otherwise (an ARN asked, a name answered): not read as "no App".
+        let out = answer(&[("apps", vec![row()]), ("leases", vec![])]).build();
+        assert!(both(7, out, "arn:aws:dynamodb:us-east-1:1:table/apps", "leases").is_none());
+        assert!(both(7, answer(&[("apps", vec![row()])]).build(), "apps", "leases").is_none());
+    }
+
+    #[test]
+    fn an_item_that_is_not_an_entry_is_the_items_error_alone() {
+        let broken = HashMap::from([("Jwt".to_string(), AttributeValue::S("not binary".into()))]);
+        let (app, shared) =
+            both(7, answer(&[("apps", vec![row()]), ("leases", vec![broken])]).build(), "apps", "leases").unwrap();
+        assert!(app.unwrap().is_some());
+        assert!(shared.is_err());
     }
 }

@@ -170,9 +170,10 @@ pub trait SharedJwts: Send + Sync {
     /// The App's row of the App table and its item ([`Self::read`]) in one request, if this store
     /// was given the App table: a cold function's first JWT waits for one round trip to the
     /// tables, not two side by side. `None` if it was not given it, or the request did not answer
-    /// for both (failed, or left a key unprocessed): then each is read on its own, so that the
-    /// share never fails what the App row alone would answer.
-    async fn read_with_app(&self, _app_id: i64) -> Option<(Option<AppRecord>, Result<SharedItem, Error>)> {
+    /// for both (failed, left a key unprocessed, or named a table otherwise): then each is read on
+    /// its own, so that the share never fails what the App row alone would answer. A request that
+    /// failed with no time left for another AWS call is the row's error.
+    async fn read_with_app(&self, _app_id: i64) -> Option<RowAndItem> {
         None
     }
     /// Claims the signing of the App's JWT for `holder` until `until` (Unix seconds), unless
@@ -192,6 +193,10 @@ pub trait SharedJwts: Send + Sync {
     /// the others), so that the next function claims at once; nothing if it holds none.
     async fn release(&self, app_id: i64, holder: &str) -> Result<(), Error>;
 }
+
+/// An App's row of the App table and its shared item, as [`SharedJwts::read_with_app`] reads
+/// them: each its own result.
+pub type RowAndItem = (Result<Option<AppRecord>, Error>, Result<SharedItem, Error>);
 
 /// What [`SharedJwts::claim`] requires of the entry.
 #[derive(Debug, Clone, Copy)]

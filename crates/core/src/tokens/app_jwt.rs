@@ -31,6 +31,7 @@
 //!   longer than the JWT it came with ([`AppJwt::slug`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -107,8 +108,10 @@ pub struct AppJwts {
     share: Option<JwtShare>,
     /// Asks the App's slug for the shared entry (`None`: the entry goes without it).
     github: Option<GitHubClient>,
-    /// This process's name on its claims.
+    /// This process's name: a claim's holder is it and the claim's number ([`Self::new_holder`]).
     holder: String,
+    /// The claims made so far.
+    claims: AtomicU64,
     /// Per App, when GitHub last refused this process's JWT (Unix seconds): a shared JWT signed
     /// by then is not taken again, but replaced. One entry at most per App whose JWT GitHub
     /// refused, and a JWT is only made for an App of the App table with a key: bounded by it.
@@ -194,6 +197,7 @@ impl AppJwts {
             share: services.jwt_share.clone(),
             github: services.github.clone(),
             holder: format!("{:016x}", fastrand::u64(..)),
+            claims: AtomicU64::new(0),
             refused: Mutex::new(HashMap::new()),
         }
     }
@@ -248,7 +252,7 @@ impl AppJwts {
     async fn read_row(&self, app_id: i64) -> Result<Row, Error> {
         let (app, shared) = match &self.share {
             Some(share) => match share.store.read_with_app(app_id).await {
-                Some((app, shared)) => (Ok(app), Some(shared)),
+                Some((app, shared)) => (app, Some(shared)),
                 None => {
                     let (app, shared) = tokio::join!(self.store.get_app(app_id), share.store.read(app_id));
                     (app, Some(shared))
@@ -344,8 +348,9 @@ impl AppJwts {
             Some(seen) => ClaimIf::Still(seen.as_ref()),
         };
         let seen = broken.clone().flatten();
-        match share.store.claim(app_id, &self.holder, now, now + CLAIM_SECS, only_if).await {
-            Ok(JwtClaim::Claimed) => self.sign_claimed(share, app_id, key_arn, client_id).await,
+        let holder = self.new_holder();
+        match share.store.claim(app_id, &holder, now, now + CLAIM_SECS, only_if).await {
+            Ok(JwtClaim::Claimed) => self.sign_claimed(share, &holder, app_id, key_arn, client_id).await,
             Ok(JwtClaim::Refused(item)) => {
                 if let Some(Found::Usable(entry)) =
                     item.entry.filter(|e| Some(e) != seen.as_ref()).map(|e| self.judge(app_id, Some(e), key_arn))
@@ -359,8 +364,10 @@ impl AppJwts {
                     // Its holder could not sign: one of those waiting signs for the others.
                     Waited::Free => {
                         let now = self.clock.now();
-                        match share.store.claim(app_id, &self.holder, now, now + CLAIM_SECS, only_if).await {
-                            Ok(JwtClaim::Claimed) => self.sign_claimed(share, app_id, key_arn, client_id).await,
+                        match share.store.claim(app_id, &holder, now, now + CLAIM_SECS, only_if).await {
+                            Ok(JwtClaim::Claimed) => {
+                                self.sign_claimed(share, &holder, app_id, key_arn, client_id).await
+                            }
                             _ => Ok(self.sign(app_id, key_arn, client_id).await?.0),
                         }
                     }
@@ -374,23 +381,31 @@ impl AppJwts {
         }
     }
 
-    /// A JWT signed under this function's claim, shared with the others; or, if it cannot be
-    /// signed, was signed with a previous key (the current one refused: not for the others), or
-    /// could not be shared, the claim ended at once, so that the others need not wait for it to
-    /// lapse.
+    /// A name for one claim: this process's and the claim's number. A claim sent again (by the
+    /// SDK) is its holder's still; another mint in this process (one started after a JWT GitHub
+    /// refused was dropped) makes a claim of its own, refused while this one holds.
+    fn new_holder(&self) -> String {
+        format!("{}-{}", self.holder, self.claims.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A JWT signed under `holder`'s claim (this function's), shared with the others; or, if it
+    /// cannot be signed, was signed with a previous key (the current one refused: not for the
+    /// others), or could not be shared, the claim ended at once, so that the others need not wait
+    /// for it to lapse.
     async fn sign_claimed(
         &self,
         share: &JwtShare,
+        holder: &str,
         app_id: i64,
         key_arn: &str,
         client_id: Option<&str>,
     ) -> Result<AppJwt, Error> {
         let mut signed = self.sign(app_id, key_arn, client_id).await;
         let shared = match &mut signed {
-            Ok((jwt, true)) => self.share_out(share, app_id, key_arn, jwt).await,
+            Ok((jwt, true)) => self.share_out(share, holder, app_id, key_arn, jwt).await,
             _ => false,
         };
-        if !shared && let Err(e) = share.store.release(app_id, &self.holder).await {
+        if !shared && let Err(e) = share.store.release(app_id, holder).await {
             tracing::warn!(app_id, error = %e, "could not end the claim on the shared App JWT");
         }
         Ok(signed?.0)
@@ -434,9 +449,10 @@ impl AppJwts {
         }
     }
 
-    /// Encrypts `jwt` under its context and writes it for the other functions, with the App's
-    /// slug (asked of GitHub meanwhile, and kept in `jwt`), best effort; whether it was written.
-    async fn share_out(&self, share: &JwtShare, app_id: i64, key_arn: &str, jwt: &mut AppJwt) -> bool {
+    /// Encrypts `jwt` under its context and writes it for the other functions while `holder`'s
+    /// claim holds, with the App's slug (asked of GitHub meanwhile, and kept in `jwt`), best
+    /// effort; whether it was written.
+    async fn share_out(&self, share: &JwtShare, holder: &str, app_id: i64, key_arn: &str, jwt: &mut AppJwt) -> bool {
         let context = Context::new(app_id, key_arn, jwt.expires_at);
         let context = context.pairs();
         // Boxed: the future of a cold function's first answer is deep enough as it is.
@@ -452,7 +468,7 @@ impl AppJwts {
         };
         let entry =
             SharedJwt { key_arn: key_arn.to_string(), expires_at: jwt.expires_at, sealed, slug: jwt.slug.clone() };
-        match share.store.put(app_id, &self.holder, &entry).await {
+        match share.store.put(app_id, holder, &entry).await {
             Ok(true) => {
                 tracing::debug!(app_id, expires_at = jwt.expires_at, "shared the App JWT");
                 true
@@ -469,8 +485,9 @@ impl AppJwts {
     }
 
     /// **(ext)** The App's slug (`GET /app` with its new JWT `jwt`), for the shared entry: best
-    /// effort, within [`SLUG_BUDGET`] and never into the time the invocation needs after
-    /// ([`AFTER_WAIT`]); `None` without a GitHub client, or if GitHub does not say in time.
+    /// effort, within [`SLUG_BUDGET`] and never into the last [`AFTER_WAIT`] of the invocation
+    /// (what a waiter keeps back; here, for the entry's write and the mint); `None` without a
+    /// GitHub client, or if GitHub does not say in time.
     async fn ask_slug(&self, app_id: i64, jwt: &Secret) -> Option<String> {
         let github = self.github.as_ref()?;
         let budget = deadline::remaining().map_or(SLUG_BUDGET, |left| SLUG_BUDGET.min(left.saturating_sub(AFTER_WAIT)));
@@ -491,7 +508,8 @@ impl AppJwts {
     }
 
     /// The JWT another function claimed to sign, read again with jittered pauses for at most
-    /// [`SHARE_WAIT`], never into the time the invocation needs after ([`AFTER_WAIT`]), and only
+    /// [`SHARE_WAIT`], never into the time the invocation needs after ([`AFTER_WAIT`]: the pauses
+    /// and the reads alike), and only
     /// while the claim (until `claimed_until`, as last read) lasts. `NotCome` if it does not come
     /// in time or is broken (not `broken`, the entry found broken before).
     async fn wait_for(
@@ -518,10 +536,20 @@ impl AppJwts {
                 return Waited::NotCome;
             }
             tokio::time::sleep(wait).await;
-            let item = match share.store.read(app_id).await {
-                Ok(item) => item,
-                Err(e) => {
+            // The read, too, ends where the time kept back begins.
+            let read = share.store.read(app_id);
+            let read = match deadline::remaining() {
+                Some(left) => tokio::time::timeout(left.saturating_sub(AFTER_WAIT), read).await,
+                None => Ok(read.await),
+            };
+            let item = match read {
+                Ok(Ok(item)) => item,
+                Ok(Err(e)) => {
                     tracing::warn!(app_id, error = %e, "could not read the shared App JWT; signing one");
+                    return Waited::NotCome;
+                }
+                Err(_) => {
+                    tracing::debug!(app_id, "the shared App JWT's item did not come in time; signing one");
                     return Waited::NotCome;
                 }
             };
