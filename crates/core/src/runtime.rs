@@ -39,13 +39,7 @@ impl ColdStart {
     pub async fn init() -> Result<Self, Error> {
         init_logging();
         let config = Config::from_env()?;
-        // Region, credentials and endpoint from the environment; every client is built from it. Its
-        // HTTP client trusts the roots the GitHub clients share, read for the first call.
-        let aws = aws_config::defaults(BehaviorVersion::latest())
-            .timeout_config(aws_timeouts())
-            .http_client(crate::aws::https::http_client())
-            .load()
-            .await;
+        let aws = lambda_sdk_config(|name| std::env::var(name).ok())?;
         Ok(ColdStart { config, aws })
     }
 
@@ -133,6 +127,34 @@ impl ColdStart {
             Some(GitHubClient::new(&self.config.github_api_url, Timeouts::default(), RetryPolicy::default())?);
         Ok(services)
     }
+}
+
+/// The SDK configuration every client of a function is built from: the region, the credentials
+/// and the endpoint from the variables Lambda sets (`AWS_REGION`; `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`: the execution role's) and `AWS_ENDPOINT_URL` if
+/// set (a local stack), the functions' timeouts, and an HTTP client that trusts the roots the
+/// GitHub clients share, read for the first call. Not aws-config's default chains: in Lambda each
+/// would end at those variables, after reading profile files, and linking their providers (IMDS,
+/// ECS, SSO, web identity, profiles) made every bootstrap larger.
+/// (`var`: the environment; the credentials are read from the process's own, for each call.)
+fn lambda_sdk_config(var: impl Fn(&str) -> Option<String>) -> Result<SdkConfig, Error> {
+    use aws_sdk_dynamodb::config::{IdentityCache, Region, SharedCredentialsProvider};
+    let set = |name: &str| var(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let region = set("AWS_REGION").or_else(|| set("AWS_DEFAULT_REGION"));
+    let region = region.ok_or(Error::Misconfigured("AWS_REGION is not set"))?;
+    let credentials = aws_config::environment::EnvironmentVariableCredentialsProvider::new();
+    let mut aws = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region))
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .identity_cache(IdentityCache::lazy().build())
+        .retry_config(aws_config::retry::RetryConfig::standard())
+        .timeout_config(aws_timeouts())
+        .http_client(crate::aws::https::http_client());
+    if let Some(url) = set("AWS_ENDPOINT_URL") {
+        aws = aws.endpoint_url(url);
+    }
+    Ok(aws.build())
 }
 
 /// Logging as Lambda's log settings ask (`AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_LOG_LEVEL`), in the
@@ -425,5 +447,30 @@ mod shared_jwt_tests {
         assert!(services(&[key, leases]).jwt_share.is_some());
         assert!(services(&[leases]).jwt_share.is_none());
         assert!(services(&[key]).jwt_share.is_none());
+    }
+}
+
+#[cfg(test)]
+mod sdk_config_tests {
+    use super::*;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name: &str| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn the_sdk_configuration_is_lambdas_environment() {
+        let aws = lambda_sdk_config(env(&[("AWS_REGION", "eu-west-1"), ("AWS_DEFAULT_REGION", "us-east-1")])).unwrap();
+        assert_eq!(aws.region().map(|r| r.as_ref()), Some("eu-west-1"));
+        assert_eq!(aws.endpoint_url(), None);
+        assert!(aws.credentials_provider().is_some() && aws.http_client().is_some());
+        assert_eq!(aws.timeout_config(), Some(&aws_timeouts()));
+        // A local stack: the region's fallback, and its endpoint.
+        let local = env(&[("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ENDPOINT_URL", " http://127.0.0.1:5000 ")]);
+        let aws = lambda_sdk_config(local).unwrap();
+        let got = (aws.region().map(|r| r.as_ref()), aws.endpoint_url());
+        assert_eq!(got, (Some("us-east-1"), Some("http://127.0.0.1:5000")));
+        let none = lambda_sdk_config(env(&[("AWS_REGION", " ")]));
+        assert!(matches!(none, Err(Error::Misconfigured("AWS_REGION is not set"))), "{:?}", none.err());
     }
 }
