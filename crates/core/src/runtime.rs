@@ -142,6 +142,14 @@ fn lambda_sdk_config(var: impl Fn(&str) -> Option<String>) -> Result<SdkConfig, 
     let set = |name: &str| var(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     let region = set("AWS_REGION").or_else(|| set("AWS_DEFAULT_REGION"));
     let region = region.ok_or(Error::Misconfigured("AWS_REGION is not set"))?;
+    // Lambda gives the execution role's credentials in the environment; a runtime that gives them
+    // otherwise (a container credentials endpoint) is not one this template deploys to: said at
+    // the cold start, not by every request's first AWS call.
+    if set("AWS_ACCESS_KEY_ID").is_none() {
+        return Err(Error::Misconfigured(
+            "AWS_ACCESS_KEY_ID is not set: the execution role's credentials are read from it",
+        ));
+    }
     let credentials = aws_config::environment::EnvironmentVariableCredentialsProvider::new();
     let mut aws = SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -460,17 +468,28 @@ mod sdk_config_tests {
 
     #[test]
     fn the_sdk_configuration_is_lambdas_environment() {
-        let aws = lambda_sdk_config(env(&[("AWS_REGION", "eu-west-1"), ("AWS_DEFAULT_REGION", "us-east-1")])).unwrap();
+        let lambda =
+            env(&[("AWS_REGION", "eu-west-1"), ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "AKIA")]);
+        let aws = lambda_sdk_config(lambda).unwrap();
         assert_eq!(aws.region().map(|r| r.as_ref()), Some("eu-west-1"));
         assert_eq!(aws.endpoint_url(), None);
         assert!(aws.credentials_provider().is_some() && aws.http_client().is_some());
         assert_eq!(aws.timeout_config(), Some(&aws_timeouts()));
         // A local stack: the region's fallback, and its endpoint.
-        let local = env(&[("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ENDPOINT_URL", " http://127.0.0.1:5000 ")]);
+        let local = env(&[
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", " http://127.0.0.1:5000 "),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+        ]);
         let aws = lambda_sdk_config(local).unwrap();
         let got = (aws.region().map(|r| r.as_ref()), aws.endpoint_url());
         assert_eq!(got, (Some("us-east-1"), Some("http://127.0.0.1:5000")));
-        let none = lambda_sdk_config(env(&[("AWS_REGION", " ")]));
+        let none = lambda_sdk_config(env(&[("AWS_REGION", " "), ("AWS_ACCESS_KEY_ID", "AKIA")]));
         assert!(matches!(none, Err(Error::Misconfigured("AWS_REGION is not set"))), "{:?}", none.err());
+        // Credentials from elsewhere (a container endpoint): refused at the cold start, by name.
+        let elsewhere =
+            env(&[("AWS_REGION", "eu-west-1"), ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1/c")]);
+        let refused = lambda_sdk_config(elsewhere).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("AWS_ACCESS_KEY_ID is not set"), "{refused}");
     }
 }
