@@ -60,11 +60,16 @@ pub const ROW_SHARE_SECS: i64 = 1;
 /// function with Lambda's 15 s timeout the deadline ends the wait sooner (`AFTER_WAIT`: 8.5 s
 /// after the invocation starts, at the latest).
 pub const SHARE_WAIT: Duration = Duration::from_secs(CLAIM_SECS as u64);
-/// The first pause before the entry is read again (doubled each time, jittered), and the longest:
+/// The first pause before the entry is read again (then doubled, and at least twice as long as
+/// the last read took; jittered), and the longest:
 /// a signing, an encryption and a write take a few round trips, and a burst's waiting readers must
 /// not crowd out the claimant's own calls.
 const POLL_FIRST: Duration = Duration::from_millis(50);
 const POLL_MAX: Duration = Duration::from_secs(1);
+/// The longest pause after reads that took long (a table under load).
+const POLL_LOADED: Duration = Duration::from_secs(4);
+/// Less than this left of a wait, the shared JWT is not read again.
+const MIN_READ: Duration = Duration::from_millis(100);
 /// What the invocation keeps back from its deadline while it waits for the shared JWT: one
 /// attempt of the AWS call that follows (its own `Sign`, or the `Decrypt` of the JWT that came)
 /// and [`AFTER_JWT`] for what the request does with the JWT. Not a whole call with its retries:
@@ -529,19 +534,22 @@ impl AppJwts {
                 tracing::debug!(app_id, "the signing of the shared App JWT is no longer claimed");
                 return Waited::Free;
             }
-            let half = pause / 2;
-            let wait = half + Duration::from_millis(fastrand::u64(0..=half.as_millis() as u64));
-            if started.elapsed() + wait > SHARE_WAIT || !deadline::allows(wait, AFTER_WAIT) {
+            // What is left of the wait: until SHARE_WAIT, and never into the time kept back.
+            let left = SHARE_WAIT.saturating_sub(started.elapsed());
+            let left = deadline::remaining().map_or(left, |d| left.min(d.saturating_sub(AFTER_WAIT)));
+            if left < MIN_READ {
                 tracing::debug!(app_id, "the shared App JWT did not come in time; signing one");
                 return Waited::NotCome;
             }
+            // A pause leaves at least half of what is left for the read after it: the last read
+            // comes at the end of the wait, not a whole pause before it.
+            let half = pause / 2;
+            let wait = half + Duration::from_millis(fastrand::u64(0..=half.as_millis() as u64));
+            let wait = wait.min(left / 2);
             tokio::time::sleep(wait).await;
             // The read, too, ends where the time kept back begins.
-            let read = share.store.read(app_id);
-            let read = match deadline::remaining() {
-                Some(left) => tokio::time::timeout(left.saturating_sub(AFTER_WAIT), read).await,
-                None => Ok(read.await),
-            };
+            let read_at = tokio::time::Instant::now();
+            let read = tokio::time::timeout(left - wait, share.store.read(app_id)).await;
             let item = match read {
                 Ok(Ok(item)) => item,
                 Ok(Err(e)) => {
@@ -563,7 +571,9 @@ impl AppJwts {
                     Found::Broken(_) => return Waited::NotCome,
                 }
             }
-            pause = (pause * 2).min(POLL_MAX);
+            // Reads that take long are a table (or a network) under load: the pauses grow with
+            // them, so that a burst's waiters do not crowd out the claimant's own calls.
+            pause = (pause * 2).min(POLL_MAX).max((read_at.elapsed() * 2).min(POLL_LOADED));
         }
     }
 
