@@ -591,3 +591,30 @@ async fn an_entry_without_a_slug_leaves_it_to_github() {
     assert_eq!(installation_token(&fleet.services(), app).await["appSlug"], slug.as_str());
     assert_eq!(fleet.stack.github.calls("GET /app"), asked + 2, "asked GitHub");
 }
+
+/// A claimant whose signing is cancelled (the future making the JWT dropped, as by a timeout
+/// around a request's work) ends its claim from a task of its own: the next cold function claims,
+/// signs and shares at once instead of waiting for the claim to lapse.
+#[tokio::test]
+async fn a_cancelled_signing_ends_its_claim() {
+    let app = APP + 150;
+    let fleet = Fleet::start(app).await;
+    let mut slow = fleet.services();
+    slow.signer = Arc::new(Slow(slow.signer.clone(), std::time::Duration::from_secs(5)));
+    let jwts = AppJwts::new(&slow);
+    let cancelled = tokio::time::timeout(std::time::Duration::from_millis(500), jwts.get(app)).await;
+    assert!(cancelled.is_err(), "cut while it signs");
+    let mut item = fleet.item(app).await;
+    for _ in 0..100 {
+        if !item.contains_key("ClaimedBy") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        item = fleet.item(app).await;
+    }
+    assert!(!item.contains_key("ClaimedBy"), "the claim ended: {item:?}");
+    fleet.stack.counter.reset();
+    let jwt = fleet.jwts().get(app).await.unwrap();
+    assert_eq!((fleet.kms("Sign"), fleet.kms("UpdateItem")), (1, 2), "claimed and shared at once");
+    assert_eq!(fleet.item(app).await["JwtExpiresAt"], AttributeValue::N(jwt.expires_at.to_string()));
+}

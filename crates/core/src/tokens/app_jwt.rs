@@ -45,7 +45,7 @@ use crate::error::{Error, KeyProblem};
 use crate::github::installations;
 use crate::github::types::{App, GitHubInstallation};
 use crate::github::{Auth, GitHubClient};
-use crate::ports::{AppStore, ClaimIf, Clock, JwtClaim, JwtShare, SharedItem, SharedJwt, Signer};
+use crate::ports::{AppStore, ClaimIf, Clock, JwtClaim, JwtShare, SharedItem, SharedJwt, SharedJwts, Signer};
 use crate::services::Services;
 use crate::tokens::installation::SLUG_BUDGET;
 
@@ -133,6 +133,27 @@ struct Row {
     read_at: i64,
     /// The App's shared item, as read with the row (`None` without a share).
     shared: Option<Result<SharedItem, Error>>,
+}
+
+/// A claim on the signing of a shared JWT, while its holder signs and shares: if that is
+/// cancelled (the future that made the JWT dropped, as by a timeout around a request's work), the
+/// claim is ended from a task of its own, so that the other functions need not wait for it to
+/// lapse. Disarmed (`None`) once the holder shared its JWT or ended the claim itself.
+struct ClaimGuard {
+    share: Option<(Arc<dyn SharedJwts>, i64, String)>,
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        let Some((store, app_id, holder)) = self.share.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        tracing::debug!(app_id, "the signing of the shared App JWT was cancelled; ending its claim");
+        runtime.spawn(async move {
+            if let Err(e) = store.release(app_id, &holder).await {
+                tracing::warn!(app_id, error = %e, "could not end the claim on the shared App JWT");
+            }
+        });
+    }
 }
 
 /// What the shared entry is worth to a function of the App whose current key is the one asked.
@@ -405,6 +426,7 @@ impl AppJwts {
         key_arn: &str,
         client_id: Option<&str>,
     ) -> Result<AppJwt, Error> {
+        let mut claim = ClaimGuard { share: Some((share.store.clone(), app_id, holder.to_string())) };
         let mut signed = self.sign(app_id, key_arn, client_id).await;
         let shared = match &mut signed {
             Ok((jwt, true)) => self.share_out(share, holder, app_id, key_arn, jwt).await,
@@ -413,6 +435,7 @@ impl AppJwts {
         if !shared && let Err(e) = share.store.release(app_id, holder).await {
             tracing::warn!(app_id, error = %e, "could not end the claim on the shared App JWT");
         }
+        claim.share = None;
         Ok(signed?.0)
     }
 
