@@ -592,6 +592,23 @@ async fn an_entry_without_a_slug_leaves_it_to_github() {
     assert_eq!(fleet.stack.github.calls("GET /app"), asked + 2, "asked GitHub");
 }
 
+/// A cold installation-token function whose `Sign` takes 3 s, longer than the slug's 2 s budget:
+/// the JWT is made outside that budget (the mint waits for it anyway), so the slug's timeout does
+/// not cancel the claimed signing. One `Sign`, the JWT shared, the claim ended, and the answer
+/// has the slug that came with it.
+#[tokio::test]
+async fn a_slow_signing_is_not_cancelled_by_the_slugs_budget() {
+    let app = APP + 140;
+    let fleet = Fleet::start(app).await;
+    let mut slow = fleet.services();
+    slow.signer = Arc::new(Slow(slow.signer.clone(), std::time::Duration::from_secs(3)));
+    let body = installation_token(&slow, app).await;
+    assert_eq!(body["appSlug"], format!("appcreds-test-app-{app}").as_str(), "{body}");
+    assert_eq!((fleet.kms("Sign"), fleet.kms("Encrypt")), (1, 1), "{:?}", fleet.stack.counter.snapshot());
+    let item = fleet.item(app).await;
+    assert!(item.contains_key("Jwt") && !item.contains_key("ClaimedBy"), "shared, claim ended: {item:?}");
+}
+
 /// A claimant whose signing is cancelled (the future making the JWT dropped, as by a timeout
 /// around a request's work) ends its claim from a task of its own: the next cold function claims,
 /// signs and shares at once instead of waiting for the claim to lapse.

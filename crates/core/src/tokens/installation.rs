@@ -374,15 +374,19 @@ impl InstallationTokens {
     pub async fn app_slug(&self, app_id: i64) -> Option<String> {
         // The slug, and until when it is kept.
         let fresh = |(_, until): &(String, i64)| self.now() < *until;
-        let fetch = async {
-            let jwt = self.jwts.get(app_id).await?;
-            if let Some(slug) = jwt.slug {
-                return Ok::<_, Error>((slug, Some(jwt.expires_at)));
-            }
-            let app: App = self.github()?.get("/app", Auth::App { app_id, jwt: &jwt.token }).await?;
-            Ok((app.slug.unwrap_or_default(), None))
-        };
         let fill = || async {
+            // The JWT outside the slug's budget: the request's mint waits for the same one, and a
+            // budget that ran out while it was being made would cancel its making (a shared
+            // JWT's signing, claimed for the other functions, among it).
+            let jwt = self.jwts.get(app_id).await;
+            let fetch = async {
+                let jwt = jwt?;
+                if let Some(slug) = jwt.slug {
+                    return Ok::<_, Error>((slug, Some(jwt.expires_at)));
+                }
+                let app: App = self.github()?.get("/app", Auth::App { app_id, jwt: &jwt.token }).await?;
+                Ok((app.slug.unwrap_or_default(), None))
+            };
             let budget = deadline::clamp(SLUG_BUDGET);
             let (slug, until) = match tokio::time::timeout(budget, fetch).await {
                 Ok(Ok(found)) => found,
@@ -667,8 +671,12 @@ impl InstallationTokens {
         let fresh = |(_, at): &(Option<InstallationGrants>, i64)| self.now() - at < ttl;
         let fill = || async {
             let path = format!("/app/installations/{id}");
+            // The JWT outside the budget, as for the slug: a budget that ran out while it was
+            // being made would cancel its making.
+            let jwt = self.jwts.get(app_id).await?;
+            let lookup = installations::lookup(self.github()?, app_id, &jwt.token, &path);
             let budget = deadline::clamp(GRANTS_BUDGET);
-            let grants = match tokio::time::timeout(budget, self.lookup(app_id, &path)).await {
+            let grants = match tokio::time::timeout(budget, lookup).await {
                 Ok(found) => found?.and_then(|i| i.grants()),
                 Err(_) if budget < GRANTS_BUDGET => return Err(Error::OutOfTime),
                 Err(_) => return Err(Error::GitHubUnavailable("no answer in time".into())),
