@@ -140,12 +140,26 @@ struct Row {
 /// claim is ended from a task of its own, so that the other functions need not wait for it to
 /// lapse. Disarmed (`None`) once the holder shared its JWT or ended the claim itself.
 struct ClaimGuard {
-    share: Option<(Arc<dyn SharedJwts>, i64, String)>,
+    holder: String,
+    share: Option<(Arc<dyn SharedJwts>, i64)>,
+}
+
+impl ClaimGuard {
+    /// Armed for `holder`'s claim on `app_id`'s signing.
+    fn new(share: &JwtShare, app_id: i64, holder: &str) -> Self {
+        ClaimGuard { holder: holder.to_string(), share: Some((share.store.clone(), app_id)) }
+    }
+
+    /// The claim was refused, or its holder shared its JWT or ended it: nothing to end.
+    fn disarm(mut self) {
+        self.share = None;
+    }
 }
 
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
-        let Some((store, app_id, holder)) = self.share.take() else { return };
+        let Some((store, app_id)) = self.share.take() else { return };
+        let holder = std::mem::take(&mut self.holder);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         tracing::debug!(app_id, "the signing of the shared App JWT was cancelled; ending its claim");
         runtime.spawn(async move {
@@ -375,9 +389,12 @@ impl AppJwts {
         };
         let seen = broken.clone().flatten();
         let holder = self.new_holder();
+        // Armed before the claim is sent: a claim that lands as its sender is dropped is ended too.
+        let claim = ClaimGuard::new(share, app_id, &holder);
         match share.store.claim(app_id, &holder, now, now + CLAIM_SECS, only_if).await {
-            Ok(JwtClaim::Claimed) => self.sign_claimed(share, &holder, app_id, key_arn, client_id).await,
+            Ok(JwtClaim::Claimed) => self.sign_claimed(share, claim, app_id, key_arn, client_id).await,
             Ok(JwtClaim::Refused(item)) => {
+                claim.disarm();
                 if let Some(Found::Usable(entry)) =
                     item.entry.filter(|e| Some(e) != seen.as_ref()).map(|e| self.judge(app_id, Some(e), key_arn))
                     && let Some(jwt) = self.open(share, app_id, &entry, client_id).await
@@ -390,18 +407,24 @@ impl AppJwts {
                     // Its holder could not sign: one of those waiting signs for the others.
                     Waited::Free => {
                         let now = self.clock.now();
+                        let claim = ClaimGuard::new(share, app_id, &holder);
                         match share.store.claim(app_id, &holder, now, now + CLAIM_SECS, only_if).await {
-                            Ok(JwtClaim::Claimed) => {
-                                self.sign_claimed(share, &holder, app_id, key_arn, client_id).await
+                            Ok(JwtClaim::Claimed) => self.sign_claimed(share, claim, app_id, key_arn, client_id).await,
+                            Ok(JwtClaim::Refused(_)) => {
+                                claim.disarm();
+                                Ok(self.sign(app_id, key_arn, client_id).await?.0)
                             }
-                            _ => Ok(self.sign(app_id, key_arn, client_id).await?.0),
+                            // It may have landed: the guard ends it.
+                            Err(_) => Ok(self.sign(app_id, key_arn, client_id).await?.0),
                         }
                     }
                     Waited::NotCome => Ok(self.sign(app_id, key_arn, client_id).await?.0),
                 }
             }
+            // It may have landed (an answer lost): the guard, dropped armed, ends it.
             Err(e) => {
                 tracing::warn!(app_id, error = %e, "could not claim the signing of the shared App JWT; signing one");
+                drop(claim);
                 Ok(self.sign(app_id, key_arn, client_id).await?.0)
             }
         }
@@ -414,19 +437,20 @@ impl AppJwts {
         format!("{}-{}", self.holder, self.claims.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// A JWT signed under `holder`'s claim (this function's), shared with the others; or, if it
+    /// A JWT signed under `claim` (this function's, ended if this is dropped), shared with the
+    /// others; or, if it
     /// cannot be signed, was signed with a previous key (the current one refused: not for the
     /// others), or could not be shared, the claim ended at once, so that the others need not wait
     /// for it to lapse.
     async fn sign_claimed(
         &self,
         share: &JwtShare,
-        holder: &str,
+        claim: ClaimGuard,
         app_id: i64,
         key_arn: &str,
         client_id: Option<&str>,
     ) -> Result<AppJwt, Error> {
-        let mut claim = ClaimGuard { share: Some((share.store.clone(), app_id, holder.to_string())) };
+        let holder = &claim.holder;
         let mut signed = self.sign(app_id, key_arn, client_id).await;
         let shared = match &mut signed {
             Ok((jwt, true)) => self.share_out(share, holder, app_id, key_arn, jwt).await,
@@ -435,7 +459,7 @@ impl AppJwts {
         if !shared && let Err(e) = share.store.release(app_id, holder).await {
             tracing::warn!(app_id, error = %e, "could not end the claim on the shared App JWT");
         }
-        claim.share = None;
+        claim.disarm();
         Ok(signed?.0)
     }
 
