@@ -145,9 +145,9 @@ fn lambda_sdk_config(var: impl Fn(&str) -> Option<String>) -> Result<SdkConfig, 
     // Lambda gives the execution role's credentials in the environment; a runtime that gives them
     // otherwise (a container credentials endpoint) is not one this template deploys to: said at
     // the cold start, not by every request's first AWS call.
-    if set("AWS_ACCESS_KEY_ID").is_none() {
+    if set("AWS_ACCESS_KEY_ID").is_none() || set("AWS_SECRET_ACCESS_KEY").is_none() {
         return Err(Error::Misconfigured(
-            "AWS_ACCESS_KEY_ID is not set: the execution role's credentials are read from it",
+            "AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is not set: the execution role's credentials are read from them",
         ));
     }
     let credentials = aws_config::environment::EnvironmentVariableCredentialsProvider::new();
@@ -162,6 +162,9 @@ fn lambda_sdk_config(var: impl Fn(&str) -> Option<String>) -> Result<SdkConfig, 
     if let Some(url) = set("AWS_ENDPOINT_URL") {
         aws = aws.endpoint_url(url);
     }
+    // FIPS and dual-stack endpoints, where a deployment asks for them in the function's environment.
+    let on = |name: &str| set(name).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    aws = aws.use_fips(on("AWS_USE_FIPS_ENDPOINT")).use_dual_stack(on("AWS_USE_DUALSTACK_ENDPOINT"));
     Ok(aws.build())
 }
 
@@ -468,28 +471,42 @@ mod sdk_config_tests {
 
     #[test]
     fn the_sdk_configuration_is_lambdas_environment() {
-        let lambda =
-            env(&[("AWS_REGION", "eu-west-1"), ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "AKIA")]);
+        let lambda = env(&[
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ]);
         let aws = lambda_sdk_config(lambda).unwrap();
         assert_eq!(aws.region().map(|r| r.as_ref()), Some("eu-west-1"));
         assert_eq!(aws.endpoint_url(), None);
         assert!(aws.credentials_provider().is_some() && aws.http_client().is_some());
         assert_eq!(aws.timeout_config(), Some(&aws_timeouts()));
+        assert_eq!(aws.retry_config(), Some(&aws_config::retry::RetryConfig::standard()));
+        assert!(aws.identity_cache().is_some());
+        assert_eq!((aws.use_fips(), aws.use_dual_stack()), (Some(false), Some(false)));
         // A local stack: the region's fallback, and its endpoint.
         let local = env(&[
             ("AWS_DEFAULT_REGION", "us-east-1"),
             ("AWS_ENDPOINT_URL", " http://127.0.0.1:5000 "),
             ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_USE_FIPS_ENDPOINT", "TRUE"),
+            ("AWS_USE_DUALSTACK_ENDPOINT", "true"),
         ]);
         let aws = lambda_sdk_config(local).unwrap();
         let got = (aws.region().map(|r| r.as_ref()), aws.endpoint_url());
         assert_eq!(got, (Some("us-east-1"), Some("http://127.0.0.1:5000")));
-        let none = lambda_sdk_config(env(&[("AWS_REGION", " "), ("AWS_ACCESS_KEY_ID", "AKIA")]));
+        assert_eq!((aws.use_fips(), aws.use_dual_stack()), (Some(true), Some(true)));
+        let none =
+            lambda_sdk_config(env(&[("AWS_REGION", " "), ("AWS_ACCESS_KEY_ID", "A"), ("AWS_SECRET_ACCESS_KEY", "s")]));
         assert!(matches!(none, Err(Error::Misconfigured("AWS_REGION is not set"))), "{:?}", none.err());
         // Credentials from elsewhere (a container endpoint): refused at the cold start, by name.
         let elsewhere =
             env(&[("AWS_REGION", "eu-west-1"), ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1/c")]);
         let refused = lambda_sdk_config(elsewhere).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(refused.contains("AWS_ACCESS_KEY_ID is not set"), "{refused}");
+        assert!(refused.contains("AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is not set"), "{refused}");
+        let half = env(&[("AWS_REGION", "eu-west-1"), ("AWS_ACCESS_KEY_ID", "AKIA")]);
+        assert!(lambda_sdk_config(half).is_err(), "no secret key");
     }
 }
