@@ -74,6 +74,33 @@ impl Fleet {
         out.item.unwrap_or_default()
     }
 
+    /// A fault proxy in front of moto, and a cold function's ports whose App table and share go
+    /// through it (the share reading the App row with its item if `batch`).
+    async fn through_proxy(&self, batch: bool) -> (FaultProxy, Services) {
+        let proxy = FaultProxy::start(self.stack.sdk.endpoint_url().unwrap()).await.unwrap();
+        let ddb = aws_sdk_dynamodb::Client::new(&aws::sdk_config(&proxy.url()).await);
+        let mut services = self.services();
+        services.apps = Arc::new(DynamoAppStore::new(ddb.clone(), &self.stack.app_table));
+        let store = DynamoSharedJwts::new(ddb, &self.table);
+        let store = if batch { store.with_app_table(&self.stack.app_table) } else { store };
+        services.jwt_share.as_mut().unwrap().store = Arc::new(store);
+        (proxy, services)
+    }
+
+    /// A cold function's ports whose KMS `Sign` takes `secs` seconds.
+    fn slow(&self, secs: u64) -> Services {
+        let mut slow = self.services();
+        slow.signer = Arc::new(Slow(slow.signer.clone(), std::time::Duration::from_secs(secs)));
+        slow
+    }
+
+    /// Once the App's signing is claimed.
+    async fn until_claimed(&self, app: i64) {
+        while !self.item(app).await.contains_key("ClaimedBy") {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     async fn set(&self, app: i64, name: &str, value: AttributeValue) {
         self.stack
             .ddb
@@ -131,12 +158,7 @@ async fn a_second_cold_function_takes_the_first_ones_jwt() {
 #[tokio::test]
 async fn the_app_row_and_the_shared_item_come_in_one_request() {
     let fleet = Fleet::start(APP).await;
-    let proxy = FaultProxy::start(fleet.stack.sdk.endpoint_url().unwrap()).await.unwrap();
-    let ddb = aws_sdk_dynamodb::Client::new(&aws::sdk_config(&proxy.url()).await);
-    let mut services = fleet.services();
-    services.apps = Arc::new(DynamoAppStore::new(ddb.clone(), &fleet.stack.app_table));
-    let store = DynamoSharedJwts::new(ddb, &fleet.table).with_app_table(&fleet.stack.app_table);
-    services.jwt_share.as_mut().unwrap().store = Arc::new(store);
+    let (proxy, services) = fleet.through_proxy(true).await;
     // As installation-token and the jobs ask (`get`), then as app-token (`get_decided`), each cold.
     let first = AppJwts::new(&services).get(APP).await.unwrap();
     let allowed = async { Ok::<_, appcreds_core::Error>("allowed") };
@@ -163,13 +185,8 @@ async fn the_app_row_and_the_shared_item_come_in_one_request() {
 #[tokio::test]
 async fn a_failed_batch_read_falls_back_to_reading_each() {
     let fleet = Fleet::start(APP).await;
-    let proxy = FaultProxy::start(fleet.stack.sdk.endpoint_url().unwrap()).await.unwrap();
-    let ddb = aws_sdk_dynamodb::Client::new(&aws::sdk_config(&proxy.url()).await);
+    let (proxy, services) = fleet.through_proxy(true).await;
     proxy.inject("DynamoDB_20120810.BatchGetItem", 1, 400, "AccessDeniedException");
-    let mut services = fleet.services();
-    services.apps = Arc::new(DynamoAppStore::new(ddb.clone(), &fleet.stack.app_table));
-    let store = DynamoSharedJwts::new(ddb, &fleet.table).with_app_table(&fleet.stack.app_table);
-    services.jwt_share.as_mut().unwrap().store = Arc::new(store);
     let logs = Logs::capture();
     let first = AppJwts::new(&services).get(APP).await.unwrap();
     let calls = proxy.calls();
@@ -195,16 +212,9 @@ async fn a_failed_batch_read_falls_back_to_reading_each() {
 #[tokio::test]
 async fn the_app_row_and_the_shared_item_are_read_at_once() {
     let fleet = Fleet::start(APP).await;
-    let proxy = FaultProxy::start(fleet.stack.sdk.endpoint_url().unwrap()).await.unwrap();
-    let ddb = aws_sdk_dynamodb::Client::new(&aws::sdk_config(&proxy.url()).await);
+    let (proxy, services) = fleet.through_proxy(false).await;
     let read = |table: &str| format!("DynamoDB_20120810.GetItem {table}");
     proxy.meet(&read(&fleet.stack.app_table), &read(&fleet.table));
-    let mut services = fleet.services();
-    services.apps = Arc::new(DynamoAppStore::new(ddb.clone(), &fleet.stack.app_table));
-    services.jwt_share = Some(JwtShare {
-        store: Arc::new(DynamoSharedJwts::new(ddb, &fleet.table)),
-        vault: Arc::new(KmsVault::new(fleet.stack.counted_kms(), &fleet.key)),
-    });
     // As installation-token and the jobs ask (`get`), then as app-token (`get_decided`), each cold.
     let first = AppJwts::new(&services).get(APP).await.unwrap();
     let allowed = async { Ok::<_, appcreds_core::Error>("allowed") };
@@ -509,12 +519,9 @@ impl Signer for Slow {
 async fn a_waiter_with_lambdas_deadline_outwaits_a_slow_claimant() {
     let app = APP + 120;
     let fleet = Fleet::start(app).await;
-    let mut slow = fleet.services();
-    slow.signer = Arc::new(Slow(slow.signer.clone(), std::time::Duration::from_secs(5)));
+    let slow = fleet.slow(5);
     let claimant = tokio::spawn(async move { AppJwts::new(&slow).get(app).await.unwrap() });
-    while !fleet.item(app).await.contains_key("ClaimedBy") {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    fleet.until_claimed(app).await;
     let started = tokio::time::Instant::now();
     let deadline = started + std::time::Duration::from_secs(15);
     let waited = appcreds_core::deadline::within(deadline, fleet.jwts().get(app)).await.unwrap();
@@ -601,8 +608,7 @@ async fn an_entry_without_a_slug_leaves_it_to_github() {
 async fn a_slow_signing_is_not_cancelled_by_the_slugs_budget() {
     let app = APP + 140;
     let fleet = Fleet::start(app).await;
-    let mut slow = fleet.services();
-    slow.signer = Arc::new(Slow(slow.signer.clone(), std::time::Duration::from_secs(3)));
+    let slow = fleet.slow(3);
     let body = installation_token(&slow, app).await;
     assert_eq!(body["appSlug"], format!("appcreds-test-app-{app}").as_str(), "{body}");
     assert_eq!((fleet.kms("Sign"), fleet.kms("Encrypt")), (1, 1), "{:?}", fleet.stack.counter.snapshot());
@@ -617,12 +623,9 @@ async fn a_slow_signing_is_not_cancelled_by_the_slugs_budget() {
 async fn a_cancelled_signing_ends_its_claim() {
     let app = APP + 150;
     let fleet = Fleet::start(app).await;
-    let mut slow = fleet.services();
-    slow.signer = Arc::new(Slow(slow.signer.clone(), std::time::Duration::from_secs(5)));
+    let slow = fleet.slow(5);
     let signing = tokio::spawn(async move { AppJwts::new(&slow).get(app).await });
-    while !fleet.item(app).await.contains_key("ClaimedBy") {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    fleet.until_claimed(app).await;
     // Cut while it signs (its `Sign` takes 5 s), its claim made.
     signing.abort();
     assert!(signing.await.unwrap_err().is_cancelled());
