@@ -616,19 +616,53 @@ async fn a_slow_signing_is_not_cancelled_by_the_slugs_budget() {
     assert!(item.contains_key("Jwt") && !item.contains_key("ClaimedBy"), "shared, claim ended: {item:?}");
 }
 
-/// A claimant whose signing is cancelled (the future making the JWT dropped, as by a timeout
-/// around a request's work) ends its claim from a task of its own: the next cold function claims,
-/// signs and shares at once instead of waiting for the claim to lapse.
+/// A claimant whose request is dropped while it signs (a timeout around the request's work, its
+/// deadline) still signs and shares: the signing runs in a task of its own, for the other functions
+/// wait for it. One `Sign`, and the next cold function decrypts the entry.
 #[tokio::test]
-async fn a_cancelled_signing_ends_its_claim() {
+async fn a_claimed_signing_outlives_its_request() {
     let app = APP + 150;
     let fleet = Fleet::start(app).await;
-    let slow = fleet.slow(5);
-    let signing = tokio::spawn(async move { AppJwts::new(&slow).get(app).await });
+    let slow = fleet.slow(1);
+    let request = tokio::spawn(async move { AppJwts::new(&slow).get(app).await });
     fleet.until_claimed(app).await;
-    // Cut while it signs (its `Sign` takes 5 s), its claim made.
-    signing.abort();
-    assert!(signing.await.unwrap_err().is_cancelled());
+    request.abort();
+    assert!(request.await.unwrap_err().is_cancelled());
+    let mut item = fleet.item(app).await;
+    for _ in 0..250 {
+        if item.contains_key("Jwt") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        item = fleet.item(app).await;
+    }
+    assert!(item.contains_key("Jwt") && !item.contains_key("ClaimedBy"), "shared, claim ended: {item:?}");
+    let jwt = fleet.jwts().get(app).await.unwrap();
+    assert_eq!((fleet.kms("Sign"), fleet.kms("Decrypt")), (1, 1), "{:?}", fleet.stack.counter.snapshot());
+    assert_eq!(item["JwtExpiresAt"], AttributeValue::N(jwt.expires_at.to_string()));
+}
+
+/// Panics as it signs: a bug.
+struct Panicking;
+
+#[async_trait::async_trait]
+impl Signer for Panicking {
+    async fn sign(&self, _: &str, _: &[u8]) -> Result<Vec<u8>, appcreds_core::Error> {
+        panic!("a signer's bug")
+    }
+}
+
+/// A claimed signing that fails without ending its claim itself (it panics) ends it all the same
+/// (the claim's guard), and the request gets a server error, not a hang: the next cold function
+/// claims, signs and shares at once.
+#[tokio::test]
+async fn a_signing_that_panics_ends_its_claim() {
+    let app = APP + 160;
+    let fleet = Fleet::start(app).await;
+    let mut broken = fleet.services();
+    broken.signer = Arc::new(Panicking);
+    let failed = AppJwts::new(&broken).get(app).await;
+    assert!(matches!(failed, Err(appcreds_core::Error::Internal { .. })), "{failed:?}");
     let mut item = fleet.item(app).await;
     for _ in 0..100 {
         if !item.contains_key("ClaimedBy") {

@@ -17,7 +17,9 @@
 //!   jittered pauses, for at most [`SHARE_WAIT`] (and never into the time the invocation needs
 //!   after), while the claim lasts: once it ended with no entry, one of them claims the signing
 //!   in turn, and those that do not sign their own. A claim further out than [`CLAIM_SECS`] (a
-//!   clock ahead, or garbage) is no claim.
+//!   clock ahead, or garbage) is no claim. The claimed signing runs in a task of its own, so that
+//!   a request dropped meanwhile does not cancel what the others wait for; a claim left by a
+//!   holder that failed without ending it is ended by its guard.
 //! - An entry that does not read, decrypt or make sense is broken: the function signs, and
 //!   replaces it (claiming the signing whatever the entry says). Making sense: the JWT's claims
 //!   are the ones this code signs for the App at the entry's expiry (its issuer, `exp`, and
@@ -36,6 +38,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use tracing::Instrument;
 
 use crate::cache::{FlightCache, Limits};
 use crate::deadline;
@@ -102,8 +105,7 @@ pub struct AppJwt {
 /// Issues App JWTs: reads the App's key ARN from the [`AppStore`] and signs with the [`Signer`],
 /// or takes the JWT shared through the [`JwtShare`].
 pub struct AppJwts {
-    signer: Arc<dyn Signer>,
-    store: Arc<dyn AppStore>,
+    signing: Signing,
     clock: Arc<dyn Clock>,
     cache: FlightCache<i64, AppJwt>,
     /// App rows read for [`Self::get_decided`], shared while they are read and for
@@ -111,8 +113,6 @@ pub struct AppJwts {
     /// being decided (its JWT not yet being made) read no row of their own.
     rows: FlightCache<i64, Row>,
     share: Option<JwtShare>,
-    /// Asks the App's slug for the shared entry (`None`: the entry goes without it).
-    github: Option<GitHubClient>,
     /// This process's name: a claim's holder is it and the claim's number ([`Self::new_holder`]).
     holder: String,
     /// The claims made so far.
@@ -219,8 +219,12 @@ impl AppJwts {
     /// its [`JwtShare`] if it has one.
     pub fn new(services: &Services) -> Self {
         Self {
-            signer: services.signer.clone(),
-            store: services.apps.clone(),
+            signing: Signing {
+                signer: services.signer.clone(),
+                store: services.apps.clone(),
+                clock: services.clock.clone(),
+                github: services.github.clone(),
+            },
             clock: services.clock.clone(),
             cache: FlightCache::new(Limits { entries: 10_000, bytes: 8 << 20 }, |_, jwt| {
                 size_of::<(i64, AppJwt)>() + jwt.token.expose().len()
@@ -235,7 +239,6 @@ impl AppJwts {
                 size_of::<(i64, Row)>() + row.key_arn.len() + row.client_id.as_ref().map_or(0, String::len) + entry
             }),
             share: services.jwt_share.clone(),
-            github: services.github.clone(),
             holder: format!("{:016x}", fastrand::u64(..)),
             claims: AtomicU64::new(0),
             refused: Mutex::new(HashMap::new()),
@@ -294,11 +297,11 @@ impl AppJwts {
             Some(share) => match share.store.read_with_app(app_id).await {
                 Some((app, shared)) => (app, Some(shared)),
                 None => {
-                    let (app, shared) = tokio::join!(self.store.get_app(app_id), share.store.read(app_id));
+                    let (app, shared) = tokio::join!(self.signing.store.get_app(app_id), share.store.read(app_id));
                     (app, Some(shared))
                 }
             },
-            None => (self.store.get_app(app_id).await, None),
+            None => (self.signing.store.get_app(app_id).await, None),
         };
         let app = app?.ok_or(Error::UnknownApp(app_id))?;
         let key_arn = app.kms_key_arn.ok_or(Error::AppKeyMissing(app_id))?;
@@ -330,25 +333,8 @@ impl AppJwts {
         let (key_arn, client_id) = (&row.key_arn, row.client_id.as_deref());
         match (&self.share, row.shared) {
             (Some(share), read) => self.shared(share, app_id, key_arn, client_id, read).await,
-            (None, _) => Ok(self.sign(app_id, key_arn, client_id).await?.0),
+            (None, _) => Ok(self.signing.sign(app_id, key_arn, client_id).await?.0),
         }
-    }
-
-    /// A new JWT, and whether it was signed with `key_arn` (not another of the App's keys).
-    async fn sign(&self, app_id: i64, key_arn: &str, client_id: Option<&str>) -> Result<(AppJwt, bool), Error> {
-        // The client ID is the issuer when the App table names one (GitHub accepts either).
-        let claims = Claims::for_app(app_id, self.clock.now()).with_client_id(client_id);
-        let input = claims.signing_input();
-        let (signature, with_key) = match self.signer.sign(key_arn, input.as_bytes()).await {
-            Ok(signature) => (signature, true),
-            Err(Error::SigningKey(problem)) => {
-                (self.sign_with_another_key(app_id, key_arn, input.as_bytes(), problem).await?, false)
-            }
-            Err(err) => return Err(err),
-        };
-        tracing::debug!(app_id, expires_at = claims.exp, "signed a new App JWT");
-        let token = Secret::new(jwt::assemble(&input, &signature));
-        Ok((AppJwt { token, expires_at: claims.exp, cached: false, slug: None }, with_key))
     }
 
     /// **(ext)** The shared JWT of `app_id` for `key_arn` (the App's current key), or one signed
@@ -412,20 +398,20 @@ impl AppJwts {
                             Ok(JwtClaim::Claimed) => self.sign_claimed(share, claim, app_id, key_arn, client_id).await,
                             Ok(JwtClaim::Refused(_)) => {
                                 claim.disarm();
-                                Ok(self.sign(app_id, key_arn, client_id).await?.0)
+                                Ok(self.signing.sign(app_id, key_arn, client_id).await?.0)
                             }
                             // It may have landed: the guard ends it.
-                            Err(_) => Ok(self.sign(app_id, key_arn, client_id).await?.0),
+                            Err(_) => Ok(self.signing.sign(app_id, key_arn, client_id).await?.0),
                         }
                     }
-                    Waited::NotCome => Ok(self.sign(app_id, key_arn, client_id).await?.0),
+                    Waited::NotCome => Ok(self.signing.sign(app_id, key_arn, client_id).await?.0),
                 }
             }
             // It may have landed (an answer lost): the guard, dropped armed, ends it.
             Err(e) => {
                 tracing::warn!(app_id, error = %e, "could not claim the signing of the shared App JWT; signing one");
                 drop(claim);
-                Ok(self.sign(app_id, key_arn, client_id).await?.0)
+                Ok(self.signing.sign(app_id, key_arn, client_id).await?.0)
             }
         }
     }
@@ -437,11 +423,10 @@ impl AppJwts {
         format!("{}-{}", self.holder, self.claims.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// A JWT signed under `claim` (this function's, ended if this is dropped), shared with the
-    /// others; or, if it
-    /// cannot be signed, was signed with a previous key (the current one refused: not for the
-    /// others), or could not be shared, the claim ended at once, so that the others need not wait
-    /// for it to lapse.
+    /// [`Signing::sign_claimed`] in a task of its own, awaited here: once this function holds the
+    /// claim the others wait for its JWT, so its signing and sharing go on even if this request is
+    /// dropped meanwhile (a timeout around its work, its deadline). The task keeps the invocation's
+    /// deadline and log span.
     async fn sign_claimed(
         &self,
         share: &JwtShare,
@@ -450,17 +435,17 @@ impl AppJwts {
         key_arn: &str,
         client_id: Option<&str>,
     ) -> Result<AppJwt, Error> {
-        let holder = &claim.holder;
-        let mut signed = self.sign(app_id, key_arn, client_id).await;
-        let shared = match &mut signed {
-            Ok((jwt, true)) => self.share_out(share, holder, app_id, key_arn, jwt).await,
-            _ => false,
+        let (signing, share) = (self.signing.clone(), share.clone());
+        let (key_arn, client_id) = (key_arn.to_string(), client_id.map(str::to_string));
+        let work = async move { signing.sign_claimed(&share, claim, app_id, &key_arn, client_id.as_deref()).await };
+        let work = match deadline::current() {
+            Some(by) => deadline::within(by, work).boxed(),
+            None => work.boxed(),
         };
-        if !shared && let Err(e) = share.store.release(app_id, holder).await {
-            tracing::warn!(app_id, error = %e, "could not end the claim on the shared App JWT");
+        match tokio::spawn(work.in_current_span()).await {
+            Ok(signed) => signed,
+            Err(failed) => Err(Error::internal("signing the App JWT", failed)),
         }
-        claim.disarm();
-        Ok(signed?.0)
     }
 
     /// What `entry` is worth for `key_arn`, now.
@@ -496,64 +481,6 @@ impl AppJwts {
             }
             Err(e) => {
                 tracing::warn!(app_id, error = %e, "could not decrypt the shared App JWT; signing one");
-                None
-            }
-        }
-    }
-
-    /// Encrypts `jwt` under its context and writes it for the other functions while `holder`'s
-    /// claim holds, with the App's slug (asked of GitHub meanwhile, and kept in `jwt`), best
-    /// effort; whether it was written.
-    async fn share_out(&self, share: &JwtShare, holder: &str, app_id: i64, key_arn: &str, jwt: &mut AppJwt) -> bool {
-        let context = Context::new(app_id, key_arn, jwt.expires_at);
-        let context = context.pairs();
-        // Boxed: the future of a cold function's first answer is deep enough as it is.
-        let slug = Box::pin(self.ask_slug(app_id, &jwt.token));
-        let (sealed, slug) = tokio::join!(share.vault.seal(&context, &jwt.token), slug);
-        jwt.slug = slug;
-        let sealed = match sealed {
-            Ok(sealed) => sealed,
-            Err(e) => {
-                tracing::warn!(app_id, error = %e, "could not encrypt the App JWT to share it");
-                return false;
-            }
-        };
-        let entry =
-            SharedJwt { key_arn: key_arn.to_string(), expires_at: jwt.expires_at, sealed, slug: jwt.slug.clone() };
-        match share.store.put(app_id, holder, &entry).await {
-            Ok(true) => {
-                tracing::debug!(app_id, expires_at = jwt.expires_at, "shared the App JWT");
-                true
-            }
-            Ok(false) => {
-                tracing::debug!(app_id, "the claim lapsed before the App JWT was shared");
-                false
-            }
-            Err(e) => {
-                tracing::warn!(app_id, error = %e, "could not share the App JWT");
-                false
-            }
-        }
-    }
-
-    /// **(ext)** The App's slug (`GET /app` with its new JWT `jwt`), for the shared entry: best
-    /// effort, within [`SLUG_BUDGET`] and never into the last [`AFTER_WAIT`] of the invocation
-    /// (what a waiter keeps back; here, for the entry's write and the mint); `None` without a
-    /// GitHub client, or if GitHub does not say in time.
-    async fn ask_slug(&self, app_id: i64, jwt: &Secret) -> Option<String> {
-        let github = self.github.as_ref()?;
-        let budget = deadline::remaining().map_or(SLUG_BUDGET, |left| SLUG_BUDGET.min(left.saturating_sub(AFTER_WAIT)));
-        if budget.is_zero() {
-            return None;
-        }
-        match tokio::time::timeout(budget, github.get::<App>("/app", Auth::App { app_id, jwt })).await {
-            Ok(Ok(app)) => app.slug.filter(|slug| !slug.is_empty()),
-            Ok(Err(e)) => {
-                tracing::warn!(app_id, error = %e, "could not read the App's slug; sharing the JWT without it");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(app_id, "GitHub did not give the App's slug in time; sharing the JWT without it");
                 None
             }
         }
@@ -621,6 +548,120 @@ impl AppJwts {
             // Reads that take long are a table (or a network) under load: the pauses grow with
             // them, so that a burst's waiters do not crowd out the claimant's own calls.
             pause = (pause * 2).min(POLL_MAX).max((read_at.elapsed() * 2).min(POLL_LOADED));
+        }
+    }
+}
+
+/// What signs an App JWT and shares it: the part of [`AppJwts`] a claimed signing takes into a task
+/// of its own (cheap to clone: the ports).
+#[derive(Clone)]
+struct Signing {
+    signer: Arc<dyn Signer>,
+    store: Arc<dyn AppStore>,
+    clock: Arc<dyn Clock>,
+    /// Asks the App's slug for the shared entry (`None`: the entry goes without it).
+    github: Option<GitHubClient>,
+}
+
+impl Signing {
+    /// A new JWT, and whether it was signed with `key_arn` (not another of the App's keys).
+    async fn sign(&self, app_id: i64, key_arn: &str, client_id: Option<&str>) -> Result<(AppJwt, bool), Error> {
+        // The client ID is the issuer when the App table names one (GitHub accepts either).
+        let claims = Claims::for_app(app_id, self.clock.now()).with_client_id(client_id);
+        let input = claims.signing_input();
+        let (signature, with_key) = match self.signer.sign(key_arn, input.as_bytes()).await {
+            Ok(signature) => (signature, true),
+            Err(Error::SigningKey(problem)) => {
+                (self.sign_with_another_key(app_id, key_arn, input.as_bytes(), problem).await?, false)
+            }
+            Err(err) => return Err(err),
+        };
+        tracing::debug!(app_id, expires_at = claims.exp, "signed a new App JWT");
+        let token = Secret::new(jwt::assemble(&input, &signature));
+        Ok((AppJwt { token, expires_at: claims.exp, cached: false, slug: None }, with_key))
+    }
+
+    /// A JWT signed under `claim` (this function's, ended if this is dropped), shared with the
+    /// others; or, if it
+    /// cannot be signed, was signed with a previous key (the current one refused: not for the
+    /// others), or could not be shared, the claim ended at once, so that the others need not wait
+    /// for it to lapse.
+    async fn sign_claimed(
+        &self,
+        share: &JwtShare,
+        claim: ClaimGuard,
+        app_id: i64,
+        key_arn: &str,
+        client_id: Option<&str>,
+    ) -> Result<AppJwt, Error> {
+        let holder = &claim.holder;
+        let mut signed = self.sign(app_id, key_arn, client_id).await;
+        let shared = match &mut signed {
+            Ok((jwt, true)) => self.share_out(share, holder, app_id, key_arn, jwt).await,
+            _ => false,
+        };
+        if !shared && let Err(e) = share.store.release(app_id, holder).await {
+            tracing::warn!(app_id, error = %e, "could not end the claim on the shared App JWT");
+        }
+        claim.disarm();
+        Ok(signed?.0)
+    }
+
+    /// Encrypts `jwt` under its context and writes it for the other functions while `holder`'s
+    /// claim holds, with the App's slug (asked of GitHub meanwhile, and kept in `jwt`), best
+    /// effort; whether it was written.
+    async fn share_out(&self, share: &JwtShare, holder: &str, app_id: i64, key_arn: &str, jwt: &mut AppJwt) -> bool {
+        let context = Context::new(app_id, key_arn, jwt.expires_at);
+        let context = context.pairs();
+        // Boxed: the future of a cold function's first answer is deep enough as it is.
+        let slug = Box::pin(self.ask_slug(app_id, &jwt.token));
+        let (sealed, slug) = tokio::join!(share.vault.seal(&context, &jwt.token), slug);
+        jwt.slug = slug;
+        let sealed = match sealed {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                tracing::warn!(app_id, error = %e, "could not encrypt the App JWT to share it");
+                return false;
+            }
+        };
+        let entry =
+            SharedJwt { key_arn: key_arn.to_string(), expires_at: jwt.expires_at, sealed, slug: jwt.slug.clone() };
+        match share.store.put(app_id, holder, &entry).await {
+            Ok(true) => {
+                tracing::debug!(app_id, expires_at = jwt.expires_at, "shared the App JWT");
+                true
+            }
+            Ok(false) => {
+                tracing::debug!(app_id, "the claim lapsed before the App JWT was shared");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(app_id, error = %e, "could not share the App JWT");
+                false
+            }
+        }
+    }
+
+    /// **(ext)** The App's slug (`GET /app` with its new JWT `jwt`), for the shared entry: best
+    /// effort, within [`SLUG_BUDGET`] and never into the last [`AFTER_WAIT`] of the invocation
+    /// (what a waiter keeps back; here, for the entry's write and the mint); `None` without a
+    /// GitHub client, or if GitHub does not say in time.
+    async fn ask_slug(&self, app_id: i64, jwt: &Secret) -> Option<String> {
+        let github = self.github.as_ref()?;
+        let budget = deadline::remaining().map_or(SLUG_BUDGET, |left| SLUG_BUDGET.min(left.saturating_sub(AFTER_WAIT)));
+        if budget.is_zero() {
+            return None;
+        }
+        match tokio::time::timeout(budget, github.get::<App>("/app", Auth::App { app_id, jwt })).await {
+            Ok(Ok(app)) => app.slug.filter(|slug| !slug.is_empty()),
+            Ok(Err(e)) => {
+                tracing::warn!(app_id, error = %e, "could not read the App's slug; sharing the JWT without it");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(app_id, "GitHub did not give the App's slug in time; sharing the JWT without it");
+                None
+            }
         }
     }
 
