@@ -87,11 +87,13 @@ impl Fleet {
         (proxy, services)
     }
 
-    /// A cold function's ports whose KMS `Sign` takes `secs` seconds.
-    fn slow(&self, secs: u64) -> Services {
+    /// A cold function's ports whose KMS `Sign` takes `secs` seconds, and what is notified as
+    /// each signing starts.
+    fn slow(&self, secs: u64) -> (Services, Arc<tokio::sync::Notify>) {
         let mut slow = self.services();
-        slow.signer = Arc::new(Slow(slow.signer.clone(), std::time::Duration::from_secs(secs)));
-        slow
+        let entered = Arc::new(tokio::sync::Notify::new());
+        slow.signer = Arc::new(Slow(slow.signer.clone(), std::time::Duration::from_secs(secs), entered.clone()));
+        (slow, entered)
     }
 
     /// Once the App's signing is claimed.
@@ -501,12 +503,14 @@ async fn no_wait_into_the_time_that_follows_it() {
     assert!(!fleet.item(app).await.contains_key("Jwt"), "not shared: the claim is another's");
 }
 
-/// Signs as its inner signer does, `delay` later: a claimant held up by a slow KMS.
-struct Slow(Arc<dyn Signer>, std::time::Duration);
+/// Signs as its inner signer does, `delay` later: a claimant held up by a slow KMS. Notifies
+/// `entered` as each signing starts.
+struct Slow(Arc<dyn Signer>, std::time::Duration, Arc<tokio::sync::Notify>);
 
 #[async_trait::async_trait]
 impl Signer for Slow {
     async fn sign(&self, key_id: &str, message: &[u8]) -> Result<Vec<u8>, appcreds_core::Error> {
+        self.2.notify_one();
         tokio::time::sleep(self.1).await;
         self.0.sign(key_id, message).await
     }
@@ -519,7 +523,7 @@ impl Signer for Slow {
 async fn a_waiter_with_lambdas_deadline_outwaits_a_slow_claimant() {
     let app = APP + 120;
     let fleet = Fleet::start(app).await;
-    let slow = fleet.slow(5);
+    let (slow, _) = fleet.slow(5);
     let claimant = tokio::spawn(async move { AppJwts::new(&slow).get(app).await.unwrap() });
     fleet.until_claimed(app).await;
     let started = tokio::time::Instant::now();
@@ -608,7 +612,7 @@ async fn an_entry_without_a_slug_leaves_it_to_github() {
 async fn a_slow_signing_is_not_cancelled_by_the_slugs_budget() {
     let app = APP + 140;
     let fleet = Fleet::start(app).await;
-    let slow = fleet.slow(3);
+    let (slow, _) = fleet.slow(3);
     let body = installation_token(&slow, app).await;
     assert_eq!(body["appSlug"], format!("appcreds-test-app-{app}").as_str(), "{body}");
     assert_eq!((fleet.kms("Sign"), fleet.kms("Encrypt")), (1, 1), "{:?}", fleet.stack.counter.snapshot());
@@ -623,9 +627,10 @@ async fn a_slow_signing_is_not_cancelled_by_the_slugs_budget() {
 async fn a_claimed_signing_outlives_its_request() {
     let app = APP + 150;
     let fleet = Fleet::start(app).await;
-    let slow = fleet.slow(1);
+    let (slow, entered) = fleet.slow(1);
     let request = tokio::spawn(async move { AppJwts::new(&slow).get(app).await });
-    fleet.until_claimed(app).await;
+    // Aborted once it signs under its claim (not while the claim's call is still on its way).
+    entered.notified().await;
     request.abort();
     assert!(request.await.unwrap_err().is_cancelled());
     let mut item = fleet.item(app).await;
@@ -664,7 +669,7 @@ async fn a_signing_that_panics_ends_its_claim() {
     let failed = AppJwts::new(&broken).get(app).await;
     assert!(matches!(failed, Err(appcreds_core::Error::Internal { .. })), "{failed:?}");
     let mut item = fleet.item(app).await;
-    for _ in 0..100 {
+    for _ in 0..250 {
         if !item.contains_key("ClaimedBy") {
             break;
         }
@@ -676,4 +681,37 @@ async fn a_signing_that_panics_ends_its_claim() {
     let jwt = fleet.jwts().get(app).await.unwrap();
     assert_eq!((fleet.kms("Sign"), fleet.kms("UpdateItem")), (1, 2), "claimed and shared at once");
     assert_eq!(fleet.item(app).await["JwtExpiresAt"], AttributeValue::N(jwt.expires_at.to_string()));
+}
+
+/// A request cut at its invocation's deadline (to answer in time) while it signs under its claim
+/// stops the signing (in Lambda the process would be frozen with it, its claim held until it
+/// lapsed), and its claim's guard ends the claim at once.
+#[tokio::test]
+async fn a_signing_cut_at_the_deadline_ends_its_claim() {
+    let app = APP + 170;
+    let fleet = Fleet::start(app).await;
+    let (slow, entered) = fleet.slow(5);
+    let jwts = AppJwts::new(&slow);
+    let by = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    // As the transport does: the request's work dropped at the deadline less the answer's margin.
+    let cut = tokio::time::sleep_until(by - appcreds_core::deadline::ANSWER_MARGIN);
+    let request = appcreds_core::deadline::within(
+        by,
+        tokio::time::timeout_at(by - appcreds_core::deadline::ANSWER_MARGIN, jwts.get(app)),
+    );
+    let (cut_short, ()) = tokio::join!(request, async {
+        entered.notified().await;
+        cut.await;
+    });
+    assert!(cut_short.is_err(), "cut at the deadline");
+    let mut item = fleet.item(app).await;
+    for _ in 0..250 {
+        if !item.contains_key("ClaimedBy") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        item = fleet.item(app).await;
+    }
+    assert!(!item.contains_key("ClaimedBy") && !item.contains_key("Jwt"), "stopped, claim ended: {item:?}");
+    assert_eq!(fleet.kms("Sign"), 0, "stopped before its Sign was sent");
 }

@@ -135,10 +135,10 @@ struct Row {
     shared: Option<Result<SharedItem, Error>>,
 }
 
-/// A claim on the signing of a shared JWT, while its holder signs and shares: if that is
-/// cancelled (the future that made the JWT dropped, as by a timeout around a request's work), the
-/// claim is ended from a task of its own, so that the other functions need not wait for it to
-/// lapse. Disarmed (`None`) once the holder shared its JWT or ended the claim itself.
+/// A claim on the signing of a shared JWT, from before it is sent until its holder shared its JWT
+/// or ended the claim itself (then disarmed: `None`): dropped armed (the claim's call failed or was
+/// dropped, the holder panicked, the signing was stopped at the deadline), it ends the claim from
+/// a task of its own, so that the other functions need not wait for it to lapse.
 struct ClaimGuard {
     holder: String,
     share: Option<(Arc<dyn SharedJwts>, i64)>,
@@ -161,12 +161,33 @@ impl Drop for ClaimGuard {
         let Some((store, app_id)) = self.share.take() else { return };
         let holder = std::mem::take(&mut self.holder);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        tracing::debug!(app_id, "the signing of the shared App JWT was cancelled; ending its claim");
+        tracing::debug!(app_id, "the signing of the shared App JWT was left unfinished; ending its claim");
         runtime.spawn(async move {
             if let Err(e) = store.release(app_id, &holder).await {
                 tracing::warn!(app_id, error = %e, "could not end the claim on the shared App JWT");
             }
         });
+    }
+}
+
+/// A claimed signing running in a task of its own, for the request that started it. Dropped
+/// before it finished, at the invocation's deadline (within twice [`deadline::ANSWER_MARGIN`] of
+/// it: the request was cut to answer in time), the
+/// task is stopped: in Lambda the process is frozen once it has answered, and a frozen signing
+/// would hold its claim until it lapsed; stopped, its claim's guard ends the claim. Dropped
+/// sooner (a narrower budget around the request's work), the task goes on and shares its JWT.
+struct Detached {
+    handle: tokio::task::JoinHandle<Result<AppJwt, Error>>,
+    /// The deadline in scope when it started.
+    by: Option<tokio::time::Instant>,
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let at_the_deadline = self.by.is_some_and(|by| tokio::time::Instant::now() + 2 * deadline::ANSWER_MARGIN >= by);
+        if at_the_deadline && !self.handle.is_finished() {
+            self.handle.abort();
+        }
     }
 }
 
@@ -400,8 +421,11 @@ impl AppJwts {
                                 claim.disarm();
                                 Ok(self.signing.sign(app_id, key_arn, client_id).await?.0)
                             }
-                            // It may have landed: the guard ends it.
-                            Err(_) => Ok(self.signing.sign(app_id, key_arn, client_id).await?.0),
+                            // It may have landed: the guard ends it, before this function signs.
+                            Err(_) => {
+                                drop(claim);
+                                Ok(self.signing.sign(app_id, key_arn, client_id).await?.0)
+                            }
                         }
                     }
                     Waited::NotCome => Ok(self.signing.sign(app_id, key_arn, client_id).await?.0),
@@ -438,11 +462,13 @@ impl AppJwts {
         let (signing, share) = (self.signing.clone(), share.clone());
         let (key_arn, client_id) = (key_arn.to_string(), client_id.map(str::to_string));
         let work = async move { signing.sign_claimed(&share, claim, app_id, &key_arn, client_id.as_deref()).await };
-        let work = match deadline::current() {
+        let by = deadline::current();
+        let work = match by {
             Some(by) => deadline::within(by, work).boxed(),
             None => work.boxed(),
         };
-        match tokio::spawn(work.in_current_span()).await {
+        let mut task = Detached { handle: tokio::spawn(work.in_current_span()), by };
+        match (&mut task.handle).await {
             Ok(signed) => signed,
             Err(failed) => Err(Error::internal("signing the App JWT", failed)),
         }
@@ -581,7 +607,7 @@ impl Signing {
         Ok((AppJwt { token, expires_at: claims.exp, cached: false, slug: None }, with_key))
     }
 
-    /// A JWT signed under `claim` (this function's, ended if this is dropped), shared with the
+    /// A JWT signed under `claim` (this function's; ended by its guard if this stops unfinished), shared with the
     /// others; or, if it
     /// cannot be signed, was signed with a previous key (the current one refused: not for the
     /// others), or could not be shared, the claim ended at once, so that the others need not wait

@@ -376,8 +376,7 @@ impl InstallationTokens {
         let fresh = |(_, until): &(String, i64)| self.now() < *until;
         let fill = || async {
             // The JWT outside the slug's budget: the request's mint waits for the same one, and a
-            // budget that ran out while it was being made would cancel its making (a shared
-            // JWT's signing, claimed for the other functions, among it).
+            // slow JWT is no reason to answer without the slug (kept for minutes).
             let jwt = self.jwts.get(app_id).await;
             let fetch = async {
                 let jwt = jwt?;
@@ -671,8 +670,7 @@ impl InstallationTokens {
         let fresh = |(_, at): &(Option<InstallationGrants>, i64)| self.now() - at < ttl;
         let fill = || async {
             let path = format!("/app/installations/{id}");
-            // The JWT outside the budget, as for the slug: a budget that ran out while it was
-            // being made would cancel its making.
+            // The JWT outside the budget, as for the slug: the budget is GitHub's answer's.
             let jwt = self.jwts.get(app_id).await?;
             let lookup = installations::lookup(self.github()?, app_id, &jwt.token, &path);
             let budget = deadline::clamp(GRANTS_BUDGET);
