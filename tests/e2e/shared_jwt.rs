@@ -96,6 +96,24 @@ impl Fleet {
         (slow, entered)
     }
 
+    /// The App's item once it has `attribute` (`present`) or not, or as it is after 5 s.
+    async fn once(
+        &self,
+        app: i64,
+        attribute: &str,
+        present: bool,
+    ) -> std::collections::HashMap<String, AttributeValue> {
+        let mut item = self.item(app).await;
+        for _ in 0..250 {
+            if item.contains_key(attribute) == present {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            item = self.item(app).await;
+        }
+        item
+    }
+
     /// Once the App's signing is claimed.
     async fn until_claimed(&self, app: i64) {
         while !self.item(app).await.contains_key("ClaimedBy") {
@@ -633,14 +651,7 @@ async fn a_claimed_signing_outlives_its_request() {
     entered.notified().await;
     request.abort();
     assert!(request.await.unwrap_err().is_cancelled());
-    let mut item = fleet.item(app).await;
-    for _ in 0..250 {
-        if item.contains_key("Jwt") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        item = fleet.item(app).await;
-    }
+    let item = fleet.once(app, "Jwt", true).await;
     assert!(item.contains_key("Jwt") && !item.contains_key("ClaimedBy"), "shared, claim ended: {item:?}");
     let jwt = fleet.jwts().get(app).await.unwrap();
     assert_eq!((fleet.kms("Sign"), fleet.kms("Decrypt")), (1, 1), "{:?}", fleet.stack.counter.snapshot());
@@ -668,14 +679,7 @@ async fn a_signing_that_panics_ends_its_claim() {
     broken.signer = Arc::new(Panicking);
     let failed = AppJwts::new(&broken).get(app).await;
     assert!(matches!(failed, Err(appcreds_core::Error::Internal { .. })), "{failed:?}");
-    let mut item = fleet.item(app).await;
-    for _ in 0..250 {
-        if !item.contains_key("ClaimedBy") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        item = fleet.item(app).await;
-    }
+    let item = fleet.once(app, "ClaimedBy", false).await;
     assert!(!item.contains_key("ClaimedBy"), "the claim ended: {item:?}");
     fleet.stack.counter.reset();
     let jwt = fleet.jwts().get(app).await.unwrap();
@@ -704,14 +708,7 @@ async fn a_signing_cut_at_the_deadline_ends_its_claim() {
         cut.await;
     });
     assert!(cut_short.is_err(), "cut at the deadline");
-    let mut item = fleet.item(app).await;
-    for _ in 0..250 {
-        if !item.contains_key("ClaimedBy") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        item = fleet.item(app).await;
-    }
+    let item = fleet.once(app, "ClaimedBy", false).await;
     assert!(!item.contains_key("ClaimedBy") && !item.contains_key("Jwt"), "stopped, claim ended: {item:?}");
     assert_eq!(fleet.kms("Sign"), 0, "stopped before its Sign was sent");
 }

@@ -399,7 +399,7 @@ impl AppJwts {
         // Armed before the claim is sent: a claim that lands as its sender is dropped is ended too.
         let claim = ClaimGuard::new(share, app_id, &holder);
         match share.store.claim(app_id, &holder, now, now + CLAIM_SECS, only_if).await {
-            Ok(JwtClaim::Claimed) => self.sign_claimed(share, claim, app_id, key_arn, client_id).await,
+            Ok(JwtClaim::Claimed) => self.sign_apart(share, claim, app_id, (key_arn, client_id)).await,
             Ok(JwtClaim::Refused(item)) => {
                 claim.disarm();
                 if let Some(Found::Usable(entry)) =
@@ -416,7 +416,7 @@ impl AppJwts {
                         let now = self.clock.now();
                         let claim = ClaimGuard::new(share, app_id, &holder);
                         match share.store.claim(app_id, &holder, now, now + CLAIM_SECS, only_if).await {
-                            Ok(JwtClaim::Claimed) => self.sign_claimed(share, claim, app_id, key_arn, client_id).await,
+                            Ok(JwtClaim::Claimed) => self.sign_apart(share, claim, app_id, (key_arn, client_id)).await,
                             Ok(JwtClaim::Refused(_)) => {
                                 claim.disarm();
                                 Ok(self.signing.sign(app_id, key_arn, client_id).await?.0)
@@ -451,13 +451,12 @@ impl AppJwts {
     /// claim the others wait for its JWT, so its signing and sharing go on even if this request is
     /// dropped meanwhile (a timeout around its work, its deadline). The task keeps the invocation's
     /// deadline and log span.
-    async fn sign_claimed(
+    async fn sign_apart(
         &self,
         share: &JwtShare,
         claim: ClaimGuard,
         app_id: i64,
-        key_arn: &str,
-        client_id: Option<&str>,
+        (key_arn, client_id): (&str, Option<&str>),
     ) -> Result<AppJwt, Error> {
         let (signing, share) = (self.signing.clone(), share.clone());
         let (key_arn, client_id) = (key_arn.to_string(), client_id.map(str::to_string));
