@@ -449,8 +449,8 @@ impl AppJwts {
 
     /// [`Signing::sign_claimed`] in a task of its own, awaited here: once this function holds the
     /// claim the others wait for its JWT, so its signing and sharing go on even if this request is
-    /// dropped meanwhile (a timeout around its work, its deadline). The task keeps the invocation's
-    /// deadline and log span.
+    /// dropped meanwhile by a narrower budget around its work; at the invocation's deadline they
+    /// are stopped ([`Detached`]). The task keeps the deadline in scope and the log span.
     async fn sign_apart(
         &self,
         share: &JwtShare,
