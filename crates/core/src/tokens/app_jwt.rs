@@ -106,7 +106,6 @@ pub struct AppJwt {
 /// or takes the JWT shared through the [`JwtShare`].
 pub struct AppJwts {
     signing: Signing,
-    clock: Arc<dyn Clock>,
     cache: FlightCache<i64, AppJwt>,
     /// App rows read for [`Self::get_decided`], shared while they are read and for
     /// [`ROW_SHARE_SECS`] after: the requests that come while the first one's access is still
@@ -172,10 +171,10 @@ impl Drop for ClaimGuard {
 
 /// A claimed signing running in a task of its own, for the request that started it. Dropped
 /// before it finished, at the invocation's deadline (within twice [`deadline::ANSWER_MARGIN`] of
-/// it: the request was cut to answer in time), the
-/// task is stopped: in Lambda the process is frozen once it has answered, and a frozen signing
-/// would hold its claim until it lapsed; stopped, its claim's guard ends the claim. Dropped
-/// sooner (a narrower budget around the request's work), the task goes on and shares its JWT.
+/// it: the request was cut to answer in time), the task is stopped: in Lambda the process is
+/// frozen once it has answered, and a frozen signing would hold its claim until it lapsed;
+/// stopped, its claim's guard ends the claim. Dropped sooner (a narrower budget around the
+/// request's work), the task goes on and shares its JWT.
 struct Detached {
     handle: tokio::task::JoinHandle<Result<AppJwt, Error>>,
     /// The deadline in scope when it started.
@@ -199,6 +198,14 @@ enum Found {
     Stale,
     /// Unreadable, implausible, or not to be trusted: a new one is signed and replaces it.
     Broken(Option<SharedJwt>),
+}
+
+/// What a claim on the signing of a shared JWT found.
+enum Claim {
+    /// The signing is this function's: its claim's guard, armed.
+    Won(ClaimGuard),
+    /// Another holder's claim holds, or the entry became usable: the item as it is now.
+    Lost(SharedItem),
 }
 
 /// How waiting for the JWT another function claimed to sign ended.
@@ -246,7 +253,6 @@ impl AppJwts {
                 clock: services.clock.clone(),
                 github: services.github.clone(),
             },
-            clock: services.clock.clone(),
             cache: FlightCache::new(Limits { entries: 10_000, bytes: 8 << 20 }, |_, jwt| {
                 size_of::<(i64, AppJwt)>() + jwt.token.expose().len()
             }),
@@ -268,7 +274,7 @@ impl AppJwts {
 
     /// A JWT for `app_id` with at least [`MIN_REMAINING_SECS`] of life left.
     pub async fn get(&self, app_id: i64) -> Result<AppJwt, Error> {
-        let fresh = |jwt: &AppJwt| jwt.expires_at - self.clock.now() > MIN_REMAINING_SECS;
+        let fresh = |jwt: &AppJwt| jwt.expires_at - self.now() > MIN_REMAINING_SECS;
         // Boxed (type-erased): signing, shared or not, nests deep enough that the futures of the jobs
         // above it would overflow the compiler's type-depth limit.
         let (jwt, cached) = self.cache.get_or_fill(app_id, fresh, || self.mint(app_id, None).boxed()).await?;
@@ -284,7 +290,7 @@ impl AppJwts {
         app_id: i64,
         decided: impl Future<Output = Result<T, Error>>,
     ) -> Result<(T, AppJwt), Error> {
-        let fresh = |jwt: &AppJwt| jwt.expires_at - self.clock.now() > MIN_REMAINING_SECS;
+        let fresh = |jwt: &AppJwt| jwt.expires_at - self.now() > MIN_REMAINING_SECS;
         if self.cache.holds(&app_id, fresh) {
             let decision = decided.await?;
             return Ok((decision, self.get(app_id).await?));
@@ -292,8 +298,7 @@ impl AppJwts {
         // A row read is shared while it runs and for ROW_SHARE_SECS after, no longer: a rotated
         // key is seen by the next request that makes a JWT. A shared item that could not be read
         // is read again by the next.
-        let recent =
-            |row: &Row| self.clock.now() - row.read_at <= ROW_SHARE_SECS && !matches!(row.shared, Some(Err(_)));
+        let recent = |row: &Row| self.now() - row.read_at <= ROW_SHARE_SECS && !matches!(row.shared, Some(Err(_)));
         let row = self.rows.get_or_fill(app_id, recent, || self.read_row(app_id));
         let (decision, row) = tokio::join!(decided, row);
         let (decision, (row, _)) = (decision?, row?);
@@ -305,7 +310,7 @@ impl AppJwts {
     /// one signed by now), and the row read with the shared item as it was: the next JWT is made
     /// from the item as it is now (the refused JWT in it is replaced, not waited for).
     pub async fn invalidate(&self, app_id: i64) {
-        let now = self.clock.now();
+        let now = self.now();
         self.refused.lock().unwrap_or_else(PoisonError::into_inner).insert(app_id, now);
         self.rows.invalidate(&app_id).await;
         self.cache.invalidate(&app_id).await;
@@ -326,7 +331,7 @@ impl AppJwts {
         };
         let app = app?.ok_or(Error::UnknownApp(app_id))?;
         let key_arn = app.kms_key_arn.ok_or(Error::AppKeyMissing(app_id))?;
-        Ok(Row { key_arn, client_id: app.client_id, read_at: self.clock.now(), shared })
+        Ok(Row { key_arn, client_id: app.client_id, read_at: self.now(), shared })
     }
 
     /// Every installation of `app_id` as GitHub lists it (all pages). A JWT GitHub refuses is
@@ -369,7 +374,7 @@ impl AppJwts {
         client_id: Option<&str>,
         read: Option<Result<SharedItem, Error>>,
     ) -> Result<AppJwt, Error> {
-        let now = self.clock.now();
+        let now = self.now();
         let read = match read {
             Some(read) => read,
             None => share.store.read(app_id).await,
@@ -396,12 +401,9 @@ impl AppJwts {
         };
         let seen = broken.clone().flatten();
         let holder = self.new_holder();
-        // Armed before the claim is sent: a claim that lands as its sender is dropped is ended too.
-        let claim = ClaimGuard::new(share, app_id, &holder);
-        match share.store.claim(app_id, &holder, now, now + CLAIM_SECS, only_if).await {
-            Ok(JwtClaim::Claimed) => self.sign_apart(share, claim, app_id, (key_arn, client_id)).await,
-            Ok(JwtClaim::Refused(item)) => {
-                claim.disarm();
+        match self.claim(share, app_id, &holder, only_if).await {
+            Ok(Claim::Won(claim)) => self.sign_apart(share, claim, app_id, (key_arn, client_id)).await,
+            Ok(Claim::Lost(item)) => {
                 if let Some(Found::Usable(entry)) =
                     item.entry.filter(|e| Some(e) != seen.as_ref()).map(|e| self.judge(app_id, Some(e), key_arn))
                     && let Some(jwt) = self.open(share, app_id, &entry, client_id).await
@@ -412,32 +414,39 @@ impl AppJwts {
                 match waited.await {
                     Waited::Came(jwt) => Ok(jwt),
                     // Its holder could not sign: one of those waiting signs for the others.
-                    Waited::Free => {
-                        let now = self.clock.now();
-                        let claim = ClaimGuard::new(share, app_id, &holder);
-                        match share.store.claim(app_id, &holder, now, now + CLAIM_SECS, only_if).await {
-                            Ok(JwtClaim::Claimed) => self.sign_apart(share, claim, app_id, (key_arn, client_id)).await,
-                            Ok(JwtClaim::Refused(_)) => {
-                                claim.disarm();
-                                Ok(self.signing.sign(app_id, key_arn, client_id).await?.0)
-                            }
-                            // It may have landed: the guard ends it, before this function signs.
-                            Err(_) => {
-                                drop(claim);
-                                Ok(self.signing.sign(app_id, key_arn, client_id).await?.0)
-                            }
-                        }
-                    }
+                    Waited::Free => match self.claim(share, app_id, &holder, only_if).await {
+                        Ok(Claim::Won(claim)) => self.sign_apart(share, claim, app_id, (key_arn, client_id)).await,
+                        _ => Ok(self.signing.sign(app_id, key_arn, client_id).await?.0),
+                    },
                     Waited::NotCome => Ok(self.signing.sign(app_id, key_arn, client_id).await?.0),
                 }
             }
-            // It may have landed (an answer lost): the guard, dropped armed, ends it.
             Err(e) => {
                 tracing::warn!(app_id, error = %e, "could not claim the signing of the shared App JWT; signing one");
-                drop(claim);
                 Ok(self.signing.sign(app_id, key_arn, client_id).await?.0)
             }
         }
+    }
+
+    /// Claims the signing of `app_id`'s JWT for `holder` (for [`CLAIM_SECS`]), if `only_if`. Its
+    /// guard is armed before the claim is sent and given back armed only if the claim holds: a
+    /// claim that lands as its sender is dropped, or whose answer is lost (an error), is ended by
+    /// the guard at once, before this function does anything else.
+    async fn claim(&self, share: &JwtShare, app_id: i64, holder: &str, only_if: ClaimIf<'_>) -> Result<Claim, Error> {
+        let now = self.now();
+        let guard = ClaimGuard::new(share, app_id, holder);
+        match share.store.claim(app_id, holder, now, now + CLAIM_SECS, only_if).await? {
+            JwtClaim::Claimed => Ok(Claim::Won(guard)),
+            JwtClaim::Refused(item) => {
+                guard.disarm();
+                Ok(Claim::Lost(item))
+            }
+        }
+    }
+
+    /// The time (Unix seconds), as the signing's clock has it.
+    fn now(&self) -> i64 {
+        self.signing.clock.now()
     }
 
     /// A name for one claim: this process's and the claim's number. A claim sent again (by the
@@ -476,7 +485,7 @@ impl AppJwts {
     /// What `entry` is worth for `key_arn`, now.
     fn judge(&self, app_id: i64, entry: Option<SharedJwt>, key_arn: &str) -> Found {
         let Some(entry) = entry else { return Found::Stale };
-        let now = self.clock.now();
+        let now = self.now();
         if entry.key_arn != key_arn || entry.expires_at - now <= MIN_REMAINING_SECS {
             return Found::Stale;
         }
@@ -513,9 +522,9 @@ impl AppJwts {
 
     /// The JWT another function claimed to sign, read again with jittered pauses for at most
     /// [`SHARE_WAIT`], never into the time the invocation needs after ([`AFTER_WAIT`]: the pauses
-    /// and the reads alike), and only
-    /// while the claim (until `claimed_until`, as last read) lasts. `NotCome` if it does not come
-    /// in time or is broken (not `broken`, the entry found broken before).
+    /// and the reads alike), and only while the claim (until `claimed_until`, as last read) lasts.
+    /// `NotCome` if it does not come in time or is broken (not `broken`, the entry found broken
+    /// before).
     async fn wait_for(
         &self,
         share: &JwtShare,
@@ -528,7 +537,7 @@ impl AppJwts {
         let mut pause = POLL_FIRST;
         loop {
             // No claim, a lapsed one, or one no holder could have made: nothing is on its way.
-            let now = self.clock.now();
+            let now = self.now();
             if claimed_until.is_none_or(|until| until < now || until > now + CLAIM_SECS) {
                 tracing::debug!(app_id, "the signing of the shared App JWT is no longer claimed");
                 return Waited::Free;
@@ -606,11 +615,10 @@ impl Signing {
         Ok((AppJwt { token, expires_at: claims.exp, cached: false, slug: None }, with_key))
     }
 
-    /// A JWT signed under `claim` (this function's; ended by its guard if this stops unfinished), shared with the
-    /// others; or, if it
-    /// cannot be signed, was signed with a previous key (the current one refused: not for the
-    /// others), or could not be shared, the claim ended at once, so that the others need not wait
-    /// for it to lapse.
+    /// A JWT signed under `claim` (this function's; ended by its guard if this stops unfinished),
+    /// shared with the others; or, if it cannot be signed, was signed with a previous key (the
+    /// current one refused: not for the others), or could not be shared, the claim ended at once,
+    /// so that the others need not wait for it to lapse.
     async fn sign_claimed(
         &self,
         share: &JwtShare,
