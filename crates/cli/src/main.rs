@@ -101,8 +101,10 @@ enum Command {
     GitCredential(GitCredentialArgs),
     /// Run a command with an installation token, minted just now, in GH_TOKEN and GITHUB_TOKEN.
     ///
-    /// The token is not printed. The command's exit status is appcreds' own (on Unix appcreds
-    /// becomes the command). Example: appcreds exec --app-id 123456 --owner octo-org -- gh pr list
+    /// The token is not printed, and is revoked once the command has ended (unless --keep-token).
+    /// appcreds passes on to the command the signals that would end it, and exits with the
+    /// command's exit status (128 + the signal that ended it). Example: appcreds exec --app-id
+    /// 123456 --owner octo-org -- gh pr list
     Exec(ExecArgs),
 }
 
@@ -110,7 +112,7 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("appcreds: {err}");
             if let CliError::Client(ClientError::Validation { fields, .. }) = &err {
@@ -123,19 +125,21 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: &Cli) -> Result<(), CliError> {
+/// Runs the command; the exit code of a success (`exec`: the command's).
+async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
     let ctx = Context {
         stack: cli.stack.as_deref(),
         role_arn: cli.role_arn.as_deref(),
         json_out: cli.output == Output::Json,
     };
-    match &cli.command {
+    let done = match &cli.command {
         Command::Key(command) => commands::key::run(&ctx, command).await,
         Command::Access(command) => commands::access::run(&ctx, command).await,
         Command::Rotation(command) => commands::rotation::run(&ctx, command).await,
         Command::Call(command) => commands::call::run(&ctx, &cli.urls, &cli.oidc, command).await,
         Command::GitCredential(args) => commands::git_credential::run(&ctx, &cli.urls, &cli.oidc, args).await,
-        Command::Exec(args) => commands::exec::run(&ctx, &cli.urls, &cli.oidc, args).await,
+        Command::Exec(args) => return commands::exec::run(&ctx, &cli.urls, &cli.oidc, args).await,
         Command::Revoke(args) => commands::revoke::run(args, ctx.json_out).await.map_err(CliError::from),
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }

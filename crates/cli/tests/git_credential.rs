@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use appcreds_core::domain::clock::rfc3339;
-use appcreds_testkit::github::{GitHubDouble, Installation};
+use appcreds_testkit::github::{Fault, FaultKind, GitHubDouble, Installation};
 use appcreds_testkit::unique;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -54,20 +54,19 @@ impl Setup {
     }
 
     /// `program args` with test AWS credentials, the Function URL, and HOME and TMPDIR in the
-    /// test's directory; `input` on standard input. On a blocking thread, so that the test's
-    /// runtime keeps serving the Function URL meanwhile.
-    async fn run(&self, program: &str, args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
+    /// test's directory.
+    fn command(&self, program: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(program);
         cmd.args(args)
             .current_dir(&self.dir)
             .env_remove("GITHUB_ACTIONS")
-            .env_remove("GITHUB_API_URL")
             .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
             .env_remove("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
             .env_remove("APPCREDS_STACK")
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("GIT_ASKPASS")
             .env_remove("SSH_ASKPASS")
+            .env_remove("GITHUB_API_URL")
             .env("HOME", self.dir.join("home"))
             .env("TMPDIR", self.dir.join("tmp"))
             .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -80,7 +79,13 @@ impl Setup {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        appcreds_testkit::output_with_input(cmd, input).await
+        cmd
+    }
+
+    /// [`Self::command`] run to its end with `input` on standard input. On a blocking thread, so
+    /// that the test's runtime keeps serving the Function URL meanwhile.
+    async fn run(&self, program: &str, args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
+        appcreds_testkit::output_with_input(self.command(program, args, env), input).await
     }
 
     /// `git -c … credential OPERATION` with `helpers` in this order (git's own list reset first)
@@ -339,44 +344,132 @@ async fn store_and_erase_write_nothing() {
     }
 }
 
-/// `exec` hands the command the token in GH_TOKEN and GITHUB_TOKEN, prints it nowhere, and its
-/// exit status is the command's, a signal included.
+/// `exec`'s options for a token for octo-org/hello-world, revoked at the double.
+fn exec_args<'a>(api: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["exec", "--app-id", "1501", "--repository", "octo-org/hello-world"];
+    args.extend(["--repositories", "hello-world", "--github-api-url", api]);
+    args.extend(more);
+    args.push("--");
+    args
+}
+
+/// `exec` hands the command the token in GH_TOKEN and GITHUB_TOKEN, prints it nowhere, exits
+/// with the command's exit status (128 + the signal that ended it), and revokes the token once
+/// the command has ended, whatever its end.
 #[tokio::test]
 async fn exec_runs_the_command_with_the_token_and_its_exit_status() {
     let s = Setup::start().await;
-    let appcreds = env!("CARGO_BIN_EXE_appcreds");
-    let token_args =
-        ["exec", "--app-id", "1501", "--repository", "octo-org/hello-world", "--repositories", "hello-world", "--"];
+    let (appcreds, api) = (env!("CARGO_BIN_EXE_appcreds"), s.github.url());
     let script = r#"test -n "$GH_TOKEN" && test "$GH_TOKEN" = "$GITHUB_TOKEN" && printf %s "$GH_TOKEN" > seen; exit 7"#;
-    let args: Vec<&str> = token_args.iter().copied().chain(["sh", "-c", script]).collect();
+    let args: Vec<&str> = exec_args(&api, &[]).into_iter().chain(["sh", "-c", script]).collect();
     let out = s.run(appcreds, &args, "", &[]).await;
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     let token = std::fs::read_to_string(s.dir.join("seen")).unwrap();
     let issued = s.github.issued(&token).unwrap_or_else(|| panic!("not the double's: {token}"));
     assert_eq!(issued.repositories, Some(vec!["hello-world".to_string()]));
+    assert!(issued.revoked, "revoked once the command ended");
     assert!(out.stdout.is_empty() && out.stderr.is_empty(), "nothing printed");
 
     // In GitHub Actions, only the line that tells the runner to mask it, on standard error: the
     // command's standard output stays its own (it may be captured where no mask applies).
-    let args: Vec<&str> = token_args.iter().copied().chain(["sh", "-c", "printf %s \"$GH_TOKEN\" > seen"]).collect();
+    let args: Vec<&str> =
+        exec_args(&api, &[]).into_iter().chain(["sh", "-c", "printf %s \"$GH_TOKEN\" > seen"]).collect();
     let out = s.run(appcreds, &args, "", &[("GITHUB_ACTIONS", "true")]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let token = std::fs::read_to_string(s.dir.join("seen")).unwrap();
     assert_eq!(text(&out.stderr), format!("::add-mask::{token}\n"));
     assert!(out.stdout.is_empty(), "nothing on the command's standard output");
+    assert!(s.github.issued(&token).unwrap().revoked);
 
-    let args: Vec<&str> = token_args.iter().copied().chain(["sh", "-c", "kill -TERM $$"]).collect();
+    // Ended by a signal: 128 + the signal, as a shell reports it; the token revoked still.
+    let script = r#"printf %s "$GH_TOKEN" > seen; kill -TERM $$"#;
+    let args: Vec<&str> = exec_args(&api, &[]).into_iter().chain(["sh", "-c", script]).collect();
     let out = s.run(appcreds, &args, "", &[]).await;
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(out.status.signal(), Some(15), "{:?}", out.status);
-    }
-    let args: Vec<&str> = token_args.iter().copied().chain(["/nonexistent/command"]).collect();
+    assert_eq!(out.status.code(), Some(128 + 15), "{:?} {}", out.status, text(&out.stderr));
+    assert!(s.github.issued(&std::fs::read_to_string(s.dir.join("seen")).unwrap()).unwrap().revoked);
+
+    // A command that cannot be started: a usage error, and the token it was minted for revoked.
+    let before = s.github.issued_tokens().len();
+    let args: Vec<&str> = exec_args(&api, &[]).into_iter().chain(["/nonexistent/command"]).collect();
     let out = s.run(appcreds, &args, "", &[]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("cannot run /nonexistent/command"), "{}", text(&out.stderr));
+    let issued = s.github.issued_tokens();
+    assert_eq!(issued.len(), before + 1);
+    assert!(issued.iter().all(|t| t.revoked), "every token exec minted is revoked");
+
     let out = s.run(appcreds, &["exec", "--app-id", "1501", "--owner", "octo-org"], "", &[]).await;
     assert_eq!(out.status.code(), Some(2), "a command is required: {}", text(&out.stderr));
     assert_eq!(s.asked.lock().unwrap().len(), 4, "the usage error asked for nothing");
+}
+
+/// With `--keep-token` the token outlives the command; a revocation GitHub fails is a warning on
+/// standard error, and the exit status is still the command's.
+#[tokio::test]
+async fn exec_keeps_the_token_when_asked_and_a_failed_revocation_is_only_a_warning() {
+    let s = Setup::start().await;
+    let (appcreds, api) = (env!("CARGO_BIN_EXE_appcreds"), s.github.url());
+    let script = r#"printf %s "$GH_TOKEN" > seen; exit 3"#;
+    let args: Vec<&str> = exec_args(&api, &["--keep-token"]).into_iter().chain(["sh", "-c", script]).collect();
+    let out = s.run(appcreds, &args, "", &[]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let token = std::fs::read_to_string(s.dir.join("seen")).unwrap();
+    assert!(!s.github.issued(&token).unwrap().revoked, "kept");
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+
+    s.github.inject(Fault::new("DELETE /installation/token", 1, FaultKind::Status(503)));
+    let args: Vec<&str> = exec_args(&api, &[]).into_iter().chain(["sh", "-c", script]).collect();
+    let out = s.run(appcreds, &args, "", &[]).await;
+    assert_eq!(out.status.code(), Some(3), "the command's status: {}", text(&out.stderr));
+    let token = std::fs::read_to_string(s.dir.join("seen")).unwrap();
+    assert!(!s.github.issued(&token).unwrap().revoked);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("warning: the token was not revoked (") && stderr.contains("503"), "{stderr}");
+    assert!(!stderr.contains(&token), "no token in the warning");
+
+    // A token the command revoked itself: nothing to say.
+    let script = r#"printf %s "$GH_TOKEN" > seen; appcreds revoke --token-env GH_TOKEN > /dev/null"#;
+    let path = format!("{}:{}", Path::new(appcreds).parent().unwrap().display(), std::env::var("PATH").unwrap());
+    let args: Vec<&str> = exec_args(&api, &[]).into_iter().chain(["sh", "-c", script]).collect();
+    let out = s.run(appcreds, &args, "", &[("PATH", &path), ("GITHUB_API_URL", &api)]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(s.github.issued(&std::fs::read_to_string(s.dir.join("seen")).unwrap()).unwrap().revoked);
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+/// A signal sent to appcreds while the command runs (a runner cancelling the job, `kill`) is
+/// passed on: the command ends as it chooses, and then the token is revoked.
+#[cfg(unix)]
+#[tokio::test]
+async fn exec_passes_a_signal_on_to_the_command_then_revokes() {
+    let s = Setup::start().await;
+    let (appcreds, api) = (env!("CARGO_BIN_EXE_appcreds"), s.github.url());
+    let script = r#"trap 'printf %s "$GH_TOKEN" > seen; exit 9' TERM; : > ready; while :; do sleep 0.05; done"#;
+    let args: Vec<&str> = exec_args(&api, &[]).into_iter().chain(["sh", "-c", script]).collect();
+    let mut child = s.command(appcreds, &args, &[]).spawn().unwrap();
+    let ready = s.dir.join("ready");
+    for _ in 0..400 {
+        if ready.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ready.exists(), "the command started");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut status = None;
+    for _ in 0..400 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("the signal was not passed on: the command is still running");
+    };
+    assert_eq!(status.code(), Some(9), "the command's own end: {status:?}");
+    let token = std::fs::read_to_string(s.dir.join("seen")).unwrap();
+    assert!(s.github.issued(&token).unwrap().revoked);
 }

@@ -35,25 +35,27 @@ pub async fn run(args: &RevokeArgs, json_out: bool) -> Result<(), ClientError> {
     if token.is_empty() {
         return Err(ClientError::Config("no token to revoke".into()));
     }
-    let url = format!("{}/installation/token", args.github_api_url.trim_end_matches('/'));
-    let resp = spin(
-        "revoking the token",
-        reqwest::Client::new()
-            .delete(&url)
-            .bearer_auth(token)
-            .header("accept", "application/vnd.github+json")
-            .header("x-github-api-version", "2022-11-28")
-            .header("user-agent", concat!("appcreds/", env!("CARGO_PKG_VERSION")))
-            .timeout(Duration::from_secs(30))
-            .send(),
-    )
-    .await
-    .map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+    let revoked = spin("revoking the token", revoke_token(&args.github_api_url, token, Duration::from_secs(30))).await;
+    revoked.map(|()| output::revoked(json_out))
+}
+
+/// Revokes `token` at the GitHub API of `github_api_url` (`DELETE /installation/token`,
+/// authenticated by the token itself). A token GitHub no longer accepts (already revoked or
+/// expired) is a client-side refusal. GitHub has `timeout` to answer.
+pub(super) async fn revoke_token(github_api_url: &str, token: &str, timeout: Duration) -> Result<(), ClientError> {
+    let url = format!("{}/installation/token", github_api_url.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .delete(&url)
+        .bearer_auth(token)
+        .header("accept", "application/vnd.github+json")
+        .header("x-github-api-version", "2022-11-28")
+        .header("user-agent", concat!("appcreds/", env!("CARGO_PKG_VERSION")))
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
     match resp.status().as_u16() {
-        204 => {
-            output::revoked(json_out);
-            Ok(())
-        }
+        204 => Ok(()),
         401 => Err(ClientError::ClientSide("GitHub does not accept this token (already revoked or expired)".into())),
         code => Err(ClientError::ServerSide(format!("GitHub answered HTTP {code} to the revocation"))),
     }
