@@ -381,11 +381,15 @@ async fn exec_runs_the_command_with_the_token_and_its_exit_status() {
     assert!(out.stdout.is_empty(), "nothing on the command's standard output");
     assert!(s.github.issued(&token).unwrap().revoked);
 
-    // Ended by a signal: 128 + the signal, as a shell reports it; the token revoked still.
+    // Ended by a signal: appcreds ends by it too, once the token is revoked.
     let script = r#"printf %s "$GH_TOKEN" > seen; kill -TERM $$"#;
     let args: Vec<&str> = exec_args(&api, &[]).into_iter().chain(["sh", "-c", script]).collect();
     let out = s.run(appcreds, &args, "", &[]).await;
-    assert_eq!(out.status.code(), Some(128 + 15), "{:?} {}", out.status, text(&out.stderr));
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(15), "{:?} {}", out.status, text(&out.stderr));
+    }
     assert!(s.github.issued(&std::fs::read_to_string(s.dir.join("seen")).unwrap()).unwrap().revoked);
 
     // A command that cannot be started: a usage error, and the token it was minted for revoked.
@@ -427,49 +431,90 @@ async fn exec_keeps_the_token_when_asked_and_a_failed_revocation_is_only_a_warni
     assert!(stderr.contains("warning: the token was not revoked (") && stderr.contains("503"), "{stderr}");
     assert!(!stderr.contains(&token), "no token in the warning");
 
-    // A token the command revoked itself: nothing to say.
+    // A token the command revoked itself: a note that GitHub did not take it (naming where).
     let script = r#"printf %s "$GH_TOKEN" > seen; appcreds revoke --token-env GH_TOKEN > /dev/null"#;
     let path = format!("{}:{}", Path::new(appcreds).parent().unwrap().display(), std::env::var("PATH").unwrap());
     let args: Vec<&str> = exec_args(&api, &[]).into_iter().chain(["sh", "-c", script]).collect();
     let out = s.run(appcreds, &args, "", &[("PATH", &path), ("GITHUB_API_URL", &api)]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(s.github.issued(&std::fs::read_to_string(s.dir.join("seen")).unwrap()).unwrap().revoked);
-    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with(&format!("appcreds: note: {api} does not accept the token")), "{stderr}");
+}
+
+/// `appcreds exec` started in a process group of its own with `signals` ignored (as `nohup`
+/// ignores `SIGHUP`), running `script` once it has written `ready`: the process, and what to kill
+/// if the test fails (the group: appcreds and the command).
+#[cfg(unix)]
+async fn exec_in_background(s: &Setup, api: &str, script: &str, ignored: &[&str]) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let appcreds = env!("CARGO_BIN_EXE_appcreds");
+    // `trap '' SIG` in the shell that starts appcreds: ignored on entry, as nohup leaves it.
+    let traps: String = ignored.iter().map(|sig| format!("trap '' {sig}; ")).collect();
+    let inner: Vec<String> = exec_args(api, &[]).into_iter().map(|a| format!("'{a}'")).collect();
+    let line = format!("{traps}exec '{appcreds}' {} sh -c '{script}'", inner.join(" "));
+    let mut command = s.command("sh", &["-c", &line], &[]);
+    command.process_group(0);
+    let mut child = command.spawn().unwrap();
+    let ready = s.dir.join("ready");
+    for _ in 0..400 {
+        if ready.exists() {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    kill_group(&child);
+    let _ = child.wait();
+    panic!("the command did not start");
+}
+
+#[cfg(unix)]
+fn kill_group(child: &std::process::Child) {
+    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+}
+
+#[cfg(unix)]
+fn signal(child: &std::process::Child, name: &str) {
+    assert!(Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap().success());
+}
+
+/// How `child` ended, within 10 s (else the test fails, and its group is killed).
+#[cfg(unix)]
+async fn ends(mut child: std::process::Child) -> std::process::ExitStatus {
+    for _ in 0..400 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    kill_group(&child);
+    let _ = child.wait();
+    panic!("still running: the signal was not passed on");
 }
 
 /// A signal sent to appcreds while the command runs (a runner cancelling the job, `kill`) is
-/// passed on: the command ends as it chooses, and then the token is revoked.
+/// passed on: the command ends as it chooses, and then the token is revoked. A signal appcreds
+/// was started ignoring (`nohup`: `SIGHUP`) stays ignored, by appcreds and by the command.
 #[cfg(unix)]
 #[tokio::test]
 async fn exec_passes_a_signal_on_to_the_command_then_revokes() {
     let s = Setup::start().await;
-    let (appcreds, api) = (env!("CARGO_BIN_EXE_appcreds"), s.github.url());
-    let script = r#"trap 'printf %s "$GH_TOKEN" > seen; exit 9' TERM; : > ready; while :; do sleep 0.05; done"#;
-    let args: Vec<&str> = exec_args(&api, &[]).into_iter().chain(["sh", "-c", script]).collect();
-    let mut child = s.command(appcreds, &args, &[]).spawn().unwrap();
-    let ready = s.dir.join("ready");
-    for _ in 0..400 {
-        if ready.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(ready.exists(), "the command started");
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let mut status = None;
-    for _ in 0..400 {
-        status = child.try_wait().unwrap();
-        if status.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let Some(status) = status else {
-        let _ = child.kill();
-        panic!("the signal was not passed on: the command is still running");
-    };
+    let api = s.github.url();
+    // No quote in the script: it is quoted as one word above.
+    let script = r#"trap "printf %s \$GH_TOKEN > seen; exit 9" TERM; : > ready; while :; do sleep 1; done"#;
+    let child = exec_in_background(&s, &api, script, &[]).await;
+    signal(&child, "TERM");
+    let status = ends(child).await;
     assert_eq!(status.code(), Some(9), "the command's own end: {status:?}");
     let token = std::fs::read_to_string(s.dir.join("seen")).unwrap();
     assert!(s.github.issued(&token).unwrap().revoked);
+
+    std::fs::remove_file(s.dir.join("ready")).unwrap();
+    let child = exec_in_background(&s, &api, script, &["HUP"]).await;
+    signal(&child, "HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(s.dir.join("ready").exists());
+    signal(&child, "TERM");
+    let status = ends(child).await;
+    assert_eq!(status.code(), Some(9), "SIGHUP ignored, SIGTERM passed on: {status:?}");
 }
