@@ -10,7 +10,7 @@ use appcreds_core::aws::kms::KmsVault;
 use appcreds_core::aws::shared_jwt::{DynamoSharedJwts, item_key};
 use appcreds_core::domain::clock::SystemClock;
 use appcreds_core::domain::jwt::{self, Claims, Issuer, LIFETIME_SECS};
-use appcreds_core::ports::{ClaimIf, JwtClaim, JwtShare, SharedJwt, SharedJwts, Signer, Vault};
+use appcreds_core::ports::{ClaimIf, JwtClaim, JwtShare, RowAndItem, SharedItem, SharedJwt, SharedJwts, Signer, Vault};
 use appcreds_core::tokens::app_jwt::AppJwts;
 use appcreds_core::{Secret, Services};
 use appcreds_testkit::aws;
@@ -646,12 +646,18 @@ async fn a_claimed_signing_outlives_its_request() {
     let app = APP + 150;
     let fleet = Fleet::start(app).await;
     let (slow, entered) = fleet.slow(1);
-    let request = tokio::spawn(async move { AppJwts::new(&slow).get(app).await });
+    let jwts = Arc::new(AppJwts::new(&slow));
+    let request = tokio::spawn({
+        let jwts = jwts.clone();
+        async move { jwts.get(app).await }
+    });
     // Aborted once it signs under its claim (not while the claim's call is still on its way).
     entered.notified().await;
     request.abort();
     assert!(request.await.unwrap_err().is_cancelled());
-    let item = fleet.once(app, "Jwt", true).await;
+    // Settled (as the transport does before it answers), the JWT is shared: read once, no waiting.
+    jwts.settle(tokio::time::Instant::now() + std::time::Duration::from_secs(10)).await;
+    let item = fleet.item(app).await;
     assert!(item.contains_key("Jwt") && !item.contains_key("ClaimedBy"), "shared, claim ended: {item:?}");
     let jwt = fleet.jwts().get(app).await.unwrap();
     assert_eq!((fleet.kms("Sign"), fleet.kms("Decrypt")), (1, 1), "{:?}", fleet.stack.counter.snapshot());
@@ -694,7 +700,10 @@ async fn a_signing_that_panics_ends_its_claim() {
 async fn a_signing_cut_at_the_deadline_ends_its_claim() {
     let app = APP + 170;
     let fleet = Fleet::start(app).await;
-    let (slow, entered) = fleet.slow(5);
+    let (mut slow, entered) = fleet.slow(5);
+    // The claim's end takes 100 ms to be sent: it is waited for before the answer.
+    let share = slow.jwt_share.as_mut().unwrap();
+    share.store = Arc::new(SlowRelease(share.store.clone(), std::time::Duration::from_millis(100)));
     let jwts = AppJwts::new(&slow);
     let by = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
     // As the transport does: the request's work dropped at the deadline less the answer's margin.
@@ -708,7 +717,59 @@ async fn a_signing_cut_at_the_deadline_ends_its_claim() {
         cut.await;
     });
     assert!(cut_short.is_err(), "cut at the deadline");
-    let item = fleet.once(app, "ClaimedBy", false).await;
+    // As the transport does before it answers; then the item is read once, as the others would
+    // find it while this process is frozen.
+    jwts.settle(by - appcreds_core::deadline::ANSWER_MARGIN / 2).await;
+    let item = fleet.item(app).await;
     assert!(!item.contains_key("ClaimedBy") && !item.contains_key("Jwt"), "stopped, claim ended: {item:?}");
     assert_eq!(fleet.kms("Sign"), 0, "stopped before its Sign was sent");
+}
+
+/// A store whose `release` (a claim's end) is sent `1` later.
+struct SlowRelease(Arc<dyn SharedJwts>, std::time::Duration);
+
+#[async_trait::async_trait]
+impl SharedJwts for SlowRelease {
+    async fn read(&self, app_id: i64) -> Result<SharedItem, appcreds_core::Error> {
+        self.0.read(app_id).await
+    }
+    async fn read_with_app(&self, app_id: i64) -> Option<RowAndItem> {
+        self.0.read_with_app(app_id).await
+    }
+    async fn claim(
+        &self,
+        app_id: i64,
+        holder: &str,
+        now: i64,
+        until: i64,
+        only_if: ClaimIf<'_>,
+    ) -> Result<JwtClaim, appcreds_core::Error> {
+        self.0.claim(app_id, holder, now, until, only_if).await
+    }
+    async fn put(&self, app_id: i64, holder: &str, entry: &SharedJwt) -> Result<bool, appcreds_core::Error> {
+        self.0.put(app_id, holder, entry).await
+    }
+    async fn release(&self, app_id: i64, holder: &str) -> Result<(), appcreds_core::Error> {
+        tokio::time::sleep(self.1).await;
+        self.0.release(app_id, holder).await
+    }
+}
+
+/// Settling waits no longer than it is given: a claimed signing that outlived its request and
+/// takes longer still (a 5 s `Sign`) holds its claim after it.
+#[tokio::test]
+async fn settling_ends_when_it_is_told() {
+    let app = APP + 180;
+    let fleet = Fleet::start(app).await;
+    let (slow, entered) = fleet.slow(5);
+    let jwts = Arc::new(AppJwts::new(&slow));
+    let request = tokio::spawn({
+        let jwts = jwts.clone();
+        async move { jwts.get(app).await }
+    });
+    entered.notified().await;
+    request.abort();
+    jwts.settle(tokio::time::Instant::now() + std::time::Duration::from_millis(200)).await;
+    let item = fleet.item(app).await;
+    assert!(item.contains_key("ClaimedBy") && !item.contains_key("Jwt"), "still signing: {item:?}");
 }

@@ -147,7 +147,9 @@ impl<O: Operation> Endpoint<O> {
     ///
     /// With Lambda's `deadline`, the operation runs [`deadline::within`] the deadline less
     /// [`deadline::ANSWER_MARGIN`], and is stopped there: the caller gets the contract's
-    /// `ServerSideError`, not the bare 502 of a function Lambda stopped.
+    /// `ServerSideError`, not the bare 502 of a function Lambda stopped. Then, before it answers,
+    /// the operation [settles](Operation::settle) what it must see through until half that margin
+    /// before the deadline.
     pub(crate) async fn respond(&self, req: RawRequest<'_>, deadline: Option<Instant>) -> HttpReply {
         let work = async {
             match parse_call(req, O::ROUTES, &self.transport) {
@@ -159,10 +161,13 @@ impl<O: Operation> Endpoint<O> {
             None => work.await,
             Some(deadline) => {
                 let answer_by = deadline.checked_sub(deadline::ANSWER_MARGIN).unwrap_or(deadline);
-                match tokio::time::timeout_at(answer_by, deadline::within(answer_by, work)).await {
+                let outcome = match tokio::time::timeout_at(answer_by, deadline::within(answer_by, work)).await {
                     Ok(outcome) => outcome,
                     Err(_) => Err(Error::OutOfTime),
-                }
+                };
+                let settle_by = deadline.checked_sub(deadline::ANSWER_MARGIN / 2).unwrap_or(deadline);
+                self.op.settle(settle_by).await;
+                outcome
             }
         };
         match outcome {
@@ -186,6 +191,55 @@ impl<O: Operation> Endpoint<O> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers `{}` (or is cut at the deadline, with `slow`), and keeps when it was told to settle by.
+    struct Settles {
+        slow: bool,
+        told: std::sync::Mutex<Vec<Instant>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Operation for Settles {
+        const ROUTES: &'static [&'static str] = &["/tokens/app"];
+
+        async fn call(&self, _call: Call) -> Result<Value, Error> {
+            if self.slow {
+                std::future::pending::<()>().await;
+            }
+            Ok(Value::Object(Map::new()))
+        }
+
+        async fn settle(&self, by: Instant) {
+            self.told.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(by);
+        }
+    }
+
+    /// With a deadline, the operation settles after its work, answered or cut, until half the
+    /// answer's margin before the deadline; without one (no Lambda to freeze the process), it
+    /// does not.
+    #[tokio::test]
+    async fn an_answer_waits_for_the_operation_to_settle() {
+        let transport = Transport { require_iam_caller: false, local_caller: Some("arn:aws:iam::1:user/me".into()) };
+        let req = || RawRequest {
+            method: "POST",
+            path: "/tokens/app",
+            content_type: Some(b"application/json"),
+            body: b"{}",
+            caller_arn: None,
+            oidc_token: None,
+        };
+        for slow in [false, true] {
+            let endpoint = Endpoint::new(Settles { slow, told: Default::default() }, transport.clone());
+            let deadline = Instant::now() + std::time::Duration::from_secs(1);
+            let reply = endpoint.respond(req(), Some(deadline)).await;
+            assert_eq!(reply.status, if slow { 500 } else { 200 }, "{reply:?}");
+            let told = endpoint.op().told.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            assert_eq!(told, vec![deadline - deadline::ANSWER_MARGIN / 2]);
+            let endpoint = Endpoint::new(Settles { slow: false, told: Default::default() }, transport.clone());
+            assert_eq!(endpoint.respond(req(), None).await.status, 200);
+            assert!(endpoint.op().told.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty());
+        }
+    }
 
     #[test]
     fn content_types() {

@@ -58,6 +58,11 @@ pub trait Operation: Send + Sync + 'static {
     const ROUTES: &'static [&'static str];
     /// The answer to a checked request, as the contract's JSON (see [`reply`]).
     async fn call(&self, call: Call) -> Result<Value, Error>;
+    /// Waits, until `by` at the latest, for what this operation's requests started and must see
+    /// through before the process is frozen (Lambda freezes it once it has answered): the transport
+    /// calls it after a request's work and before its answer, in an invocation with a deadline.
+    /// Default: nothing to wait for.
+    async fn settle(&self, _by: tokio::time::Instant) {}
 }
 
 /// A contract response as the JSON an [`Operation`] answers with.

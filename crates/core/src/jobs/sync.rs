@@ -92,6 +92,11 @@ impl InstallationSync {
         Self { jwts: AppJwts::new(services), services: services.clone() }
     }
 
+    /// [`AppJwts::settle`] on the JWTs the sync lists installations with.
+    pub(crate) async fn settle(&self, by: tokio::time::Instant) {
+        self.jwts.settle(by).await;
+    }
+
     /// Syncs every App; one App's failure is in the report, not an error.
     pub async fn run(&self) -> Result<SyncReport, Error> {
         let started = rfc3339(self.services.now());

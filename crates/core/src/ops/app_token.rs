@@ -38,6 +38,10 @@ impl AppToken {
 impl Operation for AppToken {
     const ROUTES: &'static [&'static str] = &[paths::APP_TOKEN];
 
+    async fn settle(&self, by: tokio::time::Instant) {
+        self.jwts.settle(by).await;
+    }
+
     async fn call(&self, call: Call) -> Result<Value, Error> {
         let app_id = request::app_token(&call.body)?.app_id;
         // The App JWT mints any token at GitHub directly: only a rule that names app-token grants it.

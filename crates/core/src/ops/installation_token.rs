@@ -36,6 +36,10 @@ impl InstallationToken {
 impl Operation for InstallationToken {
     const ROUTES: &'static [&'static str] = &[paths::INSTALLATION_TOKEN, paths::INSTALLATION_TOKENS];
 
+    async fn settle(&self, by: tokio::time::Instant) {
+        self.tokens.settle(by).await;
+    }
+
     async fn call(&self, call: Call) -> Result<Value, Error> {
         if call.path == paths::INSTALLATION_TOKENS {
             return self.batch(&call).await;

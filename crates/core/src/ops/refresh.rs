@@ -28,6 +28,10 @@ impl Refresh {
 impl Operation for Refresh {
     const ROUTES: &'static [&'static str] = &[paths::REFRESH];
 
+    async fn settle(&self, by: tokio::time::Instant) {
+        self.sync.settle(by).await;
+    }
+
     async fn call(&self, call: Call) -> Result<Value, Error> {
         let rule = self.access.judge(&call).await?.allow(Action::Refresh, None)?;
         // One sync at a time: a second caller is told when to retry (ThrottlingException).

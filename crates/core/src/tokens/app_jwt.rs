@@ -116,6 +116,8 @@ pub struct AppJwts {
     holder: String,
     /// The claims made so far.
     claims: AtomicU64,
+    /// The claims still to be shared or ended ([`Self::settle`]).
+    endings: Endings,
     /// Per App, when GitHub last refused this process's JWT (Unix seconds): a shared JWT signed
     /// by then is not taken again, but replaced. One entry at most per App whose JWT GitHub
     /// refused, and a JWT is only made for an App of the App table with a key: bounded by it.
@@ -137,16 +139,17 @@ struct Row {
 /// A claim on the signing of a shared JWT, from before it is sent until its holder shared its JWT
 /// or ended the claim itself (then disarmed: `None`): dropped armed (the claim's call failed or was
 /// dropped, the holder panicked, the signing was stopped at the deadline), it ends the claim from
-/// a task of its own, so that the other functions need not wait for it to lapse.
+/// a task of its own, so that the other functions need not wait for it to lapse. Armed, and until
+/// that end is sent, it is one of the process's [`Endings`].
 struct ClaimGuard {
     holder: String,
-    share: Option<(Arc<dyn SharedJwts>, i64)>,
+    share: Option<(Arc<dyn SharedJwts>, i64, Ending)>,
 }
 
 impl ClaimGuard {
-    /// Armed for `holder`'s claim on `app_id`'s signing.
-    fn new(share: &JwtShare, app_id: i64, holder: &str) -> Self {
-        ClaimGuard { holder: holder.to_string(), share: Some((share.store.clone(), app_id)) }
+    /// Armed for `holder`'s claim on `app_id`'s signing, counted in `endings`.
+    fn new(share: &JwtShare, app_id: i64, holder: &str, endings: &Endings) -> Self {
+        ClaimGuard { holder: holder.to_string(), share: Some((share.store.clone(), app_id, endings.start())) }
     }
 
     /// The claim was refused, or its holder shared its JWT or ended it: nothing to end.
@@ -157,7 +160,7 @@ impl ClaimGuard {
 
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
-        let Some((store, app_id)) = self.share.take() else { return };
+        let Some((store, app_id, ending)) = self.share.take() else { return };
         let holder = std::mem::take(&mut self.holder);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         tracing::debug!(app_id, "the signing of the shared App JWT was left unfinished; ending its claim");
@@ -165,7 +168,40 @@ impl Drop for ClaimGuard {
             if let Err(e) = store.release(app_id, &holder).await {
                 tracing::warn!(app_id, error = %e, "could not end the claim on the shared App JWT");
             }
+            drop(ending);
         });
+    }
+}
+
+/// The claims of this process still to be shared or ended: each armed [`ClaimGuard`], until its
+/// holder shared its JWT or its claim's end was sent. [`AppJwts::settle`] waits for none to be
+/// left before a request answers.
+#[derive(Clone)]
+struct Endings(Arc<tokio::sync::watch::Sender<usize>>);
+
+/// One of the [`Endings`], counted until it is dropped.
+struct Ending(Endings);
+
+impl Endings {
+    fn new() -> Self {
+        Endings(Arc::new(tokio::sync::watch::channel(0).0))
+    }
+
+    fn start(&self) -> Ending {
+        self.0.send_modify(|n| *n += 1);
+        Ending(self.clone())
+    }
+
+    /// Once none is left.
+    async fn settled(&self) {
+        // The sender lives in `self`: the wait ends only when the count reaches 0.
+        let _ = self.0.subscribe().wait_for(|n| *n == 0).await;
+    }
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.0.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
@@ -268,6 +304,7 @@ impl AppJwts {
             share: services.jwt_share.clone(),
             holder: format!("{:016x}", fastrand::u64(..)),
             claims: AtomicU64::new(0),
+            endings: Endings::new(),
             refused: Mutex::new(HashMap::new()),
         }
     }
@@ -314,6 +351,15 @@ impl AppJwts {
         self.refused.lock().unwrap_or_else(PoisonError::into_inner).insert(app_id, now);
         self.rows.invalidate(&app_id).await;
         self.cache.invalidate(&app_id).await;
+    }
+
+    /// Waits, until `by` at the latest, for this process's claims on the signing of a shared JWT
+    /// to be shared or ended: a claimed signing that outlived its request, or the end of a claim
+    /// whose signing was stopped at the deadline (or failed). A request calls it before it answers:
+    /// in Lambda the process is frozen once it has answered, and a claim it had not yet shared or
+    /// ended would hold the other functions until it lapsed ([`CLAIM_SECS`]).
+    pub async fn settle(&self, by: tokio::time::Instant) {
+        let _ = tokio::time::timeout_at(by, self.endings.settled()).await;
     }
 
     /// The App's key ARN and client ID, as the App table has them now, and with a share, its
@@ -434,7 +480,7 @@ impl AppJwts {
     /// the guard at once, before this function does anything else.
     async fn claim(&self, share: &JwtShare, app_id: i64, holder: &str, only_if: ClaimIf<'_>) -> Result<Claim, Error> {
         let now = self.now();
-        let guard = ClaimGuard::new(share, app_id, holder);
+        let guard = ClaimGuard::new(share, app_id, holder, &self.endings);
         match share.store.claim(app_id, holder, now, now + CLAIM_SECS, only_if).await? {
             JwtClaim::Claimed => Ok(Claim::Won(guard)),
             JwtClaim::Refused(item) => {

@@ -366,6 +366,11 @@ impl InstallationTokens {
         }
     }
 
+    /// [`AppJwts::settle`] on the JWTs these tokens are minted with.
+    pub(crate) async fn settle(&self, by: tokio::time::Instant) {
+        self.jwts.settle(by).await;
+    }
+
     /// **(ext)** The App's slug (`GET /app`), best effort: kept for an hour, and a failure to
     /// read it for [`SLUG_RETRY_SECS`] (so a GitHub outage costs one call per App, not one per
     /// request); `None` if GitHub does not say or did not answer within [`SLUG_BUDGET`]. A slug
