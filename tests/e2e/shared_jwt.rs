@@ -725,6 +725,30 @@ async fn a_signing_cut_at_the_deadline_ends_its_claim() {
     assert_eq!(fleet.kms("Sign"), 0, "stopped before its Sign was sent");
 }
 
+/// A claim's end the store does not answer in time (5 s; the guard gives it 1 s) is not waited for:
+/// the request settles and answers, and the claim lapses instead.
+#[tokio::test]
+async fn a_claims_end_that_does_not_come_is_not_waited_for() {
+    let app = APP + 175;
+    let fleet = Fleet::start(app).await;
+    let (mut slow, entered) = fleet.slow(5);
+    let share = slow.jwt_share.as_mut().unwrap();
+    share.store = Arc::new(SlowRelease(share.store.clone(), std::time::Duration::from_secs(5)));
+    let jwts = AppJwts::new(&slow);
+    let by = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    let cut = by - appcreds_core::deadline::ANSWER_MARGIN;
+    let request = appcreds_core::deadline::within(by, tokio::time::timeout_at(cut, jwts.get(app)));
+    let (cut_short, ()) = tokio::join!(request, async {
+        entered.notified().await;
+        tokio::time::sleep_until(cut).await;
+    });
+    assert!(cut_short.is_err(), "cut at the deadline");
+    // Told it may take 10 s, settling ends with the guard's budget: the end never went out.
+    jwts.settle(tokio::time::Instant::now() + std::time::Duration::from_secs(10)).await;
+    let item = fleet.item(app).await;
+    assert!(item.contains_key("ClaimedBy"), "the claim is left to lapse: {item:?}");
+}
+
 /// A store whose `release` (a claim's end) is sent `1` later.
 struct SlowRelease(Arc<dyn SharedJwts>, std::time::Duration);
 

@@ -264,35 +264,44 @@ where
 /// Runs `job` on every scheduled (EventBridge) event until the runtime stops the process. The job
 /// runs [`deadline::within`] the invocation's deadline less [`deadline::ANSWER_MARGIN`] (so it
 /// can stop cleanly by itself) and is cut off there with [`Error::OutOfTime`], logged, instead of
-/// being killed by Lambda without a word.
-pub async fn serve_scheduled<F, Fut>(job: F) -> Result<(), lambda_runtime::Error>
+/// being killed by Lambda without a word. Then, before it answers, `settle` waits until half that
+/// margin before the deadline for what the job must see through before the process is frozen
+/// (its claims on the signing of a shared App JWT: [`AppJwts::settle`](crate::tokens::app_jwt::AppJwts::settle)).
+pub async fn serve_scheduled<F, Fut, S, SFut>(job: F, settle: S) -> Result<(), lambda_runtime::Error>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Value, Error>> + Send,
+    S: Fn(tokio::time::Instant) -> SFut + Send + Sync + 'static,
+    SFut: Future<Output = ()> + Send,
 {
-    serve_events(move |_| job()).await
+    serve_events(move |_| job(), settle).await
 }
 
 /// [`serve_scheduled`] for a job that reads its event (the access-key rotator: the schedule's
 /// event, or `{"userName": …}` from `appcreds rotation run`).
-pub async fn serve_events<F, Fut>(job: F) -> Result<(), lambda_runtime::Error>
+pub async fn serve_events<F, Fut, S, SFut>(job: F, settle: S) -> Result<(), lambda_runtime::Error>
 where
     F: Fn(Value) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Value, Error>> + Send,
+    S: Fn(tokio::time::Instant) -> SFut + Send + Sync + 'static,
+    SFut: Future<Output = ()> + Send,
 {
-    let job = Arc::new(job);
+    let (job, settle) = (Arc::new(job), Arc::new(settle));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let job = job.clone();
+        let (job, settle) = (job.clone(), settle.clone());
         async move {
             let (payload, context) = (event.payload, event.context);
             let outcome = match deadline::from_epoch_millis(context.deadline) {
                 None => job(payload).await,
                 Some(deadline) => {
                     let answer_by = deadline.checked_sub(deadline::ANSWER_MARGIN).unwrap_or(deadline);
-                    match tokio::time::timeout_at(answer_by, deadline::within(answer_by, job(payload))).await {
-                        Ok(outcome) => outcome,
-                        Err(_) => Err(Error::OutOfTime),
-                    }
+                    let outcome =
+                        match tokio::time::timeout_at(answer_by, deadline::within(answer_by, job(payload))).await {
+                            Ok(outcome) => outcome,
+                            Err(_) => Err(Error::OutOfTime),
+                        };
+                    settle(deadline.checked_sub(deadline::ANSWER_MARGIN / 2).unwrap_or(deadline)).await;
+                    outcome
                 }
             };
             if let Err(e) = &outcome {

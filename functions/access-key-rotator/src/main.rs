@@ -31,9 +31,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     };
     let settings = RotatorSettings { allowed_path: config.rotation_iam_path.clone(), ..RotatorSettings::default() };
     let rotator = Arc::new(Rotator::new(&services, ports, settings));
-    serve_events(move |event| {
-        let rotator = rotator.clone();
-        async move { rotator.handle(event).await }
-    })
+    let settling = rotator.clone();
+    serve_events(
+        move |event| {
+            let rotator = rotator.clone();
+            async move { rotator.handle(event).await }
+        },
+        move |by| {
+            let rotator = settling.clone();
+            async move { rotator.settle_claims(by).await }
+        },
+    )
     .await
 }

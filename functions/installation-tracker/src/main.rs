@@ -10,9 +10,16 @@ use lambda_http::lambda_runtime;
 async fn main() -> Result<(), lambda_runtime::Error> {
     let init = ColdStart::init().await?;
     let sync = Arc::new(InstallationSync::new(&init.require_installation_table()?.services_with_github()?));
-    serve_scheduled(move || {
-        let sync = sync.clone();
-        async move { sync.scheduled().await }
-    })
+    let settling = sync.clone();
+    serve_scheduled(
+        move || {
+            let sync = sync.clone();
+            async move { sync.scheduled().await }
+        },
+        move |by| {
+            let sync = settling.clone();
+            async move { sync.settle(by).await }
+        },
+    )
     .await
 }

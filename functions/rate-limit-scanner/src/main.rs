@@ -18,9 +18,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         scanner = scanner.named(name);
     }
     let scanner = Arc::new(scanner);
-    serve_scheduled(move || {
-        let scanner = scanner.clone();
-        async move { scanner.scheduled().await }
-    })
+    let settling = scanner.clone();
+    serve_scheduled(
+        move || {
+            let scanner = scanner.clone();
+            async move { scanner.scheduled().await }
+        },
+        move |by| {
+            let scanner = settling.clone();
+            async move { scanner.settle(by).await }
+        },
+    )
     .await
 }

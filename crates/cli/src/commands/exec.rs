@@ -218,11 +218,11 @@ mod signals {
         }
     }
 
-    /// Whether this process is in the foreground process group of the terminal on its standard
-    /// input.
+    /// Whether this process is in the foreground process group of its controlling terminal (none:
+    /// no terminal's keyboard reaches the command).
     fn in_terminal_foreground() -> bool {
-        let stdin = std::io::stdin();
-        rustix::termios::tcgetpgrp(stdin.as_fd()).is_ok_and(|group| group == getpgrp())
+        std::fs::File::open("/dev/tty")
+            .is_ok_and(|tty| rustix::termios::tcgetpgrp(tty.as_fd()).is_ok_and(|group| group == getpgrp()))
     }
 
     /// Which signals this process ignores (Linux: `SigIgn` of `/proc/self/status`; elsewhere none
@@ -246,12 +246,30 @@ mod signals {
         }
     }
 
+    /// The signals whose default also dumps the process's core: appcreds does not end by them
+    /// (its memory holds the token, and its AWS credentials).
+    const DUMPING: [Signal; 10] = [
+        Signal::QUIT,
+        Signal::ILL,
+        Signal::TRAP,
+        Signal::ABORT,
+        Signal::BUS,
+        Signal::FPE,
+        Signal::SEGV,
+        Signal::SYS,
+        Signal::XCPU,
+        Signal::XFSZ,
+    ];
+
     /// Ends appcreds by `signal`, as the command ended (the system's default for it: a shell sees
-    /// a process ended by a signal, and a loop around it stops at Ctrl-C); if that is not possible,
-    /// the exit code 128 + the signal, as a shell reports it.
+    /// a process ended by a signal, and a loop around it stops at Ctrl-C). For a signal whose
+    /// default dumps core, or one the system's defaults do not name, the exit code 128 + the
+    /// signal instead, as a shell reports it.
     pub(super) fn end_by(signal: Option<i32>) -> ExitCode {
         let Some(signal) = signal else { return ExitCode::FAILURE };
-        let _ = signal_hook::low_level::emulate_default_handler(signal);
+        if !DUMPING.iter().any(|d| d.as_raw() == signal) {
+            let _ = signal_hook::low_level::emulate_default_handler(signal);
+        }
         ExitCode::from(128u8.saturating_add(u8::try_from(signal).unwrap_or(127)))
     }
 }
@@ -263,23 +281,40 @@ use console as signals;
 
 #[cfg_attr(unix, allow(dead_code))]
 mod console {
+    use std::future::Future;
+    use std::pin::Pin;
     use std::process::{ExitCode, ExitStatus};
+    use std::task::{Context, Waker};
 
     use tokio::process::Child;
 
     use super::Ended;
 
-    pub(super) struct Signals;
+    type CtrlC = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+
+    /// Ctrl-C, listened to from [`Signals::take_over`] until appcreds ends: while nothing listens,
+    /// the console's Ctrl-C ends the process.
+    pub(super) struct Signals(CtrlC);
+
+    /// A listener of the next Ctrl-C, listening already (polled once).
+    fn listening() -> CtrlC {
+        let mut ctrl_c: CtrlC = Box::pin(tokio::signal::ctrl_c());
+        let _ = ctrl_c.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        ctrl_c
+    }
 
     impl Signals {
         pub(super) fn take_over() -> std::io::Result<Self> {
-            Ok(Signals)
+            Ok(Signals(listening()))
         }
 
         /// The next Ctrl-C (none, if the console's cannot be listened to).
         pub(super) async fn next(&mut self) -> Option<i32> {
-            match tokio::signal::ctrl_c().await {
-                Ok(()) => Some(2),
+            match (&mut self.0).await {
+                Ok(()) => {
+                    self.0 = listening();
+                    Some(2)
+                }
                 Err(_) => std::future::pending().await,
             }
         }

@@ -270,6 +270,12 @@ impl RateLimitScanner {
         Ok(report)
     }
 
+    /// [`AppJwts::settle`](crate::tokens::app_jwt::AppJwts::settle) on the JWTs the scan's tokens
+    /// are minted with.
+    pub async fn settle(&self, by: tokio::time::Instant) {
+        self.tokens.settle(by).await;
+    }
+
     /// The scheduled run: the report as the function's result, and an error only if there were
     /// installations and none could be scanned.
     pub async fn scheduled(&self) -> Result<serde_json::Value, Error> {

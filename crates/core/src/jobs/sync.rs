@@ -93,7 +93,7 @@ impl InstallationSync {
     }
 
     /// [`AppJwts::settle`] on the JWTs the sync lists installations with.
-    pub(crate) async fn settle(&self, by: tokio::time::Instant) {
+    pub async fn settle(&self, by: tokio::time::Instant) {
         self.jwts.settle(by).await;
     }
 

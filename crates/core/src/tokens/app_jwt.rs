@@ -85,6 +85,11 @@ const AFTER_WAIT: Duration = Duration::from_secs(deadline::AWS_ATTEMPT.as_secs()
 /// fraction of a second at GitHub.
 const AFTER_JWT: Duration = Duration::from_secs(3);
 
+/// The longest a claim's guard spends ending it ([`ClaimGuard`]): a request waits for it before it
+/// answers, and a store that does not answer soon (DynamoDB in trouble) must not hold every answer
+/// until the deadline.
+const RELEASE_BUDGET: Duration = Duration::from_secs(1);
+
 /// A JWT handed to a caller has at least this much life left.
 pub const MIN_REMAINING_SECS: i64 = 5 * 60;
 
@@ -165,8 +170,12 @@ impl Drop for ClaimGuard {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         tracing::debug!(app_id, "the signing of the shared App JWT was left unfinished; ending its claim");
         runtime.spawn(async move {
-            if let Err(e) = store.release(app_id, &holder).await {
-                tracing::warn!(app_id, error = %e, "could not end the claim on the shared App JWT");
+            // Within its budget: a request settles on it before it answers (a claim left to lapse
+            // holds the others for at most CLAIM_SECS).
+            match tokio::time::timeout(RELEASE_BUDGET, store.release(app_id, &holder)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(app_id, error = %e, "could not end the claim on the shared App JWT"),
+                Err(_) => tracing::warn!(app_id, "the end of the claim on the shared App JWT did not come in time"),
             }
             drop(ending);
         });

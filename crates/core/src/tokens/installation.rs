@@ -367,7 +367,7 @@ impl InstallationTokens {
     }
 
     /// [`AppJwts::settle`] on the JWTs these tokens are minted with.
-    pub(crate) async fn settle(&self, by: tokio::time::Instant) {
+    pub async fn settle(&self, by: tokio::time::Instant) {
         self.jwts.settle(by).await;
     }
 

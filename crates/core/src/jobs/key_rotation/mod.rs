@@ -148,6 +148,12 @@ impl Rotator {
         Rotator { tokens: InstallationTokens::new(services), services: services.clone(), ports, settings, pacer }
     }
 
+    /// [`AppJwts::settle`](crate::tokens::app_jwt::AppJwts::settle) on the JWTs the rotator's
+    /// tokens are minted with (not the settling of a rotation target).
+    pub async fn settle_claims(&self, by: tokio::time::Instant) {
+        self.tokens.settle(by).await;
+    }
+
     /// Handles an invocation: `{"userName": "…", "force": bool}` runs one target now (`force`
     /// rotates even a young key); an event without `userName` (the schedule's) runs every target
     /// that is due. A run request is checked before anything is touched (no lease, no table read):
