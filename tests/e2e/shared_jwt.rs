@@ -647,14 +647,8 @@ async fn a_claimed_signing_outlives_its_request() {
     let fleet = Fleet::start(app).await;
     let (slow, entered) = fleet.slow(1);
     let jwts = Arc::new(AppJwts::new(&slow));
-    let request = tokio::spawn({
-        let jwts = jwts.clone();
-        async move { jwts.get(app).await }
-    });
     // Aborted once it signs under its claim (not while the claim's call is still on its way).
-    entered.notified().await;
-    request.abort();
-    assert!(request.await.unwrap_err().is_cancelled());
+    aborted_while_signing(&jwts, app, &entered).await;
     // Settled (as the transport does before it answers), the JWT is shared: read once, no waiting.
     jwts.settle(tokio::time::Instant::now() + std::time::Duration::from_secs(10)).await;
     let item = fleet.item(app).await;
@@ -702,21 +696,9 @@ async fn a_signing_cut_at_the_deadline_ends_its_claim() {
     let fleet = Fleet::start(app).await;
     let (mut slow, entered) = fleet.slow(5);
     // The claim's end takes 100 ms to be sent: it is waited for before the answer.
-    let share = slow.jwt_share.as_mut().unwrap();
-    share.store = Arc::new(SlowRelease(share.store.clone(), std::time::Duration::from_millis(100)));
+    SlowRelease::around(&mut slow, std::time::Duration::from_millis(100));
     let jwts = AppJwts::new(&slow);
-    let by = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
-    // As the transport does: the request's work dropped at the deadline less the answer's margin.
-    let cut = tokio::time::sleep_until(by - appcreds_core::deadline::ANSWER_MARGIN);
-    let request = appcreds_core::deadline::within(
-        by,
-        tokio::time::timeout_at(by - appcreds_core::deadline::ANSWER_MARGIN, jwts.get(app)),
-    );
-    let (cut_short, ()) = tokio::join!(request, async {
-        entered.notified().await;
-        cut.await;
-    });
-    assert!(cut_short.is_err(), "cut at the deadline");
+    let by = cut_at_the_deadline(&jwts, app, &entered).await;
     // As the transport does before it answers; then the item is read once, as the others would
     // find it while this process is frozen.
     jwts.settle(by - appcreds_core::deadline::ANSWER_MARGIN / 2).await;
@@ -732,9 +714,18 @@ async fn a_claims_end_that_does_not_come_is_not_waited_for() {
     let app = APP + 175;
     let fleet = Fleet::start(app).await;
     let (mut slow, entered) = fleet.slow(5);
-    let share = slow.jwt_share.as_mut().unwrap();
-    share.store = Arc::new(SlowRelease(share.store.clone(), std::time::Duration::from_secs(5)));
+    SlowRelease::around(&mut slow, std::time::Duration::from_secs(5));
     let jwts = AppJwts::new(&slow);
+    cut_at_the_deadline(&jwts, app, &entered).await;
+    // Told it may take 10 s, settling ends with the guard's budget: the end never went out.
+    jwts.settle(tokio::time::Instant::now() + std::time::Duration::from_secs(10)).await;
+    let item = fleet.item(app).await;
+    assert!(item.contains_key("ClaimedBy"), "the claim is left to lapse: {item:?}");
+}
+
+/// `jwts.get(app)` cut once its signing has started, as the transport cuts a request's work at a
+/// deadline 3 s away (less the answer's margin); the deadline.
+async fn cut_at_the_deadline(jwts: &AppJwts, app: i64, entered: &tokio::sync::Notify) -> tokio::time::Instant {
     let by = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
     let cut = by - appcreds_core::deadline::ANSWER_MARGIN;
     let request = appcreds_core::deadline::within(by, tokio::time::timeout_at(cut, jwts.get(app)));
@@ -743,14 +734,31 @@ async fn a_claims_end_that_does_not_come_is_not_waited_for() {
         tokio::time::sleep_until(cut).await;
     });
     assert!(cut_short.is_err(), "cut at the deadline");
-    // Told it may take 10 s, settling ends with the guard's budget: the end never went out.
-    jwts.settle(tokio::time::Instant::now() + std::time::Duration::from_secs(10)).await;
-    let item = fleet.item(app).await;
-    assert!(item.contains_key("ClaimedBy"), "the claim is left to lapse: {item:?}");
+    by
+}
+
+/// `jwts.get(app)` in a task of its own, aborted once its signing has started (a request dropped
+/// by a budget narrower than its deadline).
+async fn aborted_while_signing(jwts: &Arc<AppJwts>, app: i64, entered: &tokio::sync::Notify) {
+    let request = tokio::spawn({
+        let jwts = jwts.clone();
+        async move { jwts.get(app).await }
+    });
+    entered.notified().await;
+    request.abort();
+    assert!(request.await.unwrap_err().is_cancelled());
 }
 
 /// A store whose `release` (a claim's end) is sent `1` later.
 struct SlowRelease(Arc<dyn SharedJwts>, std::time::Duration);
+
+impl SlowRelease {
+    /// `services`' share, its claims' ends sent `delay` later.
+    fn around(services: &mut Services, delay: std::time::Duration) {
+        let share = services.jwt_share.as_mut().unwrap();
+        share.store = Arc::new(SlowRelease(share.store.clone(), delay));
+    }
+}
 
 #[async_trait::async_trait]
 impl SharedJwts for SlowRelease {
@@ -787,12 +795,7 @@ async fn settling_ends_when_it_is_told() {
     let fleet = Fleet::start(app).await;
     let (slow, entered) = fleet.slow(5);
     let jwts = Arc::new(AppJwts::new(&slow));
-    let request = tokio::spawn({
-        let jwts = jwts.clone();
-        async move { jwts.get(app).await }
-    });
-    entered.notified().await;
-    request.abort();
+    aborted_while_signing(&jwts, app, &entered).await;
     jwts.settle(tokio::time::Instant::now() + std::time::Duration::from_millis(200)).await;
     let item = fleet.item(app).await;
     assert!(item.contains_key("ClaimedBy") && !item.contains_key("Jwt"), "still signing: {item:?}");

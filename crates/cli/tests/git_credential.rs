@@ -457,20 +457,30 @@ async fn exec_in_background(s: &Setup, api: &str, script: &str, ignored: &[&str]
     command.process_group(0);
     let mut child = command.spawn().unwrap();
     let ready = s.dir.join("ready");
-    for _ in 0..400 {
-        if ready.exists() {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    if within_10s(|| ready.exists().then_some(())).await.is_some() {
+        return child;
     }
-    kill_group(&child);
-    let _ = child.wait();
+    kill_group(&mut child);
     panic!("the command did not start");
 }
 
+/// What `check` gives, asked every 25 ms for at most 10 s.
 #[cfg(unix)]
-fn kill_group(child: &std::process::Child) {
+async fn within_10s<T>(mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..400 {
+        if let Some(found) = check() {
+            return Some(found);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    None
+}
+
+/// Kills `child`'s process group (appcreds and its command), and reaps `child`.
+#[cfg(unix)]
+fn kill_group(child: &mut std::process::Child) {
     let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+    let _ = child.wait();
 }
 
 #[cfg(unix)]
@@ -481,14 +491,10 @@ fn signal(child: &std::process::Child, name: &str) {
 /// How `child` ended, within 10 s (else the test fails, and its group is killed).
 #[cfg(unix)]
 async fn ends(mut child: std::process::Child) -> std::process::ExitStatus {
-    for _ in 0..400 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    if let Some(status) = within_10s(|| child.try_wait().unwrap()).await {
+        return status;
     }
-    kill_group(&child);
-    let _ = child.wait();
+    kill_group(&mut child);
     panic!("still running: the signal was not passed on");
 }
 
