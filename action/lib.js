@@ -475,6 +475,9 @@ function shellWord(value) {
  * config files are not asked), git's credential-cache on its own socket beside the CLI (not on
  * Windows, whose git has no cache), then `appcreds git-credential` with the CLI's arguments of
  * this step (the environment of later steps is theirs, so the region goes on the command line).
+ * With the cache, the CLI records in APPCREDS_GIT_LEDGER, beside the socket, the URL of each token
+ * git stores (never the token): the post step asks the cache for those and revokes them. (An
+ * environment variable, not a flag: a CLI older than the ledger passes over it.)
  * Before git 2.41 the cache ignores the token's expiry, so it keeps a token 50 minutes, not an hour.
  */
 function gitCredentialConfig(env, invocation, binary, platform = process.platform, { expiryAware = true } = {}) {
@@ -484,14 +487,50 @@ function gitCredentialConfig(env, invocation, binary, platform = process.platfor
   if (owner) helperArgs.push('--owner', owner);
   for (const p of permissions) helperArgs.push('--permission', p);
   const program = platform === 'win32' ? binary.replace(/\\/g, '/') : binary;
-  const region = Object.entries(invocation.extraEnv).filter(([name]) => name.startsWith('AWS_'));
-  const vars = region.map(([name, value]) => `${name}=${shellWord(value)} `).join('');
-  const entries = [[`${section}.useHttpPath`, 'true'], [`${section}.helper`, '']];
   const socket = platform === 'win32' ? null : path.join(path.dirname(binary), 'git-cache', 'socket');
+  const region = Object.entries(invocation.extraEnv).filter(([name]) => name.startsWith('AWS_'));
+  const ledger = socket ? [['APPCREDS_GIT_LEDGER', gitLedger(socket)]] : [];
+  const vars = [...ledger, ...region].map(([name, value]) => `${name}=${shellWord(value)} `).join('');
+  const entries = [[`${section}.useHttpPath`, 'true'], [`${section}.helper`, '']];
   const timeout = expiryAware ? 3600 : 3000;
   if (socket) entries.push([`${section}.helper`, `cache --timeout=${timeout} --socket=${shellWord(socket)}`]);
   entries.push([`${section}.helper`, `!${vars}${[program, ...helperArgs].map(shellWord).join(' ')}`]);
   return { entries, socket };
+}
+
+/** The file beside the cache's socket where the CLI records the URLs of the tokens git stored. */
+function gitLedger(socket) {
+  return path.join(path.dirname(socket), 'ledger');
+}
+
+/** The most URLs of the ledger the post step asks the cache about (a later step can write to it). */
+const LEDGER_MAX_URLS = 200;
+
+/**
+ * The tokens git's credential-cache on `socket` holds for the URLs of its ledger (what the CLI
+ * recorded as git stored its tokens), each asked of the cache by URL with the runner's git, which
+ * is handed no token; each token once. A line that is not a plain https URL is passed over: a later
+ * step can write to the ledger, and at worst makes the post step ask the cache for more.
+ */
+function cachedTokens(env, socket) {
+  const ledger = socket ? gitLedger(socket) : '';
+  if (!socket || !fs.existsSync(socket) || !fs.existsSync(ledger)) return [];
+  const plain = /^https:\/\/[A-Za-z0-9.-]+(?::\d+)?(?:\/[A-Za-z0-9._~/-]+)?$/;
+  const urls = [...new Set(fs.readFileSync(ledger, 'utf8').split('\n').filter((line) => plain.test(line)))];
+  const tokens = new Set();
+  for (const url of urls.slice(0, LEDGER_MAX_URLS)) {
+    let answer;
+    try {
+      answer = execFileSync('git', ['credential-cache', `--socket=${socket}`, 'get'], {
+        env, input: `url=${url}\n\n`, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'],
+      });
+    } catch {
+      continue;
+    }
+    const password = /^password=(.+)$/m.exec(answer);
+    if (password) tokens.add(password[1]);
+  }
+  return [...tokens];
 }
 
 /** Runs `git ARGS` (the runner's git), returning its output; a failure's exit status is on the error. */
@@ -752,6 +791,7 @@ module.exports = {
   escapeMessage,
   executableName,
   expectedDigest,
+  cachedTokens,
   gitCredentialConfig,
   input,
   installCli,

@@ -1,8 +1,9 @@
 'use strict';
-// The action's post step: revoke the token main.js saved (unless skip-revoke), stop the git
-// credential-cache daemon main.js's git-credential configuration started (the tokens it holds go
-// with it; the configuration itself was only in the job's environment), then remove the downloaded
-// CLI. Nothing here fails the job: a token that cannot be revoked expires by itself.
+// The action's post step: revoke the token main.js saved (unless skip-revoke); revoke the tokens
+// the git credential-cache daemon of main.js's git-credential configuration holds (unless
+// skip-revoke: found by the URLs the CLI recorded as git stored them), then stop that daemon (the
+// configuration itself was only in the job's environment); then remove the downloaded CLI.
+// Nothing here fails the job: a token that cannot be revoked expires by itself.
 //
 // The revocation is GitHub's `DELETE /installation/token`, authenticated with the token itself (what
 // `appcreds revoke` sends), made here with Node's fetch: the post step runs no program but the
@@ -46,6 +47,23 @@ async function revoke(env) {
   }
 }
 
+/** Revokes the tokens git's credential-cache on `socket` holds (lib.cachedTokens), unless skip-revoke. */
+async function revokeCached(env, socket) {
+  if (lib.booleanInput(env, 'skip-revoke', false)) return;
+  const tokens = lib.cachedTokens(env, socket);
+  let revoked = 0;
+  for (const token of tokens) {
+    try {
+      await lib.revokeToken(env, token);
+      revoked += 1;
+    } catch (err) {
+      const message = err instanceof lib.ActionError ? err.message : `revoking a token of git's failed: ${String((err && err.message) || err)}`;
+      warn(lib.redact(`git's credential-cache: ${message}`, token));
+    }
+  }
+  if (tokens.length > 0) process.stdout.write(`${revoked} of the ${tokens.length} tokens git's credential-cache held revoked\n`);
+}
+
 /** The tokens main.js saved, one a line. */
 function savedTokens(env) {
   return (env.STATE_token || '').split('\n').filter(Boolean);
@@ -75,6 +93,11 @@ function cleanUp(env, binary) {
     warn(redactTokens(env, err instanceof lib.ActionError ? err.message : String((err && err.stack) || err)));
   } finally {
     if (env.STATE_gitCache) {
+      try {
+        await revokeCached(env, env.STATE_gitCache);
+      } catch (err) {
+        warn(`cannot revoke the tokens git's credential-cache holds: ${err.message}`);
+      }
       try {
         // The runner's git, never the downloaded CLI; it is handed no token.
         process.stdout.write(`${lib.stopGitCache(env, env.STATE_gitCache)}\n`);

@@ -85,6 +85,11 @@ git-credential)
     n=$(( $(cat "$FAKE_RECORD_DIR/git-credential.count" 2>/dev/null || echo 0) + 1 ))
     echo "$n" > "$FAKE_RECORD_DIR/git-credential.count"
     printf 'username=x-access-token\\npassword=ghs_helper%s\\npassword_expiry_utc=%s\\n' "$n" "$(( $(date +%s) + 3600 ))"
+  fi
+  # As the CLI does on 'store' with a ledger: the credential's URL, never its token.
+  if [ "$op" = store ] && [ -n "\${APPCREDS_GIT_LEDGER:-}" ]; then
+    f="$FAKE_RECORD_DIR/git-credential.store.stdin"
+    printf 'https://%s/%s\\n' "$(sed -n 's/^host=//p' "$f")" "$(sed -n 's/^path=//p' "$f")" >> "$APPCREDS_GIT_LEDGER"
   fi ;;
 *) exit 2 ;;
 esac
@@ -726,7 +731,8 @@ test('git-credential: later steps of the job (only) ask the CLI (role-arn and al
   const binary = job.state_().binary;
   const socket = path.join(path.dirname(binary), 'git-cache', 'socket');
   assert.equal(job.state_().gitCache, socket);
-  const helper = `!AWS_REGION='eu-west-1' AWS_DEFAULT_REGION='eu-west-1' '${binary}' '--role-arn' '${role}' 'git-credential' '--app-id' '7' '--owner' 'octo-org' '--permission' 'contents=write'`;
+  const ledger = path.join(path.dirname(socket), 'ledger');
+  const helper = `!APPCREDS_GIT_LEDGER='${ledger}' AWS_REGION='eu-west-1' AWS_DEFAULT_REGION='eu-west-1' '${binary}' '--role-arn' '${role}' 'git-credential' '--app-id' '7' '--owner' 'octo-org' '--permission' 'contents=write'`;
   assert.deepEqual(jobEnv(), {
     GIT_CONFIG_KEY_1: 'credential.https://github.com.useHttpPath', GIT_CONFIG_VALUE_1: 'true',
     GIT_CONFIG_KEY_2: 'credential.https://github.com.helper', GIT_CONFIG_VALUE_2: '',
@@ -759,21 +765,58 @@ test('git-credential: later steps of the job (only) ask the CLI (role-arn and al
   assert.equal(fs.readFileSync(path.join(job.records, 'git-credential.count'), 'utf8'), '1\n', 'the CLI was asked once');
   assert.ok(fs.existsSync(socket), 'the cache listens on the step\'s own socket');
   assert.ok(!fs.existsSync(path.join(home, '.git-credentials')), 'the job\'s own helper was not asked within the job');
+  assert.equal(fs.readFileSync(ledger, 'utf8'), 'https://github.com/octo-org/hello-world.git\n', 'the URL git stored, not the token');
+  // A later step writes to the ledger: a line that is no plain URL is passed over, another URL
+  // finds nothing in the cache, and the same URL twice is asked once.
+  fs.appendFileSync(ledger, 'https://github.com/octo-org/hello-world.git\nurl=https://evil.example\nhttps://github.com/octo-org/docs\n');
 
   const revoked = revocations.length;
   const post = await job.post(inputs, { ...gitEnv, ...step });
   assert.equal(post.code, 0, post.stdout + post.stderr);
   assert.ok(!post.stdout.includes('::warning::'), post.stdout);
-  assert.deepEqual(revocations.slice(revoked).map((r) => r.headers.authorization), [`Bearer ${TOKEN}`]);
+  assert.deepEqual(revocations.slice(revoked).map((r) => r.headers.authorization), [`Bearer ${TOKEN}`, 'Bearer ghs_helper1']);
   const revokedAt = post.stdout.indexOf('the token is revoked');
+  const cachedAt = post.stdout.indexOf("1 of the 1 tokens git's credential-cache held revoked");
   const stoppedAt = post.stdout.indexOf("git's credential-cache for this job is stopped");
-  assert.ok(revokedAt >= 0 && stoppedAt > revokedAt, `revoked, then the cache stopped: ${post.stdout}`);
+  assert.ok(revokedAt >= 0 && cachedAt > revokedAt && stoppedAt > cachedAt, `revoked, git's revoked, then the cache stopped: ${post.stdout}`);
+  assert.ok(!post.stdout.includes('ghs_helper1'), 'no token in the log');
   assert.equal(fs.readFileSync(path.join(home, '.gitconfig'), 'utf8'), own, 'still untouched');
   assert.ok(!fs.existsSync(path.join(home, '.git-credentials')));
   assert.ok(!fs.existsSync(path.dirname(binary)), 'then the downloaded CLI is removed');
   const daemons = () => execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(socket));
   for (let i = 0; i < 50 && daemons().length; i++) await new Promise((resolve) => setTimeout(resolve, 100));
   assert.deepEqual(daemons(), [], 'the cache daemon is gone, and the tokens it held');
+});
+
+test("git-credential: with skip-revoke post leaves git's tokens valid; a revocation GitHub fails is a warning without the token", opts, async () => {
+  for (const skip of [true, false]) {
+    const { job, gitEnv, jobEnv } = gitJob();
+    const git = (args, extra, input) => execFileSync('git', args, { env: job.env({}, { ...gitEnv, ...extra }), input, encoding: 'utf8' });
+    const inputs = { 'app-id': '7', owner: 'octo-org', 'git-credential': 'true', 'skip-token': 'true', 'skip-revoke': String(skip) };
+    const result = await job.main(inputs, gitEnv);
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    const step = jobEnv();
+    const filled = git(['credential', 'fill'], step, 'protocol=https\nhost=github.com\npath=octo-org/docs\n\n');
+    git(['credential', 'approve'], step, filled);
+    const revoked = revocations.length;
+    revokeStatus = 500;
+    let post;
+    try {
+      post = await job.post(inputs, { ...gitEnv, ...step });
+    } finally {
+      revokeStatus = 204;
+    }
+    assert.equal(post.code, 0, post.stdout + post.stderr);
+    assert.match(post.stdout, /git's credential-cache for this job is stopped/);
+    assert.ok(!post.stdout.includes('ghs_helper1'), post.stdout);
+    if (skip) {
+      assert.equal(revocations.length, revoked, 'nothing was sent to GitHub');
+    } else {
+      assert.deepEqual(revocations.slice(revoked).map((r) => r.headers.authorization), ['Bearer ghs_helper1']);
+      assert.match(post.stdout, /^::warning::git's credential-cache: revoking the token failed: GitHub answered HTTP 500/m);
+      assert.match(post.stdout, /^0 of the 1 tokens git's credential-cache held revoked$/m);
+    }
+  }
 });
 
 test('git-credential: when configuring git fails (a bad GIT_CONFIG_COUNT, git older than 2.31, no git), the token is still revoked by post', opts, async () => {

@@ -318,9 +318,10 @@ test('role-arn goes before the command; git-credential configures the GitHub hos
     ['credential.https://ghes.example.com.helper', ''],
     ['credential.https://ghes.example.com.helper', `!'D:/a/_temp/appcreds-x1/appcreds.exe' '--github-oidc-audience' 'appcreds-prod' '--role-arn' '${role}' 'git-credential' '--app-id' '9' '--owner' 'octo-org'`],
   ]);
-  // A quote in a path stays one shell word.
+  // A quote in a path stays one shell word; with the cache, the ledger beside its socket.
   const linux = lib.gitCredentialConfig({}, invocation, "/tmp/it's/appcreds", 'linux');
-  assert.match(linux.entries.at(-1)[1], /^!'\/tmp\/it'\\''s\/appcreds' /);
+  assert.match(linux.entries.at(-1)[1], /^!APPCREDS_GIT_LEDGER='\/tmp\/it'\\''s\/git-cache\/ledger' '\/tmp\/it'\\''s\/appcreds' /);
+  assert.equal(linux.socket, "/tmp/it's/git-cache/socket");
   assert.equal(linux.entries[0][0], 'credential.https://github.com.useHttpPath');
   assert.throws(() => lib.gitCredentialConfig({ GITHUB_SERVER_URL: 'http://ghes.example.com' }, invocation, '/x', 'linux'), /GITHUB_SERVER_URL "http:\/\/ghes.example.com" is not an https host/);
   for (const bad of ['role/x', 'arn:aws:iam::12345:role/x', 'arn:aws:sts::123456789012:assumed-role/x/y']) {

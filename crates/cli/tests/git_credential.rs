@@ -259,6 +259,40 @@ async fn a_cache_in_front_serves_the_token_until_it_expires_then_a_new_one_is_mi
     assert!(s.files_holding(&token).is_empty() && s.files_holding(&renewed).is_empty(), "no token on disk");
 }
 
+/// With `--ledger`, what git stores after a use is recorded as its URL alone; from that URL git's
+/// credential-cache gives the token back (what the Action's post step asks it, to revoke it).
+#[tokio::test]
+async fn the_ledger_holds_the_url_the_cache_gives_the_token_back_for() {
+    let s = Setup::start().await;
+    let socket = s.dir.join("cache").join("socket");
+    let ledger = s.dir.join("cache").join("ledger");
+    let cache = format!("cache --socket='{}' --timeout=300", socket.display());
+    let helpers = [cache, helper(&format!("--ledger '{}'", ledger.display()))];
+    let first = s.git_credential(&helpers, "fill", &request("github.com", Some("octo-org/hello-world.git"))).await;
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let token = fields(&first)["password"].clone();
+    assert!(!ledger.exists(), "nothing recorded before git stores it");
+    let approved = s.git_credential(&helpers, "approve", &text(&first.stdout)).await;
+    assert!(approved.status.success(), "{}", text(&approved.stderr));
+    // Stored again (another fetch): one more line, the same URL; another host's: none.
+    let _ = s.git_credential(&helpers, "approve", &text(&first.stdout)).await;
+    let other = text(&first.stdout).replace("host=github.com", "host=gitlab.com");
+    let _ = s.git_credential(&helpers, "approve", &other).await;
+    let url = "https://github.com/octo-org/hello-world.git";
+    assert_eq!(std::fs::read_to_string(&ledger).unwrap(), format!("{url}\n{url}\n"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&ledger).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert!(s.files_holding(&token).is_empty(), "no token on disk");
+
+    let socket_arg = format!("--socket={}", socket.display());
+    let back = s.run("git", &["credential-cache", &socket_arg, "get"], &format!("url={url}\n\n"), &[]).await;
+    assert_eq!(fields(&back).get("password"), Some(&token), "{}", text(&back.stderr));
+    let _ = s.run("git", &["credential-cache", &socket_arg, "exit"], "", &[]).await;
+}
+
 /// Other hosts and protocols, paths that name no repository, another owner than --owner: no answer
 /// and exit 0, so that git asks its next helper; nothing is asked of appcreds.
 #[tokio::test]

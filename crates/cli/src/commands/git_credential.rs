@@ -1,10 +1,13 @@
 //! `appcreds git-credential get|store|erase`: a git credential helper. For `get` on the GitHub
 //! host it mints an installation token for the one repository git asks about and answers it with
 //! its expiry, so that a `credential-cache` in front of it never hands out an expired token.
-//! `store` and `erase` are read and ignored: no token is ever written anywhere.
+//! `erase` is read and ignored, and so is `store`, unless `--ledger` names a file: then the URL of
+//! a token git stores (never the token) is recorded there, for a clean-up that finds the token in
+//! git's credential-cache and revokes it. No token is ever written anywhere.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 
 use appcreds_cli::CliError;
 use appcreds_client::{ScopeDown, Target};
@@ -40,6 +43,12 @@ pub struct GitCredentialArgs {
     /// api.github.com; for GitHub Enterprise Server, https://HOST/api/v3 gives HOST).
     #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com", value_name = "URL")]
     github_api_url: String,
+    /// On `store` (git used a credential, and tells its helpers to keep it), append to this file the
+    /// credential's URL, https://HOST/PATH, if it is a token of this helper's: never the token. A
+    /// clean-up reads it to find the tokens in git's credential-cache and revoke them (the Action's
+    /// post step does).
+    #[arg(long, env = "APPCREDS_GIT_LEDGER", value_name = "FILE")]
+    ledger: Option<PathBuf>,
 }
 
 /// Runs the helper: reads git's request from standard input and, for `get` on the GitHub host,
@@ -47,6 +56,18 @@ pub struct GitCredentialArgs {
 /// that git asks its next helper.
 pub async fn run(ctx: &Context<'_>, urls: &UrlArgs, oidc: &OidcArgs, args: &GitCredentialArgs) -> Result<(), CliError> {
     let request = read_request(std::io::stdin().lock())?;
+    if args.operation == "store"
+        && let Some(ledger) = &args.ledger
+    {
+        let host = github_host(&args.github_api_url)?;
+        if let Some(url) = ledger_line(&request, &host)
+            && let Err(e) = append(ledger, &url)
+        {
+            // git goes on either way; the token then expires in git's cache, unrevoked.
+            eprintln!("appcreds: warning: cannot record the credential in {}: {e}", ledger.display());
+        }
+        return Ok(());
+    }
     if args.operation != "get" {
         return Ok(());
     }
@@ -137,6 +158,38 @@ fn target_of(request: &BTreeMap<String, String>, host: &str, args: &GitCredentia
     Some((Target::Repository(format!("{owner}/{name}")), scope))
 }
 
+/// The ledger's line for a credential git stores: its URL, `https://HOST/PATH` (or `https://HOST`
+/// without a path), if it is one of this helper's tokens for `host` (user `x-access-token`) and its
+/// host and path are plain (letters, digits, `.`, `_`, `~`, `-`, `/`; a port): what git reads back
+/// from `url=` as the same protocol, host and path, and nothing that could be another line.
+fn ledger_line(request: &BTreeMap<String, String>, host: &str) -> Option<String> {
+    let field = |name: &str| request.get(name).map(String::as_str);
+    if field("protocol") != Some("https") || field("username") != Some("x-access-token") {
+        return None;
+    }
+    let stored_host = field("host").filter(|h| h.eq_ignore_ascii_case(host))?;
+    let plain = |s: &str, extra: &[char]| {
+        s.chars().all(|c| c.is_ascii_alphanumeric() || "._~-".contains(c) || extra.contains(&c))
+    };
+    if !plain(stored_host, &[':']) {
+        return None;
+    }
+    match field("path") {
+        None => Some(format!("https://{stored_host}")),
+        Some(path) if !path.is_empty() && plain(path, &['/']) => Some(format!("https://{stored_host}/{path}")),
+        Some(_) => None,
+    }
+}
+
+/// Appends `line` to the ledger (made readable by its owner alone).
+fn append(ledger: &Path, line: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(ledger)?.write_all(format!("{line}\n").as_bytes())
+}
+
 /// Unix seconds of an RFC 3339 time.
 fn unix_seconds(time: &str) -> Option<i64> {
     aws_smithy_types::DateTime::from_str(time, aws_smithy_types::date_time::Format::DateTime).ok().map(|t| t.secs())
@@ -153,6 +206,7 @@ mod tests {
             owner: owner.map(str::to_string),
             permissions: permissions.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             github_api_url: "https://api.github.com".into(),
+            ledger: None,
         }
     }
 
@@ -201,6 +255,25 @@ mod tests {
         assert!(none("protocol=https\nhost=github.com\n", None).is_none());
         let owner = none("protocol=https\nhost=github.com\n", Some("octo-org")).map(|(t, _)| t);
         assert_eq!(owner, Some(Target::Owner("octo-org".into())));
+    }
+
+    #[test]
+    fn the_ledger_records_the_url_of_this_helpers_tokens_only() {
+        let line = |text: &str| ledger_line(&request(text), "github.com");
+        let ours = "protocol=https\nhost=github.com\nusername=x-access-token\npassword=ghs_x\n";
+        assert_eq!(
+            line(&format!("{ours}path=octo-org/hello-world.git\n")).as_deref(),
+            Some("https://github.com/octo-org/hello-world.git")
+        );
+        assert_eq!(line(ours).as_deref(), Some("https://github.com"));
+        assert!(line(&ours.replace("x-access-token", "octocat")).is_none(), "another user's");
+        assert!(line(&ours.replace("github.com", "gitlab.com")).is_none(), "another host's");
+        assert!(line(&ours.replace("https", "http")).is_none());
+        for path in ["a/b%0a", "a/b c", "a/b;x", "", "a/b?x"] {
+            assert!(line(&format!("{ours}path={path}\n")).is_none(), "{path:?}");
+        }
+        let port = ledger_line(&request(&ours.replace("github.com", "ghes.example.com:8443")), "ghes.example.com:8443");
+        assert_eq!(port.as_deref(), Some("https://ghes.example.com:8443"));
     }
 
     #[test]
