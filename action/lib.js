@@ -505,37 +505,97 @@ function gitLedger(socket) {
 
 /** The most URLs of the ledger the post step asks the cache about (a later step can write to it). */
 const LEDGER_MAX_URLS = 200;
+/** The most of the ledger read. */
+const LEDGER_MAX_BYTES = 256 * 1024;
+/** How long one git command of the action may take (a socket a later step replaced may never answer). */
+const GIT_TIMEOUT_MS = 5 * 1000;
+/** How long the post step asks the cache, in all. */
+const CACHE_ASKING_MS = 30 * 1000;
 
 /**
- * The tokens git's credential-cache on `socket` holds for the URLs of its ledger (what the CLI
- * recorded as git stored its tokens), each asked of the cache by URL with the runner's git, which
- * is handed no token; each token once. A line that is not a plain https URL is passed over: a later
- * step can write to the ledger, and at worst makes the post step ask the cache for more.
+ * The ledger's lines: a regular file (opened without following a link and without waiting: a
+ * later step could have left a FIFO or a link to a device there), its first LEDGER_MAX_BYTES.
  */
-function cachedTokens(env, socket) {
+function readLedger(ledger) {
+  let fd;
+  try {
+    fd = fs.openSync(ledger, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | (fs.constants.O_NOFOLLOW || 0));
+  } catch {
+    return [];
+  }
+  try {
+    if (!fs.fstatSync(fd).isFile()) return [];
+    const buffer = Buffer.alloc(LEDGER_MAX_BYTES);
+    const read = fs.readSync(fd, buffer, 0, buffer.length, 0);
+    return buffer.subarray(0, read).toString('utf8').split('\n');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * The tokens of the helper's that git's credential-cache on `socket` still holds: the ledger
+ * beside the socket has, for each token the CLI answered, the URL git asked for and the token's
+ * SHA-256. Each URL (a plain https one; at most LEDGER_MAX_URLS, each once) is asked of the cache
+ * with the runner's git (handed no token), and what the cache gives back is taken only if its
+ * SHA-256 is one the CLI recorded for that URL: a token some step stored in the cache (the job's
+ * GITHUB_TOKEN) is not the helper's to revoke. A later step can write to the ledger; at worst the
+ * post step asks the cache for more, each question within GIT_TIMEOUT_MS, all within
+ * CACHE_ASKING_MS. `notes` gets what was passed over.
+ */
+function cachedTokens(env, socket, notes = () => {}) {
   const ledger = socket ? gitLedger(socket) : '';
-  if (!socket || !fs.existsSync(socket) || !fs.existsSync(ledger)) return [];
-  const plain = /^https:\/\/[A-Za-z0-9.-]+(?::\d+)?(?:\/[A-Za-z0-9._~/-]+)?$/;
-  const urls = [...new Set(fs.readFileSync(ledger, 'utf8').split('\n').filter((line) => plain.test(line)))];
+  if (!socket || !fs.existsSync(socket)) return [];
+  const line = /^(https:\/\/[A-Za-z0-9.-]+(?::\d+)?\/[A-Za-z0-9._~/-]+) ([0-9a-f]{64})$/;
+  const hashes = new Map();
+  for (const text of readLedger(ledger)) {
+    const m = line.exec(text);
+    if (!m) continue;
+    if (!hashes.has(m[1])) hashes.set(m[1], new Set());
+    hashes.get(m[1]).add(m[2]);
+  }
+  const urls = [...hashes.keys()];
+  if (urls.length > LEDGER_MAX_URLS) notes(`the ledger names ${urls.length} URLs: the cache is asked about the first ${LEDGER_MAX_URLS}`);
+  const until = Date.now() + CACHE_ASKING_MS;
   const tokens = new Set();
   for (const url of urls.slice(0, LEDGER_MAX_URLS)) {
+    if (Date.now() > until) {
+      notes('asking the cache took too long: the rest of the ledger is passed over');
+      break;
+    }
     let answer;
     try {
       answer = execFileSync('git', ['credential-cache', `--socket=${socket}`, 'get'], {
-        env, input: `url=${url}\n\n`, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'],
+        env: gitEnv(env), input: `url=${url}\n\n`, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'],
+        timeout: GIT_TIMEOUT_MS, killSignal: 'SIGKILL',
       });
     } catch {
       continue;
     }
     const password = /^password=(.+)$/m.exec(answer);
-    if (password) tokens.add(password[1]);
+    if (password && hashes.get(url).has(crypto.createHash('sha256').update(password[1]).digest('hex'))) tokens.add(password[1]);
   }
   return [...tokens];
 }
 
+/**
+ * The environment git is run with: what it needs, not the step's (its state holds the token, its
+ * inputs and ACTIONS_* variables more). Elsewhere than Windows only PATH, HOME, TMPDIR, the locale
+ * and GIT_CONFIG_NOSYSTEM; on Windows, whose processes need more of theirs, the step's without
+ * STATE_*, INPUT_*, ACTIONS_*, AWS_* and the GitHub tokens.
+ */
+function gitEnv(env, platform = process.platform) {
+  if (platform === 'win32') {
+    const secret = /^(STATE_|INPUT_|ACTIONS_|AWS_)|^(GITHUB_TOKEN|GH_TOKEN)$/i;
+    return Object.fromEntries(Object.entries(env).filter(([name]) => !secret.test(name)));
+  }
+  const kept = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL', 'GIT_CONFIG_NOSYSTEM'];
+  return Object.fromEntries(kept.filter((name) => env[name] !== undefined).map((name) => [name, env[name]]));
+}
+
 /** Runs `git ARGS` (the runner's git), returning its output; a failure's exit status is on the error. */
 function git(env, args) {
-  return execFileSync('git', args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return execFileSync('git', args, { env: gitEnv(env), encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: GIT_TIMEOUT_MS, killSignal: 'SIGKILL' });
 }
 
 /** The runner's git version as [major, minor] ("git version 2.39.2.windows.1": [2, 39]). */
@@ -793,6 +853,7 @@ module.exports = {
   expectedDigest,
   cachedTokens,
   gitCredentialConfig,
+  gitEnv,
   input,
   installCli,
   list,

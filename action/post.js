@@ -1,16 +1,16 @@
 'use strict';
-// The action's post step: revoke the token main.js saved (unless skip-revoke); revoke the tokens
-// the git credential-cache daemon of main.js's git-credential configuration holds (unless
-// skip-revoke: found by the URLs the CLI recorded as git stored them), then stop that daemon (the
-// configuration itself was only in the job's environment); then remove the downloaded CLI.
-// Nothing here fails the job: a token that cannot be revoked expires by itself.
+// The action's post step: revoke the token main.js saved (unless skip-revoke); revoke the helper's
+// tokens that the git credential-cache of main.js's git-credential configuration still holds
+// (unless skip-revoke; found by the URLs and hashes the CLI recorded as it answered git), then stop
+// that cache (the configuration itself was only in the job's environment); then remove the
+// downloaded CLI. Nothing here fails the job: a token that cannot be revoked expires by itself.
 //
 // The revocation is GitHub's `DELETE /installation/token`, authenticated with the token itself (what
 // `appcreds revoke` sends), made here with Node's fetch: the post step runs no program but the
-// runner's git (which stops the credential-cache, and is handed no token). The downloaded CLI sat
-// in RUNNER_TEMP, the job's shared scratch directory, through every later step of the job, and any
-// of them (or a tool it ran) could have replaced it; running it here would hand the token to
-// whatever is there now. Hashing it again against the digest main.js saw, just before
+// runner's git (asked for the helper's cached tokens, and to stop the cache, with none of the step's
+// secrets in its environment). The downloaded CLI sat in RUNNER_TEMP, the job's shared scratch
+// directory, through every later step of the job, and any of them (or a tool it ran) could have
+// replaced it; running it here would hand the token to whatever is there now. Hashing it again against the digest main.js saw, just before
 // running it, would narrow that to the moment between the check and the exec without closing it (a
 // process a step left running can swap the file in between), and would still hand the token to a
 // program. This script is the action's own file, which the runner loaded from the action's commit.
@@ -50,7 +50,7 @@ async function revoke(env) {
 /** Revokes the tokens git's credential-cache on `socket` holds (lib.cachedTokens), unless skip-revoke. */
 async function revokeCached(env, socket) {
   if (lib.booleanInput(env, 'skip-revoke', false)) return;
-  const tokens = lib.cachedTokens(env, socket);
+  const tokens = lib.cachedTokens(env, socket, (note) => process.stdout.write(`git's credential-cache: ${note}\n`));
   let revoked = 0;
   for (const token of tokens) {
     try {

@@ -85,11 +85,14 @@ git-credential)
     n=$(( $(cat "$FAKE_RECORD_DIR/git-credential.count" 2>/dev/null || echo 0) + 1 ))
     echo "$n" > "$FAKE_RECORD_DIR/git-credential.count"
     printf 'username=x-access-token\\npassword=ghs_helper%s\\npassword_expiry_utc=%s\\n' "$n" "$(( $(date +%s) + 3600 ))"
-  fi
-  # As the CLI does on 'store' with a ledger: the credential's URL, never its token.
-  if [ "$op" = store ] && [ -n "\${APPCREDS_GIT_LEDGER:-}" ]; then
-    f="$FAKE_RECORD_DIR/git-credential.store.stdin"
-    printf 'https://%s/%s\\n' "$(sed -n 's/^host=//p' "$f")" "$(sed -n 's/^path=//p' "$f")" >> "$APPCREDS_GIT_LEDGER"
+    # As the CLI does with a ledger (and a path): the URL git asked for and the token's SHA-256.
+    f="$FAKE_RECORD_DIR/git-credential.get.stdin"
+    p=$(sed -n 's/^path=//p' "$f")
+    if [ -n "\${APPCREDS_GIT_LEDGER:-}" ] && [ -n "$p" ]; then
+      mkdir -p -m 700 "$(dirname "$APPCREDS_GIT_LEDGER")"
+      h=$(printf 'ghs_helper%s' "$n" | sha256sum | cut -d' ' -f1)
+      printf 'https://%s/%s %s\\n' "$(sed -n 's/^host=//p' "$f")" "$p" "$h" >> "$APPCREDS_GIT_LEDGER"
+    fi
   fi ;;
 *) exit 2 ;;
 esac
@@ -765,10 +768,15 @@ test('git-credential: later steps of the job (only) ask the CLI (role-arn and al
   assert.equal(fs.readFileSync(path.join(job.records, 'git-credential.count'), 'utf8'), '1\n', 'the CLI was asked once');
   assert.ok(fs.existsSync(socket), 'the cache listens on the step\'s own socket');
   assert.ok(!fs.existsSync(path.join(home, '.git-credentials')), 'the job\'s own helper was not asked within the job');
-  assert.equal(fs.readFileSync(ledger, 'utf8'), 'https://github.com/octo-org/hello-world.git\n', 'the URL git stored, not the token');
-  // A later step writes to the ledger: a line that is no plain URL is passed over, another URL
-  // finds nothing in the cache, and the same URL twice is asked once.
-  fs.appendFileSync(ledger, 'https://github.com/octo-org/hello-world.git\nurl=https://evil.example\nhttps://github.com/octo-org/docs\n');
+  const sha256 = (text) => crypto.createHash('sha256').update(text).digest('hex');
+  const url = 'https://github.com/octo-org/hello-world.git';
+  assert.equal(fs.readFileSync(ledger, 'utf8'), `${url} ${sha256('ghs_helper1')}\n`, 'the URL asked and a hash, not the token');
+  // A later step stores a token of its own in the cache (the job's GITHUB_TOKEN, say) and writes
+  // to the ledger: the cache gives it back, but its hash is none the helper recorded; a line that
+  // is no URL and hash is passed over; the same line twice is asked once.
+  const docs = 'protocol=https\nhost=github.com\npath=octo-org/docs\nusername=x-access-token\npassword=ghs_not_the_helpers\n\n';
+  execFileSync('git', ['credential-cache', `--socket=${socket}`, 'store'], { input: docs, env: job.env({}, gitEnv) });
+  fs.appendFileSync(ledger, `nonsense\n${url} ${sha256('ghs_helper1')}\nhttps://github.com/octo-org/docs ${sha256('ghs_other')}\n`);
 
   const revoked = revocations.length;
   const post = await job.post(inputs, { ...gitEnv, ...step });

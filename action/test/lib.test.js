@@ -328,3 +328,22 @@ test('role-arn goes before the command; git-credential configures the GitHub hos
     assert.throws(() => lib.tokenInvocation({ 'INPUT_APP-ID': '9', INPUT_OWNER: 'o', 'INPUT_ROLE-ARN': bad }), /input role-arn: .* is not an IAM role ARN/, bad);
   }
 });
+
+test("the cache's ledger is read only if it is a regular file; git gets none of the step's secrets", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'appcreds-ledger-'));
+  const socket = path.join(dir, 'socket');
+  fs.writeFileSync(socket, '');
+  // A FIFO a later step left in the ledger's place: opened without waiting for a writer (else this
+  // test would never end), and passed over.
+  execFileSync('mkfifo', [path.join(dir, 'ledger')]);
+  assert.deepEqual(lib.cachedTokens({ PATH: process.env.PATH }, socket), []);
+  fs.rmSync(dir, { recursive: true, force: true });
+
+  const step = {
+    PATH: '/usr/bin', HOME: '/home/runner', GIT_CONFIG_NOSYSTEM: '1', STATE_token: 'ghs_x', 'INPUT_APP-ID': '7',
+    ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'eyJ', AWS_SECRET_ACCESS_KEY: 's', GITHUB_TOKEN: 'ghs_job', GIT_CONFIG_COUNT: '5',
+  };
+  assert.deepEqual(lib.gitEnv(step, 'linux'), { PATH: '/usr/bin', HOME: '/home/runner', GIT_CONFIG_NOSYSTEM: '1' });
+  const windows = lib.gitEnv({ ...step, SYSTEMROOT: 'C:\\Windows', gh_token: 'ghs_y' }, 'win32');
+  assert.deepEqual(Object.keys(windows).sort(), ['GIT_CONFIG_COUNT', 'GIT_CONFIG_NOSYSTEM', 'HOME', 'PATH', 'SYSTEMROOT']);
+});

@@ -259,10 +259,11 @@ async fn a_cache_in_front_serves_the_token_until_it_expires_then_a_new_one_is_mi
     assert!(s.files_holding(&token).is_empty() && s.files_holding(&renewed).is_empty(), "no token on disk");
 }
 
-/// With `--ledger`, what git stores after a use is recorded as its URL alone; from that URL git's
-/// credential-cache gives the token back (what the Action's post step asks it, to revoke it).
+/// With `--ledger`, each token answered is recorded as the URL git asked for and the token's
+/// SHA-256, never the token; from that URL git's credential-cache gives the token back once git has
+/// stored it (what the Action's post step asks the cache, to revoke what is the helper's).
 #[tokio::test]
-async fn the_ledger_holds_the_url_the_cache_gives_the_token_back_for() {
+async fn the_ledger_holds_the_url_and_hash_the_cache_gives_the_token_back_for() {
     let s = Setup::start().await;
     let socket = s.dir.join("cache").join("socket");
     let ledger = s.dir.join("cache").join("ledger");
@@ -271,20 +272,35 @@ async fn the_ledger_holds_the_url_the_cache_gives_the_token_back_for() {
     let first = s.git_credential(&helpers, "fill", &request("github.com", Some("octo-org/hello-world.git"))).await;
     assert!(first.status.success(), "{}", text(&first.stderr));
     let token = fields(&first)["password"].clone();
-    assert!(!ledger.exists(), "nothing recorded before git stores it");
-    let approved = s.git_credential(&helpers, "approve", &text(&first.stdout)).await;
-    assert!(approved.status.success(), "{}", text(&approved.stderr));
-    // Stored again (another fetch): one more line, the same URL; another host's: none.
-    let _ = s.git_credential(&helpers, "approve", &text(&first.stdout)).await;
-    let other = text(&first.stdout).replace("host=github.com", "host=gitlab.com");
-    let _ = s.git_credential(&helpers, "approve", &other).await;
     let url = "https://github.com/octo-org/hello-world.git";
-    assert_eq!(std::fs::read_to_string(&ledger).unwrap(), format!("{url}\n{url}\n"));
+    let hash = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()));
+    assert_eq!(std::fs::read_to_string(&ledger).unwrap(), format!("{url} {hash}\n"));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&ledger).unwrap().permissions().mode() & 0o777, 0o600);
     }
+    // git stores it after a use: nothing more is recorded; without a path, nothing is.
+    let approved = s.git_credential(&helpers, "approve", &text(&first.stdout)).await;
+    assert!(approved.status.success(), "{}", text(&approved.stderr));
+    let owner_helpers = [helpers[0].clone(), helper(&format!("--owner octo-org --ledger '{}'", ledger.display()))];
+    let owner_wide = s
+        .run(
+            "git",
+            &[
+                "-c",
+                "credential.helper=",
+                "-c",
+                &format!("credential.helper={}", owner_helpers[1]),
+                "credential",
+                "fill",
+            ],
+            &request("github.com", None),
+            &[],
+        )
+        .await;
+    assert!(owner_wide.status.success(), "{}", text(&owner_wide.stderr));
+    assert_eq!(std::fs::read_to_string(&ledger).unwrap().lines().count(), 1);
     assert!(s.files_holding(&token).is_empty(), "no token on disk");
 
     let socket_arg = format!("--socket={}", socket.display());

@@ -1,9 +1,9 @@
 //! `appcreds git-credential get|store|erase`: a git credential helper. For `get` on the GitHub
 //! host it mints an installation token for the one repository git asks about and answers it with
 //! its expiry, so that a `credential-cache` in front of it never hands out an expired token.
-//! `erase` is read and ignored, and so is `store`, unless `--ledger` names a file: then the URL of
-//! a token git stores (never the token) is recorded there, for a clean-up that finds the token in
-//! git's credential-cache and revokes it. No token is ever written anywhere.
+//! `store` and `erase` are read and ignored. With `--ledger`, each token answered is recorded as
+//! the URL git asked for and the token's SHA-256 (never the token), for a clean-up that finds the
+//! token in git's credential-cache and revokes it. No token is ever written anywhere.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -43,9 +43,9 @@ pub struct GitCredentialArgs {
     /// api.github.com; for GitHub Enterprise Server, https://HOST/api/v3 gives HOST).
     #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com", value_name = "URL")]
     github_api_url: String,
-    /// On `store` (git used a credential, and tells its helpers to keep it), append to this file the
-    /// credential's URL, https://HOST/PATH, if it is a token of this helper's: never the token. A
-    /// clean-up reads it to find the tokens in git's credential-cache and revoke them (the Action's
+    /// For each token answered for a repository, append to this file a line with the URL git asked
+    /// for (https://HOST/PATH) and the token's SHA-256 (never the token). A clean-up reads it to find
+    /// the tokens in git's credential-cache, and revoke those that are this helper's (the Action's
     /// post step does).
     #[arg(long, env = "APPCREDS_GIT_LEDGER", value_name = "FILE")]
     ledger: Option<PathBuf>,
@@ -56,18 +56,6 @@ pub struct GitCredentialArgs {
 /// that git asks its next helper.
 pub async fn run(ctx: &Context<'_>, urls: &UrlArgs, oidc: &OidcArgs, args: &GitCredentialArgs) -> Result<(), CliError> {
     let request = read_request(std::io::stdin().lock())?;
-    if args.operation == "store"
-        && let Some(ledger) = &args.ledger
-    {
-        let host = github_host(&args.github_api_url)?;
-        if let Some(url) = ledger_line(&request, &host)
-            && let Err(e) = append(ledger, &url)
-        {
-            // git goes on either way; the token then expires in git's cache, unrevoked.
-            eprintln!("appcreds: warning: cannot record the credential in {}: {e}", ledger.display());
-        }
-        return Ok(());
-    }
     if args.operation != "get" {
         return Ok(());
     }
@@ -90,7 +78,15 @@ pub async fn run(ctx: &Context<'_>, urls: &UrlArgs, oidc: &OidcArgs, args: &GitC
     let mut out = std::io::stdout().lock();
     out.write_all(answer.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(|e| CliError::Usage(format!("cannot answer git: {e}")))
+        .map_err(|e| CliError::Usage(format!("cannot answer git: {e}")))?;
+    if let Some(ledger) = &args.ledger
+        && let Some(line) = ledger_line(&request, &host, t.installation_token.expose())
+        && let Err(e) = append(ledger, &line)
+    {
+        // git has its token either way; it then expires in git's cache, unrevoked.
+        eprintln!("appcreds: warning: cannot record the token in {}: {e}", ledger.display());
+    }
+    Ok(())
 }
 
 /// git's request: `key=value` lines up to a blank line or the end. Of a key given more than once
@@ -158,31 +154,42 @@ fn target_of(request: &BTreeMap<String, String>, host: &str, args: &GitCredentia
     Some((Target::Repository(format!("{owner}/{name}")), scope))
 }
 
-/// The ledger's line for a credential git stores: its URL, `https://HOST/PATH` (or `https://HOST`
-/// without a path), if it is one of this helper's tokens for `host` (user `x-access-token`) and its
-/// host and path are plain (letters, digits, `.`, `_`, `~`, `-`, `/`; a port): what git reads back
-/// from `url=` as the same protocol, host and path, and nothing that could be another line.
-fn ledger_line(request: &BTreeMap<String, String>, host: &str) -> Option<String> {
+/// The ledger's line for `token`, answered to `request`: the URL git asked for, `https://HOST/PATH`,
+/// and the token's SHA-256 in hex, if that URL is plain: the GitHub host (letters, digits, `.`, `-`,
+/// a port) and a path of letters, digits, `.`, `_`, `~`, `-` and `/`. git reads it back from `url=`
+/// as the same protocol, host and path; nothing in it can be another line. A request without a
+/// path (git's `useHttpPath` unset) is not recorded: from a URL without one, git's cache gives back
+/// the first of its tokens for the host, whichever it is.
+fn ledger_line(request: &BTreeMap<String, String>, host: &str, token: &str) -> Option<String> {
     let field = |name: &str| request.get(name).map(String::as_str);
-    if field("protocol") != Some("https") || field("username") != Some("x-access-token") {
-        return None;
-    }
-    let stored_host = field("host").filter(|h| h.eq_ignore_ascii_case(host))?;
-    let plain = |s: &str, extra: &[char]| {
-        s.chars().all(|c| c.is_ascii_alphanumeric() || "._~-".contains(c) || extra.contains(&c))
+    let asked_host = field("host").filter(|h| h.eq_ignore_ascii_case(host))?;
+    let (name, port) = match asked_host.split_once(':') {
+        Some((name, port)) if !port.is_empty() => (name, port),
+        Some(_) => return None,
+        None => (asked_host, ""),
     };
-    if !plain(stored_host, &[':']) {
+    let plain_host = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && port.chars().all(|c| c.is_ascii_digit());
+    let path = field("path")?;
+    let plain_path = !path.is_empty() && path.chars().all(|c| c.is_ascii_alphanumeric() || "._~-/".contains(c));
+    if field("protocol") != Some("https") || !plain_host || !plain_path {
         return None;
     }
-    match field("path") {
-        None => Some(format!("https://{stored_host}")),
-        Some(path) if !path.is_empty() && plain(path, &['/']) => Some(format!("https://{stored_host}/{path}")),
-        Some(_) => None,
-    }
+    let sha256 = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()));
+    Some(format!("https://{asked_host}/{path} {sha256}"))
 }
 
-/// Appends `line` to the ledger (made readable by its owner alone).
+/// Appends `line` to the ledger (made, and its directory if need be, for its owner alone: the
+/// directory may be the one git's credential-cache keeps its socket in, which must be).
 fn append(ledger: &Path, line: &str) -> std::io::Result<()> {
+    if let Some(dir) = ledger.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)?;
+    }
     let mut options = std::fs::OpenOptions::new();
     options.create(true).append(true);
     #[cfg(unix)]
@@ -258,22 +265,25 @@ mod tests {
     }
 
     #[test]
-    fn the_ledger_records_the_url_of_this_helpers_tokens_only() {
-        let line = |text: &str| ledger_line(&request(text), "github.com");
-        let ours = "protocol=https\nhost=github.com\nusername=x-access-token\npassword=ghs_x\n";
-        assert_eq!(
-            line(&format!("{ours}path=octo-org/hello-world.git\n")).as_deref(),
-            Some("https://github.com/octo-org/hello-world.git")
-        );
-        assert_eq!(line(ours).as_deref(), Some("https://github.com"));
-        assert!(line(&ours.replace("x-access-token", "octocat")).is_none(), "another user's");
-        assert!(line(&ours.replace("github.com", "gitlab.com")).is_none(), "another host's");
-        assert!(line(&ours.replace("https", "http")).is_none());
-        for path in ["a/b%0a", "a/b c", "a/b;x", "", "a/b?x"] {
-            assert!(line(&format!("{ours}path={path}\n")).is_none(), "{path:?}");
+    fn the_ledger_line_is_a_plain_url_and_the_tokens_hash() {
+        let line = |text: &str, host: &str| ledger_line(&request(text), host, "ghs_x");
+        let hash = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"ghs_x"));
+        assert_eq!(hash.len(), 64);
+        let asked = "protocol=https\nhost=github.com\npath=octo-org/hello-world.git\n";
+        assert_eq!(line(asked, "github.com"), Some(format!("https://github.com/octo-org/hello-world.git {hash}")));
+        assert!(line("protocol=https\nhost=github.com\n", "github.com").is_none(), "no path");
+        assert!(line(&asked.replace("https", "http"), "github.com").is_none());
+        for path in ["a/b%0a", "a/b c", "a/b;x", "", "a/b?x", "a/b@c"] {
+            let text = format!("protocol=https\nhost=github.com\npath={path}\n");
+            assert!(line(&text, "github.com").is_none(), "{path:?}");
         }
-        let port = ledger_line(&request(&ours.replace("github.com", "ghes.example.com:8443")), "ghes.example.com:8443");
-        assert_eq!(port.as_deref(), Some("https://ghes.example.com:8443"));
+        let ghes = |host: &str| line(&asked.replace("github.com", host), host);
+        assert!(
+            ghes("ghes.example.com:8443").is_some_and(|l| l.starts_with("https://ghes.example.com:8443/octo-org/"))
+        );
+        for host in ["gh_es.example.com", "ghes~x", "ghes:", "ghes:x", ":8443", "a:1:2"] {
+            assert!(ghes(host).is_none(), "{host:?}");
+        }
     }
 
     #[test]
