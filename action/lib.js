@@ -475,9 +475,10 @@ function shellWord(value) {
  * config files are not asked), git's credential-cache on its own socket beside the CLI (not on
  * Windows, whose git has no cache), then `appcreds git-credential` with the CLI's arguments of
  * this step (the environment of later steps is theirs, so the region goes on the command line).
- * With the cache, the CLI records in APPCREDS_GIT_LEDGER, beside the socket, the URL of each token
- * git stores (never the token): the post step asks the cache for those and revokes them. (An
- * environment variable, not a flag: a CLI older than the ledger passes over it.)
+ * With the cache, the CLI records in APPCREDS_GIT_LEDGER, beside the socket, the URL git asked for
+ * and the SHA-256 of each token it answers (never the token): the post step asks the cache for
+ * those and revokes them (cachedTokens). (An environment variable, not a flag: a CLI older than
+ * the ledger passes over it.)
  * Before git 2.41 the cache ignores the token's expiry, so it keeps a token 50 minutes, not an hour.
  */
 function gitCredentialConfig(env, invocation, binary, platform = process.platform, { expiryAware = true } = {}) {
@@ -514,20 +515,24 @@ const CACHE_ASKING_MS = 30 * 1000;
 
 /**
  * The ledger's lines: a regular file (opened without following a link and without waiting: a
- * later step could have left a FIFO or a link to a device there), its first LEDGER_MAX_BYTES.
+ * later step could have left a FIFO or a link to a device there), its last LEDGER_MAX_BYTES (the
+ * newest tokens, the likeliest to be in the cache still).
  */
 function readLedger(ledger) {
   let fd;
   try {
-    fd = fs.openSync(ledger, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | (fs.constants.O_NOFOLLOW || 0));
+    fd = fs.openSync(ledger, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK || 0) | (fs.constants.O_NOFOLLOW || 0));
   } catch {
     return [];
   }
   try {
-    if (!fs.fstatSync(fd).isFile()) return [];
-    const buffer = Buffer.alloc(LEDGER_MAX_BYTES);
-    const read = fs.readSync(fd, buffer, 0, buffer.length, 0);
-    return buffer.subarray(0, read).toString('utf8').split('\n');
+    const stat = fs.fstatSync(fd);
+    if (!stat.isFile()) return [];
+    const from = Math.max(0, stat.size - LEDGER_MAX_BYTES);
+    const buffer = Buffer.alloc(Math.min(stat.size, LEDGER_MAX_BYTES));
+    const read = fs.readSync(fd, buffer, 0, buffer.length, from);
+    const lines = buffer.subarray(0, read).toString('utf8').split('\n');
+    return from > 0 ? lines.slice(1) : lines;
   } finally {
     fs.closeSync(fd);
   }
@@ -536,12 +541,13 @@ function readLedger(ledger) {
 /**
  * The tokens of the helper's that git's credential-cache on `socket` still holds: the ledger
  * beside the socket has, for each token the CLI answered, the URL git asked for and the token's
- * SHA-256. Each URL (a plain https one; at most LEDGER_MAX_URLS, each once) is asked of the cache
- * with the runner's git (handed no token), and what the cache gives back is taken only if its
- * SHA-256 is one the CLI recorded for that URL: a token some step stored in the cache (the job's
- * GITHUB_TOKEN) is not the helper's to revoke. A later step can write to the ledger; at worst the
- * post step asks the cache for more, each question within GIT_TIMEOUT_MS, all within
- * CACHE_ASKING_MS. `notes` gets what was passed over.
+ * SHA-256. Each URL (a plain https one; the newest LEDGER_MAX_URLS, each once) is asked of the
+ * cache, for the helper's user, with git (handed none of the step's secrets), and what the cache
+ * gives back is taken only if its SHA-256 is one the CLI recorded for that URL (a token some step
+ * stored in the cache, the job's GITHUB_TOKEN say, is not the helper's to revoke) and it has not
+ * expired (the cache keeps a token that is used past its expiry). A later step can write to the
+ * ledger; at worst the post step asks the cache for more, each question within GIT_TIMEOUT_MS,
+ * none after CACHE_ASKING_MS. `notes` gets what was passed over.
  */
 function cachedTokens(env, socket, notes = () => {}) {
   const ledger = socket ? gitLedger(socket) : '';
@@ -555,10 +561,10 @@ function cachedTokens(env, socket, notes = () => {}) {
     hashes.get(m[1]).add(m[2]);
   }
   const urls = [...hashes.keys()];
-  if (urls.length > LEDGER_MAX_URLS) notes(`the ledger names ${urls.length} URLs: the cache is asked about the first ${LEDGER_MAX_URLS}`);
+  if (urls.length > LEDGER_MAX_URLS) notes(`the ledger names ${urls.length} URLs: the cache is asked about the newest ${LEDGER_MAX_URLS}`);
   const until = Date.now() + CACHE_ASKING_MS;
   const tokens = new Set();
-  for (const url of urls.slice(0, LEDGER_MAX_URLS)) {
+  for (const url of urls.slice(-LEDGER_MAX_URLS)) {
     if (Date.now() > until) {
       notes('asking the cache took too long: the rest of the ledger is passed over');
       break;
@@ -566,13 +572,15 @@ function cachedTokens(env, socket, notes = () => {}) {
     let answer;
     try {
       answer = execFileSync('git', ['credential-cache', `--socket=${socket}`, 'get'], {
-        env: gitEnv(env), input: `url=${url}\n\n`, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'],
+        env: gitEnv(env), input: `url=${url}\nusername=x-access-token\n\n`, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'],
         timeout: GIT_TIMEOUT_MS, killSignal: 'SIGKILL',
       });
     } catch {
       continue;
     }
     const password = /^password=(.+)$/m.exec(answer);
+    const expiry = /^password_expiry_utc=(\d+)$/m.exec(answer);
+    if (expiry && Number(expiry[1]) * 1000 <= Date.now()) continue;
     if (password && hashes.get(url).has(crypto.createHash('sha256').update(password[1]).digest('hex'))) tokens.add(password[1]);
   }
   return [...tokens];
@@ -593,18 +601,23 @@ function gitEnv(env, platform = process.platform) {
   return Object.fromEntries(kept.filter((name) => env[name] !== undefined).map((name) => [name, env[name]]));
 }
 
-/** Runs `git ARGS` (the runner's git), returning its output; a failure's exit status is on the error. */
-function git(env, args) {
-  return execFileSync('git', args, { env: gitEnv(env), encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: GIT_TIMEOUT_MS, killSignal: 'SIGKILL' });
+/**
+ * Runs `git ARGS` (the first git on PATH), returning its output; a failure's exit status is on the
+ * error, and one that takes `timeout` ms is stopped.
+ */
+function git(env, args, timeout = GIT_TIMEOUT_MS) {
+  return execFileSync('git', args, { env: gitEnv(env), encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout, killSignal: 'SIGKILL' });
 }
 
 /** The runner's git version as [major, minor] ("git version 2.39.2.windows.1": [2, 39]). */
 function gitVersion(env) {
   let text;
   try {
-    text = git(env, ['--version']);
+    // A first start of git can be slow (Windows): 30 s, not the cache's 5.
+    text = git(env, ['--version'], 30 * 1000);
   } catch (err) {
-    throw new ActionError(`git-credential needs git: ${String((err.code === 'ENOENT' ? 'no git on PATH' : err.stderr) || err.message).trim()}`);
+    const why = err.code === 'ENOENT' ? 'no git on PATH' : err.code === 'ETIMEDOUT' ? 'git --version did not answer in 30 s' : err.stderr;
+    throw new ActionError(`git-credential needs git: ${String(why || err.message).trim()}`);
   }
   const m = /^git version (\d+)\.(\d+)/.exec(text);
   if (!m) throw new ActionError(`git-credential: cannot read the git version from ${JSON.stringify(text.trim())}`);

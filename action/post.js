@@ -58,7 +58,11 @@ async function revokeCached(env, socket) {
       revoked += 1;
     } catch (err) {
       const message = err instanceof lib.ActionError ? err.message : `revoking a token of git's failed: ${String((err && err.message) || err)}`;
-      warn(lib.redact(`git's credential-cache: ${message}`, token));
+      // Not accepted: revoked already (or expired since it was asked); nothing to warn about.
+      const refused = message.startsWith('GitHub does not accept the token');
+      const line = lib.redact(`git's credential-cache: ${message}`, token);
+      if (refused) process.stdout.write(`${line}\n`);
+      else warn(line);
     }
   }
   if (tokens.length > 0) process.stdout.write(`${revoked} of the ${tokens.length} tokens git's credential-cache held revoked\n`);

@@ -777,6 +777,11 @@ test('git-credential: later steps of the job (only) ask the CLI (role-arn and al
   const docs = 'protocol=https\nhost=github.com\npath=octo-org/docs\nusername=x-access-token\npassword=ghs_not_the_helpers\n\n';
   execFileSync('git', ['credential-cache', `--socket=${socket}`, 'store'], { input: docs, env: job.env({}, gitEnv) });
   fs.appendFileSync(ledger, `nonsense\n${url} ${sha256('ghs_helper1')}\nhttps://github.com/octo-org/docs ${sha256('ghs_other')}\n`);
+  // A token of the helper's the cache still holds past its expiry (used, so stored again): not sent.
+  const past = Math.floor(Date.now() / 1000) - 60;
+  const expired = `protocol=https\nhost=github.com\npath=octo-org/old\nusername=x-access-token\npassword=ghs_expired\npassword_expiry_utc=${past}\n\n`;
+  execFileSync('git', ['credential-cache', `--socket=${socket}`, 'store'], { input: expired, env: job.env({}, gitEnv) });
+  fs.appendFileSync(ledger, `https://github.com/octo-org/old ${sha256('ghs_expired')}\n`);
 
   const revoked = revocations.length;
   const post = await job.post(inputs, { ...gitEnv, ...step });

@@ -307,6 +307,19 @@ async fn the_ledger_holds_the_url_and_hash_the_cache_gives_the_token_back_for() 
     let back = s.run("git", &["credential-cache", &socket_arg, "get"], &format!("url={url}\n\n"), &[]).await;
     assert_eq!(fields(&back).get("password"), Some(&token), "{}", text(&back.stderr));
     let _ = s.run("git", &["credential-cache", &socket_arg, "exit"], "", &[]).await;
+
+    // A FIFO left in the ledger's place: not waited on (git would wait with it); git has its token,
+    // and the helper says it recorded nothing.
+    #[cfg(unix)]
+    {
+        let fifo = s.dir.join("fifo");
+        assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let helpers = [helper(&format!("--ledger '{}'", fifo.display()))];
+        let out = s.git_credential(&helpers, "fill", &request("github.com", Some("octo-org/docs.git"))).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(fields(&out).contains_key("password"));
+        assert!(text(&out.stderr).contains("warning: cannot record the token in"), "{}", text(&out.stderr));
+    }
 }
 
 /// Other hosts and protocols, paths that name no repository, another owner than --owner: no answer

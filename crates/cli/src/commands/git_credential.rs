@@ -181,7 +181,8 @@ fn ledger_line(request: &BTreeMap<String, String>, host: &str, token: &str) -> O
 }
 
 /// Appends `line` to the ledger (made, and its directory if need be, for its owner alone: the
-/// directory may be the one git's credential-cache keeps its socket in, which must be).
+/// directory may be the one git's credential-cache keeps its socket in, which must be). A ledger
+/// that is not a regular file is an error (a warning for git, which has its answer already).
 fn append(ledger: &Path, line: &str) -> std::io::Result<()> {
     if let Some(dir) = ledger.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
         let mut builder = std::fs::DirBuilder::new();
@@ -193,8 +194,17 @@ fn append(ledger: &Path, line: &str) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.create(true).append(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(ledger)?.write_all(format!("{line}\n").as_bytes())
+    {
+        use rustix::fs::OFlags;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Not through a link, nor waiting on a FIFO someone left in its place: git waits for us.
+        options.mode(0o600).custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32);
+    }
+    let mut file = options.open(ledger)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    file.write_all(format!("{line}\n").as_bytes())
 }
 
 /// Unix seconds of an RFC 3339 time.
