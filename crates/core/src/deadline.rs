@@ -16,6 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
+use crate::error::Error;
+
 tokio::task_local! {
     static DEADLINE: Instant;
 }
@@ -34,6 +36,28 @@ pub const AWS_CONNECT: Duration = Duration::from_secs(2);
 /// Runs `work` with `deadline` as the deadline [`remaining`] measures from.
 pub async fn within<F: Future>(deadline: Instant, work: F) -> F::Output {
     DEADLINE.scope(deadline, work).await
+}
+
+/// How an invocation with Lambda's `deadline` gets to its answer: `work` runs [`within`] the
+/// deadline less [`ANSWER_MARGIN`] and is stopped there ([`Error::OutOfTime`], the contract's
+/// error, not the bare 502 of a function Lambda stopped); then, whatever came of it, `settle` is
+/// given until half that margin before the deadline for what must go out before Lambda freezes the
+/// process once it has answered.
+pub async fn answer_by<T, S>(
+    deadline: Instant,
+    work: impl Future<Output = Result<T, Error>>,
+    settle: impl FnOnce(Instant) -> S,
+) -> Result<T, Error>
+where
+    S: Future<Output = ()>,
+{
+    let cut = deadline.checked_sub(ANSWER_MARGIN).unwrap_or(deadline);
+    let outcome = match tokio::time::timeout_at(cut, within(cut, work)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(Error::OutOfTime),
+    };
+    settle(deadline.checked_sub(ANSWER_MARGIN / 2).unwrap_or(deadline)).await;
+    outcome
 }
 
 /// The deadline of the current work, if it has one.

@@ -262,11 +262,11 @@ where
 }
 
 /// Runs `job` on every scheduled (EventBridge) event until the runtime stops the process. The job
-/// runs [`deadline::within`] the invocation's deadline less [`deadline::ANSWER_MARGIN`] (so it
-/// can stop cleanly by itself) and is cut off there with [`Error::OutOfTime`], logged, instead of
-/// being killed by Lambda without a word. Then, before it answers, `settle` waits until half that
-/// margin before the deadline for what the job must see through before the process is frozen
-/// (its claims on the signing of a shared App JWT: [`AppJwts::settle`](crate::tokens::app_jwt::AppJwts::settle)).
+/// answers by the invocation's deadline ([`deadline::answer_by`]): it runs within the deadline less
+/// [`deadline::ANSWER_MARGIN`] (so it can stop cleanly by itself) and is cut off there with
+/// [`Error::OutOfTime`], logged, instead of being killed by Lambda without a word; then `settle`
+/// sees through what must go out before the process is frozen (its claims on the signing of a
+/// shared App JWT: [`AppJwts::settle`](crate::tokens::app_jwt::AppJwts::settle)).
 pub async fn serve_scheduled<F, Fut, S, SFut>(job: F, settle: S) -> Result<(), lambda_runtime::Error>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
@@ -293,16 +293,7 @@ where
             let (payload, context) = (event.payload, event.context);
             let outcome = match deadline::from_epoch_millis(context.deadline) {
                 None => job(payload).await,
-                Some(deadline) => {
-                    let answer_by = deadline.checked_sub(deadline::ANSWER_MARGIN).unwrap_or(deadline);
-                    let outcome =
-                        match tokio::time::timeout_at(answer_by, deadline::within(answer_by, job(payload))).await {
-                            Ok(outcome) => outcome,
-                            Err(_) => Err(Error::OutOfTime),
-                        };
-                    settle(deadline.checked_sub(deadline::ANSWER_MARGIN / 2).unwrap_or(deadline)).await;
-                    outcome
-                }
+                Some(deadline) => deadline::answer_by(deadline, job(payload), |by| settle(by)).await,
             };
             if let Err(e) = &outcome {
                 tracing::error!(error = %e, "scheduled run failed");

@@ -145,11 +145,9 @@ impl<O: Operation> Endpoint<O> {
     /// here, once: client mistakes at `info`, server faults at `error` with their (secret-free)
     /// detail.
     ///
-    /// With Lambda's `deadline`, the operation runs [`deadline::within`] the deadline less
-    /// [`deadline::ANSWER_MARGIN`], and is stopped there: the caller gets the contract's
-    /// `ServerSideError`, not the bare 502 of a function Lambda stopped. Then, before it answers,
-    /// the operation [settles](Operation::settle) what it must see through until half that margin
-    /// before the deadline.
+    /// With Lambda's `deadline`, the operation answers by it ([`deadline::answer_by`]): stopped at the
+    /// deadline less [`deadline::ANSWER_MARGIN`], so that the caller gets the contract's
+    /// `ServerSideError`, then [settled](Operation::settle).
     pub(crate) async fn respond(&self, req: RawRequest<'_>, deadline: Option<Instant>) -> HttpReply {
         let work = async {
             match parse_call(req, O::ROUTES, &self.transport) {
@@ -159,16 +157,7 @@ impl<O: Operation> Endpoint<O> {
         };
         let outcome = match deadline {
             None => work.await,
-            Some(deadline) => {
-                let answer_by = deadline.checked_sub(deadline::ANSWER_MARGIN).unwrap_or(deadline);
-                let outcome = match tokio::time::timeout_at(answer_by, deadline::within(answer_by, work)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(Error::OutOfTime),
-                };
-                let settle_by = deadline.checked_sub(deadline::ANSWER_MARGIN / 2).unwrap_or(deadline);
-                self.op.settle(settle_by).await;
-                outcome
-            }
+            Some(deadline) => deadline::answer_by(deadline, work, |by| self.op.settle(by)).await,
         };
         match outcome {
             Ok(value) => HttpReply { status: 200, error_type: None, body: value.to_string() },
